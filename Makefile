@@ -1,0 +1,52 @@
+# cxstream — every target installs what it needs first (a fresh clone needs only python3.11).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run demo test unit integration lint typecheck schemas bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install the engine with its dev tools
+
+run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo replays a sample)
+	exec $(BIN)/cxstream run $(ARGS)
+
+demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
+	exec $(BIN)/cxstream run --demo
+
+test: $(STAMP) ## run the whole test suite: lint, unit, integration and end-to-end
+	$(BIN)/ruff check cxstream tests
+	$(BIN)/python -m pytest -q
+
+unit: $(STAMP) ## unit tests and doctests only (no broker)
+	$(BIN)/python -m pytest -q tests/unit cxstream
+
+integration: $(STAMP) ## integration and end-to-end tests (embedded broker and Redis)
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check cxstream tests
+
+typecheck: $(STAMP) ## mypy on the package
+	$(BIN)/mypy cxstream
+
+schemas: $(STAMP) ## export the wire contract as JSON Schema into schemas/
+	$(BIN)/cxstream schemas export schemas
+
+bench: $(STAMP) ## benchmarks (not part of make test); results in bench/results/
+	@for s in bench/*/run.sh; do echo "== $$s"; bash $$s || exit 1; done
+
+clean: ## remove local state (var/) and caches
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

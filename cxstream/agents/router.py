@@ -1,0 +1,104 @@
+"""Router: one pure :class:`cxstream.routing.Router` per routing group, driven by ``cx.routing.v1``.
+
+The topic is keyed by routing group, so one worker owns each group and sees its
+inputs in one total order.  The router's state is saved in the ``router_state``
+table after every input, so a restarted worker resumes where it stopped; inputs
+re-delivered after a crash are recognised by event id and produce nothing new,
+and outputs carry deterministic ids for consumers to drop copies.
+
+A timer publishes :class:`RouterTick` records into the same topic so that SLA and
+offer timers fire in a replayable order.  The tick's time is the group's event
+clock advanced by the wall time elapsed since its last input.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import faust
+
+from cxstream.routing import Router, RoutingConfig
+from cxstream.schemas import Assignment, RouterInput, RouterTick
+from cxstream.streams import metrics
+from cxstream.streams.app import Topics
+from cxstream.streams.codecs import decode, encode
+from cxstream.streams.deadletter import process_events
+from cxstream.streams.settings import Settings
+
+
+@dataclass
+class RouterHost:
+    """The routers this worker holds in memory, each with the state bytes it was saved as."""
+
+    config: RoutingConfig = field(default_factory=RoutingConfig)
+    routers: dict[str, tuple[bytes | None, Router]] = field(default_factory=dict)
+    clocks: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> (event clock, wall at)
+
+    def get(self, group: str, saved: bytes | None) -> Router:
+        cached = self.routers.get(group)
+        if cached is not None and cached[0] == saved:
+            return cached[1]
+        router = Router.from_state(saved) if saved else Router(group=group, config=self.config)
+        self.routers[group] = (saved, router)
+        return router
+
+    def saved(self, group: str, router: Router, state: bytes) -> None:
+        self.routers[group] = (state, router)
+        self.clocks[group] = (router.clock, time.time())
+
+    def tick_time(self, group: str) -> float:
+        clock, wall = self.clocks[group]
+        return clock + max(0.0, time.time() - wall)
+
+
+def register(app: faust.App, topics: Topics, settings: Settings, host: RouterHost | None = None) -> RouterHost:
+    """Declare the router table, agent and clock on *app*."""
+    host = host or RouterHost()
+    table = app.Table(
+        "router_state",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        help="routing group -> Router state (roster, queues, timers); written only by cxstream.agents.router",
+    )
+
+    async def handle(event: faust.EventT) -> None:
+        key: bytes = event.key
+        msg = decode(event.value, RouterInput)
+        group = key.decode()
+        r = host.get(group, table.get(key))
+        outputs = r.apply(msg)
+        now = time.time()
+        for out in outputs:
+            if isinstance(out, Assignment):
+                await topics.assignments.send(key=out.advisor_id.encode(), value=encode(out))
+                await topics.customer_events.send(key=out.customer_id.encode(), value=encode(out))
+                metrics.ASSIGNMENTS.labels(out.channel).inc()
+                lag = now - out.decided_at
+                if 0 <= lag < 3600:
+                    metrics.ROUTE_LATENCY.observe(lag)
+            else:
+                await topics.routing_events.send(key=key, value=encode(out))
+                metrics.ROUTING_EVENTS.labels(out.kind).inc()
+        state = r.to_state()
+        table[key] = state
+        host.saved(group, r, state)
+
+    async def router(stream: faust.StreamT[bytes]) -> None:
+        await process_events(stream, "router", topics.dead_letter, handle)
+
+    app.agent(topics.routing, name="cxstream.router")(router)
+
+    @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
+    async def tick() -> None:
+        for group in list(host.clocks):
+            stats = host.routers[group][1].stats()
+            metrics.QUEUE_WAITING.labels(group).set(stats["total"].get("waiting", 0))
+            metrics.ADVISORS_AVAILABLE.labels(group).set(stats["advisors"]["available"])
+            await topics.routing.send(
+                key=group.encode(), value=encode(RouterTick(routing_group=group, at=host.tick_time(group)))
+            )
+
+    return host

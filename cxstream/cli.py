@@ -1,0 +1,92 @@
+"""``cxstream`` command line: run the engine, replay recordings, export schemas, evaluate models."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cxstream.streams.settings import Settings, SettingsError
+
+#: ``cxstream eval WHAT ...`` and ``cxstream bench WHAT ...`` hand their arguments to these modules' ``main(argv)``.
+EVALS = {
+    "intent": "cxstream.intel.evaluate",
+    "churn": "cxstream.intel.evaluate",
+    "split": "cxstream.intel.evaluate",
+    "routing": "cxstream.replay.eval_routing",
+}
+BENCHES: dict[str, str] = {}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxstream", description="Real-time customer-engagement engine.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the engine (embedded broker and Redis unless CX_BROKER_URL/CX_REDIS_URL)")
+    run.add_argument("--demo", action="store_true", help="also replay a small bundled sample with simulated advisor desktops")
+
+    rp = sub.add_parser("replay", help="publish a JSONL recording to the engine's input topics")
+    rp.add_argument("file", help="JSONL file: one record per line (see docs/EVENTS.md)")
+    rp.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
+    rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL)")
+    rp.add_argument("--keep-times", action="store_true", help="keep the recorded event times instead of re-stamping them to the replay's clock")
+    rp.add_argument("--wait", type=float, default=5.0, help="seconds to wait for assignments after the last record")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.add_argument("--json", default=None, help="also write the latency summary to this file")
+
+    sc = sub.add_parser("schemas", help="the wire contract")
+    sc_sub = sc.add_subparsers(dest="schemas_command", required=True)
+    ex = sc_sub.add_parser("export", help="write one JSON Schema file per record into DIR")
+    ex.add_argument("dir")
+
+    sub.add_parser("settings", help="list every CX_* setting with its default and meaning")
+
+    for name, modules, what in (("eval", EVALS, "evaluate a model or policy on data"), ("bench", BENCHES, "run a benchmark")):
+        e = sub.add_parser(name, help=what, add_help=False)
+        e.add_argument("what", choices=sorted(modules) or None, nargs="?" if not modules else None)
+        e.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"cxstream: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "run":
+        from cxstream.engine import main_run
+
+        return main_run(settings, demo=args.demo)
+    if args.command == "replay":
+        from cxstream.replay.publish import main_replay
+
+        broker = args.broker or settings.broker_url
+        if not broker:
+            print("cxstream replay: no broker: pass --broker HOST:PORT or set CX_BROKER_URL", file=sys.stderr)
+            return 2
+        return main_replay(
+            args.file, broker, speed=args.speed, keep_times=args.keep_times, wait_s=args.wait,
+            progress=not args.no_progress, json_out=args.json, topic_prefix=settings.topic_prefix,
+        )
+    if args.command == "schemas":
+        from cxstream.schemas import export_json_schemas
+
+        for path in export_json_schemas(args.dir):
+            print(path)
+        return 0
+    if args.command == "settings":
+        for name, default, meaning in Settings.documented():
+            print(f"{name:<28} {default:<18} {meaning}")
+        return 0
+    modules = EVALS if args.command == "eval" else BENCHES
+    module = importlib.import_module(modules[args.what])
+    rest = list(args.rest)
+    return int(module.main([args.what, *rest]) if args.what in ("intent", "churn", "split") else module.main(rest))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

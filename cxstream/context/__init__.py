@@ -1,0 +1,15 @@
+"""The 360° customer context: a pure core (no I/O), one record per canonical customer."""
+
+from cxstream.context.model import CustomerContext, InteractionSummary, OpenContact
+from cxstream.context.update import ContextLimits, Effects, apply_assignment, apply_interaction, apply_outcome
+
+__all__ = [
+    "ContextLimits",
+    "CustomerContext",
+    "Effects",
+    "InteractionSummary",
+    "OpenContact",
+    "apply_assignment",
+    "apply_interaction",
+    "apply_outcome",
+]

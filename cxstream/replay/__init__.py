@@ -1,0 +1,1 @@
+"""Recordings, replay with latency measurement, the demo sample, dataset adapters."""

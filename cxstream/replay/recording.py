@@ -1,0 +1,126 @@
+"""Recordings: JSONL files of input records, as the engine's input topics would carry them.
+
+Each line is either
+
+* a record with its ``type`` tag (``cx.InteractionEvent.v1``, ``cx.AdvisorEvent.v1``,
+  ``cx.OutcomeEvent.v1``): it goes to that record's input topic, keyed by its
+  customer identifier or advisor id; or
+* an envelope ``{"topic": NAME, "key": STR|null, "value": ANY}``: *value* is sent
+  as is (a string verbatim, anything else as JSON) — for recording malformed input.
+
+Blank lines and lines starting with ``#`` are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import orjson
+
+from cxstream.schemas import AdvisorEvent, InteractionEvent, OutcomeEvent
+from cxstream.streams import topics as t
+
+Input = InteractionEvent | AdvisorEvent | OutcomeEvent
+_decoder = msgspec.json.Decoder(Input)
+_encoder = msgspec.json.Encoder()
+_TOPIC = {InteractionEvent: t.INTERACTIONS.name, AdvisorEvent: t.ADVISOR_EVENTS.name, OutcomeEvent: t.OUTCOMES.name}
+
+
+class RecordingError(ValueError):
+    """A line of a recording that is neither a typed record nor an envelope."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One record to publish: where, with what key, and its event time (if it has one)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    at: float | None
+    record: Input | None = None
+
+    def restamped(self, at: float) -> Planned:
+        """The same record with its event time set to *at* (envelopes are unchanged)."""
+        if self.record is None:
+            return self
+        record = msgspec.structs.replace(self.record, occurred_at=at)
+        return Planned(self.topic, self.key, _encoder.encode(record), at, record)
+
+
+def key_for(record: Input) -> bytes:
+    """The partitioning key a channel system would use.
+
+    >>> from cxstream.schemas import Identifiers
+    >>> key_for(OutcomeEvent(event_id="e", occurred_at=1, kind="csat", customer=Identifiers(email="a@b.co")))
+    b'a@b.co'
+    """
+    if isinstance(record, AdvisorEvent):
+        return record.advisor_id.encode()
+    ids = record.customer.present()
+    return next(iter(ids.values()), "").encode()
+
+
+def plan(record: Input) -> Planned:
+    """A typed record as a planned publication."""
+    return Planned(_TOPIC[type(record)], key_for(record), _encoder.encode(record), record.occurred_at, record)
+
+
+def parse_line(line: str | bytes, where: str = "line") -> Planned | None:
+    """Parse one JSONL line; ``None`` for blank and comment lines."""
+    text = line.decode() if isinstance(line, bytes) else line
+    if not text.strip() or text.lstrip().startswith("#"):
+        return None
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise RecordingError(f"{where}: not JSON: {exc}") from exc
+    if isinstance(obj, dict) and "topic" in obj and "value" in obj:
+        value = obj["value"]
+        raw = value.encode() if isinstance(value, str) else orjson.dumps(value)
+        key = obj.get("key")
+        return Planned(str(obj["topic"]), key.encode() if isinstance(key, str) else None, raw, obj.get("at"))
+    try:
+        return plan(_decoder.decode(text))
+    except msgspec.ValidationError as exc:
+        raise RecordingError(f"{where}: not an input record or envelope: {exc}") from exc
+
+
+def read_recording(path: str | Path) -> list[Planned]:
+    """Every record of a recording file, in file order."""
+    out = []
+    with Path(path).open("rb") as f:
+        for n, line in enumerate(f, 1):
+            p = parse_line(line, f"{path}:{n}")
+            if p is not None:
+                out.append(p)
+    return out
+
+
+def write_recording(path: str | Path, records: Iterable[Input | dict[str, object]]) -> int:
+    """Write records (typed, or envelope dicts) as JSONL; returns the count."""
+    n = 0
+    with Path(path).open("wb") as f:
+        for r in records:
+            f.write(orjson.dumps(r) if isinstance(r, dict) else _encoder.encode(r))
+            f.write(b"\n")
+            n += 1
+    return n
+
+
+def schedule(records: list[Planned], speed: float, start: float) -> Iterator[tuple[float, Planned]]:
+    """(planned wall time, record) pairs: event-time gaps divided by *speed*; ``speed=0``: no waiting.
+
+    >>> p = [Planned("t", None, b"{}", 100.0), Planned("t", None, b"{}", 104.0)]
+    >>> [w for w, _ in schedule(p, 2.0, 1000.0)]
+    [1000.0, 1002.0]
+    """
+    t0 = next((r.at for r in records if r.at is not None), None)
+    for r in records:
+        if speed <= 0 or t0 is None or r.at is None:
+            yield start, r
+        else:
+            yield start + max(0.0, r.at - t0) / speed, r

@@ -1,0 +1,1 @@
+"""The HTTP API: context lookup, health, metrics."""

@@ -1,0 +1,1 @@
+"""Settings, the Faust app factory, the topic catalogue (read topics.py first), codecs, dead letters, metrics."""

@@ -1,0 +1,12 @@
+"""The Redis key layout, shared by the writer (context agent) and the reader (HTTP API)."""
+
+from __future__ import annotations
+
+
+def context_key(customer_id: str) -> str:
+    """The Redis key of a customer's context copy.
+
+    >>> context_key("C-1")
+    'cx:ctx:C-1'
+    """
+    return f"cx:ctx:{customer_id}"

@@ -1,0 +1,37 @@
+"""Every Prometheus metric of the engine, declared once (prometheus-client).
+
+Labels come from bounded sets only (topic names, channels, error types, stages,
+routing groups from configuration), never a customer or advisor id.  Latency
+metrics are our own, in seconds: Faust's built-in histograms were mis-scaled.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_IN = Counter("cx_events_in_total", "Input records read, by topic and what became of them.", ["topic", "outcome"])
+DEAD_LETTERS = Counter("cx_dead_letters_total", "Records sent to the dead-letter topic.", ["topic", "error_type"])
+CONTEXT_UPDATES = Counter("cx_context_updates_total", "Customer contexts updated, by record type.", ["record"])
+DUPLICATES = Counter("cx_duplicates_total", "Inputs dropped as duplicates of an event already applied.", ["stage"])
+REDIS_FLUSH_SECONDS = Histogram(
+    "cx_redis_flush_seconds", "Time to write one batch of contexts to Redis.", buckets=_LATENCY_BUCKETS
+)
+REDIS_FLUSHED = Counter("cx_redis_contexts_written_total", "Context copies written to Redis.")
+REDIS_ERRORS = Counter("cx_redis_errors_total", "Failed Redis writes (retried on the next flush).")
+ASSIGNMENTS = Counter("cx_assignments_total", "Assignments (offers) emitted.", ["channel"])
+ROUTING_EVENTS = Counter("cx_routing_events_total", "Routing events emitted.", ["kind"])
+ROUTE_LATENCY = Histogram(
+    "cx_route_latency_seconds",
+    "Wall time from the triggering input's event time to the assignment being sent.",
+    buckets=_LATENCY_BUCKETS,
+)
+STAGE_SECONDS = Histogram(
+    "cx_stage_seconds", "Processing time of one record in a stage.", ["stage"], buckets=_LATENCY_BUCKETS
+)
+QUEUE_WAITING = Gauge("cx_queue_waiting", "Contacts waiting for an advisor.", ["routing_group"])
+ADVISORS_AVAILABLE = Gauge("cx_advisors_available", "Advisors logged in and available.", ["routing_group"])
+HTTP_REQUESTS = Histogram(
+    "cx_http_request_seconds", "HTTP API latency by route and status.", ["route", "status"], buckets=_LATENCY_BUCKETS
+)

@@ -1,0 +1,115 @@
+"""Settings: one frozen object, read once from ``CX_*`` environment variables or one TOML file.
+
+Every setting is declared here with its environment name and its meaning; nothing
+else in the engine reads the environment.  ``CX_SETTINGS_FILE`` names an optional
+TOML file whose keys are the field names below; environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the engine cannot use; the message names the variable."""
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine configuration.  The environment name of field ``x`` is ``CX_X``."""
+
+    broker_url: str = _setting("", "Kafka bootstrap servers, e.g. 'kafka:9092'. Empty: start the embedded broker.")
+    redis_url: str = _setting("", "Redis URL, e.g. 'redis://redis:6379/0'. Empty: start the embedded Redis.")
+    data_dir: str = _setting("var", "Folder for local state: embedded Redis file, RocksDB tables, logs.")
+    app_id: str = _setting("cxstream", "Kafka consumer group / Faust app id.")
+    topic_prefix: str = _setting("", "Prefix of every topic name (several engines or test runs on one cluster).")
+    partitions: int = _setting(4, "Partitions of every customer-keyed topic (all the same).")
+    replication: int = _setting(1, "Replication factor of created topics.")
+    http_host: str = _setting("127.0.0.1", "Address the HTTP API listens on.")
+    http_port: int = _setting(8080, "Port of the HTTP API; 0 picks a free port.")
+    max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
+    context_max_interactions: int = _setting(20, "Interactions kept per customer context (newest first).")
+    dedupe_ids_per_customer: int = _setting(64, "Event ids remembered per customer to drop duplicates.")
+    redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
+    redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
+    tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
+    rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
+    table_store: str = _setting("memory://", "Faust table store: 'memory://' or 'rocksdb://'.")
+    api_keys: str = _setting("", "Comma-separated API keys for the HTTP API; empty disables the check (development only).")
+    shared_data_dir: str = _setting("../shared/data", "Where the public datasets are read from (benchmarks, evals).")
+    log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``CX_SETTINGS_FILE`` (if set) and then ``CX_*`` variables.
+
+        >>> Settings.from_env({"CX_PARTITIONS": "8"}).partitions
+        8
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        file = env.get("CX_SETTINGS_FILE")
+        if file:
+            try:
+                values.update(tomllib.loads(Path(file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SettingsError(f"CX_SETTINGS_FILE={file}: {exc}") from exc
+        for f in dataclasses.fields(cls):
+            name = f"CX_{f.name.upper()}"
+            if name in env:
+                values[f.name] = env[name]
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings in CX_SETTINGS_FILE: {sorted(unknown)}")
+        return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    def path(self, *parts: str) -> Path:
+        """A path under ``data_dir``, created if missing."""
+        p = Path(self.data_dir, *parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @staticmethod
+    def documented() -> list[tuple[str, str, str]]:
+        """(environment name, default, meaning) for every setting, for docs and ``--help``."""
+        return [
+            (f"CX_{f.name.upper()}", repr(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
+        ]
+
+
+def _coerce(cls: type[Settings], name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"CX_{name.upper()}={value!r} is not a valid {kind}") from exc

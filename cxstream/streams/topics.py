@@ -1,0 +1,111 @@
+"""The topic catalogue: every topic the engine reads or writes.  Read this first.
+
+::
+
+    channel systems ──▶ cx.interactions.v1 ───┐
+    advisor desktops ─▶ cx.advisor-events.v1 ─┼─▶ ingest ──▶ cx.dead-letter.v1 (bad input + reason)
+    business systems ─▶ cx.outcomes.v1 ───────┘   │ validate, normalise identifiers,
+                                                   │ key by customer (or routing group)
+                       cx.customer-events.v1 ◀─────┤  (key = canonical customer id)
+                                │                  └──▶ cx.routing.v1 (advisor events)
+                                ▼
+                      context  (table customer_context) ──▶ Redis copy (write-behind)
+                                │ contact requests / updates
+                                ▼
+                      cx.routing.v1 (key = routing group; + clock ticks)
+                                ▼
+                      router  (table router_state) ──▶ cx.assignments.v1 (key = advisor id)
+                                │                  ──▶ cx.routing-events.v1
+                                └── assignments also back to cx.customer-events.v1 (last advisor)
+
+Names carry the contract version.  Every customer-keyed topic has the same
+partition count (``CX_PARTITIONS``), so one customer's events stay on one partition
+across topics.  Values are JSON records of :mod:`cxstream.schemas`; on topics that
+carry several record types the ``type`` field says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cxstream.streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its name (with version), what its key and value are, and how it is kept."""
+
+    name: str
+    key: str
+    value: str
+    doc: str
+    compacted: bool = False
+    single_partition: bool = False
+
+    def partitions(self, settings: Settings) -> int:
+        return 1 if self.single_partition else settings.partitions
+
+
+INTERACTIONS = TopicSpec(
+    "cx.interactions.v1", "any (a customer identifier is recommended)", "InteractionEvent",
+    "Every customer interaction from every channel system.",
+)
+ADVISOR_EVENTS = TopicSpec(
+    "cx.advisor-events.v1", "advisor id", "AdvisorEvent",
+    "Advisor desktop events: login, presence, skills, offer answers, completions with disposition.",
+)
+OUTCOMES = TopicSpec(
+    "cx.outcomes.v1", "any", "OutcomeEvent",
+    "Business outcomes: churned/retained, CSAT, NPS, payments, consent, erasure requests.",
+)
+CUSTOMER_EVENTS = TopicSpec(
+    "cx.customer-events.v1", "canonical customer id", "InteractionEvent | OutcomeEvent | Assignment",
+    "Internal: validated inputs and assignments, keyed by the customer they belong to.",
+)
+ROUTING = TopicSpec(
+    "cx.routing.v1", "routing group", "ContactRequest | ContactUpdate | AdvisorEvent | RouterTick",
+    "Internal: the router's totally ordered input per routing group.",
+)
+ASSIGNMENTS = TopicSpec(
+    "cx.assignments.v1", "advisor id", "Assignment",
+    "Offers of contacts to advisors, for advisor desktops.",
+)
+ROUTING_EVENTS = TopicSpec(
+    "cx.routing-events.v1", "routing group", "RoutingEvent",
+    "Queueing, escalation, SLA breaches, offer timeouts, abandons.",
+)
+OUTREACH = TopicSpec(
+    "cx.outreach.v1", "customer id", "OutreachEvent",
+    "Proactive outreach recommendations for campaign and messaging systems.",
+)
+DEAD_LETTER = TopicSpec(
+    "cx.dead-letter.v1", "source topic", "DeadLetter",
+    "Inputs the engine could not use, with topic/partition/offset, reason and raw payload.",
+)
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    INTERACTIONS,
+    ADVISOR_EVENTS,
+    OUTCOMES,
+    CUSTOMER_EVENTS,
+    ROUTING,
+    ASSIGNMENTS,
+    ROUTING_EVENTS,
+    OUTREACH,
+    DEAD_LETTER,
+)
+
+#: Input topics of the engine: the only ones an outside system writes.
+INPUTS: tuple[TopicSpec, ...] = (INTERACTIONS, ADVISOR_EVENTS, OUTCOMES)
+
+
+def by_name(name: str) -> TopicSpec:
+    """The spec of a topic, by name.
+
+    >>> by_name("cx.assignments.v1").key
+    'advisor id'
+    """
+    for spec in CATALOGUE:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no topic {name!r} in the catalogue")

@@ -1,0 +1,78 @@
+"""Produce to and consume from the real broker in integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from cxstream.schemas import Record
+
+
+def encode(record: Record | bytes | str) -> bytes:
+    if isinstance(record, bytes):
+        return record
+    if isinstance(record, str):
+        return record.encode()
+    return msgspec.json.encode(record)
+
+
+async def produce(broker: str, topic: str, items: Iterable[tuple[bytes | None, Record | bytes | str]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, encode(value), key=key)
+    finally:
+        await producer.stop()
+
+
+async def consume_until(
+    broker: str,
+    topic: str,
+    done: Callable[[list[Any]], bool],
+    decode: Callable[[bytes], Any] = lambda b: b,
+    timeout: float = 30.0,
+) -> list[Any]:
+    """Read *topic* from the beginning until ``done(values)`` is true; raise on timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    values: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        parts: set[int] = set()
+        while not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic) or set()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} does not exist")
+            if not parts:
+                await asyncio.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while not done(values):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: condition not met in {timeout}s; got {len(values)} records: {values[-5:]}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                values.extend(decode(m.value) for m in msgs)
+        return values
+    finally:
+        await consumer.stop()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll *check* until it returns something truthy; return it, or raise on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout}s (last value {value!r})")
+        time.sleep(interval)
