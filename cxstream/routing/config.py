@@ -1,0 +1,100 @@
+"""Routing configuration: one :class:`RoutingConfig` per routing group.
+
+Everything the router decides with is here, so a replay with the same config and
+the same input stream gives the same outputs.  The config is stored inside the
+router state (``Router.to_state``), so a restored router keeps deciding the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+#: ``fifo``: first come first served, longest-idle eligible advisor, no priorities, no escalation.
+#: ``skills``: ``fifo`` order, but the advisor with the best proficiency for the contact's skill
+#: (configured 1-5 proficiency blended with handle times learned online) wins.
+#: ``default``: priorities with aging, SLA escalation, and the full documented score.
+PolicyName = Literal["fifo", "skills", "default"]
+POLICIES: tuple[str, ...] = ("fifo", "skills", "default")
+
+
+class Weights(msgspec.Struct, frozen=True, kw_only=True):
+    """Weights of the advisor score (see ``docs/ROUTING.md``); each term is in [0, 1] before weighting."""
+
+    proficiency: float = 0.4  #: configured proficiency (1-5) for the contact's intent/skills
+    speed: float = 0.5  #: learned: group mean handle time / advisor's own, for this skill
+    sticky: float = 0.5  #: the customer's last advisor
+    idle: float = 0.15  #: longest idle first (saturates at ``idle_norm_s``)
+    fairness: float = 0.1  #: fewer contacts handled today than the busiest advisor
+
+
+class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How one routing group routes.  All durations are seconds of event time.
+
+    >>> RoutingConfig().sla_for("voice"), RoutingConfig().sla_for("email")
+    (20.0, 14400.0)
+    >>> RoutingConfig(sla_s={"voice": 30.0}).sla_for("voice")
+    30.0
+    """
+
+    policy: PolicyName = "default"
+    #: Service-level target per channel (answer within this many seconds).
+    sla_s: dict[str, float] = msgspec.field(
+        default_factory=lambda: {
+            "voice": 20.0,
+            "chat": 60.0,
+            "email": 14400.0,
+            "sms": 900.0,
+            "social": 3600.0,
+            "web": 60.0,
+            "app": 60.0,
+        }
+    )
+    #: SLA used for a channel missing from ``sla_s``.
+    default_sla_s: float = 60.0
+    #: Capacity per channel for advisors whose events do not say (voice blocks other work).
+    default_capacity: dict[str, int] = msgspec.field(
+        default_factory=lambda: {"voice": 1, "chat": 3, "email": 5, "sms": 3, "social": 3, "web": 3, "app": 3}
+    )
+    #: Channels whose contacts need the advisor's full attention: taken only when the advisor
+    #: holds nothing, and while held they block every other channel.
+    exclusive_channels: list[str] = msgspec.field(default_factory=lambda: ["voice"])
+    #: Escalation steps, as multiples of the channel's SLA: step 1 drops secondary skills,
+    #: step 2 widens to every advisor serving the channel and language (any skill, any team),
+    #: step 3 overflows (callback / self-service offer is announced; the contact keeps its place).
+    escalation_at: list[float] = msgspec.field(default_factory=lambda: [0.5, 1.0, 3.0])
+    escalate: bool = True
+    #: Queue ordering: effective priority = priority + tier bonus + churn_weight * churn_risk
+    #: + waited / (aging_sla_multiple * SLA).  Higher first; ties by arrival order.
+    use_priority: bool = True
+    aging_sla_multiple: float = 1.0
+    churn_weight: float = 3.0
+    tier_bonus: dict[str, float] = msgspec.field(default_factory=lambda: {"vip": 4.0, "gold": 2.0, "silver": 1.0})
+    #: A re-queued transfer gets this many priority points, and is held this long for
+    #: the advisor it was transferred to (if any) before anyone eligible may take it.
+    transfer_boost: float = 2.0
+    transfer_hold_s: float = 60.0
+    #: Offers not answered within this many seconds are withdrawn; the advisor is set away.
+    offer_timeout_s: float = 30.0
+    #: After this many offers of one contact, it escalates (at least to the widening step).
+    max_offers: int = 3
+    #: Hold a contact for the customer's last advisor this long (per channel; 0 = only a score bonus).
+    sticky_wait_s: dict[str, float] = msgspec.field(default_factory=lambda: {"email": 1800.0, "chat": 30.0})
+    idle_norm_s: float = 600.0
+    weights: Weights = msgspec.field(default_factory=Weights)
+    #: Online handle-time learning: exponential moving average factor, and samples before trusted.
+    learn_alpha: float = 0.05
+    learn_min_samples: int = 5
+    #: Abandons earlier than this are "short" and excluded from the service level.
+    short_abandon_s: float = 5.0
+    #: Number of recently applied input event ids remembered for idempotence.
+    dedupe_window: int = 20000
+
+    def sla_for(self, channel: str) -> float:
+        """The SLA target of *channel* in seconds."""
+        return float(self.sla_s.get(channel, self.default_sla_s))
+
+    def capacity_for(self, channel: str) -> int:
+        """Default capacity of an advisor on *channel*."""
+        return int(self.default_capacity.get(channel, 0))

@@ -1,0 +1,149 @@
+"""The advisor roster: presence, skills, languages, per-channel capacity, load and time accounting.
+
+Pure functions over :class:`AdvisorState` records (mutable ``msgspec`` structs that
+are part of the router state and serialise with it).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from cxstream.routing.config import RoutingConfig
+
+#: Presences in which an advisor counts as staffed (logged in and working).
+STAFFED_PRESENCE = frozenset({"available", "busy", "wrap_up"})
+
+
+class Learned(msgspec.Struct, kw_only=True):
+    """An exponential moving average of handle time (seconds) and how many samples fed it."""
+
+    mean_s: float = 0.0
+    n: int = 0
+
+    def update(self, value: float, alpha: float) -> None:
+        """Feed one handle time.
+
+        >>> m = Learned(); m.update(100.0, 0.5); m.update(200.0, 0.5); (m.mean_s, m.n)
+        (150.0, 2)
+        """
+        self.mean_s = value if self.n == 0 else (1.0 - alpha) * self.mean_s + alpha * value
+        self.n += 1
+
+
+class AdvisorState(msgspec.Struct, kw_only=True):
+    """What the router knows of one advisor (human agent)."""
+
+    advisor_id: str
+    logged_in: bool = False
+    presence: str = "offline"
+    skills: dict[str, int] = {}
+    languages: list[str] = []
+    capacity: dict[str, int] | None = None  #: None: the group's default capacity
+    load: dict[str, int] = {}  #: channel -> contacts held (offered or active)
+    held: list[str] = []  #: contact ids held, in the order taken
+    idle_since: float = 0.0
+    day: int = -1
+    handled_today: int = 0
+    handled: int = 0
+    staffed_s: float = 0.0
+    busy_s: float = 0.0
+    mark: float = 0.0  #: time up to which staffed_s / busy_s are accounted
+    learned: dict[str, Learned] = {}  #: skill key -> handle time learned online
+
+
+def is_staffed(adv: AdvisorState) -> bool:
+    """Logged in and in a working presence (not away/offline)."""
+    return adv.logged_in and adv.presence in STAFFED_PRESENCE
+
+
+def is_busy(adv: AdvisorState) -> bool:
+    """Holding a contact, or in busy / wrap-up presence."""
+    return bool(adv.held) or adv.presence in ("busy", "wrap_up")
+
+
+def account(adv: AdvisorState, now: float) -> None:
+    """Accumulate staffed and busy seconds up to *now* (call before every change)."""
+    dt = now - adv.mark
+    if dt > 0:
+        if is_staffed(adv):
+            adv.staffed_s += dt
+            if is_busy(adv):
+                adv.busy_s += dt
+        adv.mark = now
+    elif adv.mark == 0.0:
+        adv.mark = now
+
+
+def capacity(adv: AdvisorState, channel: str, cfg: RoutingConfig) -> int:
+    """How many contacts of *channel* this advisor may hold at once."""
+    if adv.capacity is None:
+        return cfg.capacity_for(channel)
+    return int(adv.capacity.get(channel, 0))
+
+
+def has_room(adv: AdvisorState, channel: str, cfg: RoutingConfig) -> bool:
+    """Free capacity on *channel*, honouring exclusive channels (voice blocks other work).
+
+    >>> cfg = RoutingConfig()
+    >>> a = AdvisorState(advisor_id="a", load={"chat": 1}, held=["c1"])
+    >>> has_room(a, "chat", cfg), has_room(a, "voice", cfg)
+    (True, False)
+    """
+    total = len(adv.held)
+    if channel in cfg.exclusive_channels:
+        return total == 0 and capacity(adv, channel, cfg) > 0
+    if any(adv.load.get(ch, 0) > 0 for ch in cfg.exclusive_channels):
+        return False
+    return adv.load.get(channel, 0) < capacity(adv, channel, cfg)
+
+
+def can_take_work(adv: AdvisorState) -> bool:
+    """Logged in and available: the only state in which offers are made."""
+    return adv.logged_in and adv.presence == "available"
+
+
+def speaks(adv: AdvisorState, language: str | None) -> bool:
+    """Does the advisor serve *language*?  An advisor with no languages listed serves any.
+
+    Tags match on their primary subtag, case-insensitively ('en-GB' is served by 'en').
+
+    >>> speaks(AdvisorState(advisor_id="a", languages=["en", "fr"]), "EN-gb")
+    True
+    >>> speaks(AdvisorState(advisor_id="a", languages=["fr"]), "en")
+    False
+    """
+    if not language or not adv.languages:
+        return True
+    want = language.split("-")[0].lower()
+    return any(lang.split("-")[0].lower() == want for lang in adv.languages)
+
+
+def take(adv: AdvisorState, contact_id: str, channel: str, now: float) -> None:
+    """Reserve capacity for a contact (an offer or an accepted contact)."""
+    account(adv, now)
+    adv.held.append(contact_id)
+    adv.load[channel] = adv.load.get(channel, 0) + 1
+
+
+def release(adv: AdvisorState, contact_id: str, channel: str, now: float) -> bool:
+    """Free the capacity a contact held; returns False if the advisor did not hold it."""
+    if contact_id not in adv.held:
+        return False
+    account(adv, now)
+    adv.held.remove(contact_id)
+    left = adv.load.get(channel, 0) - 1
+    if left > 0:
+        adv.load[channel] = left
+    else:
+        adv.load.pop(channel, None)
+    if not adv.held:
+        adv.idle_since = now
+    return True
+
+
+def roll_day(adv: AdvisorState, now: float) -> None:
+    """Reset today's counters when the UTC day of *now* differs from the advisor's."""
+    day = int(now // 86400)
+    if day != adv.day:
+        adv.day = day
+        adv.handled_today = 0
