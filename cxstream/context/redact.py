@@ -2,7 +2,8 @@
 
 Applied before text reaches logs, the context (and so Redis) or dead-letter
 metadata.  Card numbers are recognised by the Luhn check, phone numbers by
-``phonenumbers``' matcher, so ordinary numbers (amounts, order ids) survive.
+``phonenumbers``' matcher (valid numbers, or possible ones of 9 digits or more),
+so ordinary numbers (amounts, short order ids) survive.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def redact(text: str, region: str = "GB") -> str:
         return text
     out, last = [], 0
     for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
+        # Short digit runs (order ids, amounts) are "possible" numbers too: keep them unless valid.
+        if sum(ch.isdigit() for ch in match.raw_string) < 9 and not phonenumbers.is_valid_number(match.number):
+            continue
         out.append(text[last : match.start])
         out.append("[phone]")
         last = match.end

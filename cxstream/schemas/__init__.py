@@ -75,8 +75,8 @@ def export_json_schemas(directory: str | Path) -> list[Path]:
         doc = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"{name}.schema.json",
-            "title": name,
             **components[record.__name__],
+            "title": name,
             "$defs": {k: v for k, v in components.items() if k != record.__name__},
         }
         if not doc["$defs"]:
