@@ -76,3 +76,26 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met in {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+async def read_to_end(broker: str, topic: str) -> list[bytes]:
+    """Every value on *topic* up to the end offsets it had when called, in partition then offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[TopicPartition, list[bytes]] = {tp: [] for tp in tps}
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, msgs in batch.items():
+                out[tp].extend(m.value for m in msgs if m.offset < ends[tp])
+        return [v for tp in tps for v in out[tp]]
+    finally:
+        await consumer.stop()

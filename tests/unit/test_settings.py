@@ -1,0 +1,49 @@
+"""Settings come from CX_* variables or one TOML file, are validated, and are documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cxstream.streams.settings import Settings, SettingsError
+
+
+def test_defaults_mean_embedded_servers() -> None:
+    s = Settings.from_env({})
+    assert s.embedded_broker and s.embedded_redis and s.partitions == 4
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    f = tmp_path / "cx.toml"
+    f.write_text('partitions = 8\nbroker_url = "k:9092"\napi_keys = "a, b"\n')
+    s = Settings.from_env({"CX_SETTINGS_FILE": str(f), "CX_PARTITIONS": "12"})
+    assert (s.partitions, s.broker_url, s.embedded_broker) == (12, "k:9092", False)
+    assert s.api_key_set == frozenset({"a", "b"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CX_PARTITIONS": "four"}, "CX_PARTITIONS='four' is not a valid int"),
+        ({"CX_TICK_INTERVAL_S": "soon"}, "CX_TICK_INTERVAL_S"),
+        ({"CX_SETTINGS_FILE": "/nonexistent/cx.toml"}, "CX_SETTINGS_FILE=/nonexistent/cx.toml"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "cx.toml"
+    f.write_text("partitons = 8\n")
+    with pytest.raises(SettingsError, match="partitons"):
+        Settings.from_env({"CX_SETTINGS_FILE": str(f)})
+
+
+def test_every_setting_is_documented() -> None:
+    docs = Settings.documented()
+    assert all(name.startswith("CX_") and meaning for name, _, meaning in docs)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "cxstream settings" in readme
