@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cxstream.streams.settings import Settings, SettingsError
 
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     sc_sub = sc.add_subparsers(dest="schemas_command", required=True)
     ex = sc_sub.add_parser("export", help="write one JSON Schema file per record into DIR")
     ex.add_argument("dir")
+    md = sc_sub.add_parser("docs", help="write the markdown reference of the contract to FILE")
+    md.add_argument("file")
 
     sub.add_parser("settings", help="list every CX_* setting with its default and meaning")
 
@@ -74,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "schemas":
         from cxstream.schemas import export_json_schemas
+        from cxstream.schemas.docs import reference_markdown
 
+        if args.schemas_command == "docs":
+            Path(args.file).write_text(reference_markdown())
+            print(args.file)
+            return 0
         for path in export_json_schemas(args.dir):
             print(path)
         return 0

@@ -13,10 +13,14 @@ clock advanced by the wall time elapsed since its last input.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
+import orjson
+import redis.asyncio as aioredis
 
 from cxstream.routing import Router, RoutingConfig
 from cxstream.schemas import Assignment, RouterInput, RouterTick
@@ -24,7 +28,10 @@ from cxstream.streams import metrics
 from cxstream.streams.app import Topics
 from cxstream.streams.codecs import decode, encode
 from cxstream.streams.deadletter import process_events
+from cxstream.streams.keys import queues_key
 from cxstream.streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,8 +59,35 @@ class RouterHost:
         return clock + max(0.0, time.time() - wall)
 
 
-def register(app: faust.App, topics: Topics, settings: Settings, host: RouterHost | None = None) -> RouterHost:
-    """Declare the router table, agent and clock on *app*."""
+def publish_stats(group: str, stats: dict[str, Any]) -> None:
+    """Export a group's live statistics as gauges (labels: routing group only)."""
+    total = stats["total"]
+    metrics.QUEUE_WAITING.labels(group).set(total.get("waiting") or 0)
+    metrics.ADVISORS_AVAILABLE.labels(group).set(stats["advisors"]["available"])
+    metrics.LONGEST_WAIT.labels(group).set(total.get("longest_wait_s") or 0)
+    for gauge, key in (
+        (metrics.SERVICE_LEVEL, "service_level"),
+        (metrics.ASA, "asa_s"),
+        (metrics.ABANDON_RATE, "abandon_rate"),
+        (metrics.OCCUPANCY, "occupancy"),
+    ):
+        if total.get(key) is not None:
+            gauge.labels(group).set(total[key])
+
+
+def register(
+    app: faust.App,
+    topics: Topics,
+    settings: Settings,
+    redis_client: aioredis.Redis | None = None,
+    host: RouterHost | None = None,
+) -> RouterHost:
+    """Declare the router table, agent and clock on *app*.
+
+    With *redis_client*, each tick also stores every owned group's live statistics in
+    Redis (``cx:queues:{group}``, expiring after a minute), where any worker's
+    ``GET /queues`` finds them.
+    """
     host = host or RouterHost()
     table = app.Table(
         "router_state",
@@ -93,12 +127,22 @@ def register(app: faust.App, topics: Topics, settings: Settings, host: RouterHos
 
     @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
     async def tick() -> None:
+        snapshot = {}
         for group in list(host.clocks):
             stats = host.routers[group][1].stats()
-            metrics.QUEUE_WAITING.labels(group).set(stats["total"].get("waiting", 0))
-            metrics.ADVISORS_AVAILABLE.labels(group).set(stats["advisors"]["available"])
+            publish_stats(group, stats)
+            snapshot[queues_key(group)] = orjson.dumps(stats)
             await topics.routing.send(
                 key=group.encode(), value=encode(RouterTick(routing_group=group, at=host.tick_time(group)))
             )
+        if redis_client is not None and snapshot:
+            try:
+                async with redis_client.pipeline(transaction=False) as pipe:
+                    for k, v in snapshot.items():
+                        pipe.set(k, v, ex=60)
+                    await pipe.execute()
+            except Exception as exc:  # the next tick retries; routing does not depend on it
+                metrics.REDIS_ERRORS.inc()
+                log.warning("could not store queue statistics in Redis: %r", exc)
 
     return host

@@ -400,9 +400,17 @@ class Router:
             adv.logged_in = False
             adv.presence = "offline"
             self._withdraw_offers(adv, now, out)
-        elif kind in ("offer_accepted", "offer_rejected", "contact_completed"):
+        elif kind in ("offer_accepted", "offer_rejected", "contact_completed", "contact_transferred"):
             c = self._s.contacts.get(ev.contact_id or "")
             if c is None or c.advisor_id != adv.advisor_id:
+                return
+            if kind == "contact_transferred":  # the desktop's transfer button: to an advisor or a queue
+                update = ContactUpdate(
+                    event_id=ev.event_id, contact_id=c.contact_id, routing_group=ev.routing_group,
+                    kind="transferred", at=now, to_advisor_id=ev.transfer_to_advisor_id,
+                    to_skills=ev.transfer_to_skills,
+                )
+                self._transfer(c, update, now, out)
                 return
             if kind == "contact_completed":
                 if c.status in ("offered", "active"):

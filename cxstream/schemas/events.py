@@ -82,6 +82,7 @@ AdvisorKind = Literal[
     "offer_accepted",
     "offer_rejected",
     "contact_completed",
+    "contact_transferred",
 ]
 Presence = Literal["available", "busy", "wrap_up", "away", "offline"]
 
@@ -104,6 +105,12 @@ class AdvisorEvent(Record, tag="cx.AdvisorEvent.v1", tag_field="type"):
     contact_id: Annotated[str, msgspec.Meta(max_length=128, description="The contact, for offer_* and contact_completed.")] | None = None
     assignment_id: Annotated[str, msgspec.Meta(max_length=128, description="The offer answered, for offer_*.")] | None = None
     disposition: Disposition | None = None
+    transfer_to_advisor_id: Annotated[
+        str, msgspec.Meta(max_length=128, description="For contact_transferred: the advisor to hand the contact to.")
+    ] | None = None
+    transfer_to_skills: Annotated[
+        list[ShortText], msgspec.Meta(max_length=16, description="For contact_transferred: the skills (queue) to hand it to.")
+    ] | None = None
 
 
 OutcomeKind = Literal[

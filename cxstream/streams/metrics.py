@@ -32,6 +32,13 @@ STAGE_SECONDS = Histogram(
 )
 QUEUE_WAITING = Gauge("cx_queue_waiting", "Contacts waiting for an advisor.", ["routing_group"])
 ADVISORS_AVAILABLE = Gauge("cx_advisors_available", "Advisors logged in and available.", ["routing_group"])
+LONGEST_WAIT = Gauge("cx_queue_longest_wait_seconds", "Longest current wait in the group.", ["routing_group"])
+SERVICE_LEVEL = Gauge(
+    "cx_service_level", "Answered within target / (answered + abandoned - short abandons), since start.", ["routing_group"]
+)
+ASA = Gauge("cx_asa_seconds", "Average speed of answer, since start.", ["routing_group"])
+ABANDON_RATE = Gauge("cx_abandon_rate", "Abandoned / (answered + abandoned), since start.", ["routing_group"])
+OCCUPANCY = Gauge("cx_advisor_occupancy", "Seconds advisors held contacts / staffed seconds.", ["routing_group"])
 HTTP_REQUESTS = Histogram(
     "cx_http_request_seconds", "HTTP API latency by route and status.", ["route", "status"], buckets=_LATENCY_BUCKETS
 )

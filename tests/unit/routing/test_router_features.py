@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cxstream.routing import Router, RoutingConfig
+from cxstream.schemas.events import AdvisorEvent
 from cxstream.schemas.outputs import Assignment, RoutingEvent
 from tests.unit.routing.routing_fixtures import adv_event, login, request, tick, update
 
@@ -182,3 +183,23 @@ def test_stats_service_level_asa_occupancy() -> None:
     tot = r.stats()["total"]
     assert abs(tot["occupancy"] - 95.0 / 200.0) < 1e-9  # held c1 0-55 and c2 60-100, of 200 s staffed
     assert r.stats()["advisors"] == {"logged_in": 1, "available": 1, "busy": 0, "away": 0}
+
+
+def test_the_desktop_transfer_button_hands_the_contact_on() -> None:
+    """An advisor's ``contact_transferred`` event: to a named advisor, or to another queue's skills."""
+    r = Router()
+    r.apply(login("ann", 0.0, skills={"cards": 3}))
+    r.apply(login("bob", 0.0, skills={"loans": 3}))
+    [a] = assignments(r.apply(request("c1", 1.0, skills=["cards"])))
+    r.apply(adv_event("ann", "offer_accepted", 2.0, contact="c1", assignment=a.assignment_id))
+    transfer = AdvisorEvent(
+        event_id="tr-1", occurred_at=30.0, advisor_id="ann", kind="contact_transferred", contact_id="c1",
+        transfer_to_skills=["loans"],
+    )
+    outs = r.apply(transfer)
+    [t] = events(outs, "transferred")
+    [b] = assignments(outs)
+    assert (t.advisor_id, b.advisor_id, b.attempt) == ("ann", "bob", 2)
+    # only the advisor holding the contact can transfer it
+    stray = AdvisorEvent(event_id="tr-2", occurred_at=31.0, advisor_id="ann", kind="contact_transferred", contact_id="c1")
+    assert r.apply(stray) == []
