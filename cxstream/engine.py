@@ -52,7 +52,7 @@ class Wiring:
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
         ingest_agent.register(self.app, self.topics, settings)
         self.context_table = context_agent.register(self.app, self.topics, settings, self.writer)
-        self.routers = router_agent.register(self.app, self.topics, settings)
+        self.routers = router_agent.register(self.app, self.topics, settings, self.redis)
 
 
 class EngineService(Service):
