@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Intel benchmarks on the real shared datasets (read in place, never copied into the repo).
+# Writes bench/results/intel-*.json.  Usage: bench/intel/run.sh [--with-encoder]
+#   PY=/path/to/python overrides the interpreter (default: .venv/bin/python of the repo).
+#   CX_DATA_DIR overrides the data folder (default: ../shared/data beside the repo).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+PY="${PY:-$ROOT/.venv/bin/python}"
+OUT="$ROOT/bench/results"
+SPLIT="$(mktemp -d)"
+trap 'rm -rf "$SPLIT"' EXIT
+mkdir -p "$OUT"
+cd "$ROOT"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# Banking77 train: stratified 80/20, seed 42 (the held-out 20% is never used for tuning)
+"$PY" -m cxstream.intel.evaluate split --test-fraction 0.2 --seed 42 --out "$SPLIT" >/dev/null
+"$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
+    --seed 42 --json "$OUT/intel-intent.json" >/dev/null
+"$PY" bench/intel/river_baseline.py --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
+    --seed 42 --json "$OUT/intel-intent-river-baseline.json" >/dev/null
+"$PY" -m cxstream.intel.evaluate churn --json "$OUT/intel-churn.json" >/dev/null
+if [[ "${1:-}" == "--with-encoder" ]]; then
+    "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
+        --seed 42 --encoder minilm --json "$OUT/intel-intent-minilm.json" >/dev/null
+fi
+"$PY" - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for f in sorted(out.glob("intel-*.json")):
+    r = json.loads(f.read_text())
+    keys = ("accuracy", "macro_f1", "predict_p99_ms", "predict_per_s", "ece_calibrated", "auc", "log_loss", "ratio_vs_river")
+    print(f.name, {k: r[k] for k in keys if k in r})
+PY

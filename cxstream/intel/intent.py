@@ -1,0 +1,400 @@
+"""Online intent classifier over message text (pure, deterministic, no I/O).
+
+Two one-pass learners share one set of hashed features (see :mod:`cxstream.intel.text`):
+
+* an *averaged* multiclass passive-aggressive linear model (PA-I, Crammer et al. 2006:
+  each update moves the true class up and the highest-scoring wrong class down by the
+  smallest step that gives a margin of 1, capped at ``C``; predictions use the average of
+  all weight vectors seen, which is far more stable after one pass), and
+* a multinomial naive Bayes over the same features (order-independent counts).
+
+Their softmax probabilities (temperatures ``pa_temperature`` / ``nb_temperature``) are
+averaged.  An optional dense sentence encoder (any ``Callable[[str], np.ndarray]``, e.g.
+:class:`cxstream.intel.encoder.MiniLMEncoder`) adds a third averaged-PA head over its
+embedding.  The top probability is mapped to P(correct) by an online calibrator fed with
+the model's own test-then-train predictions; below ``unknown_threshold`` the model
+answers ``"unknown"``.
+
+Label names are free-form and may appear at any time: class columns grow on demand.
+
+>>> m = IntentModel(n_features=1 << 12)
+>>> m.predict_one("where is my card")
+('unknown', 0.0)
+>>> for _ in range(3):
+...     m.learn_one("where is my new card", "card_arrival")
+...     m.learn_one("I want to close my account", "close_account")
+>>> m.predict_one("my card has not arrived")[0]
+'card_arrival'
+>>> sorted(m.predict_proba_one("close account"))
+['card_arrival', 'close_account']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cxstream.intel.calibration import OnlineCalibrator
+from cxstream.intel.drift import ErrorDriftMonitor
+from cxstream.intel.snapshot import dump_snapshot, load_snapshot
+from cxstream.intel.text import hashed_features
+
+UNKNOWN = "unknown"
+SNAPSHOT_KIND = "cxstream.intel.IntentModel"
+
+Encoder = Callable[[str], np.ndarray]
+
+
+class IntentPrediction(NamedTuple):
+    """``label`` is ``"unknown"`` below the threshold; ``top_label`` is always the argmax."""
+
+    label: str
+    top_label: str
+    confidence: float
+    raw_probability: float
+
+
+def _softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    z = scores / temperature
+    z = z - z.max()
+    e = np.exp(z)
+    return np.asarray(e / e.sum())
+
+
+class IntentModel:
+    """Online intent classifier: ``learn_one(text, label)``, ``predict_one(text)``.
+
+    Parameters are part of the snapshot.  ``version`` increments on every ``learn_one``
+    and every :meth:`publish`.
+    """
+
+    def __init__(
+        self,
+        n_features: int = 1 << 16,
+        C: float = 0.5,
+        alpha: float = 0.01,
+        pa_temperature: float = 0.05,
+        nb_temperature: float = 1.0,
+        unknown_threshold: float = 0.5,
+        char_min: int = 2,
+        char_max: int = 5,
+        encoder: Encoder | None = None,
+        encoder_name: str | None = None,
+        encoder_weight: float = 1.0,
+        encoder_temperature: float = 0.1,
+        knn_k: int = 10,
+        knn_temperature: float = 0.05,
+        knn_memory: int = 20000,
+    ) -> None:
+        if n_features <= 0 or n_features & (n_features - 1):
+            raise ValueError("n_features must be a power of two")
+        self.n_features = n_features
+        self.C = C
+        self.alpha = alpha
+        self.pa_temperature = pa_temperature
+        self.nb_temperature = nb_temperature
+        self.unknown_threshold = unknown_threshold
+        self.char_min = char_min
+        self.char_max = char_max
+        self.encoder = encoder
+        self.encoder_name = encoder_name or (type(encoder).__name__ if encoder is not None else None)
+        self.encoder_weight = encoder_weight
+        self.encoder_temperature = encoder_temperature
+        self.knn_k = knn_k
+        self.knn_temperature = knn_temperature
+        self.knn_memory = knn_memory
+        self._mem: np.ndarray | None = None  # ring buffer of embeddings (encoder head only)
+        self._mem_y = np.zeros(0, dtype=np.int32)
+        self._mem_n = 0  # examples written so far (ring position = _mem_n % knn_memory)
+        self.labels: list[str] = []
+        self._index: dict[str, int] = {}
+        cap = 0
+        self._w = np.zeros((n_features, cap), dtype=np.float32)  # current PA weights
+        self._u = np.zeros((n_features, cap), dtype=np.float32)  # sum of c * updates, for averaging
+        self._nb = np.zeros((n_features, cap), dtype=np.float32)  # NB feature mass per class
+        self._nb_tot = np.zeros(cap, dtype=np.float64)
+        self._dw: np.ndarray | None = None  # dense (encoder) head, shape (dim, cap)
+        self._du: np.ndarray | None = None
+        self.n_learned = 0
+        self.version = 0
+        self.calibrator = OnlineCalibrator()
+        self.drift = ErrorDriftMonitor()
+        self.drift_detected = False
+
+    # ------------------------------------------------------------------ helpers
+    def _params(self) -> dict[str, Any]:
+        return {
+            "n_features": self.n_features,
+            "C": self.C,
+            "alpha": self.alpha,
+            "pa_temperature": self.pa_temperature,
+            "nb_temperature": self.nb_temperature,
+            "unknown_threshold": self.unknown_threshold,
+            "char_min": self.char_min,
+            "char_max": self.char_max,
+            "encoder_name": self.encoder_name,
+            "encoder_weight": self.encoder_weight,
+            "encoder_temperature": self.encoder_temperature,
+            "knn_k": self.knn_k,
+            "knn_temperature": self.knn_temperature,
+            "knn_memory": self.knn_memory,
+        }
+
+    def clone(self) -> IntentModel:
+        """A new, untrained model with the same parameters (and the same encoder object)."""
+        return IntentModel(encoder=self.encoder, **self._params())
+
+    def _features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        return hashed_features(text, self.n_features, self.char_min, self.char_max)
+
+    def _embed(self, text: str) -> np.ndarray | None:
+        if self.encoder is None:
+            return None
+        vec = np.asarray(self.encoder(text), dtype=np.float32).ravel()
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 0 else vec
+
+    def _add_label(self, label: str) -> int:
+        k = len(self.labels)
+        if k >= self._w.shape[1]:
+            cap = max(8, (k + 1 + 7) // 8 * 8)
+            grow = cap - self._w.shape[1]
+            pad = ((0, 0), (0, grow))
+            self._w = np.pad(self._w, pad)
+            self._u = np.pad(self._u, pad)
+            self._nb = np.pad(self._nb, pad)
+            self._nb_tot = np.pad(self._nb_tot, (0, grow))
+            if self._dw is not None and self._du is not None:
+                self._dw = np.pad(self._dw, pad)
+                self._du = np.pad(self._du, pad)
+        self.labels.append(label)
+        self._index[label] = k
+        return k
+
+    def _scores(
+        self, idx: np.ndarray, val: np.ndarray, emb: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Raw per-class scores (PA current, PA averaged, NB log-lik, dense averaged)."""
+        k = len(self.labels)
+        c = float(self.n_learned + 1)
+        w = self._w[idx, :k]
+        pa_cur = val @ w
+        pa_avg = pa_cur - (val @ self._u[idx, :k]) / c
+        counts = self._nb[idx, :k].astype(np.float64)
+        denom = np.log(self._nb_tot[:k] + self.alpha * self.n_features)
+        nb = val @ np.log(counts + self.alpha) - float(val.sum()) * denom
+        dense = None
+        if emb is not None and self._dw is not None and self._du is not None:
+            dense = emb @ self._dw[:, :k] - (emb @ self._du[:, :k]) / c
+        return np.stack([pa_cur, pa_avg]), nb, dense
+
+    def _proba(self, idx: np.ndarray, val: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
+        pa, nb, dense = self._scores(idx, val, emb)
+        p = _softmax(pa[1], self.pa_temperature) + _softmax(nb, self.nb_temperature)
+        total = 2.0
+        if dense is not None and emb is not None:
+            p = p + self.encoder_weight * _softmax(dense, self.encoder_temperature)
+            total += self.encoder_weight
+            knn = self._knn(emb, len(self.labels))
+            if knn is not None:
+                p = p + knn
+                total += 1.0
+        return np.asarray(p / total)
+
+    def _knn(self, emb: np.ndarray, k: int) -> np.ndarray | None:
+        """Similarity-weighted vote of the ``knn_k`` nearest remembered embeddings."""
+        n = min(self._mem_n, self.knn_memory)
+        if self._mem is None or n == 0:
+            return None
+        sims = self._mem[:n] @ emb
+        top = np.argpartition(-sims, min(self.knn_k, n) - 1)[: self.knn_k] if n > self.knn_k else np.arange(n)
+        weights = np.exp((sims[top] - sims[top].max()) / self.knn_temperature)
+        votes = np.bincount(self._mem_y[:n][top], weights=weights, minlength=k)[:k]
+        return np.asarray(votes / votes.sum())
+
+    def _remember(self, emb: np.ndarray, y: int) -> None:
+        if self._mem is None:
+            self._mem = np.zeros((self.knn_memory, emb.shape[0]), dtype=np.float32)
+            self._mem_y = np.zeros(self.knn_memory, dtype=np.int32)
+        pos = self._mem_n % self.knn_memory
+        self._mem[pos] = emb
+        self._mem_y[pos] = y
+        self._mem_n += 1
+
+    # ------------------------------------------------------------------ API
+    def predict_proba_one(self, text: str) -> dict[str, float]:
+        """Probability of each known label (empty before the first ``learn_one``)."""
+        if not self.labels:
+            return {}
+        idx, val = self._features(text)
+        p = self._proba(idx, val, self._embed(text))
+        return {label: float(p[i]) for i, label in enumerate(self.labels)}
+
+    def predict_ranked(self, text: str, k: int = 3) -> list[tuple[str, float]]:
+        """Top-``k`` labels with their (uncalibrated) probabilities, best first."""
+        proba = self.predict_proba_one(text)
+        return sorted(proba.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    def predict_detail(self, text: str) -> IntentPrediction:
+        """Full prediction: answered label, best label, calibrated and raw confidence."""
+        if not self.labels:
+            return IntentPrediction(UNKNOWN, UNKNOWN, 0.0, 0.0)
+        idx, val = self._features(text)
+        p = self._proba(idx, val, self._embed(text))
+        best = int(np.argmax(p))
+        raw = float(p[best])
+        conf = self.calibrator.calibrate(raw)
+        label = self.labels[best] if conf >= self.unknown_threshold else UNKNOWN
+        return IntentPrediction(label, self.labels[best], conf, raw)
+
+    def predict_one(self, text: str) -> tuple[str, float]:
+        """``(label, confidence)``; ``("unknown", confidence)`` when the calibrated
+        confidence is below ``unknown_threshold``.  Confidence is the calibrated
+        probability that the best label is right."""
+        pred = self.predict_detail(text)
+        return pred.label, pred.confidence
+
+    def learn_one(self, text: str, label: str) -> None:
+        """One online update (test-then-train: the pre-update prediction feeds the
+        calibrator and the ADWIN drift monitor; see ``drift_detected``)."""
+        label = str(label)
+        idx, val = self._features(text)
+        emb = self._embed(text)
+        if emb is not None and self._dw is None:
+            shape = (emb.shape[0], self._w.shape[1])
+            self._dw = np.zeros(shape, dtype=np.float32)
+            self._du = np.zeros(shape, dtype=np.float32)
+        if self.labels:
+            p = self._proba(idx, val, emb)
+            best = int(np.argmax(p))
+            correct = self.labels[best] == label
+            self.calibrator.update(float(p[best]), correct)
+            self.drift_detected = self.drift.update(0.0 if correct else 1.0)
+        else:
+            self.drift_detected = False
+        y = self._index.get(label)
+        if y is None:
+            y = self._add_label(label)
+        k = len(self.labels)
+        c = float(self.n_learned + 1)
+        # averaged multiclass PA-I (true class vs. best-scoring wrong class)
+        if k > 1:
+            scores = val @ self._w[idx, :k]
+            self._pa_step(idx, val, scores, y, self._w, self._u, c, float(np.dot(val, val)))
+            if emb is not None and self._dw is not None and self._du is not None:
+                dscores = emb @ self._dw[:, :k]
+                dsl = slice(None)
+                self._pa_step(dsl, emb, dscores, y, self._dw, self._du, c, float(np.dot(emb, emb)))
+        if emb is not None:
+            self._remember(emb, y)
+        # naive Bayes mass
+        self._nb[idx, y] += val
+        self._nb_tot[y] += float(val.sum())
+        self.n_learned += 1
+        self.version += 1
+
+    def _pa_step(
+        self,
+        idx: np.ndarray | slice,
+        val: np.ndarray,
+        scores: np.ndarray,
+        y: int,
+        w: np.ndarray,
+        u: np.ndarray,
+        c: float,
+        sq: float,
+    ) -> None:
+        wrong = scores.copy()
+        wrong[y] = -np.inf
+        r = int(np.argmax(wrong))
+        loss = 1.0 - float(scores[y]) + float(scores[r])
+        if loss <= 0.0 or sq <= 0.0:
+            return
+        tau = min(self.C, loss / (2.0 * sq))
+        step = (tau * val).astype(np.float32)
+        w[idx, y] += step
+        w[idx, r] -= step
+        u[idx, y] += c * step
+        u[idx, r] -= c * step
+
+    def learn_many(self, rows: Iterable[tuple[str, str]]) -> int:
+        """Learn ``(text, label)`` pairs in order (e.g. a warm start); returns the count."""
+        n = 0
+        for text, label in rows:
+            self.learn_one(text, label)
+            n += 1
+        return n
+
+    def publish(self) -> bytes:
+        """Bump ``version`` and return the snapshot bytes to publish."""
+        self.version += 1
+        return self.to_bytes()
+
+    # ------------------------------------------------------------------ snapshots
+    def to_bytes(self) -> bytes:
+        """Pickle-free snapshot: parameters, label names, hashed-feature weights only.
+
+        Only non-zero feature rows are stored (row index + values): no message text."""
+        k = len(self.labels)
+        rows = np.flatnonzero(np.any(self._nb[:, :k] != 0, axis=1) | np.any(self._u[:, :k] != 0, axis=1))
+        arrays: dict[str, np.ndarray] = {
+            "rows": rows.astype(np.int64),
+            "w": self._w[rows, :k],
+            "u": self._u[rows, :k],
+            "nb": self._nb[rows, :k],
+            "nb_tot": self._nb_tot[:k],
+            **self.calibrator.state(),
+        }
+        if self._dw is not None and self._du is not None:
+            arrays["dw"] = self._dw[:, :k]
+            arrays["du"] = self._du[:, :k]
+        if self._mem is not None:
+            n = min(self._mem_n, self.knn_memory)
+            arrays["mem"] = self._mem[:n]
+            arrays["mem_y"] = self._mem_y[:n]
+        meta = {
+            "params": self._params(),
+            "labels": self.labels,
+            "n_learned": self.n_learned,
+            "mem_n": self._mem_n,
+        }
+        return dump_snapshot(SNAPSHOT_KIND, self.version, meta, arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> IntentModel:
+        """Restore a snapshot.  A model trained with an encoder needs the same ``encoder``."""
+        snap = load_snapshot(data, kind=SNAPSHOT_KIND)
+        params = dict(snap.meta["params"])
+        has_dense = "dw" in snap.arrays
+        if has_dense and encoder is None:
+            raise ValueError(f"snapshot was trained with encoder {params.get('encoder_name')!r}; pass encoder=")
+        model = cls(encoder=encoder if has_dense else None, **params)
+        for label in snap.meta["labels"]:
+            model._add_label(str(label))
+        k = len(model.labels)
+        rows = snap.arrays["rows"].astype(np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= model.n_features):
+            raise ValueError("snapshot feature rows out of range")
+        model._w[rows, :k] = snap.arrays["w"]
+        model._u[rows, :k] = snap.arrays["u"]
+        model._nb[rows, :k] = snap.arrays["nb"]
+        model._nb_tot[:k] = snap.arrays["nb_tot"]
+        if has_dense:
+            dw = snap.arrays["dw"].astype(np.float32)
+            model._dw = np.zeros((dw.shape[0], model._w.shape[1]), dtype=np.float32)
+            model._du = np.zeros_like(model._dw)
+            model._dw[:, :k] = dw
+            model._du[:, :k] = snap.arrays["du"]
+        if "mem" in snap.arrays:
+            mem = snap.arrays["mem"].astype(np.float32)
+            model._mem = np.zeros((model.knn_memory, mem.shape[1]), dtype=np.float32)
+            model._mem_y = np.zeros(model.knn_memory, dtype=np.int32)
+            model._mem[: mem.shape[0]] = mem
+            model._mem_y[: mem.shape[0]] = snap.arrays["mem_y"]
+            model._mem_n = int(snap.meta["mem_n"])
+        model.calibrator.load_state(snap.arrays)
+        model.n_learned = int(snap.meta["n_learned"])
+        model.version = snap.model_version
+        return model

@@ -1,0 +1,115 @@
+"""Pickle-free model snapshots: a JSON header followed by raw ``.npy`` arrays.
+
+Layout (all integers little-endian)::
+
+    b"CXSNAP" | u8 format version | u32 header length | header JSON (UTF-8) | arrays...
+
+The header is a JSON object ``{"kind", "model_version", "meta", "arrays": [[name, nbytes], ...]}``
+and each array is written with :func:`numpy.save` with ``allow_pickle=False``; loading uses
+``allow_pickle=False`` too, so a snapshot can hold numbers and JSON only: no code runs on load.
+The whole payload is zlib-compressed (most weight columns are zero).
+
+>>> import numpy as np
+>>> blob = dump_snapshot("demo", 3, {"a": 1}, {"w": np.arange(3.0)})
+>>> snap = load_snapshot(blob, kind="demo")
+>>> snap.model_version, snap.meta["a"], snap.arrays["w"].tolist()
+(3, 1, [0.0, 1.0, 2.0])
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"CXSNAP"
+FORMAT_VERSION = 1
+_MAX_HEADER = 16 * 1024 * 1024
+
+
+class SnapshotError(ValueError):
+    """Raised when bytes are not a valid snapshot of the expected kind."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A decoded snapshot: kind, model version, JSON metadata and named arrays."""
+
+    kind: str
+    model_version: int
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise a model state to bytes (no pickle).
+
+    >>> dump_snapshot("k", 0, {}, {})[:6]
+    b'CXSNAP'
+    """
+    blobs: list[bytes] = []
+    index: list[list[Any]] = []
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        if arr.dtype == object:
+            raise SnapshotError(f"array {name!r} has dtype object, which would need pickle")
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        data = buf.getvalue()
+        blobs.append(data)
+        index.append([name, len(data)])
+    header = json.dumps(
+        {"kind": kind, "model_version": int(model_version), "meta": meta, "arrays": index},
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode("utf-8")
+    body = struct.pack("<I", len(header)) + header + b"".join(blobs)
+    return MAGIC + bytes([FORMAT_VERSION]) + zlib.compress(body, 6)
+
+
+def load_snapshot(data: bytes, kind: str | None = None) -> Snapshot:
+    """Decode bytes written by :func:`dump_snapshot`; never unpickles anything.
+
+    >>> load_snapshot(dump_snapshot("k", 7, {"x": [1]}, {}), kind="k").meta
+    {'x': [1]}
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotError("snapshot must be bytes")
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 1 or not data.startswith(MAGIC):
+        raise SnapshotError("not a cxstream snapshot (bad magic)")
+    if data[len(MAGIC)] != FORMAT_VERSION:
+        raise SnapshotError(f"unsupported snapshot format {data[len(MAGIC)]}")
+    try:
+        body = zlib.decompress(data[len(MAGIC) + 1 :])
+    except zlib.error as exc:
+        raise SnapshotError(f"corrupt snapshot: {exc}") from exc
+    if len(body) < 4:
+        raise SnapshotError("truncated snapshot")
+    (hlen,) = struct.unpack("<I", body[:4])
+    if hlen > _MAX_HEADER or 4 + hlen > len(body):
+        raise SnapshotError("truncated snapshot header")
+    try:
+        header = json.loads(body[4 : 4 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SnapshotError(f"bad snapshot header: {exc}") from exc
+    if kind is not None and header.get("kind") != kind:
+        raise SnapshotError(f"snapshot kind {header.get('kind')!r}, expected {kind!r}")
+    arrays: dict[str, np.ndarray] = {}
+    pos = 4 + hlen
+    for name, nbytes in header["arrays"]:
+        chunk = body[pos : pos + int(nbytes)]
+        if len(chunk) != int(nbytes):
+            raise SnapshotError(f"truncated array {name!r}")
+        try:
+            arrays[str(name)] = np.load(io.BytesIO(chunk), allow_pickle=False)
+        except ValueError as exc:
+            raise SnapshotError(f"bad array {name!r}: {exc}") from exc
+        pos += int(nbytes)
+    return Snapshot(str(header["kind"]), int(header["model_version"]), dict(header["meta"]), arrays)

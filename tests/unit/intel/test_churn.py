@@ -1,0 +1,90 @@
+"""ChurnModel and the churn feature map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxstream.intel.churn import ChurnModel
+from cxstream.intel.features import churn_features, telco_context, telco_features, telco_label
+from cxstream.intel.metrics import exact_auc
+
+TELCO_ROW = {
+    "customerID": "0000-TEST",
+    "gender": "Female",
+    "SeniorCitizen": "0",
+    "Partner": "Yes",
+    "Dependents": "No",
+    "tenure": "1",
+    "PhoneService": "No",
+    "MultipleLines": "No phone service",
+    "InternetService": "DSL",
+    "OnlineSecurity": "No",
+    "OnlineBackup": "Yes",
+    "DeviceProtection": "No",
+    "TechSupport": "No",
+    "StreamingTV": "No",
+    "StreamingMovies": "No",
+    "Contract": "Month-to-month",
+    "PaperlessBilling": "Yes",
+    "PaymentMethod": "Electronic check",
+    "MonthlyCharges": "29.85",
+    "TotalCharges": "29.85",
+    "Churn": "No",
+}
+
+
+def test_telco_row_mapping() -> None:
+    ctx = telco_context(TELCO_ROW)
+    assert ctx["tenure_months"] == 1.0
+    assert ctx["contract"] == "Month-to-month"
+    assert ctx["products"] == ["onlinebackup", "internet_dsl"]
+    feats = telco_features(TELCO_ROW)
+    assert feats["contract"] == "month_to_month"
+    assert feats["payment_method"] == "electronic_check"
+    assert feats["tenure_bucket"] == "0-6"
+    assert feats["plan"] == "internet_dsl"
+    assert "customerID" not in str(feats) and "0000-TEST" not in str(feats)
+    assert telco_label(TELCO_ROW) is False
+    blank = dict(TELCO_ROW, TotalCharges=" ")
+    assert "total_log" not in telco_features(blank)
+
+
+def test_engagement_features_are_monotone() -> None:
+    low = churn_features({"complaints": 0, "failed_payments": 0, "contacts_30d": 1, "negative_sentiment": 0.1})
+    high = churn_features({"complaints": 3, "failed_payments": 2, "contacts_30d": 9, "negative_sentiment": 2.0})
+    for key in ("complaints_log", "failed_payments_log", "contacts_30d_log"):
+        assert float(high[key]) > float(low[key])
+    assert high["negative_sentiment"] == 1.0  # clipped to [0, 1]
+    assert "tenure_years" not in low  # missing account data is skipped, not invented
+
+
+def test_learns_risk_ordering(make_churn_rows: Any) -> None:
+    model = ChurnModel()
+    rows = make_churn_rows(3000, 11)
+    probs, labels = [], []
+    for feats, churned in rows:
+        probs.append(model.predict_proba_one(feats))
+        labels.append(churned)
+        model.learn_one(feats, churned)
+    assert exact_auc(labels[1000:], probs[1000:]) > 0.75
+    risky: dict[str, float | str] = {
+        "contract": "month_to_month",
+        "complaints_log": 2.0,
+        "failed_payments_log": 1.0,
+        "tenure_years": 0.1,
+    }
+    safe: dict[str, float | str] = {
+        "contract": "two_year",
+        "complaints_log": 0.0,
+        "failed_payments_log": 0.0,
+        "tenure_years": 5.0,
+    }
+    assert model.predict_proba_one(risky) > 0.7 > 0.2 > model.predict_proba_one(safe)
+
+
+def test_unseen_feature_ignored_at_predict() -> None:
+    model = ChurnModel()
+    model.learn_one({"contract": "one_year"}, False)
+    n = len(model.names)
+    model.predict_proba_one({"contract": "brand_new_value", "other": 3.0})
+    assert len(model.names) == n  # predicting never grows the vocabulary
