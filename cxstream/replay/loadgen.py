@@ -1,0 +1,1010 @@
+"""``cxstream bench pipeline``: the real engine on the embedded broker, open-loop, with two references.
+
+One run, one machine, one broker (see docs/PERFORMANCE.md for the method and results):
+
+1. starts the embedded broker (Tansu) and Redis, as ``cxstream run`` would;
+2. measures the references on that broker, each on the same N pre-produced workload
+   records: ``raw_aiokafka`` (``bench/pipeline/raw_aiokafka.py``) and ``naive_faust``
+   (``bench/pipeline/naive_faust_app.py``), in subprocesses;
+3. starts ``--workers`` engine processes (``python -m cxstream.cli run`` pointed at the
+   servers through ``CX_BROKER_URL``/``CX_REDIS_URL``, one topic prefix, one consumer group),
+   logs the advisors in and prefills the context table with ``--customers`` customers;
+4. drives the seeded workload (:mod:`cxstream.replay.workload`) open-loop at a rate:
+   every record has a planned send time and its event time is re-stamped to it; an
+   independent consumer of ``cx.assignments.v1`` takes the end timestamp; simulated
+   desktops (:func:`cxstream.replay.desktop.respond`) accept and complete each offer so
+   advisors free up; latencies go into HDR histograms, the warm-up is discarded;
+5. ``--find-max``: steps the rate up, then bisects, to the highest rate whose e2e p99
+   stays under ``--p99-limit-ms`` with the engine keeping up; then runs at half that rate
+   with 1,000 context lookups per second (``python -m cxstream.replay.lookups``);
+6. reports table state per customer (Redis copies of the contexts: ``STRLEN`` and
+   ``MEMORY USAGE`` of sampled ``cx:ctx:*`` keys) and the engines' RSS, and writes JSON.
+
+Definitions (also in the JSON's ``method``):
+
+* offered_rate: generator events per second planned; the desktops' answers (3 per
+  assignment) come on top and are reported as ``offered_total_rate``.
+* achieved_rate: input records the engine(s) accepted per second during the measured
+  window: the increase of ``cx_events_in_total{outcome="accepted"}`` on the three input
+  topics (Prometheus ``/metrics`` of every worker) over the window's wall time.
+* e2e: wall time at which the independent consumer read a contact's first assignment
+  minus the planned send time of its ``contact_opened`` (= its event time): it includes
+  queueing in the broker and engine, and any wait for a free advisor (reported apart as
+  ``router_waited_p99_s``).  A contact with no assignment by the end of the drain counts
+  as missing; a step with more than 1% missing fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from cxstream.replay.desktop import DesktopProfile, respond
+from cxstream.replay.publish import LatencySummary, end_offsets
+from cxstream.replay.recording import Planned, plan
+from cxstream.replay.workload import Workload, WorkloadConfig, mix
+from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
+from cxstream.streams import topics as t
+from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+
+API_KEY = "bench-pipeline-key"
+REPO = Path(__file__).resolve().parents[2]
+BENCH_DIR = REPO / "bench" / "pipeline"
+_assignment = msgspec.json.Decoder(Assignment)
+_METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+|NaN|\+Inf)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def log(msg: str) -> None:
+    print(f"bench pipeline: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Options:
+    """Everything a run is configured with (recorded in the JSON)."""
+
+    rate: float = 500.0
+    duration: float = 20.0
+    warmup: float = 3.0
+    customers: int = 10_000
+    workers: int = 1
+    find_max: bool = False
+    json_out: str | None = None
+    seed: int = 7
+    advisors: int = 200
+    partitions: int = 4
+    ref_events: int = 30_000
+    skip_refs: bool = False
+    lookup_rate: float = 1000.0
+    p99_limit_ms: float = 50.0
+    start_rate: float = 100.0
+    step_duration: float = 10.0
+    max_steps: int = 10
+    prefill: bool = True
+    profile_seconds: float = 0.0
+    profile_dir: str | None = None
+    keep_dir: bool = False
+    engine_src: str | None = None
+    engine_env: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- processes
+@dataclass
+class EngineProc:
+    proc: subprocess.Popen[str]
+    http: str
+    log: Path
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, opts: Options) -> EngineProc:
+    """One engine worker as a subprocess, like tests/integration/conftest.py does."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = data_dir / "engine.log"
+    env = {
+        **os.environ,
+        "CX_BROKER_URL": broker,
+        "CX_REDIS_URL": redis_url,
+        "CX_TOPIC_PREFIX": prefix,
+        "CX_APP_ID": app_id,
+        "CX_DATA_DIR": str(data_dir),
+        "CX_HTTP_PORT": str(port),
+        "CX_API_KEYS": API_KEY,
+        "CX_PARTITIONS": str(opts.partitions),
+        **opts.engine_env,
+    }
+    cwd = str(REPO)
+    if opts.engine_src:  # run another checkout's engine (e.g. a `git archive` of a commit)
+        cwd = str(Path(opts.engine_src).resolve())
+        env["PYTHONPATH"] = cwd + os.pathsep + env.get("PYTHONPATH", "")
+    with log_path.open("w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
+            cwd=cwd,
+        )
+    return EngineProc(proc, f"http://127.0.0.1:{port}", log_path)
+
+
+def wait_ready(engines: list[EngineProc], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    for e in engines:
+        while "Worker]: Ready" not in e.output():
+            if e.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {e.proc.returncode}:\n{e.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"engine not ready in {timeout:.0f}s:\n{e.output()[-3000:]}")
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+class ProcSampler:
+    """RSS (MB, engine process trees) and CPU seconds of the engines, sampled in the background."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.procs = [psutil.Process(p) for p in pids]
+        self.peak_rss_mb = 0.0
+        self.last_rss_mb = 0.0
+
+    def tree(self) -> list[Any]:
+        out = []
+        for p in self.procs:
+            with contextlib.suppress(self._psutil.Error):
+                out.append(p)
+                out.extend(p.children(recursive=True))
+        return out
+
+    def rss_mb(self) -> float:
+        total = 0
+        for p in self.tree():
+            with contextlib.suppress(self._psutil.Error):
+                total += p.memory_info().rss
+        mb = total / 1e6
+        self.last_rss_mb = mb
+        self.peak_rss_mb = max(self.peak_rss_mb, mb)
+        return mb
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.tree():
+            with contextlib.suppress(self._psutil.Error):
+                c = p.cpu_times()
+                total += c.user + c.system
+        return total
+
+    async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        while not stop.is_set():
+            self.rss_mb()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+
+# --------------------------------------------------------------------------- engine observation
+def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every labelled sample in a Prometheus text exposition.
+
+    >>> parse_metrics('cx_events_in_total{outcome="accepted",topic="p.cx.interactions.v1"} 12.0')
+    [('cx_events_in_total', {'outcome': 'accepted', 'topic': 'p.cx.interactions.v1'}, 12.0)]
+    """
+    out = []
+    for line in text.splitlines():
+        m = _METRIC.match(line)
+        if m:
+            labels = dict(_LABEL.findall(m.group(2)))
+            out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+async def scrape(session: Any, engines: list[EngineProc]) -> list[tuple[str, dict[str, str], float]]:
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for e in engines:
+        try:
+            async with session.get(f"{e.http}/metrics", headers={"X-API-Key": API_KEY}) as resp:
+                samples.extend(parse_metrics(await resp.text()))
+        except Exception as exc:  # an engine that does not answer is reported by the counts
+            log(f"cannot scrape {e.http}/metrics: {exc!r}")
+    return samples
+
+
+def accepted_inputs(samples: list[tuple[str, dict[str, str], float]], prefix: str) -> float:
+    inputs = {prefix + s.name for s in t.INPUTS}
+    return sum(
+        v for name, labels, v in samples
+        if name == "cx_events_in_total" and labels.get("outcome") == "accepted" and labels.get("topic") in inputs
+    )
+
+
+def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
+    return sum(v for n, _, v in samples if n == name)
+
+
+def context_route_buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+    """Cumulative counts per ``le`` of the server-side latency of the context route (all statuses)."""
+    out: dict[str, float] = {}
+    for name, labels, v in samples:
+        if name == "cx_http_request_seconds_bucket" and labels.get("route", "").startswith("/customers/"):
+            out[labels["le"]] = out.get(labels["le"], 0.0) + v
+    return out
+
+
+class GroupLag:
+    """Records the engines' consumer group still has to read: committed offsets vs end offsets.
+
+    Reads the committed offsets with a consumer that carries the group id but never joins
+    (``AIOKafkaConsumer.committed``; the admin client's OffsetFetch fails on Tansu).
+    """
+
+    CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.CUSTOMER_EVENTS, t.ROUTING)
+
+    def __init__(self, bootstrap: str, group: str, prefix: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        self.names = [prefix + s.name for s in self.CONSUMED]
+        extra = [s for s in t.CATALOGUE if s.name in ("cx.resolve.v1",)]  # the identity stage, where it exists
+        self.names += [prefix + s.name for s in extra]
+        self.tps: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        existing = await self.consumer.topics()
+        for name in self.names:
+            if name in existing:
+                self.tps += [TopicPartition(name, p) for p in sorted(self.consumer.partitions_for_topic(name) or ())]
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+
+    async def lag(self) -> int | None:
+        try:
+            ends = await self.consumer.end_offsets(self.tps)
+            total = 0
+            for tp in self.tps:
+                committed = await self.consumer.committed(tp)
+                total += max(0, ends[tp] - (committed or 0))
+            return total
+        except Exception as exc:
+            log(f"cannot read group lag: {exc!r}")
+            return None
+
+
+# --------------------------------------------------------------------------- the load
+@dataclass
+class StepResult:
+    rate: float
+    duration_s: float
+    warmup_s: float
+    sent: int
+    desktop_sent: int
+    offered_rate: float
+    offered_total_rate: float
+    achieved_rate: float | None
+    e2e: dict[str, Any]
+    e2e_decision: dict[str, Any]
+    contacts: int
+    missing: int
+    router_waited_p99_s: float | None
+    send_lag_p99_ms: float | None
+    lag_after: int | None
+    drain_s: float
+    rss_mb: float
+    peak_rss_mb: float
+    engine_cpu_pct: float | None
+    lookups: dict[str, Any] | None = None
+    machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
+    passed: bool = False
+    why: str = ""
+
+    def summary(self) -> str:
+        return (
+            f"rate {self.rate:.0f}/s: achieved {self.achieved_rate}/s (offered total {self.offered_total_rate}/s), "
+            f"e2e p50 {self.e2e.get('p50_ms')} p99 {self.e2e.get('p99_ms')} ms ({self.e2e.get('count')} contacts, "
+            f"{self.missing} missing), send lag p99 {self.send_lag_p99_ms} ms, engine cpu {self.engine_cpu_pct}% "
+            f"(machine {self.machine_busy_pct}%), "
+            f"rss {self.rss_mb:.0f} MB -> {'PASS' if self.passed else 'FAIL'} {self.why}"
+        )
+
+
+class Driver:
+    """Producer, assignment watcher and simulated desktops around running engines."""
+
+    def __init__(self, bootstrap: str, prefix: str, workload: Workload, opts: Options) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.workload = workload
+        self.opts = opts
+        self.stream: Iterator[Planned] = workload.planned()
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1, max_batch_size=65536)
+        self.profile = DesktopProfile(ring_s=(0.05, 0.3), time_scale=0.2)
+        self.contact_planned: dict[str, float] = {}  # contact id -> planned time of contact_opened
+        self.first_assignment: dict[str, tuple[float, Assignment]] = {}  # contact id -> (consumed, assignment)
+        self.assignments = 0
+        self.desktop_sent = 0
+        self._desktop: list[tuple[float, int, str, bytes, bytes]] = []
+        self._seq = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.topic_of = {
+            t.INTERACTIONS.name: prefix + t.INTERACTIONS.name,
+            t.ADVISOR_EVENTS.name: prefix + t.ADVISOR_EVENTS.name,
+            t.OUTCOMES.name: prefix + t.OUTCOMES.name,
+        }
+
+    async def start(self) -> None:
+        await self.producer.start()
+        assignments = self.prefix + t.ASSIGNMENTS.name
+        start = await end_offsets(self.bootstrap, assignments)
+        self._tasks = [
+            asyncio.ensure_future(self._watch(assignments, start)),
+            asyncio.ensure_future(self._desktops()),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.producer.stop()
+
+    async def _watch(self, topic: str, start: dict[TopicPartition, int]) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        await consumer.start()
+        try:
+            consumer.assign(list(start))
+            for tp, off in start.items():
+                consumer.seek(tp, off)
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=50)
+                now = time.time()
+                for msgs in batch.values():
+                    for m in msgs:
+                        a = _assignment.decode(m.value)
+                        self.assignments += 1
+                        if a.contact_id not in self.first_assignment:
+                            self.first_assignment[a.contact_id] = (now, a)
+                        for step in respond(a, self.profile):
+                            rec = msgspec.structs.replace(step.record, occurred_at=0.0)
+                            if isinstance(rec, AdvisorEvent):
+                                topic_, key = self.topic_of[t.ADVISOR_EVENTS.name], rec.advisor_id
+                            else:
+                                topic_, key = self.topic_of[t.INTERACTIONS.name], a.customer_id
+                            self._seq += 1
+                            heapq.heappush(
+                                self._desktop, (now + step.after_s, self._seq, topic_, key.encode(), msgspec.json.encode(rec))
+                            )
+        finally:
+            await consumer.stop()
+
+    async def _desktops(self) -> None:
+        """Send the desktops' answers when due, with the event time stamped at sending."""
+        while not self._stop.is_set():
+            now = time.time()
+            while self._desktop and self._desktop[0][0] <= now:
+                due, _, topic_, key, raw = heapq.heappop(self._desktop)
+                value = raw.replace(b'"occurred_at":0.0', f'"occurred_at":{due!r}'.encode(), 1)
+                await self.producer.send(topic_, value, key=key)
+                self.desktop_sent += 1
+            await asyncio.sleep(0.005)
+
+    async def send_now(self, records: list[Planned], chunk: int = 5000) -> None:
+        """Publish records as fast as the producer goes (event time = now), waiting for delivery."""
+        for i in range(0, len(records), chunk):
+            futures = []
+            for rec in records[i : i + chunk]:
+                rec = rec.restamped(time.time())
+                futures.append(await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key))
+            await asyncio.gather(*futures)
+
+    async def open_loop(self, rate: float, duration_s: float, t0: float) -> tuple[int, list[float], float]:
+        """Send ``rate * duration_s`` workload records at their planned times; (sent, lateness s, end)."""
+        n = int(rate * duration_s)
+        lateness: list[float] = []
+        sent = 0
+        for i in range(n):
+            planned = t0 + i / rate
+            delay = planned - time.time()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            elif i % 16 == 0:
+                await asyncio.sleep(0)  # let the assignment watcher and the desktops run
+            rec = next(self.stream).restamped(planned)
+            record = rec.record
+            if isinstance(record, InteractionEvent) and record.needs_advisor and record.contact_id is not None:
+                self.contact_planned[record.contact_id] = planned
+            await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key)
+            lateness.append(max(0.0, time.time() - planned))
+            sent += 1
+        await self.producer.flush()
+        return sent, lateness, t0 + n / rate
+
+
+class Bench:
+    """One benchmark run: servers, references, engines, steps."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.tag = f"{os.getpid():x}{random.Random().getrandbits(16):04x}"
+        self.prefix = f"bench{self.tag}."
+        self.app_id = f"cxbench-{self.tag}"
+        self.base = Path(tempfile.mkdtemp(prefix="cxbench-"))
+        self.result: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ references
+    async def produce_reference_input(self, broker: str, workload: Workload, n: int) -> str:
+        topic = f"{self.prefix}ref.in"
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.create_topics([
+                NewTopic(name, num_partitions=self.opts.partitions, replication_factor=1)
+                for name in (topic, f"{self.prefix}ref.naive.out", f"{self.prefix}ref.raw.out")
+            ])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks=1)
+        await producer.start()
+        try:
+            futures = []
+            now = time.time()
+            for rec in Workload(workload.config, workload.texts).planned(n):
+                rec = rec.restamped(now)
+                futures.append(await producer.send(topic, rec.value, key=rec.key))
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return topic
+
+    def run_raw(self, broker: str, topic: str, n: int) -> dict[str, Any]:
+        cmd = [sys.executable, str(BENCH_DIR / "raw_aiokafka.py"), "--broker", broker, "--topic-in", topic,
+               "--topic-out", f"{self.prefix}ref.raw.out", "--n", str(n), "--group", f"{self.app_id}-raw"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=str(REPO))
+        if out.returncode != 0:
+            raise RuntimeError(f"raw_aiokafka failed: {out.stderr[-2000:]}")
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def run_naive_faust(self, broker: str, topic: str, n: int) -> dict[str, Any]:
+        result = self.base / "naive.json"
+        env = {
+            **os.environ, "NAIVE_BROKER": broker, "NAIVE_TOPIC_IN": topic, "NAIVE_TOPIC_OUT": f"{self.prefix}ref.naive.out",
+            "NAIVE_N": str(n), "NAIVE_RESULT": str(result), "NAIVE_APP_ID": f"{self.app_id}-naive",
+            "NAIVE_DATADIR": str(self.base / "naive-data"), "NAIVE_PARTITIONS": str(self.opts.partitions),
+        }
+        log_path = self.base / "naive.log"
+        with log_path.open("w") as f:
+            proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "naive_faust_app.py")], env=env, stdout=f,
+                                    stderr=subprocess.STDOUT, cwd=str(self.base))
+        try:
+            deadline = time.monotonic() + 60 + n / 500
+            while not result.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"naive_faust did not finish: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            time.sleep(0.1)
+            return dict(json.loads(result.read_text()))
+        finally:
+            stop_process(proc, timeout=20)
+
+    # ------------------------------------------------------------------ steps
+    async def step(
+        self, driver: Driver, engines: list[EngineProc], sampler: ProcSampler, lag: GroupLag, session: Any,
+        rate: float, duration_s: float, lookups: bool = False, profile_pid: int | None = None,
+    ) -> StepResult:
+        opts = self.opts
+        t0 = time.time() + 0.3
+        t_warm = t0 + opts.warmup
+        stop_sampling = asyncio.Event()
+        sampling = asyncio.ensure_future(sampler.run(stop_sampling))
+        lookup_proc = None
+        lookups = lookups and opts.lookup_rate > 0
+        if lookups:
+            lookup_proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cxstream.replay.lookups", "--url", engines[0].http, "--key", API_KEY,
+                "--rate", str(opts.lookup_rate), "--duration", str(duration_s), "--customers", str(opts.customers),
+                "--start-at", repr(t0), "--warmup", str(opts.warmup), cwd=str(REPO),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+        profiler = None
+        if profile_pid is not None and opts.profile_seconds > 0 and opts.profile_dir and py_spy():
+            profiler = await self._start_profiler(profile_pid, t_warm)
+        marks: dict[str, tuple[float, float, float, list[Any]]] = {}
+        machine: dict[str, float] = {}
+
+        async def mark(name: str, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.time()))
+            marks[name] = (time.time(), sampler.cpu_s(), driver.desktop_sent, await scrape(session, engines))
+            machine[name] = machine_busy_s()
+
+        marking = [asyncio.ensure_future(mark("warm", t_warm))]
+        desktop_before = driver.desktop_sent
+        sent, lateness, t_end = await driver.open_loop(rate, duration_s, t0)
+        marking.append(asyncio.ensure_future(mark("end", max(t_end, time.time()))))
+        await asyncio.gather(*marking)
+        window = [c for c, p in driver.contact_planned.items() if t_warm <= p < t_end]
+        # drain: every contact of the window assigned (or a bounded wait), then the group caught up
+        drain_started = time.time()
+        deadline = drain_started + max(15.0, duration_s)
+        while time.time() < deadline and any(c not in driver.first_assignment for c in window):
+            await asyncio.sleep(0.1)
+        lag_after = await lag.lag()
+        while time.time() < deadline and lag_after is not None and lag_after > 50:
+            await asyncio.sleep(0.25)
+            lag_after = await lag.lag()
+        drain_s = time.time() - drain_started
+        stop_sampling.set()
+        await sampling
+        lookup_result = None
+        if lookup_proc is not None:
+            out, err = await asyncio.wait_for(lookup_proc.communicate(), timeout=60)
+            if lookup_proc.returncode == 0 and out:
+                lookup_result = json.loads(out.decode().strip().splitlines()[-1])
+            else:
+                log(f"lookup load failed: {err.decode()[-2000:]}")
+        if profiler is not None:
+            await self._finish_profiler(profiler)
+        (w_at, w_cpu, w_desk, w_samples), (e_at, e_cpu, e_desk, e_samples) = marks["warm"], marks["end"]
+        window_s = max(1e-6, e_at - w_at)
+        achieved = (accepted_inputs(e_samples, self.prefix) - accepted_inputs(w_samples, self.prefix)) / window_s
+        e2e, decision, waited = [], [], []
+        for c in window:
+            got = driver.first_assignment.get(c)
+            if got is None:
+                continue
+            consumed, a = got
+            e2e.append(consumed - driver.contact_planned[c])
+            decision.append(consumed - a.decided_at)
+            waited.append(a.waited_s)
+        waited.sort()
+        missing = len(window) - len(e2e)
+        lookups_server = None
+        if lookups:
+            b0, b1 = context_route_buckets(w_samples), context_route_buckets(e_samples)
+            total = b1.get("+Inf", 0.0) - b0.get("+Inf", 0.0)
+            if total > 0:
+                lookups_server = {
+                    f"share_le_{le}s": round((b1.get(le, 0.0) - b0.get(le, 0.0)) / total, 4)
+                    for le in ("0.001", "0.002", "0.005", "0.01")
+                }
+        if lookup_result is not None and lookups_server is not None:
+            lookup_result["server_side"] = lookups_server
+        res = StepResult(
+            rate=rate, duration_s=duration_s, warmup_s=opts.warmup, sent=sent,
+            desktop_sent=driver.desktop_sent - desktop_before,
+            offered_rate=round(sent / duration_s, 1),
+            offered_total_rate=round(sent / duration_s + (e_desk - w_desk) / window_s, 1),
+            achieved_rate=round(achieved, 1),
+            e2e=LatencySummary.of(e2e).as_dict(), e2e_decision=LatencySummary.of(decision).as_dict(),
+            contacts=len(window), missing=missing,
+            router_waited_p99_s=round(waited[int(0.99 * (len(waited) - 1))], 3) if waited else None,
+            send_lag_p99_ms=LatencySummary.of(lateness[int(opts.warmup * rate):]).p99_ms,
+            lag_after=lag_after, drain_s=round(drain_s, 2), rss_mb=round(sampler.last_rss_mb, 1),
+            peak_rss_mb=round(sampler.peak_rss_mb, 1),
+            engine_cpu_pct=round(100 * (e_cpu - w_cpu) / window_s, 1), lookups=lookup_result,
+            machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
+        )
+        p99 = res.e2e.get("p99_ms")
+        reasons = []
+        if p99 is None or p99 >= opts.p99_limit_ms:
+            reasons.append(f"e2e p99 {p99} ms >= {opts.p99_limit_ms}")
+        if missing > 0.01 * max(1, len(window)):
+            reasons.append(f"{missing}/{len(window)} contacts unassigned")
+        expected = sent / duration_s + (e_desk - w_desk) / window_s
+        if achieved < 0.9 * expected:
+            reasons.append(f"achieved {achieved:.0f}/s < 90% of offered {expected:.0f}/s")
+        res.passed = not reasons
+        if len(e2e) < 100:
+            reasons.append(f"only {len(e2e)} contacts in the window: the p99 is about the max")
+        res.why = "; ".join(reasons)
+        log(res.summary())
+        return res
+
+    async def _start_profiler(self, pid: int, at: float) -> asyncio.subprocess.Process:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        out_dir = Path(self.opts.profile_dir or ".")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return await asyncio.create_subprocess_exec(
+            py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(self.opts.profile_seconds)), "--rate", "200",
+            "--format", "raw", "--output", str(out_dir / "engine.folded"), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def _finish_profiler(self, proc: asyncio.subprocess.Process) -> None:
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=self.opts.profile_seconds + 30)
+            if proc.returncode != 0:
+                log(f"py-spy failed: {err.decode()[-1000:]}")
+            else:
+                log(f"profile written to {self.opts.profile_dir}/engine.folded")
+        except TimeoutError:
+            proc.kill()
+
+    # ------------------------------------------------------------------ the run
+    async def run_async(self, broker: str, redis_url: str) -> dict[str, Any]:
+        import aiohttp
+        import redis.asyncio as aioredis
+
+        opts = self.opts
+        cfg = WorkloadConfig(customers=opts.customers, seed=opts.seed, advisors=opts.advisors)
+        workload = Workload(cfg)
+        sample = list(Workload(cfg, workload.texts).events(5000))
+        self.result["workload"] = {
+            **asdict(cfg), "text_source": workload.text_source, "texts": len(workload.texts),
+            "mix_first_5000": mix(sample),
+            "message_share_incl_desktop_answers": round(
+                sum(1 for r in sample if getattr(r, "kind", "") == "message") / (len(sample) * (1 + 3 / cfg.contact_every)), 3
+            ),
+        }
+        began = time.time()
+        # 1. references, on the idle broker
+        if not opts.skip_refs:
+            log(f"references: producing {opts.ref_events} workload records")
+            topic = await self.produce_reference_input(broker, workload, opts.ref_events)
+            raw = await asyncio.to_thread(self.run_raw, broker, topic, opts.ref_events)
+            log(f"raw_aiokafka: {raw['rate']:.0f} events/s")
+            naive = await asyncio.to_thread(self.run_naive_faust, broker, topic, opts.ref_events)
+            log(f"naive_faust: {naive['rate']:.0f} events/s")
+            self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
+        # 2. engines
+        engines = [
+            start_engine(broker, redis_url, self.base / f"engine{i}", self.prefix, self.app_id, opts)
+            for i in range(opts.workers)
+        ]
+        self.engines = engines
+        await asyncio.to_thread(wait_ready, engines)
+        log(f"{len(engines)} engine(s) ready: {', '.join(e.http for e in engines)}")
+        sampler = ProcSampler([e.proc.pid for e in engines])
+        rds = aioredis.from_url(redis_url)
+        lag = GroupLag(broker, self.app_id, self.prefix)
+        await lag.start()
+        driver = Driver(broker, self.prefix, workload, opts)
+        await driver.start()
+        steps: list[StepResult] = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                await self._login_advisors(driver, rds, workload)
+                rss_before = sampler.rss_mb()
+                redis_before = int((await rds.info("memory"))["used_memory"])
+                if opts.prefill:
+                    await self._prefill(driver, rds, workload)
+                rss_after = sampler.rss_mb()
+                redis_after = int((await rds.info("memory"))["used_memory"])
+                self.result["prefill"] = {
+                    "customers": opts.customers if opts.prefill else 0,
+                    "engine_rss_mb_before": round(rss_before, 1), "engine_rss_mb_after": round(rss_after, 1),
+                    "engine_rss_bytes_per_customer": round((rss_after - rss_before) * 1e6 / opts.customers, 1)
+                    if opts.prefill else None,
+                    "redis_used_memory_bytes_per_customer": round((redis_after - redis_before) / opts.customers, 1)
+                    if opts.prefill else None,
+                    "state_after_prefill": await self._state_size(rds),
+                    "seconds": round(self._prefill_s, 1) if opts.prefill else 0,
+                }
+                profile_pid = engines[0].proc.pid
+                if opts.find_max:
+                    max_rate, capacity, steps = await self._find_max(driver, engines, sampler, lag, session)
+                    self.result["capacity_rate"] = capacity
+                    if max_rate > 0:
+                        half, basis = max_rate / 2, "half of max_rate_p99_under_limit"
+                    else:
+                        half, basis = max(5.0, capacity / 2), "half of capacity_rate: no rate met the p99 limit"
+                    self.result["final_rate_basis"] = basis
+                    log(f"max rate with e2e p99 < {opts.p99_limit_ms} ms: {max_rate:.0f}/s; keeps up to {capacity:.0f}/s; "
+                        f"final run at {half:.0f}/s ({basis})")
+                    final = await self.step(driver, engines, sampler, lag, session, half, opts.duration, lookups=True,
+                                            profile_pid=profile_pid)
+                else:
+                    max_rate = None
+                    final = await self.step(driver, engines, sampler, lag, session, opts.rate, opts.duration,
+                                            lookups=True, profile_pid=profile_pid)
+                self.result["state_end"] = await self._state_size(rds)
+        finally:
+            await driver.stop()
+            await lag.stop()
+            await rds.aclose()
+        self.result["elapsed_s"] = round(time.time() - began, 1)
+        return self._report(final, steps, max_rate, sampler)
+
+    async def _login_advisors(self, driver: Driver, rds: Any, workload: Workload) -> None:
+        logins = [plan(a) for a in workload.advisor_logins()]
+        await driver.send_now(logins)
+        deadline = time.monotonic() + 60
+        key = f"cx:queues:{workload.config.routing_group}"
+        while time.monotonic() < deadline:  # the router publishes its stats every tick
+            raw = await rds.get(key)
+            if raw and orjson.loads(raw).get("advisors", {}).get("available", 0) >= len(logins):
+                log(f"{len(logins)} advisors logged in")
+                return
+            await asyncio.sleep(0.2)
+        log("warning: the router did not report every advisor available within 60 s")
+
+    async def _prefill(self, driver: Driver, rds: Any, workload: Workload) -> None:
+        n = workload.config.customers
+        started = time.time()
+        chunk = 20_000
+        for lo in range(0, n, chunk):
+            await driver.send_now([plan(e) for e in workload.prefill(range(lo, min(n, lo + chunk)), at=time.time())])
+        log(f"prefill: {n} customers sent in {time.time() - started:.1f}s; waiting for the engine")
+        deadline = time.monotonic() + max(120.0, n / 200)
+        last = -1
+        while time.monotonic() < deadline:
+            size = int(await rds.dbsize())
+            if size >= n:
+                break
+            if size // 50_000 != last // 50_000:
+                log(f"prefill: {size} keys in redis")
+            last = size
+            await asyncio.sleep(0.5)
+        self._prefill_s = time.time() - started
+        log(f"prefill: done in {self._prefill_s:.1f}s ({n / self._prefill_s:.0f} customers/s end to end)")
+
+    async def _state_size(self, rds: Any, sample: int = 2000) -> dict[str, Any]:
+        """Encoded context sizes from sampled Redis copies (``RANDOMKEY`` -> ``STRLEN``, ``MEMORY USAGE``)."""
+        lens, usage = [], []
+        for _ in range(sample):
+            k = await rds.randomkey()
+            if k is None:
+                break
+            if not k.startswith(b"cx:ctx:"):
+                continue
+            lens.append(int(await rds.strlen(k)))
+            usage.append(int(await rds.memory_usage(k) or 0))
+        keys = int(await rds.dbsize())
+        info = await rds.info("memory")
+        lens.sort()
+        return {
+            "redis_keys": keys,
+            "sampled": len(lens),
+            "context_bytes_avg": round(sum(lens) / len(lens), 1) if lens else None,
+            "context_bytes_p50": lens[len(lens) // 2] if lens else None,
+            "context_bytes_p99": lens[int(0.99 * (len(lens) - 1))] if lens else None,
+            "context_bytes_max": lens[-1] if lens else None,
+            "redis_memory_usage_avg": round(sum(usage) / len(usage), 1) if usage else None,
+            "redis_used_memory_mb": round(int(info["used_memory"]) / 1e6, 1),
+        }
+
+    async def _find_max(
+        self, driver: Driver, engines: list[EngineProc], sampler: ProcSampler, lag: GroupLag, session: Any
+    ) -> tuple[float, float, list[StepResult]]:
+        """(highest rate passing the p99 limit, highest rate the engine keeps up with, the steps).
+
+        Capacity first: the rate grows x1.6 while the engine keeps up (achieved >= 90% of
+        offered, <= 1% contacts unassigned), then one bisection step.  Then latency: the
+        highest passing step; if none passed, the rate halves below the lowest rate kept up
+        with, while steps remain (a latency floor shows up as "no rate passes").
+        """
+        opts = self.opts
+        steps: list[StepResult] = []
+
+        async def run(rate: float) -> StepResult:
+            res = await self.step(driver, engines, sampler, lag, session, rate, opts.step_duration)
+            steps.append(res)
+            return res
+
+        def keeps_up(r: StepResult) -> bool:
+            return "achieved" not in r.why and "unassigned" not in r.why
+
+        good, bad = 0.0, None
+        rate = opts.start_rate
+        while len(steps) < opts.max_steps - 2:
+            r = await run(rate)
+            if keeps_up(r):
+                good = max(good, rate)
+                if bad is None:
+                    rate = round(rate * 1.6)
+                elif (bad - good) / good <= 0.15:
+                    break
+                else:
+                    rate = round((good + bad) / 2)
+            else:
+                bad = rate if bad is None else min(bad, rate)
+                if good > 0:
+                    if (bad - good) / good <= 0.15:
+                        break
+                    rate = round((good + bad) / 2)
+                else:
+                    rate = round(rate / 2)
+                    if rate < 5:
+                        break
+        passing = [s.rate for s in steps if s.passed]
+        if not passing and good > 0:
+            rate = min(s.rate for s in steps if keeps_up(s)) / 2
+            while len(steps) < opts.max_steps and rate >= 5:
+                if (await run(rate)).passed:
+                    break
+                rate = round(rate / 2)
+            passing = [s.rate for s in steps if s.passed]
+        return (max(passing) if passing else 0.0), good, steps
+
+    def _report(self, final: StepResult, steps: list[StepResult], max_rate: float | None, sampler: ProcSampler) -> dict[str, Any]:
+        opts = self.opts
+        refs = self.result.get("references", {})
+        naive = refs.get("naive_faust", {}).get("rate")
+        raw = refs.get("raw_aiokafka", {}).get("rate")
+        all_steps = [*steps, final]
+        sustained = max((s.achieved_rate or 0.0) for s in all_steps)
+        state = self.result.get("prefill", {}).get("state_after_prefill", {})
+        out: dict[str, Any] = {
+            "offered_rate": final.offered_rate,
+            "offered_total_rate": final.offered_total_rate,
+            "achieved_rate": final.achieved_rate,
+            "e2e_p50_ms": final.e2e.get("p50_ms"),
+            "e2e_p99_ms": final.e2e.get("p99_ms"),
+            "context_p50_ms": (final.lookups or {}).get("p50_ms"),
+            "context_p99_ms": (final.lookups or {}).get("p99_ms"),
+            "rss_mb": final.peak_rss_mb,
+            "naive_faust_rate": round(naive, 1) if naive else None,
+            "raw_aiokafka_rate": round(raw, 1) if raw else None,
+            "sustained_rate": sustained,
+            "ratio_to_naive_faust": round(sustained / naive, 3) if naive else None,
+            "ratio_to_raw_aiokafka": round(sustained / raw, 4) if raw else None,
+            "max_rate_p99_under_limit": max_rate,
+            "max_rate_ratio_to_naive_faust": round(max_rate / naive, 3) if (naive and max_rate) else None,
+            "e2e_p99_ms_at_half_max": final.e2e.get("p99_ms") if (opts.find_max and max_rate) else None,
+            "e2e_p99_ms_at_half_capacity": final.e2e.get("p99_ms") if (opts.find_max and not max_rate) else None,
+            "table_bytes_per_customer": state.get("context_bytes_avg"),
+            "customers": opts.customers,
+            "workers": opts.workers,
+            "final": asdict(final),
+            "steps": [asdict(s) for s in steps],
+            **self.result,
+            "options": {k: v for k, v in asdict(opts).items()},
+            "environment": {**environment(), "engine_src": opts.engine_src or str(REPO),
+                            "note": "git_head/git_modified describe the harness checkout; the engine ran from engine_src"},
+            "method": {
+                "offered_rate": "generator records planned per second (open loop, latency from the planned time)",
+                "offered_total_rate": "plus the simulated desktops' answers (accept, complete, close per assignment)",
+                "achieved_rate": "increase of cx_events_in_total{outcome=accepted} on the 3 input topics, all workers, "
+                                 "over the measured window (after warm-up) / window wall time",
+                "sustained_rate": "highest achieved_rate of any step (the engine's throughput, saturated or not)",
+                "ratio_to_naive_faust": "sustained_rate / naive_faust_rate, both measured in this run",
+                "e2e": "first assignment consumed by an independent consumer - planned time (= event time) of its "
+                       "contact_opened; HDR histogram; warm-up discarded",
+                "e2e_decision": "consumed - Assignment.decided_at (router clock when it decided)",
+                "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
+                           "latency from the planned time, during the final run",
+                "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
+                                            "(= the table value: the same encoded CustomerContext bytes)",
+                "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
+                "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
+            },
+        }
+        return out
+
+
+def py_spy() -> str | None:
+    """The py-spy binary (``pip install py-spy``), beside this Python or on PATH."""
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine have used (busy = total - idle - iowait)."""
+    import psutil
+
+    c = psutil.cpu_times()
+    return float(sum(c) - c.idle - getattr(c, "iowait", 0.0))
+
+
+def environment() -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with contextlib.suppress(Exception):
+        env["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                         cwd=REPO, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--short", "--untracked-files=no"], capture_output=True, text=True,
+                               cwd=REPO, timeout=5).stdout.split("\n")
+        env["git_modified"] = [line[3:] for line in dirty if line.strip()]
+    return env
+
+
+def run(opts: Options) -> dict[str, Any]:
+    bench = Bench(opts)
+    bench.engines = []
+    log(f"working in {bench.base}")
+    try:
+        with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis") as rds:
+            try:
+                return asyncio.run(bench.run_async(broker.url, rds.url))
+            finally:
+                for e in bench.engines:
+                    code = stop_process(e.proc)
+                    if code not in (0, None, -2, 130):
+                        log(f"engine exited with {code}; log tail:\n{e.output()[-1500:]}")
+    finally:
+        if opts.keep_dir:
+            log(f"kept {bench.base}")
+        else:
+            shutil.rmtree(bench.base, ignore_errors=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxstream bench pipeline", description="Benchmark the engine (see docs/PERFORMANCE.md).")
+    p.add_argument("--rate", type=float, default=500.0, help="offered generator events/s (without --find-max)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of the final (measured) run")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds at the start of every step that are discarded")
+    p.add_argument("--customers", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4))
+    p.add_argument("--find-max", action="store_true", help="search the highest rate with e2e p99 under the limit")
+    p.add_argument("--json", dest="json_out", default=None, help="write the result here")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--advisors", type=int, default=200)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
+    p.add_argument("--skip-refs", action="store_true")
+    p.add_argument("--lookup-rate", type=float, default=1000.0)
+    p.add_argument("--p99-limit-ms", type=float, default=50.0)
+    p.add_argument("--start-rate", type=float, default=100.0)
+    p.add_argument("--step-duration", type=float, default=10.0)
+    p.add_argument("--max-steps", type=int, default=10)
+    p.add_argument("--no-prefill", dest="prefill", action="store_false")
+    p.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the first engine during the final run")
+    p.add_argument("--profile-dir", default=None)
+    p.add_argument("--keep-dir", action="store_true", help="keep the temporary folder (logs)")
+    p.add_argument("--engine-src", default=None, metavar="DIR",
+                   help="run the engine from this source tree (e.g. `git archive HEAD | tar -x -C DIR`)")
+    p.add_argument("--engine-env", action="append", default=[], metavar="CX_NAME=VALUE",
+                   help="extra environment for the engines (repeatable)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cxstream bench pipeline``."""
+    a = _parser().parse_args(argv)
+    engine_env = dict(kv.split("=", 1) for kv in a.engine_env)
+    kwargs = {k: v for k, v in vars(a).items() if k != "engine_env"}
+    opts = Options(**kwargs, engine_env=engine_env)
+    result = run(opts)
+    text = json.dumps(result, indent=2)
+    if opts.json_out:
+        Path(opts.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.json_out).write_text(text + "\n")
+        log(f"wrote {opts.json_out}")
+    keys = ("offered_rate", "achieved_rate", "e2e_p50_ms", "e2e_p99_ms", "context_p99_ms", "rss_mb", "naive_faust_rate",
+            "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "max_rate_p99_under_limit",
+            "e2e_p99_ms_at_half_max", "table_bytes_per_customer")
+    print(json.dumps({k: result.get(k) for k in keys}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
