@@ -14,11 +14,13 @@ from faust.types import TP
 
 from cxstream.streams import topics as t
 from cxstream.streams.settings import Settings
+from cxstream.streams.transport import use_fetch_wait
 
 
 def create_app(settings: Settings, broker_url: str) -> faust.App:
     """A Faust app configured from *settings*, talking to *broker_url* (``host:port[,host:port]``)."""
-    brokers = ";".join(f"kafka://{b.strip()}" for b in broker_url.split(",") if b.strip())
+    scheme = use_fetch_wait(settings.fetch_wait_ms)
+    brokers = ";".join(f"{scheme}://{b.strip()}" for b in broker_url.split(",") if b.strip())
     return faust.App(
         settings.app_id,
         broker=brokers,

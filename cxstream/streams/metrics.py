@@ -42,3 +42,13 @@ OCCUPANCY = Gauge("cx_advisor_occupancy", "Seconds advisors held contacts / staf
 HTTP_REQUESTS = Histogram(
     "cx_http_request_seconds", "HTTP API latency by route and status.", ["route", "status"], buckets=_LATENCY_BUCKETS
 )
+
+LABELS = Counter("cx_labels_total", "Labels learned, by model.", ["model"])
+DRIFTS = Counter("cx_model_drift_total", "Drifts detected by ADWIN on a model's progressive error.", ["model"])
+MODEL_QUALITY = Gauge(
+    "cx_model_progressive", "Progressive (test-then-train) quality of a model.", ["model", "metric"]
+)
+MODEL_VERSION = Gauge("cx_model_version", "Version of the newest published snapshot (learner) or the one in use (scorer).", ["model"])
+MODEL_PREDICT_SECONDS = Histogram(
+    "cx_model_predict_seconds", "Time of one prediction.", ["model"], buckets=_LATENCY_BUCKETS
+)

@@ -1,0 +1,141 @@
+"""Learner: the single writer of the models; learns from every label and publishes snapshots.
+
+Consumes ``cx.labels.v1`` (one partition, so exactly one worker runs it) in order,
+test-then-train: each label is first scored (progressive accuracy / AUC / log loss,
+exported as metrics) and then learned.  A drift detected by the model's ADWIN
+monitor is a metric and a :class:`ModelEvent`.  Every ``CX_SNAPSHOT_EVERY``
+labels, and on a timer when anything changed, the models are published to Redis
+(:mod:`cxstream.streams.modelstore`), where every worker's scorer picks them up.
+
+On start the learner continues from the newest snapshot in Redis, so a restart
+loses at most the labels learned since the last publication.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import faust
+import redis.asyncio as aioredis
+
+from cxstream.intel.churn import ChurnModel
+from cxstream.intel.intent import IntentModel
+from cxstream.intel.metrics import ProgressiveAccuracy, ProgressiveAUC, ProgressiveLogLoss
+from cxstream.schemas.learning import ChurnLabel, IntentLabel, Label, ModelEvent
+from cxstream.streams import metrics
+from cxstream.streams.app import Topics
+from cxstream.streams.codecs import decode, encode
+from cxstream.streams.deadletter import process_events
+from cxstream.streams.modelstore import load_snapshot, save_snapshot
+from cxstream.streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Learner:
+    """The models being trained and their progressive metrics (pure apart from the clock)."""
+
+    intent: IntentModel = field(default_factory=IntentModel)
+    churn: ChurnModel = field(default_factory=ChurnModel)
+    intent_accuracy: ProgressiveAccuracy = field(default_factory=ProgressiveAccuracy)
+    churn_auc: ProgressiveAUC = field(default_factory=ProgressiveAUC)
+    churn_log_loss: ProgressiveLogLoss = field(default_factory=ProgressiveLogLoss)
+    pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0})
+    seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0})
+
+    def learn(self, label: Label) -> list[ModelEvent]:
+        """Test-then-train one label; returns the model events it caused (drift)."""
+        if isinstance(label, IntentLabel):
+            started = time.perf_counter()
+            predicted, _ = self.intent.predict_one(label.text)
+            metrics.MODEL_PREDICT_SECONDS.labels("intent").observe(time.perf_counter() - started)
+            self.intent_accuracy.update(label.intent, predicted)
+            self.intent.learn_one(label.text, label.intent)
+            name, model, drift = "intent", self.intent, self.intent.drift_detected
+            metrics.MODEL_QUALITY.labels("intent", "accuracy").set(self.intent_accuracy.get())
+        else:
+            assert isinstance(label, ChurnLabel)
+            p = self.churn.predict_proba_one(label.features)
+            self.churn_auc.update(label.churned, p)
+            self.churn_log_loss.update(label.churned, p)
+            self.churn.learn_one(label.features, label.churned)
+            name, model, drift = "churn", self.churn, self.churn.drift_detected
+            metrics.MODEL_QUALITY.labels("churn", "auc").set(self.churn_auc.get())
+            metrics.MODEL_QUALITY.labels("churn", "log_loss").set(self.churn_log_loss.get())
+        self.pending[name] += 1
+        self.seen[name] += 1
+        metrics.LABELS.labels(name).inc()
+        if not drift:
+            return []
+        metrics.DRIFTS.labels(name).inc()
+        return [self.event(name, "drift", model.version, label.at)]
+
+    def event(self, name: str, kind: str, version: int, at: float) -> ModelEvent:
+        return ModelEvent(
+            event_id=f"{name}-{kind}-{version}-{uuid.uuid4().hex[:8]}",
+            at=at,
+            model=name,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            version=version,
+            labels_seen=self.seen[name],
+            progressive_accuracy=self.intent_accuracy.get() if name == "intent" and self.seen[name] else None,
+            progressive_auc=self.churn_auc.get() if name == "churn" and self.seen[name] else None,
+        )
+
+
+async def publish(learner: Learner, client: aioredis.Redis, topics: Topics, *, force: bool = False) -> None:
+    """Publish every model with labels learned since its last publication."""
+    for name, model in (("intent", learner.intent), ("churn", learner.churn)):
+        if not learner.pending[name] and not force:
+            continue
+        blob = model.publish()
+        await save_snapshot(client, name, model.version, blob)
+        learner.pending[name] = 0
+        metrics.MODEL_VERSION.labels(name).set(model.version)
+        await topics.model_events.send(
+            key=name.encode(), value=encode(learner.event(name, "published", model.version, time.time()))
+        )
+        log.info("published %s model version %d (%d bytes)", name, model.version, len(blob))
+
+
+async def restore(learner: Learner, client: aioredis.Redis) -> None:
+    """Continue from the newest snapshots in Redis, if any."""
+    found = await load_snapshot(client, "intent")
+    if found:
+        learner.intent = IntentModel.from_bytes(found[1])
+    found = await load_snapshot(client, "churn")
+    if found:
+        learner.churn = ChurnModel.from_bytes(found[1])
+
+
+def register(app: faust.App, topics: Topics, settings: Settings, client: aioredis.Redis) -> Learner:
+    """Declare the learner agent and its publication timer on *app*."""
+    learner = Learner()
+    restored = False
+
+    async def handle(event: faust.EventT) -> None:
+        nonlocal restored
+        if not restored:
+            await restore(learner, client)
+            restored = True
+        label = decode(event.value, Label)
+        for ev in learner.learn(label):
+            await topics.model_events.send(key=ev.model.encode(), value=encode(ev))
+        if sum(learner.pending.values()) >= settings.snapshot_every:
+            await publish(learner, client, topics)
+
+    async def learn(stream: faust.StreamT[bytes]) -> None:
+        await process_events(stream, "learner", topics.dead_letter, handle)
+
+    app.agent(topics.labels, name="cxstream.learner")(learn)
+
+    @app.timer(settings.snapshot_interval_s, name="cxstream.learner.publish")
+    async def publish_on_timer() -> None:
+        if restored and any(learner.pending.values()):
+            await publish(learner, client, topics)
+
+    return learner

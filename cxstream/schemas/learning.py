@@ -1,0 +1,54 @@
+"""Records of the learning loop: labels for the learner, and what the learner reports.
+
+| record        | topic                  | key        |
+|---------------|------------------------|------------|
+| IntentLabel   | cx.labels.v1 (1 part.) | model name |
+| ChurnLabel    | cx.labels.v1 (1 part.) | model name |
+| ModelEvent    | cx.model-events.v1     | model name |
+
+Labels never carry raw message text: the context stage builds them from the
+redacted text it keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from cxstream.schemas.common import EventTime, Record
+
+
+class IntentLabel(Record, tag="cx.IntentLabel.v1", tag_field="type"):
+    """The true intent of a contact's customer messages, from the advisor's disposition."""
+
+    event_id: str
+    at: EventTime
+    text: Annotated[str, msgspec.Meta(max_length=8000, description="The contact's inbound messages, redacted, joined.")]
+    intent: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    contact_id: str | None = None
+
+
+class ChurnLabel(Record, tag="cx.ChurnLabel.v1", tag_field="type"):
+    """A churned/retained outcome with the customer's features at that moment."""
+
+    event_id: str
+    at: EventTime
+    features: dict[str, float | str]
+    churned: bool
+
+
+class ModelEvent(Record, tag="cx.ModelEvent.v1", tag_field="type"):
+    """A new model snapshot was published, or drift was detected in a model's error."""
+
+    event_id: str
+    at: EventTime
+    model: Literal["intent", "churn"]
+    kind: Literal["published", "drift"]
+    version: int
+    labels_seen: int = 0
+    progressive_accuracy: float | None = None
+    progressive_auc: float | None = None
+
+
+Label = IntentLabel | ChurnLabel

@@ -1,0 +1,84 @@
+"""Model snapshots in Redis: the learner writes them, every worker's scorer hot-swaps to the newest.
+
+Layout: ``cx:model:{name}`` holds the snapshot bytes (the models' own pickle-free
+format, see docs/INTEL.md) and ``cx:model:{name}:version`` its version, written
+together in one transaction.  Only the learner writes; scorers poll the version
+(one small GET per second) and load the bytes when it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+def snapshot_key(name: str) -> str:
+    """>>> snapshot_key("intent")
+    'cx:model:intent'
+    """
+    return f"cx:model:{name}"
+
+
+def version_key(name: str) -> str:
+    """>>> version_key("intent")
+    'cx:model:intent:version'
+    """
+    return f"cx:model:{name}:version"
+
+
+async def save_snapshot(client: aioredis.Redis, name: str, version: int, blob: bytes) -> None:
+    """Store a snapshot and its version atomically."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(snapshot_key(name), blob)
+        pipe.set(version_key(name), str(version))
+        await pipe.execute()
+
+
+async def load_snapshot(client: aioredis.Redis, name: str) -> tuple[int, bytes] | None:
+    """The newest snapshot of *name* as (version, bytes), or None if there is none."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.get(version_key(name))
+        pipe.get(snapshot_key(name))
+        version, blob = await pipe.execute()
+    if version is None or blob is None:
+        return None
+    return int(version), blob
+
+
+class ModelCache(Generic[M]):
+    """The model a scorer uses now; :meth:`refresh` swaps in a newer snapshot if there is one.
+
+    Loading runs in a thread: a large snapshot must not stall the event loop.
+    Until a snapshot exists, the *empty* model (untrained) answers.
+    """
+
+    def __init__(self, name: str, empty: Callable[[], M], load: Callable[[bytes], M]) -> None:
+        self.name = name
+        self.model: M = empty()
+        self.version = 0
+        self._load = load
+
+    async def refresh(self, client: aioredis.Redis) -> bool:
+        try:
+            version = await client.get(version_key(self.name))
+        except Exception as exc:  # Redis down: keep scoring with the model we have
+            log.warning("model %s: cannot read the snapshot version: %r", self.name, exc)
+            return False
+        if version is None or int(version) <= self.version:
+            return False
+        found = await load_snapshot(client, self.name)
+        if found is None:
+            return False
+        new_version, blob = found
+        self.model = await asyncio.to_thread(self._load, blob)
+        self.version = new_version
+        log.info("model %s: now scoring with snapshot version %d", self.name, new_version)
+        return True
