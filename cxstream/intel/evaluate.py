@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_int.add_argument("--test", required=True, help="CSV with columns text,category")
     p_int.add_argument("--json", dest="out", help="write the result JSON here")
     p_int.add_argument("--seed", type=int, default=42, help="shuffle seed for the training order")
-    p_int.add_argument("--encoder", default="none", help="optional sentence encoder: none | minilm")
+    p_int.add_argument("--encoder", default="none", help="optional sentence encoder: none | wordllama | minilm")
     p_int.add_argument("--unknown-threshold", type=float, default=0.5)
     p_ch = sub.add_parser("churn", help="progressive test-then-train over the Telco churn table")
     p_ch.add_argument("--data", default=None, help=f"CSV (default $CX_DATA_DIR/{TELCO_FILE})")
@@ -245,7 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "intent":
             encoder, name = _make_encoder(args.encoder)
-            model = IntentModel(encoder=encoder, encoder_name=name, unknown_threshold=args.unknown_threshold)
+            extra: dict[str, Any] = {}
+            if name:
+                from cxstream.intel.encoder import ENCODER_PARAMS
+
+                extra = dict(ENCODER_PARAMS.get(name, {}))
+            model = IntentModel(encoder=encoder, encoder_name=name, unknown_threshold=args.unknown_threshold, **extra)
             result = evaluate_intent(read_labelled_csv(args.train), read_labelled_csv(args.test), args.seed, model)
             result["train_file"] = str(args.train)
             result["test_file"] = str(args.test)

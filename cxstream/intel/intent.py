@@ -87,6 +87,9 @@ class IntentModel:
         knn_k: int = 10,
         knn_temperature: float = 0.05,
         knn_memory: int = 20000,
+        knn_weight: float = 1.0,
+        encoder_joint: float = 0.0,
+        knn_candidates: int = 0,
     ) -> None:
         if n_features <= 0 or n_features & (n_features - 1):
             raise ValueError("n_features must be a power of two")
@@ -105,6 +108,9 @@ class IntentModel:
         self.knn_k = knn_k
         self.knn_temperature = knn_temperature
         self.knn_memory = knn_memory
+        self.knn_weight = knn_weight
+        self.encoder_joint = encoder_joint
+        self.knn_candidates = knn_candidates
         self._mem: np.ndarray | None = None  # ring buffer of embeddings (encoder head only)
         self._mem_y = np.zeros(0, dtype=np.int32)
         self._mem_n = 0  # examples written so far (ring position = _mem_n % knn_memory)
@@ -115,6 +121,10 @@ class IntentModel:
         self._u = np.zeros((n_features, cap), dtype=np.float32)  # sum of c * updates, for averaging
         self._nb = np.zeros((n_features, cap), dtype=np.float32)  # NB feature mass per class
         self._nb_tot = np.zeros(cap, dtype=np.float64)
+        # log(nb + alpha), kept in step with _nb so a prediction gathers instead of taking logs
+        self._nb_log = np.full((n_features, cap), np.log(alpha), dtype=np.float32)
+        # memory grouped by class (labels, class starts, embeddings), rebuilt after a learn
+        self._knn_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._dw: np.ndarray | None = None  # dense (encoder) head, shape (dim, cap)
         self._du: np.ndarray | None = None
         self.n_learned = 0
@@ -140,6 +150,9 @@ class IntentModel:
             "knn_k": self.knn_k,
             "knn_temperature": self.knn_temperature,
             "knn_memory": self.knn_memory,
+            "knn_weight": self.knn_weight,
+            "encoder_joint": self.encoder_joint,
+            "knn_candidates": self.knn_candidates,
         }
 
     def clone(self) -> IntentModel:
@@ -166,6 +179,7 @@ class IntentModel:
             self._u = np.pad(self._u, pad)
             self._nb = np.pad(self._nb, pad)
             self._nb_tot = np.pad(self._nb_tot, (0, grow))
+            self._nb_log = np.pad(self._nb_log, pad, constant_values=np.float32(np.log(self.alpha)))
             if self._dw is not None and self._du is not None:
                 self._dw = np.pad(self._dw, pad)
                 self._du = np.pad(self._du, pad)
@@ -182,11 +196,17 @@ class IntentModel:
         w = self._w[idx, :k]
         pa_cur = val @ w
         pa_avg = pa_cur - (val @ self._u[idx, :k]) / c
-        counts = self._nb[idx, :k].astype(np.float64)
+        joint = self.encoder_joint > 0.0
+        if joint and emb is not None and self._dw is not None and self._du is not None:
+            # joint mode: the scaled embedding is part of the PA feature vector
+            e = self.encoder_joint * emb
+            d_cur = e @ self._dw[:, :k]
+            pa_cur = pa_cur + d_cur
+            pa_avg = pa_avg + d_cur - (e @ self._du[:, :k]) / c
         denom = np.log(self._nb_tot[:k] + self.alpha * self.n_features)
-        nb = val @ np.log(counts + self.alpha) - float(val.sum()) * denom
+        nb = (val @ self._nb_log[idx, :k]).astype(np.float64) - float(val.sum()) * denom
         dense = None
-        if emb is not None and self._dw is not None and self._du is not None:
+        if not joint and emb is not None and self._dw is not None and self._du is not None:
             dense = emb @ self._dw[:, :k] - (emb @ self._du[:, :k]) / c
         return np.stack([pa_cur, pa_avg]), nb, dense
 
@@ -194,24 +214,47 @@ class IntentModel:
         pa, nb, dense = self._scores(idx, val, emb)
         p = _softmax(pa[1], self.pa_temperature) + _softmax(nb, self.nb_temperature)
         total = 2.0
-        if dense is not None and emb is not None:
+        if dense is not None:
             p = p + self.encoder_weight * _softmax(dense, self.encoder_temperature)
             total += self.encoder_weight
-            knn = self._knn(emb, len(self.labels))
+        if emb is not None and self.knn_weight > 0.0:
+            cand = None
+            if 0 < self.knn_candidates < len(self.labels):
+                cand = np.argpartition(-p, self.knn_candidates - 1)[: self.knn_candidates]
+            knn = self._knn(emb, len(self.labels), cand)
             if knn is not None:
-                p = p + knn
-                total += 1.0
+                p = p + self.knn_weight * knn
+                total += self.knn_weight
         return np.asarray(p / total)
 
-    def _knn(self, emb: np.ndarray, k: int) -> np.ndarray | None:
-        """Similarity-weighted vote of the ``knn_k`` nearest remembered embeddings."""
+    def _knn(self, emb: np.ndarray, k: int, candidates: np.ndarray | None = None) -> np.ndarray | None:
+        """Similarity-weighted vote of the ``knn_k`` nearest remembered embeddings.
+
+        With ``candidates`` (class indices) only memories of those classes are searched:
+        the other heads' top classes, which keeps the search a few hundred rows instead
+        of the whole memory (the scan is memory-bandwidth bound)."""
         n = min(self._mem_n, self.knn_memory)
         if self._mem is None or n == 0:
             return None
-        sims = self._mem[:n] @ emb
-        top = np.argpartition(-sims, min(self.knn_k, n) - 1)[: self.knn_k] if n > self.knn_k else np.arange(n)
+        mem_y = self._mem_y[:n]
+        if candidates is not None:
+            if self._knn_index is None or self._knn_index[1].shape[0] != k + 1:
+                order = np.argsort(mem_y, kind="stable")
+                sorted_y = mem_y[order]
+                self._knn_index = (sorted_y, np.searchsorted(sorted_y, np.arange(k + 1)), self._mem[order])
+            sorted_y, starts, grouped = self._knn_index
+            spans = [(int(starts[c]), int(starts[c + 1])) for c in candidates.tolist()]
+            spans = [(a, b) for a, b in spans if b > a]
+            if not spans:
+                return None
+            sims = np.concatenate([grouped[a:b] @ emb for a, b in spans])
+            mem_y = np.concatenate([sorted_y[a:b] for a, b in spans])
+        else:
+            sims = self._mem[:n] @ emb
+        m = sims.shape[0]
+        top = np.argpartition(-sims, self.knn_k - 1)[: self.knn_k] if m > self.knn_k else np.arange(m)
         weights = np.exp((sims[top] - sims[top].max()) / self.knn_temperature)
-        votes = np.bincount(self._mem_y[:n][top], weights=weights, minlength=k)[:k]
+        votes = np.bincount(mem_y[top], weights=weights, minlength=k)[:k]
         return np.asarray(votes / votes.sum())
 
     def _remember(self, emb: np.ndarray, y: int) -> None:
@@ -222,6 +265,7 @@ class IntentModel:
         self._mem[pos] = emb
         self._mem_y[pos] = y
         self._mem_n += 1
+        self._knn_index = None
 
     # ------------------------------------------------------------------ API
     def predict_proba_one(self, text: str) -> dict[str, float]:
@@ -280,17 +324,20 @@ class IntentModel:
         k = len(self.labels)
         c = float(self.n_learned + 1)
         # averaged multiclass PA-I (true class vs. best-scoring wrong class)
-        if k > 1:
+        if k > 1 and self.encoder_joint > 0.0 and emb is not None and self._dw is not None and self._du is not None:
+            self._joint_step(idx, val, self.encoder_joint * emb, y, c)
+        elif k > 1:
             scores = val @ self._w[idx, :k]
             self._pa_step(idx, val, scores, y, self._w, self._u, c, float(np.dot(val, val)))
             if emb is not None and self._dw is not None and self._du is not None:
                 dscores = emb @ self._dw[:, :k]
                 dsl = slice(None)
                 self._pa_step(dsl, emb, dscores, y, self._dw, self._du, c, float(np.dot(emb, emb)))
-        if emb is not None:
+        if emb is not None and self.knn_weight > 0.0:
             self._remember(emb, y)
         # naive Bayes mass
         self._nb[idx, y] += val
+        self._nb_log[idx, y] = np.log(self._nb[idx, y] + np.float32(self.alpha))
         self._nb_tot[y] += float(val.sum())
         self.n_learned += 1
         self.version += 1
@@ -318,6 +365,26 @@ class IntentModel:
         w[idx, r] -= step
         u[idx, y] += c * step
         u[idx, r] -= c * step
+
+    def _joint_step(self, idx: np.ndarray, val: np.ndarray, e: np.ndarray, y: int, c: float) -> None:
+        """PA-I step on the joint vector ``[hashed n-grams, scaled embedding]``."""
+        assert self._dw is not None and self._du is not None
+        k = len(self.labels)
+        scores = val @ self._w[idx, :k] + e @ self._dw[:, :k]
+        wrong = scores.copy()
+        wrong[y] = -np.inf
+        r = int(np.argmax(wrong))
+        loss = 1.0 - float(scores[y]) + float(scores[r])
+        sq = float(np.dot(val, val)) + float(np.dot(e, e))
+        if loss <= 0.0 or sq <= 0.0:
+            return
+        tau = min(self.C, loss / (2.0 * sq))
+        for w, u, rows, x in ((self._w, self._u, idx, val), (self._dw, self._du, slice(None), e)):
+            step = (tau * x).astype(np.float32)
+            w[rows, y] += step
+            w[rows, r] -= step
+            u[rows, y] += c * step
+            u[rows, r] -= c * step
 
     def learn_many(self, rows: Iterable[tuple[str, str]]) -> int:
         """Learn ``(text, label)`` pairs in order (e.g. a warm start); returns the count."""
@@ -380,6 +447,7 @@ class IntentModel:
         model._w[rows, :k] = snap.arrays["w"]
         model._u[rows, :k] = snap.arrays["u"]
         model._nb[rows, :k] = snap.arrays["nb"]
+        model._nb_log[rows, :k] = np.log(model._nb[rows, :k] + np.float32(model.alpha))
         model._nb_tot[:k] = snap.arrays["nb_tot"]
         if has_dense:
             dw = snap.arrays["dw"].astype(np.float32)

@@ -166,3 +166,46 @@ def test_encoder_head_used_and_required_on_restore(make_intent_rows: Any) -> Non
 def test_rejects_bad_n_features() -> None:
     with pytest.raises(ValueError):
         IntentModel(n_features=1000)
+
+
+def _toy_encoder(text: str) -> np.ndarray:
+    vec = np.zeros(16, dtype=np.float32)
+    for word in text.split():
+        vec[sum(map(ord, word)) % 16] += 1.0
+    return vec
+
+
+def test_joint_encoder_mode_with_candidate_knn(make_intent_rows: Any) -> None:
+    # the WordLlama configuration: embedding joined into the PA features, kNN over the
+    # other heads' top candidate classes only
+    model = IntentModel(
+        n_features=1 << 12,
+        encoder=_toy_encoder,
+        encoder_name="toy",
+        encoder_joint=1.0,
+        knn_weight=1.5,
+        knn_candidates=2,
+    )
+    model.learn_many(make_intent_rows(160, seed=1))
+    assert _accuracy(model, make_intent_rows(60, seed=2)) >= 0.95
+    text = "reset the old password"
+    full = model.clone()
+    assert full.knn_candidates == 2 and full.encoder_joint == 1.0
+    restored = IntentModel.from_bytes(model.to_bytes(), encoder=_toy_encoder)
+    assert restored.predict_proba_one(text) == model.predict_proba_one(text)
+    assert restored.predict_one(text) == model.predict_one(text)
+    # candidate-restricted kNN agrees with the full scan on the candidates' memories
+    emb = model._embed(text)
+    assert emb is not None
+    k = len(model.labels)
+    all_classes = np.arange(k)
+    np.testing.assert_allclose(model._knn(emb, k, all_classes), model._knn(emb, k), rtol=1e-5)  # type: ignore[arg-type]
+
+
+def test_nb_log_cache_matches_counts(make_intent_rows: Any) -> None:
+    model = IntentModel(n_features=1 << 10)
+    model.learn_many(make_intent_rows(50, seed=3))
+    k = len(model.labels)
+    np.testing.assert_allclose(model._nb_log[:, :k], np.log(model._nb[:, :k] + np.float32(model.alpha)), rtol=1e-6)
+    restored = IntentModel.from_bytes(model.to_bytes())
+    np.testing.assert_allclose(restored._nb_log[:, :k], model._nb_log[:, :k], rtol=1e-6)
