@@ -2,9 +2,10 @@
 
 The topic is keyed by routing group, so one worker owns each group and sees its
 inputs in one total order.  The router's state is saved in the ``router_state``
-table after every input, so a restarted worker resumes where it stopped; inputs
-re-delivered after a crash are recognised by event id and produce nothing new,
-and outputs carry deterministic ids for consumers to drop copies.
+table after every input, so a restarted worker resumes where it stopped, and
+outputs carry deterministic ids for consumers to drop copies.  Each saved state carries the offset of the last input it includes: an input
+redelivered after a crash (at-least-once) is recognised by its offset and skipped.
+The router's own bounded ring of event ids catches duplicates produced upstream.
 
 A timer publishes :class:`RouterTick` records into the same topic so that SLA and
 offer timers fire in a replayable order.  The tick's time is the group's event
@@ -14,6 +15,7 @@ clock advanced by the wall time elapsed since its last input.
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +34,25 @@ from cxstream.streams.keys import queues_key
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+_OFFSET = struct.Struct(">q")
+
+
+def pack_saved(offset: int, state: bytes) -> bytes:
+    """A table value: the input offset the state includes, then the state.
+
+    >>> unpack_saved(pack_saved(41, b"{}"))
+    (41, b'{}')
+    """
+    return _OFFSET.pack(offset) + state
+
+
+def unpack_saved(saved: bytes | None) -> tuple[int, bytes | None]:
+    """(offset of the last input applied, state bytes); (-1, None) for a group never seen."""
+    if not saved:
+        return -1, None
+    return _OFFSET.unpack_from(saved)[0], saved[_OFFSET.size :]
 
 
 @dataclass
@@ -102,7 +123,11 @@ def register(
         key: bytes = event.key
         msg = decode(event.value, RouterInput)
         group = key.decode()
-        r = host.get(group, table.get(key))
+        applied, saved = unpack_saved(table.get(key))
+        if event.message.offset <= applied:  # redelivered after a crash: already applied and saved
+            metrics.DUPLICATES.labels("router").inc()
+            return
+        r = host.get(group, saved)
         outputs = r.apply(msg)
         now = time.time()
         for out in outputs:
@@ -117,7 +142,7 @@ def register(
                 await topics.routing_events.send(key=key, value=encode(out))
                 metrics.ROUTING_EVENTS.labels(out.kind).inc()
         state = r.to_state()
-        table[key] = state
+        table[key] = pack_saved(event.message.offset, state)
         host.saved(group, r, state)
 
     async def router(stream: faust.StreamT[bytes]) -> None:

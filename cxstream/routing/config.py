@@ -89,7 +89,7 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: Abandons earlier than this are "short" and excluded from the service level.
     short_abandon_s: float = 5.0
     #: Number of recently applied input event ids remembered for idempotence.
-    dedupe_window: int = 20000
+    dedupe_window: int = 2000
 
     def sla_for(self, channel: str) -> float:
         """The SLA target of *channel* in seconds."""
