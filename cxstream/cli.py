@@ -17,7 +17,7 @@ EVALS = {
     "split": "cxstream.intel.evaluate",
     "routing": "cxstream.replay.eval_routing",
 }
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,6 +25,8 @@ import redis.asyncio as aioredis
 from mode import Service
 
 from cxstream.agents import context as context_agent
+from cxstream.agents import erasure as erasure_agent
+from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import router as router_agent
 from cxstream.serve.http import HttpServer, build_app
@@ -48,9 +50,13 @@ class Wiring:
         self.settings = settings
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
-        self.redis = aioredis.from_url(redis_url)
+        # A blocking pool: a burst of lookups waits for a connection instead of failing.
+        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
         ingest_agent.register(self.app, self.topics, settings)
+        self.identity_table = identity_agent.register(self.app, self.topics, settings, self.writer)
+        resolve = identity_agent.identity_topics(self.app, settings).resolve
+        self.erasure = erasure_agent.ErasureRequests(lambda k, v: resolve.send(key=k, value=v), self.redis)
         self.context_table = context_agent.register(self.app, self.topics, settings, self.writer)
         self.routers = router_agent.register(self.app, self.topics, settings, self.redis)
 
@@ -65,7 +71,9 @@ class EngineService(Service):
         self.wiring = wiring
         self.serving = False
         self.http = HttpServer(
-            build_app(wiring.redis, api_keys, self.health), wiring.settings.http_host, wiring.settings.http_port
+            build_app(wiring.redis, api_keys, self.health, erasure=wiring.erasure),
+            wiring.settings.http_host,
+            wiring.settings.http_port,
         )
         self.on_ready = on_ready
         self.on_stopping = on_stop

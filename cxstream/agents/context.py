@@ -3,6 +3,17 @@
 Consumes ``cx.customer-events.v1`` (key = canonical customer id) and is the only
 writer of the ``customer_context`` table.  Each update is a pure function
 (:mod:`cxstream.context.update`); this module only reads and writes state around it.
+
+Besides customer events and assignments it applies the identity stage's commands:
+
+* ``MergeContext`` (on the absorbed customer's partition): send the context to the
+  survivor as a ``ContextHandoff``, delete it (tombstone), leave a forwarding alias
+  (``~m:{id}``) so that late records for the old id (a router assignment) follow it;
+* ``ContextHandoff`` (on the survivor's partition): fold the absorbed context in;
+* ``EraseContext``: delete the context, its alias and Redis copy, keep a hashed marker
+  (``~e:{hash}``) so that nothing late recreates it, and audit the completion.
+
+Table keys starting with ``~`` are these markers; canonical ids never start with ``~``.
 """
 
 from __future__ import annotations
@@ -10,43 +21,87 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 import faust
+import msgspec
 import redis.asyncio as aioredis
 
-from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome
-from cxstream.context.model import CustomerContext, decode_context, encode_context
+from cxstream.agents.erasure import ErasureStatus, audit_record
+from cxstream.agents.identity import identity_topics
+from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome, merge_contexts
+from cxstream.context.model import CustomerContext, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
-from cxstream.schemas import Assignment, ContactRequest, ContactUpdate, InteractionEvent
+from cxstream.context.resolver import hashed_id
+from cxstream.schemas import (
+    Assignment,
+    ContactRequest,
+    ContactUpdate,
+    ContextHandoff,
+    EraseContext,
+    InteractionEvent,
+    MergeContext,
+    OutcomeEvent,
+)
 from cxstream.streams import metrics
 from cxstream.streams.app import Topics
-from cxstream.streams.codecs import CustomerEvent, decode, encode
+from cxstream.streams.codecs import decode, encode
 from cxstream.streams.deadletter import process_events
 from cxstream.streams.keys import context_key
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Everything ``cx.customer-events.v1`` carries.
+ContextInput = InteractionEvent | OutcomeEvent | Assignment | MergeContext | ContextHandoff | EraseContext
+
+
+def moved_key(customer_id: str) -> bytes:
+    """Table key of the forwarding alias a merged-away customer leaves behind."""
+    return f"~m:{customer_id}".encode()
+
+
+def erased_key(customer_id: str) -> bytes:
+    """Table key of the marker an erased customer leaves behind (hashed: nothing readable)."""
+    return f"~e:{hashed_id(customer_id)}".encode()
+
+
 class RedisContextWriter:
-    """Write-behind of context copies: the latest version of each dirty customer, in batches.
+    """Write-behind of Redis copies (contexts, identifier index): the latest value of each dirty key, in batches.
 
     A failed flush keeps the batch (newer versions win) and retries on the next tick;
-    the table stays the source of truth.
+    the tables stay the source of truth.  :meth:`delete` is immediate and ordered
+    after any flush in progress, so an erased key cannot be written back by it.
     """
 
     def __init__(self, client: aioredis.Redis, ttl_s: int, max_batch: int = 2000) -> None:
         self.client = client
         self.ttl_s = ttl_s
         self.max_batch = max_batch
-        self._dirty: dict[str, bytes] = {}
+        self._dirty: dict[str, bytes | None] = {}  # redis key -> value, None = delete
         self._lock = asyncio.Lock()
 
     def mark(self, customer_id: str, value: bytes) -> None:
-        self._dirty[customer_id] = value
+        """Schedule a customer's context copy."""
+        self._dirty[context_key(customer_id)] = value
+
+    def mark_key(self, key: str, value: bytes | None) -> None:
+        """Schedule any key (None: delete it)."""
+        self._dirty[key] = value
 
     @property
     def pending(self) -> int:
         return len(self._dirty)
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        """Delete *keys* now (and forget pending writes of them); raises if Redis is unreachable."""
+        keys = list(keys)
+        if not keys:
+            return
+        async with self._lock:
+            for k in keys:
+                self._dirty.pop(k, None)
+            await self.client.delete(*keys)
 
     async def flush(self) -> int:
         async with self._lock:
@@ -58,12 +113,15 @@ class RedisContextWriter:
                 started = time.perf_counter()
                 try:
                     async with self.client.pipeline(transaction=False) as pipe:
-                        for cid, value in batch.items():
-                            pipe.set(context_key(cid), value, ex=self.ttl_s)
+                        for key, value in batch.items():
+                            if value is None:
+                                pipe.delete(key)
+                            else:
+                                pipe.set(key, value, ex=self.ttl_s)
                         await pipe.execute()
                 except Exception as exc:  # connection errors of any kind: keep and retry
                     metrics.REDIS_ERRORS.inc()
-                    log.warning("redis flush of %d contexts failed, will retry: %r", len(batch), exc)
+                    log.warning("redis flush of %d keys failed, will retry: %r", len(batch), exc)
                     for k, v in batch.items():
                         self._dirty.setdefault(k, v)
                     return written
@@ -86,19 +144,83 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
     limits = ContextLimits(
         max_interactions=settings.context_max_interactions, max_event_ids=settings.dedupe_ids_per_customer
     )
+    audit = identity_topics(app, settings).audit
+    status = ErasureStatus(writer.client)
+    source_name = topics.customer_events.get_topic_name()
+
+    def save(key: bytes, ctx: CustomerContext) -> None:
+        value = encode_context(ctx)
+        table[key] = value
+        writer.mark(key.decode(), value)
+
+    async def erase(key: bytes, cmd: EraseContext) -> None:
+        cid = key.decode()
+        for k in (key, moved_key(cid)):
+            if table.get(k) is not None:
+                del table[k]  # a tombstone in the changelog
+        table[erased_key(cid)] = msgspec.json.encode(cmd.at)
+        try:
+            await writer.delete([context_key(cid)])
+        except Exception as exc:  # Redis down: queue the delete; the flush timer retries it
+            log.warning("erasure %s: redis delete failed (%r); queued for retry", cmd.request_id, exc)
+            writer.mark_key(context_key(cid), None)
+        try:
+            await status.part_done(cmd.request_id, cmd.parts)
+        except Exception as exc:  # progress reporting only
+            log.warning("erasure %s: cannot record progress in redis: %r", cmd.request_id, exc)
+        record = audit_record(
+            "erasure_completed", cmd.request_id, cmd.at, "context", [hashed_id(cid)], part=cmd.part, parts=cmd.parts,
+            detail=f"took {(time.time() - cmd.requested_at) * 1000:.0f} ms after the identity stage" if cmd.requested_at else "",
+        )
+        await audit.send(key=cmd.request_id.encode(), value=encode(record))
+        metrics.CONTEXT_UPDATES.labels("EraseContext").inc()
+
+    async def merge_away(key: bytes, cmd: MergeContext) -> None:
+        raw = table.get(key)
+        handoff = ContextHandoff(
+            merge_id=cmd.merge_id, survivor_id=cmd.survivor_id, absorbed_id=cmd.absorbed_id, at=cmd.at,
+            context=msgspec.Raw(raw if raw else b"null"),
+        )
+        await topics.customer_events.send(key=cmd.survivor_id.encode(), value=encode(handoff))
+        if raw is not None:
+            del table[key]
+        table[moved_key(key.decode())] = cmd.survivor_id.encode()
+        writer.mark_key(context_key(key.decode()), None)  # the alias answers lookups by the old id
+        metrics.CONTEXT_UPDATES.labels("MergeContext").inc()
 
     async def handle(event: faust.EventT) -> None:
         key: bytes = event.key
-        record = decode(event.value, CustomerEvent)
+        record = decode(event.value, ContextInput)
         customer_id = key.decode()
+        if isinstance(record, EraseContext):
+            await erase(key, record)
+            return
+        if isinstance(record, MergeContext):
+            await merge_away(key, record)
+            return
         old_raw = table.get(key)
-        old: CustomerContext | None = decode_context(old_raw) if old_raw else None
+        if old_raw is None:
+            # A new customer, or a late record for one that was erased or merged away.
+            if table.get(erased_key(customer_id)) is not None:
+                metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
+                return
+            moved = table.get(moved_key(customer_id))
+            if moved is not None:
+                await topics.customer_events.send(key=moved, value=event.value)
+                return
+        old: CustomerContext | None = decode_context_or_none(old_raw)
         routing: list[ContactRequest | ContactUpdate] = []
-        if isinstance(record, InteractionEvent):
+        if isinstance(record, ContextHandoff):
+            absorbed_raw = bytes(record.context)
+            absorbed = decode_context(absorbed_raw) if absorbed_raw != b"null" else None
+            new = merge_contexts(old, absorbed, customer_id, record.absorbed_id, record.merge_id, record.at, limits, routing)
+            duplicate = new is old
+        elif isinstance(record, InteractionEvent):
             new, fx = apply_interaction(
                 old, record, customer_id, limits,
                 identifiers=record.customer.present(),
-                redacted_text=redact(record.text) if record.text else None,
+                redacted_text=redact(record.text) if record.text else None,  # ingest redacted it; kept as a guard
+                anonymous=customer_id.startswith("anon-"),
             )
             duplicate, routing = fx.duplicate, fx.routing
         elif isinstance(record, Assignment):
@@ -109,9 +231,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
         if duplicate:
             metrics.DUPLICATES.labels("context").inc()
             return
-        value = encode_context(new)
-        table[key] = value
-        writer.mark(customer_id, value)
+        save(key, new)
         metrics.CONTEXT_UPDATES.labels(type(record).__name__).inc()
         for r in routing:
             await topics.routing.send(key=r.routing_group.encode(), value=encode(r))

@@ -1,7 +1,14 @@
-"""Ingest: validate every input, normalise identifiers, and key it for the next stage.
+"""Ingest: validate every input, normalise identifiers, redact text, and hand it to the next stage.
 
-* ``cx.interactions.v1`` and ``cx.outcomes.v1`` -> ``cx.customer-events.v1``, keyed by
-  the customer the event belongs to.
+* ``cx.interactions.v1`` and ``cx.outcomes.v1`` -> ``cx.resolve.v1`` (one partition), where
+  the identity stage resolves the canonical customer.  Identifiers are normalised here
+  (E.164 phones, lower-cased emails, trimmed handles); placeholders and malformed values
+  are dropped from the event and travel along as refusals, which the identity stage
+  records on ``cx.identity.v1``.  Message text is redacted here, so that the raw text
+  stays only in the source topic.
+* An interaction with no identifier at all is *anonymous*: it goes straight to
+  ``cx.customer-events.v1`` keyed ``anon-`` + a hash of ``attributes.session_id`` (or of
+  the contact id), else the channel's anonymous bucket ``anon-{channel}``.
 * ``cx.advisor-events.v1`` -> ``cx.routing.v1``, keyed by routing group.
 
 Anything that fails goes to ``cx.dead-letter.v1`` with its coordinates and the
@@ -11,14 +18,26 @@ reason; the stream goes on.  Nothing is dropped silently: duplicates are dropped
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import faust
 import msgspec
 
-from cxstream.context.identity import InvalidIdentifier, customer_key, normalised
-from cxstream.schemas import AdvisorEvent, Identifiers, InteractionEvent, OutcomeEvent
+from cxstream.agents.identity import identity_topics
+from cxstream.context.identity import partition_identifiers
+from cxstream.context.redact import redact
+from cxstream.context.resolver import fingerprint
+from cxstream.schemas import (
+    AdvisorEvent,
+    Identifiers,
+    InteractionEvent,
+    OutcomeEvent,
+    RefusedIdentifier,
+    ResolveRequest,
+)
 from cxstream.streams import metrics
 from cxstream.streams.app import Topics
 from cxstream.streams.codecs import InvalidInput, decode, encode
@@ -32,42 +51,80 @@ class Routed:
 
     key: bytes
     value: bytes
+    to: Literal["resolve", "customer", "routing"] = "resolve"
+
+
+def anonymous_key(ev: InteractionEvent) -> str:
+    """The context key of an interaction without any customer identifier.
+
+    >>> from cxstream.schemas import Identifiers
+    >>> e = InteractionEvent(event_id="e", occurred_at=1, channel="web", kind="page_view", customer=Identifiers(),
+    ...     attributes={"session_id": "s-42"})
+    >>> anonymous_key(e)
+    'anon-3afa47acc87b6799'
+    >>> anonymous_key(msgspec.structs.replace(e, attributes={}))
+    'anon-web'
+    """
+    session = ev.attributes.get("session_id")
+    if isinstance(session, str) and session.strip():
+        seed = f"session:{session.strip()}"
+    elif ev.contact_id:
+        seed = f"contact:{ev.contact_id}"
+    else:
+        return f"anon-{ev.channel}"
+    return "anon-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
 def route_customer_event(raw: bytes | None, kind: type[InteractionEvent] | type[OutcomeEvent], max_bytes: int) -> Routed:
-    """Validate a customer-facing input and key it by customer; raises :class:`InvalidInput`.
+    """Validate a customer-facing input and say where it goes next; raises :class:`InvalidInput`.
 
     >>> r = route_customer_event(b'{"event_id":"e1","occurred_at":1,"channel":"chat","kind":"message",'
-    ...     b'"customer":{"email":"Jane@X.org"}}', InteractionEvent, 65536)
-    >>> r.key
-    b'email:jane@x.org'
+    ...     b'"customer":{"email":"Jane@X.org","phone":"0"},"text":"mail me: Jane@X.org"}', InteractionEvent, 65536)
+    >>> req = decode(r.value, ResolveRequest)
+    >>> (r.to, req.event.customer.email, req.event.text, [(x.kind, x.reason) for x in req.refused])
+    ('resolve', 'jane@x.org', 'mail me: [email]', [('phone', 'blocked_value')])
     """
     ev = decode(raw, kind, max_bytes)
-    try:
-        ids = normalised(ev.customer)
-    except InvalidIdentifier as exc:
-        raise InvalidInput("bad_identifier", str(exc)) from exc
-    key = customer_key(ids)
-    if key is None:
-        raise InvalidInput("no_identifier", "the event carries no usable customer identifier")
+    ids, bad = partition_identifiers(ev.customer)
+    if not ids:
+        if bad:
+            raise InvalidInput("bad_identifier", "no usable customer identifier: " + "; ".join(d for _, d in bad.values()))
+        if isinstance(ev, OutcomeEvent):
+            raise InvalidInput("no_identifier", "an outcome must name its customer: the event carries no identifier")
+    if isinstance(ev, InteractionEvent) and ev.text:
+        ev = msgspec.structs.replace(ev, text=redact(ev.text))
+    sent = ev.customer
     # Downstream stages see normalised identifiers only.
-    return Routed(key.encode(), encode(msgspec.structs.replace(ev, customer=Identifiers(**ids))))
+    ev = msgspec.structs.replace(ev, customer=Identifiers(**ids))
+    if not ids:
+        assert isinstance(ev, InteractionEvent)
+        return Routed(anonymous_key(ev).encode(), encode(ev), "customer")
+    refused = [
+        RefusedIdentifier(
+            kind=k, fingerprint=fingerprint(k, (getattr(sent, k) or "").strip().lower()), reason=reason, detail=detail  # type: ignore[arg-type]
+        )
+        for k, (reason, detail) in bad.items()
+    ]
+    return Routed(ev.event_id.encode(), encode(ResolveRequest(event=ev, refused=refused)), "resolve")
 
 
 def route_advisor_event(raw: bytes | None, max_bytes: int) -> Routed:
     """Validate an advisor event and key it by routing group; raises :class:`InvalidInput`."""
     ev = decode(raw, AdvisorEvent, max_bytes)
-    return Routed(ev.routing_group.encode(), encode(ev))
+    return Routed(ev.routing_group.encode(), encode(ev), "routing")
 
 
 def register(app: faust.App, topics: Topics, settings: Settings) -> None:
     """Declare the ingest agents on *app*."""
 
-    def make_agent(source: faust.TopicT, target: faust.TopicT, route: Callable[[bytes | None], Routed], name: str) -> None:
+    resolve = identity_topics(app, settings).resolve
+    targets = {"resolve": resolve, "customer": topics.customer_events, "routing": topics.routing}
+
+    def make_agent(source: faust.TopicT, route: Callable[[bytes | None], Routed], name: str) -> None:
         async def handle(event: faust.EventT) -> None:
             routed = route(event.value)
-            metrics.EVENTS_IN.labels(event.message.tp.topic, "accepted").inc()
-            await target.send(key=routed.key, value=routed.value)
+            metrics.EVENTS_IN.labels(event.message.tp.topic, "accepted" if routed.to != "customer" else "anonymous").inc()
+            await targets[routed.to].send(key=routed.key, value=routed.value)
 
         async def ingest(stream: faust.StreamT[bytes]) -> None:
             await process_events(stream, name, topics.dead_letter, handle)
@@ -75,6 +132,6 @@ def register(app: faust.App, topics: Topics, settings: Settings) -> None:
         app.agent(source, name=f"cxstream.{name}")(ingest)
 
     limit = settings.max_event_bytes
-    make_agent(topics.interactions, topics.customer_events, lambda raw: route_customer_event(raw, InteractionEvent, limit), "ingest-interactions")
-    make_agent(topics.outcomes, topics.customer_events, lambda raw: route_customer_event(raw, OutcomeEvent, limit), "ingest-outcomes")
-    make_agent(topics.advisor_events, topics.routing, lambda raw: route_advisor_event(raw, limit), "ingest-advisor-events")
+    make_agent(topics.interactions, lambda raw: route_customer_event(raw, InteractionEvent, limit), "ingest-interactions")
+    make_agent(topics.outcomes, lambda raw: route_customer_event(raw, OutcomeEvent, limit), "ingest-outcomes")
+    make_agent(topics.advisor_events, lambda raw: route_advisor_event(raw, limit), "ingest-advisor-events")

@@ -1,7 +1,16 @@
 """The 360° customer context: a pure core (no I/O), one record per canonical customer."""
 
 from cxstream.context.model import CustomerContext, InteractionSummary, OpenContact
-from cxstream.context.update import ContextLimits, Effects, apply_assignment, apply_interaction, apply_outcome
+from cxstream.context.update import (
+    ContextLimits,
+    Effects,
+    apply_assignment,
+    apply_interaction,
+    apply_outcome,
+    journey_stage,
+    merge_contexts,
+    set_scores,
+)
 
 __all__ = [
     "ContextLimits",
@@ -12,4 +21,7 @@ __all__ = [
     "apply_assignment",
     "apply_interaction",
     "apply_outcome",
+    "journey_stage",
+    "merge_contexts",
+    "set_scores",
 ]

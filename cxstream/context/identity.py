@@ -17,9 +17,16 @@ from cxstream.schemas import Identifiers
 PRECEDENCE = ("customer_id", "account_number", "email", "phone", "social_handle", "device_id")
 
 _JUNK = frozenset(
-    {"", "0", "-1", "null", "none", "nil", "n/a", "na", "undefined", "anonymous", "unknown", "test", "x", "guest"}
+    {"", "0", "-1", "null", "none", "nil", "n/a", "na", "undefined", "anonymous", "unknown", "test", "x", "guest",
+     "nan", "false", "true", "[]", "{}", "?", "-", "--", "customer", "default", "unavailable", "not provided", "@"}
 )
 _REPEATED = re.compile(r"^(.)\1+$")
+_SEQUENTIAL = frozenset({"0123456789", "1234567890", "123456789", "12345678", "9876543210", "987654321"})
+#: Local parts and whole addresses that many unrelated people type or systems fill in.
+_JUNK_EMAIL_LOCAL = frozenset(
+    {"noreply", "no-reply", "donotreply", "do-not-reply", "none", "null", "test", "unknown", "anonymous", "noemail",
+     "no-email", "nomail", "no", "na", "n/a", "example", "email", "customer", "guest", "nobody"}
+)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -30,12 +37,17 @@ class InvalidIdentifier(ValueError):
 def is_junk(value: str) -> bool:
     """True for placeholder values that must never identify a customer.
 
-    >>> [is_junk(v) for v in ["0", "NULL", "000000", "anonymous", "jane@x.org"]]
-    [True, True, True, True, False]
+    >>> [is_junk(v) for v in ["0", "NULL", "000000", "anonymous", "jane@x.org", "noreply@x.org", "1234567890"]]
+    [True, True, True, True, False, True, True]
     """
     v = value.strip().lower()
     digits = re.sub(r"[\s()+.-]", "", v)
-    return v in _JUNK or bool(_REPEATED.match(digits))
+    if v in _JUNK or bool(_REPEATED.match(digits)) or digits in _SEQUENTIAL:
+        return True
+    if "@" in v:
+        local, _, domain = v.partition("@")
+        return local in _JUNK_EMAIL_LOCAL or domain in ("", "none.com", "noemail.com", "test.test")
+    return False
 
 
 def normalise(kind: str, value: str, default_region: str = "GB") -> str:
@@ -72,6 +84,30 @@ def normalise(kind: str, value: str, default_region: str = "GB") -> str:
 def normalised(ids: Identifiers, default_region: str = "GB") -> dict[str, str]:
     """All identifiers of an event in normal form; junk ones raise :class:`InvalidIdentifier`."""
     return {k: normalise(k, v, default_region) for k, v in ids.present().items()}
+
+
+def partition_identifiers(ids: Identifiers, default_region: str = "GB") -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """(usable identifiers in normal form, refused ones as kind -> (reason, detail)).
+
+    The reason is ``blocked_value`` for placeholders and ``malformed`` for values
+    that are not what their kind says; the detail never quotes the value.
+
+    >>> ok, bad = partition_identifiers(Identifiers(email="Jane@X.org", phone="000000", social_handle="@j"))
+    >>> ok, bad
+    ({'email': 'jane@x.org', 'social_handle': '@j'}, {'phone': ('blocked_value', 'phone: a placeholder value')})
+    """
+    ok: dict[str, str] = {}
+    bad: dict[str, tuple[str, str]] = {}
+    for kind, value in ids.present().items():
+        if is_junk(value):
+            bad[kind] = ("blocked_value", f"{kind}: a placeholder value")
+            continue
+        try:
+            ok[kind] = normalise(kind, value, default_region)
+        except InvalidIdentifier as exc:
+            detail = str(exc).split(":", 1)[1].replace(repr(value), "the value").strip() if ":" in str(exc) else ""
+            bad[kind] = ("malformed", f"{kind}: {detail.split(' (')[0]}")
+    return ok, bad
 
 
 def customer_key(ids: dict[str, str]) -> str | None:

@@ -20,6 +20,7 @@ class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
     contact_id: str | None = None
     text: str | None = None  # redacted before it is stored
     direction: str = "inbound"
+    sentiment: float | None = None  # VADER compound score of an inbound message, -1..1
 
 
 class OpenContact(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,8 +35,43 @@ class OpenContact(msgspec.Struct, frozen=True, kw_only=True):
     needs_advisor: bool = False
 
 
+class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One contact in the customer's contact log (newest last, bounded): counts and repeat contacts."""
+
+    contact_id: str
+    channel: str
+    opened_at: float
+    closed_at: float | None = None
+    intent: str | None = None
+    resolved: bool | None = None  # from contact_closed attributes.resolved; None = not reported
+    advisor_id: str | None = None
+
+
+class IntentPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """An intent the customer expressed (newest last in ``CustomerContext.intent_history``)."""
+
+    at: float
+    intent: str
+    confidence: float | None = None
+    source: str = "channel"  # channel (IVR menu, bot NLU) | model | advisor
+    contact_id: str | None = None
+    channel: str | None = None
+
+
+class SentimentPoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One inbound message's sentiment: [at, score] (compact on the wire)."""
+
+    at: float
+    score: float
+
+
 class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the engine keeps about one canonical customer."""
+    """Everything the engine keeps about one canonical customer.
+
+    Every collection is bounded (``cxstream.context.update.ContextLimits``), so a
+    context's size is flat however long the customer lives; ``bench context``
+    reports the encoded bytes per customer.
+    """
 
     customer_id: str
     created_at: float
@@ -50,6 +86,44 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     interactions_total: int = 0
     contacts_total: int = 0
     recent_event_ids: list[str] = []  # newest last; bounded; drops duplicates
+    anonymous: bool = False  # keyed by a session/contact, not by a customer identifier
+    merged_from: list[str] = []  # customer ids merged into this one (bounded)
+    # channels and language, learned from history
+    channel_counts: dict[str, int] = {}  # inbound interactions per channel
+    preferred_channel: str | None = None
+    language_counts: dict[str, int] = {}
+    preferred_language: str | None = None
+    # sentiment (VADER compound, -1..1) of inbound messages
+    sentiment_last: float | None = None
+    sentiment_avg: float | None = None  # exponentially weighted (alpha 0.3)
+    sentiment_trend: float | None = None  # least-squares slope per message over sentiment_recent
+    sentiment_recent: list[SentimentPoint] = []
+    # intents and scores (channel intents now; the scoring stage fills the model's via set_scores)
+    latest_intent: str | None = None
+    intent_confidence: float | None = None
+    intent_history: list[IntentPoint] = []
+    churn_risk: float | None = None
+    model_version: str | None = None
+    scored_at: float | None = None
+    # contacts
+    contacts: list[ContactRecord] = []  # contact log, newest last
+    contacts_24h: int = 0  # as of updated_at
+    contacts_7d: int = 0
+    repeat_contact: bool = False  # the latest contact repeats an unresolved one with the same intent (7 days)
+    repeat_of: str | None = None
+    # journey, consent, satisfaction, value
+    journey_stage: str = "new"
+    milestones: dict[str, float] = {}  # outcome kind -> latest event time (churned, converted, payment_failed...)
+    consent: dict[str, bool] = {}
+    consent_at: float | None = None
+    csat_last: float | None = None
+    csat_avg: float | None = None
+    csat_count: int = 0
+    nps_last: float | None = None
+    nps_avg: float | None = None
+    nps_count: int = 0
+    tier: str | None = None
+    value: float | None = None
 
     def open_by_channel(self) -> dict[str, list[str]]:
         """Open contact ids grouped by channel.
@@ -67,6 +141,11 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CustomerContext)
+
+
+def decode_context_or_none(raw: bytes | None) -> CustomerContext | None:
+    """:func:`decode_context` of a table value, None for a missing one."""
+    return _decoder.decode(raw) if raw else None
 
 
 def encode_context(ctx: CustomerContext) -> bytes:

@@ -13,6 +13,19 @@ import msgspec
 
 from cxstream.schemas.common import CHANNELS, SCHEMA_VERSION, Channel, Identifiers, Record
 from cxstream.schemas.events import AdvisorEvent, Disposition, InteractionEvent, OutcomeEvent
+from cxstream.schemas.identity import (
+    AuditRecord,
+    ContextHandoff,
+    CustomersMerged,
+    EraseContext,
+    IdentityErased,
+    IdentityLinked,
+    IdentityOutput,
+    LinkRefused,
+    MergeContext,
+    RefusedIdentifier,
+    ResolveRequest,
+)
 from cxstream.schemas.outputs import Assignment, DeadLetter, OutreachEvent, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
 
@@ -22,16 +35,27 @@ __all__ = [
     "WIRE_RECORDS",
     "AdvisorEvent",
     "Assignment",
+    "AuditRecord",
     "Channel",
     "ContactRequest",
     "ContactUpdate",
+    "ContextHandoff",
+    "CustomersMerged",
     "DeadLetter",
     "Disposition",
+    "EraseContext",
     "Identifiers",
+    "IdentityErased",
+    "IdentityLinked",
+    "IdentityOutput",
     "InteractionEvent",
+    "LinkRefused",
+    "MergeContext",
     "OutcomeEvent",
     "OutreachEvent",
     "Record",
+    "RefusedIdentifier",
+    "ResolveRequest",
     "RouterInput",
     "RouterTick",
     "RoutingEvent",
@@ -47,6 +71,11 @@ WIRE_RECORDS: tuple[type[Record], ...] = (
     RoutingEvent,
     OutreachEvent,
     DeadLetter,
+    IdentityLinked,
+    CustomersMerged,
+    LinkRefused,
+    IdentityErased,
+    AuditRecord,
 )
 
 

@@ -21,14 +21,18 @@ M = TypeVar("M")
 
 
 def snapshot_key(name: str) -> str:
-    """>>> snapshot_key("intent")
+    """The Redis key of a model's newest snapshot.
+
+    >>> snapshot_key("intent")
     'cx:model:intent'
     """
     return f"cx:model:{name}"
 
 
 def version_key(name: str) -> str:
-    """>>> version_key("intent")
+    """The Redis key of that snapshot's version.
+
+    >>> version_key("intent")
     'cx:model:intent:version'
     """
     return f"cx:model:{name}:version"

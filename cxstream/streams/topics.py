@@ -4,12 +4,19 @@
 
     channel systems ──▶ cx.interactions.v1 ───┐
     advisor desktops ─▶ cx.advisor-events.v1 ─┼─▶ ingest ──▶ cx.dead-letter.v1 (bad input + reason)
-    business systems ─▶ cx.outcomes.v1 ───────┘   │ validate, normalise identifiers,
-                                                   │ key by customer (or routing group)
-                       cx.customer-events.v1 ◀─────┤  (key = canonical customer id)
-                                │                  └──▶ cx.routing.v1 (advisor events)
+    business systems ─▶ cx.outcomes.v1 ───────┘   │ validate, normalise identifiers, redact text
+                                                   ├──▶ cx.routing.v1 (advisor events)
+                                                   ▼
+                       cx.resolve.v1 (ONE partition: one total order)
                                 ▼
+                      identity (table identity) ──▶ cx.identity.v1 (links, merges, refusals)
+                                │ canonical id      ──▶ cx.audit.v1 (erasure requests)
+                                │                   ──▶ Redis identifier index (write-behind)
+                       cx.customer-events.v1 ◀─────┘  (key = canonical customer id; + merge
+                                │                      hand-offs and erasures; anonymous
+                                ▼                      events come straight from ingest)
                       context  (table customer_context) ──▶ Redis copy (write-behind)
+                                │                       ──▶ cx.audit.v1 (erasure completed)
                                 │ contact requests / updates
                                 ▼
                       cx.routing.v1 (key = routing group; + clock ticks)
@@ -78,6 +85,19 @@ OUTREACH = TopicSpec(
     "cx.outreach.v1", "customer id", "OutreachEvent",
     "Proactive outreach recommendations for campaign and messaging systems.",
 )
+RESOLVE = TopicSpec(
+    "cx.resolve.v1", "event id", "ResolveRequest",
+    "Internal: validated customer events awaiting identity resolution, in one total order.",
+    single_partition=True,
+)
+IDENTITY = TopicSpec(
+    "cx.identity.v1", "canonical customer id", "IdentityLinked | CustomersMerged | LinkRefused | IdentityErased",
+    "Identity decisions: links, merges, refused links, erasures (identifiers as fingerprints only).",
+)
+AUDIT = TopicSpec(
+    "cx.audit.v1", "request id", "AuditRecord",
+    "Privacy audit trail: erasure requested / completed, late records suppressed (no personal data).",
+)
 DEAD_LETTER = TopicSpec(
     "cx.dead-letter.v1", "source topic", "DeadLetter",
     "Inputs the engine could not use, with topic/partition/offset, reason and raw payload.",
@@ -93,6 +113,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ROUTING_EVENTS,
     OUTREACH,
     DEAD_LETTER,
+    RESOLVE,
+    IDENTITY,
+    AUDIT,
 )
 
 #: Input topics of the engine: the only ones an outside system writes.

@@ -8,7 +8,6 @@ records.  The engine runs as a subprocess, pointed at these servers through
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -107,6 +106,3 @@ def redis_client(servers: tuple[str, str]) -> Iterator[redis.Redis]:
     yield client
     client.close()
 
-
-def run(coro):  # noqa: ANN001, ANN201 - small helper for sync tests
-    return asyncio.run(coro)

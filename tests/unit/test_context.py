@@ -17,7 +17,8 @@ def ev(n: int, kind: str = "message", channel: str = "chat", **kw: object) -> In
     return InteractionEvent(event_id=f"e{n}", occurred_at=100.0 + n, channel=channel, kind=kind, customer=C, **kw)  # type: ignore[arg-type]
 
 
-def fold(events: list[InteractionEvent], limits: ContextLimits = ContextLimits()):  # noqa: ANN201
+def fold(events: list[InteractionEvent], limits: ContextLimits | None = None):  # type: ignore[no-untyped-def]
+    limits = limits or ContextLimits()
     ctx, effects = None, []
     for e in events:
         ctx, fx = apply_interaction(ctx, e, "C-1", limits)

@@ -27,7 +27,7 @@ def test_typed_records_go_to_their_input_topic_keyed_by_identifier(tmp_path: Pat
 
 def test_bad_lines_say_where(tmp_path: Path) -> None:
     assert parse_line("   ") is None and parse_line("# comment") is None
-    with pytest.raises(RecordingError, match="f.jsonl:3: not JSON"):
+    with pytest.raises(RecordingError, match=r"f\.jsonl:3: not JSON"):
         parse_line("{nope", "f.jsonl:3")
     with pytest.raises(RecordingError, match="not an input record"):
         parse_line('{"event_id": "x"}')

@@ -1,0 +1,156 @@
+"""Erasure (GDPR art. 17 / CCPA deletion): request, progress and audit trail.
+
+An erasure request is an ``OutcomeEvent`` of kind ``erasure_requested``, published on
+``cx.outcomes.v1`` by a business system, or by ``POST /customers/{id}/erase`` (which
+validates it itself and publishes it straight onto ``cx.resolve.v1``).
+It travels like every customer event (ingest -> identity -> context), so it is ordered
+with the customer's other events:
+
+1. **identity** resolves the request's identifiers to every canonical customer they name
+   (with the customers merged into them), deletes the identity links (tombstones in the
+   ``identity`` changelog), keeps hashed erasure markers only, deletes the Redis index
+   keys at once, writes ``erasure_requested`` to ``cx.audit.v1`` and sends one
+   ``EraseContext`` per customer id to its context partition;
+2. **context** deletes the context (tombstone in the ``customer_context`` changelog), its
+   Redis copy, any alias left by a merge, keeps a hashed marker so that late records
+   (a router assignment, a merge hand-off in flight) cannot resurrect it, and writes
+   ``erasure_completed`` to ``cx.audit.v1``.
+
+Progress is in Redis, hash ``cx:erasure:{request id}`` (``GET /erasures/{request id}``):
+``parts`` (contexts to erase), ``done``, ``requested_at``, ``completed_at``.  Erasing
+again is harmless: the second request finds nothing and is audited as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cxstream.schemas import AuditRecord, Identifiers, OutcomeEvent, ResolveRequest
+from cxstream.schemas.identity import AuditAction
+from cxstream.streams.codecs import encode
+from cxstream.streams.keys import erasure_key
+
+#: Erasure progress records are kept this long (they hold no personal data).
+STATUS_TTL_S = 30 * 86400
+
+
+def audit_record(
+    action: AuditAction,
+    request_id: str,
+    at: float,
+    agent: str,
+    subjects: list[str],
+    *,
+    parts: int = 0,
+    part: int = 0,
+    detail: str = "",
+) -> AuditRecord:
+    """An audit record with a deterministic id (the same action on the same request gives the same id).
+
+    >>> r = audit_record("erasure_completed", "erase-1", 10.0, "context", ["customer:ab"], part=1, parts=2)
+    >>> r.audit_id, r.part, r.parts
+    ('audit-e5c3ffd3cc9d5da8', 1, 2)
+    """
+    audit_id = "audit-" + hashlib.sha256(f"{action}|{request_id}|{part}".encode()).hexdigest()[:16]
+    return AuditRecord(
+        audit_id=audit_id, action=action, request_id=request_id, at=at, processed_at=time.time(), agent=agent,
+        subjects=subjects, parts=parts, part=part, detail=detail,
+    )
+
+
+def erasure_request(customer: Identifiers, *, via: str = "api", now: float | None = None) -> OutcomeEvent:
+    """A new erasure request for the customer named by *customer* (a fresh request id).
+
+    >>> erasure_request(Identifiers(email="a@b.co"), now=5.0).kind
+    'erasure_requested'
+    """
+    return OutcomeEvent(
+        event_id=f"erase-{uuid.uuid4().hex}",
+        occurred_at=time.time() if now is None else now,
+        customer=customer,
+        kind="erasure_requested",
+        attributes={"requested_via": via},
+    )
+
+
+class ErasureStatus:
+    """The Redis hash that tracks one request's progress."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def accepted(self, request_id: str, at: float) -> None:
+        key = erasure_key(request_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"accepted_at": at})
+            pipe.expire(key, STATUS_TTL_S)
+            await pipe.execute()
+
+    async def requested(self, request_id: str, parts: int) -> None:
+        key = erasure_key(request_id)
+        now = time.time()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"parts": parts, "requested_at": now})
+            pipe.hsetnx(key, "done", 0)
+            if parts == 0:
+                pipe.hset(key, "completed_at", now)
+            pipe.expire(key, STATUS_TTL_S)
+            await pipe.execute()
+
+    async def part_done(self, request_id: str, parts: int) -> bool:
+        """Count one erased context; True when it was the last one."""
+        key = erasure_key(request_id)
+        done = int(await self.client.hincrby(key, "done", 1))
+        if done >= parts:
+            await self.client.hset(key, "completed_at", time.time())
+        await self.client.expire(key, STATUS_TTL_S)
+        return done >= parts
+
+    async def get(self, request_id: str) -> dict[str, float | int | str] | None:
+        raw = await self.client.hgetall(erasure_key(request_id))
+        if not raw:
+            return None
+        fields = {k.decode(): float(v) for k, v in raw.items()}
+        out: dict[str, float | int | str] = {"request_id": request_id}
+        for name in ("parts", "done"):
+            if name in fields:
+                out[name] = int(fields[name])
+        for name in ("accepted_at", "requested_at", "completed_at"):
+            if name in fields:
+                out[name] = fields[name]
+        out["status"] = "completed" if "completed_at" in fields else "pending"
+        if "completed_at" in fields and "accepted_at" in fields:
+            out["took_ms"] = round((fields["completed_at"] - fields["accepted_at"]) * 1000, 1)
+        return out
+
+
+#: Sends (key, value) to ``cx.resolve.v1``; may return a delivery future, which is awaited.
+Publish = Callable[[bytes, bytes], Awaitable[Any]]
+
+
+class ErasureRequests:
+    """Publishes the HTTP API's erasure requests and tracks them in Redis.
+
+    The API validates and normalises the identifiers itself (as ingest does), so the
+    request goes straight onto ``cx.resolve.v1`` (as a ``ResolveRequest`` with source
+    ``api``): one hop less than through ``cx.outcomes.v1``.
+    """
+
+    def __init__(self, publish: Publish, client: aioredis.Redis) -> None:
+        self._publish = publish
+        self.status = ErasureStatus(client)
+
+    async def submit(self, customer: Identifiers) -> OutcomeEvent:
+        request = erasure_request(customer)
+        await self.status.accepted(request.event_id, request.occurred_at)
+        sent = await self._publish(request.event_id.encode(), encode(ResolveRequest(event=request, source="api")))
+        if inspect.isawaitable(sent):
+            await sent  # 202 means the request is on the topic, not just in a buffer
+        return request
