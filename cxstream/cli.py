@@ -1,4 +1,4 @@
-"""``cxstream`` command line: run the engine, replay recordings, export schemas, evaluate models."""
+"""``cxstream`` command line: run the engine, serve its HTTP API, replay recordings, export schemas, evaluate models."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the engine (embedded broker and Redis unless CX_BROKER_URL/CX_REDIS_URL)")
     run.add_argument("--demo", action="store_true", help="also replay a small bundled sample with simulated advisor desktops")
+
+    sv = sub.add_parser(
+        "serve", help="run the HTTP API alone, against CX_REDIS_URL (and CX_BROKER_URL for erasure requests); 'run' starts it itself"
+    )
+    sv.add_argument("--engine-metrics", default=None, metavar="URL", help="the engine's Prometheus endpoint, included in /metrics")
+    sv.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # used by 'cxstream run' (cxstream.serve.workers)
+    sv.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
 
     rp = sub.add_parser("replay", help="publish a JSONL recording to the engine's input topics")
     rp.add_argument("file", help="JSONL file: one record per line (see docs/EVENTS.md)")
@@ -64,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cxstream.engine import main_run
 
         return main_run(settings, demo=args.demo)
+    if args.command == "serve":
+        from cxstream.serve.main import main_serve
+
+        return main_serve(settings, args)
     if args.command == "replay":
         from cxstream.replay.publish import main_replay
 

@@ -1,11 +1,16 @@
-"""The engine: one worker process with every stage, its HTTP API and, by default, its own servers.
+"""The engine: one worker process with every stage, its HTTP API processes and, by default, its own servers.
 
 ``cxstream run`` builds an :class:`Engine` and calls :meth:`Engine.run`, which
 
 1. starts the embedded broker and Redis unless ``CX_BROKER_URL`` / ``CX_REDIS_URL`` name real ones,
 2. creates the catalogue's topics,
-3. runs the Faust worker (ingest, context, router agents) and the HTTP API until SIGINT/SIGTERM,
+3. runs the Faust worker (ingest, identity, context, router agents) until SIGINT/SIGTERM, and beside
+   it ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
+   a heartbeat in Redis for their ``/healthz`` and a loopback metrics endpoint for their ``/metrics``,
 4. stops everything it started, in reverse order.
+
+The HTTP API is not served from this process: a lookup costs the event loop ~0.5 ms and
+would wait behind stream work (docs/PERFORMANCE.md, "The HTTP API in its own processes").
 """
 
 from __future__ import annotations
@@ -14,22 +19,24 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import faust
 import redis.asyncio as aioredis
 from mode import Service
+from prometheus_client import start_http_server
 
 from cxstream.agents import context as context_agent
 from cxstream.agents import erasure as erasure_agent
 from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
+from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
-from cxstream.serve.http import HttpServer, build_app
+from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
+from cxstream.serve.http import ENGINE_ONLY
+from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
@@ -59,32 +66,69 @@ class Wiring:
         self.erasure = erasure_agent.ErasureRequests(lambda k, v: resolve.send(key=k, value=v), self.redis)
         self.context_table = context_agent.register(self.app, self.topics, settings, self.writer)
         self.routers = router_agent.register(self.app, self.topics, settings, self.redis)
+        self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
 
 
 class EngineService(Service):
-    """Runs the HTTP API beside the Faust worker and flushes Redis on the way out."""
+    """Beside the Faust worker: the HTTP API processes, the heartbeat they report, the metrics they proxy.
+
+    Flushes the Redis write-behind on the way out.
+    """
 
     def __init__(
-        self, wiring: Wiring, api_keys: frozenset[str], on_ready: Any = None, on_stop: Any = None, **kwargs: Any
+        self,
+        wiring: Wiring,
+        api_keys: frozenset[str],
+        broker_url: str,
+        redis_url: str,
+        on_ready: Any = None,
+        on_stop: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.wiring = wiring
         self.serving = False
-        self.http = HttpServer(
-            build_app(wiring.redis, api_keys, self.health, erasure=wiring.erasure),
-            wiring.settings.http_host,
-            wiring.settings.http_port,
-        )
+        self.heartbeat_key = heartbeat_key(wiring.settings.app_id)
+        self.api_settings = wiring.settings.replace(broker_url=broker_url, redis_url=redis_url, api_keys=",".join(sorted(api_keys)))
+        self.api: ApiWorkers | None = None
+        self._metrics: Any = None
+        self._beating: asyncio.Task[None] | None = None
         self.on_ready = on_ready
         self.on_stopping = on_stop
 
     def health(self) -> dict[str, Any]:
-        return {"engine": "ok" if self.serving else "starting", "pending_redis_writes": self.wiring.writer.pending}
+        return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending}
+
+    async def beat(self, state: str) -> None:
+        """Write the heartbeat ``/healthz`` reads (``cx:engine:heartbeat:{app_id}``, TTL 10 s)."""
+        value = heartbeat_value(state, **self.health())
+        await self.wiring.redis.set(self.heartbeat_key, value, px=int(HEARTBEAT_TTL_S * 1000))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.beat("ok" if self.serving else "starting")
+            except Exception as exc:  # Redis is down: /healthz says so; keep trying
+                log.warning("cannot write the engine heartbeat to Redis: %r", exc)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
 
     async def on_started(self) -> None:
-        await self.http.start()
+        # The engine's metrics for the API's /metrics: a loopback endpoint on a thread, off the event loop.
+        server, _ = start_http_server(0, addr="127.0.0.1", registry=ENGINE_ONLY)  # type: ignore[arg-type]
+        self._metrics = server
+        self._beating = asyncio.ensure_future(self._heartbeat())
+        self.api = ApiWorkers(
+            self.api_settings, engine_metrics_url=f"http://127.0.0.1:{server.server_port}/metrics", say=say
+        )
+        await self.api.start()
         self.serving = True
-        say(f"HTTP API on {self.http.url} (GET /healthz, /metrics, /customers/{{id}}/context)")
+        with contextlib.suppress(Exception):
+            await self.beat("ok")  # before Faust reports Ready: /healthz answers ok from then on
+        n = len(self.api.pids)
+        say(
+            f"HTTP API on {self.api.url} (GET /healthz, /metrics, /customers/{{id}}/context, /queues; "
+            f"{n} process{'es' if n > 1 else ''}, pid {', '.join(map(str, self.api.pids))})"
+        )
         if self.on_ready is not None:
             await self.on_ready()
 
@@ -92,7 +136,19 @@ class EngineService(Service):
         self.serving = False
         if self.on_stopping is not None:
             await self.on_stopping()
-        await self.http.stop()
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(BaseException):
+                await self._beating
+        with contextlib.suppress(Exception):
+            await self.beat("stopping")
+        if self.api is not None:
+            await self.api.stop()
+        if self._metrics is not None:
+            metrics_server, self._metrics = self._metrics, None
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(metrics_server.shutdown)  # returns once its serve loop has ended (<= 0.5 s)
+                metrics_server.server_close()
         with contextlib.suppress(Exception):
             await self.wiring.writer.flush()
         with contextlib.suppress(Exception):
@@ -124,19 +180,7 @@ class Engine:
             say("stopping embedded servers")
 
     def api_keys(self) -> frozenset[str]:
-        keys = self.settings.api_key_set
-        if keys:
-            return keys
-        path = Path(self.settings.data_dir) / "api-key"
-        if path.exists():
-            key = path.read_text().strip()
-        else:
-            key = secrets.token_urlsafe(24)
-            self.settings.path()
-            path.write_text(key + "\n")
-            os.chmod(path, 0o600)
-        say(f"no CX_API_KEYS set: generated API key in {path}: {key}")
-        return frozenset({key})
+        return resolve_api_keys(self.settings, say)
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code."""
@@ -153,7 +197,9 @@ class Engine:
                     from cxstream.replay.demo import install_demo
 
                     on_ready, on_stop = install_demo(wiring)
-                service = EngineService(wiring, self.api_keys(), on_ready=on_ready, on_stop=on_stop, loop=loop)
+                service = EngineService(
+                    wiring, self.api_keys(), broker_url, redis_url, on_ready=on_ready, on_stop=on_stop, loop=loop
+                )
                 worker = faust.Worker(
                     wiring.app, service, loop=loop, loglevel=self.settings.log_level, redirect_stdouts=False
                 )

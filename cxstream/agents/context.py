@@ -29,10 +29,16 @@ import redis.asyncio as aioredis
 
 from cxstream.agents.erasure import ErasureStatus, audit_record
 from cxstream.agents.identity import identity_topics
+from cxstream.agents.learner import learning_topics
+from cxstream.agents.outreach import OutreachStage
+from cxstream.agents.outreach import config_from as outreach_config
+from cxstream.agents.outreach import state_key as outreach_state_key
+from cxstream.agents.scoring import Scorer, features_of
 from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome, merge_contexts
 from cxstream.context.model import CustomerContext, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
 from cxstream.context.resolver import hashed_id
+from cxstream.context.update import apply_disposition, set_scores
 from cxstream.schemas import (
     Assignment,
     ContactRequest,
@@ -42,7 +48,9 @@ from cxstream.schemas import (
     InteractionEvent,
     MergeContext,
     OutcomeEvent,
+    RoutingEvent,
 )
+from cxstream.schemas.learning import ChurnLabel, IntentLabel
 from cxstream.streams import metrics
 from cxstream.streams.app import Topics
 from cxstream.streams.codecs import decode, encode
@@ -53,7 +61,7 @@ from cxstream.streams.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Everything ``cx.customer-events.v1`` carries.
-ContextInput = InteractionEvent | OutcomeEvent | Assignment | MergeContext | ContextHandoff | EraseContext
+ContextInput = InteractionEvent | OutcomeEvent | Assignment | RoutingEvent | MergeContext | ContextHandoff | EraseContext
 
 
 def moved_key(customer_id: str) -> bytes:
@@ -131,8 +139,17 @@ class RedisContextWriter:
             return written
 
 
-def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisContextWriter) -> faust.TableT:
-    """Declare the context table and agent on *app*; returns the table."""
+def register(
+    app: faust.App, topics: Topics, settings: Settings, writer: RedisContextWriter, scorer: Scorer | None = None
+) -> faust.TableT:
+    """Declare the context table and agent on *app*; returns the table.
+
+    With a *scorer*, message text is scored for intent and the context for churn risk
+    with the newest published models, and ground truth goes to the learner: an
+    advisor's disposition (with the contact's redacted messages) and churn outcomes.
+    """
+    scorer = scorer or Scorer()
+    labels = learning_topics(app, settings).labels
     table = app.Table(
         "customer_context",
         default=None,
@@ -141,6 +158,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
         partitions=settings.partitions,
         help="canonical customer id -> CustomerContext (JSON); written only by cxstream.agents.context",
     )
+    outreach = OutreachStage(table, topics.outreach, outreach_config(settings))
     limits = ContextLimits(
         max_interactions=settings.context_max_interactions, max_event_ids=settings.dedupe_ids_per_customer
     )
@@ -155,7 +173,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
 
     async def erase(key: bytes, cmd: EraseContext) -> None:
         cid = key.decode()
-        for k in (key, moved_key(cid)):
+        for k in (key, moved_key(cid), outreach_state_key(cid)):
             if table.get(k) is not None:
                 del table[k]  # a tombstone in the changelog
         table[erased_key(cid)] = msgspec.json.encode(cmd.at)
@@ -188,6 +206,13 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
         writer.mark_key(context_key(key.decode()), None)  # the alias answers lookups by the old id
         metrics.CONTEXT_UPDATES.labels("MergeContext").inc()
 
+    async def reach_out(key: bytes, ctx: CustomerContext, record: InteractionEvent | OutcomeEvent | RoutingEvent, at: float) -> None:
+        if ctx.anonymous:
+            return
+        state = await outreach.after_update(ctx, record, at)
+        if state is not None:
+            table[outreach_state_key(key.decode())] = state
+
     async def handle(event: faust.EventT) -> None:
         key: bytes = event.key
         record = decode(event.value, ContextInput)
@@ -216,23 +241,54 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
             new = merge_contexts(old, absorbed, customer_id, record.absorbed_id, record.merge_id, record.at, limits, routing)
             duplicate = new is old
         elif isinstance(record, InteractionEvent):
+            text = redact(record.text) if record.text else None  # ingest redacted it; kept as a guard
+            scored = (
+                scorer.predict_intent(text)
+                if record.direction == "inbound" and record.kind in ("message", "contact_opened") else None
+            )
             new, fx = apply_interaction(
                 old, record, customer_id, limits,
                 identifiers=record.customer.present(),
-                redacted_text=redact(record.text) if record.text else None,  # ingest redacted it; kept as a guard
+                redacted_text=text,
                 anonymous=customer_id.startswith("anon-"),
+                predicted=scored,
             )
             duplicate, routing = fx.duplicate, fx.routing
         elif isinstance(record, Assignment):
             new = apply_assignment(old, record, limits)
             duplicate = new is old
+        elif isinstance(record, RoutingEvent):
+            updated, text = apply_disposition(old, record, limits)
+            if updated is None:
+                return
+            if updated is old:  # nothing to record (an abandon, a breach): outreach may still act on it
+                await reach_out(key, old, record, record.at)
+                return
+            new, duplicate = updated, False
+            intent = record.disposition.intent if record.disposition else None
+            if intent and text:
+                label = IntentLabel(event_id=record.event_id, at=record.at, text=text, intent=intent, contact_id=record.contact_id)
+                await labels.send(key=b"intent", value=encode(label))
         else:
             new, duplicate = apply_outcome(old, record, customer_id, limits, identifiers=record.customer.present())
+            if not duplicate and old is not None and record.kind in ("churned", "retained"):
+                label = ChurnLabel(
+                    event_id=record.event_id, at=record.occurred_at, features=features_of(old),
+                    churned=record.kind == "churned",
+                )
+                await labels.send(key=b"churn", value=encode(label))
         if duplicate:
             metrics.DUPLICATES.labels("context").inc()
             return
+        if isinstance(record, (InteractionEvent, OutcomeEvent)):
+            risk = scorer.churn_risk(new)
+            if risk is not None:
+                new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits)
         save(key, new)
         metrics.CONTEXT_UPDATES.labels(type(record).__name__).inc()
+        if isinstance(record, (InteractionEvent, OutcomeEvent, RoutingEvent)):
+            at = record.at if isinstance(record, RoutingEvent) else record.occurred_at
+            await reach_out(key, new, record, at)
         for r in routing:
             await topics.routing.send(key=r.routing_group.encode(), value=encode(r))
 
@@ -244,5 +300,9 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: RedisCo
     @app.timer(settings.redis_flush_ms / 1000.0, name="cxstream.context.redis_flush")
     async def flush_to_redis() -> None:
         await writer.flush()
+
+    @app.timer(settings.model_refresh_s, name="cxstream.context.model_refresh")
+    async def refresh_models() -> None:
+        await scorer.refresh(writer.client)
 
     return table

@@ -26,13 +26,34 @@ from cxstream.intel.intent import IntentModel
 from cxstream.intel.metrics import ProgressiveAccuracy, ProgressiveAUC, ProgressiveLogLoss
 from cxstream.schemas.learning import ChurnLabel, IntentLabel, Label, ModelEvent
 from cxstream.streams import metrics
-from cxstream.streams.app import Topics
+from cxstream.streams import topics as t
+from cxstream.streams.app import Topics, bind_topic
 from cxstream.streams.codecs import decode, encode
 from cxstream.streams.deadletter import process_events
 from cxstream.streams.modelstore import load_snapshot, save_snapshot
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LearningTopics:
+    """The learning loop's topics, bound to one app."""
+
+    labels: faust.TopicT
+    model_events: faust.TopicT
+
+
+_bound: dict[faust.App, LearningTopics] = {}
+
+
+def learning_topics(app: faust.App, settings: Settings) -> LearningTopics:
+    """Bind the learning loop's topics to *app* (once per app)."""
+    if app not in _bound:
+        _bound[app] = LearningTopics(
+            labels=bind_topic(app, settings, t.LABELS), model_events=bind_topic(app, settings, t.MODEL_EVENTS)
+        )
+    return _bound[app]
 
 
 @dataclass
@@ -87,7 +108,7 @@ class Learner:
         )
 
 
-async def publish(learner: Learner, client: aioredis.Redis, topics: Topics, *, force: bool = False) -> None:
+async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopics, *, force: bool = False) -> None:
     """Publish every model with labels learned since its last publication."""
     for name, model in (("intent", learner.intent), ("churn", learner.churn)):
         if not learner.pending[name] and not force:
@@ -114,6 +135,7 @@ async def restore(learner: Learner, client: aioredis.Redis) -> None:
 
 def register(app: faust.App, topics: Topics, settings: Settings, client: aioredis.Redis) -> Learner:
     """Declare the learner agent and its publication timer on *app*."""
+    lt = learning_topics(app, settings)
     learner = Learner()
     restored = False
 
@@ -124,18 +146,18 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
             restored = True
         label = decode(event.value, Label)
         for ev in learner.learn(label):
-            await topics.model_events.send(key=ev.model.encode(), value=encode(ev))
+            await lt.model_events.send(key=ev.model.encode(), value=encode(ev))
         if sum(learner.pending.values()) >= settings.snapshot_every:
-            await publish(learner, client, topics)
+            await publish(learner, client, lt)
 
     async def learn(stream: faust.StreamT[bytes]) -> None:
         await process_events(stream, "learner", topics.dead_letter, handle)
 
-    app.agent(topics.labels, name="cxstream.learner")(learn)
+    app.agent(lt.labels, name="cxstream.learner")(learn)
 
     @app.timer(settings.snapshot_interval_s, name="cxstream.learner.publish")
     async def publish_on_timer() -> None:
         if restored and any(learner.pending.values()):
-            await publish(learner, client, topics)
+            await publish(learner, client, lt)
 
     return learner

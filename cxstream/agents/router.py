@@ -35,6 +35,10 @@ from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Routing events the customer's context hears about: the advisor's wrap-up (ground truth
+#: for the learner), and what the outreach triggers watch (abandoned contacts, breaches).
+CUSTOMER_FACING = frozenset({"completed", "abandoned", "sla_breached"})
+
 
 _OFFSET = struct.Struct(">q")
 
@@ -141,6 +145,8 @@ def register(
             else:
                 await topics.routing_events.send(key=key, value=encode(out))
                 metrics.ROUTING_EVENTS.labels(out.kind).inc()
+                if out.customer_id and out.kind in CUSTOMER_FACING:
+                    await topics.customer_events.send(key=out.customer_id.encode(), value=encode(out))
         state = r.to_state()
         table[key] = pack_saved(event.message.offset, state)
         host.saved(group, r, state)

@@ -21,7 +21,7 @@ from cxstream.context.model import (
 )
 from cxstream.context.sentiment import sentiment as vader_sentiment
 from cxstream.context.sentiment import trend
-from cxstream.schemas import Assignment, ContactRequest, ContactUpdate, InteractionEvent, OutcomeEvent
+from cxstream.schemas import Assignment, ContactRequest, ContactUpdate, InteractionEvent, OutcomeEvent, RoutingEvent
 
 replace = msgspec.structs.replace
 
@@ -42,6 +42,15 @@ class ContextLimits:
     max_languages: int = 8
     sentiment_alpha: float = 0.3
     repeat_window_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The intent model's answer for one text: ``intent`` is None when it said "unknown"."""
+
+    intent: str | None
+    confidence: float
+    model_version: str
 
 
 @dataclass
@@ -184,8 +193,14 @@ def apply_interaction(
     identifiers: dict[str, str] | None = None,
     redacted_text: str | None = None,
     anonymous: bool = False,
+    predicted: Prediction | None = None,
 ) -> tuple[CustomerContext, Effects]:
     """Fold one interaction into the customer's context.
+
+    *predicted* is the intent model's answer for this event's text (the scoring
+    stage's), used when the channel sent no ``intent`` attribute; it reaches the
+    contact request of a ``contact_opened`` that carries text (first message, IVR
+    utterance), so the router sees the intent.
 
     *identifiers* are the event's normalised identifiers; *redacted_text* the
     message text with personal data removed (the raw text is never stored).  An
@@ -294,13 +309,21 @@ def apply_interaction(
             sentiment_trend=trend([p.score for p in points]),
         )
     intent = _attr_str(attrs, "intent")
+    point = None
     if intent is not None:
         point = IntentPoint(
             at=ev.occurred_at, intent=intent, confidence=_attr_float(attrs, "intent_confidence"), source="channel",
             contact_id=cid, channel=ev.channel,
         )
+    elif predicted is not None and predicted.intent is not None:
+        point = IntentPoint(
+            at=ev.occurred_at, intent=predicted.intent, confidence=predicted.confidence, source="model",
+            contact_id=cid, channel=ev.channel,
+        )
+        new = replace(new, model_version=predicted.model_version, scored_at=ev.occurred_at)
+    if point is not None:
         history, contacts = _with_intent(new, point, limits)
-        new = replace(new, intent_history=history, contacts=contacts, latest_intent=intent, intent_confidence=point.confidence)
+        new = replace(new, intent_history=history, contacts=contacts, latest_intent=point.intent, intent_confidence=point.confidence)
     new = _derive(new, limits)
     if ev.kind == "contact_opened" and cid and ev.needs_advisor and cid in open_contacts and cid not in ctx.open_contacts:
         fx.routing.append(
@@ -591,3 +614,44 @@ def merge_contexts(
         value=newer.value if newer.value is not None else older.value,
     )
     return _derive(merged, limits)
+
+
+def apply_disposition(
+    ctx: CustomerContext | None, ev: RoutingEvent, limits: ContextLimits = ContextLimits()
+) -> tuple[CustomerContext | None, str]:
+    """Record an advisor's wrap-up of a contact: its true intent and whether it was resolved.
+
+    Returns the new context (``None`` if there was none: nothing to record) and the
+    contact's inbound message texts, newest last, joined: what the intent label is
+    learned from ("" when the context kept none).
+
+    >>> from cxstream.schemas import Disposition
+    >>> ctx = CustomerContext(customer_id="c", created_at=0, updated_at=0,
+    ...     contacts=[ContactRecord(contact_id="k1", channel="chat", opened_at=0)],
+    ...     recent=[InteractionSummary(event_id="m", at=1, channel="chat", kind="message", contact_id="k1", text="lost card")])
+    >>> ev = RoutingEvent(event_id="r1", kind="completed", routing_group="g", contact_id="k1", at=5, advisor_id="ann",
+    ...     customer_id="c", disposition=Disposition(intent="lost_card", resolved=True))
+    >>> new, text = apply_disposition(ctx, ev)
+    >>> (new.contacts[0].intent, new.contacts[0].resolved, new.latest_intent, text)
+    ('lost_card', True, 'lost_card', 'lost card')
+    """
+    if ctx is None or ev.disposition is None:
+        return ctx, ""
+    dup, event_ids = _seen(ctx, ev.event_id, limits)
+    if dup:
+        return ctx, ""
+    d = ev.disposition
+    texts = [
+        s.text for s in reversed(ctx.recent)
+        if s.contact_id == ev.contact_id and s.text and s.direction == "inbound" and s.kind in ("message", "contact_opened")
+    ]
+    contacts = [
+        replace(c, resolved=d.resolved, advisor_id=ev.advisor_id or c.advisor_id) if c.contact_id == ev.contact_id else c
+        for c in ctx.contacts
+    ]
+    new = replace(ctx, updated_at=max(ctx.updated_at, ev.at), contacts=contacts, recent_event_ids=event_ids)
+    if d.intent:
+        point = IntentPoint(at=ev.at, intent=d.intent, source="advisor", contact_id=ev.contact_id)
+        history, contacts = _with_intent(new, point, limits)
+        new = replace(new, intent_history=history, contacts=contacts, latest_intent=d.intent, intent_confidence=1.0)
+    return _derive(new, limits), " ".join(texts)

@@ -36,7 +36,7 @@ from cxstream.routing.roster import (
     take,
 )
 from cxstream.routing.stats import QueueStats, summary
-from cxstream.schemas.events import AdvisorEvent
+from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
 
@@ -332,7 +332,9 @@ class Router:
             if wait <= self._s.config.sla_for(c.channel):
                 st.answered_in_sla += 1
 
-    def _complete(self, c: ContactState, now: float, out: list[Output], detail: str | None = None) -> None:
+    def _complete(
+        self, c: ContactState, now: float, out: list[Output], detail: str | None = None, disposition: Disposition | None = None
+    ) -> None:
         if c.status == "offered":
             self._accept(c, now)
         cfg = self._s.config
@@ -350,7 +352,7 @@ class Router:
             adv.handled_today += 1
             release(adv, c.contact_id, c.channel, now)
         del self._s.contacts[c.contact_id]
-        self._emit(out, "completed", c, now, advisor_id=c.advisor_id, detail=detail)
+        self._emit(out, "completed", c, now, advisor_id=c.advisor_id, detail=detail, disposition=disposition)
 
     def _transfer(self, c: ContactState, msg: ContactUpdate, now: float, out: list[Output]) -> None:
         cfg = self._s.config
@@ -414,7 +416,7 @@ class Router:
                 return
             if kind == "contact_completed":
                 if c.status in ("offered", "active"):
-                    self._complete(c, now, out)
+                    self._complete(c, now, out, disposition=ev.disposition)
                 return
             if c.status != "offered" or (ev.assignment_id is not None and ev.assignment_id != c.assignment_id):
                 return  # stale answer to an offer already withdrawn
@@ -518,6 +520,7 @@ class Router:
         advisor_id: str | None = None,
         step: int = 0,
         detail: str | None = None,
+        disposition: Disposition | None = None,
     ) -> None:
         self._s.out_seq += 1
         out.append(
@@ -530,6 +533,8 @@ class Router:
                 advisor_id=advisor_id,
                 step=step,
                 detail=detail,
+                customer_id=c.customer_id,
+                disposition=disposition,
             )
         )
 

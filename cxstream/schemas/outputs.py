@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cxstream.schemas.common import Channel, EventTime, Language, Record, RoutingGroup
+from cxstream.schemas.events import Disposition
 
 
 class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
@@ -65,6 +66,10 @@ class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
     advisor_id: str | None = None
     step: Annotated[int, msgspec.Meta(ge=0, description="Escalation step reached, for kind=escalated.")] = 0
     detail: str | None = None
+    customer_id: Annotated[str, msgspec.Meta(description="Canonical id of the contact's customer.")] | None = None
+    disposition: Annotated[
+        Disposition, msgspec.Meta(description="For kind=completed: what the advisor recorded (true intent, resolved).")
+    ] | None = None
 
 
 class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):

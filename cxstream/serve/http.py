@@ -1,13 +1,19 @@
-"""The HTTP API: customer context from Redis, health, Prometheus metrics.
+"""The HTTP API: customer context from Redis, health, Prometheus metrics, queue statistics.
+
+It runs in processes of its own (``cxstream serve``, :mod:`cxstream.serve.main`), not in the
+engine's event loop: everything it answers comes from Redis, except ``/metrics`` (the
+engine's metrics, fetched from the engine's loopback metrics endpoint, plus the API's own)
+and erasure requests (published to the broker).
 
 | route                          | auth | answers |
 |--------------------------------|------|---------|
-| ``GET /healthz``               | no   | 200 when Redis answers and the engine runs, else 503, with details |
-| ``GET /metrics``               | key  | Prometheus text format |
+| ``GET /healthz``               | no   | 200 when Redis answers and the engine's heartbeat is fresh, else 503, with details |
+| ``GET /metrics``               | key  | Prometheus text format: the engine's metrics and the API's |
 | ``GET /customers/{id}/context``| key  | the customer's context JSON (from Redis), 404 if unknown |
 | ``GET /customers/context?email=…`` | key | the same, found by one identifier (any kind below) |
 | ``POST /customers/{id}/erase`` | key  | 202: erasure requested (GDPR/CCPA); ``?email=…`` form too |
 | ``GET /erasures/{request_id}`` | key  | progress of an erasure request |
+| ``GET /queues``, ``/queues/{group}`` | key | live queue statistics per routing group (:mod:`cxstream.serve.queues`) |
 
 ``{id}`` is a canonical customer id, the id of a customer since merged into another
 (an alias), a CRM customer id, or ``kind:value`` (``email:jane@x.org``).  Identifier
@@ -25,19 +31,26 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiohttp import ClientSession, ClientTimeout, web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.metrics_core import Metric
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from cxstream.agents.erasure import ErasureRequests, ErasureStatus
+# The one import outside streams/schemas (docs/ARCHITECTURE.md): pure identifier normalisation,
+# so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.schemas import Identifiers
+from cxstream.serve import queues
+from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
+from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
 from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
 
@@ -45,20 +58,14 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 API_KEYS: web.AppKey[frozenset[str]] = web.AppKey("api_keys", frozenset)
-HEALTH: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("health", object)  # type: ignore[arg-type]
+APP_ID: web.AppKey[str] = web.AppKey("app_id", str)
 ERASURE: web.AppKey[ErasureRequests | None] = web.AppKey("erasure", object)  # type: ignore[arg-type]
+LOOKUP: web.AppKey[AsyncScript] = web.AppKey("lookup", AsyncScript)
+ENGINE_METRICS: web.AppKey[EngineMetrics | None] = web.AppKey("engine_metrics", object)  # type: ignore[arg-type]
 
 #: Identifier kinds accepted in query strings and ``kind:value`` ids.
 IDENTIFIER_KINDS: tuple[str, ...] = PRECEDENCE
-
-
-def error(status: int, code: str, detail: str) -> web.Response:
-    """A JSON error response that says what was wrong."""
-    return web.Response(
-        status=status, body=orjson.dumps({"error": code, "detail": detail}), content_type="application/json"
-    )
 
 
 def _presented_key(request: web.Request) -> str | None:
@@ -95,13 +102,23 @@ async def auth_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         metrics.HTTP_REQUESTS.labels(route, code).observe(time.perf_counter() - started)
 
 
+async def _heartbeat(client: aioredis.Redis, app_id: str) -> tuple[bytes | None, int]:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.get(heartbeat_key(app_id))
+        pipe.pttl(heartbeat_key(app_id))
+        value, pttl = await pipe.execute()
+    return value, int(pttl)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    checks: dict[str, Any] = dict(request.app[HEALTH]())
+    checks: dict[str, Any] = {"engine": "unknown: Redis did not answer"}
     try:
-        await asyncio.wait_for(request.app[REDIS].ping(), timeout=1.0)
+        value, pttl = await asyncio.wait_for(_heartbeat(request.app[REDIS], request.app[APP_ID]), timeout=1.0)
+        checks = read_heartbeat(value, pttl)
         checks["redis"] = "ok"
     except Exception as exc:  # any failure to reach Redis is unhealthy
         checks["redis"] = f"unreachable: {exc!r}"
+    checks["api_pid"] = os.getpid()
     healthy = all(v == "ok" for k, v in checks.items() if k in ("redis", "engine"))
     return web.Response(
         status=200 if healthy else 503,
@@ -110,8 +127,64 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+class _Only:
+    """A view of the default registry with only some metric families (prometheus-client's ``collect`` protocol)."""
+
+    def __init__(self, keep: Callable[[str], bool]) -> None:
+        self.keep = keep
+
+    def collect(self) -> Iterator[Metric]:
+        return (m for m in REGISTRY.collect() if self.keep(m.name))
+
+
+def _is_api_metric(name: str) -> bool:
+    return name == HTTP_METRIC
+
+
+#: The API's own families (``cx_http_request_seconds``); the engine's endpoint exports everything else.
+HTTP_METRIC = metrics.HTTP_REQUESTS._name
+API_ONLY = _Only(_is_api_metric)
+ENGINE_ONLY = _Only(lambda name: not _is_api_metric(name))
+
+
+class EngineMetrics:
+    """Fetches the engine's Prometheus text from its loopback endpoint (``cxstream run`` passes the URL)."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.timeout = ClientTimeout(total=timeout_s)
+        self._session: ClientSession | None = None
+
+    async def fetch(self) -> bytes:
+        if self._session is None:
+            self._session = ClientSession(timeout=self.timeout)
+        async with self._session.get(self.url) as resp:
+            resp.raise_for_status()
+            return await resp.read()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 async def prometheus(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """The engine's metrics (when this API knows where they are) followed by the API's own.
+
+    ``cx_engine_metrics_up`` says whether the engine's part could be fetched.
+    """
+    own = generate_latest(API_ONLY)  # type: ignore[arg-type]
+    source = request.app[ENGINE_METRICS]
+    if source is None:
+        return web.Response(body=own, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    try:
+        engine = await source.fetch()
+        up = 1
+    except Exception as exc:  # the engine is down or stuck: say so, still export the API's metrics
+        log.warning("cannot fetch the engine's metrics from %s: %r", source.url, exc)
+        engine, up = b"", 0
+    gauge = f"# HELP cx_engine_metrics_up 1 if the engine's metrics were fetched for this scrape.\n# TYPE cx_engine_metrics_up gauge\ncx_engine_metrics_up {up}\n"
+    return web.Response(body=engine + own + gauge.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _Refusal(Exception):
@@ -169,12 +242,12 @@ return {1, c}
 _CTX_PREFIX = context_key("")
 
 
-async def _lookup(client: aioredis.Redis, keys: list[str], mode: str) -> tuple[int, bytes | None]:
-    found = await client.eval(_LOOKUP, len(keys), *keys, mode, SHARED, _CTX_PREFIX)
+async def _lookup(script: AsyncScript, keys: list[str], mode: str) -> tuple[int, bytes | None]:
+    found = await script(keys=keys, args=[mode, SHARED, _CTX_PREFIX])  # EVALSHA; loads the script if Redis lost it
     return int(found[0]), (found[1] if len(found) > 1 else None)
 
 
-async def _context_by_identifier(client: aioredis.Redis, kind: str, value: str) -> web.Response:
+async def _context_by_identifier(client: AsyncScript, kind: str, value: str) -> web.Response:
     code, raw = await _lookup(client, [identifier_key(kind, value)], "ident")
     if code == 2:
         return error(409, "ambiguous_identifier", f"this {kind} is shared by several customers; look the customer up by another identifier")
@@ -183,7 +256,7 @@ async def _context_by_identifier(client: aioredis.Redis, kind: str, value: str) 
     return web.Response(body=raw, content_type="application/json")
 
 
-async def _context_by_id(client: aioredis.Redis, customer_id: str) -> web.Response:
+async def _context_by_id(client: AsyncScript, customer_id: str) -> web.Response:
     _, raw = await _lookup(client, [context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
     if raw is None:
         return error(404, "unknown_customer", f"no context for customer {customer_id!r}")
@@ -192,7 +265,7 @@ async def _context_by_id(client: aioredis.Redis, customer_id: str) -> web.Respon
 
 async def customer_context(request: web.Request) -> web.Response:
     customer_id = request.match_info.get("customer_id", "")
-    client = request.app[REDIS]
+    client = request.app[LOOKUP]
     try:
         query = _query_identifiers(request)
         if query:
@@ -231,7 +304,10 @@ async def erase_customer(request: web.Request) -> web.Response:
         if ids.get(kind, value) != value:
             return error(400, "too_many_identifiers", f"two different {kind} values; send one request per customer")
         ids[kind] = value
-    submitted = await requests.submit(Identifiers(**ids))
+    try:
+        submitted = await requests.submit(Identifiers(**ids))
+    except ErasureUnavailable as exc:
+        return error(503, "erasure_unavailable", str(exc))
     rid = submitted.event_id
     log.info("erasure %s requested through the API (%s)", rid, ", ".join(sorted(ids)))
     return web.Response(
@@ -241,11 +317,11 @@ async def erase_customer(request: web.Request) -> web.Response:
     )
 
 
-async def erasure_status(request: web.Request) -> web.Response:
+async def get_erasure(request: web.Request) -> web.Response:
     rid = request.match_info["request_id"]
     if len(rid) > 128:
         return error(400, "bad_request_id", "request ids are at most 128 characters")
-    found = await ErasureStatus(request.app[REDIS]).get(rid)
+    found = await erasure_status(request.app[REDIS], rid)
     if found is None:
         return error(404, "unknown_request", f"no erasure request {rid!r}")
     return web.Response(body=orjson.dumps(found), content_type="application/json")
@@ -254,42 +330,61 @@ async def erasure_status(request: web.Request) -> web.Response:
 def build_app(
     redis_client: aioredis.Redis,
     api_keys: frozenset[str],
-    health: Callable[[], dict[str, Any]] = lambda: {"engine": "ok"},
+    app_id: str,
+    *,
     erasure: ErasureRequests | None = None,
+    engine_metrics: EngineMetrics | None = None,
 ) -> web.Application:
-    """The aiohttp application (no server): the engine runs it, tests drive it directly."""
+    """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
+
+    *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.
+    """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
+    app[LOOKUP] = redis_client.register_script(_LOOKUP)
     app[API_KEYS] = api_keys
-    app[HEALTH] = health
+    app[APP_ID] = app_id
     app[ERASURE] = erasure
+    app[ENGINE_METRICS] = engine_metrics
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/customers/context", customer_context)
     app.router.add_get("/customers/{customer_id}/context", customer_context)
     app.router.add_post("/customers/erase", erase_customer)
     app.router.add_post("/customers/{customer_id}/erase", erase_customer)
-    app.router.add_get("/erasures/{request_id}", erasure_status)
+    app.router.add_get("/erasures/{request_id}", get_erasure)
+    queues.add_routes(app)
     return app
 
 
 class HttpServer:
-    """Runs :func:`build_app` on a host and port; ``port=0`` picks a free one."""
+    """Runs :func:`build_app` on a host and port; ``port=0`` picks a free one.
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    ``reuse_port``: several processes listen on the same port (SO_REUSEPORT) and the kernel
+    spreads connections over them.  ``probe_host``: also listen on a private free port of
+    that host, so that a supervisor can health-check this very process (``probe_port``).
+    """
+
+    def __init__(self, app: web.Application, host: str, port: int, *, reuse_port: bool = False, probe_host: str | None = None) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.reuse_port = reuse_port
+        self.probe_host = probe_host
+        self.probe_port: int | None = None
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
         await site.start()
-        server = site._server
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.port == 0:
+            self.port = _bound_port(site)
+        if self.probe_host is not None:
+            probe = web.TCPSite(self._runner, self.probe_host, 0)
+            await probe.start()
+            self.probe_port = _bound_port(probe)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -299,3 +394,9 @@ class HttpServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    assert server is not None and server.sockets  # type: ignore[attr-defined]
+    return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]

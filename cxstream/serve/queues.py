@@ -11,12 +11,11 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from cxstream.serve.common import REDIS, error
 from cxstream.streams.keys import QUEUES_PATTERN, queues_key
 
 
 def _redis(request: web.Request) -> aioredis.Redis:
-    from cxstream.serve.http import REDIS
-
     return request.app[REDIS]
 
 
@@ -29,8 +28,6 @@ async def all_groups(request: web.Request) -> web.Response:
 
 
 async def one_group(request: web.Request) -> web.Response:
-    from cxstream.serve.http import error
-
     group = request.match_info["group"]
     raw = await _redis(request).get(queues_key(group))
     if raw is None:

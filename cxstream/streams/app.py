@@ -95,3 +95,17 @@ def coordinates(event: faust.EventT) -> tuple[str, int, int]:
     msg = event.message
     tp: TP = msg.tp
     return tp.topic, tp.partition, msg.offset
+
+
+def bind_topic(app: faust.App, settings: Settings, spec: t.TopicSpec) -> faust.TopicT:
+    """One catalogue topic bound to *app* (raw bytes, configured prefix and partition count)."""
+    return app.topic(
+        settings.topic_prefix + spec.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=spec.partitions(settings),
+        replicas=settings.replication,
+        compacting=spec.compacted,
+    )

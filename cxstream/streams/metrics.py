@@ -52,3 +52,10 @@ MODEL_VERSION = Gauge("cx_model_version", "Version of the newest published snaps
 MODEL_PREDICT_SECONDS = Histogram(
     "cx_model_predict_seconds", "Time of one prediction.", ["model"], buckets=_LATENCY_BUCKETS
 )
+OUTREACH = Counter("cx_outreach_total", "Outreach events sent, by trigger.", ["reason"])
+OUTREACH_SUPPRESSED = Counter(
+    "cx_outreach_suppressed_total", "Outreach recommendations held or dropped, by trigger and guardrail.", ["trigger", "guardrail"]
+)
+OUTREACH_OUTCOMES = Counter(
+    "cx_outreach_outcomes_total", "Outcomes attributed to an outreach, by trigger and outcome kind.", ["trigger", "kind"]
+)

@@ -98,6 +98,15 @@ AUDIT = TopicSpec(
     "cx.audit.v1", "request id", "AuditRecord",
     "Privacy audit trail: erasure requested / completed, late records suppressed (no personal data).",
 )
+LABELS = TopicSpec(
+    "cx.labels.v1", "model name", "IntentLabel | ChurnLabel",
+    "Internal: ground truth for the learner (dispositions, churn outcomes); one partition, one learner.",
+    single_partition=True,
+)
+MODEL_EVENTS = TopicSpec(
+    "cx.model-events.v1", "model name", "ModelEvent",
+    "Model snapshots published and drifts detected by the learner.",
+)
 DEAD_LETTER = TopicSpec(
     "cx.dead-letter.v1", "source topic", "DeadLetter",
     "Inputs the engine could not use, with topic/partition/offset, reason and raw payload.",
@@ -112,6 +121,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ASSIGNMENTS,
     ROUTING_EVENTS,
     OUTREACH,
+    LABELS,
+    MODEL_EVENTS,
     DEAD_LETTER,
     RESOLVE,
     IDENTITY,

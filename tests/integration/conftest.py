@@ -62,6 +62,9 @@ def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_i
         "CX_API_KEYS": API_KEY,
         "CX_PARTITIONS": env.pop("CX_PARTITIONS", "4"),
         "CX_TICK_INTERVAL_S": "0.5",
+        # no quiet hours: outreach tests must not depend on the hour CI runs at
+        "CX_OUTREACH_QUIET_START": "00:00",
+        "CX_OUTREACH_QUIET_END": "00:00",
         **env,
     }
     with log.open("w") as f:  # the child keeps its own copy of the descriptor

@@ -1,0 +1,122 @@
+"""The learning loop over the real broker: dispositions train the intent model, the scorer hot-swaps to it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent, OutcomeEvent
+from cxstream.schemas.learning import ModelEvent
+from cxstream.streams import topics as t
+from tests.integration.conftest import RunningEngine, start_engine, stop_engine
+from tests.integration.helpers import consume_until, produce, wait_for
+from tests.integration.test_pipeline import assignments_for, get, login, uid
+
+pytestmark = pytest.mark.integration
+
+TEXTS = {
+    "card_arrival": ["my card has not arrived yet", "still waiting for my new card to arrive", "when will my card arrive"],
+    "refund": ["I want a refund for this order", "please refund the double charge", "how do I get my money refunded"],
+}
+
+
+@pytest.fixture(scope="module")
+def learning_engine(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
+    tag = uuid.uuid4().hex[:8]
+    e = start_engine(
+        servers[0], servers[1], tmp_path_factory.mktemp("learning"), f"l{tag}.", f"cxlearn-{tag}",
+        CX_SNAPSHOT_EVERY="6", CX_SNAPSHOT_INTERVAL_S="1", CX_MODEL_REFRESH_S="0.5",
+    )
+    yield e
+    stop_engine(e)
+
+
+def test_dispositions_train_the_intent_model_and_scores_reach_the_router(learning_engine: RunningEngine) -> None:
+    e = learning_engine
+    group, advisor = uid("g"), uid("adv")
+    asyncio.run(produce(e.broker, e.topic(t.ADVISOR_EVENTS.name), [login(advisor, group, time.time(), capacity={"chat": 3})]))
+    done = 0
+    for round_ in range(4):
+        batch = []
+        for intent, texts in TEXTS.items():
+            text = texts[round_ % len(texts)]
+            cust = Identifiers(customer_id=uid("C"))
+            k = uid("k")
+            batch.append((cust.customer_id.encode(), InteractionEvent(
+                event_id=uid("o"), occurred_at=time.time(), channel="chat", kind="contact_opened", customer=cust,
+                contact_id=k, needs_advisor=True, routing_group=group, text=text)))
+            batch.append((cust.customer_id.encode(), InteractionEvent(
+                event_id=uid("m"), occurred_at=time.time(), channel="chat", kind="message", customer=cust,
+                contact_id=k, routing_group=group, text=text, attributes={"truth": intent})))
+        asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), batch))
+        assigned = assignments_for(e, group, done + 2)[done:]
+        truth = {ev.contact_id: ev.attributes["truth"] for _, ev in batch if ev.kind == "message"}
+        answers = []
+        for a in assigned:
+            base = dict(advisor_id=advisor, routing_group=group, contact_id=a.contact_id, assignment_id=a.assignment_id)
+            answers.append((advisor.encode(), AdvisorEvent(event_id=uid("acc"), occurred_at=time.time(), kind="offer_accepted", **base)))
+            answers.append((advisor.encode(), AdvisorEvent(
+                event_id=uid("done"), occurred_at=time.time(), kind="contact_completed",
+                disposition=Disposition(intent=truth[a.contact_id], resolved=True), **base)))
+        asyncio.run(produce(e.broker, e.topic(t.ADVISOR_EVENTS.name), answers))
+        done += 2
+
+    decode = msgspec.json.Decoder(ModelEvent).decode
+    events = asyncio.run(consume_until(
+        e.broker, e.topic(t.MODEL_EVENTS.name),
+        lambda vs: any(v.model == "intent" and v.kind == "published" and v.labels_seen >= 6 for v in vs), decode, timeout=60,
+    ))
+    published = [v for v in events if v.kind == "published" and v.model == "intent"]
+    assert published and published[-1].version > 0
+
+    # a new customer's first words are now scored, and the router sees the intent
+    cust = Identifiers(customer_id=uid("C"))
+
+    def scored_assignment() -> bool:
+        asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), [(b"n", InteractionEvent(
+            event_id=uid("o"), occurred_at=time.time(), channel="chat", kind="contact_opened", customer=cust,
+            contact_id=uid("k"), needs_advisor=True, routing_group=group, text="my card still has not arrived"))]))
+        time.sleep(1.0)
+        status, ctx = get(e, f"/customers/{cust.customer_id}/context")
+        return status == 200 and ctx["latest_intent"] == "card_arrival" and str(ctx["model_version"]).startswith("intent-")
+
+    wait_for(scored_assignment, timeout=30, interval=0.5)
+    intents = [a.intent for a in assignments_for(e, group, 9)]
+    assert "card_arrival" in intents, intents
+
+
+def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk(learning_engine: RunningEngine) -> None:
+    e = learning_engine
+    outcomes = []
+    customers = []
+    for i in range(8):
+        cust = Identifiers(customer_id=uid("C"))
+        customers.append(cust)
+        outcomes.append((b"x", InteractionEvent(
+            event_id=uid("v"), occurred_at=time.time(), channel="web", kind="page_view", customer=cust,
+            attributes={"contract": "month-to-month" if i % 2 else "two-year", "tenure_months": 2 if i % 2 else 40})))
+    asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), outcomes))
+    wait_for(lambda: get(e, f"/customers/{customers[-1].customer_id}/context")[0] == 200)
+    labels = [(b"x", OutcomeEvent(event_id=uid("out"), occurred_at=time.time(), customer=c, kind="churned" if i % 2 else "retained"))
+              for i, c in enumerate(customers)]
+    asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), labels))
+    decode = msgspec.json.Decoder(ModelEvent).decode
+    asyncio.run(consume_until(
+        e.broker, e.topic(t.MODEL_EVENTS.name), lambda vs: any(v.model == "churn" and v.kind == "published" for v in vs),
+        decode, timeout=60,
+    ))
+    late = Identifiers(customer_id=uid("C"))
+
+    def has_risk() -> bool:
+        asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), [(b"y", InteractionEvent(
+            event_id=uid("v"), occurred_at=time.time(), channel="web", kind="page_view", customer=late))]))
+        time.sleep(0.5)
+        status, ctx = get(e, f"/customers/{late.customer_id}/context")
+        return status == 200 and ctx["churn_risk"] is not None and 0 <= ctx["churn_risk"] <= 1
+
+    wait_for(has_risk, timeout=30, interval=0.5)
