@@ -45,7 +45,7 @@ class Settings:
     redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
     redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
-    fetch_wait_ms: int = _setting(10, "Longest a consumer fetch waits for data, ms (the embedded broker always waits this long).")
+    fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
     outreach_churn_threshold: float = _setting(0.6, "Churn risk at which the churn outreach trigger fires.")
     outreach_quiet_start: str = _setting("21:00", "Start of quiet hours (customer's local time, HH:MM).")
