@@ -29,7 +29,6 @@ from mode import Service
 from prometheus_client import start_http_server
 
 from cxstream.agents import context as context_agent
-from cxstream.agents import erasure as erasure_agent
 from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
@@ -62,8 +61,6 @@ class Wiring:
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
         ingest_agent.register(self.app, self.topics, settings)
         self.identity_table = identity_agent.register(self.app, self.topics, settings, self.writer)
-        resolve = identity_agent.identity_topics(self.app, settings).resolve
-        self.erasure = erasure_agent.ErasureRequests(lambda k, v: resolve.send(key=k, value=v), self.redis)
         self.context_table = context_agent.register(self.app, self.topics, settings, self.writer)
         self.routers = router_agent.register(self.app, self.topics, settings, self.redis)
         self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)

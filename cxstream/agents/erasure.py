@@ -24,17 +24,12 @@ again is harmless: the second request finds nothing and is audited as such.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from cxstream.schemas import AuditRecord, Identifiers, OutcomeEvent, ResolveRequest
+from cxstream.schemas import AuditRecord
 from cxstream.schemas.identity import AuditAction
-from cxstream.streams.codecs import encode
 from cxstream.streams.keys import erasure_key
 
 #: Erasure progress records are kept this long (they hold no personal data).
@@ -62,21 +57,6 @@ def audit_record(
     return AuditRecord(
         audit_id=audit_id, action=action, request_id=request_id, at=at, processed_at=time.time(), agent=agent,
         subjects=subjects, parts=parts, part=part, detail=detail,
-    )
-
-
-def erasure_request(customer: Identifiers, *, via: str = "api", now: float | None = None) -> OutcomeEvent:
-    """A new erasure request for the customer named by *customer* (a fresh request id).
-
-    >>> erasure_request(Identifiers(email="a@b.co"), now=5.0).kind
-    'erasure_requested'
-    """
-    return OutcomeEvent(
-        event_id=f"erase-{uuid.uuid4().hex}",
-        occurred_at=time.time() if now is None else now,
-        customer=customer,
-        kind="erasure_requested",
-        attributes={"requested_via": via},
     )
 
 
@@ -129,28 +109,3 @@ class ErasureStatus:
         if "completed_at" in fields and "accepted_at" in fields:
             out["took_ms"] = round((fields["completed_at"] - fields["accepted_at"]) * 1000, 1)
         return out
-
-
-#: Sends (key, value) to ``cx.resolve.v1``; may return a delivery future, which is awaited.
-Publish = Callable[[bytes, bytes], Awaitable[Any]]
-
-
-class ErasureRequests:
-    """Publishes the HTTP API's erasure requests and tracks them in Redis.
-
-    The API validates and normalises the identifiers itself (as ingest does), so the
-    request goes straight onto ``cx.resolve.v1`` (as a ``ResolveRequest`` with source
-    ``api``): one hop less than through ``cx.outcomes.v1``.
-    """
-
-    def __init__(self, publish: Publish, client: aioredis.Redis) -> None:
-        self._publish = publish
-        self.status = ErasureStatus(client)
-
-    async def submit(self, customer: Identifiers) -> OutcomeEvent:
-        request = erasure_request(customer)
-        await self.status.accepted(request.event_id, request.occurred_at)
-        sent = await self._publish(request.event_id.encode(), encode(ResolveRequest(event=request, source="api")))
-        if inspect.isawaitable(sent):
-            await sent  # 202 means the request is on the topic, not just in a buffer
-        return request

@@ -41,7 +41,7 @@ from cxstream.schemas import (
 )
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
-from cxstream.streams.app import Topics
+from cxstream.streams.app import Topics, bind_topic
 from cxstream.streams.codecs import InvalidInput, decode, encode
 from cxstream.streams.deadletter import process_events
 from cxstream.streams.keys import index_key
@@ -69,16 +69,7 @@ def identity_topics(app: faust.App, settings: Settings) -> IdentityTopics:
         return found
 
     def topic(spec: t.TopicSpec) -> faust.TopicT:
-        return app.topic(
-            settings.topic_prefix + spec.name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=spec.partitions(settings),
-            replicas=settings.replication,
-            compacting=spec.compacted,
-        )
+        return bind_topic(app, settings, spec)
 
     bound = IdentityTopics(resolve=topic(t.RESOLVE), identity=topic(t.IDENTITY), audit=topic(t.AUDIT))
     _bound[app] = bound

@@ -66,16 +66,7 @@ def bind_topics(app: faust.App, settings: Settings) -> Topics:
     """Declare every catalogue topic on *app* with the configured partition counts."""
 
     def topic(spec: t.TopicSpec) -> faust.TopicT:
-        return app.topic(
-            settings.topic_prefix + spec.name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=spec.partitions(settings),
-            replicas=settings.replication,
-            compacting=spec.compacted,
-        )
+        return bind_topic(app, settings, spec)
 
     return Topics(
         interactions=topic(t.INTERACTIONS),
