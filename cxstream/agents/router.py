@@ -17,10 +17,13 @@ from __future__ import annotations
 import logging
 import struct
 import time
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 import orjson
 import redis.asyncio as aioredis
 
@@ -64,6 +67,7 @@ class RouterHost:
     """The routers this worker holds in memory, each with the state bytes it was saved as."""
 
     config: RoutingConfig = field(default_factory=RoutingConfig)
+    groups: dict[str, RoutingConfig] = field(default_factory=dict)  # per routing group, else ``config``
     routers: dict[str, tuple[bytes | None, Router]] = field(default_factory=dict)
     clocks: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> (event clock, wall at)
 
@@ -71,7 +75,12 @@ class RouterHost:
         cached = self.routers.get(group)
         if cached is not None and cached[0] == saved:
             return cached[1]
-        router = Router.from_state(saved) if saved else Router(group=group, config=self.config)
+        config = self.groups.get(group, self.config)
+        if saved:
+            router = Router.from_state(saved)
+            router.reconfigure(config)  # the configuration in force wins over the one saved
+        else:
+            router = Router(group=group, config=config)
         self.routers[group] = (saved, router)
         return router
 
@@ -82,6 +91,31 @@ class RouterHost:
     def tick_time(self, group: str) -> float:
         clock, wall = self.clocks[group]
         return clock + max(0.0, time.time() - wall)
+
+
+class RoutingConfigError(ValueError):
+    """The routing configuration file cannot be used; the message says why."""
+
+
+def host_from(settings: Settings) -> RouterHost:
+    """Routers configured per routing group from ``CX_ROUTING_CONFIG_FILE`` (TOML or JSON).
+
+    The file holds ``default`` and ``groups.NAME`` tables with the fields of
+    :class:`cxstream.routing.RoutingConfig` (policy, SLA targets per channel, escalation,
+    offer timeout, weights, ``intent_skills``...); a group not listed uses ``default``.
+    """
+    if not settings.routing_config_file:
+        return RouterHost()
+    path = Path(settings.routing_config_file)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else msgspec.json.decode(text)
+        default = msgspec.convert(raw.get("default", {}), RoutingConfig)
+        base = msgspec.to_builtins(default)
+        groups = {name: msgspec.convert({**base, **cfg}, RoutingConfig) for name, cfg in raw.get("groups", {}).items()}
+    except (OSError, ValueError, msgspec.ValidationError, AttributeError) as exc:
+        raise RoutingConfigError(f"CX_ROUTING_CONFIG_FILE={path}: {exc}") from exc
+    return RouterHost(config=default, groups=groups)
 
 
 def publish_stats(group: str, stats: dict[str, Any]) -> None:
@@ -113,7 +147,7 @@ def register(
     Redis (``cx:queues:{group}``, expiring after a minute), where any worker's
     ``GET /queues`` finds them.
     """
-    host = host or RouterHost()
+    host = host or host_from(settings)
     table = app.Table(
         "router_state",
         default=None,

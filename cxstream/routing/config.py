@@ -88,8 +88,23 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     learn_min_samples: int = 5
     #: Abandons earlier than this are "short" and excluded from the service level.
     short_abandon_s: float = 5.0
+    #: Skills a contact requires, by its intent, when the request names none (e.g.
+    #: ``{"card_arrival": ["cards"], "refund": ["billing"]}``); the first is the queue's skill.
+    intent_skills: dict[str, list[str]] = msgspec.field(default_factory=dict)
     #: Number of recently applied input event ids remembered for idempotence.
     dedupe_window: int = 2000
+
+    def skills_for(self, required: list[str], intent: str | None) -> list[str]:
+        """The skills a contact requires: as requested, else from its intent.
+
+        >>> RoutingConfig(intent_skills={"refund": ["billing"]}).skills_for([], "refund")
+        ['billing']
+        >>> RoutingConfig(intent_skills={"refund": ["billing"]}).skills_for(["fraud"], "refund")
+        ['fraud']
+        """
+        if required or not intent:
+            return list(required)
+        return list(self.intent_skills.get(intent, ()))
 
     def sla_for(self, channel: str) -> float:
         """The SLA target of *channel* in seconds."""

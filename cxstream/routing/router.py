@@ -112,6 +112,10 @@ class Router:
         router._seen = set(state.recent_ids)
         return router
 
+    def reconfigure(self, config: RoutingConfig) -> None:
+        """Apply a new configuration (e.g. after a restart with a changed file); state is kept."""
+        self._s.config = config
+
     def contact(self, contact_id: str) -> ContactState | None:
         """The router's view of a contact it still owns (a copy is not made: do not mutate)."""
         return self._s.contacts.get(contact_id)
@@ -238,17 +242,18 @@ class Router:
         if msg.contact_id in self._s.contacts:
             return None  # already routed: a re-request under a new event id changes nothing
         cfg = self._s.config
+        skills = cfg.skills_for(msg.required_skills, msg.intent)
         c = ContactState(
             contact_id=msg.contact_id,
             customer_id=msg.customer_id,
             channel=msg.channel,
             opened_at=msg.opened_at,
-            queue=queue_name(msg.channel, msg.required_skills),
+            queue=queue_name(msg.channel, skills),
             seq=self._s.seq,
             language=msg.language,
             priority=msg.priority,
             points=base_priority(msg.priority, msg.tier, msg.churn_risk, cfg),
-            required_skills=list(msg.required_skills),
+            required_skills=skills,
             intent=msg.intent,
             churn_risk=msg.churn_risk,
             tier=msg.tier,

@@ -47,6 +47,7 @@ class Settings:
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
     fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
+    routing_config_file: str = _setting("", "TOML/JSON routing configuration per routing group (see docs/ROUTING.md).")
     outreach_churn_threshold: float = _setting(0.6, "Churn risk at which the churn outreach trigger fires.")
     outreach_quiet_start: str = _setting("21:00", "Start of quiet hours (customer's local time, HH:MM).")
     outreach_quiet_end: str = _setting("08:00", "End of quiet hours; equal to the start: no quiet hours.")

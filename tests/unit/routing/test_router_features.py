@@ -203,3 +203,13 @@ def test_the_desktop_transfer_button_hands_the_contact_on() -> None:
     # only the advisor holding the contact can transfer it
     stray = AdvisorEvent(event_id="tr-2", occurred_at=31.0, advisor_id="ann", kind="contact_transferred", contact_id="c1")
     assert r.apply(stray) == []
+
+
+def test_required_skills_come_from_the_intent_when_the_request_names_none() -> None:
+    r = Router(config=RoutingConfig(intent_skills={"refund": ["billing"]}))
+    r.apply(login("ann", 0.0, skills={"cards": 5}))
+    r.apply(login("bob", 1.0, skills={"billing": 2}))  # less idle than ann, but the only one with the skill
+    [a] = assignments(r.apply(request("c1", 2.0, intent="refund")))
+    assert a.advisor_id == "bob"
+    [b] = assignments(r.apply(request("c2", 3.0, intent="card_arrival")))  # unmapped intent: anyone
+    assert b.advisor_id == "ann"
