@@ -92,20 +92,3 @@ class ErasureStatus:
             await self.client.hset(key, "completed_at", time.time())
         await self.client.expire(key, STATUS_TTL_S)
         return done >= parts
-
-    async def get(self, request_id: str) -> dict[str, float | int | str] | None:
-        raw = await self.client.hgetall(erasure_key(request_id))
-        if not raw:
-            return None
-        fields = {k.decode(): float(v) for k, v in raw.items()}
-        out: dict[str, float | int | str] = {"request_id": request_id}
-        for name in ("parts", "done"):
-            if name in fields:
-                out[name] = int(fields[name])
-        for name in ("accepted_at", "requested_at", "completed_at"):
-            if name in fields:
-                out[name] = fields[name]
-        out["status"] = "completed" if "completed_at" in fields else "pending"
-        if "completed_at" in fields and "accepted_at" in fields:
-            out["took_ms"] = round((fields["completed_at"] - fields["accepted_at"]) * 1000, 1)
-        return out

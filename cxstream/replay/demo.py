@@ -22,6 +22,7 @@ import msgspec
 
 from cxstream.replay.desktop import respond
 from cxstream.replay.recording import Input, read_recording, schedule, write_recording
+from cxstream.replay.workload import BUILTIN_TEXTS
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode
@@ -39,15 +40,7 @@ _ADVISORS = [
     ("emma", {"card_issue": 5}, ["en", "de"], {"voice": 1, "chat": 2}),
     ("farid", {"billing": 4, "tech_support": 3}, ["en", "ar"], {"voice": 1, "chat": 3, "email": 3}),
 ]
-_MESSAGES = [
-    "My card still hasn't arrived, it's been two weeks",
-    "I was charged twice for the same order, please refund",
-    "The app keeps crashing when I open my statement",
-    "I want to cancel my subscription, it is too expensive",
-    "Can you help me reset my PIN?",
-    "Why was my payment declined? This is really frustrating",
-    "Thanks, that fixed it, great service!",
-]
+_MESSAGES = BUILTIN_TEXTS[:7]
 
 
 def generate_sample(seed: int = 7, customers: int = 40, start: float = 1_700_000_000.0) -> list[Any]:
