@@ -45,6 +45,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from hdrh.histogram import HdrHistogram
 
+from cxstream.replay.engineproc import engine_env
 from cxstream.replay.journeys import Contact, Journey, contact_events, generate_journeys, junk_for
 from cxstream.replay.twitter import twitter_journeys
 from cxstream.schemas import Identifiers, InteractionEvent
@@ -66,11 +67,10 @@ class Engine:
         self.http = f"http://127.0.0.1:{self.port}"
         self.prefix = "bench."
         self.log = data_dir / "engine.log"
-        env = {
-            **os.environ, "CX_BROKER_URL": broker, "CX_REDIS_URL": redis_url, "CX_TOPIC_PREFIX": self.prefix,
-            "CX_APP_ID": "cxbench-context", "CX_DATA_DIR": str(data_dir), "CX_HTTP_PORT": str(self.port),
-            "CX_API_KEYS": API_KEY, "CX_PARTITIONS": str(partitions), "CX_LOG_LEVEL": "info",
-        }
+        env = engine_env(
+            broker, redis_url, data_dir, prefix=self.prefix, app_id="cxbench-context", http_port=self.port,
+            api_key=API_KEY, partitions=partitions, extra={"CX_LOG_LEVEL": "info"},
+        )
         with self.log.open("w") as f:
             # dies with the bench even if the bench is killed (PR_SET_PDEATHSIG, as the embedded servers)
             self.proc = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT,

@@ -62,6 +62,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cxstream.replay.desktop import DesktopProfile, respond
+from cxstream.replay.engineproc import engine_env
 from cxstream.replay.publish import LatencySummary, end_offsets
 from cxstream.replay.recording import Planned, plan
 from cxstream.replay.workload import Workload, WorkloadConfig, mix
@@ -129,18 +130,10 @@ def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_i
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "engine.log"
-    env = {
-        **os.environ,
-        "CX_BROKER_URL": broker,
-        "CX_REDIS_URL": redis_url,
-        "CX_TOPIC_PREFIX": prefix,
-        "CX_APP_ID": app_id,
-        "CX_DATA_DIR": str(data_dir),
-        "CX_HTTP_PORT": str(port),
-        "CX_API_KEYS": API_KEY,
-        "CX_PARTITIONS": str(opts.partitions),
-        **opts.engine_env,
-    }
+    env = engine_env(
+        broker, redis_url, data_dir, prefix=prefix, app_id=app_id, http_port=port, api_key=API_KEY,
+        partitions=opts.partitions, extra=opts.engine_env,
+    )
     cwd = str(REPO)
     if opts.engine_src:  # run another checkout's engine (e.g. a `git archive` of a commit)
         cwd = str(Path(opts.engine_src).resolve())

@@ -8,7 +8,6 @@ records.  The engine runs as a subprocess, pointed at these servers through
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from cxstream.replay.engineproc import engine_env
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 
 API_KEY = "integration-test-key"
@@ -51,22 +51,16 @@ class RunningEngine:
 def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, **env: str) -> RunningEngine:
     port = free_port()
     log = data_dir / "engine.log"
-    environ = {
-        **os.environ,
-        "CX_BROKER_URL": broker,
-        "CX_REDIS_URL": redis_url,
-        "CX_TOPIC_PREFIX": prefix,
-        "CX_APP_ID": app_id,
-        "CX_DATA_DIR": str(data_dir),
-        "CX_HTTP_PORT": str(port),
-        "CX_API_KEYS": API_KEY,
-        "CX_PARTITIONS": env.pop("CX_PARTITIONS", "4"),
-        "CX_TICK_INTERVAL_S": "0.5",
-        # no quiet hours: outreach tests must not depend on the hour CI runs at
-        "CX_OUTREACH_QUIET_START": "00:00",
-        "CX_OUTREACH_QUIET_END": "00:00",
-        **env,
-    }
+    environ = engine_env(
+        broker, redis_url, data_dir, prefix=prefix, app_id=app_id, http_port=port, api_key=API_KEY,
+        extra={
+            "CX_TICK_INTERVAL_S": "0.5",
+            # no quiet hours: outreach tests must not depend on the hour CI runs at
+            "CX_OUTREACH_QUIET_START": "00:00",
+            "CX_OUTREACH_QUIET_END": "00:00",
+            **env,
+        },
+    )
     with log.open("w") as f:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "cxstream.cli", "run"], env=environ, stdout=f, stderr=subprocess.STDOUT, text=True
