@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -33,11 +34,13 @@ from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
+from cxstream.agents.scoring import Scorer
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
+from cxstream.streams.batch import BatchRuntime, BatchStage
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.settings import Settings
 
@@ -50,7 +53,11 @@ def say(message: str) -> None:
 
 
 class Wiring:
-    """The Faust app with every agent registered, plus the services around it."""
+    """The hot path's batch stages, the Faust app with the learner and the timers, and the services around them.
+
+    Ingest, identity, context and router are batch stages (:mod:`cxstream.streams.batch`);
+    the learner (one partition, a few labels per second) and the clocks stay on Faust.
+    """
 
     def __init__(self, settings: Settings, broker_url: str, redis_url: str) -> None:
         self.settings = settings
@@ -59,11 +66,42 @@ class Wiring:
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
         self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
-        ingest_agent.register(self.app, self.topics, settings)
-        self.identity_table = identity_agent.register(self.app, self.topics, settings, self.writer)
-        self.context_table = context_agent.register(self.app, self.topics, settings, self.writer)
-        self.routers = router_agent.register(self.app, self.topics, settings, self.redis)
+        self.runtime = BatchRuntime(broker_url, settings)
+        scorer = Scorer()
+        router_stage, self.routers = router_agent.stage(self.runtime, settings)
+        self.stages: list[BatchStage] = [
+            ingest_agent.stage(self.runtime, settings),
+            identity_agent.stage(self.runtime, self.writer),
+            context_agent.stage(self.runtime, settings, self.writer, scorer),
+            router_stage,
+        ]
+        context_agent.timers(self.app, settings, self.writer, scorer)
+        router_agent.tick_timer(self.app, self.runtime, settings, self.routers, self.redis)
         self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
+
+    async def start_stages(self, timeout_s: float = 60.0) -> None:
+        """Start the batch stages and wait until each has its partitions (and their tables restored)."""
+        await asyncio.gather(*(st.start() for st in self.stages))  # the group joins overlap
+        waits = [asyncio.ensure_future(st.ready.wait()) for st in self.stages]
+        _, not_done = await asyncio.wait(waits, timeout=timeout_s)
+        for w in not_done:
+            w.cancel()
+        late = [st.name for st, w in zip(self.stages, waits, strict=True) if w in not_done]
+        if late:
+            log.warning("stages %s have no partition assignment after %.0f s; going on", ", ".join(late), timeout_s)
+
+    async def stop_stages(self) -> None:
+        for st in reversed(self.stages):
+            await st.stop()
+        await self.runtime.stop()
+
+    def failed_stage(self) -> BaseException | None:
+        """The exception of a stage whose loop died, if any."""
+        for st in self.stages:
+            task = st.task
+            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
 
 
 class EngineService(Service):
@@ -92,6 +130,7 @@ class EngineService(Service):
         self._beating: asyncio.Task[None] | None = None
         self.on_ready = on_ready
         self.on_stopping = on_stop
+        self.failed = False
 
     def health(self) -> dict[str, Any]:
         return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending}
@@ -103,6 +142,14 @@ class EngineService(Service):
 
     async def _heartbeat(self) -> None:
         while True:
+            failed = self.wiring.failed_stage()
+            if failed is not None:  # a stage's loop died (the broker refused our output): stop, do not limp on
+                log.critical("a stream stage stopped: %r; stopping the engine", failed, exc_info=failed)
+                self.failed = True
+                with contextlib.suppress(Exception):
+                    await self.beat("failed")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             try:
                 await self.beat("ok" if self.serving else "starting")
             except Exception as exc:  # Redis is down: /healthz says so; keep trying
@@ -110,10 +157,11 @@ class EngineService(Service):
             await asyncio.sleep(HEARTBEAT_EVERY_S)
 
     async def on_started(self) -> None:
+        self._beating = asyncio.ensure_future(self._heartbeat())
+        await self.wiring.start_stages()
         # The engine's metrics for the API's /metrics: a loopback endpoint on a thread, off the event loop.
         server, _ = start_http_server(0, addr="127.0.0.1", registry=ENGINE_ONLY)  # type: ignore[arg-type]
         self._metrics = server
-        self._beating = asyncio.ensure_future(self._heartbeat())
         self.api = ApiWorkers(
             self.api_settings, engine_metrics_url=f"http://127.0.0.1:{server.server_port}/metrics", say=say
         )
@@ -141,6 +189,8 @@ class EngineService(Service):
             await self.beat("stopping")
         if self.api is not None:
             await self.api.stop()
+        with contextlib.suppress(Exception):
+            await self.wiring.stop_stages()
         if self._metrics is not None:
             metrics_server, self._metrics = self._metrics, None
             with contextlib.suppress(Exception):
@@ -204,6 +254,8 @@ class Engine:
                     worker.execute_from_commandline()
                 except SystemExit as exc:
                     code = int(exc.code or 0)
+                if service.failed:
+                    code = code or 1
         finally:
             with contextlib.suppress(Exception):
                 loop.close()

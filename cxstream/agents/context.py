@@ -1,7 +1,7 @@
 """Context: the per-customer table, its Redis copy, and the contacts it hands to the router.
 
-Consumes ``cx.customer-events.v1`` (key = canonical customer id) and is the only
-writer of the ``customer_context`` table.  Each update is a pure function
+A batch stage (:mod:`cxstream.streams.batch`) on ``cx.customer-events.v1`` (key =
+canonical customer id), the only writer of the ``customer_context`` table.  Each update is a pure function
 (:mod:`cxstream.context.update`); this module only reads and writes state around it.
 
 Besides customer events and assignments it applies the identity stage's commands:
@@ -28,8 +28,6 @@ import msgspec
 import redis.asyncio as aioredis
 
 from cxstream.agents.erasure import ErasureStatus, audit_record
-from cxstream.agents.identity import identity_topics
-from cxstream.agents.learner import learning_topics
 from cxstream.agents.outreach import OutreachStage
 from cxstream.agents.outreach import config_from as outreach_config
 from cxstream.agents.outreach import state_key as outreach_state_key
@@ -52,9 +50,9 @@ from cxstream.schemas import (
 )
 from cxstream.schemas.learning import ChurnLabel, IntentLabel
 from cxstream.streams import metrics
-from cxstream.streams.app import Topics
-from cxstream.streams.codecs import decode, encode
-from cxstream.streams.deadletter import process_events
+from cxstream.streams import topics as t
+from cxstream.streams.batch import BatchRuntime, BatchStage, Record
+from cxstream.streams.codecs import InvalidInput, decode, encode
 from cxstream.streams.keys import context_key
 from cxstream.streams.settings import Settings
 
@@ -139,32 +137,23 @@ class RedisContextWriter:
             return written
 
 
-def register(
-    app: faust.App, topics: Topics, settings: Settings, writer: RedisContextWriter, scorer: Scorer | None = None
-) -> faust.TableT:
-    """Declare the context table and agent on *app*; returns the table.
+def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter, scorer: Scorer) -> BatchStage:
+    """The context stage and its table ``customer_context`` (canonical customer id -> CustomerContext JSON).
 
-    With a *scorer*, message text is scored for intent and the context for churn risk
-    with the newest published models, and ground truth goes to the learner: an
-    advisor's disposition (with the contact's redacted messages) and churn outcomes.
+    *scorer* scores message text for intent and the context for churn risk with the
+    newest published models; ground truth goes to the learner: an advisor's disposition
+    (with the contact's redacted messages) and churn outcomes.
     """
-    scorer = scorer or Scorer()
-    labels = learning_topics(app, settings).labels
-    table = app.Table(
-        "customer_context",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="canonical customer id -> CustomerContext (JSON); written only by cxstream.agents.context",
-    )
-    outreach = OutreachStage(table, topics.outreach, outreach_config(settings))
+    table = runtime.table("customer_context", settings.partitions)
+    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table])
+    customer_events, routing_out = st.output(runtime.topic(t.CUSTOMER_EVENTS)), st.output(runtime.topic(t.ROUTING))
+    labels, audit = st.output(runtime.topic(t.LABELS)), st.output(runtime.topic(t.AUDIT))
+    outreach = OutreachStage(table, st.output(runtime.topic(t.OUTREACH)), outreach_config(settings))
     limits = ContextLimits(
         max_interactions=settings.context_max_interactions, max_event_ids=settings.dedupe_ids_per_customer
     )
-    audit = identity_topics(app, settings).audit
     status = ErasureStatus(writer.client)
-    source_name = topics.customer_events.get_topic_name()
+    source_name = runtime.topic(t.CUSTOMER_EVENTS)
 
     def save(key: bytes, ctx: CustomerContext) -> None:
         value = encode_context(ctx)
@@ -199,7 +188,7 @@ def register(
             merge_id=cmd.merge_id, survivor_id=cmd.survivor_id, absorbed_id=cmd.absorbed_id, at=cmd.at,
             context=msgspec.Raw(raw if raw else b"null"),
         )
-        await topics.customer_events.send(key=cmd.survivor_id.encode(), value=encode(handoff))
+        await customer_events.send(key=cmd.survivor_id.encode(), value=encode(handoff))
         if raw is not None:
             del table[key]
         table[moved_key(key.decode())] = cmd.survivor_id.encode()
@@ -213,9 +202,11 @@ def register(
         if state is not None:
             table[outreach_state_key(key.decode())] = state
 
-    async def handle(event: faust.EventT) -> None:
-        key: bytes = event.key
-        record = decode(event.value, ContextInput)
+    async def handle(rec: Record) -> None:
+        if rec.key is None:
+            raise InvalidInput("no_key", "a customer event without a key (the canonical customer id)")
+        key: bytes = rec.key
+        record = decode(rec.value, ContextInput)
         customer_id = key.decode()
         if isinstance(record, EraseContext):
             await erase(key, record)
@@ -231,7 +222,7 @@ def register(
                 return
             moved = table.get(moved_key(customer_id))
             if moved is not None:
-                await topics.customer_events.send(key=moved, value=event.value)
+                await customer_events.send(key=moved, value=rec.value)
                 return
         old: CustomerContext | None = decode_context_or_none(old_raw)
         routing: list[ContactRequest | ContactUpdate] = []
@@ -290,12 +281,14 @@ def register(
             at = record.at if isinstance(record, RoutingEvent) else record.occurred_at
             await reach_out(key, new, record, at)
         for r in routing:
-            await topics.routing.send(key=r.routing_group.encode(), value=encode(r))
+            await routing_out.send(key=r.routing_group.encode(), value=encode(r))
 
-    async def context(stream: faust.StreamT[bytes]) -> None:
-        await process_events(stream, "context", topics.dead_letter, handle)
+    st.handler = handle
+    return st
 
-    app.agent(topics.customer_events, name="cxstream.context")(context)
+
+def timers(app: faust.App, settings: Settings, writer: RedisContextWriter, scorer: Scorer) -> None:
+    """The context stage's clocks, on the Faust app: the Redis write-behind and the model refresh."""
 
     @app.timer(settings.redis_flush_ms / 1000.0, name="cxstream.context.redis_flush")
     async def flush_to_redis() -> None:
@@ -304,5 +297,3 @@ def register(
     @app.timer(settings.model_refresh_s, name="cxstream.context.model_refresh")
     async def refresh_models() -> None:
         await scorer.refresh(writer.client)
-
-    return table

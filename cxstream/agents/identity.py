@@ -1,7 +1,7 @@
 """Identity: one total order of customer events -> canonical customer ids, links, merges, erasures.
 
-Consumes ``cx.resolve.v1`` (ONE partition) and is the only writer of the ``identity``
-table (one partition too).  For each event the pure :class:`cxstream.context.resolver.Resolver`
+A batch stage (:mod:`cxstream.streams.batch`) on ``cx.resolve.v1`` (ONE partition), the
+only writer of the ``identity`` table (one partition too).  For each event the pure :class:`cxstream.context.resolver.Resolver`
 decides the canonical customer; this module then
 
 * publishes the decisions (``IdentityLinked``, ``CustomersMerged``, ``LinkRefused``) on
@@ -25,10 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import weakref
-from dataclasses import dataclass
-
-import faust
+from typing import TYPE_CHECKING
 
 from cxstream.agents.erasure import ErasureStatus, audit_record
 from cxstream.context.resolver import Resolver, hashed_id
@@ -41,39 +38,14 @@ from cxstream.schemas import (
 )
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
-from cxstream.streams.app import Topics, bind_topic
+from cxstream.streams.batch import BatchRuntime, BatchStage, Record
 from cxstream.streams.codecs import InvalidInput, decode, encode
-from cxstream.streams.deadletter import process_events
 from cxstream.streams.keys import index_key
-from cxstream.streams.settings import Settings
+
+if TYPE_CHECKING:
+    from cxstream.agents.context import RedisContextWriter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IdentityTopics:
-    """The identity stage's topics bound to one app (the catalogue's RESOLVE, IDENTITY, AUDIT)."""
-
-    resolve: faust.TopicT
-    identity: faust.TopicT
-    audit: faust.TopicT
-
-
-_bound: weakref.WeakKeyDictionary[faust.App, IdentityTopics] = weakref.WeakKeyDictionary()
-
-
-def identity_topics(app: faust.App, settings: Settings) -> IdentityTopics:
-    """Declare (once per app) the identity stage's topics with the catalogue's partition counts."""
-    found = _bound.get(app)
-    if found is not None:
-        return found
-
-    def topic(spec: t.TopicSpec) -> faust.TopicT:
-        return bind_topic(app, settings, spec)
-
-    bound = IdentityTopics(resolve=topic(t.RESOLVE), identity=topic(t.IDENTITY), audit=topic(t.AUDIT))
-    _bound[app] = bound
-    return bound
 
 
 def _record_key(record: IdentityOutput) -> bytes:
@@ -93,26 +65,19 @@ def no_usable_identifier_key(ev: InteractionEvent | OutcomeEvent) -> str:
     return "anon-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
-def register(app: faust.App, topics: Topics, settings: Settings, writer: object) -> faust.TableT:
-    """Declare the identity table and agent on *app*; returns the table.
+def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
+    """The identity stage and its table (``identity``, one partition).
 
-    *writer* is the engine's Redis write-behind (:class:`cxstream.agents.context.RedisContextWriter`).
+    The table maps identifier -> canonical customer, customers, aliases and hashed erasure
+    markers; only this stage writes it.  *writer* is the engine's Redis write-behind.
     """
-    from cxstream.agents.context import RedisContextWriter
-
-    assert isinstance(writer, RedisContextWriter)
-    it = identity_topics(app, settings)
-    table = app.Table(
-        "identity",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=1,
-        help="identifier -> canonical customer, customers, aliases, hashed erasure markers; written only by cxstream.agents.identity",
-    )
-    resolver = Resolver(table)  # type: ignore[arg-type]
+    table = runtime.table("identity", 1)
+    st = runtime.stage("identity", [t.RESOLVE], tables=[table])
+    identity_out, audit = st.output(runtime.topic(t.IDENTITY)), st.output(runtime.topic(t.AUDIT))
+    customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
+    resolver = Resolver(table)
     status = ErasureStatus(writer.client)
-    source_name = settings.topic_prefix + t.RESOLVE.name
+    source_name = runtime.topic(t.RESOLVE)
 
     async def erase(ev: OutcomeEvent) -> None:
         ids = ev.customer.present()
@@ -129,9 +94,9 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: object)
             for k in keys:
                 writer.mark_key(k, None)
         for rec in erasure.records:
-            await it.identity.send(key=rec.customer_id.encode(), value=encode(rec))
+            await identity_out.send(key=rec.customer_id.encode(), value=encode(rec))
         detail = "already erased" if erasure.already_erased else ("no customer found" if not targets else "")
-        await it.audit.send(
+        await audit.send(
             key=ev.event_id.encode(),
             value=encode(audit_record("erasure_requested", ev.event_id, ev.occurred_at, "identity", erasure.subjects, parts=len(targets), detail=detail)),
         )
@@ -142,12 +107,12 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: object)
         now = time.time()
         for i, cid in enumerate(targets, start=1):
             cmd = EraseContext(request_id=ev.event_id, customer_id=cid, at=ev.occurred_at, part=i, parts=len(targets), requested_at=now)
-            await topics.customer_events.send(key=cid.encode(), value=encode(cmd))
+            await customer_events.send(key=cid.encode(), value=encode(cmd))
         metrics.CONTEXT_UPDATES.labels("ErasureRequested").inc()
         log.info("erasure %s: %d customer context(s) to erase", ev.event_id, len(targets))
 
-    async def handle(event: faust.EventT) -> None:
-        req = decode(event.value, ResolveRequest)
+    async def handle(rec: Record) -> None:
+        req = decode(rec.value, ResolveRequest)
         ev = req.event
         if isinstance(ev, OutcomeEvent) and ev.kind == "erasure_requested":
             await erase(ev)
@@ -158,27 +123,24 @@ def register(app: faust.App, topics: Topics, settings: Settings, writer: object)
         res = resolver.resolve(ids, event_id=ev.event_id, at=ev.occurred_at, refused=req.refused)
         if res.suppressed_by is not None:
             metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
-            await it.audit.send(
+            await audit.send(
                 key=ev.event_id.encode(),
                 value=encode(audit_record("erased_record_suppressed", ev.event_id, ev.occurred_at, "identity", [res.suppressed_by],
                                           detail="the event predates an erasure of one of its identifiers")),
             )
             return
         for merge in res.merges:
-            await topics.customer_events.send(key=merge.absorbed_id.encode(), value=encode(merge))
+            await customer_events.send(key=merge.absorbed_id.encode(), value=encode(merge))
             metrics.CONTEXT_UPDATES.labels("CustomersMerged").inc()
         for record in res.records:
-            await it.identity.send(key=_record_key(record), value=encode(record))
+            await identity_out.send(key=_record_key(record), value=encode(record))
         for (kind, value), cid in res.index.items():  # cid may be keys.SHARED: lookups then answer 409
             writer.mark_key(index_key(kind, value), cid.encode() if cid is not None else None)
         key = res.customer_id if res.customer_id is not None else no_usable_identifier_key(ev)
-        await topics.customer_events.send(key=key.encode(), value=encode(ev))
+        await customer_events.send(key=key.encode(), value=encode(ev))
 
-    async def identity(stream: faust.StreamT[bytes]) -> None:
-        await process_events(stream, "identity", topics.dead_letter, handle)
-
-    app.agent(it.resolve, name="cxstream.identity")(identity)
-    return table
+    st.handler = handle
+    return st
 
 
-__all__ = ["IdentityTopics", "hashed_id", "identity_topics", "register"]
+__all__ = ["hashed_id", "stage"]

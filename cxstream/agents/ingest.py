@@ -11,22 +11,19 @@
   the contact id), else the channel's anonymous bucket ``anon-{channel}``.
 * ``cx.advisor-events.v1`` -> ``cx.routing.v1``, keyed by routing group.
 
-Anything that fails goes to ``cx.dead-letter.v1`` with its coordinates and the
-reason; the stream goes on.  Nothing is dropped silently: duplicates are dropped
+A batch stage (:mod:`cxstream.streams.batch`): anything that fails goes to
+``cx.dead-letter.v1`` with its coordinates and the reason; the stream goes on.  Nothing is dropped silently: duplicates are dropped
 (and counted) downstream, where the per-customer and per-group state lives.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import faust
 import msgspec
 
-from cxstream.agents.identity import identity_topics
 from cxstream.context.identity import partition_identifiers
 from cxstream.context.redact import redact
 from cxstream.context.resolver import fingerprint
@@ -39,9 +36,9 @@ from cxstream.schemas import (
     ResolveRequest,
 )
 from cxstream.streams import metrics
-from cxstream.streams.app import Topics
+from cxstream.streams import topics as t
+from cxstream.streams.batch import BatchRuntime, BatchStage, Record
 from cxstream.streams.codecs import InvalidInput, decode, encode
-from cxstream.streams.deadletter import process_events
 from cxstream.streams.settings import Settings
 
 
@@ -114,24 +111,25 @@ def route_advisor_event(raw: bytes | None, max_bytes: int) -> Routed:
     return Routed(ev.routing_group.encode(), encode(ev), "routing")
 
 
-def register(app: faust.App, topics: Topics, settings: Settings) -> None:
-    """Declare the ingest agents on *app*."""
-
-    resolve = identity_topics(app, settings).resolve
-    targets = {"resolve": resolve, "customer": topics.customer_events, "routing": topics.routing}
-
-    def make_agent(source: faust.TopicT, route: Callable[[bytes | None], Routed], name: str) -> None:
-        async def handle(event: faust.EventT) -> None:
-            routed = route(event.value)
-            metrics.EVENTS_IN.labels(event.message.tp.topic, "accepted" if routed.to != "customer" else "anonymous").inc()
-            await targets[routed.to].send(key=routed.key, value=routed.value)
-
-        async def ingest(stream: faust.StreamT[bytes]) -> None:
-            await process_events(stream, name, topics.dead_letter, handle)
-
-        app.agent(source, name=f"cxstream.{name}")(ingest)
-
+def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
+    """The ingest stage: the three input topics, validated and handed on in batches."""
+    st = runtime.stage("ingest", [t.INTERACTIONS, t.OUTCOMES, t.ADVISOR_EVENTS])
+    targets = {"resolve": st.output(runtime.topic(t.RESOLVE)), "customer": st.output(runtime.topic(t.CUSTOMER_EVENTS)),
+               "routing": st.output(runtime.topic(t.ROUTING))}
     limit = settings.max_event_bytes
-    make_agent(topics.interactions, lambda raw: route_customer_event(raw, InteractionEvent, limit), "ingest-interactions")
-    make_agent(topics.outcomes, lambda raw: route_customer_event(raw, OutcomeEvent, limit), "ingest-outcomes")
-    make_agent(topics.advisor_events, lambda raw: route_advisor_event(raw, limit), "ingest-advisor-events")
+    interactions, outcomes = runtime.topic(t.INTERACTIONS), runtime.topic(t.OUTCOMES)
+    accepted = {name: metrics.EVENTS_IN.labels(name, "accepted") for name in st.inputs}
+    anonymous = metrics.EVENTS_IN.labels(interactions, "anonymous")
+
+    async def handle(rec: Record) -> None:
+        if rec.topic == interactions:
+            routed = route_customer_event(rec.value, InteractionEvent, limit)
+        elif rec.topic == outcomes:
+            routed = route_customer_event(rec.value, OutcomeEvent, limit)
+        else:
+            routed = route_advisor_event(rec.value, limit)
+        (accepted[rec.topic] if routed.to != "customer" else anonymous).inc()
+        await targets[routed.to].send(key=routed.key, value=routed.value)
+
+    st.handler = handle
+    return st

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import faust
 import msgspec
 
 from cxstream.context.model import CustomerContext
@@ -33,6 +32,7 @@ from cxstream.outreach import (
 )
 from cxstream.schemas import InteractionEvent, OutcomeEvent, OutreachEvent, RoutingEvent
 from cxstream.streams import metrics
+from cxstream.streams.batch import Output
 from cxstream.streams.codecs import encode
 from cxstream.streams.settings import Settings
 
@@ -83,7 +83,7 @@ def config_from(settings: Settings) -> OutreachSettings:
 class OutreachStage:
     """Evaluates one customer after an update; the caller owns the table and the topic."""
 
-    def __init__(self, table: Mapping[bytes, Any], topic: faust.TopicT, config: OutreachSettings) -> None:
+    def __init__(self, table: Mapping[bytes, Any], topic: Output, config: OutreachSettings) -> None:
         self.table = table
         self.topic = topic
         self.config = config

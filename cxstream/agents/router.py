@@ -1,10 +1,12 @@
 """Router: one pure :class:`cxstream.routing.Router` per routing group, driven by ``cx.routing.v1``.
 
-The topic is keyed by routing group, so one worker owns each group and sees its
-inputs in one total order.  The router's state is saved in the ``router_state``
-table after every input, so a restarted worker resumes where it stopped, and
-outputs carry deterministic ids for consumers to drop copies.  Each saved state carries the offset of the last input it includes: an input
-redelivered after a crash (at-least-once) is recognised by its offset and skipped.
+A batch stage (:mod:`cxstream.streams.batch`).  The topic is keyed by routing group, so
+one worker owns each group and sees its inputs in one total order.  The router's state
+is saved in the ``router_state`` table after every batch that touched the group, so a
+restarted worker resumes where it stopped, and outputs carry deterministic ids for
+consumers to drop copies.  Each saved state carries the offset of the last input it
+includes: an input redelivered after a crash (at-least-once) is recognised by its
+offset and skipped.
 The router's own bounded ring of event ids catches duplicates produced upstream.
 
 A timer publishes :class:`RouterTick` records into the same topic so that SLA and
@@ -30,9 +32,9 @@ import redis.asyncio as aioredis
 from cxstream.routing import Router, RoutingConfig
 from cxstream.schemas import Assignment, RouterInput, RouterTick
 from cxstream.streams import metrics
-from cxstream.streams.app import Topics
-from cxstream.streams.codecs import decode, encode
-from cxstream.streams.deadletter import process_events
+from cxstream.streams import topics as t
+from cxstream.streams.batch import BatchRuntime, BatchStage, Record
+from cxstream.streams.codecs import InvalidInput, decode, encode
 from cxstream.streams.keys import queues_key
 from cxstream.streams.settings import Settings
 
@@ -64,7 +66,7 @@ def unpack_saved(saved: bytes | None) -> tuple[int, bytes | None]:
 
 @dataclass
 class RouterHost:
-    """The routers this worker holds in memory, each with the state bytes it was saved as."""
+    """The routers this worker holds in memory, each with the table value it was last saved as."""
 
     config: RoutingConfig = field(default_factory=RoutingConfig)
     groups: dict[str, RoutingConfig] = field(default_factory=dict)  # per routing group, else ``config``
@@ -72,20 +74,26 @@ class RouterHost:
     clocks: dict[str, tuple[float, float]] = field(default_factory=dict)  # group -> (event clock, wall at)
 
     def get(self, group: str, saved: bytes | None) -> Router:
-        cached = self.routers.get(group)
-        if cached is not None and cached[0] == saved:
-            return cached[1]
+        """A router restored from *saved* state bytes (a new one for None), with the group's configuration."""
         config = self.groups.get(group, self.config)
         if saved:
             router = Router.from_state(saved)
             router.reconfigure(config)  # the configuration in force wins over the one saved
         else:
             router = Router(group=group, config=config)
-        self.routers[group] = (saved, router)
         return router
 
-    def saved(self, group: str, router: Router, state: bytes) -> None:
-        self.routers[group] = (state, router)
+    def load(self, group: str, packed: bytes | None) -> Router:
+        """The group's router as of the table value *packed* (:func:`pack_saved`); the one in memory if it is that value."""
+        cached = self.routers.get(group)
+        if cached is not None and cached[0] is packed:
+            return cached[1]
+        router = self.get(group, unpack_saved(packed)[1])
+        self.routers[group] = (packed, router)
+        return router
+
+    def saved(self, group: str, router: Router, packed: bytes) -> None:
+        self.routers[group] = (packed, router)
         self.clocks[group] = (router.clock, time.time())
 
     def tick_time(self, group: str) -> float:
@@ -134,61 +142,75 @@ def publish_stats(group: str, stats: dict[str, Any]) -> None:
             gauge.labels(group).set(total[key])
 
 
-def register(
-    app: faust.App,
-    topics: Topics,
-    settings: Settings,
-    redis_client: aioredis.Redis | None = None,
-    host: RouterHost | None = None,
-) -> RouterHost:
-    """Declare the router table, agent and clock on *app*.
+def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = None) -> tuple[BatchStage, RouterHost]:
+    """The router stage and its table ``router_state`` (routing group -> offset + Router state).
 
-    With *redis_client*, each tick also stores every owned group's live statistics in
-    Redis (``cx:queues:{group}``, expiring after a minute), where any worker's
-    ``GET /queues`` finds them.
+    Each group's state is saved once per batch (with the offset of the last input it
+    includes), not once per input.
     """
     host = host or host_from(settings)
-    table = app.Table(
-        "router_state",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        help="routing group -> Router state (roster, queues, timers); written only by cxstream.agents.router",
-    )
+    table = runtime.table("router_state", settings.partitions)
+    st = runtime.stage("router", [t.ROUTING], tables=[table])
+    assignments = st.output(runtime.topic(t.ASSIGNMENTS))
+    customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
+    routing_events = st.output(runtime.topic(t.ROUTING_EVENTS))
+    pending: dict[bytes, tuple[int, int, Router]] = {}  # group key -> (partition, last offset applied, router)
+    duplicates = metrics.DUPLICATES.labels("router")
 
-    async def handle(event: faust.EventT) -> None:
-        key: bytes = event.key
-        msg = decode(event.value, RouterInput)
+    async def handle(rec: Record) -> None:
+        if rec.key is None:
+            raise InvalidInput("no_key", "a router input without a key (the routing group)")
+        key = rec.key
+        msg = decode(rec.value, RouterInput)
         group = key.decode()
-        applied, saved = unpack_saved(table.get(key))
-        if event.message.offset <= applied:  # redelivered after a crash: already applied and saved
-            metrics.DUPLICATES.labels("router").inc()
+        seen = pending.get(key)
+        if seen is None:
+            packed = table.get(key)
+            applied = _OFFSET.unpack_from(packed)[0] if packed else -1
+            r = host.load(group, packed)
+        else:
+            _, applied, r = seen
+        if rec.offset <= applied:  # redelivered after a crash: already applied and saved
+            duplicates.inc()
             return
-        r = host.get(group, saved)
         outputs = r.apply(msg)
+        pending[key] = (rec.partition, rec.offset, r)
         now = time.time()
         for out in outputs:
             if isinstance(out, Assignment):
-                await topics.assignments.send(key=out.advisor_id.encode(), value=encode(out))
-                await topics.customer_events.send(key=out.customer_id.encode(), value=encode(out))
+                await assignments.send(key=out.advisor_id.encode(), value=encode(out))
+                await customer_events.send(key=out.customer_id.encode(), value=encode(out))
                 metrics.ASSIGNMENTS.labels(out.channel).inc()
                 lag = now - out.decided_at
                 if 0 <= lag < 3600:
                     metrics.ROUTE_LATENCY.observe(lag)
             else:
-                await topics.routing_events.send(key=key, value=encode(out))
+                await routing_events.send(key=key, value=encode(out))
                 metrics.ROUTING_EVENTS.labels(out.kind).inc()
                 if out.customer_id and out.kind in CUSTOMER_FACING:
-                    await topics.customer_events.send(key=out.customer_id.encode(), value=encode(out))
-        state = r.to_state()
-        table[key] = pack_saved(event.message.offset, state)
-        host.saved(group, r, state)
+                    await customer_events.send(key=out.customer_id.encode(), value=encode(out))
 
-    async def router(stream: faust.StreamT[bytes]) -> None:
-        await process_events(stream, "router", topics.dead_letter, handle)
+    async def save() -> None:
+        for key, (partition, offset, r) in pending.items():
+            packed = pack_saved(offset, r.to_state())
+            table.partition = partition
+            table[key] = packed
+            host.saved(key.decode(), r, packed)
+        pending.clear()
 
-    app.agent(topics.routing, name="cxstream.router")(router)
+    st.handler = handle
+    st.on_batch = save
+    return st, host
+
+
+def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: RouterHost, redis_client: aioredis.Redis | None) -> None:
+    """The routers' clock on the Faust app: a :class:`RouterTick` per owned group into ``cx.routing.v1``.
+
+    With *redis_client*, each tick also stores every owned group's live statistics in
+    Redis (``cx:queues:{group}``, expiring after a minute), where any worker's
+    ``GET /queues`` finds them.
+    """
+    routing = runtime.topic(t.ROUTING)
 
     @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
     async def tick() -> None:
@@ -197,8 +219,8 @@ def register(
             stats = host.routers[group][1].stats()
             publish_stats(group, stats)
             snapshot[queues_key(group)] = orjson.dumps(stats)
-            await topics.routing.send(
-                key=group.encode(), value=encode(RouterTick(routing_group=group, at=host.tick_time(group)))
+            await runtime.producer.send_and_wait(
+                routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode()
             )
         if redis_client is not None and snapshot:
             try:
@@ -209,5 +231,3 @@ def register(
             except Exception as exc:  # the next tick retries; routing does not depend on it
                 metrics.REDIS_ERRORS.inc()
                 log.warning("could not store queue statistics in Redis: %r", exc)
-
-    return host

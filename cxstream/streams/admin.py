@@ -27,6 +27,14 @@ async def ensure_topics(
     *prefix* is prepended to every name (tests give each run its own topics).
     Retries the connection until *timeout*, since a broker may still be starting.
     """
+    wanted = [(prefix + s.name, s.partitions(settings), s.compacted) for s in specs]
+    return await ensure_named_topics(bootstrap, wanted, settings.replication, timeout=timeout)
+
+
+async def ensure_named_topics(
+    bootstrap: str, topics: list[tuple[str, int, bool]], replication: int, *, timeout: float = 30.0
+) -> list[str]:
+    """Create the (name, partitions, compacted) topics that do not exist yet; returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -41,13 +49,13 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                name=prefix + s.name,
-                num_partitions=s.partitions(settings),
-                replication_factor=settings.replication,
-                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+                name=name,
+                num_partitions=partitions,
+                replication_factor=replication,
+                topic_configs={"cleanup.policy": "compact"} if compacted else {},
             )
-            for s in specs
-            if prefix + s.name not in existing
+            for name, partitions, compacted in topics
+            if name not in existing
         ]
         created = []
         for topic in wanted:  # one at a time: a concurrent creator must not fail the rest

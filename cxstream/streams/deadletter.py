@@ -42,8 +42,8 @@ def dead_letter_for(
     )
 
 
-async def send_dead_letter(dead_letters: faust.TopicT, letter: DeadLetter) -> None:
-    """Publish a dead letter (key = source topic) and count it."""
+def log_dead_letter(letter: DeadLetter) -> None:
+    """Count and log a dead letter (its reason is already redacted)."""
     metrics.DEAD_LETTERS.labels(letter.source_topic, letter.error_type).inc()
     log.warning(
         "dead letter from %s[%d]@%d by %s: %s (%s)",
@@ -54,6 +54,11 @@ async def send_dead_letter(dead_letters: faust.TopicT, letter: DeadLetter) -> No
         letter.reason,
         letter.error_type,
     )
+
+
+async def send_dead_letter(dead_letters: faust.TopicT, letter: DeadLetter) -> None:
+    """Publish a dead letter (key = source topic) and count it."""
+    log_dead_letter(letter)
     await dead_letters.send(key=letter.source_topic.encode(), value=encode(letter))
 
 

@@ -30,6 +30,10 @@ ROUTE_LATENCY = Histogram(
 STAGE_SECONDS = Histogram(
     "cx_stage_seconds", "Processing time of one record in a stage.", ["stage"], buckets=_LATENCY_BUCKETS
 )
+BATCH_RECORDS = Histogram(
+    "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
 QUEUE_WAITING = Gauge("cx_queue_waiting", "Contacts waiting for an advisor.", ["routing_group"])
 ADVISORS_AVAILABLE = Gauge("cx_advisors_available", "Advisors logged in and available.", ["routing_group"])
 LONGEST_WAIT = Gauge("cx_queue_longest_wait_seconds", "Longest current wait in the group.", ["routing_group"])

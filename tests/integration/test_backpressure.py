@@ -159,7 +159,7 @@ def test_a_burst_is_applied_in_full_and_identity_keeps_consuming(burst_engine: R
     asyncio.run(publish_burst(burst_engine, events[:DIRECT], events[DIRECT:]))
 
     def moved(counts: dict[str, float]) -> dict[str, int]:
-        return {k: int(counts.get(k, 0) - before.get(k, 0)) for k in ("ingest-interactions", "identity", "context")}
+        return {k: int(counts.get(k, 0) - before.get(k, 0)) for k in ("ingest", "identity", "context")}
 
     client = redis.Redis.from_url(servers[1])
     missing = [context_key(cid) for cid in customers]

@@ -161,7 +161,7 @@ def test_malformed_events_go_to_the_dead_letter_topic_with_reason(engine: Runnin
     assert [d.error_type for d in mine] == [kind for _, kind in BAD_INPUTS]
     for d, (raw, _) in zip(mine, BAD_INPUTS, strict=True):
         assert d.source_topic == engine.topic(t.INTERACTIONS.name)
-        assert d.agent == "ingest-interactions" and d.reason and d.offset >= 0 and d.partition >= 0
+        assert d.agent == "ingest" and d.reason and d.offset >= 0 and d.partition >= 0
         assert d.raw == raw.decode()
     assert "fax" in mine[1].reason and "channel" in mine[1].reason
 

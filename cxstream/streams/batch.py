@@ -1,0 +1,468 @@
+"""Batch stages: the engine's hot path, one fetched batch at a time instead of one Faust event at a time.
+
+A :class:`BatchStage` is a consumer-group member on its input topics (plain aiokafka).
+For each batch it gets (``getmany``) it
+
+1. runs its handler on every record, in offset order per partition; the handler reads
+   and writes the stage's :class:`Table` s (plain dicts, one per input partition) and
+   *buffers* its outputs with :meth:`Output.send` -- nothing is awaited per record;
+2. turns whatever a handler raises into a :class:`~cxstream.schemas.DeadLetter` on the
+   dead-letter topic (with topic, partition, offset, stage and reason), and goes on;
+3. calls the stage's ``on_batch`` hook (the router saves each group's state there, once
+   per batch instead of once per input);
+4. produces the outputs in order, then the tables' changes -- the *latest* value of each
+   key written in the batch, ``None`` (a tombstone) for a deleted one -- to each table's
+   compacted changelog, partition for partition with the input, and waits for the acks;
+5. commits the input offsets (at most every ``commit_interval_s``, and always before a
+   partition is given up or the stage stops).
+
+So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
+the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
+router's offset guard).  A table's partition is restored from its changelog (read from
+the start: the embedded broker does not compact) before the partition's first record is
+processed, and dropped when the partition is revoked.
+
+Why: Faust's per-event machinery (stream iteration, an await and a ``send`` per record, a
+changelog ``send`` per table write) was three quarters of the engine's CPU
+(docs/PERFORMANCE.md); Faust tables cannot be written from ``stream.take`` batches.  The
+low-volume agents (the learner, the demo desktops) and the timers stay on Faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from cxstream.streams import metrics
+from cxstream.streams.admin import ensure_named_topics
+from cxstream.streams.codecs import InvalidInput, encode
+from cxstream.streams.deadletter import dead_letter_for, log_dead_letter
+from cxstream.streams.settings import Settings
+from cxstream.streams.topics import DEAD_LETTER, TopicSpec
+from cxstream.streams.transport import LAGGING_FETCH_WAIT_MS, install_lag_aware_wait
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input record as a handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Output:
+    """A topic a stage writes to.  :meth:`send` only buffers: the stage produces after the batch."""
+
+    __slots__ = ("_sink", "name")
+
+    def __init__(self, name: str, sink: list[tuple[str, bytes | None, bytes | None]]) -> None:
+        self.name = name
+        self._sink = sink
+
+    async def send(self, key: bytes | None = None, value: bytes | None = None) -> None:
+        self._sink.append((self.name, key, value))
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+class Table(MutableMapping[bytes, bytes]):
+    """Keyed state of one stage, co-partitioned with its input: a dict per input partition.
+
+    Reads and writes go to the partition of the record being processed (set by the
+    stage), as with a Faust table; each write is remembered until the end of the batch,
+    when only the latest value of each key goes to the changelog.
+    """
+
+    def __init__(self, name: str, changelog: str, partitions: int) -> None:
+        self.name = name
+        self.changelog = changelog
+        self.partitions = partitions
+        self.partition = 0
+        self._data: dict[int, dict[bytes, bytes]] = {}
+        self._dirty: dict[int, dict[bytes, bytes | None]] = {}
+
+    def _part(self) -> dict[bytes, bytes]:
+        d = self._data.get(self.partition)
+        if d is None:
+            d = self._data[self.partition] = {}
+        return d
+
+    def get(self, key: bytes, default: Any = None) -> Any:  # type: ignore[override]
+        d = self._data.get(self.partition)
+        return default if d is None else d.get(key, default)
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return self._part()[key]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._part()[key] = value
+        dirty = self._dirty.get(self.partition)
+        if dirty is None:
+            dirty = self._dirty[self.partition] = {}
+        dirty[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._part()[key]
+        dirty = self._dirty.get(self.partition)
+        if dirty is None:
+            dirty = self._dirty[self.partition] = {}
+        dirty[key] = None
+
+    def __contains__(self, key: object) -> bool:
+        d = self._data.get(self.partition)
+        return d is not None and key in d
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._part())
+
+    def __len__(self) -> int:
+        return len(self._part())
+
+    def total(self) -> int:
+        """Keys held over every partition this worker owns."""
+        return sum(len(d) for d in self._data.values())
+
+    def take_changes(self) -> list[tuple[int, bytes, bytes | None]]:
+        """The (partition, key, value or None) written since the last call, latest value per key."""
+        out = [(p, k, v) for p, d in self._dirty.items() for k, v in d.items()]
+        self._dirty.clear()
+        return out
+
+    def restore(self, partition: int, key: bytes, value: bytes | None) -> None:
+        d = self._data.setdefault(partition, {})
+        if value is None:
+            d.pop(key, None)
+        else:
+            d[key] = value
+
+    def drop(self, partition: int) -> None:
+        self._data.pop(partition, None)
+        self._dirty.pop(partition, None)
+
+
+Handler = Callable[[Record], Awaitable[None]]
+
+
+class BatchRuntime:
+    """What a worker's batch stages share: the broker, one producer, the group-id prefix, the fetch wait."""
+
+    def __init__(
+        self, bootstrap: str, settings: Settings, *, linger_ms: int = 1,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.settings = settings
+        self.group_prefix = settings.app_id
+        self.fetch_wait_ms = settings.fetch_wait_ms
+        self.session_timeout_s = settings.rebalance_timeout_s
+        self.linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+        self._topics: set[str] = set()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the batch runtime is not started")
+        return self._producer
+
+    async def start(self) -> None:
+        async with self._starting:  # stages start concurrently: one producer
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
+                bootstrap_servers=self.bootstrap, acks="all", linger_ms=self.linger_ms, max_batch_size=262144,
+                max_request_size=4 * 1024 * 1024,
+            )
+            await producer.start()
+            self._producer = producer
+
+    async def declare(self, topics: set[str]) -> None:
+        """Track *topics* in the producer's metadata from now on.
+
+        aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
+        from its first (all-topics) request is not tracked, so the first send to a topic
+        created later narrows every following refresh to that topic and the others' leaders
+        become unknown: their records then wait in the accumulator forever.  Tracking every
+        topic the stages write avoids it.
+        """
+        self._topics |= topics
+        await self.producer.client.set_topics(sorted(self._topics))
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    def topic(self, spec: TopicSpec) -> str:
+        """The full name of a catalogue topic (with the configured prefix)."""
+        return self.settings.topic_prefix + spec.name
+
+    def table(self, name: str, partitions: int) -> Table:
+        """A table whose changelog is ``{app_id}-{name}-changelog`` (the name Faust gave it)."""
+        return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
+
+    def stage(self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = ()) -> BatchStage:
+        """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``."""
+        return BatchStage(self, name, [self.topic(s) for s in inputs], self.topic(DEAD_LETTER), tables=tables)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, stage: BatchStage) -> None:
+        self.stage = stage
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.stage._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.stage._assigned(list(assigned))
+
+
+class BatchStage:
+    """One stage of the hot path (see the module docstring)."""
+
+    def __init__(
+        self,
+        runtime: BatchRuntime,
+        name: str,
+        inputs: Sequence[str],
+        dead_letters: str,
+        *,
+        tables: Sequence[Table] = (),
+        max_records: int = 2000,
+        commit_interval_s: float = 0.5,
+    ) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.inputs = list(inputs)
+        self.tables = list(tables)
+        self.max_records = max_records
+        self.commit_interval_s = commit_interval_s
+        self.handler: Handler | None = None
+        self.on_batch: Callable[[], Awaitable[None]] | None = None
+        self.buffer: list[tuple[str, bytes | None, bytes | None]] = []
+        self.dead_letters = Output(dead_letters, self.buffer)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.owned: set[TopicPartition] = set()
+        self.ready = asyncio.Event()
+        self._processed: dict[TopicPartition, int] = {}  # next offset to commit
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._outputs: set[str] = {dead_letters}
+
+    def output(self, name: str) -> Output:
+        """A topic this stage sends to (its records are produced after each batch)."""
+        self._outputs.add(name)
+        return Output(name, self.buffer)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self.handler is not None, f"stage {self.name} has no handler"
+        rt = self.runtime
+        await rt.start()
+        if self.tables:
+            await ensure_named_topics(
+                rt.bootstrap, [(t.changelog, t.partitions, True) for t in self.tables], rt.settings.replication
+            )
+        await rt.declare(self._outputs | {t.changelog for t in self.tables})
+        session_ms = int(rt.session_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=rt.bootstrap,
+            group_id=f"{rt.group_prefix}.{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=rt.fetch_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
+            metadata_max_age_ms=30000,
+        )
+        self.consumer.subscribe(self.inputs, listener=_Rebalance(self))
+        await self.consumer.start()
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if fetcher is not None:
+            install_lag_aware_wait(fetcher, rt.fetch_wait_ms)
+        self._task = asyncio.create_task(self._run(), name=f"cxstream.stage.{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    await self._commit(force=True)
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        while not self._stopping:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if batches:
+                async with self._lock:
+                    await self.process(batches)
+            await self._commit()
+
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Handle one fetched batch, produce its outputs and table changes, remember the positions."""
+        handler = self.handler
+        assert handler is not None
+        n = 0
+        clock = time.perf_counter
+        observe = metrics.STAGE_SECONDS.labels(self.name).observe
+        for tp, messages in batches.items():
+            if tp not in self.owned or not messages:
+                continue  # revoked while this batch was in flight: the next owner reprocesses it
+            for table in self.tables:
+                table.partition = tp.partition
+            topic = tp.topic
+            for m in messages:
+                rec = Record(topic, tp.partition, m.offset, m.key, m.value)
+                started = clock()
+                try:
+                    await handler(rec)
+                except InvalidInput as exc:
+                    self._dead_letter(rec, exc)
+                except Exception as exc:
+                    log.exception("%s failed on a record; sending it to the dead-letter topic", self.name)
+                    self._dead_letter(rec, InvalidInput("processing_error", f"{type(exc).__name__}: {exc}"))
+                else:
+                    observe(clock() - started)
+            n += len(messages)
+            self._processed[tp] = messages[-1].offset + 1
+        if self.on_batch is not None:
+            await self.on_batch()
+        await self.flush()
+        if n:
+            metrics.BATCH_RECORDS.labels(self.name).observe(n)
+
+    def _dead_letter(self, rec: Record, exc: InvalidInput) -> None:
+        metrics.EVENTS_IN.labels(rec.topic, "dead_letter").inc()
+        letter = dead_letter_for(
+            exc, topic=rec.topic, partition=rec.partition, offset=rec.offset, agent=self.name, raw=rec.value, key=rec.key
+        )
+        log_dead_letter(letter)
+        self.buffer.append((self.dead_letters.name, letter.source_topic.encode(), encode(letter)))
+
+    async def flush(self) -> None:
+        """Produce the buffered outputs, then the tables' changes; wait until the broker has them all."""
+        producer = self.runtime.producer
+        futures = []
+        if self.buffer:
+            out, self.buffer[:] = list(self.buffer), []
+            for topic, key, value in out:
+                futures.append(await producer.send(topic, value, key=key))
+        for table in self.tables:
+            for partition, key, value in table.take_changes():
+                futures.append(await producer.send(table.changelog, value, key=key, partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _commit(self, force: bool = False) -> None:
+        if self.consumer is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.commit_interval_s:
+            return
+        self._last_commit = now
+        due = {tp: off for tp, off in self._processed.items() if self._committed.get(tp) != off and tp in self.owned}
+        if not due:
+            return
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in due.items()})
+        except Exception as exc:  # a rebalance in progress, the coordinator moved: the next commit retries
+            log.warning("%s: commit failed (%r); will retry", self.name, exc)
+            return
+        self._committed.update(due)
+
+    # -- rebalancing -------------------------------------------------------------------------
+
+    async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # a batch in progress finishes (and flushes) first
+            with contextlib.suppress(Exception):
+                await self._commit(force=True)
+            for tp in revoked:
+                self.owned.discard(tp)
+                self._processed.pop(tp, None)
+                self._committed.pop(tp, None)
+                for table in self.tables:
+                    table.drop(tp.partition)
+
+    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            new = [tp for tp in assigned if tp not in self.owned]
+            partitions = sorted({tp.partition for tp in new})
+            if self.tables and partitions:
+                started = time.perf_counter()
+                restored = await self.recover(partitions)
+                log.info(
+                    "%s: restored %d table records for partitions %s in %.2f s",
+                    self.name, restored, partitions, time.perf_counter() - started,
+                )
+            self.owned.update(new)
+        self.ready.set()
+
+    async def recover(self, partitions: list[int]) -> int:
+        """Rebuild the tables' *partitions* from their changelogs (read to the end offset at start)."""
+        wanted = [TopicPartition(t.changelog, p) for t in self.tables for p in partitions if p < t.partitions]
+        if not wanted:
+            return 0
+        by_topic = {t.changelog: t for t in self.tables}
+        for t in self.tables:
+            for p in partitions:
+                t.drop(p)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.runtime.bootstrap, enable_auto_commit=False, group_id=None,
+            fetch_max_wait_ms=LAGGING_FETCH_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await reader.start()
+        n = 0
+        try:
+            reader.assign(wanted)
+            ends = await reader.end_offsets(wanted)
+            todo = {tp for tp in wanted if ends[tp] > 0}
+            for tp in todo:
+                reader.seek(tp, 0)
+            while todo:
+                got = await reader.getmany(*todo, timeout_ms=1000, max_records=50000)
+                for tp, messages in got.items():
+                    table = by_topic[tp.topic]
+                    for m in messages:
+                        if m.offset >= ends[tp]:
+                            break
+                        if m.key is not None:
+                            table.restore(tp.partition, m.key, m.value)
+                            n += 1
+                for tp in list(todo):
+                    if await reader.position(tp) >= ends[tp]:
+                        todo.discard(tp)
+        finally:
+            await reader.stop()
+        return n
