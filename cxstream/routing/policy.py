@@ -123,3 +123,76 @@ def score(
     }
     total = sum(parts.values())
     return total, {k: round(v, 6) for k, v in parts.items()}
+
+
+def best_advisor(
+    candidates: list[AdvisorState],
+    c: ContactState,
+    now: float,
+    cfg: RoutingConfig,
+    group: Learned | None,
+    max_today: int,
+) -> AdvisorState | None:
+    """The highest :func:`score` among *candidates* (all eligible for *c*), ties to the lowest advisor id.
+
+    The same float arithmetic as :func:`score` (its total), with what depends only on the contact
+    worked out once.  The result does not depend on the order of *candidates*.
+
+    >>> a, b = AdvisorState(advisor_id="a", idle_since=5.0), AdvisorState(advisor_id="b", idle_since=0.0)
+    >>> c = ContactState(contact_id="c", customer_id="u", channel="voice", opened_at=0, queue="q", seq=0)
+    >>> best_advisor([a, b], c, 10.0, RoutingConfig(), None, 0).advisor_id
+    'b'
+    """
+    best: AdvisorState | None = None
+    best_score = 0.0
+    policy = cfg.policy
+    if policy == "fifo":
+        for a in candidates:
+            x = now - a.idle_since
+            sc = x if x > 0.0 else 0.0  # max(0.0, x)
+            if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
+                best, best_score = a, sc
+        return best
+    key = skill_key(c)
+    trusted = group is not None and group.n >= cfg.learn_min_samples
+    half_group = 0.5 * group.mean_s if group is not None else 0.0
+    min_samples = cfg.learn_min_samples
+    intent, required = c.intent, c.required_skills
+    denom = 5.0 * len(required)
+    norm = cfg.idle_norm_s
+    default = policy != "skills"
+    w = cfg.weights
+    wp, ws, wst, wi, wf = w.proficiency, w.speed, w.sticky, w.idle, w.fairness
+    last = c.last_advisor_id
+    for a in candidates:
+        x = now - a.idle_since
+        idle_s = x if x > 0.0 else 0.0
+        mine = a.learned.get(key)  # speed()
+        if not trusted or mine is None or mine.n < min_samples:
+            spd = 0.5
+        elif mine.mean_s <= 0:
+            spd = 1.0
+        else:
+            y = half_group / mine.mean_s
+            spd = y if y < 1.0 else 1.0  # min(1.0, y)
+        skills = a.skills  # proficiency()
+        if intent and intent in skills:
+            prof = skills[intent] / 5.0
+        elif not required:
+            prof = 0.5
+        else:
+            prof = sum(skills.get(s, 0) for s in required) / denom
+        if norm > 0:
+            z = idle_s / norm
+            idle = z if z < 1.0 else 1.0
+        else:
+            idle = 0.0
+        if default:
+            sticky = 1.0 if last is not None and last == a.advisor_id else 0.0
+            fair = 1.0 - a.handled_today / max_today if max_today > 0 else 1.0
+            sc = sum((wp * prof, ws * spd, wst * sticky, wi * idle, wf * fair))
+        else:
+            sc = spd + prof + 0.01 * idle
+        if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
+            best, best_score = a, sc
+    return best

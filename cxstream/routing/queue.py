@@ -11,8 +11,11 @@ from cxstream.routing.config import RoutingConfig
 ContactStatus = Literal["waiting", "offered", "active"]
 
 
-class ContactState(msgspec.Struct, kw_only=True):
-    """One contact the router owns, from request to completion."""
+class ContactState(msgspec.Struct, kw_only=True, array_like=True):
+    """One contact the router owns, from request to completion.
+
+    Saved as a JSON array in field order (``array_like``); a field added later goes at the end.
+    """
 
     contact_id: str
     customer_id: str

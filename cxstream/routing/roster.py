@@ -14,8 +14,11 @@ from cxstream.routing.config import RoutingConfig
 STAFFED_PRESENCE = frozenset({"available", "busy", "wrap_up"})
 
 
-class Learned(msgspec.Struct, kw_only=True):
-    """An exponential moving average of handle time (seconds) and how many samples fed it."""
+class Learned(msgspec.Struct, kw_only=True, array_like=True):
+    """An exponential moving average of handle time (seconds) and how many samples fed it.
+
+    Saved as ``[mean_s, n]`` (``array_like``, like the other structs of the router state).
+    """
 
     mean_s: float = 0.0
     n: int = 0
@@ -30,8 +33,12 @@ class Learned(msgspec.Struct, kw_only=True):
         self.n += 1
 
 
-class AdvisorState(msgspec.Struct, kw_only=True):
-    """What the router knows of one advisor (human agent)."""
+class AdvisorState(msgspec.Struct, kw_only=True, array_like=True):
+    """What the router knows of one advisor (human agent).
+
+    Saved as a JSON array in field order (``array_like``: no field names in the router state);
+    a field added later must go at the end, with a default.
+    """
 
     advisor_id: str
     logged_in: bool = False

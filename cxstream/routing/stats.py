@@ -17,8 +17,8 @@ from __future__ import annotations
 import msgspec
 
 
-class QueueStats(msgspec.Struct, kw_only=True):
-    """Counters of one queue, updated as the router decides."""
+class QueueStats(msgspec.Struct, kw_only=True, array_like=True):
+    """Counters of one queue, updated as the router decides (saved as an array, ``array_like``)."""
 
     offered: int = 0
     answered: int = 0
