@@ -40,7 +40,7 @@ from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
-from cxstream.streams.batch import BatchRuntime, BatchStage
+from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.settings import Settings
 
@@ -68,39 +68,31 @@ class Wiring:
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
         self.runtime = BatchRuntime(broker_url, settings)
         scorer = Scorer()
-        router_stage, self.routers = router_agent.stage(self.runtime, settings)
-        self.stages: list[BatchStage] = [
-            ingest_agent.stage(self.runtime, settings),
-            identity_agent.stage(self.runtime, self.writer),
-            context_agent.stage(self.runtime, settings, self.writer, scorer),
-            router_stage,
-        ]
+        # in pipeline order: a fetched batch goes through them in this order
+        ingest_agent.stage(self.runtime, settings)
+        identity_agent.stage(self.runtime, self.writer)
+        context_agent.stage(self.runtime, settings, self.writer, scorer)
+        _, self.routers = router_agent.stage(self.runtime, settings)
         context_agent.timers(self.app, settings, self.writer, scorer)
         router_agent.tick_timer(self.app, self.runtime, settings, self.routers, self.redis)
         self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
 
     async def start_stages(self, timeout_s: float = 60.0) -> None:
-        """Start the batch stages and wait until each has its partitions (and their tables restored)."""
-        await asyncio.gather(*(st.start() for st in self.stages))  # the group joins overlap
-        waits = [asyncio.ensure_future(st.ready.wait()) for st in self.stages]
-        _, not_done = await asyncio.wait(waits, timeout=timeout_s)
-        for w in not_done:
-            w.cancel()
-        late = [st.name for st, w in zip(self.stages, waits, strict=True) if w in not_done]
-        if late:
-            log.warning("stages %s have no partition assignment after %.0f s; going on", ", ".join(late), timeout_s)
+        """Start the batch stages and wait until they have their partitions (and their tables restored)."""
+        await self.runtime.start()
+        try:
+            await asyncio.wait_for(self.runtime.ready.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("the stream stages have no partition assignment after %.0f s; going on", timeout_s)
 
     async def stop_stages(self) -> None:
-        for st in reversed(self.stages):
-            await st.stop()
         await self.runtime.stop()
 
     def failed_stage(self) -> BaseException | None:
-        """The exception of a stage whose loop died, if any."""
-        for st in self.stages:
-            task = st.task
-            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
-                return task.exception()
+        """The exception that ended the stages' loop, if it died."""
+        task = self.runtime.task
+        if task is not None and task.done() and not task.cancelled():
+            return task.exception()
         return None
 
 

@@ -1,26 +1,30 @@
 """Batch stages: the engine's hot path, one fetched batch at a time instead of one Faust event at a time.
 
-A :class:`BatchStage` is a consumer-group member on its input topics (plain aiokafka).
-For each batch it gets (``getmany``) it
+A worker's :class:`BatchRuntime` is one consumer-group member (plain aiokafka) on the
+inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) it
 
-1. runs its handler on every record, in offset order per partition; the handler reads
-   and writes the stage's :class:`Table` s (plain dicts, one per input partition) and
-   *buffers* its outputs with :meth:`Output.send` -- nothing is awaited per record;
+1. hands each stage the records of its inputs, stages in pipeline order (ingest,
+   identity, context, router); a stage runs its handler on every record, in offset
+   order per partition; the handler reads and writes the stage's :class:`Table` s
+   (plain dicts, one per input partition) and *buffers* its outputs with
+   :meth:`Output.send` -- nothing is awaited per record;
 2. turns whatever a handler raises into a :class:`~cxstream.schemas.DeadLetter` on the
    dead-letter topic (with topic, partition, offset, stage and reason), and goes on;
-3. calls the stage's ``on_batch`` hook (the router saves each group's state there, once
+3. calls each stage's ``on_batch`` hook (the router saves each group's state there, once
    per batch instead of once per input);
 4. produces the outputs in order, then the tables' changes -- the *latest* value of each
    key written in the batch, ``None`` (a tombstone) for a deleted one -- to each table's
    compacted changelog, partition for partition with the input, and waits for the acks;
 5. commits the input offsets (at most every ``commit_interval_s``, and always before a
-   partition is given up or the stage stops).
+   partition is given up or the worker stops).
 
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
 the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
 router's offset guard).  A table's partition is restored from its changelog (read from
 the start: the embedded broker does not compact) before the partition's first record is
-processed, and dropped when the partition is revoked.
+processed, and dropped when the partition is revoked.  Stages still talk to each other
+through their topics (a stage's output is fetched back like any input), so the topics
+stay the contract and each one can be replayed.
 
 Why: Faust's per-event machinery (stream iteration, an await and a ``send`` per record, a
 changelog ``send`` per table write) was three quarters of the engine's CPU
@@ -155,191 +159,39 @@ class Table(MutableMapping[bytes, bytes]):
 
 
 Handler = Callable[[Record], Awaitable[None]]
-
-
-class BatchRuntime:
-    """What a worker's batch stages share: the broker, one producer, the group-id prefix, the fetch wait."""
-
-    def __init__(
-        self, bootstrap: str, settings: Settings, *, linger_ms: int = 1,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.settings = settings
-        self.group_prefix = settings.app_id
-        self.fetch_wait_ms = settings.fetch_wait_ms
-        self.session_timeout_s = settings.rebalance_timeout_s
-        self.linger_ms = linger_ms
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-        self._topics: set[str] = set()
-
-    @property
-    def producer(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise RuntimeError("the batch runtime is not started")
-        return self._producer
-
-    async def start(self) -> None:
-        async with self._starting:  # stages start concurrently: one producer
-            if self._producer is not None:
-                return
-            producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
-                bootstrap_servers=self.bootstrap, acks="all", linger_ms=self.linger_ms, max_batch_size=262144,
-                max_request_size=4 * 1024 * 1024,
-            )
-            await producer.start()
-            self._producer = producer
-
-    async def declare(self, topics: set[str]) -> None:
-        """Track *topics* in the producer's metadata from now on.
-
-        aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
-        from its first (all-topics) request is not tracked, so the first send to a topic
-        created later narrows every following refresh to that topic and the others' leaders
-        become unknown: their records then wait in the accumulator forever.  Tracking every
-        topic the stages write avoids it.
-        """
-        self._topics |= topics
-        await self.producer.client.set_topics(sorted(self._topics))
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-
-    def topic(self, spec: TopicSpec) -> str:
-        """The full name of a catalogue topic (with the configured prefix)."""
-        return self.settings.topic_prefix + spec.name
-
-    def table(self, name: str, partitions: int) -> Table:
-        """A table whose changelog is ``{app_id}-{name}-changelog`` (the name Faust gave it)."""
-        return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
-
-    def stage(self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = ()) -> BatchStage:
-        """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``."""
-        return BatchStage(self, name, [self.topic(s) for s in inputs], self.topic(DEAD_LETTER), tables=tables)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, stage: BatchStage) -> None:
-        self.stage = stage
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self.stage._revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self.stage._assigned(list(assigned))
+Outputs = list[tuple[str, bytes | None, bytes | None]]
 
 
 class BatchStage:
-    """One stage of the hot path (see the module docstring)."""
+    """One stage of the hot path: its input topics, tables, handler and per-batch hook.
 
-    def __init__(
-        self,
-        runtime: BatchRuntime,
-        name: str,
-        inputs: Sequence[str],
-        dead_letters: str,
-        *,
-        tables: Sequence[Table] = (),
-        max_records: int = 2000,
-        commit_interval_s: float = 0.5,
-    ) -> None:
-        self.runtime = runtime
+    A stage has no consumer of its own: the worker's :class:`BatchRuntime` fetches for
+    every stage at once and hands each stage the records of its inputs.
+    """
+
+    def __init__(self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table]) -> None:
         self.name = name
         self.inputs = list(inputs)
         self.tables = list(tables)
-        self.max_records = max_records
-        self.commit_interval_s = commit_interval_s
         self.handler: Handler | None = None
         self.on_batch: Callable[[], Awaitable[None]] | None = None
-        self.buffer: list[tuple[str, bytes | None, bytes | None]] = []
-        self.dead_letters = Output(dead_letters, self.buffer)
-        self.consumer: AIOKafkaConsumer | None = None
-        self.owned: set[TopicPartition] = set()
-        self.ready = asyncio.Event()
-        self._processed: dict[TopicPartition, int] = {}  # next offset to commit
-        self._committed: dict[TopicPartition, int] = {}
-        self._last_commit = 0.0
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._outputs: set[str] = {dead_letters}
+        self.buffer = buffer
+        self.dead_letters = dead_letters
+        self.outputs: set[str] = {dead_letters}
 
     def output(self, name: str) -> Output:
         """A topic this stage sends to (its records are produced after each batch)."""
-        self._outputs.add(name)
+        self.outputs.add(name)
         return Output(name, self.buffer)
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        assert self.handler is not None, f"stage {self.name} has no handler"
-        rt = self.runtime
-        await rt.start()
-        if self.tables:
-            await ensure_named_topics(
-                rt.bootstrap, [(t.changelog, t.partitions, True) for t in self.tables], rt.settings.replication
-            )
-        await rt.declare(self._outputs | {t.changelog for t in self.tables})
-        session_ms = int(rt.session_timeout_s * 1000)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=rt.bootstrap,
-            group_id=f"{rt.group_prefix}.{self.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=rt.fetch_wait_ms,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=session_ms,
-            rebalance_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
-            metadata_max_age_ms=30000,
-        )
-        self.consumer.subscribe(self.inputs, listener=_Rebalance(self))
-        await self.consumer.start()
-        fetcher = getattr(self.consumer, "_fetcher", None)
-        if fetcher is not None:
-            install_lag_aware_wait(fetcher, rt.fetch_wait_ms)
-        self._task = asyncio.create_task(self._run(), name=f"cxstream.stage.{self.name}")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                async with self._lock:
-                    await self._commit(force=True)
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        return self._task
-
-    # -- the loop ----------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        assert self.consumer is not None
-        while not self._stopping:
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            if batches:
-                async with self._lock:
-                    await self.process(batches)
-            await self._commit()
-
-    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        """Handle one fetched batch, produce its outputs and table changes, remember the positions."""
+    async def process(self, batches: list[tuple[TopicPartition, list[Any]]]) -> int:
+        """Run the handler on every record of *batches* (already in offset order per partition)."""
         handler = self.handler
-        assert handler is not None
-        n = 0
+        assert handler is not None, f"stage {self.name} has no handler"
         clock = time.perf_counter
         observe = metrics.STAGE_SECONDS.labels(self.name).observe
-        for tp, messages in batches.items():
-            if tp not in self.owned or not messages:
-                continue  # revoked while this batch was in flight: the next owner reprocesses it
+        n = 0
+        for tp, messages in batches:
             for table in self.tables:
                 table.partition = tp.partition
             topic = tp.topic
@@ -356,12 +208,11 @@ class BatchStage:
                 else:
                     observe(clock() - started)
             n += len(messages)
-            self._processed[tp] = messages[-1].offset + 1
         if self.on_batch is not None:
             await self.on_batch()
-        await self.flush()
         if n:
             metrics.BATCH_RECORDS.labels(self.name).observe(n)
+        return n
 
     def _dead_letter(self, rec: Record, exc: InvalidInput) -> None:
         metrics.EVENTS_IN.labels(rec.topic, "dead_letter").inc()
@@ -369,11 +220,180 @@ class BatchStage:
             exc, topic=rec.topic, partition=rec.partition, offset=rec.offset, agent=self.name, raw=rec.value, key=rec.key
         )
         log_dead_letter(letter)
-        self.buffer.append((self.dead_letters.name, letter.source_topic.encode(), encode(letter)))
+        self.buffer.append((self.dead_letters, letter.source_topic.encode(), encode(letter)))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: BatchRuntime) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.runtime._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self.runtime._assigned(list(assigned))
+
+
+class BatchRuntime:
+    """A worker's batch stages and the one consumer, one producer and one loop they share.
+
+    One consumer-group member (group ``{app_id}.stages``) fetches every stage's inputs in
+    one request: with Tansu holding an idle fetch for its full wait, one poller instead of
+    one per stage is a quarter of the idle round trips.  Each fetched batch is handed to the
+    stages in pipeline order, then all outputs and table changes are produced together and
+    acknowledged before the offsets are committed.
+    """
+
+    def __init__(
+        self, bootstrap: str, settings: Settings, *, linger_ms: int = 1, max_records: int = 4000,
+        commit_interval_s: float = 0.5,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.settings = settings
+        self.group_id = f"{settings.app_id}.stages"
+        self.fetch_wait_ms = settings.fetch_wait_ms
+        self.session_timeout_s = settings.rebalance_timeout_s
+        self.linger_ms = linger_ms
+        self.max_records = max_records
+        self.commit_interval_s = commit_interval_s
+        self.stages: list[BatchStage] = []
+        self.buffer: Outputs = []
+        self.ready = asyncio.Event()
+        self.owned: set[TopicPartition] = set()
+        self._producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self._stage_of: dict[str, BatchStage] = {}
+        self._processed: dict[TopicPartition, int] = {}  # next offset to commit
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- declaring stages -----------------------------------------------------------------------
+
+    def topic(self, spec: TopicSpec) -> str:
+        """The full name of a catalogue topic (with the configured prefix)."""
+        return self.settings.topic_prefix + spec.name
+
+    def table(self, name: str, partitions: int) -> Table:
+        """A table whose changelog is ``{app_id}-{name}-changelog`` (the name Faust gave it)."""
+        return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
+
+    def stage(self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = ()) -> BatchStage:
+        """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``.
+
+        Stages run in the order they are declared (declare them in pipeline order).
+        """
+        st = BatchStage(name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables)
+        for topic in st.inputs:
+            if topic in self._stage_of:
+                raise ValueError(f"{topic} is already the input of stage {self._stage_of[topic].name}")
+            self._stage_of[topic] = st
+        self.stages.append(st)
+        return st
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the batch runtime is not started")
+        return self._producer
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def tables(self) -> list[Table]:
+        return [t for st in self.stages for t in st.tables]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the changelogs, start the producer and the consumer, and run the loop."""
+        tables = self.tables
+        if tables:
+            await ensure_named_topics(
+                self.bootstrap, [(t.changelog, t.partitions, True) for t in tables], self.settings.replication
+            )
+        self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=self.linger_ms, max_batch_size=262144,
+            max_request_size=4 * 1024 * 1024,
+        )
+        await self._producer.start()
+        # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
+        # from its first (all-topics) request is not tracked, so the first send to a topic
+        # created later narrows every following refresh to that topic and the others' leaders
+        # become unknown: their records then wait in the accumulator forever.  Track them all.
+        written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
+        await self._producer.client.set_topics(sorted(written))
+        session_ms = int(self.session_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
+            metadata_max_age_ms=30000,
+        )
+        self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
+        await self.consumer.start()
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        if fetcher is not None:
+            install_lag_aware_wait(fetcher, self.fetch_wait_ms)
+        self._task = asyncio.create_task(self._run(), name="cxstream.stages")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    await self._commit(force=True)
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.consumer is not None
+        while not self._stopping:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if batches:
+                async with self._lock:
+                    await self.process(batches)
+            await self._commit()
+
+    async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        """Hand a fetched batch to the stages (in pipeline order), produce everything, remember the positions."""
+        per_stage: dict[str, list[tuple[TopicPartition, list[Any]]]] = {}
+        for tp, messages in batches.items():
+            if tp not in self.owned or not messages:
+                continue  # revoked while this batch was in flight: the next owner reprocesses it
+            per_stage.setdefault(self._stage_of[tp.topic].name, []).append((tp, messages))
+        for st in self.stages:
+            mine = per_stage.get(st.name)
+            if mine:
+                await st.process(mine)
+        await self.flush()
+        for tp, messages in batches.items():
+            if tp in self.owned and messages:
+                self._processed[tp] = messages[-1].offset + 1
 
     async def flush(self) -> None:
         """Produce the buffered outputs, then the tables' changes; wait until the broker has them all."""
-        producer = self.runtime.producer
+        producer = self.producer
         futures = []
         if self.buffer:
             out, self.buffer[:] = list(self.buffer), []
@@ -398,11 +418,11 @@ class BatchStage:
         try:
             await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in due.items()})
         except Exception as exc:  # a rebalance in progress, the coordinator moved: the next commit retries
-            log.warning("%s: commit failed (%r); will retry", self.name, exc)
+            log.warning("stages: commit failed (%r); will retry", exc)
             return
         self._committed.update(due)
 
-    # -- rebalancing -------------------------------------------------------------------------
+    # -- rebalancing ----------------------------------------------------------------------------
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._lock:  # a batch in progress finishes (and flushes) first
@@ -412,48 +432,49 @@ class BatchStage:
                 self.owned.discard(tp)
                 self._processed.pop(tp, None)
                 self._committed.pop(tp, None)
-                for table in self.tables:
+                for table in self._stage_of[tp.topic].tables:
                     table.drop(tp.partition)
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
             new = [tp for tp in assigned if tp not in self.owned]
-            partitions = sorted({tp.partition for tp in new})
-            if self.tables and partitions:
+            wanted: list[tuple[Table, int]] = []
+            for tp in new:
+                wanted += [(table, tp.partition) for table in self._stage_of[tp.topic].tables]
+            if wanted:
                 started = time.perf_counter()
-                restored = await self.recover(partitions)
+                restored = await self.recover(wanted)
                 log.info(
-                    "%s: restored %d table records for partitions %s in %.2f s",
-                    self.name, restored, partitions, time.perf_counter() - started,
+                    "stages: restored %d table records (%s) in %.2f s", restored,
+                    ", ".join(sorted({f"{t.name}[{p}]" for t, p in wanted})), time.perf_counter() - started,
                 )
             self.owned.update(new)
         self.ready.set()
 
-    async def recover(self, partitions: list[int]) -> int:
-        """Rebuild the tables' *partitions* from their changelogs (read to the end offset at start)."""
-        wanted = [TopicPartition(t.changelog, p) for t in self.tables for p in partitions if p < t.partitions]
-        if not wanted:
+    async def recover(self, wanted: list[tuple[Table, int]]) -> int:
+        """Rebuild tables' partitions from their changelogs (read up to the end offset found at start)."""
+        by_tp = {TopicPartition(t.changelog, p): t for t, p in wanted if p < t.partitions}
+        if not by_tp:
             return 0
-        by_topic = {t.changelog: t for t in self.tables}
-        for t in self.tables:
-            for p in partitions:
-                t.drop(p)
+        for tp, t in by_tp.items():
+            t.drop(tp.partition)
         reader = AIOKafkaConsumer(
-            bootstrap_servers=self.runtime.bootstrap, enable_auto_commit=False, group_id=None,
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
             fetch_max_wait_ms=LAGGING_FETCH_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await reader.start()
         n = 0
         try:
-            reader.assign(wanted)
-            ends = await reader.end_offsets(wanted)
-            todo = {tp for tp in wanted if ends[tp] > 0}
+            tps = list(by_tp)
+            reader.assign(tps)
+            ends = await reader.end_offsets(tps)
+            todo = {tp for tp in tps if ends[tp] > 0}
             for tp in todo:
                 reader.seek(tp, 0)
             while todo:
                 got = await reader.getmany(*todo, timeout_ms=1000, max_records=50000)
                 for tp, messages in got.items():
-                    table = by_topic[tp.topic]
+                    table = by_tp[tp]
                     for m in messages:
                         if m.offset >= ends[tp]:
                             break
