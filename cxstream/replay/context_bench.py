@@ -16,11 +16,24 @@ Drives the real engine (a subprocess, as ``cxstream run`` runs it) on its embedd
 3. **Wrong merges**: every person's own identifiers are looked up; a canonical customer
    holding identifiers of k > 1 people counts k - 1; contexts holding contacts of more
    than one person are counted too (``mixed_contexts``).
-4. **Lookup latency**: open-loop ``--rate`` requests/s for ``--seconds`` (each request sent at
-   its planned time; latency from the planned time: no coordinated omission) over a mix of
-   by-id, ``?email=``, ``?phone=``, ``?social_handle=`` and ``kind:value`` lookups; HDR histogram.
-5. **Erasure under load**: ``--erasures`` customers erased through the API while background
-   traffic runs at ``--erase-load`` events/s; time from the API call to completion.
+4. **Erasure under load**: ``--erasures`` customers erased through the API while background
+   traffic (:class:`BackgroundLoad`: chat messages of 500 customers) runs at ``--erase-load``
+   events/s; time from the API call to completion.
+5. **Lookup latency while the engine works**: the same background traffic runs again at
+   ``--erase-load`` events/s, and a separate process (``python -m cxstream.replay.lookups
+   --paths-file``, as the pipeline bench runs it, so the load generator does not share this
+   process's event loop) sends open-loop ``--rate`` requests/s for ``--warmup`` + ``--seconds``:
+   each request at its planned time, latency from the planned time (no coordinated omission),
+   the warm-up discarded, HDR histogram.  The paths are drawn uniformly (seeded) from the
+   surviving (not erased) targets: by id, ``kind:value``, ``?email=``, ``?phone=`` and
+   ``?social_handle=``.  Recorded with the latencies: the rate answered in the measured window
+   (``lookup_achieved_rps``), how late the generator sent (``lookup_client_send_lag_p99_ms``)
+   and its CPU (``lookup_client_cpu_pct``), the background events/s actually sent in the window
+   (``lookup_background_eps``), and the API's own view over the same window
+   (``lookup_server_side``: requests, share answered within 1/2/5/10 ms and the bucket bounds
+   holding p50/p99, from ``cx_http_request_seconds`` on ``/metrics``).  ``lookup_errors`` counts measured answers other
+   than 200 (and client errors); requests not sent because 512 were in flight are
+   ``lookup_skipped_overload``.
 6. **Memory**: encoded context bytes per customer (Redis copies).
 """
 
@@ -28,9 +41,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -43,10 +56,11 @@ from typing import Any
 import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
-from hdrh.histogram import HdrHistogram
 
 from cxstream.replay.engineproc import engine_env
 from cxstream.replay.journeys import Contact, Journey, contact_events, generate_journeys, junk_for
+from cxstream.replay.loadgen import context_route_buckets, context_route_shares, parse_metrics
+from cxstream.replay.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.replay.twitter import twitter_journeys
 from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
@@ -111,6 +125,11 @@ class Client:
     async def get(self, path: str) -> tuple[int, dict[str, Any]]:
         async with self.session.get(self.engine.http + path) as resp:
             return resp.status, await resp.json()
+
+    async def text(self, path: str) -> str:
+        async with self.session.get(self.engine.http + path) as resp:
+            resp.raise_for_status()
+            return await resp.text()
 
     async def post(self, path: str) -> tuple[int, dict[str, Any]]:
         async with self.session.post(self.engine.http + path) as resp:
@@ -228,7 +247,7 @@ async def wrong_merges(client: Client, journeys: list[Journey]) -> dict[str, Any
     for ctx in contexts.values():
         people = {c["contact_id"].rsplit("-", 1)[0] for c in ctx.get("contacts", [])}
         mixed += len(people) > 1
-    split = {}
+    split: dict[str, set[str]] = {}
     for cid, people in owners.items():
         for p in people:
             split.setdefault(p, set()).add(cid)
@@ -239,98 +258,147 @@ async def wrong_merges(client: Client, journeys: list[Journey]) -> dict[str, Any
     }
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: a lean client, so that the load generator is not the bottleneck."""
+def target_path(kind: str, value: str) -> str:
+    """The URL path looking a target up: by id (or ``kind:value``) in the path, else by one identifier parameter.
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def get(self, path: str) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {API_KEY}\r\n\r\n".encode())
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await self.reader.readexactly(length)
-        return status
+    >>> target_path("id", "C00042"), target_path("kv", "email:a@b.org"), target_path("email", "a@b.org")
+    ('/customers/C00042/context', '/customers/email%3Aa%40b.org/context', '/customers/context?email=a%40b.org')
+    """
+    if kind in ("id", "kv"):
+        return f"/customers/{urllib.parse.quote(value)}/context"
+    return f"/customers/context?{urllib.parse.urlencode({kind: value})}"
 
 
-async def lookup_latency(client: Client, targets: list[tuple[str, str]], rate: float, seconds: float, warmup: float) -> dict[str, Any]:
-    hist = HdrHistogram(1, 60_000_000, 3)
-    errors = 0
-    statuses: dict[int, int] = {}
-    n = int(rate * (seconds + warmup))
-    rnd = random.Random(1)
-    host, port = "127.0.0.1", client.engine.port
-    idle = [_Conn(host, port) for _ in range(64)]
-    start = time.perf_counter() + 0.2
-    tasks = []
+class BackgroundLoad:
+    """Steady chat messages at ``rate`` events/s on the interactions topic, to keep the engine working.
 
-    async def one(planned: float, path: str, measure: bool) -> None:
-        nonlocal errors
-        conn = idle.pop() if idle else _Conn(host, port)
+    Open loop from :meth:`start` (the i-th event is due at ``i / rate``); 500 customers (by email),
+    97 contacts.  Every send time is kept, so :meth:`sent_between` says what a window really got.
+    Event ids start with *id_prefix*: two loads with different prefixes are not duplicates.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, rate: float, id_prefix: str = "bg-") -> None:
+        self.producer, self.topic, self.rate, self.id_prefix = producer, topic, rate, id_prefix
+        self.sent_at: list[float] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[int] | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> int:
+        """Stop sending; the number of events sent."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        return len(self.sent_at)
+
+    def sent_between(self, t0: float, t1: float) -> int:
+        """Events sent in ``[t0, t1)`` (epoch seconds)."""
+        return bisect.bisect_left(self.sent_at, t1) - bisect.bisect_left(self.sent_at, t0)
+
+    async def _run(self) -> int:
+        if self.rate <= 0:
+            return 0
+        i = 0
+        start = time.perf_counter()
+        while not self._stop.is_set():
+            delay = start + i / self.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ev = InteractionEvent(event_id=f"{self.id_prefix}{i}", occurred_at=time.time(), channel="chat", kind="message",
+                                  contact_id=f"bg-{i % 97}", customer=Identifiers(email=f"background{i % 500}@load.example.org"),
+                                  text="just checking my order status")
+            await self.producer.send(self.topic, msgspec.json.encode(ev), key=ev.event_id.encode())
+            self.sent_at.append(time.time())
+            i += 1
+        return i
+
+
+def bucket_quantile_ms(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
+    """Upper bound (ms) of the histogram bucket holding quantile *q* of the requests between two scrapes.
+
+    ``None`` when there were none, or when it lies beyond the last finite bound.
+
+    >>> bucket_quantile_ms({}, {"0.001": 50, "0.005": 98, "0.01": 100, "+Inf": 100}, 0.99)
+    10.0
+    """
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    for le in sorted((k for k in after if k != "+Inf"), key=float):
+        if after[le] - before.get(le, 0.0) >= q * total:
+            return round(float(le) * 1000, 3)
+    return None
+
+
+async def lookup_latency(
+    client: Client, producer: AIOKafkaProducer, targets: list[tuple[str, str]], rate: float, seconds: float, warmup: float,
+    background_eps: float, seed: int = 1,
+) -> dict[str, Any]:
+    """Open-loop lookups from a separate process (:mod:`cxstream.replay.lookups`) while background traffic runs."""
+    engine = client.engine
+    background = BackgroundLoad(producer, engine.topic(t.INTERACTIONS.name), background_eps, id_prefix="bg-lookups-")
+    background.start()
+    scrapes: dict[str, list[tuple[str, dict[str, str], float]]] = {}
+
+    async def scrape(name: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.time()))
         try:
-            status = await conn.get(path)
-            statuses[status] = statuses.get(status, 0) + 1
-            errors += status != 200
-            idle.append(conn)
-        except Exception:
-            errors += 1
-        if measure:
-            hist.record_value(max(1, int((time.perf_counter() - planned) * 1e6)))
+            scrapes[name] = parse_metrics(await client.text("/metrics"))
+        except Exception as exc:  # the server-side view is optional
+            _say(f"cannot read /metrics: {exc!r}")
 
-    paths = []
-    for _ in range(n):
-        kind, value = rnd.choice(targets)
-        paths.append(f"/customers/{urllib.parse.quote(value)}/context" if kind in ("id", "kv")
-                     else f"/customers/context?{urllib.parse.urlencode({kind: value})}")
-    for i in range(n):
-        planned = start + i / rate
-        delay = planned - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(planned, paths[i], i >= rate * warmup)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    for conn in idle:
-        if conn.writer is not None:
-            conn.writer.close()
-
-    def ms(q: float) -> float:
-        return round(hist.get_value_at_percentile(q) / 1000.0, 3)
-
+    with tempfile.TemporaryDirectory(prefix="cx-bench-lookups-") as tmp:
+        paths_file = Path(tmp) / "paths.txt"
+        paths_file.write_text("".join(target_path(k, v) + "\n" for k, v in targets))
+        await asyncio.sleep(1.0)  # the background traffic is steady before the lookups' warm-up starts
+        t0 = time.time() + 1.5  # leaves the subprocess time to start (its first planned requests are in the warm-up)
+        t_warm, t_end = t0 + warmup, t0 + warmup + seconds
+        proc = await start_lookups(lookups_command(
+            engine.http, API_KEY, rate, seconds + warmup, paths_file=paths_file, seed=seed, start_at=t0,
+            warmup_s=warmup, auth="bearer",
+        ))
+        marks = [asyncio.create_task(scrape("warm", t_warm)), asyncio.create_task(scrape("end", t_end))]
+        try:
+            res: dict[str, Any] | None = await lookups_result(proc, timeout=seconds + warmup + 60)
+            failure = None
+        except RuntimeError as exc:
+            res, failure = None, str(exc)
+            _say(f"lookup load failed: {failure}")
+        await asyncio.gather(*marks)
+    await background.stop()
+    server_side = None
+    if "warm" in scrapes and "end" in scrapes:
+        b0, b1 = context_route_buckets(scrapes["warm"]), context_route_buckets(scrapes["end"])
+        shares = context_route_shares(scrapes["warm"], scrapes["end"])
+        if shares is not None:
+            server_side = {"requests": round(b1.get("+Inf", 0.0) - b0.get("+Inf", 0.0)), **shares,
+                           "p50_le_ms": bucket_quantile_ms(b0, b1, 0.5), "p99_le_ms": bucket_quantile_ms(b0, b1, 0.99)}
+    res = res or {}
+    statuses: dict[str, int] = res.get("status", {})
     return {
-        "lookup_p50_ms": ms(50), "lookup_p95_ms": ms(95), "lookup_p99_ms": ms(99), "lookup_p999_ms": ms(99.9),
-        "lookup_max_ms": round(hist.get_max_value() / 1000.0, 3), "lookup_offered_rps": rate,
-        "lookup_achieved_rps": round(n / elapsed, 1), "lookup_requests_measured": hist.get_total_count(),
-        "lookup_warmup_s": warmup, "lookup_seconds": seconds, "lookup_errors": errors, "lookup_statuses": statuses,
+        "lookup_p50_ms": res.get("p50_ms"), "lookup_p95_ms": res.get("p95_ms"), "lookup_p99_ms": res.get("p99_ms"),
+        "lookup_p999_ms": res.get("p999_ms"), "lookup_max_ms": res.get("max_ms"), "lookup_offered_rps": rate,
+        "lookup_achieved_rps": res.get("achieved_rps"), "lookup_requests_measured": res.get("measured"),
+        "lookup_warmup_s": warmup, "lookup_seconds": seconds,
+        "lookup_errors": sum(n for code, n in statuses.items() if code != "200") if res else None,
+        "lookup_statuses": statuses,
+        "lookup_skipped_overload": res.get("skipped_overload"), "lookup_unfinished": res.get("unfinished"),
+        "lookup_client_send_lag_p99_ms": res.get("client_send_lag_p99_ms"),
+        "lookup_client_cpu_pct": res.get("client_cpu_pct"),
+        "lookup_targets": len(targets),
+        "lookup_background_eps_offered": background_eps,
+        "lookup_background_eps": round(background.sent_between(t_warm, t_end) / seconds, 1) if seconds > 0 else None,
+        "lookup_server_side": server_side,
+        "lookup_failure": failure,
     }
 
 
 async def erasure_under_load(client: Client, producer: AIOKafkaProducer, engine: Engine, victims: list[Journey], rate: float) -> dict[str, Any]:
-    stop = asyncio.Event()
-
-    async def load() -> int:
-        i = 0
-        start = time.perf_counter()
-        while not stop.is_set():
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            ev = InteractionEvent(event_id=f"bg-{i}", occurred_at=time.time(), channel="chat", kind="message", contact_id=f"bg-{i % 97}",
-                                  customer=Identifiers(email=f"background{i % 500}@load.example.org"), text="just checking my order status")
-            await producer.send(engine.topic(t.INTERACTIONS.name), msgspec.json.encode(ev), key=ev.event_id.encode())
-            i += 1
-        return i
-
-    task = asyncio.create_task(load())
+    background = BackgroundLoad(producer, engine.topic(t.INTERACTIONS.name), rate)
+    background.start()
     await asyncio.sleep(2.0)
     took: list[float] = []
     leftovers = 0
@@ -352,8 +420,7 @@ async def erasure_under_load(client: Client, producer: AIOKafkaProducer, engine:
             if (await client.context(k, v))[0] == 200:
                 leftovers += 1
         await asyncio.sleep(0.2)
-    stop.set()
-    sent = await task
+    sent = await background.stop()
     took.sort()
     return {
         "erasures": len(took), "erasure_load_eps": rate, "erasure_background_events": sent,
@@ -394,8 +461,9 @@ async def bench(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
         erased = {v for j in victims for v in j.identifiers.values()}
         gone = {cid for cid, ctx in contexts.items() if any(v in erased for vs in ctx.get("identifiers", {}).values() for v in vs)}
         targets = [(k, v) for k, v in targets if v not in erased and v.partition(":")[2] not in erased and v not in gone]
-        _say(f"lookups: {args.rate:.0f}/s for {args.seconds:.0f} s (+{args.warmup:.0f} s warm-up)")
-        lookups = await lookup_latency(client, targets, args.rate, args.seconds, args.warmup)
+        _say(f"lookups: {args.rate:.0f}/s for {args.seconds:.0f} s (+{args.warmup:.0f} s warm-up), from a separate "
+             f"process, under {args.erase_load:.0f} events/s of background traffic")
+        lookups = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, args.erase_load)
     finally:
         await producer.stop()
         await client.close()
@@ -433,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="discarded lookup warm-up")
     p.add_argument("--settle", type=float, default=5.0, help="seconds a switch may take to show the previous history")
     p.add_argument("--erasures", type=int, default=20)
-    p.add_argument("--erase-load", type=float, default=100.0, help="background events/s during the erasures")
+    p.add_argument("--erase-load", type=float, default=100.0, help="background events/s during the erasures and the lookups")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--keep", default=None, help="run in this folder and keep it (engine log, servers' data)")
     args = p.parse_args(argv)
@@ -454,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     headline = {k: result[k] for k in ("switches", "retention", "wrong_merges", "lookup_p50_ms", "lookup_p99_ms", "bytes_per_customer")}
     print(json.dumps(headline))
     print(f"(details in {out}: retention_immediate={result['retention_immediate']}, mixed_contexts={result['mixed_contexts']}, "
-          f"lookup_p999_ms={result['lookup_p999_ms']}, achieved {result['lookup_achieved_rps']}/s, "
+          f"lookup_p999_ms={result['lookup_p999_ms']}, achieved {result['lookup_achieved_rps']}/s "
+          f"under {result['lookup_background_eps']} background events/s, "
           f"erasure p50/max {result['erasure_p50_ms']}/{result['erasure_max_ms']} ms, replay {result['events_per_s']} events/s)")
     return 0
 

@@ -63,6 +63,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cxstream.replay.desktop import DesktopProfile, respond
 from cxstream.replay.engineproc import engine_env
+from cxstream.replay.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.replay.publish import LatencySummary, end_offsets
 from cxstream.replay.recording import Planned, plan
 from cxstream.replay.workload import Workload, WorkloadConfig, mix
@@ -74,7 +75,7 @@ API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench" / "pipeline"
 _assignment = msgspec.json.Decoder(Assignment)
-_METRIC = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+|NaN|\+Inf)$')
+_METRIC = re.compile(r'^(\w+)\{(.*)\}\s+([0-9.eE+-]+|NaN|\+Inf)$')  # greedy: label values hold braces (route="/customers/{customer_id}/context")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -261,20 +262,37 @@ def context_route_buckets(samples: list[tuple[str, dict[str, str], float]]) -> d
     return out
 
 
-class GroupLag:
-    """Records the engines' consumer group still has to read: committed offsets vs end offsets.
+def context_route_shares(
+    before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
+    les: Sequence[str] = ("0.001", "0.002", "0.005", "0.01"),
+) -> dict[str, float] | None:
+    """Share of the context route's requests between two scrapes answered server-side within each bound.
 
+    >>> b = 'cx_http_request_seconds_bucket{le="%s",route="/customers/{customer_id}/context",status="200"} %s'
+    >>> after = parse_metrics("\\n".join([b % ("0.001", 6), b % ("0.002", 9), b % ("+Inf", 10)]))
+    >>> context_route_shares([], after, les=("0.001", "0.002"))
+    {'share_le_0.001s': 0.6, 'share_le_0.002s': 0.9}
+    """
+    b0, b1 = context_route_buckets(before), context_route_buckets(after)
+    total = b1.get("+Inf", 0.0) - b0.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    return {f"share_le_{le}s": round((b1.get(le, 0.0) - b0.get(le, 0.0)) / total, 4) for le in les}
+
+
+class GroupLag:
+    """Records the engines' stages still have to read: committed offsets vs end offsets.
+
+    The stages are one consumer group, ``{app_id}.stages`` (:class:`cxstream.streams.batch.BatchRuntime`).
     Reads the committed offsets with a consumer that carries the group id but never joins
     (``AIOKafkaConsumer.committed``; the admin client's OffsetFetch fails on Tansu).
     """
 
-    CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.CUSTOMER_EVENTS, t.ROUTING)
+    CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING)
 
-    def __init__(self, bootstrap: str, group: str, prefix: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    def __init__(self, bootstrap: str, app_id: str, prefix: str) -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{app_id}.stages", enable_auto_commit=False)
         self.names = [prefix + s.name for s in self.CONSUMED]
-        extra = [s for s in t.CATALOGUE if s.name in ("cx.resolve.v1",)]  # the identity stage, where it exists
-        self.names += [prefix + s.name for s in extra]
         self.tps: list[TopicPartition] = []
 
     async def start(self) -> None:
@@ -528,12 +546,10 @@ class Bench:
         lookup_proc = None
         lookups = lookups and opts.lookup_rate > 0
         if lookups:
-            lookup_proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cxstream.replay.lookups", "--url", engines[0].http, "--key", API_KEY,
-                "--rate", str(opts.lookup_rate), "--duration", str(duration_s), "--customers", str(opts.customers),
-                "--start-at", repr(t0), "--warmup", str(opts.warmup), cwd=str(REPO),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )
+            lookup_proc = await start_lookups(lookups_command(
+                engines[0].http, API_KEY, opts.lookup_rate, duration_s, customers=opts.customers, start_at=t0,
+                warmup_s=opts.warmup,
+            ), cwd=str(REPO))
         profiler = None
         if profile_pid is not None and opts.profile_seconds > 0 and opts.profile_dir and py_spy():
             profiler = await self._start_profiler(profile_pid, t_warm)
@@ -565,11 +581,10 @@ class Bench:
         await sampling
         lookup_result = None
         if lookup_proc is not None:
-            out, err = await asyncio.wait_for(lookup_proc.communicate(), timeout=60)
-            if lookup_proc.returncode == 0 and out:
-                lookup_result = json.loads(out.decode().strip().splitlines()[-1])
-            else:
-                log(f"lookup load failed: {err.decode()[-2000:]}")
+            try:
+                lookup_result = await lookups_result(lookup_proc, timeout=60)
+            except RuntimeError as exc:
+                log(f"lookup load failed: {exc}")
         if profiler is not None:
             await self._finish_profiler(profiler)
         (w_at, w_cpu, w_desk, w_samples), (e_at, e_cpu, e_desk, e_samples) = marks["warm"], marks["end"]
@@ -586,15 +601,7 @@ class Bench:
             waited.append(a.waited_s)
         waited.sort()
         missing = len(window) - len(e2e)
-        lookups_server = None
-        if lookups:
-            b0, b1 = context_route_buckets(w_samples), context_route_buckets(e_samples)
-            total = b1.get("+Inf", 0.0) - b0.get("+Inf", 0.0)
-            if total > 0:
-                lookups_server = {
-                    f"share_le_{le}s": round((b1.get(le, 0.0) - b0.get(le, 0.0)) / total, 4)
-                    for le in ("0.001", "0.002", "0.005", "0.01")
-                }
+        lookups_server = context_route_shares(w_samples, e_samples) if lookups else None
         if lookup_result is not None and lookups_server is not None:
             lookup_result["server_side"] = lookups_server
         res = StepResult(

@@ -1,11 +1,26 @@
-"""Open-loop load on ``GET /customers/{id}/context``, run in its own process by the pipeline bench.
+"""Open-loop context lookups, run in a process of their own by the pipeline and context benches.
 
 Each request has a planned time (``rate`` per second from ``start_at``); its latency
 is measured from that planned time to the end of the response, so a slow server (or
 a late client) shows as latency, not as a lower rate.  The first ``warmup_s`` are
-discarded.  Prints one JSON object: counts by status and p50/p95/p99/p99.9/max (ms).
+discarded.  When more than ``max_outstanding`` requests are in flight, a planned request
+is not sent and is counted (``skipped_overload``).  Prints one JSON object: counts by
+status and p50/p95/p99/p99.9/max (ms), the rate answered in the measured window
+(``achieved_rps``), how late the client itself sent (``client_send_lag_p99_ms``) and its
+own CPU use (``client_cpu_pct``, % of one core): a client that cannot keep up shows there.
+
+What is requested, exactly one of:
+
+* ``--customers N``: ``GET /customers/{id}/context`` of customer ids drawn uniformly from the
+  pipeline workload's first N (:func:`cxstream.replay.workload.customer_ref`);
+* ``--paths-file FILE``: one URL path per line (``/customers/C00042/context``,
+  ``/customers/context?email=a%40b.org``), drawn uniformly; blank lines and ``#`` lines skipped.
+
+Both draw with ``--seed``.  The API key goes in ``X-API-Key`` (``--auth x-api-key``, the
+default) or ``Authorization: Bearer`` (``--auth bearer``).
 
     python -m cxstream.replay.lookups --url http://127.0.0.1:PORT --key KEY --rate 1000 --duration 20 --customers 10000
+    python -m cxstream.replay.lookups --url http://127.0.0.1:PORT --key KEY --auth bearer --paths-file paths.txt
 """
 
 from __future__ import annotations
@@ -13,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -24,35 +42,110 @@ import orjson
 from cxstream.replay.publish import LatencySummary
 from cxstream.replay.workload import customer_ref
 
+AUTH_SCHEMES = ("x-api-key", "bearer")
+
+
+def parse_paths(lines: Iterable[str]) -> list[str]:
+    """The request paths of a paths file's lines: stripped, blank and ``#`` lines skipped.
+
+    >>> parse_paths(["/customers/C1/context\\n", "", "# comment", "  /customers/context?email=a%40b.org  "])
+    ['/customers/C1/context', '/customers/context?email=a%40b.org']
+    """
+    paths = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("/") or any(c.isspace() for c in line):
+            raise ValueError(f"line {n}: {line[:80]!r} is not a URL path (it must start with '/' and hold no spaces)")
+        paths.append(line)
+    if not paths:
+        raise ValueError("no request paths")
+    return paths
+
+
+def read_paths(path: str | Path) -> list[str]:
+    """:func:`parse_paths` of a file."""
+    with open(path, encoding="utf-8") as f:
+        return parse_paths(f)
+
+
+def path_picker(rng: random.Random, *, customers: int | None = None, paths: Sequence[str] | None = None) -> Callable[[], str]:
+    """A function drawing the next request path with *rng*: a workload customer's context, or one of *paths*.
+
+    >>> pick = path_picker(random.Random(1), paths=["/a", "/b"])
+    >>> sorted({pick() for _ in range(50)})
+    ['/a', '/b']
+    """
+    if (customers is None) == (paths is None):
+        raise ValueError("give exactly one of customers and paths")
+    if paths is not None:
+        if not paths:
+            raise ValueError("no request paths")
+        choices = list(paths)
+        return lambda: rng.choice(choices)
+    assert customers is not None
+    if customers < 1:
+        raise ValueError("customers must be at least 1")
+    n = customers
+    return lambda: f"/customers/{customer_ref(rng.randrange(n))}/context"
+
+
+def auth_headers(key: str, scheme: str = "x-api-key") -> dict[str, str]:
+    """The header carrying the API key (the API accepts both).
+
+    >>> auth_headers("k"), auth_headers("k", "bearer")
+    ({'X-API-Key': 'k'}, {'Authorization': 'Bearer k'})
+    """
+    if scheme == "x-api-key":
+        return {"X-API-Key": key}
+    if scheme == "bearer":
+        return {"Authorization": f"Bearer {key}"}
+    raise ValueError(f"unknown auth scheme {scheme!r}; use one of {', '.join(AUTH_SCHEMES)}")
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
 
 async def run_lookups(
-    url: str, key: str, rate: float, duration_s: float, customers: int, seed: int = 11,
-    start_at: float | None = None, warmup_s: float = 1.0, max_outstanding: int = 512,
+    url: str, key: str, rate: float, duration_s: float, customers: int | None = None, seed: int = 11,
+    start_at: float | None = None, warmup_s: float = 1.0, max_outstanding: int = 512, *,
+    paths: Sequence[str] | None = None, auth: str = "x-api-key",
 ) -> dict[str, object]:
-    """Send ``rate * duration_s`` lookups open-loop; returns the summary dict."""
-    rng = random.Random(seed)
+    """Send ``rate * duration_s`` lookups open-loop (of *customers* or of *paths*); returns the summary dict."""
+    pick = path_picker(random.Random(seed), customers=customers, paths=paths)
     n = int(rate * duration_s)
     latencies: list[float] = []
     late: list[float] = []
     status: Counter[str] = Counter()
     outstanding: set[asyncio.Task[None]] = set()
     skipped = 0
+    last_answer = 0.0
     conn = aiohttp.TCPConnector(limit=64, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=5.0)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers={"X-API-Key": key}) as session:
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout, headers=auth_headers(key, auth)) as session:
         t0 = start_at if start_at is not None else time.time() + 0.2
         measure_from = t0 + warmup_s
+        cpu_from: float | None = None
 
-        async def one(planned: float, cid: str) -> None:
+        async def one(planned: float, path: str) -> None:
+            nonlocal last_answer
+            answered = False
             try:
-                async with session.get(f"{url}/customers/{cid}/context") as resp:
+                async with session.get(url + path) as resp:
                     await resp.read()
                     code = str(resp.status)
+                    answered = True
             except (TimeoutError, aiohttp.ClientError) as exc:
                 code = type(exc).__name__
             if planned >= measure_from:
-                latencies.append(time.time() - planned)
+                now = time.time()
+                latencies.append(now - planned)
                 status[code] += 1
+                if answered:
+                    last_answer = max(last_answer, now)
 
         for i in range(n):
             planned = t0 + i / rate
@@ -60,17 +153,25 @@ async def run_lookups(
             if delay > 0:
                 await asyncio.sleep(delay)
             if planned >= measure_from:
+                if cpu_from is None:
+                    cpu_from = _cpu_s()
                 late.append(max(0.0, time.time() - planned))
             if len(outstanding) >= max_outstanding:  # the server is far behind: count, do not pile up
                 skipped += 1
                 continue
-            task = asyncio.ensure_future(one(planned, customer_ref(rng.randrange(customers))))
+            task = asyncio.ensure_future(one(planned, pick()))
             outstanding.add(task)
             task.add_done_callback(outstanding.discard)
+        unfinished = 0
         if outstanding:
-            await asyncio.wait(outstanding, timeout=10.0)
+            _, pending = await asyncio.wait(outstanding, timeout=10.0)
+            unfinished = len(pending)
+        wall_end = time.time()
+        client_cpu = _cpu_s() - cpu_from if cpu_from is not None else None
     summary = LatencySummary.of(latencies).as_dict()
     lateness = LatencySummary.of(late)
+    answered_n = sum(v for k, v in status.items() if k.isdigit())
+    window = last_answer - measure_from
     return {
         "planned": n,
         "measured": len(latencies),
@@ -79,24 +180,89 @@ async def run_lookups(
         "warmup_s": warmup_s,
         "status": dict(status),
         "skipped_overload": skipped,
+        "unfinished": unfinished,
         **{f"{k}": v for k, v in summary.items() if k != "count"},
+        "achieved_rps": round(answered_n / window, 1) if answered_n and window > 0 else None,
         "client_send_lag_p99_ms": lateness.p99_ms,
+        "client_cpu_pct": (round(100 * client_cpu / max(1e-6, wall_end - measure_from), 1)
+                           if client_cpu is not None else None),
     }
 
 
+# --------------------------------------------------------------------------- as a subprocess
+def lookups_command(
+    url: str, key: str, rate: float, duration_s: float, *, customers: int | None = None,
+    paths_file: str | Path | None = None, seed: int | None = None, start_at: float | None = None,
+    warmup_s: float | None = None, auth: str | None = None,
+) -> list[str]:
+    """The command line running this module with these arguments (``sys.executable -m ...``)."""
+    cmd = [sys.executable, "-m", "cxstream.replay.lookups", "--url", url, "--key", key,
+           "--rate", str(rate), "--duration", str(duration_s)]
+    if customers is not None:
+        cmd += ["--customers", str(customers)]
+    if paths_file is not None:
+        cmd += ["--paths-file", str(paths_file)]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    if start_at is not None:
+        cmd += ["--start-at", repr(start_at)]
+    if warmup_s is not None:
+        cmd += ["--warmup", str(warmup_s)]
+    if auth is not None:
+        cmd += ["--auth", auth]
+    return cmd
+
+
+async def start_lookups(cmd: Sequence[str], cwd: str | None = None) -> asyncio.subprocess.Process:
+    """Start :func:`lookups_command`'s command, its stdout and stderr piped (read by :func:`lookups_result`)."""
+    return await asyncio.create_subprocess_exec(
+        *cmd, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def lookups_result(proc: asyncio.subprocess.Process, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait for a started lookups process and parse the JSON object it printed last.
+
+    Raises ``RuntimeError`` with the tail of its stderr when it failed (killed first if it did not end in time).
+    """
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise RuntimeError(f"lookups did not finish within {timeout:.0f} s (killed)") from None
+    if proc.returncode == 0 and out.strip():
+        return dict(orjson.loads(out.decode().strip().splitlines()[-1]))
+    raise RuntimeError(f"lookups exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cxstream.replay.lookups", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cxstream.replay.lookups", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
     p.add_argument("--key", required=True)
+    p.add_argument("--auth", choices=AUTH_SCHEMES, default="x-api-key", help="header carrying the key")
     p.add_argument("--rate", type=float, default=1000.0)
-    p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--customers", type=int, required=True)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of requests, warm-up included")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--customers", type=int, help="look up workload customers 0..N-1 by id")
+    what.add_argument("--paths-file", help="look up these URL paths (one per line)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--start-at", type=float, default=None, help="epoch seconds of the first planned request")
     p.add_argument("--warmup", type=float, default=1.0)
     a = p.parse_args(argv)
+    paths = None
+    if a.paths_file is not None:
+        try:
+            paths = read_paths(a.paths_file)
+        except (OSError, ValueError) as exc:
+            p.error(f"--paths-file {a.paths_file}: {exc}")
+    elif a.customers < 1:
+        p.error("--customers must be at least 1")
     result = asyncio.run(
-        run_lookups(a.url, a.key, a.rate, a.duration, a.customers, a.seed, start_at=a.start_at, warmup_s=a.warmup)
+        run_lookups(a.url, a.key, a.rate, a.duration, a.customers, a.seed, start_at=a.start_at, warmup_s=a.warmup,
+                    paths=paths, auth=a.auth)
     )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
