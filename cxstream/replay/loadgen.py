@@ -253,6 +253,42 @@ def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> 
     return sum(v for n, _, v in samples if n == name)
 
 
+def stage_wait_quantiles(
+    before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
+    qs: Sequence[float] = (0.5, 0.99),
+) -> dict[str, dict[str, float | None]]:
+    """Per stage, quantiles (upper bucket bounds, ms) of ``cx_stage_wait_seconds`` between two scrapes.
+
+    >>> b = 'cx_stage_wait_seconds_bucket{le="%s",stage="context"} %s'
+    >>> after = parse_metrics("\\n".join([b % ("0.005", 50), b % ("0.01", 99), b % ("0.025", 100), b % ("+Inf", 100)]))
+    >>> stage_wait_quantiles([], after)
+    {'context': {'p50_ms': 5.0, 'p99_ms': 10.0, 'count': 100.0}}
+    """
+    def buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for name, labels, v in samples:
+            if name == "cx_stage_wait_seconds_bucket":
+                per = out.setdefault(labels.get("stage", "?"), {})
+                per[labels["le"]] = per.get(labels["le"], 0.0) + v
+        return out
+
+    b0, b1 = buckets(before), buckets(after)
+    result: dict[str, dict[str, float | None]] = {}
+    for stage, cum in b1.items():
+        base = b0.get(stage, {})
+        bounds = sorted(((float(le), cum[le] - base.get(le, 0.0)) for le in cum), key=lambda x: x[0])
+        total = bounds[-1][1] if bounds else 0.0
+        if total <= 0:
+            continue
+        row: dict[str, float | None] = {}
+        for q in qs:
+            le = next((b for b, c in bounds if c >= q * total), None)
+            row[f"p{round(q * 100)}_ms"] = None if le is None or le == float("inf") else round(le * 1000, 3)
+        row["count"] = total
+        result[stage] = row
+    return result
+
+
 def context_route_buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
     """Cumulative counts per ``le`` of the server-side latency of the context route (all statuses)."""
     out: dict[str, float] = {}
@@ -342,6 +378,7 @@ class StepResult:
     peak_rss_mb: float
     engine_cpu_pct: float | None
     lookups: dict[str, Any] | None = None
+    stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     passed: bool = False
     why: str = ""
@@ -617,6 +654,7 @@ class Bench:
             lag_after=lag_after, drain_s=round(drain_s, 2), rss_mb=round(sampler.last_rss_mb, 1),
             peak_rss_mb=round(sampler.peak_rss_mb, 1),
             engine_cpu_pct=round(100 * (e_cpu - w_cpu) / window_s, 1), lookups=lookup_result,
+            stage_wait=stage_wait_quantiles(w_samples, e_samples),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
         )
         p99 = res.e2e.get("p99_ms")

@@ -191,7 +191,12 @@ class BatchStage:
         clock = time.perf_counter
         observe = metrics.STAGE_SECONDS.labels(self.name).observe
         n = 0
+        waited = metrics.STAGE_WAIT.labels(self.name).observe
+        now_ms = time.time() * 1000.0
         for tp, messages in batches:
+            first = messages[0].timestamp
+            if first is not None and first > 0:  # the oldest record of the partition's batch waited longest
+                waited(max(0.0, now_ms - first) / 1000.0)
             for table in self.tables:
                 table.partition = tp.partition
             topic = tp.topic

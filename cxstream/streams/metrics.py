@@ -30,6 +30,11 @@ ROUTE_LATENCY = Histogram(
 STAGE_SECONDS = Histogram(
     "cx_stage_seconds", "Processing time of one record in a stage.", ["stage"], buckets=_LATENCY_BUCKETS
 )
+STAGE_WAIT = Histogram(
+    "cx_stage_wait_seconds",
+    "Time from a record being produced (its Kafka timestamp) to a stage taking it up, sampled once per partition per batch.",
+    ["stage"], buckets=_LATENCY_BUCKETS,
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
