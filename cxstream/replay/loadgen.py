@@ -253,22 +253,22 @@ def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> 
     return sum(v for n, _, v in samples if n == name)
 
 
-def stage_wait_quantiles(
+def histogram_quantiles(
     before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
-    qs: Sequence[float] = (0.5, 0.99),
+    metric: str = "cx_stage_wait_seconds", label: str = "stage", qs: Sequence[float] = (0.5, 0.99),
 ) -> dict[str, dict[str, float | None]]:
-    """Per stage, quantiles (upper bucket bounds, ms) of ``cx_stage_wait_seconds`` between two scrapes.
+    """Per value of *label*, quantiles (upper bucket bounds, ms) of the histogram *metric* between two scrapes.
 
     >>> b = 'cx_stage_wait_seconds_bucket{le="%s",stage="context"} %s'
     >>> after = parse_metrics("\\n".join([b % ("0.005", 50), b % ("0.01", 99), b % ("0.025", 100), b % ("+Inf", 100)]))
-    >>> stage_wait_quantiles([], after)
+    >>> histogram_quantiles([], after)
     {'context': {'p50_ms': 5.0, 'p99_ms': 10.0, 'count': 100.0}}
     """
     def buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for name, labels, v in samples:
-            if name == "cx_stage_wait_seconds_bucket":
-                per = out.setdefault(labels.get("stage", "?"), {})
+            if name == metric + "_bucket":
+                per = out.setdefault(labels.get(label, "?"), {})
                 per[labels["le"]] = per.get(labels["le"], 0.0) + v
         return out
 
@@ -379,6 +379,7 @@ class StepResult:
     engine_cpu_pct: float | None
     lookups: dict[str, Any] | None = None
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
+    loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     passed: bool = False
     why: str = ""
@@ -654,7 +655,8 @@ class Bench:
             lag_after=lag_after, drain_s=round(drain_s, 2), rss_mb=round(sampler.last_rss_mb, 1),
             peak_rss_mb=round(sampler.peak_rss_mb, 1),
             engine_cpu_pct=round(100 * (e_cpu - w_cpu) / window_s, 1), lookups=lookup_result,
-            stage_wait=stage_wait_quantiles(w_samples, e_samples),
+            stage_wait=histogram_quantiles(w_samples, e_samples),
+            loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
         )
         p99 = res.e2e.get("p99_ms")

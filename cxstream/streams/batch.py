@@ -373,12 +373,18 @@ class BatchRuntime:
 
     async def _run(self) -> None:
         assert self.consumer is not None
+        clock = time.perf_counter
+        fetch, commit = metrics.LOOP_SECONDS.labels("fetch").observe, metrics.LOOP_SECONDS.labels("commit").observe
         while not self._stopping:
+            started = clock()
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             if batches:
+                fetch(clock() - started)
                 async with self._lock:
                     await self.process(batches)
-            await self._commit()
+            started = clock()
+            if await self._commit():
+                commit(clock() - started)
 
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Hand a fetched batch to the stages (in pipeline order), produce everything, remember the positions."""
@@ -387,11 +393,15 @@ class BatchRuntime:
             if tp not in self.owned or not messages:
                 continue  # revoked while this batch was in flight: the next owner reprocesses it
             per_stage.setdefault(self._stage_of[tp.topic].name, []).append((tp, messages))
+        started = time.perf_counter()
         for st in self.stages:
             mine = per_stage.get(st.name)
             if mine:
                 await st.process(mine)
+        flushing = time.perf_counter()
+        metrics.LOOP_SECONDS.labels("process").observe(flushing - started)
         await self.flush()
+        metrics.LOOP_SECONDS.labels("flush").observe(time.perf_counter() - flushing)
         for tp, messages in batches.items():
             if tp in self.owned and messages:
                 self._processed[tp] = messages[-1].offset + 1
@@ -410,22 +420,24 @@ class BatchRuntime:
         if futures:
             await asyncio.gather(*futures)
 
-    async def _commit(self, force: bool = False) -> None:
+    async def _commit(self, force: bool = False) -> bool:
+        """Commit the positions processed since the last commit (at most every ``commit_interval_s``); True if it did."""
         if self.consumer is None:
-            return
+            return False
         now = time.monotonic()
         if not force and now - self._last_commit < self.commit_interval_s:
-            return
+            return False
         self._last_commit = now
         due = {tp: off for tp, off in self._processed.items() if self._committed.get(tp) != off and tp in self.owned}
         if not due:
-            return
+            return False
         try:
             await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in due.items()})
         except Exception as exc:  # a rebalance in progress, the coordinator moved: the next commit retries
             log.warning("stages: commit failed (%r); will retry", exc)
-            return
+            return False
         self._committed.update(due)
+        return True
 
     # -- rebalancing ----------------------------------------------------------------------------
 

@@ -35,6 +35,11 @@ STAGE_WAIT = Histogram(
     "Time from a record being produced (its Kafka timestamp) to a stage taking it up, sampled once per partition per batch.",
     ["stage"], buckets=_LATENCY_BUCKETS,
 )
+LOOP_SECONDS = Histogram(
+    "cx_stages_loop_seconds",
+    "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (produce and wait for the acks), commit.",
+    ["phase"], buckets=_LATENCY_BUCKETS,
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
