@@ -37,7 +37,7 @@ STAGE_WAIT = Histogram(
 )
 LOOP_SECONDS = Histogram(
     "cx_stages_loop_seconds",
-    "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (produce and wait for the acks), commit.",
+    "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
 )
 BATCH_RECORDS = Histogram(
