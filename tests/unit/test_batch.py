@@ -1,0 +1,123 @@
+"""The batch runtime's own logic, without a broker: tables, buffered outputs, dead letters, ack ordering."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import TopicPartition
+
+from cxstream.schemas import DeadLetter
+from cxstream.streams.batch import BatchRuntime, Output, Record, Table
+from cxstream.streams.codecs import InvalidInput
+from cxstream.streams.settings import Settings
+from cxstream.streams.topics import CUSTOMER_EVENTS, ROUTING
+
+
+def message(offset: int, key: bytes, value: bytes) -> Any:
+    return SimpleNamespace(offset=offset, key=key, value=value, timestamp=None)
+
+
+def test_a_table_keeps_one_dict_per_partition_and_hands_over_the_latest_value_per_key() -> None:
+    t = Table("ctx", "app-ctx-changelog", 4)
+    t.partition = 1
+    t[b"a"] = b"1"
+    t[b"a"] = b"2"
+    t[b"b"] = b"x"
+    del t[b"b"]
+    t.partition = 3
+    t[b"a"] = b"other partition"
+    assert t.get(b"a") == b"other partition" and b"b" not in t
+    t.partition = 1
+    assert t.get(b"a") == b"2" and t.get(b"b") is None and len(t) == 1
+    assert sorted(t.take_changes()) == [(1, b"a", b"2"), (1, b"b", None), (3, b"a", b"other partition")]
+    assert t.take_changes() == [], "changes are handed over once"
+    t.drop(1)
+    assert t.get(b"a") is None and t.total() == 1
+    t.restore(1, b"a", b"restored")
+    t.restore(1, b"gone", b"v")
+    t.restore(1, b"gone", None)  # a tombstone in the changelog
+    assert dict(t.items()) == {b"a": b"restored"} and t.take_changes() == [], "restoring is not a change"
+
+
+def test_stage_buffers_outputs_in_order_and_dead_letters_what_fails() -> None:
+    rt = BatchRuntime("127.0.0.1:9", Settings(topic_prefix="p."))
+    table = rt.table("ctx", 4)
+    st = rt.stage("context", [CUSTOMER_EVENTS], tables=[table])
+    out = st.output(rt.topic(ROUTING))
+    seen: list[tuple[int, int]] = []
+    batches_done: list[int] = []
+
+    async def handle(rec: Record) -> None:
+        seen.append((rec.partition, table.partition))
+        if rec.value == b"bad":
+            raise InvalidInput("not_json", "no JSON here")
+        if rec.value == b"bug":
+            raise KeyError("boom")
+        table[rec.key or b""] = rec.value or b""
+        await out.send(key=rec.key, value=rec.value)
+
+    async def on_batch() -> None:
+        batches_done.append(len(rt.buffer))
+
+    st.handler, st.on_batch = handle, on_batch
+    tp0, tp2 = TopicPartition("p.cx.customer-events.v1", 0), TopicPartition("p.cx.customer-events.v1", 2)
+    n = asyncio.run(st.process([
+        (tp0, [message(5, b"c1", b"one"), message(6, b"c1", b"bad")]),
+        (tp2, [message(9, b"c2", b"bug"), message(10, b"c2", b"two")]),
+    ]))
+    assert n == 4 and seen == [(0, 0), (0, 0), (2, 2), (2, 2)], "the table follows the record's partition"
+    assert [(t, k, v) for t, k, v in rt.buffer if t == "p.cx.routing.v1"] == [
+        ("p.cx.routing.v1", b"c1", b"one"), ("p.cx.routing.v1", b"c2", b"two")
+    ]
+    letters = [msgspec.json.decode(v, type=DeadLetter) for t, _, v in rt.buffer if t == "p.cx.dead-letter.v1"]
+    assert [(d.offset, d.partition, d.error_type, d.agent) for d in letters] == [
+        (6, 0, "not_json", "context"), (9, 2, "processing_error", "context")
+    ]
+    assert "KeyError" in letters[1].reason
+    assert batches_done == [4], "on_batch runs once, after every record"
+    assert sorted(table.take_changes()) == [(0, b"c1", b"one"), (2, b"c2", b"two")]
+
+
+def test_one_topic_feeds_one_stage() -> None:
+    rt = BatchRuntime("127.0.0.1:9", Settings())
+    rt.stage("a", [ROUTING])
+    with pytest.raises(ValueError, match="already the input of stage a"):
+        rt.stage("b", [ROUTING])
+
+
+def test_offsets_become_committable_only_once_their_batch_and_every_older_one_is_acknowledged() -> None:
+    async def scenario() -> list[dict[TopicPartition, int]]:
+        rt = BatchRuntime("127.0.0.1:9", Settings())
+        tp = TopicPartition("t", 0)
+        rt.owned.add(tp)
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_future(), loop.create_future()
+        rt._in_flight.append(([first], {tp: 10}))
+        rt._in_flight.append(([second], {tp: 20}))
+        states = []
+        second.set_result(None)  # the newer batch is acknowledged first
+        await rt.settle()
+        states.append(dict(rt._processed))
+        first.set_result(None)
+        await rt.settle()
+        states.append(dict(rt._processed))
+        failed = loop.create_future()
+        failed.set_exception(RuntimeError("broker said no"))
+        rt._in_flight.append(([failed], {tp: 30}))
+        with pytest.raises(RuntimeError, match="broker said no"):
+            await rt.settle()
+        states.append(dict(rt._processed))
+        return states
+
+    assert asyncio.run(scenario()) == [{}, {TopicPartition("t", 0): 20}, {TopicPartition("t", 0): 20}]
+
+
+def test_output_send_only_buffers() -> None:
+    sink: list[tuple[str, bytes | None, bytes | None]] = []
+    o = Output("t", sink)
+    asyncio.run(o.send(key=b"k", value=b"v"))
+    assert sink == [("t", b"k", b"v")] and o.get_topic_name() == "t"
