@@ -19,7 +19,7 @@ from cxstream.streams.transport import use_fetch_wait
 
 def create_app(settings: Settings, broker_url: str) -> faust.App:
     """A Faust app configured from *settings*, talking to *broker_url* (``host:port[,host:port]``)."""
-    scheme = use_fetch_wait(settings.fetch_wait_ms)
+    scheme = use_fetch_wait(settings.faust_fetch_wait_ms)
     brokers = ";".join(f"{scheme}://{b.strip()}" for b in broker_url.split(",") if b.strip())
     return faust.App(
         settings.app_id,

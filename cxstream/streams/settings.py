@@ -45,7 +45,10 @@ class Settings:
     redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
     redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
-    fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
+    fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait of the hot path's stages, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
+    faust_fetch_wait_ms: int = _setting(
+        200, "Idle-poll fetch wait of the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
+    )
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
     routing_config_file: str = _setting("", "TOML/JSON routing configuration per routing group (see docs/ROUTING.md).")
     outreach_churn_threshold: float = _setting(0.6, "Churn risk at which the churn outreach trigger fires.")
