@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -52,6 +53,20 @@ def say(message: str) -> None:
     print(f"cxstream: {message}", flush=True)
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector's full passes off the hot path.
+
+    The long-lived objects built at start (models, routers, the libraries' own) are moved out
+    of the collector's view (``gc.freeze``), and a generation-0 pass runs every 50,000 net
+    allocations instead of 700, so a full pass is rare.  Our records are freed by reference
+    counting; cycles still get collected, later.  Measured at 400 events/s offered
+    (docs/PERFORMANCE.md): e2e p99 2.0-4.2 s -> 0.49 s, the slowest batch 250 -> 50 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 class Wiring:
     """The hot path's batch stages, the Faust app with the learner and the timers, and the services around them.
 
@@ -79,6 +94,7 @@ class Wiring:
 
     async def start_stages(self, timeout_s: float = 60.0) -> None:
         """Start the batch stages and wait until they have their partitions (and their tables restored)."""
+        tune_gc()
         await self.runtime.start()
         try:
             await asyncio.wait_for(self.runtime.ready.wait(), timeout_s)
