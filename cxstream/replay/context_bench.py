@@ -463,9 +463,10 @@ async def bench(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
         erased = {v for j in victims for v in j.identifiers.values()}
         gone = {cid for cid, ctx in contexts.items() if any(v in erased for vs in ctx.get("identifiers", {}).values() for v in vs)}
         targets = [(k, v) for k, v in targets if v not in erased and v.partition(":")[2] not in erased and v not in gone]
+        background = args.erase_load if args.lookup_load is None else args.lookup_load
         _say(f"lookups: {args.rate:.0f}/s for {args.seconds:.0f} s (+{args.warmup:.0f} s warm-up), from a separate "
-             f"process, under {args.erase_load:.0f} events/s of background traffic")
-        lookups = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, args.erase_load)
+             f"process, under {background:.0f} events/s of background traffic")
+        lookups = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, background)
     finally:
         await producer.stop()
         await client.close()
@@ -503,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=2.0, help="discarded lookup warm-up")
     p.add_argument("--settle", type=float, default=5.0, help="seconds a switch may take to show the previous history")
     p.add_argument("--erasures", type=int, default=20)
-    p.add_argument("--erase-load", type=float, default=100.0, help="background events/s during the erasures and the lookups")
+    p.add_argument("--erase-load", type=float, default=100.0, help="background events/s during the erasures (and the lookups)")
+    p.add_argument("--lookup-load", type=float, default=None,
+                   help="background events/s during the lookups (default: --erase-load; 0: lookups with the engine idle)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--keep", default=None, help="run in this folder and keep it (engine log, servers' data)")
     args = p.parse_args(argv)
