@@ -162,6 +162,15 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
 
     async def erase(key: bytes, cmd: EraseContext) -> None:
         cid = key.decode()
+        old = decode_context_or_none(table.get(key))
+        if old is not None:  # contacts still queued or with an advisor leave the router (and its state) too
+            routed = [c for c in old.open_contacts.values() if c.needs_advisor]
+            for n, c in enumerate(routed, start=1):  # the update's id names no contact: the router keeps ids a while
+                update = ContactUpdate(
+                    event_id=f"{cmd.request_id}:{n}", contact_id=c.contact_id,
+                    routing_group=c.routing_group, kind="closed", at=cmd.at,
+                )
+                await routing_out.send(key=c.routing_group.encode(), value=encode(update))
         for k in (key, moved_key(cid), outreach_state_key(cid)):
             if table.get(k) is not None:
                 del table[k]  # a tombstone in the changelog

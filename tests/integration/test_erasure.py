@@ -229,3 +229,24 @@ def test_erase_api_errors(engine: RunningEngine) -> None:
         urllib.request.urlopen(req, timeout=5)
     exc.value.close()
     assert exc.value.code == 401
+
+
+def test_erasure_takes_the_customers_queued_contacts_out_of_the_router(engine: RunningEngine) -> None:
+    group, email, contact = uid("erq"), f"{uid('queued')}@example.org", uid("chat")
+    send(engine, t.INTERACTIONS.name, msg(time.time(), "chat", "contact_opened", contact, Identifiers(email=email),
+                                          needs_advisor=True, routing_group=group))  # nobody staffs this group: it waits
+
+    def waiting(n: int) -> bool:
+        status, stats = http(engine, "GET", f"/queues/{group}")
+        return status == 200 and stats["total"]["waiting"] == n
+
+    wait_for(lambda: waiting(1), timeout=30)
+    customer_id = http(engine, "GET", "/customers/context", email=email)[1]["customer_id"]
+    status, body = http(engine, "POST", "/customers/erase", email=email)
+    assert status == 202
+    wait_completed(engine, body["request_id"])
+    wait_for(lambda: waiting(0), timeout=30)
+    # the router's saved state of the group no longer holds the contact or the customer's id
+    records = asyncio.run(read_all(engine.broker, f"{app_id(engine)}-router_state-changelog"))
+    latest = [v for k, v in records if k == group.encode()][-1]
+    assert latest is not None and customer_id.encode() not in latest and contact.encode() not in latest
