@@ -19,10 +19,11 @@ Drives the real engine (a subprocess, as ``cxstream run`` runs it) on its embedd
 4. **Erasure under load**: ``--erasures`` customers erased through the API while background
    traffic (:class:`BackgroundLoad`: chat messages of 500 customers) runs at ``--erase-load``
    events/s; time from the API call to completion.
-5. **Lookup latency while the engine works**: the same background traffic runs again at
-   ``--erase-load`` events/s, and a separate process (``python -m cxstream.replay.lookups
-   --paths-file``, as the pipeline bench runs it, so the load generator does not share this
-   process's event loop) sends open-loop ``--rate`` requests/s for ``--warmup`` + ``--seconds``:
+5. **Lookup latency**, twice: first with the engine running and no other traffic (the
+   headline ``lookup_*`` keys), then while background traffic runs at ``--lookup-load``
+   events/s (``under_load.lookup_under_load_*``).  A separate process (``python -m
+   cxstream.replay.lookups --paths-file``, as the pipeline bench runs it, so the load generator
+   does not share this process's event loop) sends open-loop ``--rate`` requests/s for ``--warmup`` + ``--seconds``:
    each request at its planned time, latency from the planned time (no coordinated omission),
    the warm-up discarded, HDR histogram.  The paths are drawn uniformly (seeded) from the
    surviving (not erased) targets: by id, ``kind:value``, ``?email=``, ``?phone=`` and
@@ -463,10 +464,13 @@ async def bench(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
         erased = {v for j in victims for v in j.identifiers.values()}
         gone = {cid for cid, ctx in contexts.items() if any(v in erased for vs in ctx.get("identifiers", {}).values() for v in vs)}
         targets = [(k, v) for k, v in targets if v not in erased and v.partition(":")[2] not in erased and v not in gone]
-        background = args.erase_load if args.lookup_load is None else args.lookup_load
         _say(f"lookups: {args.rate:.0f}/s for {args.seconds:.0f} s (+{args.warmup:.0f} s warm-up), from a separate "
-             f"process, under {background:.0f} events/s of background traffic")
-        lookups = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, background)
+             "process, the engine running with no other traffic")
+        lookups = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, 0.0)
+        loaded: dict[str, Any] = {}
+        if args.lookup_load > 0:
+            _say(f"lookups again, under {args.lookup_load:.0f} events/s of background traffic")
+            loaded = await lookup_latency(client, producer, targets, args.rate, args.seconds, args.warmup, args.lookup_load)
     finally:
         await producer.stop()
         await client.close()
@@ -483,6 +487,7 @@ async def bench(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
         **{k: v for k, v in waves.items() if k not in ("switches",)},
         **merges,
         **{k: v for k, v in lookups.items() if k not in ("lookup_p50_ms", "lookup_p99_ms")},
+        "under_load": {k.replace("lookup_", "lookup_under_load_", 1): v for k, v in loaded.items()},
         **erasure,
         "journeys": len(journeys),
         "twitter_journeys": sum(j.source == "twitter" for j in journeys),
@@ -505,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds a switch may take to show the previous history")
     p.add_argument("--erasures", type=int, default=20)
     p.add_argument("--erase-load", type=float, default=100.0, help="background events/s during the erasures (and the lookups)")
-    p.add_argument("--lookup-load", type=float, default=None,
-                   help="background events/s during the lookups (default: --erase-load; 0: lookups with the engine idle)")
+    p.add_argument("--lookup-load", type=float, default=100.0,
+                   help="background events/s of the second lookup window (the first has none; 0: no second window)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--keep", default=None, help="run in this folder and keep it (engine log, servers' data)")
     args = p.parse_args(argv)
