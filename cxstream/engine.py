@@ -4,8 +4,9 @@
 
 1. starts the embedded broker and Redis unless ``CX_BROKER_URL`` / ``CX_REDIS_URL`` name real ones,
 2. creates the catalogue's topics,
-3. runs the Faust worker (ingest, identity, context, router agents) until SIGINT/SIGTERM, and beside
-   it ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
+3. runs the batch stages of the hot path (ingest, identity, context, router:
+   :mod:`cxstream.streams.batch`) and the Faust worker (the learner, the clocks) until
+   SIGINT/SIGTERM, and beside them ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
    a heartbeat in Redis for their ``/healthz`` and a loopback metrics endpoint for their ``/metrics``,
 4. stops everything it started, in reverse order.
 

@@ -359,9 +359,12 @@ class BatchRuntime:
         self._task = asyncio.create_task(self._run(), name="cxstream.stages")
 
     async def stop(self) -> None:
+        """Let the loop finish the batch in hand (up to 5 s), wait for every ack, commit, and close."""
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
+            _, pending = await asyncio.wait({self._task}, timeout=5.0)
+            if pending:
+                self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
         if self.consumer is not None:
@@ -452,13 +455,6 @@ class BatchRuntime:
             for tp, off in positions.items():
                 if tp in self.owned:
                     self._processed[tp] = off
-
-    async def flush(self) -> None:
-        """Send what is buffered and wait until the broker has acknowledged everything sent so far."""
-        futures = await self.send_all()
-        if futures:
-            self._in_flight.append((futures, {}))
-        await self.settle(everything=True)
 
     async def _commit(self, force: bool = False) -> bool:
         """Commit the positions processed since the last commit (at most every ``commit_interval_s``); True if it did."""
