@@ -52,7 +52,7 @@ from aiokafka.structs import OffsetAndMetadata
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
-from cxstream.streams.deadletter import dead_letter_for, log_dead_letter
+from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, TopicSpec
 from cxstream.streams.transport import LAGGING_FETCH_WAIT_MS, install_lag_aware_wait
@@ -118,17 +118,18 @@ class Table(MutableMapping[bytes, bytes]):
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._part()[key] = value
+        self._changed(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        del self._part()[key]
+        self._changed(key, None)
+
+    def _changed(self, key: bytes, value: bytes | None) -> None:
+        """Remember the key's latest value (None: deleted) for the changelog at the end of the batch."""
         dirty = self._dirty.get(self.partition)
         if dirty is None:
             dirty = self._dirty[self.partition] = {}
         dirty[key] = value
-
-    def __delitem__(self, key: bytes) -> None:
-        del self._part()[key]
-        dirty = self._dirty.get(self.partition)
-        if dirty is None:
-            dirty = self._dirty[self.partition] = {}
-        dirty[key] = None
 
     def __contains__(self, key: object) -> bool:
         d = self._data.get(self.partition)
@@ -224,11 +225,10 @@ class BatchStage:
         return n
 
     def _dead_letter(self, rec: Record, exc: InvalidInput) -> None:
-        metrics.EVENTS_IN.labels(rec.topic, "dead_letter").inc()
         letter = dead_letter_for(
             exc, topic=rec.topic, partition=rec.partition, offset=rec.offset, agent=self.name, raw=rec.value, key=rec.key
         )
-        log_dead_letter(letter)
+        count_dead_letter(letter)
         self.buffer.append((self.dead_letters, letter.source_topic.encode(), encode(letter)))
 
 

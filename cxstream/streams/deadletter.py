@@ -42,8 +42,9 @@ def dead_letter_for(
     )
 
 
-def log_dead_letter(letter: DeadLetter) -> None:
-    """Count and log a dead letter (its reason is already redacted)."""
+def count_dead_letter(letter: DeadLetter) -> None:
+    """Count a dead letter (as an input outcome and as a dead letter) and log it (its reason is already redacted)."""
+    metrics.EVENTS_IN.labels(letter.source_topic, "dead_letter").inc()
     metrics.DEAD_LETTERS.labels(letter.source_topic, letter.error_type).inc()
     log.warning(
         "dead letter from %s[%d]@%d by %s: %s (%s)",
@@ -58,7 +59,7 @@ def log_dead_letter(letter: DeadLetter) -> None:
 
 async def send_dead_letter(dead_letters: faust.TopicT, letter: DeadLetter) -> None:
     """Publish a dead letter (key = source topic) and count it."""
-    log_dead_letter(letter)
+    count_dead_letter(letter)
     await dead_letters.send(key=letter.source_topic.encode(), value=encode(letter))
 
 
@@ -88,7 +89,6 @@ async def process_events(stream: faust.StreamT[bytes], agent: str, dead_letters:
 
 async def _dead_letter(dead_letters: faust.TopicT, event: faust.EventT, agent: str, exc: InvalidInput) -> None:
     tp = event.message.tp
-    metrics.EVENTS_IN.labels(tp.topic, "dead_letter").inc()
     letter = dead_letter_for(
         exc, topic=tp.topic, partition=tp.partition, offset=event.message.offset, agent=agent, raw=event.value, key=event.key
     )
