@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import redis.asyncio as aioredis
@@ -24,6 +26,7 @@ import redis.asyncio as aioredis
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
 from cxstream.intel.metrics import ProgressiveAccuracy, ProgressiveAUC, ProgressiveLogLoss
+from cxstream.intel.snapshot import SnapshotError
 from cxstream.schemas.learning import ChurnLabel, IntentLabel, Label, ModelEvent
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
@@ -124,13 +127,27 @@ async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopi
 
 
 async def restore(learner: Learner, client: aioredis.Redis) -> None:
-    """Continue from the newest snapshots in Redis, if any."""
+    """Continue from the newest snapshots in Redis, if any.
+
+    A snapshot this version cannot read (written by an older model format) is not fatal:
+    that model starts afresh, numbered after the refused snapshot so versions keep growing.
+    """
     found = await load_snapshot(client, "intent")
     if found:
-        learner.intent = IntentModel.from_bytes(found[1])
+        learner.intent = _restored("intent", found, IntentModel.from_bytes, learner.intent)
     found = await load_snapshot(client, "churn")
     if found:
-        learner.churn = ChurnModel.from_bytes(found[1])
+        learner.churn = _restored("churn", found, ChurnModel.from_bytes, learner.churn)
+
+
+def _restored(name: str, found: tuple[int, bytes], load: Callable[[bytes], Any], fresh: Any) -> Any:
+    version, blob = found
+    try:
+        return load(blob)
+    except SnapshotError as exc:
+        log.warning("model %s: snapshot version %d cannot be read (%s); learning afresh from version %d", name, version, exc, version)
+        fresh.version = version
+        return fresh
 
 
 def register(app: faust.App, topics: Topics, settings: Settings, client: aioredis.Redis) -> Learner:

@@ -1,13 +1,26 @@
 """Online churn-risk classifier (River-style ``learn_one`` / ``predict_proba_one``).
 
-A logistic regression learnt one example at a time with AdaGrad and L2, over the
-features of :func:`cxstream.intel.features.churn_features`: numbers are used as given
-(the feature map puts them on fixed scales), strings are one-hot encoded as
-``name=value`` and all pairs of one-hot features can optionally be crossed
-(``interactions``) so the linear model sees e.g. contract x tenure band x internet type.
-Feature columns grow as new names appear; the state is plain arrays plus the list of
-feature names, so snapshots need no pickle (River's own estimators only serialise
-through pickle, which the engine refuses to load).
+Two one-pass learners over the features of :func:`cxstream.intel.features.churn_features`,
+blended in log-odds space:
+
+1. **Online Bayesian logistic regression** (Laplace approximation updated one example at
+   a time, i.e. an extended Kalman filter): a weight mean and a full covariance matrix,
+   Gaussian prior N(0, ``prior_var``) per weight.  Each update is one Newton step with a
+   rank-one covariance downdate, so after n examples the weights are close to the batch
+   ridge-regularised fit on those n examples (AdaGrad SGD reaches that only slowly on a
+   few thousand rows).  ``forget`` pulls the covariance back towards the prior by that
+   fraction per update, so the model keeps adapting on a long live stream.
+2. **Naive Bayes** over categorical features (counts with Laplace smoothing ``nb_alpha``):
+   the string features except the crosses, the ``product=`` indicators and a few numbers
+   cut into fixed bins (:data:`NB_BINS`).  It is low-variance early in the stream and its
+   errors differ from the regression's.
+
+``P(churn) = sigmoid((1 - nb_weight) * logit_LR + nb_weight * logit_NB)``.  Numbers are used
+as given (the feature map puts them on fixed scales), strings are one-hot encoded as
+``name=value``.  Columns grow as new names appear, up to ``max_features`` (the covariance
+is ``(max_features + 1)^2`` floats, ~2 MB at 512; later new names are ignored).  The state
+is plain arrays plus the lists of feature names, so snapshots need no pickle (River's own
+estimators only serialise through pickle, which the engine refuses to load).
 
 >>> m = ChurnModel()
 >>> m.predict_proba_one({"contract": "month_to_month"})
@@ -30,10 +43,29 @@ from typing import Any
 import numpy as np
 
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import dump_snapshot, load_snapshot
+from cxstream.intel.snapshot import SnapshotError, dump_snapshot, load_snapshot
 
-SNAPSHOT_KIND = "cxstream.intel.ChurnModel"
+SNAPSHOT_KIND = "cxstream.intel.ChurnModel/2"
 FeatureValue = float | int | bool | str
+
+#: numeric features the naive Bayes part uses, with bins per unit (``floor(x * bins)``)
+NB_BINS: dict[str, float] = {
+    "monthly_100": 20.0,  # 5 currency units
+    "total_log": 10.0,  # one unit of log1p(total)
+    "paperless_billing": 1.0,
+    "contacts_30d_log": 2.0,
+    "repeat_contacts_log": 2.0,
+    "failed_payments_log": 2.0,
+    "complaints_log": 2.0,
+    "negative_sentiment": 5.0,
+    "sentiment_trend": 5.0,
+    "recency_log": 5.0,
+}
+#: string features the naive Bayes part leaves out (coarser copies and crosses of others)
+NB_SKIP = frozenset({"tenure_bucket", "contract_x_tenure", "contract_x_plan"})
+#: one-hot indicator prefixes the naive Bayes part uses (present ones only)
+NB_INDICATORS = ("product=",)
+_LOGIT_CLIP = math.log(1e6)
 
 
 def _sigmoid(z: float) -> float:
@@ -43,8 +75,12 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
+def _clip(z: float) -> float:
+    return min(_LOGIT_CLIP, max(-_LOGIT_CLIP, z))
+
+
 class ChurnModel:
-    """Online logistic regression for P(churn | features).
+    """Online Bayesian logistic regression + naive Bayes for P(churn | features).
 
     ``learn_one(features, churned)`` first scores the example (test-then-train) and feeds
     its 0/1 error to an ADWIN monitor: ``drift_detected`` tells whether that update
@@ -53,23 +89,36 @@ class ChurnModel:
 
     def __init__(
         self,
-        lr: float = 0.05,
-        l2: float = 1e-4,
-        interactions: bool = False,
-        max_features: int = 1 << 16,
+        prior_var: float = 0.1,
+        bias_var: float = 4.0,
+        forget: float = 1e-5,
+        nb_weight: float = 0.15,
+        nb_alpha: float = 1.0,
+        max_features: int = 512,
         threshold: float = 0.5,
     ) -> None:
-        self.lr = lr
-        self.l2 = l2
-        self.interactions = interactions
+        if prior_var <= 0 or bias_var <= 0 or nb_alpha <= 0:
+            raise ValueError("prior_var, bias_var and nb_alpha must be > 0")
+        if not 0.0 <= forget < 1.0 or not 0.0 <= nb_weight <= 1.0:
+            raise ValueError("forget must be in [0, 1) and nb_weight in [0, 1]")
+        self.prior_var = prior_var
+        self.bias_var = bias_var
+        self.forget = forget
+        self.nb_weight = nb_weight
+        self.nb_alpha = nb_alpha
         self.max_features = max_features
         self.threshold = threshold
+        # regression: index 0 of _w / _P is the bias, feature j is index j + 1
         self.names: list[str] = []
         self._index: dict[str, int] = {}
         self._w = np.zeros(64, dtype=np.float64)
-        self._g = np.zeros(64, dtype=np.float64)  # AdaGrad accumulators
-        self.bias = 0.0
-        self._gb = 0.0
+        self._P = np.zeros((64, 64), dtype=np.float64)
+        self._P[0, 0] = bias_var
+        # naive Bayes: (attribute, value) items, per-item class counts, values per attribute
+        self.nb_items: list[tuple[str, str]] = []
+        self._nb_index: dict[tuple[str, str], int] = {}
+        self._nb_counts = np.zeros((64, 2), dtype=np.int64)
+        self._nb_values: dict[str, int] = {}
         self.n_learned = 0
         self.n_positive = 0
         self.version = 0
@@ -78,9 +127,11 @@ class ChurnModel:
 
     def _params(self) -> dict[str, Any]:
         return {
-            "lr": self.lr,
-            "l2": self.l2,
-            "interactions": self.interactions,
+            "prior_var": self.prior_var,
+            "bias_var": self.bias_var,
+            "forget": self.forget,
+            "nb_weight": self.nb_weight,
+            "nb_alpha": self.nb_alpha,
             "max_features": self.max_features,
             "threshold": self.threshold,
         }
@@ -90,69 +141,121 @@ class ChurnModel:
         return ChurnModel(**self._params())
 
     # ------------------------------------------------------------------ features
-    def _expand(self, features: Mapping[str, FeatureValue]) -> dict[str, float]:
+    @staticmethod
+    def _expand(features: Mapping[str, FeatureValue]) -> tuple[dict[str, float], list[tuple[str, str]]]:
+        """Regression inputs (one-hot strings) and naive Bayes items of one example."""
         out: dict[str, float] = {}
-        cats: list[str] = []
+        items: list[tuple[str, str]] = []
         for key in sorted(features):
             value = features[key]
             if isinstance(value, str):
-                name = f"{key}={value}"
-                out[name] = 1.0
-                cats.append(name)
-            else:
-                x = float(value)
-                if math.isfinite(x) and x != 0.0:
-                    out[key] = x
-        if self.interactions:
-            for i, a in enumerate(cats):
-                for b in cats[i + 1 :]:
-                    out[f"{a}&{b}"] = 1.0
-        return out
+                out[f"{key}={value}"] = 1.0
+                if key not in NB_SKIP:
+                    items.append((key, value))
+                continue
+            x = float(value)
+            if not math.isfinite(x):
+                continue
+            if x != 0.0:
+                out[key] = x
+            bins = NB_BINS.get(key)
+            if bins is not None:
+                items.append((key, str(math.floor(x * bins))))
+            elif x != 0.0 and key.startswith(NB_INDICATORS):
+                items.append((key, "1"))
+        return out, items
 
     def _lookup(self, xs: dict[str, float], grow: bool) -> tuple[np.ndarray, np.ndarray]:
-        idx: list[int] = []
-        val: list[float] = []
+        idx: list[int] = [0]
+        val: list[float] = [1.0]
         for name, x in xs.items():
             j = self._index.get(name)
             if j is None:
                 if not grow or len(self.names) >= self.max_features:
                     continue
-                j = len(self.names)
+                j = len(self.names) + 1
                 self.names.append(name)
                 self._index[name] = j
                 if j >= self._w.size:
-                    self._w = np.pad(self._w, (0, self._w.size))
-                    self._g = np.pad(self._g, (0, self._g.size))
+                    size = 2 * self._w.size
+                    self._w = np.pad(self._w, (0, size - self._w.size))
+                    P = np.zeros((size, size), dtype=np.float64)
+                    P[: self._P.shape[0], : self._P.shape[1]] = self._P
+                    self._P = P
+                self._P[j, j] = self.prior_var
             idx.append(j)
             val.append(x)
         return np.asarray(idx, dtype=np.int64), np.asarray(val, dtype=np.float64)
 
+    def _nb_logit(self, items: list[tuple[str, str]]) -> float:
+        n1 = self.n_positive
+        n0 = self.n_learned - n1
+        a = self.nb_alpha
+        z = math.log((n1 + 1.0) / (n0 + 1.0))
+        for item in items:
+            nv = self._nb_values.get(item[0])
+            if nv is None:  # attribute never seen in training: no evidence
+                continue
+            j = self._nb_index.get(item)
+            c0, c1 = (0, 0) if j is None else (int(self._nb_counts[j, 0]), int(self._nb_counts[j, 1]))
+            z += math.log((c1 + a) / (n1 + a * nv)) - math.log((c0 + a) / (n0 + a * nv))
+        return z
+
+    def _nb_learn(self, items: list[tuple[str, str]], y: int) -> None:
+        for item in items:
+            j = self._nb_index.get(item)
+            if j is None:
+                if len(self.nb_items) >= 8 * self.max_features:
+                    continue
+                j = len(self.nb_items)
+                self.nb_items.append(item)
+                self._nb_index[item] = j
+                self._nb_values[item[0]] = self._nb_values.get(item[0], 0) + 1
+                if j >= self._nb_counts.shape[0]:
+                    self._nb_counts = np.pad(self._nb_counts, ((0, self._nb_counts.shape[0]), (0, 0)))
+            self._nb_counts[j, y] += 1
+
+    def _score(self, items: list[tuple[str, str]], idx: np.ndarray, val: np.ndarray) -> float:
+        z_lr = float(val @ self._w[idx])
+        if self.nb_weight == 0.0:
+            return _sigmoid(z_lr)
+        z_nb = self._nb_logit(items)
+        return _sigmoid((1.0 - self.nb_weight) * _clip(z_lr) + self.nb_weight * _clip(z_nb))
+
     # ------------------------------------------------------------------ API
     def predict_proba_one(self, features: Mapping[str, FeatureValue]) -> float:
         """P(churn) in [0, 1]; 0.5 before any learning."""
-        idx, val = self._lookup(self._expand(features), grow=False)
-        return _sigmoid(self.bias + float(val @ self._w[idx]))
+        xs, items = self._expand(features)
+        idx, val = self._lookup(xs, grow=False)
+        return self._score(items, idx, val)
 
     def predict_one(self, features: Mapping[str, FeatureValue]) -> bool:
         """True when P(churn) >= ``threshold``."""
         return self.predict_proba_one(features) >= self.threshold
 
     def learn_one(self, features: Mapping[str, FeatureValue], churned: bool) -> None:
-        """One AdaGrad step on the log loss (inputs are not mutated)."""
+        """One Laplace/EKF step of the regression and one count update of the naive
+        Bayes part (inputs are not mutated)."""
         y = 1.0 if churned else 0.0
+        xs, items = self._expand(features)
         if self.n_learned:
-            p0 = self.predict_proba_one(features)
+            p0 = self._score(items, *self._lookup(xs, grow=False))
             self.drift_detected = self.drift.update(0.0 if (p0 >= self.threshold) == bool(churned) else 1.0)
         else:
             self.drift_detected = False
-        idx, val = self._lookup(self._expand(features), grow=True)
-        p = _sigmoid(self.bias + float(val @ self._w[idx]))
-        err = p - y
-        grad = err * val + self.l2 * self._w[idx]
-        self._g[idx] += grad * grad
-        self._w[idx] -= self.lr * grad / (np.sqrt(self._g[idx]) + 1e-8)
-        self._gb += err * err
-        self.bias -= self.lr * err / (math.sqrt(self._gb) + 1e-8)
+        idx, val = self._lookup(xs, grow=True)
+        d = len(self.names) + 1
+        P = self._P[:d, :d]
+        Px = P[:, idx] @ val
+        p = _sigmoid(float(val @ self._w[idx]))
+        h = max(p * (1.0 - p), 1e-6)
+        k = Px / (1.0 / h + float(val @ Px[idx]))
+        self._w[:d] += k * ((y - p) / h)
+        P -= np.outer(k, Px)
+        if self.forget:
+            P *= 1.0 - self.forget
+            P[np.diag_indices(d)] += self.forget * self.prior_var
+        self._nb_learn(items, int(y))
         self.n_learned += 1
         self.n_positive += int(churned)
         self.version += 1
@@ -163,37 +266,46 @@ class ChurnModel:
         return self.to_bytes()
 
     def to_bytes(self) -> bytes:
-        """Pickle-free snapshot (feature names, weights, AdaGrad state)."""
-        n = len(self.names)
+        """Pickle-free snapshot (feature names, weights, covariance, naive Bayes counts)."""
+        d = len(self.names) + 1
+        m = len(self.nb_items)
         meta = {
             "params": self._params(),
             "names": self.names,
-            "bias": self.bias,
-            "gb": self._gb,
+            "nb_items": [list(item) for item in self.nb_items],
             "n_learned": self.n_learned,
             "n_positive": self.n_positive,
         }
-        return dump_snapshot(SNAPSHOT_KIND, self.version, meta, {"w": self._w[:n], "g": self._g[:n]})
+        arrays = {"w": self._w[:d], "P": self._P[:d, :d], "nb_counts": self._nb_counts[:m]}
+        return dump_snapshot(SNAPSHOT_KIND, self.version, meta, arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChurnModel:
-        """Restore a snapshot written by :meth:`to_bytes`."""
+        """Restore a snapshot written by :meth:`to_bytes` (earlier formats are refused)."""
         snap = load_snapshot(data, kind=SNAPSHOT_KIND)
         model = cls(**snap.meta["params"])
         names = [str(n) for n in snap.meta["names"]]
+        items = [(str(a), str(v)) for a, v in snap.meta["nb_items"]]
+        d, m = len(names) + 1, len(items)
         w = np.asarray(snap.arrays["w"], dtype=np.float64)
-        g = np.asarray(snap.arrays["g"], dtype=np.float64)
-        if w.shape != (len(names),) or g.shape != (len(names),):
-            raise ValueError("snapshot arrays do not match feature names")
+        P = np.asarray(snap.arrays["P"], dtype=np.float64)
+        counts = np.asarray(snap.arrays["nb_counts"], dtype=np.int64)
+        if w.shape != (d,) or P.shape != (d, d) or counts.shape != (m, 2):
+            raise SnapshotError("snapshot arrays do not match feature names")
         model.names = names
-        model._index = {n: i for i, n in enumerate(names)}
-        size = max(64, 1 << max(0, (len(names) - 1).bit_length()))
+        model._index = {n: i + 1 for i, n in enumerate(names)}
+        size = max(64, 1 << max(0, (d - 1).bit_length()))
         model._w = np.zeros(size, dtype=np.float64)
-        model._g = np.zeros(size, dtype=np.float64)
-        model._w[: len(names)] = w
-        model._g[: len(names)] = g
-        model.bias = float(snap.meta["bias"])
-        model._gb = float(snap.meta["gb"])
+        model._P = np.zeros((size, size), dtype=np.float64)
+        model._w[:d] = w
+        model._P[:d, :d] = P
+        model.nb_items = items
+        model._nb_index = {item: j for j, item in enumerate(items)}
+        model._nb_values = {}
+        for attr, _ in items:
+            model._nb_values[attr] = model._nb_values.get(attr, 0) + 1
+        model._nb_counts = np.zeros((max(64, 1 << max(0, (m - 1).bit_length())), 2), dtype=np.int64)
+        model._nb_counts[:m] = counts
         model.n_learned = int(snap.meta["n_learned"])
         model.n_positive = int(snap.meta["n_positive"])
         model.version = snap.model_version

@@ -16,7 +16,8 @@ Context keys read (business systems may or may not send the account ones):
 ``plan``               main plan / product tier category (crossed with contract)
 ``paperless_billing``  bool
 ``products``           list/ tuple of product names (one-hot ``product=NAME``)
-``segment``            free category (e.g. ``senior``, ``family``)
+``segment``            category (e.g. ``family``); ``|``-separated parts
+                       become one indicator ``segment=PART`` each
 ``contacts_30d``       contacts in the last 30 days
 ``repeat_contacts``    contacts about the same issue within 7 days
 ``negative_sentiment`` share of negative messages recently, 0..1
@@ -41,6 +42,7 @@ from typing import Any
 Features = dict[str, float | str]
 
 _TENURE_EDGES = (6, 12, 24, 48)
+_TENURE_BAND_EDGES = (1, 2, 3, 6, 12, 24, 36, 48, 60)
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -77,6 +79,20 @@ def tenure_bucket(months: float) -> str:
     return f"{lo}+"
 
 
+def tenure_band(months: float) -> str:
+    """Fine tenure band (first months singled out), e.g. ``'0-1'``, ``'3-6'``, ``'60+'``.
+
+    >>> tenure_band(0), tenure_band(2), tenure_band(5), tenure_band(72)
+    ('0-1', '2-3', '3-6', '60+')
+    """
+    lo = 0
+    for edge in _TENURE_BAND_EDGES:
+        if months < edge:
+            return f"{lo}-{edge}"
+        lo = edge
+    return f"{lo}+"
+
+
 def churn_features(ctx: Mapping[str, Any]) -> Features:
     """Map a context-like mapping to churn-model features (missing keys are skipped).
 
@@ -92,6 +108,7 @@ def churn_features(ctx: Mapping[str, Any]) -> Features:
         f["tenure_years"] = tenure / 12.0
         f["tenure_log"] = math.log1p(tenure) / math.log1p(72.0)
         f["tenure_bucket"] = tenure_bucket(tenure)
+        f["tenure_band"] = tenure_band(tenure)
     contract = ctx.get("contract")
     if contract is not None:
         f["contract"] = _slug(contract)
@@ -115,7 +132,9 @@ def churn_features(ctx: Mapping[str, Any]) -> Features:
     if ctx.get("paperless_billing") is not None:
         f["paperless_billing"] = 1.0 if bool(ctx["paperless_billing"]) else 0.0
     if ctx.get("segment") is not None:
-        f["segment"] = _slug(ctx["segment"])
+        # "senior|partner|no_dependents" -> one indicator per part (parts share weights)
+        for part in str(ctx["segment"]).split("|"):
+            f[f"segment={_slug(part)}"] = 1.0
     products = ctx.get("products")
     if products:
         names = sorted({_slug(p) for p in products})

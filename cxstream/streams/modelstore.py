@@ -68,6 +68,7 @@ class ModelCache(Generic[M]):
         self.name = name
         self.model: M = empty()
         self.version = 0
+        self._refused = 0
         self._load = load
 
     async def refresh(self, client: aioredis.Redis) -> bool:
@@ -76,13 +77,18 @@ class ModelCache(Generic[M]):
         except Exception as exc:  # Redis down: keep scoring with the model we have
             log.warning("model %s: cannot read the snapshot version: %r", self.name, exc)
             return False
-        if version is None or int(version) <= self.version:
+        if version is None or int(version) <= max(self.version, self._refused):
             return False
         found = await load_snapshot(client, self.name)
         if found is None:
             return False
         new_version, blob = found
-        self.model = await asyncio.to_thread(self._load, blob)
+        try:
+            self.model = await asyncio.to_thread(self._load, blob)
+        except ValueError as exc:  # SnapshotError (an older format): keep the model we have, do not retry this version
+            log.warning("model %s: snapshot version %d cannot be read (%s); still scoring with version %d", self.name, new_version, exc, self.version)
+            self._refused = new_version
+            return False
         self.version = new_version
         log.info("model %s: now scoring with snapshot version %d", self.name, new_version)
         return True

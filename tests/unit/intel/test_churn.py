@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from cxstream.intel.churn import ChurnModel
+import numpy as np
+import pytest
+
+from cxstream.intel.churn import SNAPSHOT_KIND, ChurnModel
 from cxstream.intel.features import churn_features, telco_context, telco_features, telco_label
 from cxstream.intel.metrics import exact_auc
+from cxstream.intel.snapshot import SnapshotError, dump_snapshot
 
 TELCO_ROW = {
     "customerID": "0000-TEST",
@@ -43,6 +47,9 @@ def test_telco_row_mapping() -> None:
     assert feats["payment_method"] == "electronic_check"
     assert feats["tenure_bucket"] == "0-6"
     assert feats["plan"] == "internet_dsl"
+    assert feats["tenure_band"] == "1-2"
+    assert feats["segment=non_senior"] == feats["segment=partner"] == feats["segment=no_dependents"] == 1.0
+    assert "segment" not in feats
     assert "customerID" not in str(feats) and "0000-TEST" not in str(feats)
     assert telco_label(TELCO_ROW) is False
     blank = dict(TELCO_ROW, TotalCharges=" ")
@@ -88,3 +95,50 @@ def test_unseen_feature_ignored_at_predict() -> None:
     n = len(model.names)
     model.predict_proba_one({"contract": "brand_new_value", "other": 3.0})
     assert len(model.names) == n  # predicting never grows the vocabulary
+
+
+def test_live_context_without_telco_keys() -> None:
+    feats = churn_features({"segment": "Family", "contacts_30d": 3})
+    assert feats == {"bias_context": 1.0, "segment=family": 1.0, "contacts_30d_log": feats["contacts_30d_log"]}
+    model = ChurnModel()
+    for i in range(50):
+        model.learn_one(feats, i % 3 == 0)
+        model.learn_one({}, False)  # an empty context is a valid example
+    assert 0.0 < model.predict_proba_one({}) < model.predict_proba_one(feats) < 1.0
+
+
+def test_naive_bayes_part_and_blend() -> None:
+    rows = [({"contract": "month_to_month", "monthly_100": 0.9}, True), ({"contract": "two_year"}, False)] * 30
+    blended, linear = ChurnModel(), ChurnModel(nb_weight=0.0)
+    for feats, y in rows:
+        blended.learn_one(feats, y)
+        linear.learn_one(feats, y)
+    assert ("contract", "month_to_month") in blended.nb_items
+    assert ("monthly_100", "18") in blended.nb_items  # floor(0.9 * 20 bins per unit)
+    x = rows[0][0]
+    assert blended.predict_proba_one(x) != linear.predict_proba_one(x)
+    assert blended.predict_proba_one(x) > linear.predict_proba_one(x) > 0.7  # NB is the less shrunk part
+
+
+def test_feature_cap_bounds_covariance() -> None:
+    model = ChurnModel(max_features=8)
+    for i in range(40):
+        model.learn_one({"plan": f"p{i}", "x": float(i % 5)}, i % 2 == 0)
+    assert len(model.names) == 8
+    restored = ChurnModel.from_bytes(model.to_bytes())
+    assert restored.to_bytes() == model.to_bytes()
+    assert np.isfinite(restored.predict_proba_one({"plan": "p1", "x": 2.0}))
+
+
+def test_old_snapshot_format_refused() -> None:
+    old = dump_snapshot("cxstream.intel.ChurnModel", 3, {"params": {"lr": 0.05}}, {})
+    with pytest.raises(SnapshotError):
+        ChurnModel.from_bytes(old)
+    bad = dump_snapshot(
+        SNAPSHOT_KIND,
+        1,
+        {"params": {}, "names": ["a"], "nb_items": [], "n_learned": 1, "n_positive": 0},
+        {"w": np.zeros(3), "P": np.zeros((2, 2)), "nb_counts": np.zeros((0, 2), dtype=np.int64)},
+    )
+    with pytest.raises(SnapshotError):
+        ChurnModel.from_bytes(bad)
