@@ -41,7 +41,6 @@ import redis.asyncio as aioredis
 from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.metrics_core import Metric
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 # The one import outside streams/schemas (docs/ARCHITECTURE.md): pure identifier normalisation,
@@ -51,6 +50,7 @@ from cxstream.schemas import Identifiers
 from cxstream.serve import queues
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
+from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
 
@@ -61,7 +61,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_KEYS: web.AppKey[frozenset[str]] = web.AppKey("api_keys", frozenset)
 APP_ID: web.AppKey[str] = web.AppKey("app_id", str)
 ERASURE: web.AppKey[ErasureRequests | None] = web.AppKey("erasure", object)  # type: ignore[arg-type]
-LOOKUP: web.AppKey[AsyncScript] = web.AppKey("lookup", AsyncScript)
+LOOKUP: web.AppKey[ContextLookup] = web.AppKey("lookup", object)  # type: ignore[arg-type]
 ENGINE_METRICS: web.AppKey[EngineMetrics | None] = web.AppKey("engine_metrics", object)  # type: ignore[arg-type]
 
 #: Identifier kinds accepted in query strings and ``kind:value`` ids.
@@ -242,13 +242,33 @@ return {1, c}
 _CTX_PREFIX = context_key("")
 
 
-async def _lookup(script: AsyncScript, keys: list[str], mode: str) -> tuple[int, bytes | None]:
-    found = await script(keys=keys, args=[mode, SHARED, _CTX_PREFIX])  # EVALSHA; loads the script if Redis lost it
-    return int(found[0]), (found[1] if len(found) > 1 else None)
+class ContextLookup:
+    """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when the
+    Redis URL allows it, else through redis-py (``url=None``, or a TLS URL)."""
+
+    def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
+        self._script = client.register_script(_LOOKUP)
+        self._fast = PipelinedRedis(url) if url is not None and PipelinedRedis.supports(url) else None
+
+    @property
+    def pipelined(self) -> bool:
+        return self._fast is not None
+
+    async def __call__(self, keys: list[str], mode: str) -> tuple[int, bytes | None]:
+        args = [mode, SHARED, _CTX_PREFIX]
+        if self._fast is not None:
+            found = await self._fast.evalsha(self._script.sha, _LOOKUP, keys, args)
+        else:
+            found = await self._script(keys=keys, args=args)  # EVALSHA; loads the script if Redis lost it
+        return int(found[0]), (found[1] if len(found) > 1 else None)
+
+    async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.close()
 
 
-async def _context_by_identifier(client: AsyncScript, kind: str, value: str) -> web.Response:
-    code, raw = await _lookup(client, [identifier_key(kind, value)], "ident")
+async def _context_by_identifier(lookup: ContextLookup, kind: str, value: str) -> web.Response:
+    code, raw = await lookup([identifier_key(kind, value)], "ident")
     if code == 2:
         return error(409, "ambiguous_identifier", f"this {kind} is shared by several customers; look the customer up by another identifier")
     if raw is None:
@@ -256,8 +276,8 @@ async def _context_by_identifier(client: AsyncScript, kind: str, value: str) -> 
     return web.Response(body=raw, content_type="application/json")
 
 
-async def _context_by_id(client: AsyncScript, customer_id: str) -> web.Response:
-    _, raw = await _lookup(client, [context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
+async def _context_by_id(lookup: ContextLookup, customer_id: str) -> web.Response:
+    _, raw = await lookup([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
     if raw is None:
         return error(404, "unknown_customer", f"no context for customer {customer_id!r}")
     return web.Response(body=raw, content_type="application/json")
@@ -265,13 +285,13 @@ async def _context_by_id(client: AsyncScript, customer_id: str) -> web.Response:
 
 async def customer_context(request: web.Request) -> web.Response:
     customer_id = request.match_info.get("customer_id", "")
-    client = request.app[LOOKUP]
+    lookup = request.app[LOOKUP]
     try:
         query = _query_identifiers(request)
         if query:
             if len(query) > 1:
                 return error(400, "too_many_identifiers", "give exactly one identifier to look a customer up")
-            return await _context_by_identifier(client, *query[0])
+            return await _context_by_identifier(lookup, *query[0])
         if not customer_id:
             return error(400, "no_identifier", f"give the customer in the path or as one query parameter ({', '.join(IDENTIFIER_KINDS)})")
         if len(customer_id) > 300:
@@ -280,8 +300,8 @@ async def customer_context(request: web.Request) -> web.Response:
     except _Refusal as refusal:
         return refusal.response
     if by_kind is not None:
-        return await _context_by_identifier(client, *by_kind)
-    return await _context_by_id(client, customer_id)
+        return await _context_by_identifier(lookup, *by_kind)
+    return await _context_by_id(lookup, customer_id)
 
 
 async def erase_customer(request: web.Request) -> web.Response:
@@ -334,14 +354,21 @@ def build_app(
     *,
     erasure: ErasureRequests | None = None,
     engine_metrics: EngineMetrics | None = None,
+    redis_url: str | None = None,
 ) -> web.Application:
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
-    *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.
+    *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.  With
+    *redis_url* (that of *redis_client*), context lookups take a pipelined connection of their own.
     """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
-    app[LOOKUP] = redis_client.register_script(_LOOKUP)
+    app[LOOKUP] = lookup = ContextLookup(redis_client, redis_url)
+
+    async def close_lookup(_: web.Application) -> None:
+        await lookup.close()
+
+    app.on_cleanup.append(close_lookup)
     app[API_KEYS] = api_keys
     app[APP_ID] = app_id
     app[ERASURE] = erasure

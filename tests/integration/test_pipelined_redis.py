@@ -1,0 +1,130 @@
+"""The API's pipelined Redis client (cxstream.serve.pipelined) against a real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cxstream.serve.http import ContextLookup
+from cxstream.serve.pipelined import PipelinedRedis
+from cxstream.streams.embedded import EmbeddedRedis
+from cxstream.streams.keys import context_key, identifier_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def prefix() -> str:
+    return f"pipetest:{uuid.uuid4().hex[:8]}:"
+
+
+async def test_concurrent_commands_get_their_own_replies(servers: tuple[str, str], prefix: str) -> None:
+    client = PipelinedRedis(servers[1])
+    try:
+        await asyncio.gather(*(client.call("SET", f"{prefix}{i}", f"value-{i}") for i in range(300)))
+        got = await asyncio.gather(*(client.call("GET", f"{prefix}{i}") for i in reversed(range(300))))
+        assert got == [f"value-{i}".encode() for i in reversed(range(300))]
+        assert await client.call("GET", f"{prefix}missing") is None
+    finally:
+        await client.close()
+
+
+async def test_an_error_reply_raises_and_the_connection_goes_on(servers: tuple[str, str], prefix: str) -> None:
+    client = PipelinedRedis(servers[1])
+    try:
+        await client.call("SET", f"{prefix}s", "text")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await client.call("LPUSH", f"{prefix}s", "x")
+        assert await client.call("GET", f"{prefix}s") == b"text"
+    finally:
+        await client.close()
+
+
+async def test_a_late_reply_is_dropped_and_later_replies_stay_matched(servers: tuple[str, str], prefix: str) -> None:
+    client = PipelinedRedis(servers[1], timeout_s=0.2)
+    try:
+        await client.call("SET", f"{prefix}k", "v")
+        with pytest.raises(RedisTimeoutError):
+            await client.call("BLPOP", f"{prefix}empty", 1)  # Redis answers after 1 s, long after the timeout
+        client.timeout_s = 3.0
+        assert await client.call("GET", f"{prefix}k") == b"v"  # not BLPOP's late nil
+    finally:
+        await client.close()
+
+
+async def test_a_killed_connection_fails_its_commands_then_reconnects(servers: tuple[str, str], prefix: str) -> None:
+    client = PipelinedRedis(servers[1])
+    admin = redis.Redis.from_url(servers[1])
+    try:
+        await client.call("SET", f"{prefix}k", "v")
+        own_id = await client.call("CLIENT", "ID")
+        waiting = asyncio.ensure_future(client.call("BLPOP", f"{prefix}empty", 5))
+        await asyncio.sleep(0.1)
+        admin.client_kill_filter(_id=own_id)
+        with pytest.raises(RedisConnectionError):
+            await waiting
+        assert await client.call("GET", f"{prefix}k") == b"v"
+        assert await client.call("CLIENT", "ID") != own_id
+    finally:
+        admin.close()
+        await client.close()
+
+
+async def test_no_server_is_a_connection_error() -> None:
+    client = PipelinedRedis("redis://127.0.0.1:1/0", timeout_s=1.0)
+    with pytest.raises(RedisConnectionError, match="cannot connect"):
+        await client.call("PING")
+
+
+@pytest.fixture()
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        yield server
+
+
+async def test_password_and_database_from_the_url(private_redis: EmbeddedRedis) -> None:
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.config_set("requirepass", "s3cret")
+    admin.close()
+    host_port = private_redis.url.split("//", 1)[1].split("/", 1)[0]
+    client = PipelinedRedis(f"redis://:s3cret@{host_port}/3")
+    try:
+        await client.call("SET", "k", "in-db-3")
+    finally:
+        await client.close()
+    check = redis.Redis.from_url(f"redis://:s3cret@{host_port}/3")
+    assert check.get("k") == b"in-db-3"
+    assert redis.Redis.from_url(f"redis://:s3cret@{host_port}/0").get("k") is None
+    check.close()
+    wrong = PipelinedRedis(f"redis://:wrong@{host_port}/0")
+    with pytest.raises(ResponseError):
+        await wrong.call("PING")
+    await wrong.close()
+
+
+async def test_context_lookup_reloads_a_flushed_script_and_falls_back_for_tls(servers: tuple[str, str], prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    plain = aioredis.Redis.from_url(servers[1])
+    lookup = ContextLookup(plain, servers[1])
+    assert lookup.pipelined
+    try:
+        await plain.set(context_key(f"{prefix}c1"), b'{"customer_id": "c1"}')
+        await plain.set(identifier_key("email", f"{prefix}a@x.org"), f"{prefix}c1")
+        assert await lookup([identifier_key("email", f"{prefix}a@x.org")], "ident") == (1, b'{"customer_id": "c1"}')
+        await plain.script_flush()
+        assert await lookup([identifier_key("email", f"{prefix}a@x.org")], "ident") == (1, b'{"customer_id": "c1"}')
+        assert await lookup([identifier_key("email", f"{prefix}nobody@x.org")], "ident") == (0, None)
+    finally:
+        await lookup.close()
+        await plain.aclose()
+    assert not ContextLookup(plain, "rediss://127.0.0.1:6380/0").pipelined
+    assert not ContextLookup(plain, None).pipelined
