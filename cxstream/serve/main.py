@@ -65,7 +65,7 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
     app = build_app(
         client, resolve_api_keys(settings, lambda m: print(f"cxstream serve: {m}", flush=True)), settings.app_id,
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
-        redis_url=settings.redis_url,
+        redis_url=settings.redis_url if settings.http_pipelined_lookups else None,
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")
     stop = asyncio.Event()

@@ -1,18 +1,19 @@
 """One pipelined Redis connection for the API's hot read: the context lookup.
 
-redis-py's asyncio client costs ~150-190 µs of CPU per command on the 2-core bench machine
+redis-py's asyncio client costs ~200 µs of CPU per command on the 2-core bench machine
 (connection pool, retry wrapper, stream reader, timeouts per call), which made it the
 largest single cost of a context lookup.  This client keeps one connection per API process
 and writes every command as soon as it is issued (commands in flight are answered in order,
 so a FIFO of futures matches replies to callers); encoding and parsing are hiredis', Redis'
-own C protocol library.  A lookup costs ~30 µs of CPU here (``bench/context`` and
-docs/IDENTITY.md).  Everything else in the API (health, erasure, queues) keeps redis-py.
+own C protocol library.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh``,
+docs/PERFORMANCE.md).  Everything else in the API (health, erasure, queues) keeps redis-py.
 
 Failures raise redis-py's exceptions (:class:`redis.exceptions.RedisError` subclasses), so
 the API answers 503 exactly as it does for redis-py's: a lost connection fails the
 commands in flight with ``ConnectionError`` and the next command reconnects; a command
 that gets no reply within ``timeout_s`` raises ``TimeoutError`` (its late reply, if any, is
-read and dropped, so later replies stay matched to their commands).
+read and dropped, so later replies stay matched to their commands).  One watchdog timer per
+connection checks the deadlines, rather than a timer per command.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """Commands in flight as a FIFO of (future, deadline); one watchdog timer, not one per command."""
+
+    def __init__(self, timeout_s: float) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.timeout_s = timeout_s
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
@@ -55,7 +60,7 @@ class _Protocol(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
                 return
-            waiter = self.waiting.popleft()
+            waiter, _ = self.waiting.popleft()
             if waiter.done():  # its caller gave up (timeout or cancellation)
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -69,17 +74,35 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         self.lost = exc
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self.waiting:
-            waiter = self.waiting.popleft()
+            waiter, _ = self.waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
 
     def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         assert self.transport is not None
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((waiter, loop.time() + self.timeout_s))
         self.transport.write(hiredis.pack_command(args))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.timeout_s / 4, self._expire)
         return waiter
+
+    def _expire(self) -> None:
+        """Fail the commands whose deadline passed (the oldest first: deadlines grow along the FIFO)."""
+        self._watchdog = None
+        now = asyncio.get_running_loop().time()
+        for waiter, deadline in self.waiting:
+            if deadline > now:
+                break
+            if not waiter.done():
+                waiter.set_exception(RedisTimeoutError(f"Redis did not answer within {self.timeout_s} s"))
+        if self.waiting and self.lost is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self.timeout_s / 4, self._expire)
 
 
 class PipelinedRedis:
@@ -100,29 +123,41 @@ class PipelinedRedis:
         self._password = unquote(parts.password) if parts.password else None
         db = parts.path.strip("/") if parts.scheme == "redis" else dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
         self._db = int(db or 0)
-        self.timeout_s = timeout_s
+        self._timeout_s = timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+
+    @property
+    def timeout_s(self) -> float:
+        """Seconds a command may wait for its reply (checked every quarter of it)."""
+        return self._timeout_s
+
+    @timeout_s.setter
+    def timeout_s(self, value: float) -> None:
+        self._timeout_s = value
+        if self._proto is not None:
+            self._proto.timeout_s = value
 
     @staticmethod
     def supports(url: str) -> bool:
         return urlsplit(url).scheme in ("redis", "unix")
 
     async def _connection(self) -> _Protocol:
-        proto = self._proto
-        if proto is not None and proto.lost is None:
-            return proto
+        current = self._proto
+        if current is not None and current.lost is None:
+            return current
         if self._connecting is None:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._proto is not None and self._proto.lost is None:
                 return self._proto
             loop = asyncio.get_running_loop()
+            proto: _Protocol
             try:
                 if self._unix is not None:
-                    _, proto = await asyncio.wait_for(loop.create_unix_connection(_Protocol, self._unix), self.timeout_s)
+                    _, proto = await asyncio.wait_for(loop.create_unix_connection(self._protocol, self._unix), self.timeout_s)
                 else:
-                    _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, self._host, self._port), self.timeout_s)
+                    _, proto = await asyncio.wait_for(loop.create_connection(self._protocol, self._host, self._port), self.timeout_s)
             except (TimeoutError, OSError) as exc:
                 raise RedisConnectionError(f"cannot connect to Redis: {exc!r}") from exc
             hello: list[asyncio.Future[Any]] = []
@@ -133,7 +168,7 @@ class PipelinedRedis:
                 hello.append(proto.send(("SELECT", self._db)))
             try:
                 for reply in hello:
-                    await asyncio.wait_for(reply, self.timeout_s)
+                    await reply
             except BaseException:
                 assert proto.transport is not None
                 proto.transport.close()
@@ -141,12 +176,12 @@ class PipelinedRedis:
             self._proto = proto
             return proto
 
+    def _protocol(self) -> _Protocol:
+        return _Protocol(self.timeout_s)
+
     async def call(self, *args: Any) -> Any:
         proto = await self._connection()
-        try:
-            return await asyncio.wait_for(proto.send(args), self.timeout_s)
-        except TimeoutError as exc:
-            raise RedisTimeoutError(f"Redis did not answer {args[0]!s} within {self.timeout_s} s") from exc
+        return await proto.send(args)
 
     async def evalsha(self, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
         """``EVALSHA`` of a script whose *source* is loaded again if Redis does not have it (a restart, ``SCRIPT FLUSH``)."""
@@ -158,5 +193,5 @@ class PipelinedRedis:
 
     async def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.close()
+            self._proto.transport.close()  # connection_lost fails what is in flight and stops the watchdog
         self._proto = None

@@ -39,6 +39,9 @@ class Settings:
     http_port: int = _setting(8080, "Port of the HTTP API; 0 picks a free port.")
     http_workers: int = _setting(1, "HTTP API processes 'cxstream run' starts; they share the port (SO_REUSEPORT).")
     http_redis_connections: int = _setting(32, "Most Redis connections per HTTP API process (one pool each).")
+    http_pipelined_lookups: int = _setting(
+        1, "1: context lookups on one pipelined hiredis connection per API process; 0: through the redis-py pool."
+    )
     max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
     context_max_interactions: int = _setting(20, "Interactions kept per customer context (newest first).")
     dedupe_ids_per_customer: int = _setting(64, "Event ids remembered per customer to drop duplicates.")

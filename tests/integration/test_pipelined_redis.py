@@ -127,4 +127,21 @@ async def test_context_lookup_reloads_a_flushed_script_and_falls_back_for_tls(se
         await lookup.close()
         await plain.aclose()
     assert not ContextLookup(plain, "rediss://127.0.0.1:6380/0").pipelined
-    assert not ContextLookup(plain, None).pipelined
+
+
+async def test_context_lookup_through_the_redis_py_pool_answers_the_same(servers: tuple[str, str], prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    plain = aioredis.Redis.from_url(servers[1])
+    pooled, pipelined = ContextLookup(plain, None), ContextLookup(plain, servers[1])
+    assert not pooled.pipelined
+    try:
+        await plain.set(context_key(f"{prefix}c2"), b'{"customer_id": "c2"}')
+        await plain.set(identifier_key("email", f"{prefix}b@x.org"), f"{prefix}c2")
+        for keys, mode in (([identifier_key("email", f"{prefix}b@x.org")], "ident"), ([context_key(f"{prefix}c2"), "x", "y"], "id"),
+                           ([identifier_key("email", f"{prefix}nobody@x.org")], "ident")):
+            assert await pooled(keys, mode) == await pipelined(keys, mode)
+        assert await pooled([context_key(f"{prefix}c2"), "x", "y"], "id") == (1, b'{"customer_id": "c2"}')
+    finally:
+        await pipelined.close()
+        await plain.aclose()

