@@ -277,6 +277,7 @@ class BatchRuntime:
         self.max_in_flight = max_in_flight
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._committing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -371,6 +372,7 @@ class BatchRuntime:
             with contextlib.suppress(Exception):
                 async with self._lock:
                     await self.settle(everything=True)
+                    await self._commit_finished()
                     await self._commit(force=True)
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
@@ -394,9 +396,21 @@ class BatchRuntime:
                     await self.process(batches)
             else:
                 await self.settle()
-            started = clock()
-            if await self._commit():
-                commit(clock() - started)
+            if time.monotonic() - self._last_commit >= self.commit_interval_s and (self._committing is None or self._committing.done()):
+                # In the background: a commit is a broker round trip (p50 25 ms, p99 100 ms under
+                # load) that would otherwise hold up the next fetch.  One at a time.
+                self._committing = asyncio.create_task(self._timed_commit(commit))
+
+    async def _timed_commit(self, observe: Callable[[float], None]) -> None:
+        started = time.perf_counter()
+        if await self._commit(force=True):
+            observe(time.perf_counter() - started)
+
+    async def _commit_finished(self) -> None:
+        """Wait for the background commit in flight, if any (before a commit that must come after it)."""
+        if self._committing is not None and not self._committing.done():
+            with contextlib.suppress(Exception):
+                await self._committing
 
     async def process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Hand a fetched batch to the stages (in pipeline order) and send everything it produced.
@@ -481,6 +495,7 @@ class BatchRuntime:
         async with self._lock:  # a batch in progress finishes (and flushes) first
             with contextlib.suppress(Exception):
                 await self.settle(everything=True)
+                await self._commit_finished()
                 await self._commit(force=True)
             for tp in revoked:
                 self.owned.discard(tp)
