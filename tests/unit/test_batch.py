@@ -121,3 +121,50 @@ def test_output_send_only_buffers() -> None:
     o = Output("t", sink)
     asyncio.run(o.send(key=b"k", value=b"v"))
     assert sink == [("t", b"k", b"v")] and o.get_topic_name() == "t"
+
+
+class _SlowCommits:
+    """A consumer stand-in whose fetches return nothing and whose commits take until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.fetches = 0
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        self.fetches += 1
+        await asyncio.sleep(0.001)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        await self.release.wait()
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+def test_the_loop_keeps_fetching_while_a_commit_is_in_flight_and_revoke_waits_for_it() -> None:
+    async def scenario() -> tuple[int, list[dict[TopicPartition, int]]]:
+        rt = BatchRuntime("127.0.0.1:9", Settings(), commit_interval_s=0.0)
+        consumer = _SlowCommits()
+        rt.consumer = consumer  # type: ignore[assignment]
+        rt.stage("s", [ROUTING])
+        tp = TopicPartition(rt.topic(ROUTING), 0)
+        rt.owned.add(tp)
+        rt._processed[tp] = 10
+        loop_task = asyncio.create_task(rt._run())
+        await asyncio.sleep(0.05)
+        fetched_during_commit = consumer.fetches
+        assert rt._committing is not None and not rt._committing.done()  # one commit, still in flight
+        rt._processed[tp] = 20
+        revoking = asyncio.create_task(rt._revoked([tp]))
+        await asyncio.sleep(0.01)
+        assert not revoking.done()  # it waits for the commit in flight before its own
+        consumer.release.set()
+        await revoking
+        rt._stopping = True
+        await loop_task
+        return fetched_during_commit, consumer.commits
+
+    fetched, commits = asyncio.run(scenario())
+    assert fetched > 5
+    tp = TopicPartition(Settings().topic_prefix + ROUTING.name, 0)
+    assert commits == [{tp: 10}, {tp: 20}]
