@@ -110,6 +110,7 @@ class Options:
     keep_dir: bool = False
     engine_src: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
+    producer_linger_ms: int = 1
 
 
 # --------------------------------------------------------------------------- processes
@@ -403,7 +404,7 @@ class Driver:
         self.workload = workload
         self.opts = opts
         self.stream: Iterator[Planned] = workload.planned()
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1, max_batch_size=65536)
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=opts.producer_linger_ms, acks=1, max_batch_size=65536)
         self.profile = DesktopProfile(ring_s=(0.05, 0.3), time_scale=0.2)
         self.contact_planned: dict[str, float] = {}  # contact id -> planned time of contact_opened
         self.first_assignment: dict[str, tuple[float, Assignment]] = {}  # contact id -> (consumed, assignment)
@@ -1015,6 +1016,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
     p.add_argument("--skip-refs", action="store_true")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
+    p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--p99-limit-ms", type=float, default=50.0)
     p.add_argument("--start-rate", type=float, default=100.0)
     p.add_argument("--step-duration", type=float, default=10.0)

@@ -48,6 +48,9 @@ class Settings:
     redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
     redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
+    producer_linger_ms: int = _setting(
+        1, "How long the hot path's producer waits to fill a record batch, ms (Kafka 4.0's client default is 5)."
+    )
     fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait of the hot path's stages, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
     faust_fetch_wait_ms: int = _setting(
         200, "Idle-poll fetch wait of the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
