@@ -111,6 +111,7 @@ class Options:
     engine_src: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
     producer_linger_ms: int = 1
+    fresh_final: bool = True
 
 
 # --------------------------------------------------------------------------- processes
@@ -506,6 +507,18 @@ class Driver:
         return sent, lateness, t0 + n / rate
 
 
+@dataclass
+class Rig:
+    """The engines of one broker and what drives and watches them."""
+
+    engines: list[EngineProc]
+    sampler: ProcSampler
+    rds: Any
+    lag: GroupLag
+    driver: Driver
+    stopped: bool = False
+
+
 class Bench:
     """One benchmark run: servers, references, engines, steps."""
 
@@ -699,7 +712,6 @@ class Bench:
     # ------------------------------------------------------------------ the run
     async def run_async(self, broker: str, redis_url: str) -> dict[str, Any]:
         import aiohttp
-        import redis.asyncio as aioredis
 
         opts = self.opts
         cfg = WorkloadConfig(customers=opts.customers, seed=opts.seed, advisors=opts.advisors)
@@ -723,42 +735,13 @@ class Bench:
             log(f"naive_faust: {naive['rate']:.0f} events/s")
             self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
         # 2. engines
-        engines = [
-            start_engine(broker, redis_url, self.base / f"engine{i}", self.prefix, self.app_id, opts)
-            for i in range(opts.workers)
-        ]
-        self.engines = engines
-        await asyncio.to_thread(wait_ready, engines)
-        log(f"{len(engines)} engine(s) ready: {', '.join(e.http for e in engines)}")
-        sampler = ProcSampler([e.proc.pid for e in engines])
-        rds = aioredis.from_url(redis_url)
-        lag = GroupLag(broker, self.app_id, self.prefix)
-        await lag.start()
-        driver = Driver(broker, self.prefix, workload, opts)
-        await driver.start()
+        rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)
         steps: list[StepResult] = []
         try:
             async with aiohttp.ClientSession() as session:
-                await self._login_advisors(driver, rds, workload)
-                rss_before = sampler.rss_mb()
-                redis_before = int((await rds.info("memory"))["used_memory"])
-                if opts.prefill:
-                    await self._prefill(driver, rds, workload)
-                rss_after = sampler.rss_mb()
-                redis_after = int((await rds.info("memory"))["used_memory"])
-                self.result["prefill"] = {
-                    "customers": opts.customers if opts.prefill else 0,
-                    "engine_rss_mb_before": round(rss_before, 1), "engine_rss_mb_after": round(rss_after, 1),
-                    "engine_rss_bytes_per_customer": round((rss_after - rss_before) * 1e6 / opts.customers, 1)
-                    if opts.prefill else None,
-                    "redis_used_memory_bytes_per_customer": round((redis_after - redis_before) / opts.customers, 1)
-                    if opts.prefill else None,
-                    "state_after_prefill": await self._state_size(rds),
-                    "seconds": round(self._prefill_s, 1) if opts.prefill else 0,
-                }
-                profile_pid = engines[0].proc.pid
+                profile_pid = rig.engines[0].proc.pid
                 if opts.find_max:
-                    max_rate, capacity, steps = await self._find_max(driver, engines, sampler, lag, session)
+                    max_rate, capacity, steps = await self._find_max(rig.driver, rig.engines, rig.sampler, rig.lag, session)
                     self.result["capacity_rate"] = capacity
                     if max_rate > 0:
                         half, basis = max_rate / 2, "half of max_rate_p99_under_limit"
@@ -767,19 +750,90 @@ class Bench:
                     self.result["final_rate_basis"] = basis
                     log(f"max rate with e2e p99 < {opts.p99_limit_ms} ms: {max_rate:.0f}/s; keeps up to {capacity:.0f}/s; "
                         f"final run at {half:.0f}/s ({basis})")
-                    final = await self.step(driver, engines, sampler, lag, session, half, opts.duration, lookups=True,
-                                            profile_pid=profile_pid)
+                    if opts.fresh_final:
+                        # The embedded broker's fetch time grows with the record batches it holds
+                        # (docs/PERFORMANCE.md): the final run gets a broker without the search's history.
+                        self.result["final_on_fresh_broker"] = True
+                        await self._take_down(rig)
+                        final, rig = await self._final_on_fresh_servers(workload, session, half)
+                    else:
+                        self.result["final_on_fresh_broker"] = False
+                        final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, half, opts.duration,
+                                                lookups=True, profile_pid=profile_pid)
+                        self.result["state_end"] = await self._state_size(rig.rds)
                 else:
                     max_rate = None
-                    final = await self.step(driver, engines, sampler, lag, session, opts.rate, opts.duration,
+                    final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, opts.rate, opts.duration,
                                             lookups=True, profile_pid=profile_pid)
-                self.result["state_end"] = await self._state_size(rds)
+                    self.result["state_end"] = await self._state_size(rig.rds)
         finally:
-            await driver.stop()
-            await lag.stop()
-            await rds.aclose()
+            await self._take_down(rig)
         self.result["elapsed_s"] = round(time.time() - began, 1)
-        return self._report(final, steps, max_rate, sampler)
+        return self._report(final, steps, max_rate, rig.sampler)
+
+    async def _bring_up(self, broker: str, redis_url: str, workload: Workload, tag: str, *, record_prefill: bool) -> Rig:
+        """Engines started and ready, advisors logged in, the context table prefilled."""
+        import redis.asyncio as aioredis
+
+        opts = self.opts
+        engines = [
+            start_engine(broker, redis_url, self.base / f"engine{tag}{i}", self.prefix, self.app_id, opts)
+            for i in range(opts.workers)
+        ]
+        self.engines.extend(engines)
+        await asyncio.to_thread(wait_ready, engines)
+        log(f"{len(engines)} engine(s) ready: {', '.join(e.http for e in engines)}")
+        rig = Rig(engines, ProcSampler([e.proc.pid for e in engines]), aioredis.from_url(redis_url),
+                  GroupLag(broker, self.app_id, self.prefix), Driver(broker, self.prefix, workload, opts))
+        await rig.lag.start()
+        await rig.driver.start()
+        await self._login_advisors(rig.driver, rig.rds, workload)
+        rss_before = rig.sampler.rss_mb()
+        redis_before = int((await rig.rds.info("memory"))["used_memory"])
+        if opts.prefill:
+            await self._prefill(rig.driver, rig.rds, workload)
+        if record_prefill:
+            rss_after = rig.sampler.rss_mb()
+            redis_after = int((await rig.rds.info("memory"))["used_memory"])
+            self.result["prefill"] = {
+                "customers": opts.customers if opts.prefill else 0,
+                "engine_rss_mb_before": round(rss_before, 1), "engine_rss_mb_after": round(rss_after, 1),
+                "engine_rss_bytes_per_customer": round((rss_after - rss_before) * 1e6 / opts.customers, 1)
+                if opts.prefill else None,
+                "redis_used_memory_bytes_per_customer": round((redis_after - redis_before) / opts.customers, 1)
+                if opts.prefill else None,
+                "state_after_prefill": await self._state_size(rig.rds),
+                "seconds": round(self._prefill_s, 1) if opts.prefill else 0,
+            }
+        return rig
+
+    async def _take_down(self, rig: Rig) -> None:
+        """Stop what :meth:`_bring_up` started (idempotent)."""
+        if rig.stopped:
+            return
+        rig.stopped = True
+        await rig.driver.stop()
+        await rig.lag.stop()
+        await rig.rds.aclose()
+        for e in rig.engines:
+            code = await asyncio.to_thread(stop_process, e.proc)
+            if code not in (0, None, -2, 130):
+                log(f"engine exited with {code}; log tail:\n{e.output()[-1500:]}")
+            self.engines.remove(e)
+
+    async def _final_on_fresh_servers(self, workload: Workload, session: Any, rate: float) -> tuple[StepResult, Rig]:
+        log("final run: new broker and Redis, engines restarted and prefilled")
+        with contextlib.ExitStack() as servers:
+            broker = await asyncio.to_thread(servers.enter_context, EmbeddedBroker(self.base / "broker-final"))
+            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-final"))
+            rig = await self._bring_up(broker.url, rds.url, workload, "final", record_prefill=False)
+            try:
+                final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, rate, self.opts.duration,
+                                        lookups=True, profile_pid=rig.engines[0].proc.pid)
+                self.result["state_end"] = await self._state_size(rig.rds)
+            finally:
+                await self._take_down(rig)
+        return final, rig
 
     async def _login_advisors(self, driver: Driver, rds: Any, workload: Workload) -> None:
         logins = [plan(a) for a in workload.advisor_logins()]
@@ -945,6 +999,8 @@ class Bench:
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
                                             "(= the table value: the same encoded CustomerContext bytes)",
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
+                "final_on_fresh_broker": "with --find-max the final run gets a new broker, Redis and engines, prefilled "
+                                         "again (the embedded broker's fetch time grows with its history); --stale-final: not",
                 "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
             },
         }
@@ -1016,6 +1072,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
     p.add_argument("--skip-refs", action="store_true")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
+    p.add_argument("--stale-final", dest="fresh_final", action="store_false",
+                   help="with --find-max: run the final step on the search's broker instead of a fresh one")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--p99-limit-ms", type=float, default=50.0)
     p.add_argument("--start-rate", type=float, default=100.0)
