@@ -533,6 +533,7 @@ class Bench:
         self.app_id = f"cxbench-{self.tag}"
         self.base = Path(tempfile.mkdtemp(prefix="cxbench-"))
         self.result: dict[str, Any] = {}
+        self.engines: list[EngineProc] = []  # every engine running now (run() stops what is left)
 
     # ------------------------------------------------------------------ references
     async def produce_reference_input(self, broker: str, workload: Workload, n: int) -> str:
@@ -1060,7 +1061,6 @@ def environment() -> dict[str, Any]:
 
 def run(opts: Options) -> dict[str, Any]:
     bench = Bench(opts)
-    bench.engines = []
     log(f"working in {bench.base}")
     try:
         with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis") as rds:
