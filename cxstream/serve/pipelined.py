@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import collections
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import hiredis
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -115,14 +116,13 @@ class PipelinedRedis:
     def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
         if not self.supports(url):
             raise ValueError(f"unsupported Redis URL for the pipelined client: {url.split('@')[-1]!r}")
-        parts = urlsplit(url)
-        self._unix = parts.path if parts.scheme == "unix" else None
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 6379
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
-        db = parts.path.strip("/") if parts.scheme == "redis" else dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("db", "0")
-        self._db = int(db or 0)
+        parts = parse_url(url)  # redis-py's own reading of the URL, so both clients agree on it
+        self._unix: str | None = parts.get("path")
+        self._host: str = parts.get("host") or "127.0.0.1"
+        self._port: int = parts.get("port") or 6379
+        self._username: str | None = parts.get("username")
+        self._password: str | None = parts.get("password")
+        self._db = int(parts.get("db") or 0)
         self._timeout_s = timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
