@@ -115,6 +115,7 @@ class Options:
     engine_env: dict[str, str] = field(default_factory=dict)
     producer_linger_ms: int = 1
     fresh_final: bool = True
+    ref_repeats: int = 2
 
 
 # --------------------------------------------------------------------------- processes
@@ -568,14 +569,15 @@ class Bench:
             raise RuntimeError(f"raw_aiokafka failed: {out.stderr[-2000:]}")
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
-    def run_naive_faust(self, broker: str, topic: str, n: int) -> dict[str, Any]:
-        result = self.base / "naive.json"
+    def run_naive_faust(self, broker: str, topic: str, n: int, run: int = 0) -> dict[str, Any]:
+        """One run of the naive Faust app over the *n* reference records (its own consumer group per *run*)."""
+        result = self.base / f"naive{run}.json"
         env = {
             **os.environ, "NAIVE_BROKER": broker, "NAIVE_TOPIC_IN": topic, "NAIVE_TOPIC_OUT": f"{self.prefix}ref.naive.out",
-            "NAIVE_N": str(n), "NAIVE_RESULT": str(result), "NAIVE_APP_ID": f"{self.app_id}-naive",
-            "NAIVE_DATADIR": str(self.base / "naive-data"), "NAIVE_PARTITIONS": str(self.opts.partitions),
+            "NAIVE_N": str(n), "NAIVE_RESULT": str(result), "NAIVE_APP_ID": f"{self.app_id}-naive{run}",
+            "NAIVE_DATADIR": str(self.base / f"naive-data{run}"), "NAIVE_PARTITIONS": str(self.opts.partitions),
         }
-        log_path = self.base / "naive.log"
+        log_path = self.base / f"naive{run}.log"
         with log_path.open("w") as f:
             proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "naive_faust_app.py")], env=env, stdout=f,
                                     stderr=subprocess.STDOUT, cwd=str(self.base))
@@ -753,8 +755,12 @@ class Bench:
             topic = await self.produce_reference_input(broker, workload, opts.ref_events)
             raw = await asyncio.to_thread(self.run_raw, broker, topic, opts.ref_events)
             log(f"raw_aiokafka: {raw['rate']:.0f} events/s")
-            naive = await asyncio.to_thread(self.run_naive_faust, broker, topic, opts.ref_events)
-            log(f"naive_faust: {naive['rate']:.0f} events/s")
+            # The naive reference moves by up to 1.7x between runs on a shared machine: measure it
+            # --ref-repeats times and keep the fastest, so that the ratio to it errs low, not high.
+            naive_runs = [await asyncio.to_thread(self.run_naive_faust, broker, topic, opts.ref_events, i)
+                          for i in range(max(1, opts.ref_repeats))]
+            naive = {**max(naive_runs, key=lambda r: r["rate"]), "rates": [round(r["rate"], 1) for r in naive_runs]}
+            log(f"naive_faust: {naive['rate']:.0f} events/s (fastest of {', '.join(f'{r:.0f}' for r in naive['rates'])})")
             self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
         # 2. engines
         rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)
@@ -1012,7 +1018,8 @@ class Bench:
                 "achieved_rate": "increase of cx_events_in_total{outcome=accepted} on the 3 input topics, all workers, "
                                  "over the measured window (after warm-up) / window wall time",
                 "sustained_rate": "highest achieved_rate of any step (the engine's throughput, saturated or not)",
-                "ratio_to_naive_faust": "sustained_rate / naive_faust_rate, both measured in this run",
+                "ratio_to_naive_faust": "sustained_rate / naive_faust_rate, both measured in this run (the fastest of "
+                                        "--ref-repeats naive runs)",
                 "e2e": "first assignment consumed by an independent consumer - planned time (= event time) of its "
                        "contact_opened; HDR histogram; warm-up discarded",
                 "e2e_decision": "consumed - Assignment.decided_at (router clock when it decided)",
@@ -1092,6 +1099,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
     p.add_argument("--skip-refs", action="store_true")
+    p.add_argument("--ref-repeats", type=int, default=2, help="naive Faust runs; the fastest is the reference")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
     p.add_argument("--stale-final", dest="fresh_final", action="store_false",
                    help="with --find-max: run the final step on the search's broker instead of a fresh one")
