@@ -82,7 +82,9 @@ class Wiring:
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
         self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
-        self.runtime = BatchRuntime(broker_url, settings, linger_ms=settings.producer_linger_ms)
+        self.runtime = BatchRuntime(
+            broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery)
+        )
         scorer = Scorer()
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)

@@ -145,7 +145,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
     (with the contact's redacted messages) and churn outcomes.
     """
     table = runtime.table("customer_context", settings.partitions)
-    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table])
+    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=True)
     customer_events, routing_out = st.output(runtime.topic(t.CUSTOMER_EVENTS)), st.output(runtime.topic(t.ROUTING))
     labels, audit = st.output(runtime.topic(t.LABELS)), st.output(runtime.topic(t.AUDIT))
     outreach = OutreachStage(table, st.output(runtime.topic(t.OUTREACH)), outreach_config(settings))

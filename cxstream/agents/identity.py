@@ -72,7 +72,7 @@ def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
     markers; only this stage writes it.  *writer* is the engine's Redis write-behind.
     """
     table = runtime.table("identity", 1)
-    st = runtime.stage("identity", [t.RESOLVE], tables=[table])
+    st = runtime.stage("identity", [t.RESOLVE], tables=[table], local=True)
     identity_out, audit = st.output(runtime.topic(t.IDENTITY)), st.output(runtime.topic(t.AUDIT))
     customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
     resolver = Resolver(table)

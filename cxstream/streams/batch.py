@@ -21,6 +21,18 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    ``commit_interval_s``, and always after waiting for every ack before a partition is given
    up or the worker stops).
 
+**Local delivery.**  A record a stage sends to the input of a later stage marked ``local``
+(identity, context) whose partition this worker owns is also handed to that stage in the
+same batch, instead of waiting for the broker to hand it back (a fetch round trip per hop,
+25 ms and more on the embedded broker).  It is still produced to its topic (the topics stay
+the contract and each one can be replayed), with a header naming this runtime, and skipped
+when it comes back in a fetch.  It is only handed over while this worker has consumed the
+partition up to the high watermark it last saw and has none of its own records to it still
+unconsumed, so a stage never sees this worker's records out of order; a record another
+worker produced meanwhile can come after a local one it preceded in the log (the order of
+two producers' records is an accident of timing either way).  After a crash or a rebalance
+the records come back from the topic and are processed again, like any redelivery.
+
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
 the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
 router's offset guard).  A table's partition is restored from its changelog (read from
@@ -40,7 +52,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +83,27 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+@dataclass(slots=True)
+class _Local:
+    """A record handed to a later stage of this worker without the broker (its offset is not known yet)."""
+
+    key: bytes | None
+    value: bytes | None
+    offset: int = -1
+    timestamp: None = None
+
+
+LOCAL_HEADER = "cx-local"
+MAX_LOCAL_PASSES = 4  # a batch goes through the stages at most this often for records sent back upstream
+
+
+def _sent_by(headers: Any, token: bytes) -> bool:
+    """True if a fetched record carries *token* in its local-delivery header."""
+    if not headers:
+        return False
+    return any(k == LOCAL_HEADER and v == token for k, v in headers)
 
 
 class Output:
@@ -174,8 +209,12 @@ class BatchStage:
     every stage at once and hands each stage the records of its inputs.
     """
 
-    def __init__(self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table]) -> None:
+    def __init__(
+        self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table],
+        *, local: bool = False,
+    ) -> None:
         self.name = name
+        self.local = local  # takes records this worker sends it without the broker (handlers must not need offsets)
         self.inputs = list(inputs)
         self.tables = list(tables)
         self.handler: Handler | None = None
@@ -199,6 +238,8 @@ class BatchStage:
         waited = metrics.STAGE_WAIT.labels(self.name).observe
         now_ms = time.time() * 1000.0
         for tp, messages in batches:
+            if not messages:
+                continue
             first = messages[0].timestamp
             if first is not None and first > 0:  # the oldest record of the partition's batch waited longest
                 waited(max(0.0, now_ms - first) / 1000.0)
@@ -255,7 +296,7 @@ class BatchRuntime:
 
     def __init__(
         self, bootstrap: str, settings: Settings, *, linger_ms: int = 1, max_records: int = 4000,
-        commit_interval_s: float = 0.5, max_in_flight: int = 4,
+        commit_interval_s: float = 0.5, max_in_flight: int = 4, local_delivery: bool = True,
     ) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
@@ -272,6 +313,7 @@ class BatchRuntime:
         self._producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self._stage_of: dict[str, BatchStage] = {}
+        self._order: dict[str, int] = {}
         self._processed: dict[TopicPartition, int] = {}  # next offset to commit (its batch is acknowledged)
         self._in_flight: collections.deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = collections.deque()
         self.max_in_flight = max_in_flight
@@ -281,6 +323,14 @@ class BatchRuntime:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.local_delivery = local_delivery
+        self._token = os.urandom(8)  # names this runtime's locally delivered records in their header
+        self._local_headers = [(LOCAL_HEADER, self._token)]
+        self._route: dict[int, tuple[int, bool]] = {}  # buffer index -> (partition, delivered locally)
+        # this worker's records sent to local stages' partitions without local delivery: how many are
+        # unacknowledged, and the highest acknowledged offset (local delivery waits until it is consumed)
+        self._unacked: collections.Counter[TopicPartition] = collections.Counter()
+        self._acked_to: dict[TopicPartition, int] = {}
 
     # -- declaring stages -----------------------------------------------------------------------
 
@@ -292,16 +342,21 @@ class BatchRuntime:
         """A table whose changelog is ``{app_id}-{name}-changelog`` (the name Faust gave it)."""
         return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
 
-    def stage(self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = ()) -> BatchStage:
+    def stage(
+        self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = (), local: bool = False
+    ) -> BatchStage:
         """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``.
 
-        Stages run in the order they are declared (declare them in pipeline order).
+        Stages run in the order they are declared (declare them in pipeline order).  *local*:
+        records this worker sends to *inputs* may be handed to the stage directly (module
+        docstring); its handler then sees them with offset -1.
         """
-        st = BatchStage(name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables)
+        st = BatchStage(name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local)
         for topic in st.inputs:
             if topic in self._stage_of:
                 raise ValueError(f"{topic} is already the input of stage {self._stage_of[topic].name}")
             self._stage_of[topic] = st
+        self._order[name] = len(self.stages)
         self.stages.append(st)
         return st
 
@@ -420,15 +475,21 @@ class BatchRuntime:
         batch's positions become committable once all its records are acknowledged, in order.
         """
         per_stage: dict[str, list[tuple[TopicPartition, list[Any]]]] = {}
+        token = self._token
         for tp, messages in batches.items():
             if tp not in self.owned or not messages:
                 continue  # revoked while this batch was in flight: the next owner reprocesses it
-            per_stage.setdefault(self._stage_of[tp.topic].name, []).append((tp, messages))
+            st = self._stage_of[tp.topic]
+            if st.local:  # this worker's own records, already processed when they were sent
+                kept = [m for m in messages if not _sent_by(m.headers, token)]
+                if len(kept) < len(messages):
+                    metrics.LOCAL_RECORDS.labels(st.name, "skipped").inc(len(messages) - len(kept))
+                    if not kept:
+                        continue
+                messages = kept
+            per_stage.setdefault(st.name, []).append((tp, messages))
         started = time.perf_counter()
-        for st in self.stages:
-            mine = per_stage.get(st.name)
-            if mine:
-                await st.process(mine)
+        await self._run_stages(per_stage)
         sending = time.perf_counter()
         metrics.LOOP_SECONDS.labels("process").observe(sending - started)
         futures = await self.send_all()
@@ -437,14 +498,107 @@ class BatchRuntime:
         await self.settle(wait=len(self._in_flight) > self.max_in_flight)
         metrics.LOOP_SECONDS.labels("flush").observe(time.perf_counter() - sending)
 
+    async def _run_stages(self, work: dict[str, list[tuple[TopicPartition, list[Any]]]]) -> None:
+        """Run the stages in order on *work*, with what they deliver locally to each other.
+
+        Records for a later stage join its work in the same pass; records sent back to an
+        earlier stage (or the same one: a merge moves a context to another key) wait for the
+        next pass, at most ``MAX_LOCAL_PASSES`` passes (after that they go through the broker).
+        """
+        via_broker: set[TopicPartition] = set()
+        for n in range(MAX_LOCAL_PASSES):
+            now: dict[str, dict[TopicPartition, list[Any]]] = {}
+            later: dict[str, dict[TopicPartition, list[Any]]] = {}
+            for i, st in enumerate(self.stages):
+                mine = work.get(st.name, [])
+                handed = now.pop(st.name, None)
+                if handed:
+                    mine = mine + list(handed.items())
+                if not mine:
+                    continue
+                mark = len(self.buffer)
+                await st.process(mine)
+                if self.local_delivery and self._producer is not None:
+                    self._deliver_locally(mark, i, now, later, via_broker, last_pass=n == MAX_LOCAL_PASSES - 1)
+            if not later:
+                return
+            work = {name: list(parts.items()) for name, parts in later.items()}
+
+    def _deliver_locally(
+        self, mark: int, i: int, now: dict[str, dict[TopicPartition, list[Any]]],
+        later: dict[str, dict[TopicPartition, list[Any]]], via_broker: set[TopicPartition], *, last_pass: bool,
+    ) -> None:
+        """Decide, for each record stage *i* buffered from *mark* on, whether a local stage takes it now."""
+        buf = self.buffer
+        for idx in range(mark, len(buf)):
+            topic, key, value = buf[idx]
+            target = self._stage_of.get(topic)
+            if target is None or not target.local or key is None:
+                continue
+            partition = self._partition_for(topic, key)
+            if partition is None:
+                continue  # no metadata yet: the producer partitions it
+            tp = TopicPartition(topic, partition)
+            j = self._order[target.name]
+            local = not (last_pass and j <= i) and tp not in via_broker and self._caught_up(tp)
+            self._route[idx] = (partition, local)
+            if not local:
+                via_broker.add(tp)  # and every later record to it in this batch: they stay in order
+                metrics.LOCAL_RECORDS.labels(target.name, "via_broker").inc()
+                continue
+            metrics.LOCAL_RECORDS.labels(target.name, "delivered").inc()
+            (now if j > i else later).setdefault(target.name, {}).setdefault(tp, []).append(_Local(key, value))
+
+    def _partition_for(self, topic: str, key: bytes) -> int | None:
+        """The partition the producer's default partitioner gives *key* (murmur2, as Kafka's clients do)."""
+        producer = self.producer
+        parts = producer.client.cluster.partitions_for_topic(topic)
+        if not parts:
+            return None
+        ordered = sorted(parts)
+        return int(producer._partitioner(key, ordered, ordered))
+
+    def _caught_up(self, tp: TopicPartition) -> bool:
+        """True if this worker owns *tp*, consumed it to the last high watermark seen and has no own record to it pending."""
+        if tp not in self.owned or self._unacked[tp] or self.consumer is None:
+            return False
+        try:
+            state = self.consumer._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:  # no assignment (a rebalance in progress)
+            return False
+        if state is None or not state.has_valid_position or state.highwater is None:
+            return False
+        position = state.position
+        return bool(position >= state.highwater and position > self._acked_to.get(tp, -1))
+
+    def _broker_acked(self, tp: TopicPartition, fut: asyncio.Future[Any]) -> None:
+        self._unacked[tp] -= 1
+        if not fut.cancelled() and fut.exception() is None:
+            offset = fut.result().offset
+            if offset > self._acked_to.get(tp, -1):
+                self._acked_to[tp] = offset
+
     async def send_all(self) -> list[asyncio.Future[Any]]:
         """Send the buffered outputs, then the tables' changes (latest value per key); returns the delivery futures."""
         producer = self.producer
         futures = []
         if self.buffer:
             out, self.buffer[:] = list(self.buffer), []
-            for topic, key, value in out:
-                futures.append(await producer.send(topic, value, key=key))
+            route, self._route = self._route, {}
+            for idx, (topic, key, value) in enumerate(out):
+                where = route.get(idx)
+                if where is None:
+                    futures.append(await producer.send(topic, value, key=key))
+                    continue
+                partition, local = where
+                if local:  # already processed here: the header says to skip it when it is fetched back
+                    futures.append(await producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+                    continue
+                tp = TopicPartition(topic, partition)
+                self._unacked[tp] += 1
+                fut = await producer.send(topic, value, key=key, partition=partition)
+                fut.add_done_callback(functools.partial(self._broker_acked, tp))
+                futures.append(fut)
         for table in self.tables:
             for partition, key, value in table.take_changes():
                 futures.append(await producer.send(table.changelog, value, key=key, partition=partition))

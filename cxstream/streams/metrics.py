@@ -40,6 +40,12 @@ LOOP_SECONDS = Histogram(
     "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
 )
+LOCAL_RECORDS = Counter(
+    "cx_stage_local_records_total",
+    "Records this worker sent to one of its own stages: 'delivered' locally in the same batch, "
+    "'via_broker' (not caught up on the partition, or not its owner), 'skipped' when fetched back.",
+    ["stage", "outcome"],
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),

@@ -51,6 +51,10 @@ class Settings:
     producer_linger_ms: int = _setting(
         1, "How long the hot path's producer waits to fill a record batch, ms (Kafka 4.0's client default is 5)."
     )
+    local_delivery: int = _setting(
+        1, "1: a record a stage sends to identity or context on a partition this worker owns is also handed to it "
+        "in the same batch (still produced to its topic; skipped when fetched back); 0: every hop goes through the broker."
+    )
     fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait of the hot path's stages, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
     faust_fetch_wait_ms: int = _setting(
         200, "Idle-poll fetch wait of the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
