@@ -1,0 +1,86 @@
+"""A/B runs of the pipeline bench: engine settings alternated at fixed rates, one JSON with every run.
+
+    .venv/bin/python bench/pipeline/ab.py --variant local=CX_LOCAL_DELIVERY=1 --variant broker=CX_LOCAL_DELIVERY=0 \\
+        --rates 200,500 --repeats 2 --json bench/results/pipeline-ab-local-delivery.json -- --duration 30
+
+Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-rate 0`` (fresh
+broker, Redis and engine, prefilled); the variants alternate (A B A B) so the machine's drift
+falls on both.  Options after ``--`` go to every run.  Compare variants within one file only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    final = result.get("final") or {}
+    return {
+        "offered_rate": result.get("offered_rate"),
+        "achieved_rate": result.get("achieved_rate"),
+        "e2e": final.get("e2e"),
+        "engine_cpu_pct": final.get("engine_cpu_pct"),
+        "machine_busy_pct": final.get("machine_busy_pct"),
+        "missing": final.get("missing"),
+        "lag_after": final.get("lag_after"),
+        "stage_wait": final.get("stage_wait"),
+        "loop_phases": final.get("loop_phases"),
+        "passed": final.get("passed"),
+        "why": final.get("why"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=CX_SETTING=VALUE[,CX_SETTING=VALUE]")
+    p.add_argument("--rates", default="200,500")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--json", dest="json_out", required=True)
+    args, extra = p.parse_known_args(argv)
+    extra = [a for a in extra if a != "--"]
+    variants = []
+    for v in args.variant:
+        name, _, settings = v.partition("=")
+        variants.append((name, [s for s in settings.split(",") if s]))
+    runs = []
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for rate in [float(r) for r in args.rates.split(",")]:
+            for rep in range(args.repeats):
+                for name, settings in variants:
+                    out = Path(tmp) / f"{name}-{rate}-{rep}.json"
+                    cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
+                           "--lookup-rate", "0", "--json", str(out), *extra]
+                    for s in settings:
+                        cmd += ["--engine-env", s]
+                    print(f"# {name} at {rate}/s, run {rep + 1}: {' '.join(cmd[3:])}", flush=True)
+                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    if proc.returncode != 0 or not out.exists():
+                        print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
+                        runs.append({"variant": name, "rate": rate, "repeat": rep, "error": proc.returncode})
+                        continue
+                    s = summary(json.loads(out.read_text()))
+                    e2e = s["e2e"] or {}
+                    print(f"  achieved {s['achieved_rate']}/s, e2e p50 {e2e.get('p50_ms')} ms, p99 {e2e.get('p99_ms')} ms, "
+                          f"engine {s['engine_cpu_pct']} %", flush=True)
+                    runs.append({"variant": name, "settings": settings, "rate": rate, "repeat": rep, **s})
+    doc = {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "variants": {name: settings for name, settings in variants},
+        "elapsed_s": round(time.time() - started, 1),
+        "runs": runs,
+    }
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
