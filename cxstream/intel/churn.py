@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import SnapshotError, dump_snapshot, load_snapshot
+from cxstream.intel.snapshot import SnapshotError, SnapshotParts, dump_snapshot, load_snapshot, owned
 
 SNAPSHOT_KIND = "cxstream.intel.ChurnModel/2"
 FeatureValue = float | int | bool | str
@@ -265,19 +265,28 @@ class ChurnModel:
         self.version += 1
         return self.to_bytes()
 
+    def publish_parts(self) -> SnapshotParts:
+        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot` (see IntentModel)."""
+        self.version += 1
+        return self.snapshot_parts()
+
     def to_bytes(self) -> bytes:
         """Pickle-free snapshot (feature names, weights, covariance, naive Bayes counts)."""
+        return dump_snapshot(*self.snapshot_parts())
+
+    def snapshot_parts(self) -> SnapshotParts:
+        """The snapshot's kind, version, metadata and arrays, copied (later learning does not change them)."""
         d = len(self.names) + 1
         m = len(self.nb_items)
         meta = {
             "params": self._params(),
-            "names": self.names,
+            "names": list(self.names),
             "nb_items": [list(item) for item in self.nb_items],
             "n_learned": self.n_learned,
             "n_positive": self.n_positive,
         }
         arrays = {"w": self._w[:d], "P": self._P[:d, :d], "nb_counts": self._nb_counts[:m]}
-        return dump_snapshot(SNAPSHOT_KIND, self.version, meta, arrays)
+        return SNAPSHOT_KIND, self.version, meta, owned(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChurnModel:

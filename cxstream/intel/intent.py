@@ -38,7 +38,7 @@ import numpy as np
 
 from cxstream.intel.calibration import OnlineCalibrator
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import dump_snapshot, load_snapshot
+from cxstream.intel.snapshot import SnapshotParts, dump_snapshot, load_snapshot, owned
 from cxstream.intel.text import hashed_features
 
 UNKNOWN = "unknown"
@@ -399,11 +399,24 @@ class IntentModel:
         self.version += 1
         return self.to_bytes()
 
+    def publish_parts(self) -> SnapshotParts:
+        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot`.
+
+        The copy takes ~25 ms for a trained 77-label model; serialising it (~300 ms, mostly
+        zlib) can then run in a thread while the model goes on learning.
+        """
+        self.version += 1
+        return self.snapshot_parts()
+
     # ------------------------------------------------------------------ snapshots
     def to_bytes(self) -> bytes:
         """Pickle-free snapshot: parameters, label names, hashed-feature weights only.
 
         Only non-zero feature rows are stored (row index + values): no message text."""
+        return dump_snapshot(*self.snapshot_parts())
+
+    def snapshot_parts(self) -> SnapshotParts:
+        """The snapshot's kind, version, metadata and arrays, copied (later learning does not change them)."""
         k = len(self.labels)
         rows = np.flatnonzero(np.any(self._nb[:, :k] != 0, axis=1) | np.any(self._u[:, :k] != 0, axis=1))
         arrays: dict[str, np.ndarray] = {
@@ -423,11 +436,11 @@ class IntentModel:
             arrays["mem_y"] = self._mem_y[:n]
         meta = {
             "params": self._params(),
-            "labels": self.labels,
+            "labels": list(self.labels),
             "n_learned": self.n_learned,
             "mem_n": self._mem_n,
         }
-        return dump_snapshot(SNAPSHOT_KIND, self.version, meta, arrays)
+        return SNAPSHOT_KIND, self.version, meta, owned(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> IntentModel:

@@ -46,6 +46,19 @@ class Snapshot:
     arrays: dict[str, np.ndarray]
 
 
+#: (kind, model_version, meta, arrays): the arguments of :func:`dump_snapshot`.
+SnapshotParts = tuple[str, int, dict[str, Any], dict[str, np.ndarray]]
+
+
+def owned(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """*arrays* with every view replaced by a copy, so the model's later updates do not reach them.
+
+    >>> a = np.zeros(3); o = owned({"v": a[:2]}); a[0] = 1; float(o["v"][0])
+    0.0
+    """
+    return {k: v if v.flags.owndata else v.copy() for k, v in arrays.items()}
+
+
 def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """Serialise a model state to bytes (no pickle).
 

@@ -11,6 +11,7 @@ import pytest
 
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
+from cxstream.intel.snapshot import dump_snapshot
 
 
 @dataclass
@@ -114,6 +115,21 @@ def test_publish_bumps_version(case: Case) -> None:
     blob = model.publish()
     assert model.version == 11
     assert case.from_bytes(blob).version == 11
+
+
+def test_published_parts_are_a_copy_that_later_learning_does_not_change(case: Case) -> None:
+    """The learner serialises publish_parts() in a thread while the model goes on learning."""
+    model = case.factory()
+    _train(model, case.rows[:40])
+    parts = model.publish_parts()
+    expected = model.to_bytes()  # the state at publication
+    _train(model, case.rows[40:])  # new labels (and, for intent, new label columns) meanwhile
+    blob = dump_snapshot(*parts)
+    assert blob == expected and blob != model.to_bytes()
+    restored = case.from_bytes(blob)
+    assert restored.version == 41
+    for x, _ in case.rows[:10]:
+        assert case.predict(restored, x) == case.predict(case.from_bytes(expected), x)
 
 
 def test_deterministic(case: Case) -> None:
