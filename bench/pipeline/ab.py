@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/pipeline/ab.py --variant local=CX_LOCAL_DELIVERY=1 --variant broker=CX_LOCAL_DELIVERY=0 \\
         --rates 200,500 --repeats 2 --json bench/results/pipeline-ab-local-delivery.json -- --duration 30
+    .venv/bin/python bench/pipeline/ab.py --variant before= --src before=/tmp/old --variant after= --src after=/tmp/new ...
 
 Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-rate 0`` (fresh
-broker, Redis and engine, prefilled); the variants alternate (A B A B) so the machine's drift
-falls on both.  Options after ``--`` go to every run.  Compare variants within one file only.
+broker, Redis and engine, prefilled); the variants' order rotates from one repeat to the next
+(A B, then B A) so neither the machine's drift nor the run before falls on one variant.  Options after ``--`` go to every run.  Compare variants within one file only.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variant", action="append", required=True, metavar="NAME=CX_SETTING=VALUE[,CX_SETTING=VALUE]")
+    p.add_argument("--src", action="append", default=[], metavar="NAME=DIR",
+                   help="run variant NAME's engine from this source tree (`git archive REV | tar -x -C DIR`)")
     p.add_argument("--rates", default="200,500")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", dest="json_out", required=True)
@@ -49,17 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     for v in args.variant:
         name, _, settings = v.partition("=")
         variants.append((name, [s for s in settings.split(",") if s]))
+    sources = dict(s.split("=", 1) for s in args.src)
     runs = []
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for rate in [float(r) for r in args.rates.split(",")]:
             for rep in range(args.repeats):
-                for name, settings in variants:
+                # the order rotates from one repeat to the next (A B, B A, ...): a run can be
+                # slowed by the one before it (its servers winding down), and that must not
+                # fall on one variant
+                k = rep % len(variants)
+                for name, settings in variants[k:] + variants[:k]:
                     out = Path(tmp) / f"{name}-{rate}-{rep}.json"
                     cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
                            "--lookup-rate", "0", "--json", str(out), *extra]
                     for s in settings:
                         cmd += ["--engine-env", s]
+                    if name in sources:
+                        cmd += ["--engine-src", sources[name]]
                     print(f"# {name} at {rate}/s, run {rep + 1}: {' '.join(cmd[3:])}", flush=True)
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     if proc.returncode != 0 or not out.exists():
@@ -74,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "variants": {name: settings for name, settings in variants},
+        "sources": sources,
         "elapsed_s": round(time.time() - started, 1),
         "runs": runs,
     }

@@ -150,7 +150,10 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
     """
     host = host or host_from(settings)
     table = runtime.table("router_state", settings.partitions)
-    st = runtime.stage("router", [t.ROUTING], tables=[table])
+    # Local delivery only while this worker is the only one: with several, another worker's
+    # record could be applied after a local one it precedes in the log, and a replay of
+    # cx.routing.v1 must reproduce every decision.
+    st = runtime.stage("router", [t.ROUTING], tables=[table], local_when_alone=True)
     assignments = st.output(runtime.topic(t.ASSIGNMENTS))
     customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
     routing_events = st.output(runtime.topic(t.ROUTING_EVENTS))
@@ -170,11 +173,13 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
             r = host.load(group, packed)
         else:
             _, applied, r = seen
-        if rec.offset <= applied:  # redelivered after a crash: already applied and saved
+        if 0 <= rec.offset <= applied:  # redelivered after a crash: already applied and saved
             duplicates.inc()
             return
         outputs = r.apply(msg)
-        pending[key] = (rec.partition, rec.offset, r)
+        # a record delivered locally (offset -1) leaves the saved offset alone: if it comes back
+        # after a crash, the router's memory of input ids drops it
+        pending[key] = (rec.partition, max(rec.offset, applied), r)
         now = time.time()
         for out in outputs:
             if isinstance(out, Assignment):
@@ -219,9 +224,7 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
             stats = host.routers[group][1].stats()
             publish_stats(group, stats)
             snapshot[queues_key(group)] = orjson.dumps(stats)
-            await runtime.producer.send_and_wait(
-                routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode()
-            )
+            await runtime.send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode())
         if redis_client is not None and snapshot:
             try:
                 async with redis_client.pipeline(transaction=False) as pipe:

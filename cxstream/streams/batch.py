@@ -211,10 +211,13 @@ class BatchStage:
 
     def __init__(
         self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table],
-        *, local: bool = False,
+        *, local: bool = False, local_when_alone: bool = False,
     ) -> None:
         self.name = name
-        self.local = local  # takes records this worker sends it without the broker (handlers must not need offsets)
+        # takes records this worker sends it without the broker (its handler sees them with offset -1) ...
+        self.local = local or local_when_alone
+        # ... but only while this worker is the group's only member (it owns every partition of every stage input)
+        self.local_when_alone = local_when_alone
         self.inputs = list(inputs)
         self.tables = list(tables)
         self.handler: Handler | None = None
@@ -331,6 +334,7 @@ class BatchRuntime:
         # unacknowledged, and the highest acknowledged offset (local delivery waits until it is consumed)
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
         self._acked_to: dict[TopicPartition, int] = {}
+        self.alone = False  # this worker owns every partition of every stage input
 
     # -- declaring stages -----------------------------------------------------------------------
 
@@ -343,15 +347,23 @@ class BatchRuntime:
         return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
 
     def stage(
-        self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = (), local: bool = False
+        self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = (), local: bool = False,
+        local_when_alone: bool = False,
     ) -> BatchStage:
         """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``.
 
         Stages run in the order they are declared (declare them in pipeline order).  *local*:
         records this worker sends to *inputs* may be handed to the stage directly (module
-        docstring); its handler then sees them with offset -1.
+        docstring); its handler then sees them with offset -1.  *local_when_alone*: the same,
+        only while this worker owns every partition of every stage input, i.e. is the only
+        worker: then it is the only producer of the stage's inputs (records from outside the
+        engine aside), so the stage sees them in log order and a replay of its topic
+        reproduces what it did.
         """
-        st = BatchStage(name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local)
+        st = BatchStage(
+            name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local,
+            local_when_alone=local_when_alone,
+        )
         for topic in st.inputs:
             if topic in self._stage_of:
                 raise ValueError(f"{topic} is already the input of stage {self._stage_of[topic].name}")
@@ -540,7 +552,10 @@ class BatchRuntime:
                 continue  # no metadata yet: the producer partitions it
             tp = TopicPartition(topic, partition)
             j = self._order[target.name]
-            local = not (last_pass and j <= i) and tp not in via_broker and self._caught_up(tp)
+            local = (
+                not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
+                and self._caught_up(tp)
+            )
             self._route[idx] = (partition, local)
             if not local:
                 via_broker.add(tp)  # and every later record to it in this batch: they stay in order
@@ -577,6 +592,25 @@ class BatchRuntime:
             offset = fut.result().offset
             if offset > self._acked_to.get(tp, -1):
                 self._acked_to[tp] = offset
+
+    async def send_now(self, topic: str, value: bytes, key: bytes) -> None:
+        """Produce one record outside the batches (a timer's) and wait for its acknowledgement.
+
+        Between two batches, and counted like a batch's record that is not delivered locally: a
+        local stage's partition is not handed records locally again until this one is consumed,
+        so the stage sees it in log order.
+        """
+        async with self._lock:
+            target = self._stage_of.get(topic)
+            partition = self._partition_for(topic, key) if target is not None and target.local else None
+            if partition is None:
+                fut = await self.producer.send(topic, value, key=key)
+            else:
+                tp = TopicPartition(topic, partition)
+                self._unacked[tp] += 1
+                fut = await self.producer.send(topic, value, key=key, partition=partition)
+                fut.add_done_callback(functools.partial(self._broker_acked, tp))
+        await fut
 
     async def send_all(self) -> list[asyncio.Future[Any]]:
         """Send the buffered outputs, then the tables' changes (latest value per key); returns the delivery futures."""
@@ -651,6 +685,7 @@ class BatchRuntime:
                 await self.settle(everything=True)
                 await self._commit_finished()
                 await self._commit(force=True)
+            self.alone = False
             for tp in revoked:
                 self.owned.discard(tp)
                 self._processed.pop(tp, None)
@@ -672,7 +707,18 @@ class BatchRuntime:
                     ", ".join(sorted({f"{t.name}[{p}]" for t, p in wanted})), time.perf_counter() - started,
                 )
             self.owned.update(new)
+            self.alone = self._owns_everything()
         self.ready.set()
+
+    def _owns_everything(self) -> bool:
+        """True if this worker owns every partition of every stage input (so it is the group's only member)."""
+        if self.consumer is None:
+            return False
+        for topic in self._stage_of:
+            parts = self.consumer.partitions_for_topic(topic)
+            if not parts or any(TopicPartition(topic, p) not in self.owned for p in parts):
+                return False
+        return True
 
     async def recover(self, wanted: list[tuple[Table, int]]) -> int:
         """Rebuild tables' partitions from their changelogs (read up to the end offset found at start)."""

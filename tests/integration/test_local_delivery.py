@@ -1,7 +1,7 @@
 """Local delivery (CX_LOCAL_DELIVERY) changes when a stage sees a record, never what comes out.
 
-Two engines on the same broker, one delivering records to its own identity and context
-stages in the same batch and one sending every hop through the broker, are given the same
+Two engines on the same broker, one delivering records to its own identity, context and
+router stages in the same batch (the router because it is its group's only worker) and one sending every hop through the broker, are given the same
 journey (a customer switching channel and identifier, a second customer merged into the
 first, a routed contact).  Their contexts and assignments must be the same; the local one
 must have delivered records locally and skipped every one of them when it came back from
@@ -147,7 +147,7 @@ def test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker(
     assert len(ctx_local["recent"]) == 7 and ctx_local["open_contacts"][contact] == "assigned"
 
     # the local engine delivered to both stages locally, and dropped every such record when it came back
-    for stage in ("identity", "context"):
+    for stage in ("identity", "context", "router"):  # the router too: this engine is its group's only worker
         assert metric(local, "cx_stage_local_records_total", stage=stage, outcome="delivered") > 0, stage
         wait_for(
             lambda stage=stage: metric(local, "cx_stage_local_records_total", stage=stage, outcome="skipped")
