@@ -21,9 +21,10 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    ``commit_interval_s``, and always after waiting for every ack before a partition is given
    up or the worker stops).
 
-**Local delivery.**  A record a stage sends to the input of a later stage marked ``local``
-(identity, context) whose partition this worker owns is also handed to that stage in the
-same batch, instead of waiting for the broker to hand it back (a fetch round trip per hop,
+**Local delivery.**  A record a stage sends to the input of a stage marked ``local``
+(identity, context; the router only while this worker is the only one) whose partition this
+worker owns is also handed to that stage in the same batch (a later stage in this pass, an
+earlier one in the next pass over the stages), instead of waiting for the broker to hand it back (a fetch round trip per hop,
 25 ms and more on the embedded broker).  It is still produced to its topic (the topics stay
 the contract and each one can be replayed), with a header naming this runtime, and skipped
 when it comes back in a fetch.  It is only handed over while this worker has consumed the
@@ -38,8 +39,8 @@ the batch, and every consumer is idempotent (deterministic ids, per-customer ded
 router's offset guard).  A table's partition is restored from its changelog (read from
 the start: the embedded broker does not compact) before the partition's first record is
 processed, and dropped when the partition is revoked.  Stages still talk to each other
-through their topics (a stage's output is fetched back like any input), so the topics
-stay the contract and each one can be replayed.
+through their topics (every output is produced; one not delivered locally is fetched back
+like any input), so the topics stay the contract and each one can be replayed.
 
 Why: Faust's per-event machinery (stream iteration, an await and a ``send`` per record, a
 changelog ``send`` per table write) was three quarters of the engine's CPU
