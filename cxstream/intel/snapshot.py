@@ -60,30 +60,36 @@ def owned(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v if v.flags.owndata else v.copy() for k, v in arrays.items()}
 
 
-def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
-    """Serialise a model state to bytes (no pickle).
+def _npy(name: str, array: np.ndarray) -> bytes:
+    """One array in ``.npy`` format (refusing object arrays, which would need pickle)."""
+    arr = np.ascontiguousarray(array)
+    if arr.dtype == object:
+        raise SnapshotError(f"array {name!r} has dtype object, which would need pickle")
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
 
-    >>> dump_snapshot("k", 0, {}, {})[:6]
-    b'CXSNAP'
-    """
-    blobs: list[bytes] = []
-    index: list[list[Any]] = []
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        if arr.dtype == object:
-            raise SnapshotError(f"array {name!r} has dtype object, which would need pickle")
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        data = buf.getvalue()
-        blobs.append(data)
-        index.append([name, len(data)])
+
+def _head(kind: str, model_version: int, meta: dict[str, Any], blobs: list[tuple[str, bytes]]) -> bytes:
+    """The body's start: the JSON header's length and the header (kind, version, meta, array index)."""
+    index = [[name, len(data)] for name, data in blobs]
     header = json.dumps(
         {"kind": kind, "model_version": int(model_version), "meta": meta, "arrays": index},
         sort_keys=True,
         separators=(",", ":"),
         allow_nan=False,
     ).encode("utf-8")
-    body = struct.pack("<I", len(header)) + header + b"".join(blobs)
+    return struct.pack("<I", len(header)) + header
+
+
+def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise a model state to bytes (no pickle).
+
+    >>> dump_snapshot("k", 0, {}, {})[:6]
+    b'CXSNAP'
+    """
+    blobs = [(name, _npy(name, arrays[name])) for name in sorted(arrays)]
+    body = _head(kind, model_version, meta, blobs) + b"".join(data for _, data in blobs)
     return MAGIC + bytes([FORMAT_VERSION]) + zlib.compress(body, 6)
 
 
@@ -101,28 +107,13 @@ async def dump_snapshot_async(
     >>> blob == dump_snapshot("k", 3, {"x": 1}, {"a": np.arange(5)})
     True
     """
-    parts = [struct.pack("<I", 0)]  # the header's length, filled in below
-    index: list[list[Any]] = []
+    blobs = []
     for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        if arr.dtype == object:
-            raise SnapshotError(f"array {name!r} has dtype object, which would need pickle")
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        data = buf.getvalue()
-        parts.append(data)
-        index.append([name, len(data)])
+        blobs.append((name, _npy(name, arrays[name])))
         await asyncio.sleep(0)
-    header = json.dumps(
-        {"kind": kind, "model_version": int(model_version), "meta": meta, "arrays": index},
-        sort_keys=True,
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode("utf-8")
-    parts[0] = struct.pack("<I", len(header)) + header
     z = zlib.compressobj(6)
     out = [MAGIC + bytes([FORMAT_VERSION])]
-    for part in parts:
+    for part in [_head(kind, model_version, meta, blobs), *(data for _, data in blobs)]:
         view = memoryview(part)
         for start in range(0, len(view), chunk):
             out.append(z.compress(view[start : start + chunk]))
