@@ -693,6 +693,8 @@ class BatchRuntime:
                 self._committed.pop(tp, None)
                 for table in self._stage_of[tp.topic].tables:
                     table.drop(tp.partition)
+            metrics.PARTITIONS_OWNED.set(len(self.owned))
+            metrics.ALONE.set(0)
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
         async with self._lock:
@@ -709,6 +711,8 @@ class BatchRuntime:
                 )
             self.owned.update(new)
             self.alone = self._owns_everything()
+            metrics.PARTITIONS_OWNED.set(len(self.owned))
+            metrics.ALONE.set(int(self.alone))
         self.ready.set()
 
     def _owns_everything(self) -> bool:

@@ -40,6 +40,12 @@ LOOP_SECONDS = Histogram(
     "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
 )
+PARTITIONS_OWNED = Gauge(
+    "cx_stages_partitions_owned", "Input partitions of the batch stages this worker owns (its share of the group's work)."
+)
+ALONE = Gauge(
+    "cx_stages_alone", "1 while this worker owns every input partition of the stages (the group's only member), else 0."
+)
 LOCAL_RECORDS = Counter(
     "cx_stage_local_records_total",
     "Records this worker sent to one of its own stages: 'delivered' locally in the same batch, "

@@ -54,8 +54,8 @@ def metric(engine: RunningEngine, name: str, **labels: str) -> float:
     assert status == 200
     total = 0.0
     for line in body.decode().splitlines():
-        m = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if m and all(f'{k}="{v}"' in m.group(1) for k, v in labels.items()):
+        m = re.match(rf"{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
 
@@ -160,3 +160,77 @@ def test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker(
     assert total >= 7 and marked > 0, "locally delivered records are still produced to their topic"
     total, marked = asyncio.run(local_headers(via_broker.broker, via_broker.topic(t.RESOLVE.name)))
     assert total >= 7 and marked == 0
+
+
+def test_two_workers_deliver_locally_only_what_they_own_and_lose_nothing(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two workers of one app: each hands over only records for partitions it owns, the router none."""
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"w{tag}.", f"cxtwo-{tag}"
+    a = start_engine(broker, redis_url, tmp_path_factory.mktemp("wa"), prefix, app_id)
+    try:
+        b = start_engine(broker, redis_url, tmp_path_factory.mktemp("wb"), prefix, app_id)
+    except BaseException:
+        stop_engine(a)
+        raise
+    try:
+        workers = (a, b)
+        # the group has settled when both own a share and neither thinks it is alone
+        wait_for(
+            lambda: all(
+                metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers
+            ),
+            timeout=60,
+        )
+        run = uuid.uuid4().hex[:8]
+        group, advisor = f"g-{run}", f"adv-{run}"
+        now = time.time()
+        asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(advisor, group, now, capacity={"chat": 20})]))
+        events: list[tuple[bytes, InteractionEvent]] = []
+        for n in range(12):  # customers spread over every partition: a chat by email, then an SMS linking a phone
+            email, phone = f"c{n}-{run}@example.com", f"+44207946{n:04d}"
+            key = f"cust-{n}".encode()
+            events += [
+                (key, InteractionEvent(
+                    event_id=f"m1-{run}-{n}", occurred_at=now + 0.01 * n, channel="chat", kind="message",
+                    customer=Identifiers(email=email), contact_id=f"c1-{run}-{n}", text="where is my new card",
+                )),
+                (key, InteractionEvent(
+                    event_id=f"m2-{run}-{n}", occurred_at=now + 0.01 * n + 0.001, channel="sms", kind="message",
+                    customer=Identifiers(email=email, phone=phone), contact_id=f"c2-{run}-{n}", text="still no card",
+                )),
+                (key, opened(Identifiers(phone=phone), f"k-{run}-{n}", group, now + 0.2 + 0.01 * n, channel="chat")),
+            ]
+        asyncio.run(produce(broker, a.topic(t.INTERACTIONS.name), events))
+
+        got = assignments_for(a, group, 12)
+        assert sorted(x.contact_id for x in got) == sorted(f"k-{run}-{n}" for n in range(12)), "each contact assigned once"
+        for n in range(12):
+            email = f"c{n}-{run}@example.com"
+
+            def settled(n: int = n, email: str = email) -> dict[str, Any] | None:
+                status, body = get(b if n % 2 else a, f"/customers/context?email={email}")
+                return body if status == 200 and body["interactions_total"] == 3 and body.get("last_advisor_id") == advisor else None
+
+            ctx = wait_for(settled, timeout=30)
+            assert sorted(i["event_id"] for i in ctx["recent"])[:2] == sorted([f"m1-{run}-{n}", f"m2-{run}-{n}"])
+
+        delivered = {
+            stage: sum(metric(w, "cx_stage_local_records_total", stage=stage, outcome="delivered") for w in workers)
+            for stage in ("identity", "context", "router")
+        }
+        assert delivered["router"] == 0, "the router takes records locally only when its worker is alone"
+        assert delivered["context"] > 0, "each worker still hands records to the context partitions it owns"
+        assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="via_broker") for w in workers) > 0
+        for w in workers:
+            for stage in ("identity", "context"):
+                wait_for(
+                    lambda w=w, stage=stage: metric(w, "cx_stage_local_records_total", stage=stage, outcome="skipped")
+                    == metric(w, "cx_stage_local_records_total", stage=stage, outcome="delivered"),
+                    timeout=20,
+                )
+    finally:
+        stop_engine(b)
+        stop_engine(a)
