@@ -262,8 +262,7 @@ class ChurnModel:
 
     def publish(self) -> bytes:
         """Bump ``version`` and return the snapshot bytes to publish."""
-        self.version += 1
-        return self.to_bytes()
+        return dump_snapshot(*self.publish_parts())
 
     def publish_parts(self) -> SnapshotParts:
         """Bump ``version`` and return a copy of the state for :func:`dump_snapshot` (see IntentModel)."""
