@@ -607,11 +607,16 @@ class BatchRuntime:
             if partition is None:
                 fut = await self.producer.send(topic, value, key=key)
             else:
-                tp = TopicPartition(topic, partition)
-                self._unacked[tp] += 1
-                fut = await self.producer.send(topic, value, key=key, partition=partition)
-                fut.add_done_callback(functools.partial(self._broker_acked, tp))
+                fut = await self._send_via_broker(topic, key, value, partition)
         await fut
+
+    async def _send_via_broker(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> asyncio.Future[Any]:
+        """Send a record to a local stage's partition that is not delivered locally, counted until acknowledged."""
+        tp = TopicPartition(topic, partition)
+        self._unacked[tp] += 1
+        fut = await self.producer.send(topic, value, key=key, partition=partition)
+        fut.add_done_callback(functools.partial(self._broker_acked, tp))
+        return fut
 
     async def send_all(self) -> list[asyncio.Future[Any]]:
         """Send the buffered outputs, then the tables' changes (latest value per key); returns the delivery futures."""
@@ -629,11 +634,7 @@ class BatchRuntime:
                 if local:  # already processed here: the header says to skip it when it is fetched back
                     futures.append(await producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
                     continue
-                tp = TopicPartition(topic, partition)
-                self._unacked[tp] += 1
-                fut = await producer.send(topic, value, key=key, partition=partition)
-                fut.add_done_callback(functools.partial(self._broker_acked, tp))
-                futures.append(fut)
+                futures.append(await self._send_via_broker(topic, key, value, partition))
         for table in self.tables:
             for partition, key, value in table.take_changes():
                 futures.append(await producer.send(table.changelog, value, key=key, partition=partition))
