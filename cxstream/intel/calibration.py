@@ -50,7 +50,7 @@ class OnlineCalibrator:
         self.prior = prior
         self.hits = np.zeros(n_bins, dtype=np.float64)
         self.totals = np.zeros(n_bins, dtype=np.float64)
-        self._map: np.ndarray | None = None
+        self._fitted: list[float] | None = None  # the fitted map at the bins' mid-points
 
     def _bin(self, p: float) -> int:
         return min(self.n_bins - 1, max(0, int(p * self.n_bins)))
@@ -62,7 +62,7 @@ class OnlineCalibrator:
         b = self._bin(raw)
         self.totals[b] += 1.0
         self.hits[b] += 1.0 if correct else 0.0
-        self._map = None
+        self._fitted = None
 
     def _fit(self) -> np.ndarray:
         mids = (np.arange(self.n_bins) + 0.5) / self.n_bins
@@ -70,13 +70,24 @@ class OnlineCalibrator:
         return pav(acc, self.totals + self.prior)
 
     def calibrate(self, raw: float) -> float:
-        """Calibrated confidence for ``raw`` (the raw value until anything was observed)."""
-        if not self.totals.any():
-            return float(raw)
-        if self._map is None:
-            self._map = self._fit()
-        mids = (np.arange(self.n_bins) + 0.5) / self.n_bins
-        return float(np.clip(np.interp(raw, mids, self._map), 0.0, 1.0))
+        """Calibrated confidence for ``raw`` (the raw value until anything was observed).
+
+        Linear interpolation between the bins' mid-points (``np.interp``, held flat beyond
+        the first and last), in plain Python: this runs once per scored message."""
+        fitted = self._fitted
+        if fitted is None:
+            if not self.totals.any():
+                return float(raw)
+            fitted = self._fitted = [float(v) for v in self._fit()]
+        x = float(raw) * self.n_bins - 0.5  # position in units of bins, 0 = first mid-point
+        if x <= 0.0:
+            y = fitted[0]
+        elif x >= self.n_bins - 1:
+            y = fitted[-1]
+        else:
+            i = int(x)
+            y = fitted[i] + (fitted[i + 1] - fitted[i]) * (x - i)
+        return min(1.0, max(0.0, y))
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for a snapshot."""
@@ -86,4 +97,4 @@ class OnlineCalibrator:
         """Restore from :meth:`state` arrays."""
         self.hits = np.asarray(arrays["cal_hits"], dtype=np.float64).copy()
         self.totals = np.asarray(arrays["cal_totals"], dtype=np.float64).copy()
-        self._map = None
+        self._fitted = None

@@ -123,6 +123,7 @@ class IntentModel:
         self._nb_tot = np.zeros(cap, dtype=np.float64)
         # log(nb + alpha), kept in step with _nb so a prediction gathers instead of taking logs
         self._nb_log = np.full((n_features, cap), np.log(alpha), dtype=np.float32)
+        self._nb_denom: np.ndarray | None = None  # log(nb_tot + alpha * n_features), per class
         # memory grouped by class (labels, class starts, embeddings), rebuilt after a learn
         self._knn_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._dw: np.ndarray | None = None  # dense (encoder) head, shape (dim, cap)
@@ -190,12 +191,14 @@ class IntentModel:
     def _scores(
         self, idx: np.ndarray, val: np.ndarray, emb: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Raw per-class scores (PA current, PA averaged, NB log-lik, dense averaged)."""
+        """Raw per-class scores (PA averaged, NB log-lik, dense averaged).
+
+        Rows are gathered whole with ``np.take`` and the product sliced to the known
+        classes afterwards: faster than fancy-indexing ``[idx, :k]`` (a strided copy)."""
         k = len(self.labels)
         c = float(self.n_learned + 1)
-        w = self._w[idx, :k]
-        pa_cur = val @ w
-        pa_avg = pa_cur - (val @ self._u[idx, :k]) / c
+        pa_cur = (val @ np.take(self._w, idx, axis=0))[:k]
+        pa_avg = pa_cur - (val @ np.take(self._u, idx, axis=0))[:k] / c
         joint = self.encoder_joint > 0.0
         if joint and emb is not None and self._dw is not None and self._du is not None:
             # joint mode: the scaled embedding is part of the PA feature vector
@@ -203,16 +206,18 @@ class IntentModel:
             d_cur = e @ self._dw[:, :k]
             pa_cur = pa_cur + d_cur
             pa_avg = pa_avg + d_cur - (e @ self._du[:, :k]) / c
-        denom = np.log(self._nb_tot[:k] + self.alpha * self.n_features)
-        nb = (val @ self._nb_log[idx, :k]).astype(np.float64) - float(val.sum()) * denom
+        denom = self._nb_denom
+        if denom is None or denom.shape[0] != k:  # reset by every learn_one
+            denom = self._nb_denom = np.log(self._nb_tot[:k] + self.alpha * self.n_features)
+        nb = (val @ np.take(self._nb_log, idx, axis=0))[:k].astype(np.float64) - float(val.sum()) * denom
         dense = None
         if not joint and emb is not None and self._dw is not None and self._du is not None:
             dense = emb @ self._dw[:, :k] - (emb @ self._du[:, :k]) / c
-        return np.stack([pa_cur, pa_avg]), nb, dense
+        return pa_avg, nb, dense
 
     def _proba(self, idx: np.ndarray, val: np.ndarray, emb: np.ndarray | None) -> np.ndarray:
         pa, nb, dense = self._scores(idx, val, emb)
-        p = _softmax(pa[1], self.pa_temperature) + _softmax(nb, self.nb_temperature)
+        p = _softmax(pa, self.pa_temperature) + _softmax(nb, self.nb_temperature)
         total = 2.0
         if dense is not None:
             p = p + self.encoder_weight * _softmax(dense, self.encoder_temperature)
@@ -286,7 +291,9 @@ class IntentModel:
         if not self.labels:
             return IntentPrediction(UNKNOWN, UNKNOWN, 0.0, 0.0)
         idx, val = self._features(text)
-        p = self._proba(idx, val, self._embed(text))
+        return self._prediction(self._proba(idx, val, self._embed(text)))
+
+    def _prediction(self, p: np.ndarray) -> IntentPrediction:
         best = int(np.argmax(p))
         raw = float(p[best])
         conf = self.calibrator.calibrate(raw)
@@ -303,6 +310,17 @@ class IntentModel:
     def learn_one(self, text: str, label: str) -> None:
         """One online update (test-then-train: the pre-update prediction feeds the
         calibrator and the ADWIN drift monitor; see ``drift_detected``)."""
+        self._learn(text, label, predict=False)
+
+    def test_then_learn(self, text: str, label: str) -> IntentPrediction:
+        """``learn_one`` that also returns the pre-update prediction: the same as
+        ``predict_detail(text)`` followed by ``learn_one(text, label)``, with the features
+        and scores computed once instead of twice (the learner's progressive metrics)."""
+        pred = self._learn(text, label, predict=True)
+        assert pred is not None
+        return pred
+
+    def _learn(self, text: str, label: str, *, predict: bool) -> IntentPrediction | None:
         label = str(label)
         idx, val = self._features(text)
         emb = self._embed(text)
@@ -310,9 +328,12 @@ class IntentModel:
             shape = (emb.shape[0], self._w.shape[1])
             self._dw = np.zeros(shape, dtype=np.float32)
             self._du = np.zeros(shape, dtype=np.float32)
+        pred = IntentPrediction(UNKNOWN, UNKNOWN, 0.0, 0.0) if predict else None
         if self.labels:
             p = self._proba(idx, val, emb)
             best = int(np.argmax(p))
+            if predict:  # calibrated before the calibrator learns from this example
+                pred = self._prediction(p)
             correct = self.labels[best] == label
             self.calibrator.update(float(p[best]), correct)
             self.drift_detected = self.drift.update(0.0 if correct else 1.0)
@@ -339,8 +360,10 @@ class IntentModel:
         self._nb[idx, y] += val
         self._nb_log[idx, y] = np.log(self._nb[idx, y] + np.float32(self.alpha))
         self._nb_tot[y] += float(val.sum())
+        self._nb_denom = None
         self.n_learned += 1
         self.version += 1
+        return pred
 
     def _pa_step(
         self,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from zlib import crc32
 
 import numpy as np
@@ -73,20 +74,22 @@ def feature_counts(text: str, n_features: int, char_min: int = 2, char_max: int 
     >>> max(counts.values())
     2.0
     """
-    mask = n_features - 1
-    counts: dict[int, float] = {}
-    get = counts.get
+    return {h: float(n) for h, n in _counts(text, n_features - 1, char_min, char_max).items()}
+
+
+def _counts(text: str, mask: int, char_min: int, char_max: int) -> Counter[int]:
+    """Feature hash -> count, keys in order of first occurrence (``feature_counts``'s order)."""
+    hashes: list[int] = []
+    add, extend, grams = hashes.append, hashes.extend, _TOKENS.grams
     prev = "<s>"
     toks = tokenize(text)
-    for tok in [*toks, "</s>"] if toks else []:
-        h = crc32(("b:" + prev + " " + tok).encode("utf-8")) & mask
-        counts[h] = get(h, 0.0) + 1.0
+    for tok in toks:
+        add(crc32(("b:" + prev + " " + tok).encode("utf-8")) & mask)
+        extend(grams(tok, mask, char_min, char_max))
         prev = tok
-        if tok == "</s>":
-            break
-        for h in _TOKENS.grams(tok, mask, char_min, char_max):
-            counts[h] = get(h, 0.0) + 1.0
-    return counts
+    if toks:
+        add(crc32(("b:" + prev + " </s>").encode("utf-8")) & mask)
+    return Counter(hashes)
 
 
 def hashed_features(text: str, n_features: int, char_min: int = 2, char_max: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +103,7 @@ def hashed_features(text: str, n_features: int, char_min: int = 2, char_max: int
     """
     if n_features <= 0 or n_features & (n_features - 1):
         raise ValueError("n_features must be a power of two")
-    counts = feature_counts(text, n_features, char_min, char_max)
+    counts = _counts(text, n_features - 1, char_min, char_max)
     n = len(counts)
     idx = np.fromiter(counts.keys(), dtype=np.int64, count=n)
     val = np.log1p(np.fromiter(counts.values(), dtype=np.float32, count=n))

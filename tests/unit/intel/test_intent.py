@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cxstream.intel.calibration import OnlineCalibrator
+from cxstream.intel.drift import ErrorDriftMonitor
 from cxstream.intel.intent import UNKNOWN, IntentModel
 from cxstream.intel.snapshot import SnapshotError
 
@@ -209,3 +211,29 @@ def test_nb_log_cache_matches_counts(make_intent_rows: Any) -> None:
     np.testing.assert_allclose(model._nb_log[:, :k], np.log(model._nb[:, :k] + np.float32(model.alpha)), rtol=1e-6)
     restored = IntentModel.from_bytes(model.to_bytes())
     np.testing.assert_allclose(restored._nb_log[:, :k], model._nb_log[:, :k], rtol=1e-6)
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_test_then_learn_is_predict_then_learn(make_intent_rows: Any, encoded: bool) -> None:
+    # the learner's one-pass test-then-train gives the prediction predict_detail gave before
+    # the update, and leaves the model exactly as learn_one does
+    extra: dict[str, Any] = {"encoder": _toy_encoder, "encoder_name": "toy", "knn_weight": 1.5} if encoded else {}
+    two_calls, one_call = IntentModel(n_features=1 << 11, **extra), IntentModel(n_features=1 << 11, **extra)
+    calibrator, drift = OnlineCalibrator(), ErrorDriftMonitor()  # fed independently, from the answers
+    right = 0
+    for text, label in make_intent_rows(120, seed=4):
+        before = two_calls.predict_detail(text)
+        two_calls.learn_one(text, label)
+        got = one_call.test_then_learn(text, label)
+        assert got == before
+        assert one_call.drift_detected == two_calls.drift_detected
+        if got.top_label != UNKNOWN:  # the first label has nothing to be compared with
+            correct = got.top_label == label
+            calibrator.update(got.raw_probability, correct)
+            assert one_call.drift_detected == drift.update(0.0 if correct else 1.0)
+            right += correct
+    assert right > 60  # it did learn: most pre-update predictions were right
+    assert one_call.to_bytes() == two_calls.to_bytes()
+    for name, array in calibrator.state().items():
+        np.testing.assert_array_equal(one_call.calibrator.state()[name], array)
+    assert one_call.drift.error_rate == drift.error_rate
