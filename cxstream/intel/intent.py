@@ -125,7 +125,7 @@ class IntentModel:
         self._nb_log = np.full((n_features, cap), np.log(alpha), dtype=np.float32)
         self._nb_denom: np.ndarray | None = None  # log(nb_tot + alpha * n_features), per class
         # memory grouped by class (labels, class starts, embeddings), rebuilt after a learn
-        self._knn_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._knn_index: tuple[np.ndarray, list[int], np.ndarray] | None = None
         self._dw: np.ndarray | None = None  # dense (encoder) head, shape (dim, cap)
         self._du: np.ndarray | None = None
         self.n_learned = 0
@@ -243,12 +243,13 @@ class IntentModel:
             return None
         mem_y = self._mem_y[:n]
         if candidates is not None:
-            if self._knn_index is None or self._knn_index[1].shape[0] != k + 1:
+            if self._knn_index is None or len(self._knn_index[1]) != k + 1:
                 order = np.argsort(mem_y, kind="stable")
                 sorted_y = mem_y[order]
-                self._knn_index = (sorted_y, np.searchsorted(sorted_y, np.arange(k + 1)), self._mem[order])
+                starts_list = np.searchsorted(sorted_y, np.arange(k + 1)).tolist()  # plain ints: read per candidate
+                self._knn_index = (sorted_y, starts_list, self._mem[order])
             sorted_y, starts, grouped = self._knn_index
-            spans = [(int(starts[c]), int(starts[c + 1])) for c in candidates.tolist()]
+            spans = [(starts[c], starts[c + 1]) for c in candidates.tolist()]
             spans = [(a, b) for a, b in spans if b > a]
             if not spans:
                 return None

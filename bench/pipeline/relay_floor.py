@@ -1,0 +1,169 @@
+"""The latency floor of two broker hops on the embedded broker: a relay that does nothing.
+
+The pipeline's end-to-end latency (event time -> assignment read by a desktop) crosses the
+broker at least twice: the channel's record to the engine, the engine's assignment to the
+desktop.  This measures those two hops with no engine in between, on a fresh embedded broker:
+
+* a producer (linger 1 ms, as the bench's channel systems) writes ``--rate`` records/s, each
+  stamped with its send time, to ``src`` (4 partitions, as the engine's topics);
+* a relay in its own process consumes ``src`` (``getmany``, ``fetch_max_wait_ms`` = the
+  engine's idle fetch wait) and forwards every record to ``dst`` at once (linger 1 ms,
+  sends not awaited, as the stage loop does);
+* a consumer (``fetch_max_wait_ms`` 5, as the bench's desktops) reads ``dst``.
+
+It reports, per run, the first hop (sent -> taken up by the relay) and both hops (sent -> read
+from ``dst``): p50, p99, max.  Whatever the engine does, its e2e p99 cannot go below the
+two-hop p99 measured here on the same broker and machine.
+
+    .venv/bin/python bench/pipeline/relay_floor.py --rates 65,130 --fetch-waits 10,2 --duration 30 \\
+        --json bench/results/relay-floor.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from cxstream.streams.embedded import EmbeddedBroker
+
+PARTITIONS = 4
+WARMUP_S = 5.0  # records sent in the first seconds are not counted (the relay joins its group)
+STAMP = struct.Struct(">dd")  # sent at, taken up by the relay (0 until then)
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"count": 0}
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731
+    return {"count": len(s), "p50_ms": round(pick(0.5), 2), "p99_ms": round(pick(0.99), 2), "max_ms": round(s[-1], 2)}
+
+
+async def _relay(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float) -> None:
+    consumer = AIOKafkaConsumer(src, bootstrap_servers=url, group_id=f"relay-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", fetch_max_wait_ms=fetch_wait_ms)
+    producer = AIOKafkaProducer(bootstrap_servers=url, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    try:
+        while time.time() < stop_at:
+            batches = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batches.values():
+                for r in records:
+                    sent, _ = STAMP.unpack_from(r.value or b"")
+                    await producer.send(dst, key=r.key, value=STAMP.pack(sent, now))  # queued, not awaited for its ack
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def _relay_process(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float) -> None:
+    asyncio.run(_relay(url, src, dst, fetch_wait_ms, stop_at))
+
+
+async def _drive(url: str, src: str, dst: str, rate: float, duration: float, warmup: float) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(dst, bootstrap_servers=url, auto_offset_reset="earliest", fetch_max_wait_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=url, linger_ms=1)
+    await consumer.start()
+    await producer.start()
+    first_hop: list[float] = []
+    both: list[float] = []
+    total = int(rate * (warmup + duration))
+    counted = 0
+
+    async def read() -> None:
+        nonlocal counted
+        while counted < total:
+            batches = await consumer.getmany(timeout_ms=500)
+            now = time.time()
+            for records in batches.values():
+                for r in records:
+                    counted += 1
+                    sent, taken = STAMP.unpack_from(r.value or b"")
+                    if sent < start + warmup:
+                        continue  # the relay was still joining its group
+                    first_hop.append((taken - sent) * 1000)
+                    both.append((now - sent) * 1000)
+
+    start = time.time()
+    reader = asyncio.ensure_future(read())
+    try:
+        for i in range(total):  # open loop: the i-th record is due at start + i / rate
+            delay = start + i / rate - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(src, key=str(i % 1000).encode(), value=STAMP.pack(time.time(), 0.0))
+        await asyncio.wait_for(reader, timeout=30)
+    finally:
+        reader.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return {"first_hop": _percentiles(first_hop), "two_hops": _percentiles(both)}
+
+
+async def _topics(url: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=url)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+def run_once(rate: float, fetch_wait_ms: int, duration: float) -> dict[str, Any]:
+    """One run on a fresh broker."""
+    with tempfile.TemporaryDirectory(prefix="cx-relay-") as tmp, EmbeddedBroker(Path(tmp) / "broker") as broker:
+        src, dst = "relay-src", "relay-dst"
+        asyncio.run(_topics(broker.url, [src, dst]))
+        stop_at = time.time() + WARMUP_S + duration + 40
+        relay = multiprocessing.get_context("spawn").Process(
+            target=_relay_process, args=(broker.url, src, dst, fetch_wait_ms, stop_at), daemon=True
+        )
+        relay.start()
+        time.sleep(2.0)  # the relay joins its group
+        try:
+            got = asyncio.run(_drive(broker.url, src, dst, rate, duration, WARMUP_S))
+        finally:
+            relay.terminate()
+            relay.join(5)
+    return {"rate": rate, "relay_fetch_wait_ms": fetch_wait_ms, "duration_s": duration, **got}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--rates", default="65,130", help="records/s, comma-separated")
+    ap.add_argument("--fetch-waits", default="10,2", help="the relay's fetch_max_wait_ms values, comma-separated")
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", help="write the result here")
+    args = ap.parse_args()
+    runs = []
+    for repeat in range(args.repeats):
+        for rate in [float(r) for r in args.rates.split(",")]:
+            for wait in [int(w) for w in args.fetch_waits.split(",")]:
+                row = {"repeat": repeat, **run_once(rate, wait, args.duration)}
+                print(json.dumps(row), flush=True)
+                runs.append(row)
+    result = {"command": " ".join(["bench/pipeline/relay_floor.py", *sys.argv[1:]]), "partitions": PARTITIONS,
+              "cpus": os.cpu_count(), "runs": runs}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
