@@ -83,7 +83,8 @@ class Wiring:
         self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
         self.runtime = BatchRuntime(
-            broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery)
+            broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
+            echo_linger_ms=settings.local_echo_linger_ms,
         )
         scorer = Scorer()
         # in pipeline order: a fetched batch goes through them in this order

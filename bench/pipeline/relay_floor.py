@@ -52,12 +52,15 @@ def _percentiles(values: list[float]) -> dict[str, float | int]:
     return {"count": len(s), "p50_ms": round(pick(0.5), 2), "p99_ms": round(pick(0.99), 2), "max_ms": round(s[-1], 2)}
 
 
-async def _relay(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float, echo: list[str]) -> None:
+async def _relay(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float, echo: list[str], echo_linger_ms: int) -> None:
     consumer = AIOKafkaConsumer(src, *echo, bootstrap_servers=url, group_id=f"relay-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", fetch_max_wait_ms=fetch_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=url, linger_ms=1)
+    echo_producer = AIOKafkaProducer(bootstrap_servers=url, linger_ms=echo_linger_ms) if echo_linger_ms > 1 else producer
     await consumer.start()
     await producer.start()
+    if echo_producer is not producer:
+        await echo_producer.start()
     try:
         while time.time() < stop_at:
             batches = await consumer.getmany(timeout_ms=200)
@@ -69,14 +72,16 @@ async def _relay(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: floa
                     sent, _ = STAMP.unpack_from(r.value or b"")
                     await producer.send(dst, key=r.key, value=STAMP.pack(sent, now))  # queued, not awaited for its ack
                     for topic in echo:  # what the engine writes to its own later stages' topics
-                        await producer.send(topic, key=r.key, value=r.value)
+                        await echo_producer.send(topic, key=r.key, value=r.value)
     finally:
+        if echo_producer is not producer:
+            await echo_producer.stop()
         await producer.stop()
         await consumer.stop()
 
 
-def _relay_process(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float, echo: list[str]) -> None:
-    asyncio.run(_relay(url, src, dst, fetch_wait_ms, stop_at, echo))
+def _relay_process(url: str, src: str, dst: str, fetch_wait_ms: int, stop_at: float, echo: list[str], echo_linger_ms: int) -> None:
+    asyncio.run(_relay(url, src, dst, fetch_wait_ms, stop_at, echo, echo_linger_ms))
 
 
 async def _drive(url: str, src: str, dst: str, rate: float, duration: float, warmup: float) -> dict[str, Any]:
@@ -128,7 +133,7 @@ async def _topics(url: str, names: list[str]) -> None:
         await admin.close()
 
 
-def run_once(rate: float, fetch_wait_ms: int, duration: float, echo_topics: int = 0) -> dict[str, Any]:
+def run_once(rate: float, fetch_wait_ms: int, duration: float, echo_topics: int = 0, echo_linger_ms: int = 1) -> dict[str, Any]:
     """One run on a fresh broker."""
     with tempfile.TemporaryDirectory(prefix="cx-relay-") as tmp, EmbeddedBroker(Path(tmp) / "broker") as broker:
         src, dst = "relay-src", "relay-dst"
@@ -136,7 +141,7 @@ def run_once(rate: float, fetch_wait_ms: int, duration: float, echo_topics: int 
         asyncio.run(_topics(broker.url, [src, dst, *echo]))
         stop_at = time.time() + WARMUP_S + duration + 40
         relay = multiprocessing.get_context("spawn").Process(
-            target=_relay_process, args=(broker.url, src, dst, fetch_wait_ms, stop_at, echo), daemon=True
+            target=_relay_process, args=(broker.url, src, dst, fetch_wait_ms, stop_at, echo, echo_linger_ms), daemon=True
         )
         relay.start()
         time.sleep(2.0)  # the relay joins its group
@@ -145,7 +150,7 @@ def run_once(rate: float, fetch_wait_ms: int, duration: float, echo_topics: int 
         finally:
             relay.terminate()
             relay.join(5)
-    return {"rate": rate, "relay_fetch_wait_ms": fetch_wait_ms, "echo_topics": echo_topics, "duration_s": duration, **got}
+    return {"rate": rate, "relay_fetch_wait_ms": fetch_wait_ms, "echo_topics": echo_topics, "echo_linger_ms": echo_linger_ms, "duration_s": duration, **got}
 
 
 def main() -> int:
@@ -156,6 +161,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--echo-topics", default="0", help="comma-separated counts of topics the relay also writes every "
                     "record to and consumes (skipping them), as the engine's local delivery does")
+    ap.add_argument("--echo-linger-ms", default="1", help="comma-separated lingers of the echo records' producer "
+                    "(1: the relay's own producer)")
     ap.add_argument("--json", help="write the result here")
     args = ap.parse_args()
     runs = []
@@ -163,9 +170,10 @@ def main() -> int:
         for rate in [float(r) for r in args.rates.split(",")]:
             for wait in [int(w) for w in args.fetch_waits.split(",")]:
                 for echo in [int(e) for e in args.echo_topics.split(",")]:
-                    row = {"repeat": repeat, **run_once(rate, wait, args.duration, echo)}
-                    print(json.dumps(row), flush=True)
-                    runs.append(row)
+                    for linger in [int(x) for x in args.echo_linger_ms.split(",")] if echo else [1]:
+                        row = {"repeat": repeat, **run_once(rate, wait, args.duration, echo, linger)}
+                        print(json.dumps(row), flush=True)
+                        runs.append(row)
     result = {"command": " ".join(["bench/pipeline/relay_floor.py", *sys.argv[1:]]), "partitions": PARTITIONS,
               "cpus": os.cpu_count(), "runs": runs}
     if args.json:

@@ -34,6 +34,14 @@ worker produced meanwhile can come after a local one it preceded in the log (the
 two producers' records is an accident of timing either way).  After a crash or a rebalance
 the records come back from the topic and are processed again, like any redelivery.
 
+A locally delivered record is produced up to ``CX_LOCAL_ECHO_LINGER_MS`` (50 ms) after it was
+handed over, together with the others handed over meanwhile: nothing waits for it, and the
+embedded broker's fetch time grows with the number of record batches in a log (one record per
+batch at low rates, one batch for all of them when held).  Its batch's offsets are not committed
+before it is produced and acknowledged; held records are produced before any record of this
+worker that goes through the broker (so each partition's log keeps this worker's order), before a
+partition is given up, and before the worker stops.
+
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
 the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
 router's offset guard).  A table's partition is restored from its changelog (read from
@@ -300,7 +308,7 @@ class BatchRuntime:
 
     def __init__(
         self, bootstrap: str, settings: Settings, *, linger_ms: int = 1, max_records: int = 4000,
-        commit_interval_s: float = 0.5, max_in_flight: int = 4, local_delivery: bool = True,
+        commit_interval_s: float = 0.5, max_in_flight: int = 4, local_delivery: bool = True, echo_linger_ms: int = 0,
     ) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
@@ -331,6 +339,12 @@ class BatchRuntime:
         self._token = os.urandom(8)  # names this runtime's locally delivered records in their header
         self._local_headers = [(LOCAL_HEADER, self._token)]
         self._route: dict[int, tuple[int, bool]] = {}  # buffer index -> (partition, delivered locally)
+        # records delivered locally wait up to echo_linger_s before they are produced, with the
+        # delivery-future list of their batch (which cannot settle until they are produced)
+        self.echo_linger_s = max(0, echo_linger_ms) / 1000.0
+        self._held: list[tuple[str, bytes | None, bytes | None, int, list[asyncio.Future[Any]]]] = []
+        self._held_since = 0.0
+        self._held_for: dict[int, int] = {}  # id(a batch's future list) -> its records still held
         # this worker's records sent to local stages' partitions without local delivery: how many are
         # unacknowledged, and the highest acknowledged offset (local delivery waits until it is consumed)
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
@@ -457,12 +471,19 @@ class BatchRuntime:
         fetch, commit = metrics.LOOP_SECONDS.labels("fetch").observe, metrics.LOOP_SECONDS.labels("commit").observe
         while not self._stopping:
             started = clock()
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            wait_ms = 200
+            if self._held:  # wake up in time to produce them
+                due = self._held_since + self.echo_linger_s - time.monotonic()
+                wait_ms = max(1, min(wait_ms, int(due * 1000) + 1))
+            batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
             if batches:
                 fetch(clock() - started)
                 async with self._lock:
                     await self.process(batches)
-            else:
+            if self._held and time.monotonic() - self._held_since >= self.echo_linger_s:
+                async with self._lock:
+                    await self.push_held()
+            if not batches:
                 await self.settle()
             if time.monotonic() - self._last_commit >= self.commit_interval_s and (self._committing is None or self._committing.done()):
                 # In the background: a commit is a broker round trip (p50 25 ms, p99 100 ms under
@@ -611,7 +632,12 @@ class BatchRuntime:
         await fut
 
     async def _send_via_broker(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> asyncio.Future[Any]:
-        """Send a record to a local stage's partition that is not delivered locally, counted until acknowledged."""
+        """Send a record to a local stage's partition that is not delivered locally, counted until acknowledged.
+
+        Records still held (delivered locally, not yet produced) go first, so every partition's
+        log keeps this worker's order."""
+        if self._held:
+            await self.push_held()
         tp = TopicPartition(topic, partition)
         self._unacked[tp] += 1
         fut = await self.producer.send(topic, value, key=key, partition=partition)
@@ -632,13 +658,40 @@ class BatchRuntime:
                     continue
                 partition, local = where
                 if local:  # already processed here: the header says to skip it when it is fetched back
-                    futures.append(await producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+                    if self.echo_linger_s > 0:
+                        self._hold(topic, key, value, partition, futures)
+                    else:
+                        futures.append(await producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
                     continue
                 futures.append(await self._send_via_broker(topic, key, value, partition))
         for table in self.tables:
             for partition, key, value in table.take_changes():
                 futures.append(await producer.send(table.changelog, value, key=key, partition=partition))
         return futures
+
+    def _hold(self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]]) -> None:
+        """Keep a locally delivered record for up to ``echo_linger_s`` before producing it.
+
+        It was processed when it was handed over, so nothing waits for it; produced later, the
+        records of several batches go to the broker as one record batch per partition (the
+        embedded broker's fetch time grows with the number of record batches in a log)."""
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append((topic, key, value, partition, futures))
+        self._held_for[id(futures)] = self._held_for.get(id(futures), 0) + 1
+
+    async def push_held(self) -> None:
+        """Produce the held records, in the order they were handed over."""
+        held, self._held = self._held, []
+        if held:
+            metrics.LOCAL_ECHO_PUSHED.observe(len(held))
+        for topic, key, value, partition, futures in held:
+            futures.append(await self.producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+            left = self._held_for[id(futures)] - 1
+            if left:
+                self._held_for[id(futures)] = left
+            else:
+                del self._held_for[id(futures)]
 
     async def settle(self, *, wait: bool = False, everything: bool = False) -> None:
         """Make the positions of acknowledged batches committable, oldest first.
@@ -648,6 +701,10 @@ class BatchRuntime:
         """
         while self._in_flight:
             futures, positions = self._in_flight[0]
+            if id(futures) in self._held_for:  # some of its records are still held: not yet produced
+                if not (wait or everything):
+                    return
+                await self.push_held()
             if not all(f.done() for f in futures):
                 if not (wait or everything):
                     return

@@ -52,6 +52,11 @@ LOCAL_RECORDS = Counter(
     "'via_broker' (not caught up on the partition, or not its owner), 'skipped' when fetched back.",
     ["stage", "outcome"],
 )
+LOCAL_ECHO_PUSHED = Histogram(
+    "cx_stage_local_echo_records",
+    "Locally delivered records produced to their topics together, after waiting up to CX_LOCAL_ECHO_LINGER_MS.",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),

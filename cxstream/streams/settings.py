@@ -55,6 +55,11 @@ class Settings:
         1, "1: a record a stage sends to identity or context on a partition this worker owns is also handed to it "
         "in the same batch (still produced to its topic; skipped when fetched back); 0: every hop goes through the broker."
     )
+    local_echo_linger_ms: int = _setting(
+        50, "How long the records a stage handed over locally may wait before they are produced to their topics "
+        "(already processed, so nothing waits for them; fewer, larger record batches for the broker to store and "
+        "serve), ms; 0: produced with their batch."
+    )
     fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait of the hot path's stages, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
     faust_fetch_wait_ms: int = _setting(
         200, "Idle-poll fetch wait of the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."

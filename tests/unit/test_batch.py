@@ -168,3 +168,68 @@ def test_the_loop_keeps_fetching_while_a_commit_is_in_flight_and_revoke_waits_fo
     assert fetched > 5
     tp = TopicPartition(Settings().topic_prefix + ROUTING.name, 0)
     assert commits == [{tp: 10}, {tp: 20}]
+
+
+class _RecordingProducer:
+    """A producer stand-in that records what was sent, in order, and acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, int | None, bool]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, partition, bool(headers)))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(offset=len(self.sent)))
+        return fut
+
+
+def test_locally_delivered_records_are_held_then_produced_in_order_before_anything_through_the_broker() -> None:
+    async def scenario() -> None:
+        rt = BatchRuntime("127.0.0.1:9", Settings(), echo_linger_ms=50)
+        producer = _RecordingProducer()
+        rt._producer = producer  # type: ignore[assignment]
+        tp = TopicPartition("t", 0)
+        rt.owned.add(tp)
+        # batch 1: two records delivered locally (held), one to another topic (sent now)
+        rt.buffer += [("ctx", b"a", b"1"), ("out", b"o", b"x"), ("ctx", b"b", b"2")]
+        rt._route = {0: (0, True), 2: (1, True)}
+        first = await rt.send_all()
+        rt._in_flight.append((first, {tp: 10}))
+        assert producer.sent == [("out", b"o", None, False)], "held: not produced with their batch"
+        await rt.settle()
+        assert rt._processed == {}, "a batch with held records is not committable"
+        # batch 2: one more held, then one through the broker to the same topic: the held go first
+        rt.buffer += [("ctx", b"c", b"3"), ("ctx", b"d", b"4")]
+        rt._route = {0: (0, True), 1: (0, False)}
+        second = await rt.send_all()
+        rt._in_flight.append((second, {tp: 20}))
+        assert producer.sent[1:] == [("ctx", b"a", 0, True), ("ctx", b"b", 1, True), ("ctx", b"c", 0, True),
+                                     ("ctx", b"d", 0, False)]
+        assert rt._held == [] and rt._held_for == {}
+        await rt.settle()
+        assert rt._processed == {tp: 20}
+        # batch 3: held, then settled with wait (too many batches in flight): produced first
+        rt.buffer += [("ctx", b"e", b"5")]
+        rt._route = {0: (2, True)}
+        third = await rt.send_all()
+        rt._in_flight.append((third, {tp: 30}))
+        await rt.settle()
+        assert rt._processed == {tp: 20} and len(producer.sent) == 5
+        await rt.settle(wait=True)
+        assert producer.sent[-1] == ("ctx", b"e", 2, True) and rt._processed == {tp: 30}
+
+    asyncio.run(scenario())
+
+
+def test_without_an_echo_linger_local_records_go_with_their_batch() -> None:
+    async def scenario() -> list[tuple[str, bytes | None, int | None, bool]]:
+        rt = BatchRuntime("127.0.0.1:9", Settings(), echo_linger_ms=0)
+        producer = _RecordingProducer()
+        rt._producer = producer  # type: ignore[assignment]
+        rt.buffer += [("ctx", b"a", b"1")]
+        rt._route = {0: (3, True)}
+        await rt.send_all()
+        return producer.sent
+
+    assert asyncio.run(scenario()) == [("ctx", b"a", 3, True)]
