@@ -345,6 +345,7 @@ class BatchRuntime:
         self._held: list[tuple[str, bytes | None, bytes | None, int, list[asyncio.Future[Any]]]] = []
         self._held_since = 0.0
         self._held_for: dict[int, int] = {}  # id(a batch's future list) -> its records still held
+        self._held_parts: set[tuple[str, int]] = set()  # the (topic, partition)s they go to
         # this worker's records sent to local stages' partitions without local delivery: how many are
         # unacknowledged, and the highest acknowledged offset (local delivery waits until it is consumed)
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
@@ -634,9 +635,9 @@ class BatchRuntime:
     async def _send_via_broker(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> asyncio.Future[Any]:
         """Send a record to a local stage's partition that is not delivered locally, counted until acknowledged.
 
-        Records still held (delivered locally, not yet produced) go first, so every partition's
-        log keeps this worker's order."""
-        if self._held:
+        Records still held for its partition (delivered locally, not yet produced) go first, so
+        every partition's log keeps this worker's order."""
+        if (topic, partition) in self._held_parts:
             await self.push_held()
         tp = TopicPartition(topic, partition)
         self._unacked[tp] += 1
@@ -654,6 +655,8 @@ class BatchRuntime:
             for idx, (topic, key, value) in enumerate(out):
                 where = route.get(idx)
                 if where is None:
+                    if self._held and topic in self._stage_of:  # partitioned by the producer: may share one
+                        await self.push_held()
                     futures.append(await producer.send(topic, value, key=key))
                     continue
                 partition, local = where
@@ -678,11 +681,13 @@ class BatchRuntime:
         if not self._held:
             self._held_since = time.monotonic()
         self._held.append((topic, key, value, partition, futures))
+        self._held_parts.add((topic, partition))
         self._held_for[id(futures)] = self._held_for.get(id(futures), 0) + 1
 
     async def push_held(self) -> None:
         """Produce the held records, in the order they were handed over."""
         held, self._held = self._held, []
+        self._held_parts.clear()
         if held:
             metrics.LOCAL_ECHO_PUSHED.observe(len(held))
         for topic, key, value, partition, futures in held:

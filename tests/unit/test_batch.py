@@ -206,16 +206,25 @@ def test_locally_delivered_records_are_held_then_produced_in_order_before_anythi
         rt._in_flight.append((second, {tp: 20}))
         assert producer.sent[1:] == [("ctx", b"a", 0, True), ("ctx", b"b", 1, True), ("ctx", b"c", 0, True),
                                      ("ctx", b"d", 0, False)]
-        assert rt._held == [] and rt._held_for == {}
+        assert rt._held == [] and rt._held_for == {} and rt._held_parts == set()
         await rt.settle()
         assert rt._processed == {tp: 20}
+        # a record through the broker to another partition does not need the held ones first
+        rt.buffer += [("ctx", b"f", b"6"), ("ctx", b"g", b"7")]
+        rt._route = {0: (1, True), 1: (3, False)}
+        fourth = await rt.send_all()
+        assert producer.sent[-1] == ("ctx", b"g", 3, False) and [r[1] for r in rt._held] == [b"f"]
+        await rt.push_held()
+        assert producer.sent[-1] == ("ctx", b"f", 1, True)
+        rt._in_flight.append((fourth, {tp: 20}))
+        await rt.settle()
         # batch 3: held, then settled with wait (too many batches in flight): produced first
         rt.buffer += [("ctx", b"e", b"5")]
         rt._route = {0: (2, True)}
         third = await rt.send_all()
         rt._in_flight.append((third, {tp: 30}))
         await rt.settle()
-        assert rt._processed == {tp: 20} and len(producer.sent) == 5
+        assert rt._processed == {tp: 20} and len(producer.sent) == 7
         await rt.settle(wait=True)
         assert producer.sent[-1] == ("ctx", b"e", 2, True) and rt._processed == {tp: 30}
 
