@@ -37,8 +37,7 @@ the records come back from the topic and are processed again, like any redeliver
 A locally delivered record is produced up to ``CX_LOCAL_ECHO_LINGER_MS`` (50 ms) after it was
 handed over, together with the others handed over meanwhile: nothing waits for it, and the
 embedded broker's fetch time grows with the number of record batches in a log (one record per
-batch at low rates, one batch for all of them when held).  Under load (``HOLD_MAX_RECORDS``
-held, or ``max_in_flight`` batches unacknowledged) they are produced at the end of the batch.  Its batch's offsets are not committed
+batch at low rates, one batch for all of them when held).  Its batch's offsets are not committed
 before it is produced and acknowledged; held records are produced before any record of this
 worker that goes through the broker (so each partition's log keeps this worker's order), before a
 partition is given up, and before the worker stops.
@@ -106,7 +105,6 @@ class _Local:
 
 
 LOCAL_HEADER = "cx-local"
-HOLD_MAX_RECORDS = 64  # held local records are produced at once beyond this many (the loop is busy anyway)
 MAX_LOCAL_PASSES = 4  # a batch goes through the stages at most this often for records sent back upstream
 
 
@@ -532,10 +530,6 @@ class BatchRuntime:
         futures = await self.send_all()
         positions = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if tp in self.owned and messages}
         self._in_flight.append((futures, positions))
-        if self._held and (len(self._held) >= HOLD_MAX_RECORDS or len(self._in_flight) >= self.max_in_flight):
-            # under load: enough records for full batches already, or the loop is about to wait
-            # for the oldest batch in flight (its held records must not start their trip then)
-            await self.push_held()
         await self.settle(wait=len(self._in_flight) > self.max_in_flight)
         metrics.LOOP_SECONDS.labels("flush").observe(time.perf_counter() - sending)
 

@@ -242,31 +242,3 @@ def test_without_an_echo_linger_local_records_go_with_their_batch() -> None:
         return producer.sent
 
     assert asyncio.run(scenario()) == [("ctx", b"a", 3, True)]
-
-
-def test_held_records_go_out_with_their_batch_under_load() -> None:
-    async def scenario() -> tuple[int, int]:
-        rt = BatchRuntime("127.0.0.1:9", Settings(), echo_linger_ms=50, max_in_flight=2)
-        producer = _RecordingProducer()
-        rt._producer = producer  # type: ignore[assignment]
-        tp = TopicPartition("ctx", 0)
-        rt.owned.add(tp)
-        st = rt.stage("s", [CUSTOMER_EVENTS])  # process() hands the batch to this stage
-
-        async def ignore(rec: Record) -> None:
-            return None
-
-        st.handler = ignore
-        rt._stage_of["ctx"] = st
-
-        async def one_batch(n: int, offset: int) -> None:
-            rt.buffer += [("ctx", str(i).encode(), b"v") for i in range(n)]
-            rt._route = {i: (0, True) for i in range(n)}
-            await rt.process({tp: [message(offset, b"k", b"v")]})
-
-        await one_batch(3, 0)  # a light batch: held
-        light = len(producer.sent)
-        await one_batch(100, 1)  # more than HOLD_MAX_RECORDS held: produced at the end of the batch
-        return light, len(producer.sent)
-
-    assert asyncio.run(scenario()) == (0, 103)
