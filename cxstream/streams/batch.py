@@ -661,19 +661,18 @@ class BatchRuntime:
                     continue
                 partition, local = where
                 if local:  # already processed here: the header says to skip it when it is fetched back
-                    if self.echo_linger_s > 0:
-                        self._hold(topic, key, value, partition, futures)
-                    else:
-                        futures.append(await producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+                    self._hold(topic, key, value, partition, futures)
                     continue
                 futures.append(await self._send_via_broker(topic, key, value, partition))
+            if self._held and not self.echo_linger_s:
+                await self.push_held()
         for table in self.tables:
             for partition, key, value in table.take_changes():
                 futures.append(await producer.send(table.changelog, value, key=key, partition=partition))
         return futures
 
     def _hold(self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]]) -> None:
-        """Keep a locally delivered record for up to ``echo_linger_s`` before producing it.
+        """Keep a locally delivered record for up to ``echo_linger_s`` before producing it (0: until the end of the batch).
 
         It was processed when it was handed over, so nothing waits for it; produced later, the
         records of several batches go to the broker as one record batch per partition (the
