@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_RECORD_COUNT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 EVENTS_IN = Counter("cx_events_in_total", "Input records read, by topic and what became of them.", ["topic", "outcome"])
 DEAD_LETTERS = Counter("cx_dead_letters_total", "Records sent to the dead-letter topic.", ["topic", "error_type"])
@@ -55,11 +56,11 @@ LOCAL_RECORDS = Counter(
 LOCAL_ECHO_PUSHED = Histogram(
     "cx_stage_local_echo_records",
     "Locally delivered records produced to their topics together, after waiting up to CX_LOCAL_ECHO_LINGER_MS.",
-    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+    buckets=_RECORD_COUNT_BUCKETS,
 )
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
-    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000),
+    buckets=_RECORD_COUNT_BUCKETS,
 )
 QUEUE_WAITING = Gauge("cx_queue_waiting", "Contacts waiting for an advisor.", ["routing_group"])
 ADVISORS_AVAILABLE = Gauge("cx_advisors_available", "Advisors logged in and available.", ["routing_group"])
