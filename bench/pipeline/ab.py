@@ -3,9 +3,11 @@
     .venv/bin/python bench/pipeline/ab.py --variant local=CX_LOCAL_DELIVERY=1 --variant broker=CX_LOCAL_DELIVERY=0 \\
         --rates 200,500 --repeats 2 --json bench/results/pipeline-ab-local-delivery.json -- --duration 30
     .venv/bin/python bench/pipeline/ab.py --variant before= --src before=/tmp/old --variant after= --src after=/tmp/new ...
+    .venv/bin/python bench/pipeline/ab.py --drain 30000 --variant before= --src before=/tmp/old --variant after= ...
 
 Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-rate 0`` (fresh
-broker, Redis and engine, prefilled); the variants' order rotates from one repeat to the next
+broker, Redis and engine, prefilled; with ``--drain N``, ``--drain-only``: the engine draining N
+pre-produced records, measured like the references); the variants' order rotates from one repeat to the next
 (A B, then B A) so neither the machine's drift nor the run before falls on one variant.  Options after ``--`` go to every run.  Compare variants within one file only.
 """
 
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src", action="append", default=[], metavar="NAME=DIR",
                    help="run variant NAME's engine from this source tree (`git archive REV | tar -x -C DIR`)")
     p.add_argument("--rates", default="200,500")
+    p.add_argument("--drain", type=int, default=0, metavar="N",
+                   help="instead of open-loop runs: the engine's drain of N pre-produced records (`--drain-only`)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", dest="json_out", required=True)
     args, extra = p.parse_known_args(argv)
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in [float(r) for r in args.rates.split(",")]:
+        for rate in ([0.0] if args.drain else [float(r) for r in args.rates.split(",")]):
             for rep in range(args.repeats):
                 # the order rotates from one repeat to the next (A B, B A, ...): a run can be
                 # slowed by the one before it (its servers winding down), and that must not
@@ -64,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
                 k = rep % len(variants)
                 for name, settings in variants[k:] + variants[:k]:
                     out = Path(tmp) / f"{name}-{rate}-{rep}.json"
-                    cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
-                           "--lookup-rate", "0", "--json", str(out), *extra]
+                    if args.drain:
+                        cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--drain-only", "--ref-events",
+                               str(args.drain), "--json", str(out), *extra]
+                    else:
+                        cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
+                               "--lookup-rate", "0", "--json", str(out), *extra]
                     for s in settings:
                         cmd += ["--engine-env", s]
                     if name in sources:
@@ -75,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                     if proc.returncode != 0 or not out.exists():
                         print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
                         runs.append({"variant": name, "rate": rate, "repeat": rep, "error": proc.returncode})
+                        continue
+                    if args.drain:
+                        d = json.loads(out.read_text())["engine_drain"]
+                        print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %",
+                              flush=True)
+                        runs.append({"variant": name, "settings": settings, "repeat": rep, **d})
                         continue
                     s = summary(json.loads(out.read_text()))
                     e2e = s["e2e"] or {}

@@ -42,7 +42,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import heapq
+import itertools
 import json
 import os
 import platform
@@ -64,6 +66,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cxstream.intel.churn import ChurnModel
+from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
+from cxstream.intel.features import telco_features, telco_label
+from cxstream.intel.intent import IntentModel
 from cxstream.replay.desktop import DesktopProfile, respond
 from cxstream.replay.engineproc import engine_env
 from cxstream.replay.lookups import lookups_command, lookups_result, start_lookups
@@ -73,6 +79,7 @@ from cxstream.replay.workload import Workload, WorkloadConfig, mix
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from cxstream.streams.modelstore import save_snapshot
 
 API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -116,6 +123,7 @@ class Options:
     producer_linger_ms: int = 1
     fresh_final: bool = True
     ref_repeats: int = 2
+    drain_only: bool = False
 
 
 # --------------------------------------------------------------------------- processes
@@ -332,9 +340,9 @@ class GroupLag:
 
     CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING)
 
-    def __init__(self, bootstrap: str, app_id: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, app_id: str, prefix: str, consumed: Sequence[t.TopicSpec] = CONSUMED) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{app_id}.stages", enable_auto_commit=False)
-        self.names = [prefix + s.name for s in self.CONSUMED]
+        self.names = [prefix + s.name for s in consumed]
         self.tps: list[TopicPartition] = []
 
     async def start(self) -> None:
@@ -347,6 +355,10 @@ class GroupLag:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.consumer.stop()
+
+    async def committed(self) -> int:
+        """The sum of the group's committed offsets on the topics (0 where nothing is committed)."""
+        return sum([(await self.consumer.committed(tp)) or 0 for tp in self.tps])
 
     async def lag(self) -> int | None:
         try:
@@ -592,6 +604,127 @@ class Bench:
         finally:
             stop_process(proc, timeout=20)
 
+    async def engine_drain(self, broker: str, workload: Workload, n: int) -> dict[str, Any]:
+        """The engine measured like the references: its rate over a backlog of *n* workload records.
+
+        Its own topic prefix, consumer group and Redis, on the references' broker.  Trained intent
+        and churn snapshots are put in that Redis first (:meth:`_seed_models`), since in the
+        open-loop runs the desktops' dispositions have taught the learner by then and every message
+        is scored.  One engine starts; once it is ready and its scorer has loaded the models, the
+        advisor logins and *n* records are produced as fast as the producer goes.  The clock runs
+        from the first record sent until the group has committed every input record (a batch is
+        committed once it went through every stage and its outputs were acknowledged) and its lag
+        on every topic it consumes is 0, polled every 50 ms; startup and group join are excluded,
+        as for the references.  The engine takes records up as they arrive, so the producer runs
+        beside it during the first second or two, on the same two cores: that errs against the
+        engine.  No generator and no desktops run meanwhile (contacts queue at the router once the
+        advisors are busy).
+        """
+        prefix, app_id = f"{self.prefix}drain.", f"{self.app_id}-drain"
+        logins = [plan(a) for a in workload.advisor_logins()]
+        records = [*logins, *Workload(workload.config, workload.texts).planned(n)]
+        total = len(records)
+        with contextlib.ExitStack() as servers:
+            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-drain"))
+            models = await self._seed_models(rds.url, workload)
+            engine = start_engine(broker, rds.url, self.base / "engine-drain", prefix, app_id, self.opts)
+            self.engines.append(engine)
+            progress = GroupLag(broker, app_id, prefix, t.INPUTS)
+            lag = GroupLag(broker, app_id, prefix)
+            producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks=1)
+            try:
+                await asyncio.to_thread(wait_ready, [engine])
+                await asyncio.sleep(3.0)  # the scorer polls Redis for snapshots every CX_MODEL_REFRESH_S (1 s)
+                await progress.start()
+                await lag.start()
+                await producer.start()
+                sampler = ProcSampler([engine.proc.pid])
+                profiler = None
+                if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
+                    profiler = await self._start_profiler(engine.proc.pid, time.time(), "drain.folded")
+                began, cpu0, busy0 = time.time(), sampler.cpu_s(), machine_busy_s()
+                futures = [await producer.send(prefix + r.topic, r.restamped(began).value, key=r.key) for r in records]
+                await asyncio.gather(*futures)
+                produced_s = time.time() - began
+                deadline = time.monotonic() + 90 + total / 200
+                done, left = 0, None
+                while left != 0:
+                    if done < total:
+                        done = await progress.committed()
+                    else:
+                        left = await lag.lag()
+                    if time.monotonic() > deadline or engine.proc.poll() is not None:
+                        raise RuntimeError(f"engine drain: {done} of {total} input offsets committed, lag {left}\n"
+                                           f"{engine.output()[-2000:]}")
+                    if left != 0:
+                        await asyncio.sleep(0.05)
+                ended = time.time()
+                cpu, busy = sampler.cpu_s(), machine_busy_s()
+                if profiler is not None:
+                    await self._finish_profiler(profiler)
+                work = await self._work_done(engine)
+            finally:
+                await producer.stop()
+                await progress.stop()
+                await lag.stop()
+                await asyncio.to_thread(stop_process, engine.proc)
+                self.engines.remove(engine)
+        took = max(1e-6, ended - began)
+        return {
+            "events": total, "workload_events": n, "advisor_logins": len(logins), "produced_in_s": round(produced_s, 3),
+            "seconds": round(took, 3), "rate": total / took,
+            "engine_cpu_pct": round(100 * (cpu - cpu0) / took, 1),
+            "machine_busy_pct": round(100 * (busy - busy0) / took, 1),
+            "models": models, "work_done": work,
+        }
+
+    async def _seed_models(self, redis_url: str, workload: Workload) -> dict[str, Any]:
+        """Intent and churn snapshots trained on the shared data, saved as the learner saves them.
+
+        Intent: the first 3,000 rows of the Banking77 file the workload's messages come from;
+        churn: the first 2,000 Telco rows.  Without the shared data the models stay untrained
+        (and the engine does not score), which the result says.
+        """
+        import redis.asyncio as aioredis
+
+        if workload.text_source == "builtin":
+            return {"trained": False, "why": "no shared data: the workload uses its built-in texts"}
+        source = Path(workload.text_source)
+        intent = IntentModel()
+        intent.learn_many(read_labelled_csv(source)[:3000])
+        churn = ChurnModel()
+        with (source.parents[1] / TELCO_FILE).open(newline="", encoding="utf-8") as f:
+            for row in itertools.islice(csv.DictReader(f), 2000):
+                churn.learn_one(telco_features(row), telco_label(row))
+        client = aioredis.from_url(redis_url)
+        try:
+            for name, model in (("intent", intent), ("churn", churn)):
+                blob = model.to_bytes()
+                await save_snapshot(client, name, model.version, blob)
+        finally:
+            await client.aclose()
+        return {"trained": True, "intent_rows": 3000, "churn_rows": 2000,
+                "versions": {"intent": intent.version, "churn": churn.version}}
+
+    async def _work_done(self, engine: EngineProc) -> dict[str, Any]:
+        """What the engine did, from its ``/metrics``: the proof that a drain did the whole pipeline's work."""
+        import aiohttp
+
+        await asyncio.to_thread(wait_ready, [engine])
+        async with aiohttp.ClientSession() as session:
+            samples = await scrape(session, [engine])
+        out: dict[str, Any] = {}
+        for name, by in (("cx_events_in_total", "outcome"), ("cx_context_updates_total", "record"),
+                         ("cx_model_predict_seconds_count", "model"), ("cx_routing_events_total", "kind"),
+                         ("cx_outreach_total", "reason"), ("cx_dead_letters_total", "error_type")):
+            counts: dict[str, float] = {}
+            for n, labels, v in samples:
+                if n == name:
+                    counts[labels.get(by, "")] = counts.get(labels.get(by, ""), 0.0) + v
+            out[name] = counts
+        out["cx_assignments_total"] = counter_sum(samples, "cx_assignments_total")
+        return out
+
     # ------------------------------------------------------------------ steps
     async def step(
         self, driver: Driver, engines: list[EngineProc], sampler: ProcSampler, lag: GroupLag, session: Any,
@@ -713,13 +846,13 @@ class Bench:
             log(f"cannot read the router's queue statistics: {exc!r}")
             return None
 
-    async def _start_profiler(self, pid: int, at: float) -> asyncio.subprocess.Process:
+    async def _start_profiler(self, pid: int, at: float, name: str = "engine.folded") -> asyncio.subprocess.Process:
         await asyncio.sleep(max(0.0, at - time.time()))
         out_dir = Path(self.opts.profile_dir or ".")
         out_dir.mkdir(parents=True, exist_ok=True)
         return await asyncio.create_subprocess_exec(
             py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(self.opts.profile_seconds)), "--rate", "200",
-            "--format", "raw", "--output", str(out_dir / "engine.folded"), "--nonblocking",
+            "--format", "raw", "--output", str(out_dir / name), "--nonblocking",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
 
@@ -729,7 +862,7 @@ class Bench:
             if proc.returncode != 0:
                 log(f"py-spy failed: {err.decode()[-1000:]}")
             else:
-                log(f"profile written to {self.opts.profile_dir}/engine.folded")
+                log(f"profile written to {self.opts.profile_dir}")
         except TimeoutError:
             proc.kill()
 
@@ -749,6 +882,12 @@ class Bench:
             ),
         }
         began = time.time()
+        if opts.drain_only:
+            drain = await self.engine_drain(broker, workload, opts.ref_events)
+            log(f"engine drain: {drain['rate']:.0f} events/s (engine {drain['engine_cpu_pct']}% of a core)")
+            return {"engine_drain_rate": round(drain["rate"], 1), "engine_drain": drain, **self.result,
+                    "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
+                    "environment": {**environment(), "engine_src": opts.engine_src or str(REPO)}}
         # 1. references, on the idle broker
         if not opts.skip_refs:
             log(f"references: producing {opts.ref_events} workload records")
@@ -762,6 +901,9 @@ class Bench:
             naive = {**max(naive_runs, key=lambda r: r["rate"]), "rates": [round(r["rate"], 1) for r in naive_runs]}
             log(f"naive_faust: {naive['rate']:.0f} events/s (fastest of {', '.join(f'{r:.0f}' for r in naive['rates'])})")
             self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
+            drain = await self.engine_drain(broker, workload, opts.ref_events)
+            log(f"engine drain: {drain['rate']:.0f} events/s (engine {drain['engine_cpu_pct']}% of a core)")
+            self.result["references"]["engine_drain"] = drain
         # 2. engines
         rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)
         steps: list[StepResult] = []
@@ -982,6 +1124,7 @@ class Bench:
         refs = self.result.get("references", {})
         naive = refs.get("naive_faust", {}).get("rate")
         raw = refs.get("raw_aiokafka", {}).get("rate")
+        drain = refs.get("engine_drain", {}).get("rate")
         all_steps = [*steps, final]
         sustained = max((s.achieved_rate or 0.0) for s in all_steps)
         state = self.result.get("prefill", {}).get("state_after_prefill", {})
@@ -999,6 +1142,8 @@ class Bench:
             "sustained_rate": sustained,
             "ratio_to_naive_faust": round(sustained / naive, 3) if naive else None,
             "ratio_to_raw_aiokafka": round(sustained / raw, 4) if raw else None,
+            "engine_drain_rate": round(drain, 1) if drain else None,
+            "drain_ratio_to_naive_faust": round(drain / naive, 3) if (drain and naive) else None,
             "max_rate_p99_under_limit": max_rate,
             "max_rate_ratio_to_naive_faust": round(max_rate / naive, 3) if (naive and max_rate) else None,
             "e2e_p99_ms_at_half_max": final.e2e.get("p99_ms") if (opts.find_max and max_rate) else None,
@@ -1031,6 +1176,12 @@ class Bench:
                 "final_on_fresh_broker": "with --find-max the final run gets a new broker, Redis and engines, prefilled "
                                          "again (the embedded broker's fetch time grows with its history); --stale-final: not",
                 "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
+                "engine_drain_rate": "the engine measured like the references: the advisor logins and N workload records "
+                                     "produced as fast as possible to the input topics of one ready engine (same broker, own "
+                                     "Redis, trained model snapshots seeded); records / seconds from the first record sent "
+                                     "until every input is committed and the group's lag is 0 (polled every 50 ms); no "
+                                     "generator or desktops",
+                "drain_ratio_to_naive_faust": "engine_drain_rate / naive_faust_rate: the same method for both",
             },
         }
         return out
@@ -1100,6 +1251,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
     p.add_argument("--skip-refs", action="store_true")
     p.add_argument("--ref-repeats", type=int, default=2, help="naive Faust runs; the fastest is the reference")
+    p.add_argument("--drain-only", action="store_true",
+                   help="only the engine's drain of --ref-events pre-produced records (no references, no open-loop runs)")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
     p.add_argument("--stale-final", dest="fresh_final", action="store_false",
                    help="with --find-max: run the final step on the search's broker instead of a fresh one")
@@ -1132,7 +1285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(opts.json_out).write_text(text + "\n")
         log(f"wrote {opts.json_out}")
     keys = ("offered_rate", "achieved_rate", "e2e_p50_ms", "e2e_p99_ms", "context_p99_ms", "rss_mb", "naive_faust_rate",
-            "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "max_rate_p99_under_limit",
+            "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "engine_drain_rate", "drain_ratio_to_naive_faust", "max_rate_p99_under_limit",
             "e2e_p99_ms_at_half_max", "table_bytes_per_customer")
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     return 0
