@@ -12,21 +12,84 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 
-from cxstream.context.model import CustomerContext
-from cxstream.context.update import Prediction
+from cxstream.context.model import ContactRecord, CustomerContext
+from cxstream.context.update import ContextLimits, Prediction
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import churn_features
 from cxstream.intel.intent import IntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
 
+DAY_S = 86400.0
+NEGATIVE_SENTIMENT = -0.05  # VADER's usual cut: a compound score at or below it is a negative message
+ENGAGEMENT_WINDOW_S = 30 * DAY_S  # contacts, repeat contacts, failed payments and complaints: the last 30 days
+
+
+def churn_inputs(ctx: CustomerContext) -> dict[str, Any]:
+    """What the churn model reads from a live context: the keys of :func:`churn_features`.
+
+    As of the context's last update (``updated_at``, the event time: replays give the same
+    features).  Account facts are the ones business systems sent in ``profile`` outcomes
+    (``ctx.account``); engagement comes from the context's bounded logs:
+
+    * ``contacts_30d``: contacts opened in the last 30 days (the contact log keeps 32);
+    * ``repeat_contacts``: those that repeat an earlier unresolved contact with the same intent
+      within the repeat window (7 days), as ``repeat_contact`` does for the latest one;
+    * ``failed_payments``, ``complaints``: such events among the last interactions in the
+      window, at least 1 when the latest one (``milestones``) is in the window;
+    * ``negative_sentiment``: the share of negative messages among the recent ones;
+      ``sentiment_trend`` as the context has it;
+    * ``days_since_contact``: days since the latest contact opened (absent without one).
+    """
+    now = ctx.updated_at
+    since = now - ENGAGEMENT_WINDOW_S
+    out: dict[str, Any] = dict(ctx.account)
+    products = out.get("products")
+    if isinstance(products, str):
+        out["products"] = [p for p in products.split("|") if p.strip()]
+    contacts = [c for c in ctx.contacts if c.opened_at >= since]
+    out["contacts_30d"] = len(contacts)
+    out["repeat_contacts"] = _repeats(ctx.contacts, since)
+    payments = complaints = 0
+    for r in ctx.recent:
+        if r.at >= since:
+            if r.kind in ("payment_failed", "outcome:payment_failed"):
+                payments += 1
+            elif r.kind == "outcome:complaint":
+                complaints += 1
+    for kind, n, key in (("payment_failed", payments, "failed_payments"), ("complaint", complaints, "complaints")):
+        at = ctx.milestones.get(kind)
+        out[key] = max(n, 1) if at is not None and at >= since else n
+    if ctx.sentiment_recent:
+        neg = sum(1 for p in ctx.sentiment_recent if p.score <= NEGATIVE_SENTIMENT)
+        out["negative_sentiment"] = neg / len(ctx.sentiment_recent)
+    if ctx.sentiment_trend is not None:
+        out["sentiment_trend"] = ctx.sentiment_trend
+    if ctx.contacts:
+        out["days_since_contact"] = max(0.0, now - ctx.contacts[-1].opened_at) / DAY_S
+    return out
+
+
+def _repeats(contacts: list[ContactRecord], since: float, window_s: float = ContextLimits.repeat_window_s) -> int:
+    """Contacts opened since *since* that repeat an earlier unresolved one with the same intent within *window_s*."""
+    earlier: dict[str, list[ContactRecord]] = {}
+    n = 0
+    for c in contacts:  # oldest first
+        if c.intent:
+            prior = earlier.setdefault(c.intent, [])
+            if c.opened_at >= since and any(
+                c.opened_at - e.opened_at <= window_s and e.resolved is not True for e in prior
+            ):
+                n += 1
+            prior.append(c)
+    return n
+
 
 def features_of(ctx: CustomerContext | None) -> dict[str, Any]:
-    """The churn model's features from a context (its JSON form, as the model's mapping expects)."""
-    return churn_features(msgspec.to_builtins(ctx)) if ctx is not None else {}
+    """The churn model's features of a live context (:func:`churn_inputs` through :func:`churn_features`)."""
+    return churn_features(churn_inputs(ctx)) if ctx is not None else {}
 
 
 class Scorer:

@@ -65,6 +65,14 @@ class SentimentPoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     score: float
 
 
+#: The account facts a ``profile`` outcome's attributes may carry, kept in ``CustomerContext.account``:
+#: what the churn model reads when business systems send it (numbers, short strings; ``products`` is
+#: a "|"-separated list; ``paperless_billing`` a boolean or yes/no).
+ACCOUNT_NUMBERS = ("tenure_months", "monthly_charges", "monthly_value", "total_charges", "lifetime_value")
+ACCOUNT_STRINGS = ("contract", "payment_method", "plan", "products", "segment")
+ACCOUNT_FLAGS = ("paperless_billing",)
+
+
 class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the engine keeps about one canonical customer.
 
@@ -124,6 +132,7 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     nps_count: int = 0
     tier: str | None = None
     value: float | None = None
+    account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (ACCOUNT_FACTS), for churn risk
 
     def open_by_channel(self) -> dict[str, list[str]]:
         """Open contact ids grouped by channel.

@@ -7,11 +7,15 @@ context and publishes the effects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import msgspec
 
 from cxstream.context.model import (
+    ACCOUNT_FLAGS,
+    ACCOUNT_NUMBERS,
+    ACCOUNT_STRINGS,
     ContactRecord,
     CustomerContext,
     IntentPoint,
@@ -111,6 +115,32 @@ def _attr_str(attrs: dict[str, object], key: str, max_len: int = 128) -> str | N
 def _attr_float(attrs: dict[str, object], key: str) -> float | None:
     v = attrs.get(key)
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def account_facts(attrs: dict[str, object]) -> dict[str, str | float | bool]:
+    """The account facts (``ACCOUNT_*`` keys) of a ``profile`` outcome's attributes; anything else is ignored.
+
+    >>> account_facts({"tenure_months": 14, "contract": "One year", "paperless_billing": "Yes", "colour": "red"})
+    {'tenure_months': 14.0, 'contract': 'One year', 'paperless_billing': True}
+    >>> account_facts({"tenure_months": "14", "monthly_charges": float("nan"), "plan": "   "})
+    {}
+    """
+    out: dict[str, str | float | bool] = {}
+    for key in ACCOUNT_NUMBERS:
+        v = _attr_float(attrs, key)
+        if v is not None and math.isfinite(v):
+            out[key] = v
+    for key in ACCOUNT_STRINGS:
+        s = _attr_str(attrs, key, 256 if key == "products" else 64)
+        if s is not None:
+            out[key] = s
+    for key in ACCOUNT_FLAGS:
+        v = attrs.get(key)
+        if isinstance(v, str) and v.strip().lower() in ("yes", "no", "true", "false"):
+            v = v.strip().lower() in ("yes", "true")
+        if isinstance(v, bool):
+            out[key] = v
+    return out
 
 
 def _with_intent(
@@ -432,6 +462,9 @@ def apply_outcome(
         tier = _attr_str(ev.attributes, "tier", 32)
         value = _attr_float(ev.attributes, "value")
         new = replace(new, tier=tier or ctx.tier, value=value if value is not None else (v if v is not None else ctx.value))
+        facts = account_facts(ev.attributes)
+        if facts:
+            new = replace(new, account={**ctx.account, **facts})
     elif ev.kind == "complaint" and ev.contact_id:
         new = replace(new, contacts=[replace(c, resolved=False) if c.contact_id == ev.contact_id else c for c in ctx.contacts])
     return _derive(new, limits), False
@@ -612,6 +645,7 @@ def merge_contexts(
         nps_count=s.nps_count + b.nps_count,
         tier=newer.tier or older.tier,
         value=newer.value if newer.value is not None else older.value,
+        account={**older.account, **newer.account},
     )
     return _derive(merged, limits)
 
