@@ -39,6 +39,7 @@ from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
+from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
@@ -81,7 +82,8 @@ class Wiring:
         self.topics: Topics = bind_topics(self.app, settings)
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
         self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
-        self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s)
+        pipelined = PipelinedRedis(redis_url) if settings.redis_pipelined_writes and PipelinedRedis.supports(redis_url) else None
+        self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s, pipelined=pipelined)
         self.runtime = BatchRuntime(
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
@@ -210,6 +212,9 @@ class EngineService(Service):
                 metrics_server.server_close()
         with contextlib.suppress(Exception):
             await self.wiring.writer.flush()
+        with contextlib.suppress(Exception):
+            if self.wiring.writer.pipelined is not None:
+                await self.wiring.writer.pipelined.close()
         with contextlib.suppress(Exception):
             await self.wiring.redis.aclose()
 

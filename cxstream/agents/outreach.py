@@ -28,7 +28,7 @@ from cxstream.outreach import (
     encode_state,
     evaluate,
     record_outcome,
-    view_from_dict,
+    view_of_context,
 )
 from cxstream.schemas import InteractionEvent, OutcomeEvent, OutreachEvent, RoutingEvent
 from cxstream.streams import metrics
@@ -99,7 +99,7 @@ class OutreachStage:
             state, attribution = record_outcome(state, record)
             if attribution is not None:
                 metrics.OUTREACH_OUTCOMES.labels(attribution.trigger, attribution.kind).inc()
-        view = view_from_dict(msgspec.to_builtins(ctx))
+        view = view_of_context(ctx)
         state, sent, suppressed = evaluate(state, view, record, now, self.config.for_group(view.routing_group))
         for ev in sent:
             await self.send(ev)

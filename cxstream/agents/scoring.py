@@ -98,6 +98,8 @@ class Scorer:
     def __init__(self) -> None:
         self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes)
         self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes)
+        self._intent_seconds = metrics.MODEL_PREDICT_SECONDS.labels("intent")  # labels() costs ~1.5 µs a call
+        self._churn_seconds = metrics.MODEL_PREDICT_SECONDS.labels("churn")
 
     async def refresh(self, client: aioredis.Redis) -> None:
         for cache in (self.intent, self.churn):
@@ -109,7 +111,7 @@ class Scorer:
             return None
         started = time.perf_counter()
         label, confidence = self.intent.model.predict_one(text)
-        metrics.MODEL_PREDICT_SECONDS.labels("intent").observe(time.perf_counter() - started)
+        self._intent_seconds.observe(time.perf_counter() - started)
         return Prediction(
             intent=None if label == "unknown" else label,
             confidence=round(float(confidence), 4),
@@ -121,5 +123,5 @@ class Scorer:
             return None
         started = time.perf_counter()
         p = self.churn.model.predict_proba_one(features_of(ctx))
-        metrics.MODEL_PREDICT_SECONDS.labels("churn").observe(time.perf_counter() - started)
+        self._churn_seconds.observe(time.perf_counter() - started)
         return round(float(p), 4), f"churn-{self.churn.version}"

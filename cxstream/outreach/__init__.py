@@ -16,7 +16,7 @@ from cxstream.outreach.decide import Attribution, Suppression, evaluate, outreac
 from cxstream.outreach.guardrails import GUARDRAILS
 from cxstream.outreach.state import OutreachState, decode_state, encode_state, new_state
 from cxstream.outreach.stats import OutreachStats
-from cxstream.outreach.view import ContactView, ContextView, view_from_dict
+from cxstream.outreach.view import ContactView, ContextView, view_from_dict, view_of_context
 
 __all__ = [
     "GUARDRAILS",
@@ -37,4 +37,5 @@ __all__ = [
     "outreach_id",
     "record_outcome",
     "view_from_dict",
+    "view_of_context",
 ]

@@ -3,7 +3,8 @@
 The context record (``cxstream.context.model.CustomerContext``) grows as the engine
 learns more; the outreach core reads only :class:`ContextView`, built by
 :func:`view_from_dict` from the context's JSON form (``msgspec.to_builtins(ctx)``),
-tolerant of missing keys, so the two can change independently.
+tolerant of missing keys, so the two can change independently.  The engine builds the same
+view straight from the struct (:func:`view_of_context`), which is cheaper.
 
 Keys read (all optional; first match wins):
 
@@ -33,9 +34,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from cxstream.context.model import CustomerContext
 
 _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
@@ -144,6 +148,57 @@ def _contacts(raw: Any, history: Any) -> list[ContactView]:
         )
     out.sort(key=lambda c: (c.opened_at, c.contact_id))
     return out
+
+
+#: Keys :func:`view_from_dict` reads that ``CustomerContext`` does not have (so :func:`view_of_context`
+#: does not look for them); a test keeps this true.
+NOT_IN_CONTEXT = ("timezone", "time_zone", "tz", "profile", "attributes", "opted_out", "opt_out", "erased",
+                  "erasure_requested", "routing_group", "failed_payments", "open_contacts_count")
+
+
+def view_of_context(ctx: CustomerContext, *, opt_out_keys: tuple[str, ...] | list[str] = ("outreach", "all", "contact")) -> ContextView:
+    """:func:`view_from_dict` of ``msgspec.to_builtins(ctx)``, read from the struct without converting it.
+
+    The engine evaluates outreach after every update; converting the whole context to builtins
+    first cost more than the evaluation.  ``tests/unit/outreach/test_view.py`` checks that both
+    give the same view on contexts the engine builds.
+    """
+    consent = {str(k): v for k, v in ctx.consent.items() if isinstance(v, bool)}
+    milestones = ctx.milestones
+    groups = sorted({g for c in ctx.open_contacts.values() if (g := _str(c.routing_group))})
+    lang = _str(ctx.preferred_language if ctx.preferred_language is not None else ctx.language)
+    risk = _num(ctx.churn_risk)
+    intents: dict[str, str] = {}
+    for p in ctx.intent_history:
+        if (cid := _str(p.contact_id)) and _str(p.intent):
+            intents[cid] = p.intent  # newest last wins
+    contacts = []
+    for c in ctx.contacts:
+        cid, opened = _str(c.contact_id), _num(c.opened_at)
+        if cid is None or opened is None:
+            continue
+        contacts.append(ContactView(
+            contact_id=cid, opened_at=opened, channel=_str(c.channel), intent=_str(c.intent) or intents.get(cid),
+            closed_at=_num(c.closed_at), resolved=c.resolved if isinstance(c.resolved, bool) else None,
+        ))
+    contacts.sort(key=lambda c: (c.opened_at, c.contact_id))
+    sentiments = [(p.at, p.score) for p in ctx.sentiment_recent if _num(p.at) is not None and _num(p.score) is not None]
+    sentiments.sort(key=lambda x: x[0])
+    return ContextView(
+        customer_id=str(ctx.customer_id or ""),
+        routing_group=groups[0] if groups else "default",
+        preferred_channel=_str(ctx.preferred_channel if ctx.preferred_channel is not None else ctx.last_channel),
+        language=lang if lang and _LANG.match(lang) and len(lang) <= 35 else None,
+        timezone=None,
+        consent=consent,
+        opted_out=any(consent.get(k) is False for k in opt_out_keys),
+        erased="erasure_requested" in milestones,
+        open_contacts=len(ctx.open_contacts),
+        churn_risk=None if risk is None else min(1.0, max(0.0, risk)),
+        sentiments=sentiments,
+        contacts=contacts,
+        failed_payments=1 if "payment_failed" in milestones else 0,
+    )
 
 
 def view_from_dict(

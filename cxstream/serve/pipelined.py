@@ -1,4 +1,4 @@
-"""One pipelined Redis connection for the API's hot read: the context lookup.
+"""One pipelined Redis connection for the hot paths: the API's context lookup, the engine's write-behind.
 
 redis-py's asyncio client costs ~200 µs of CPU per command on the 2-core bench machine
 (connection pool, retry wrapper, stream reader, timeouts per call), which made it the
@@ -7,6 +7,8 @@ and writes every command as soon as it is issued (commands in flight are answere
 so a FIFO of futures matches replies to callers); encoding and parsing are hiredis', Redis'
 own C protocol library.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh``,
 docs/PERFORMANCE.md).  Everything else in the API (health, erasure, queues) keeps redis-py.
+The engine's write-behind of context copies sends each flush's commands in one write
+(:meth:`PipelinedRedis.execute_many`).
 
 Failures raise redis-py's exceptions (:class:`redis.exceptions.RedisError` subclasses), so
 the API answers 503 exactly as it does for redis-py's: a lost connection fails the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -92,6 +95,21 @@ class _Protocol(asyncio.Protocol):
         if self._watchdog is None:
             self._watchdog = loop.call_later(self.timeout_s / 4, self._expire)
         return waiter
+
+    def send_many(self, commands: Sequence[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
+        """:meth:`send` of each command, written to the socket at once."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        waiters: list[asyncio.Future[Any]] = []
+        for _ in commands:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            self.waiting.append((waiter, deadline))
+            waiters.append(waiter)
+        self.transport.write(b"".join([hiredis.pack_command(args) for args in commands]))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.timeout_s / 4, self._expire)
+        return waiters
 
     def _expire(self) -> None:
         """Fail the commands whose deadline passed (the oldest first: deadlines grow along the FIFO)."""
@@ -182,6 +200,21 @@ class PipelinedRedis:
     async def call(self, *args: Any) -> Any:
         proto = await self._connection()
         return await proto.send(args)
+
+    async def execute_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send *commands* in one write and return their replies in order.
+
+        Every reply is waited for; then the first failure (an error reply, a timeout, a lost
+        connection) is raised, so a caller that retries knows none of them can still be in flight.
+        """
+        if not commands:
+            return []
+        proto = await self._connection()
+        replies = await asyncio.gather(*proto.send_many(commands), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     async def evalsha(self, sha: str, source: str, keys: list[str], args: list[Any]) -> Any:
         """``EVALSHA`` of a script whose *source* is loaded again if Redis does not have it (a restart, ``SCRIPT FLUSH``)."""

@@ -47,6 +47,10 @@ class Settings:
     dedupe_ids_per_customer: int = _setting(64, "Event ids remembered per customer to drop duplicates.")
     redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
     redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
+    redis_pipelined_writes: int = _setting(
+        1, "1: the write-behind to Redis goes on one pipelined hiredis connection (one write per flush); "
+        "0: through redis-py pipelines. TLS (rediss://) always uses redis-py."
+    )
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
     producer_linger_ms: int = _setting(
         1, "How long the hot path's producer waits to fill a record batch, ms (Kafka 4.0's client default is 5)."

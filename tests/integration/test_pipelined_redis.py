@@ -172,3 +172,55 @@ async def test_unix_socket_url_with_a_database(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(5)
+
+
+async def test_execute_many_answers_in_order_and_raises_only_after_every_reply(servers: tuple[str, str], prefix: str) -> None:
+    client = PipelinedRedis(servers[1])
+    try:
+        assert await client.execute_many([]) == []
+        got = await client.execute_many([("SET", f"{prefix}a", "1", "EX", 60), ("SET", f"{prefix}b", "2"),
+                                         ("GET", f"{prefix}a"), ("DEL", f"{prefix}b"), ("GET", f"{prefix}b")])
+        assert got == [b"OK", b"OK", b"1", 1, None]
+        assert 0 < await client.call("TTL", f"{prefix}a") <= 60
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await client.execute_many([("LPUSH", f"{prefix}a", "x"), ("SET", f"{prefix}after", "written")])
+        assert await client.call("GET", f"{prefix}after") == b"written", "the commands after the error ran"
+        assert await client.call("GET", f"{prefix}a") == b"1"
+    finally:
+        await client.close()
+
+
+async def test_the_write_behind_through_the_pipelined_client_writes_deletes_and_keeps_a_failed_batch(
+    servers: tuple[str, str], prefix: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from cxstream.agents.context import RedisContextWriter
+
+    pipelined = PipelinedRedis(servers[1])
+    client = aioredis.from_url(servers[1])
+    writer = RedisContextWriter(client, ttl_s=120, max_batch=3, pipelined=pipelined)
+    try:
+        await client.set(f"{prefix}gone", b"old")
+        for i in range(7):
+            writer.mark_key(f"{prefix}k{i}", f"v{i}".encode())
+        writer.mark_key(f"{prefix}gone", None)
+        assert await writer.flush() == 8 and writer.pending == 0
+        assert await client.mget([f"{prefix}k{i}" for i in range(7)]) == [f"v{i}".encode() for i in range(7)]
+        assert await client.exists(f"{prefix}gone") == 0
+        assert 0 < await client.ttl(f"{prefix}k6") <= 120
+        # a batch that times out is kept and written by a later flush, with the newer value
+        pipelined.timeout_s = 0.2
+        await client.client_pause(600)
+        try:
+            writer.mark_key(f"{prefix}late", b"first")
+            assert await writer.flush() == 0 and writer.pending == 1
+        finally:
+            await client.client_unpause()
+        pipelined.timeout_s = 2.0
+        writer.mark_key(f"{prefix}late", b"second")
+        assert await writer.flush() == 1
+        assert await client.get(f"{prefix}late") == b"second"
+    finally:
+        await pipelined.close()
+        await client.aclose()
