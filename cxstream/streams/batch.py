@@ -76,6 +76,7 @@ from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
+from cxstream.streams.partitioner import CachedPartitioner, key_hash
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, TopicSpec
 from cxstream.streams.transport import LAGGING_FETCH_WAIT_MS, install_lag_aware_wait
@@ -414,7 +415,7 @@ class BatchRuntime:
             )
         self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=self.linger_ms, max_batch_size=262144,
-            max_request_size=4 * 1024 * 1024,
+            max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(),
         )
         await self._producer.start()
         # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
@@ -566,6 +567,7 @@ class BatchRuntime:
     ) -> None:
         """Decide, for each record stage *i* buffered from *mark* on, whether a local stage takes it now."""
         buf = self.buffer
+        caught_up: dict[TopicPartition, bool] = {}  # nothing it depends on changes during this call
         for idx in range(mark, len(buf)):
             topic, key, value = buf[idx]
             target = self._stage_of.get(topic)
@@ -576,10 +578,12 @@ class BatchRuntime:
                 continue  # no metadata yet: the producer partitions it
             tp = TopicPartition(topic, partition)
             j = self._order[target.name]
-            local = (
-                not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
-                and self._caught_up(tp)
-            )
+            local = not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
+            if local:
+                ok = caught_up.get(tp)
+                if ok is None:
+                    ok = caught_up[tp] = self._caught_up(tp)
+                local = ok
             self._route[idx] = (partition, local)
             if not local:
                 via_broker.add(tp)  # and every later record to it in this batch: they stay in order
@@ -594,6 +598,9 @@ class BatchRuntime:
         parts = producer.client.cluster.partitions_for_topic(topic)
         if not parts:
             return None
+        n = len(parts)
+        if n == max(parts) + 1:  # partitions 0..n-1, as topics are created: no sorting
+            return key_hash(key) % n
         ordered = sorted(parts)
         return int(producer._partitioner(key, ordered, ordered))
 
