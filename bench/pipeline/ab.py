@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                str(args.drain), "--json", str(out), *extra]
                     else:
                         cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
-                               "--lookup-rate", "0", "--json", str(out), *extra]
+                               "--lookup-rate", "0", "--final-contacts", "0", "--json", str(out), *extra]
                     for s in settings:
                         cmd += ["--engine-env", s]
                     if name in sources:

@@ -124,6 +124,8 @@ class Options:
     fresh_final: bool = True
     ref_repeats: int = 2
     drain_only: bool = False
+    final_contacts: int = 1000
+    max_final_duration: float = 300.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -725,6 +727,16 @@ class Bench:
         out["cx_assignments_total"] = counter_sum(samples, "cx_assignments_total")
         return out
 
+    def final_duration(self, rate: float) -> float:
+        """``--duration``, or longer so that the measured window holds ``--final-contacts`` contacts.
+
+        At 50 events/s a contact opens every 0.2 s: 20 s gave ~85 contacts, whose "p99" is
+        about the maximum.  The workload opens a contact every ``contact_every`` records.
+        """
+        every = WorkloadConfig().contact_every
+        needed = self.opts.warmup + self.opts.final_contacts * every / max(rate, 1e-6)
+        return max(self.opts.duration, min(needed, self.opts.max_final_duration))
+
     # ------------------------------------------------------------------ steps
     async def step(
         self, driver: Driver, engines: list[EngineProc], sampler: ProcSampler, lag: GroupLag, session: Any,
@@ -928,12 +940,13 @@ class Bench:
                         final, rig = await self._final_on_fresh_servers(workload, session, half)
                     else:
                         self.result["final_on_fresh_broker"] = False
-                        final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, half, opts.duration,
+                        final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, half, self.final_duration(half),
                                                 lookups=True, profile_pid=profile_pid)
                         self.result["state_end"] = await self._state_size(rig.rds)
                 else:
                     max_rate = None
-                    final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, opts.rate, opts.duration,
+                    final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, opts.rate,
+                                            self.final_duration(opts.rate),
                                             lookups=True, profile_pid=profile_pid)
                     self.result["state_end"] = await self._state_size(rig.rds)
         finally:
@@ -998,7 +1011,7 @@ class Bench:
             rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-final"))
             rig = await self._bring_up(broker.url, rds.url, workload, "final", record_prefill=False)
             try:
-                final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, rate, self.opts.duration,
+                final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, rate, self.final_duration(rate),
                                         lookups=True, profile_pid=rig.engines[0].proc.pid)
                 self.result["state_end"] = await self._state_size(rig.rds)
             finally:
@@ -1239,7 +1252,8 @@ def run(opts: Options) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream bench pipeline", description="Benchmark the engine (see docs/PERFORMANCE.md).")
     p.add_argument("--rate", type=float, default=500.0, help="offered generator events/s (without --find-max)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of the final (measured) run")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="seconds of the final (measured) run, at least (see --final-contacts)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds at the start of every step that are discarded")
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4))
@@ -1251,6 +1265,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ref-events", type=int, default=30_000, help="events each reference processes")
     p.add_argument("--skip-refs", action="store_true")
     p.add_argument("--ref-repeats", type=int, default=2, help="naive Faust runs; the fastest is the reference")
+    p.add_argument("--final-contacts", type=int, default=1000,
+                   help="the final run lasts long enough for this many contacts in its window (at most --max-final-duration)")
+    p.add_argument("--max-final-duration", type=float, default=300.0)
     p.add_argument("--drain-only", action="store_true",
                    help="only the engine's drain of --ref-events pre-produced records (no references, no open-loop runs)")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
