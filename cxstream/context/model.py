@@ -133,6 +133,7 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     tier: str | None = None
     value: float | None = None
     account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (ACCOUNT_FACTS), for churn risk
+    timezone: str | None = None  # IANA name from a ``profile`` outcome (``attributes.timezone``): outreach quiet hours
 
     def open_by_channel(self) -> dict[str, list[str]]:
         """Open contact ids grouped by channel.

@@ -423,9 +423,10 @@ def apply_outcome(
     """Fold a business outcome into the context; returns (context, was_duplicate).
 
     ``csat``/``nps`` update the last value and the running mean; ``consent`` sets the
-    boolean attributes as consent flags; ``profile`` sets ``tier`` (attribute) and
-    ``value`` (attribute or the event's value); every kind records its latest time in
-    ``milestones``.
+    boolean attributes as consent flags; ``profile`` sets ``tier`` (attribute),
+    ``value`` (attribute or the event's value), the account facts (:func:`account_facts`)
+    and ``timezone`` (attribute, an IANA name; outreach checks it and falls back to its
+    default zone); every kind records its latest time in ``milestones``.
 
     >>> o = OutcomeEvent(event_id="o1", occurred_at=5, customer={"customer_id": "c1"}, kind="csat", value=4)
     >>> ctx, _ = apply_outcome(None, o, "c1")
@@ -465,6 +466,9 @@ def apply_outcome(
         facts = account_facts(ev.attributes)
         if facts:
             new = replace(new, account={**ctx.account, **facts})
+        zone = _attr_str(ev.attributes, "timezone", 64)
+        if zone is not None:
+            new = replace(new, timezone=zone.strip())
     elif ev.kind == "complaint" and ev.contact_id:
         new = replace(new, contacts=[replace(c, resolved=False) if c.contact_id == ev.contact_id else c for c in ctx.contacts])
     return _derive(new, limits), False
@@ -646,6 +650,7 @@ def merge_contexts(
         tier=newer.tier or older.tier,
         value=newer.value if newer.value is not None else older.value,
         account={**older.account, **newer.account},
+        timezone=newer.timezone or older.timezone,
     )
     return _derive(merged, limits)
 

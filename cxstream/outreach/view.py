@@ -152,7 +152,7 @@ def _contacts(raw: Any, history: Any) -> list[ContactView]:
 
 #: Keys :func:`view_from_dict` reads that ``CustomerContext`` does not have (so :func:`view_of_context`
 #: does not look for them); a test keeps this true.
-NOT_IN_CONTEXT = ("timezone", "time_zone", "tz", "profile", "attributes", "opted_out", "opt_out", "erased",
+NOT_IN_CONTEXT = ("time_zone", "tz", "profile", "attributes", "opted_out", "opt_out", "erased",
                   "erasure_requested", "routing_group", "failed_payments", "open_contacts_count")
 
 
@@ -189,7 +189,7 @@ def view_of_context(ctx: CustomerContext, *, opt_out_keys: tuple[str, ...] | lis
         routing_group=groups[0] if groups else "default",
         preferred_channel=_str(ctx.preferred_channel if ctx.preferred_channel is not None else ctx.last_channel),
         language=lang if lang and _LANG.match(lang) and len(lang) <= 35 else None,
-        timezone=None,
+        timezone=_str(ctx.timezone),
         consent=consent,
         opted_out=any(consent.get(k) is False for k in opt_out_keys),
         erased="erasure_requested" in milestones,

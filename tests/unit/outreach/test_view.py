@@ -51,3 +51,22 @@ def test_both_views_agree_on_consent_erasure_groups_and_intents_by_contact() -> 
     for ctx in variants:
         assert view_of_context(ctx) == view_from_dict(msgspec.to_builtins(ctx))
         assert view_of_context(ctx, opt_out_keys=["sms"]) == view_from_dict(msgspec.to_builtins(ctx), opt_out_keys=["sms"])
+
+
+def test_a_profile_time_zone_reaches_the_outreach_quiet_hours() -> None:
+    from cxstream.context.update import merge_contexts
+    from cxstream.outreach import OutreachConfig
+    from cxstream.outreach.guardrails import customer_zone
+    from cxstream.schemas import Identifiers
+
+    profile = OutcomeEvent(event_id="p1", occurred_at=5.0, customer=Identifiers(customer_id="c1"), kind="profile",
+                           attributes={"timezone": "Asia/Tokyo", "tier": "gold"})
+    ctx, _ = apply_outcome(None, profile, "c1")
+    assert ctx.timezone == "Asia/Tokyo"
+    view = view_of_context(ctx)
+    assert view == view_from_dict(msgspec.to_builtins(ctx))
+    assert str(customer_zone(view, OutreachConfig(default_timezone="Europe/London"))) == "Asia/Tokyo"
+    other = CustomerContext(customer_id="c2", created_at=0, updated_at=9)
+    assert merge_contexts(ctx, other, "c1", "c2", "m1", 10.0).timezone == "Asia/Tokyo"
+    unknown, _ = apply_outcome(None, msgspec.structs.replace(profile, attributes={"timezone": "Mars/Olympus"}), "c1")
+    assert str(customer_zone(view_of_context(unknown), OutreachConfig(default_timezone="Europe/London"))) == "Europe/London"
