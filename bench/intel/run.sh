@@ -4,7 +4,7 @@
 #   The WordLlama static-embedding run (intel-intent-wordllama.json) happens when the optional
 #   packages wordllama + tokenizers are installed; --with-encoder adds the MiniLM run.
 #   PY=/path/to/python overrides the interpreter (default: .venv/bin/python of the repo).
-#   CX_DATA_DIR overrides the data folder (default: ../shared/data beside the repo).
+#   CX_SHARED_DATA_DIR overrides the data folder (default: ../shared/data beside the repo).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-.venv/bin/python}"
-LOG="${CX_DATA_DIR:-../shared/data}/callcenter_anonymous_bank/january_1999.txt"
+LOG="${CX_SHARED_DATA_DIR:-../shared/data}/callcenter_anonymous_bank/january_1999.txt"
 POLICIES="${POLICIES:-fifo,fifo_skills,skills,default}"
 mkdir -p bench/results
 "$PY" -m cxstream.replay.eval_routing --log "$LOG" --policy "$POLICIES" --wrap-up 0 --json bench/results/routing-raw.json &

@@ -1,7 +1,7 @@
 """Evaluation entry points: ``cxstream eval intent|churn|split`` (also ``python -m cxstream.intel.evaluate``).
 
 The evaluation functions are pure (rows in, figures out); :func:`main` does the file I/O.
-Datasets are read from their paths, never copied: defaults resolve under ``CX_DATA_DIR``
+Datasets are read from their paths, never copied: defaults resolve under ``CX_SHARED_DATA_DIR``
 (or ``../shared/data`` beside the repository).
 
 >>> rows = [(f"text {i}", "ab"[i % 2]) for i in range(10)]
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cxstream.datasets import shared_data_dir
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import telco_features, telco_label
 from cxstream.intel.intent import IntentModel
@@ -43,11 +44,8 @@ BANKING77_FILE = "banking77/train.csv"
 
 
 def data_dir() -> Path:
-    """``$CX_DATA_DIR`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("CX_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The shared datasets folder (:func:`cxstream.datasets.shared_data_dir`)."""
+    return shared_data_dir()
 
 
 def read_labelled_csv(path: str | os.PathLike[str], text_col: str = "text", label_col: str = "category") -> list[Row]:
@@ -229,10 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_int.add_argument("--encoder", default="none", help="optional sentence encoder: none | wordllama | minilm")
     p_int.add_argument("--unknown-threshold", type=float, default=0.5)
     p_ch = sub.add_parser("churn", help="progressive test-then-train over the Telco churn table")
-    p_ch.add_argument("--data", default=None, help=f"CSV (default $CX_DATA_DIR/{TELCO_FILE})")
+    p_ch.add_argument("--data", default=None, help=f"CSV (default $CX_SHARED_DATA_DIR/{TELCO_FILE})")
     p_ch.add_argument("--json", dest="out", help="write the result JSON here")
     p_sp = sub.add_parser("split", help="write a stratified train/test split of a text,category CSV")
-    p_sp.add_argument("--data", default=None, help=f"CSV (default $CX_DATA_DIR/{BANKING77_FILE})")
+    p_sp.add_argument("--data", default=None, help=f"CSV (default $CX_SHARED_DATA_DIR/{BANKING77_FILE})")
     p_sp.add_argument("--test-fraction", type=float, default=0.2)
     p_sp.add_argument("--seed", type=int, default=42)
     p_sp.add_argument("--out", required=True, help="output directory (train.csv, test.csv)")

@@ -30,7 +30,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from typing import Any
 
 import msgspec
 
+from cxstream.datasets import shared_data_dir
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import telco_features, telco_label
 from cxstream.intel.metrics import exact_auc
@@ -74,8 +74,8 @@ SWEEP: tuple[float, ...] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.6
 
 
 def default_data_path() -> Path:
-    """``$CX_SHARED_DATA_DIR/telco_churn/...`` (default ``../shared/data``)."""
-    return Path(os.environ.get("CX_SHARED_DATA_DIR") or "../shared/data") / TELCO_FILE
+    """``$CX_SHARED_DATA_DIR/telco_churn/...`` (default ``../shared/data`` beside the repository)."""
+    return shared_data_dir() / TELCO_FILE
 
 
 def _u(seed: int, cid: str, what: str) -> float:

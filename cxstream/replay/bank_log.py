@@ -30,7 +30,6 @@ import bisect
 import csv
 import datetime as dt
 import math
-import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -38,17 +37,15 @@ from pathlib import Path
 
 import msgspec
 
+from cxstream.datasets import shared_data_dir
 from cxstream.routing.simulate import SimCall, SimShift
 
 LOG_RELATIVE = "callcenter_anonymous_bank/january_1999.txt"
 
 
 def data_dir() -> Path:
-    """The shared data folder: ``$CX_DATA_DIR``, else ``../shared/data`` beside the repository root."""
-    env = os.environ.get("CX_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """The shared data folder (:func:`cxstream.datasets.shared_data_dir`)."""
+    return shared_data_dir()
 
 
 def default_log_path() -> Path:

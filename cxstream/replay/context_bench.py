@@ -58,6 +58,7 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from cxstream.datasets import shared_data_dir
 from cxstream.replay.engineproc import engine_env
 from cxstream.replay.journeys import Contact, Journey, contact_events, generate_journeys, junk_for
 from cxstream.replay.loadgen import context_route_buckets, context_route_shares, parse_metrics
@@ -499,7 +500,7 @@ async def bench(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cxstream bench context", description=__doc__.split("\n")[0])
     p.add_argument("--json", default="bench/results/context.json", help="write the result here")
-    p.add_argument("--data-dir", default=os.environ.get("CX_SHARED_DATA_DIR", "../shared/data"))
+    p.add_argument("--data-dir", default=str(shared_data_dir()))
     p.add_argument("--journeys", type=int, default=1000, help="generated journeys (people)")
     p.add_argument("--twitter-limit", type=int, default=None, help="at most this many Twitter customers (default all)")
     p.add_argument("--no-twitter", action="store_true")

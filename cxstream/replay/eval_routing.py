@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--log",
         default=None,
-        help="the bank log (default: $CX_DATA_DIR or ../shared/data, callcenter_anonymous_bank/january_1999.txt)",
+        help="the bank log (default: $CX_SHARED_DATA_DIR or ../shared/data, callcenter_anonymous_bank/january_1999.txt)",
     )
     p.add_argument("--policy", default="fifo,skills,default", help=f"comma-separated, of: {', '.join(POLICIES)}")
     p.add_argument("--json", dest="json_out", default=None, help="write the result here (default: stdout)")

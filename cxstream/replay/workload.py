@@ -29,13 +29,13 @@ time at its planned send time (:meth:`cxstream.replay.recording.Planned.restampe
 from __future__ import annotations
 
 import csv
-import os
 import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxstream.datasets import shared_data_dir
 from cxstream.replay.recording import Input, Planned, plan
 from cxstream.schemas import AdvisorEvent, Channel, Identifiers, InteractionEvent, OutcomeEvent
 
@@ -100,7 +100,7 @@ def load_texts(config: WorkloadConfig) -> tuple[tuple[str, ...], str]:
     >>> source, len(texts) == len(BUILTIN_TEXTS)
     ('builtin', True)
     """
-    base = config.shared_data_dir or os.environ.get("CX_SHARED_DATA_DIR") or "../shared/data"
+    base = config.shared_data_dir or shared_data_dir()
     path = Path(base) / "banking77" / "train.csv"
     try:
         with path.open(newline="", encoding="utf-8") as f:
