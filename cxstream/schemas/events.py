@@ -138,4 +138,13 @@ class OutcomeEvent(Record, tag="cx.OutcomeEvent.v1", tag_field="type"):
     value: Annotated[float | None, msgspec.Meta(description="Score for csat (1-5) or nps (0-10); amount for payments.")] = None
     contact_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     outreach_id: Annotated[str, msgspec.Meta(max_length=128, description="The outreach this outcome answers, if any.")] | None = None
-    attributes: Attributes = {}
+    attributes: Annotated[
+        Attributes,
+        msgspec.Meta(description=(
+            "Free-form scalar attributes from the source system (at most 64 keys). For kind=profile the context "
+            "keeps: tier, value, timezone (IANA name, for outreach quiet hours) and the account facts the churn "
+            "model reads: tenure_months, monthly_charges, monthly_value, total_charges, lifetime_value (numbers); "
+            "contract, payment_method, plan, segment (strings); products ('|'-separated); paperless_billing "
+            "(boolean or yes/no). For kind=consent: boolean flags."
+        )),
+    ] = {}
