@@ -111,7 +111,12 @@ class RedisContextWriter:
         async with self._lock:
             for k in keys:
                 self._dirty.pop(k, None)
-            await self.client.delete(*keys)
+            if self.pipelined is not None:
+                # on the flushes' connection: a write of a flush that timed out is still ahead of it there,
+                # so it cannot land after the delete and bring an erased copy back
+                await self.pipelined.execute_many([("DEL", *keys)])
+            else:
+                await self.client.delete(*keys)
 
     async def flush(self) -> int:
         async with self._lock:

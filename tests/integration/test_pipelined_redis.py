@@ -221,6 +221,21 @@ async def test_the_write_behind_through_the_pipelined_client_writes_deletes_and_
         writer.mark_key(f"{prefix}late", b"second")
         assert await writer.flush() == 1
         assert await client.get(f"{prefix}late") == b"second"
+        # a delete (erasure) issued while Redis still holds a write whose flush timed out: it goes on the
+        # same connection, behind that write, so the erased copy cannot come back after it
+        pipelined.timeout_s = 0.2
+        await client.client_pause(800)  # both wait in Redis until the pause ends
+        writer.mark_key(f"{prefix}erased", b"context")
+        assert await writer.flush() == 0
+        pipelined.timeout_s = 3.0
+        await writer.delete([f"{prefix}erased"])
+        assert writer.pending == 0, "a delete forgets the pending write of the key"
+        assert await client.exists(f"{prefix}erased") == 0
+        own_id = await pipelined.call("CLIENT", "ID")
+        await writer.delete([f"{prefix}k0"])
+        (entry,) = [c for c in await client.client_list() if int(c["id"]) == own_id]
+        assert entry["cmd"] == "del", entry  # the delete went on the flushes' connection
+        assert await client.exists(f"{prefix}k0") == 0
     finally:
         await pipelined.close()
         await client.aclose()
