@@ -132,7 +132,7 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     nps_count: int = 0
     tier: str | None = None
     value: float | None = None
-    account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (ACCOUNT_FACTS), for churn risk
+    account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (the ACCOUNT_* keys), for churn risk
     timezone: str | None = None  # IANA name from a ``profile`` outcome (``attributes.timezone``): outreach quiet hours
 
     def open_by_channel(self) -> dict[str, list[str]]:
