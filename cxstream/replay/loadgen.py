@@ -672,6 +672,7 @@ class Bench:
                 await asyncio.to_thread(stop_process, engine.proc)
                 self.engines.remove(engine)
         took = max(1e-6, ended - began)
+        log(f"engine drain: {total / took:.0f} events/s (engine {100 * (cpu - cpu0) / took:.1f}% of a core)")
         return {
             "events": total, "workload_events": n, "advisor_logins": len(logins), "produced_in_s": round(produced_s, 3),
             "seconds": round(took, 3), "rate": total / took,
@@ -896,7 +897,6 @@ class Bench:
         began = time.time()
         if opts.drain_only:
             drain = await self.engine_drain(broker, workload, opts.ref_events)
-            log(f"engine drain: {drain['rate']:.0f} events/s (engine {drain['engine_cpu_pct']}% of a core)")
             return {"engine_drain_rate": round(drain["rate"], 1), "engine_drain": drain, **self.result,
                     "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
                     "environment": {**environment(), "engine_src": opts.engine_src or str(REPO)}}
@@ -914,7 +914,6 @@ class Bench:
             log(f"naive_faust: {naive['rate']:.0f} events/s (fastest of {', '.join(f'{r:.0f}' for r in naive['rates'])})")
             self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
             drain = await self.engine_drain(broker, workload, opts.ref_events)
-            log(f"engine drain: {drain['rate']:.0f} events/s (engine {drain['engine_cpu_pct']}% of a core)")
             self.result["references"]["engine_drain"] = drain
         # 2. engines
         rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)

@@ -76,7 +76,7 @@ from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
-from cxstream.streams.partitioner import CachedPartitioner, key_hash
+from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, TopicSpec
 from cxstream.streams.transport import LAGGING_FETCH_WAIT_MS, install_lag_aware_wait
@@ -598,9 +598,6 @@ class BatchRuntime:
         parts = producer.client.cluster.partitions_for_topic(topic)
         if not parts:
             return None
-        n = len(parts)
-        if n == max(parts) + 1:  # partitions 0..n-1, as topics are created: no sorting
-            return key_hash(key) % n
         ordered = sorted(parts)
         return int(producer._partitioner(key, ordered, ordered))
 
