@@ -9,7 +9,7 @@ what strong batch learners reach on the same table, two ways:
   LightGBM, and a rank blend of the two;
 * ``prequential``: the stream in file order, as ``cxstream eval churn`` reads it, with each
   batch model refitted on *every row seen so far* every ``--refit-every`` rows and scoring the
-  next ones (0.5 before the first fit).  This is the batch learners' best case for the
+  next ones (0.5 before the first fit); its blend averages the two probabilities.  This is the batch learners' best case for the
   figure the target is about; it is what an online model that matched batch fits would get.
 
 It does not import the engine: it needs scikit-learn, LightGBM and pandas, which the engine
