@@ -21,6 +21,7 @@ class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
     text: str | None = None  # redacted before it is stored
     direction: str = "inbound"
     sentiment: float | None = None  # VADER compound score of an inbound message, -1..1
+    language: str | None = None  # as the channel reported it
 
 
 class OpenContact(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -271,6 +271,30 @@ class Resolver:
         """The customer a normalised identifier resolves to (None if unknown or quarantined)."""
         entry = self._get_value(kind, value)
         return None if entry is None or entry.shared else entry.owner
+
+    def index_entries(self) -> Iterator[tuple[tuple[str, str], str]]:
+        """The whole identifier index as the lookups see it: (kind, value) -> canonical id (or ``SHARED``),
+        ("alias", absorbed id) -> survivor.  What the Redis index holds when nothing is pending.
+
+        >>> r = Resolver({})
+        >>> _ = r.resolve({"email": "jane@x.org"}, event_id="e1", at=1.0)
+        >>> _ = r.resolve({"phone": "+447700900123"}, event_id="e2", at=2.0)
+        >>> _ = r.resolve({"email": "jane@x.org", "phone": "+447700900123"}, event_id="e3", at=3.0)
+        >>> sorted(r.index_entries())
+        [(('alias', 'cust-d9b4097dc53de02e'), 'cust-97b1cb025d5c7bdd'), (('email', 'jane@x.org'), 'cust-97b1cb025d5c7bdd'), (('phone', '+447700900123'), 'cust-97b1cb025d5c7bdd')]
+        """
+        for raw_key in list(self.store):
+            key = raw_key.decode()
+            if key.startswith("v:"):
+                _, kind, value = key.split(":", 2)
+                entry = _dec_value.decode(self.store[raw_key])
+                owner = SHARED if entry.shared else self._current(entry.owner)
+                if owner is not None:
+                    yield (kind, value), owner
+            elif key.startswith("a:"):
+                survivor = self._current(self.store[raw_key].decode())
+                if survivor is not None:
+                    yield ("alias", key[2:]), survivor
 
     # -- resolution ---------------------------------------------------------------------------
     def resolve(

@@ -268,6 +268,7 @@ def apply_interaction(
         text=text,
         direction=ev.direction,
         sentiment=score,
+        language=ev.language,
     )
     recent = [summary, *ctx.recent][: limits.max_interactions]
     open_contacts = ctx.open_contacts
@@ -528,8 +529,8 @@ def _merge_contact_logs(a: list[ContactRecord], b: list[ContactRecord], limit: i
     return sorted(by_id.values(), key=lambda c: (c.opened_at, c.contact_id))[-limit:]
 
 
-def _merge_sorted(a: list, b: list, key, limit: int, newest_first: bool = False) -> list:  # type: ignore[no-untyped-def, type-arg]
-    items = sorted([*a, *b], key=key, reverse=newest_first)
+def _merge_sorted(a: list, b: list, key, limit: int, newest_first: bool = False, unique: bool = False) -> list:  # type: ignore[no-untyped-def, type-arg]
+    items = sorted({key(x): x for x in [*a, *b]}.values() if unique else [*a, *b], key=key, reverse=newest_first)
     return items[:limit] if newest_first else items[-limit:]
 
 
@@ -577,7 +578,12 @@ def merge_contexts(
                 mine.append(v)
         del mine[: -limits.max_identifiers_per_kind]
     seen_ids = set(s.recent_event_ids)
-    recent = _merge_sorted(s.recent, [x for x in b.recent if x.event_id not in {y.event_id for y in s.recent}], lambda x: (x.at, x.event_id), limits.max_interactions, newest_first=True)
+    s_recent = {y.event_id for y in s.recent}
+    # An interaction both sides applied: redelivered after a crash, it reached the survivor
+    # (resolved there now) before the hand-off of the context it had already been applied to.
+    # The merged counters must count it once.
+    twice = [x for x in b.recent if x.event_id in s_recent]
+    recent = _merge_sorted(s.recent, [x for x in b.recent if x.event_id not in s_recent], lambda x: (x.at, x.event_id), limits.max_interactions, newest_first=True)
     open_contacts = {**b.open_contacts, **s.open_contacts}
     if len(open_contacts) > limits.max_open_contacts:
         keep = sorted(open_contacts.values(), key=lambda c: (c.opened_at, c.contact_id))[-limits.max_open_contacts :]
@@ -589,14 +595,21 @@ def merge_contexts(
         if gone.needs_advisor and routing is not None:
             routing.append(ContactUpdate(event_id=f"{merge_id}:{cid}", contact_id=cid, routing_group=gone.routing_group,
                                          kind="closed", at=closed[cid].closed_at or at))
-    intents = _merge_sorted(s.intent_history, b.intent_history, lambda p: (p.at, p.intent), limits.max_intents)
-    sentiments = _merge_sorted(s.sentiment_recent, b.sentiment_recent, lambda p: (p.at, p.score), limits.max_sentiments)
+    intents = _merge_sorted(s.intent_history, b.intent_history, lambda p: (p.at, p.intent), limits.max_intents, unique=bool(twice))
+    sentiments = _merge_sorted(s.sentiment_recent, b.sentiment_recent, lambda p: (p.at, p.score), limits.max_sentiments, unique=bool(twice))
     channel_counts: dict[str, int] = dict(s.channel_counts)
     for k, v in b.channel_counts.items():
         channel_counts[k] = channel_counts.get(k, 0) + v
     language_counts: dict[str, int] = dict(s.language_counts)
     for k, v in b.language_counts.items():
         language_counts[k] = language_counts.get(k, 0) + v
+    contacts_twice = 0
+    for x in twice:
+        if x.direction == "inbound" and channel_counts.get(x.channel, 0) > 0:
+            channel_counts[x.channel] -= 1
+        if x.language and language_counts.get(x.language, 0) > 0:
+            language_counts[x.language] -= 1
+        contacts_twice += x.kind == "contact_opened" and x.contact_id is not None
     adv_side = max((x for x in (s, b) if x.last_advisor_at is not None), key=lambda x: x.last_advisor_at or 0.0, default=s)
     scored_side = max((x for x in (s, b) if x.scored_at is not None), key=lambda x: x.scored_at or 0.0, default=newer)
     latest_intent_side = max((x for x in (s, b) if x.intent_history), key=lambda x: x.intent_history[-1].at, default=newer)
@@ -620,13 +633,13 @@ def merge_contexts(
         last_advisor_at=adv_side.last_advisor_at,
         last_channel=newer.last_channel or older.last_channel,
         language=newer.language or older.language,
-        interactions_total=s.interactions_total + b.interactions_total,
-        contacts_total=s.contacts_total + b.contacts_total,
+        interactions_total=s.interactions_total + b.interactions_total - len(twice),
+        contacts_total=max(0, s.contacts_total + b.contacts_total - contacts_twice),
         recent_event_ids=_merge_sorted([x for x in b.recent_event_ids if x not in seen_ids], event_ids, lambda _: 0, limits.max_event_ids),
         anonymous=s.anonymous and b.anonymous,
         merged_from=[*merged_from, *[x for x in b.merged_from if x not in merged_from]][-limits.max_merged_from :],
-        channel_counts=channel_counts,
-        language_counts=dict(sorted(language_counts.items(), key=lambda kv: -kv[1])[: limits.max_languages]),
+        channel_counts={k: v for k, v in channel_counts.items() if v > 0},
+        language_counts=dict(sorted(((k, v) for k, v in language_counts.items() if v > 0), key=lambda kv: -kv[1])[: limits.max_languages]),
         sentiment_last=sentiments[-1].score if sentiments else None,
         sentiment_avg=mean(s.sentiment_avg, len(s.sentiment_recent), b.sentiment_avg, len(b.sentiment_recent)),
         sentiment_trend=trend([p.score for p in sentiments]),

@@ -124,6 +124,24 @@ def test_merging_two_contexts_keeps_both_channels_history_intent_and_last_adviso
     assert [s.event_id for s in other_way.recent] == [s.event_id for s in merged.recent]
 
 
+def test_a_merge_counts_an_interaction_both_sides_applied_once() -> None:
+    # After a crash, an event redelivered to identity resolves to the survivor and reaches it before
+    # the hand-off of the absorbed context, which had already applied it: both sides hold it.
+    page = ev(3, kind="page_view", channel="web", language="en")
+    call = ev(4, kind="contact_opened", channel="voice", contact_id="call-4", language="en")
+    msg = ev(5, text="my card was declined again, this is awful", language="en")
+    absorbed = fold([page, call, msg])
+    survivor = fold([ev(1, language="fr", text="hello"), page, call, msg])
+    merged = merge_contexts(survivor, absorbed, "C", "P", "m1", 2000)
+    once = fold([ev(1, language="fr", text="hello"), page, call, msg])
+    assert merged.interactions_total == once.interactions_total == 4
+    assert merged.channel_counts == once.channel_counts == {"chat": 2, "web": 1, "voice": 1}
+    assert merged.language_counts == once.language_counts
+    assert merged.contacts_total == once.contacts_total == 1
+    assert [p.score for p in merged.sentiment_recent] == [p.score for p in once.sentiment_recent]
+    assert sorted(s.event_id for s in merged.recent) == ["e1", "e3", "e4", "e5"]
+
+
 def test_memory_per_customer_is_bounded_however_long_the_customer_lives() -> None:
     limits = ContextLimits()
     sizes = []
