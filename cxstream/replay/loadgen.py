@@ -78,6 +78,7 @@ from cxstream.replay.recording import Planned, plan
 from cxstream.replay.workload import Workload, WorkloadConfig, mix
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
 from cxstream.streams import topics as t
+from cxstream.streams.admin import partitions_of
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.streams.modelstore import save_snapshot
 
@@ -337,7 +338,7 @@ class GroupLag:
 
     The stages are one consumer group, ``{app_id}.stages`` (:class:`cxstream.streams.batch.BatchRuntime`).
     Reads the committed offsets with a consumer that carries the group id but never joins
-    (``AIOKafkaConsumer.committed``; the admin client's OffsetFetch fails on Tansu).
+    (``AIOKafkaConsumer.committed``).
     """
 
     CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING)
@@ -352,7 +353,7 @@ class GroupLag:
         existing = await self.consumer.topics()
         for name in self.names:
             if name in existing:
-                self.tps += [TopicPartition(name, p) for p in sorted(self.consumer.partitions_for_topic(name) or ())]
+                self.tps += await partitions_of(self.consumer, name)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -27,6 +27,8 @@ from tqdm import tqdm
 from cxstream.replay.recording import Planned, read_recording, schedule
 from cxstream.schemas import Assignment
 from cxstream.streams import topics as t
+from cxstream.streams.admin import partitions_of
+from cxstream.streams.transport import IDEMPOTENT
 
 _assignment = msgspec.json.Decoder(Assignment)
 
@@ -75,12 +77,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()  # refresh metadata
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        return dict(await consumer.end_offsets(tps)) if tps else {}
+        tps = await partitions_of(consumer, topic)
+        return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
 
@@ -160,7 +158,7 @@ async def replay(
     start_offsets = await end_offsets(bootstrap, assignments)
     stop = asyncio.Event()
     collector = asyncio.create_task(collect_assignments(bootstrap, start_offsets, stop, idle_s=wait_s, topic=assignments))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, **IDEMPOTENT)
     await producer.start()
     began = time.time()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -12,6 +13,32 @@ from cxstream.streams.settings import Settings
 from cxstream.streams.topics import CATALOGUE, TopicSpec
 
 log = logging.getLogger(__name__)
+
+
+async def partitions_of(
+    client: AIOKafkaConsumer | AIOKafkaProducer, topic: str, *, timeout: float = 10.0
+) -> list[TopicPartition]:
+    """The partitions of *topic*, from a metadata request that names it; waits up to *timeout* for it to exist.
+
+    A client's ``partitions_for_topic()`` answers from the metadata it already has, and a
+    client knows only the topics it asked about: Apache Kafka answers the bootstrap request
+    (which names no topic) with none.  So right after ``start()`` it returns None on a real
+    broker for a topic that exists.  Every caller that needs a topic's partitions asks here.
+    Raises :class:`TimeoutError` if the topic does not exist after *timeout* seconds.
+    """
+    kafka = client.client if isinstance(client, AIOKafkaProducer) else client._client
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    kafka.add_topic(topic)  # tracked from now on: later metadata refreshes include it
+    while True:
+        parts = kafka.cluster.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if loop.time() > deadline:
+            raise TimeoutError(f"topic {topic} does not exist (waited {timeout:.0f} s)")
+        await kafka.force_metadata_update()
+        if not kafka.cluster.partitions_for_topic(topic):
+            await asyncio.sleep(0.1)
 
 
 async def ensure_topics(
@@ -27,14 +54,17 @@ async def ensure_topics(
     *prefix* is prepended to every name (tests give each run its own topics).
     Retries the connection until *timeout*, since a broker may still be starting.
     """
-    wanted = [(prefix + s.name, s.partitions(settings), s.compacted) for s in specs]
+    wanted = [(prefix + s.name, s.partitions(settings), s.configs(settings)) for s in specs]
     return await ensure_named_topics(bootstrap, wanted, settings.replication, timeout=timeout)
 
 
 async def ensure_named_topics(
-    bootstrap: str, topics: list[tuple[str, int, bool]], replication: int, *, timeout: float = 30.0
+    bootstrap: str, topics: list[tuple[str, int, dict[str, str]]], replication: int, *, timeout: float = 30.0
 ) -> list[str]:
-    """Create the (name, partitions, compacted) topics that do not exist yet; returns the names created."""
+    """Create the (name, partitions, topic configs) topics that do not exist yet; returns the names created.
+
+    A topic that exists keeps the configs it has (an operator's changes are not undone).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -52,9 +82,9 @@ async def ensure_named_topics(
                 name=name,
                 num_partitions=partitions,
                 replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"} if compacted else {},
+                topic_configs=configs,
             )
-            for name, partitions, compacted in topics
+            for name, partitions, configs in topics
             if name not in existing
         ]
         created = []

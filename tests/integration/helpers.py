@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,6 +10,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cxstream.schemas import Record
+from cxstream.streams.admin import partitions_of
 
 
 def encode(record: Record | bytes | str) -> bytes:
@@ -44,15 +44,7 @@ async def consume_until(
     values: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
-        parts: set[int] = set()
-        while not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic} does not exist")
-            if not parts:
-                await asyncio.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = await partitions_of(consumer, topic, timeout=timeout)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         while not done(values):
@@ -83,8 +75,7 @@ async def read_to_end(broker: str, topic: str) -> list[bytes]:
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await partitions_of(consumer, topic)
         ends = await consumer.end_offsets(tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from cxstream.schemas import AuditRecord, Identifiers, IdentityErased, IdentityOutput, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
+from cxstream.streams.admin import partitions_of
 from tests.integration.conftest import API_KEY, RunningEngine
 from tests.integration.helpers import consume_until, produce, wait_for
 
@@ -53,10 +54,7 @@ async def read_all(broker: str, topic: str) -> list[tuple[bytes | None, bytes | 
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        parts = consumer.partitions_for_topic(topic) or set()
-        assert parts, f"no topic {topic}"
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
+from cxstream.streams.admin import partitions_of
 from cxstream.streams.batch import LOCAL_HEADER
 from tests.integration.conftest import RunningEngine, start_engine, stop_engine
 from tests.integration.helpers import produce, wait_for
@@ -102,8 +103,7 @@ async def local_headers(broker: str, topic: str) -> tuple[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
