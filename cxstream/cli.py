@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cxstream.streams.endpoints import running_endpoints
 from cxstream.streams.settings import Settings, SettingsError
 
 #: ``cxstream eval WHAT ...`` and ``cxstream bench WHAT ...`` hand their arguments to these modules' ``main(argv)``.
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="publish a JSONL recording to the engine's input topics")
     rp.add_argument("file", help="JSONL file: one record per line (see docs/EVENTS.md)")
     rp.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
-    rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL)")
+    rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL, else the broker of the engine running on CX_DATA_DIR)")
     rp.add_argument("--keep-times", action="store_true", help="keep the recorded event times instead of re-stamping them to the replay's clock")
     rp.add_argument("--wait", type=float, default=5.0, help="seconds to wait for assignments after the last record")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,9 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         from cxstream.replay.publish import main_replay
 
-        broker = args.broker or settings.broker_url
+        running = running_endpoints(settings)  # the engine 'make run' started on this data folder
+        broker = args.broker or settings.broker_url or (running or {}).get("broker_url", "")
         if not broker:
-            print("cxstream replay: no broker: pass --broker HOST:PORT or set CX_BROKER_URL", file=sys.stderr)
+            print(
+                f"cxstream replay: no broker: start the engine ('make run'; it records its broker in "
+                f"{settings.data_dir}/endpoints.json), pass --broker HOST:PORT or set CX_BROKER_URL",
+                file=sys.stderr,
+            )
             return 2
         return main_replay(
             args.file, broker, speed=args.speed, keep_times=args.keep_times, wait_s=args.wait,

@@ -44,7 +44,8 @@ from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
-from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
+from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
+from cxstream.streams.endpoints import remove_endpoints, write_endpoints
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream")
@@ -228,19 +229,32 @@ class Engine:
 
     @contextlib.contextmanager
     def servers(self) -> Iterator[tuple[str, str]]:
-        """Start the embedded broker/Redis that are needed; yield (broker_url, redis_url)."""
+        """Start the embedded broker/Redis that are needed; yield (broker_url, redis_url).
+
+        Their data lives under ``CX_DATA_DIR``, which one engine holds at a time (a lock file).
+        """
         s = self.settings
         with contextlib.ExitStack() as stack:
             broker_url, redis_url = s.broker_url, s.redis_url
+            if s.embedded_broker or s.embedded_redis:
+                stack.enter_context(DataDirLock(s.path()))
             if s.embedded_broker:
-                broker = stack.enter_context(EmbeddedBroker(s.path("broker")))
+                broker = stack.enter_context(EmbeddedBroker(s.path("broker"), heap_mb=s.embedded_broker_heap_mb))
                 broker_url = broker.url
-                say(f"embedded broker (Tansu) pid {broker.pid} on {broker_url}")
+                zk, kafka = broker.pids
+                say(
+                    f"embedded broker (Apache Kafka 2.3) pid {kafka} on {broker_url}, its zookeeper pid {zk}; "
+                    f"ready in {broker.ready_s:.1f} s, data in {broker.data_dir}"
+                )
             if s.embedded_redis:
                 redis_server = stack.enter_context(EmbeddedRedis(s.path("redis")))
                 redis_url = redis_server.url
                 say(f"embedded redis pid {redis_server.pid} on {redis_url}")
-            yield broker_url, redis_url
+            write_endpoints(s, broker_url, redis_url)
+            try:
+                yield broker_url, redis_url
+            finally:
+                remove_endpoints(s)
             say("stopping embedded servers")
 
     def api_keys(self) -> frozenset[str]:

@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import faust
 import msgspec
@@ -170,6 +170,15 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
     status = ErasureStatus(writer.client)
     source_name = runtime.topic(t.CUSTOMER_EVENTS)
     updates = functools.cache(metrics.CONTEXT_UPDATES.labels)  # children looked up once: labels() costs ~1.5 µs a call
+
+    def resync(partition: int, restored: Mapping[bytes, bytes]) -> None:
+        """Copy every restored context to Redis again: the write-behind of the last ~100 ms before a crash
+        may not have reached it, and the events behind them are dropped as duplicates when redelivered."""
+        for key, value in restored.items():
+            if not key.startswith(b"~"):  # markers: aliases, erasures, outreach state
+                writer.mark(key.decode(), value)
+
+    table.on_restored = resync
 
     def save(key: bytes, ctx: CustomerContext) -> None:
         value = encode_context(ctx)

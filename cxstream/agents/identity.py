@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cxstream.agents.erasure import ErasureStatus, audit_record
@@ -76,6 +77,14 @@ def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
     identity_out, audit = st.output(runtime.topic(t.IDENTITY)), st.output(runtime.topic(t.AUDIT))
     customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
     resolver = Resolver(table)
+
+    def resync(partition: int, restored: Mapping[bytes, bytes]) -> None:
+        """Write the whole identifier index to Redis again (a crash may have cut its write-behind short)."""
+        table.partition = partition  # the resolver reads the table's current partition (there is one)
+        for (kind, value), cid in resolver.index_entries():
+            writer.mark_key(index_key(kind, value), cid.encode())
+
+    table.on_restored = resync
     status = ErasureStatus(writer.client)
     source_name = runtime.topic(t.RESOLVE)
 

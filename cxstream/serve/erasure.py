@@ -27,6 +27,7 @@ from cxstream.schemas import Identifiers, OutcomeEvent, ResolveRequest
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode
 from cxstream.streams.keys import erasure_key
+from cxstream.streams.transport import IDEMPOTENT
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class KafkaErasurePublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.broker_url, linger_ms=0, acks=1)
+                producer = AIOKafkaProducer(bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT)
                 try:
                     await asyncio.wait_for(producer.start(), self.start_timeout_s)
                 except Exception as exc:

@@ -14,13 +14,13 @@ from faust.types import TP
 
 from cxstream.streams import topics as t
 from cxstream.streams.settings import Settings
-from cxstream.streams.transport import use_fetch_wait
+from cxstream.streams.transport import scheme
 
 
 def create_app(settings: Settings, broker_url: str) -> faust.App:
     """A Faust app configured from *settings*, talking to *broker_url* (``host:port[,host:port]``)."""
-    scheme = use_fetch_wait(settings.faust_fetch_wait_ms)
-    brokers = ";".join(f"{scheme}://{b.strip()}" for b in broker_url.split(",") if b.strip())
+    url_scheme = scheme(settings.faust_fetch_wait_ms)
+    brokers = ";".join(f"{url_scheme}://{b.strip()}" for b in broker_url.split(",") if b.strip())
     return faust.App(
         settings.app_id,
         broker=brokers,
@@ -31,7 +31,7 @@ def create_app(settings: Settings, broker_url: str) -> faust.App:
         topic_replication_factor=settings.replication,
         key_serializer="raw",
         value_serializer="raw",
-        processing_guarantee="at_least_once",  # exactly_once cannot run on Tansu; ids are deterministic
+        processing_guarantee="at_least_once",  # with idempotent producers and deterministic ids (transport.py)
         broker_commit_every=1000,
         broker_commit_interval=0.5,
         stream_buffer_maxsize=16384,

@@ -65,7 +65,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,8 @@ from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.settings import Settings
-from cxstream.streams.topics import DEAD_LETTER, TopicSpec
-from cxstream.streams.transport import LAGGING_FETCH_WAIT_MS, install_lag_aware_wait
+from cxstream.streams.topics import DEAD_LETTER, TopicSpec, state_configs
+from cxstream.streams.transport import IDEMPOTENT
 
 _local_records = functools.cache(metrics.LOCAL_RECORDS.labels)  # children looked up once: labels() costs ~1.5 µs a call
 log = logging.getLogger(__name__)
@@ -148,6 +148,10 @@ class Table(MutableMapping[bytes, bytes]):
         self.partition = 0
         self._data: dict[int, dict[bytes, bytes]] = {}
         self._dirty: dict[int, dict[bytes, bytes | None]] = {}
+        #: Called with (partition, its key -> value) after the partition was restored from the changelog,
+        #: before any record of it is processed: the owner rebuilds what it derives from the table
+        #: (the Redis copies, which may have missed the last writes before a crash).
+        self.on_restored: Callable[[int, Mapping[bytes, bytes]], None] | None = None
 
     def _part(self) -> dict[bytes, bytes]:
         d = self._data.get(self.partition)
@@ -411,10 +415,10 @@ class BatchRuntime:
         tables = self.tables
         if tables:
             await ensure_named_topics(
-                self.bootstrap, [(t.changelog, t.partitions, True) for t in tables], self.settings.replication
+                self.bootstrap, [(t.changelog, t.partitions, state_configs()) for t in tables], self.settings.replication
             )
         self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=self.linger_ms, max_batch_size=262144,
+            bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
             max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(),
         )
         await self._producer.start()
@@ -439,9 +443,6 @@ class BatchRuntime:
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
-        fetcher = getattr(self.consumer, "_fetcher", None)
-        if fetcher is not None:
-            install_lag_aware_wait(fetcher, self.fetch_wait_ms)
         self._task = asyncio.create_task(self._run(), name="cxstream.stages")
 
     async def stop(self) -> None:
@@ -772,6 +773,9 @@ class BatchRuntime:
             if wanted:
                 started = time.perf_counter()
                 restored = await self.recover(wanted)
+                for table, partition in wanted:
+                    if table.on_restored is not None:
+                        table.on_restored(partition, table._data.get(partition, {}))
                 log.info(
                     "stages: restored %d table records (%s) in %.2f s", restored,
                     ", ".join(sorted({f"{t.name}[{p}]" for t, p in wanted})), time.perf_counter() - started,
@@ -801,7 +805,7 @@ class BatchRuntime:
             t.drop(tp.partition)
         reader = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            fetch_max_wait_ms=LAGGING_FETCH_WAIT_MS, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         await reader.start()
         n = 0

