@@ -1,7 +1,7 @@
 """``cxstream bench context``: context retention across channel switches, wrong merges, lookup latency.
 
-Drives the real engine (a subprocess, as ``cxstream run`` runs it) on its embedded broker
-(Tansu) and Redis, started here:
+Drives the real engine (a subprocess, as ``cxstream run`` runs it) on its embedded Apache Kafka
+and Redis, started here:
 
 1. **Replay** real multi-channel journeys: the IBM Twitter customer-care conversations
    (social contacts, then an email follow-up: :mod:`cxstream.replay.twitter`) and a

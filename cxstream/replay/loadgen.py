@@ -2,7 +2,7 @@
 
 One run, one machine, one broker (see docs/PERFORMANCE.md for the method and results):
 
-1. starts the embedded broker (Tansu) and Redis, as ``cxstream run`` would;
+1. starts the embedded Apache Kafka and Redis, as ``cxstream run`` would;
 2. measures the references on that broker, each on the same N pre-produced workload
    records: ``raw_aiokafka`` (``bench/pipeline/raw_aiokafka.py``) and ``naive_faust``
    (``bench/pipeline/naive_faust_app.py``), in subprocesses;
@@ -122,7 +122,6 @@ class Options:
     engine_src: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
     producer_linger_ms: int = 1
-    fresh_final: bool = True
     ref_repeats: int = 2
     drain_only: bool = False
     final_contacts: int = 1000
@@ -403,6 +402,7 @@ class StepResult:
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
+    e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
     passed: bool = False
     why: str = ""
 
@@ -456,7 +456,8 @@ class Driver:
         await self.producer.stop()
 
     async def _watch(self, topic: str, start: dict[TopicPartition, int]) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5,
+                                    isolation_level="read_committed")  # what a desktop sees under exactly-once too
         await consumer.start()
         try:
             consumer.assign(list(start))
@@ -797,12 +798,14 @@ class Bench:
         window_s = max(1e-6, e_at - w_at)
         achieved = (accepted_inputs(e_samples, self.prefix) - accepted_inputs(w_samples, self.prefix)) / window_s
         e2e, decision, waited = [], [], []
+        by_minute: dict[int, list[float]] = {}
         for c in window:
             got = driver.first_assignment.get(c)
             if got is None:
                 continue
             consumed, a = got
             e2e.append(consumed - driver.contact_planned[c])
+            by_minute.setdefault(int((driver.contact_planned[c] - t_warm) // 60), []).append(e2e[-1])
             decision.append(consumed - a.decided_at)
             waited.append(a.waited_s)
         waited.sort()
@@ -826,6 +829,7 @@ class Bench:
             stage_wait=histogram_quantiles(w_samples, e_samples),
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
+            e2e_by_minute=[{"minute": m, **LatencySummary.of(v).as_dict()} for m, v in sorted(by_minute.items())],
         )
         p99 = res.e2e.get("p99_ms")
         reasons = []
@@ -932,17 +936,10 @@ class Bench:
                     self.result["final_rate_basis"] = basis
                     log(f"max rate with e2e p99 < {opts.p99_limit_ms} ms: {max_rate:.0f}/s; keeps up to {capacity:.0f}/s; "
                         f"final run at {half:.0f}/s ({basis})")
-                    if opts.fresh_final:
-                        # The embedded broker's fetch time grows with the record batches it holds
-                        # (docs/PERFORMANCE.md): the final run gets a broker without the search's history.
-                        self.result["final_on_fresh_broker"] = True
-                        await self._take_down(rig)
-                        final, rig = await self._final_on_fresh_servers(workload, session, half)
-                    else:
-                        self.result["final_on_fresh_broker"] = False
-                        final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, half, self.final_duration(half),
-                                                lookups=True, profile_pid=profile_pid)
-                        self.result["state_end"] = await self._state_size(rig.rds)
+                    # on the search's broker, with the search's history in its logs
+                    final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, half, self.final_duration(half),
+                                            lookups=True, profile_pid=profile_pid)
+                    self.result["state_end"] = await self._state_size(rig.rds)
                 else:
                     max_rate = None
                     final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, opts.rate,
@@ -1003,20 +1000,6 @@ class Bench:
             if code not in (0, None, -2, 130):
                 log(f"engine exited with {code}; log tail:\n{e.output()[-1500:]}")
             self.engines.remove(e)
-
-    async def _final_on_fresh_servers(self, workload: Workload, session: Any, rate: float) -> tuple[StepResult, Rig]:
-        log("final run: new broker and Redis, engines restarted and prefilled")
-        with contextlib.ExitStack() as servers:
-            broker = await asyncio.to_thread(servers.enter_context, EmbeddedBroker(self.base / "broker-final"))
-            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-final"))
-            rig = await self._bring_up(broker.url, rds.url, workload, "final", record_prefill=False)
-            try:
-                final = await self.step(rig.driver, rig.engines, rig.sampler, rig.lag, session, rate, self.final_duration(rate),
-                                        lookups=True, profile_pid=rig.engines[0].proc.pid)
-                self.result["state_end"] = await self._state_size(rig.rds)
-            finally:
-                await self._take_down(rig)
-        return final, rig
 
     async def _login_advisors(self, driver: Driver, rds: Any, workload: Workload) -> None:
         logins = [plan(a) for a in workload.advisor_logins()]
@@ -1186,8 +1169,8 @@ class Bench:
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
                                             "(= the table value: the same encoded CustomerContext bytes)",
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
-                "final_on_fresh_broker": "with --find-max the final run gets a new broker, Redis and engines, prefilled "
-                                         "again (the embedded broker's fetch time grows with its history); --stale-final: not",
+                "final": "with --find-max, at half the max rate on the search's broker and engines (its history kept); "
+                         "e2e_by_minute: e2e per minute of planned time after the warm-up",
                 "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
                 "engine_drain_rate": "the engine measured like the references: the advisor logins and N workload records "
                                      "produced as fast as possible to the input topics of one ready engine (same broker, own "
@@ -1271,8 +1254,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-only", action="store_true",
                    help="only the engine's drain of --ref-events pre-produced records (no references, no open-loop runs)")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
-    p.add_argument("--stale-final", dest="fresh_final", action="store_false",
-                   help="with --find-max: run the final step on the search's broker instead of a fresh one")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--p99-limit-ms", type=float, default=50.0)
     p.add_argument("--start-rate", type=float, default=100.0)

@@ -87,7 +87,7 @@ async def collect_assignments(
     bootstrap: str, start: dict[TopicPartition, int], stop: asyncio.Event, idle_s: float, topic: str = t.ASSIGNMENTS.name
 ) -> list[tuple[float, Assignment]]:
     """(consumed wall time, assignment) from *start* offsets until *stop* is set and *idle_s* pass quietly."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     out: list[tuple[float, Assignment]] = []
     try:

@@ -44,9 +44,12 @@ partition is given up, and before the worker stops.
 
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
 the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
-router's offset guard).  A table's partition is restored from its changelog (read from
-the start: the embedded broker does not compact) before the partition's first record is
-processed, and dropped when the partition is revoked.  Stages still talk to each other
+router's offset guard).  With ``CX_PROCESSING_GUARANTEE=exactly_once`` (4) and (5) are one
+Kafka transaction per batch (the producer is transactional, the offsets go into the
+transaction, the consumers read committed records only); measured in docs/PERFORMANCE.md.  A table's partition is restored from its changelog (compacted:
+about one record per key) before the partition's first record is
+processed (then the table's ``on_restored`` hook rebuilds what its owner derives from it), and
+dropped when the partition is revoked.  Stages still talk to each other
 through their topics (every output is produced; one not delivered locally is fetched back
 like any input), so the topics stay the contract and each one can be replayed.
 
@@ -306,8 +309,8 @@ class BatchRuntime:
     """A worker's batch stages and the one consumer, one producer and one loop they share.
 
     One consumer-group member (group ``{app_id}.stages``) fetches every stage's inputs in
-    one request: with Tansu holding an idle fetch for its full wait, one poller instead of
-    one per stage is a quarter of the idle round trips.  Each fetched batch is handed to the
+    one request: one poller instead of one per stage is a quarter of the idle round trips.
+    Each fetched batch is handed to the
     stages in pipeline order, then all outputs and table changes are produced together and
     acknowledged before the offsets are committed.
     """
@@ -357,6 +360,10 @@ class BatchRuntime:
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
         self._acked_to: dict[TopicPartition, int] = {}
         self.alone = False  # this worker owns every partition of every stage input
+        # exactly once: each batch's outputs, table changes and input offsets in one Kafka transaction
+        self.transactional = settings.processing_guarantee == "exactly_once"
+        if self.transactional:
+            self.echo_linger_s = 0.0  # a locally delivered record is produced in its batch's transaction
 
     # -- declaring stages -----------------------------------------------------------------------
 
@@ -401,6 +408,16 @@ class BatchRuntime:
         return self._producer
 
     @property
+    def transactional_id(self) -> str:
+        """The producer's transactional id in exactly-once mode: stable across restarts, so a restarted
+        worker fences its previous incarnation and aborts what it left open (one worker per app id)."""
+        return f"{self.group_id}.tx"
+
+    @property
+    def isolation_level(self) -> str:
+        return "read_committed" if self.transactional else "read_uncommitted"
+
+    @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
 
@@ -419,6 +436,7 @@ class BatchRuntime:
             )
         self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
             bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
+            transactional_id=self.transactional_id if self.transactional else None,
             max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(),
         )
         await self._producer.start()
@@ -440,6 +458,7 @@ class BatchRuntime:
             rebalance_timeout_ms=session_ms,
             heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
             metadata_max_age_ms=30000,
+            isolation_level=self.isolation_level,
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
@@ -489,10 +508,29 @@ class BatchRuntime:
                     await self.push_held()
             if not batches:
                 await self.settle()
+                if self.transactional:
+                    self._past_markers()
             if time.monotonic() - self._last_commit >= self.commit_interval_s and (self._committing is None or self._committing.done()):
                 # In the background: a commit is a broker round trip (p50 25 ms, p99 100 ms under
                 # load) that would otherwise hold up the next fetch.  One at a time.
                 self._committing = asyncio.create_task(self._timed_commit(commit))
+
+    def _past_markers(self) -> None:
+        """Exactly once, idle: make the consumer's positions committable where they passed transaction markers.
+
+        A transaction commits the offset after its batch's last record; its marker (a control
+        record) takes the next offset, which the consumer steps over without handing it out.  Only
+        a commit of the position moves the group past it (else its lag would never read 0)."""
+        if self.consumer is None:
+            return
+        try:
+            assignment = self.consumer._subscription.subscription.assignment
+        except AttributeError:  # no assignment (a rebalance in progress)
+            return
+        for tp in self.owned:
+            state = assignment.state_value(tp)
+            if state is not None and state.has_valid_position and state.position > self._processed.get(tp, 0):
+                self._processed[tp] = state.position
 
     async def _timed_commit(self, observe: Callable[[float], None]) -> None:
         started = time.perf_counter()
@@ -527,13 +565,23 @@ class BatchRuntime:
                 messages = kept
             per_stage.setdefault(st.name, []).append((tp, messages))
         started = time.perf_counter()
+        if self.transactional:
+            await self.producer.begin_transaction()
         await self._run_stages(per_stage)
         sending = time.perf_counter()
         metrics.LOOP_SECONDS.labels("process").observe(sending - started)
         futures = await self.send_all()
         positions = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if tp in self.owned and messages}
-        self._in_flight.append((futures, positions))
-        await self.settle(wait=len(self._in_flight) > self.max_in_flight)
+        if self.transactional:  # outputs, changelogs and input offsets become visible together, or not at all
+            await self.producer.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(off, "") for tp, off in positions.items()}, self.group_id
+            )
+            await self.producer.commit_transaction()
+            self._committed.update(positions)
+            self._processed.update(positions)
+        else:
+            self._in_flight.append((futures, positions))
+            await self.settle(wait=len(self._in_flight) > self.max_in_flight)
         metrics.LOOP_SECONDS.labels("flush").observe(time.perf_counter() - sending)
 
     async def _run_stages(self, work: dict[str, list[tuple[TopicPartition, list[Any]]]]) -> None:
@@ -632,10 +680,14 @@ class BatchRuntime:
         async with self._lock:
             target = self._stage_of.get(topic)
             partition = self._partition_for(topic, key) if target is not None and target.local else None
+            if self.transactional:
+                await self.producer.begin_transaction()
             if partition is None:
                 fut = await self.producer.send(topic, value, key=key)
             else:
                 fut = await self._send_via_broker(topic, key, value, partition)
+            if self.transactional:
+                await self.producer.commit_transaction()
         await fut
 
     async def _send_via_broker(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> asyncio.Future[Any]:
@@ -805,7 +857,7 @@ class BatchRuntime:
             t.drop(tp.partition)
         reader = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024, isolation_level=self.isolation_level,
         )
         await reader.start()
         n = 0

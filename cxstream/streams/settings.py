@@ -82,6 +82,10 @@ class Settings:
     faust_fetch_wait_ms: int = _setting(
         200, "The same for the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
     )
+    processing_guarantee: str = _setting(
+        "at_least_once", "'at_least_once' (idempotent producers, deduplicating consumers), or 'exactly_once': each batch's "
+        "outputs, table changes and input offsets in one Kafka transaction (one worker per app id; docs/ARCHITECTURE.md)."
+    )
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
     routing_config_file: str = _setting("", "TOML/JSON routing configuration per routing group (see docs/ROUTING.md).")
     outreach_churn_threshold: float = _setting(0.6, "Churn risk at which the churn outreach trigger fires.")
@@ -97,6 +101,12 @@ class Settings:
     api_keys: str = _setting("", "Comma-separated API keys for the HTTP API; empty disables the check (development only).")
     shared_data_dir: str = _setting("../shared/data", "Where the public datasets are read from (benchmarks, evals).")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise SettingsError(
+                f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -39,7 +39,9 @@ async def consume_until(
     timeout: float = 30.0,
 ) -> list[Any]:
     """Read *topic* from the beginning until ``done(values)`` is true; raise on timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest")
+    # read_committed: what a desktop sees when the engine runs exactly once; the same otherwise
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
     await consumer.start()
     values: list[Any] = []
     try:
