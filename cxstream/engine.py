@@ -23,7 +23,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -54,6 +56,19 @@ log = logging.getLogger("cxstream")
 def say(message: str) -> None:
     """A line for the operator on stdout (flushed: tests and supervisors read it live)."""
     print(f"cxstream: {message}", flush=True)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere since this module was imported)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks since boot
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
 
 
 def tune_gc() -> None:
@@ -187,7 +202,8 @@ class EngineService(Service):
         n = len(self.api.pids)
         say(
             f"HTTP API on {self.api.url} (GET /healthz, /metrics, /customers/{{id}}/context, /queues; "
-            f"{n} process{'es' if n > 1 else ''}, pid {', '.join(map(str, self.api.pids))})"
+            f"{n} process{'es' if n > 1 else ''}, pid {', '.join(map(str, self.api.pids))}); "
+            f"ready {process_age_s():.1f} s after the process started"
         )
         if self.on_ready is not None:
             await self.on_ready()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from cxstream.streams.embedded import free_port
@@ -77,6 +79,13 @@ def recording(path: Path, first: int, count: int, tag: str, *, advisors: bool) -
     return path
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Engine:
     """``cxstream run`` on a data folder, in a session of its own (like a terminal)."""
 
@@ -115,10 +124,18 @@ class Engine:
         assert "cxstream: stopped" in self.log.read_text(errors="replace")
 
     def kill_9(self) -> None:
+        """SIGKILL to the engine alone; its servers and API processes must die with it (PR_SET_PDEATHSIG)."""
         assert self.proc is not None
+        text = self.log.read_text(errors="replace")
+        children = {int(p) for p in re.findall(r"(?:embedded broker \(Apache Kafka [\d.]+\)|its zookeeper|embedded redis) pid (\d+)", text)}
+        children |= {int(p) for p in re.findall(r"HTTP API on .*pid ([\d, ]+)\)", text)[0].split(", ")}
+        assert len(children) == 4, text[-2000:]
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
-        time.sleep(1.0)  # its children got SIGKILL too (PR_SET_PDEATHSIG)
+        deadline = time.monotonic() + 10
+        while alive := [p for p in children if _running(p)]:
+            assert time.monotonic() < deadline, f"left running after kill -9 of the engine: {alive}"
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

