@@ -21,6 +21,7 @@ import logging
 import struct
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,19 @@ class RouterHost:
     def saved(self, group: str, router: Router, packed: bytes) -> None:
         self.routers[group] = (packed, router)
         self.clocks[group] = (router.clock, time.time())
+
+    def restored(self, group: str, packed: bytes) -> None:
+        """This worker owns *group* again (its table partition was restored): its clock runs from now.
+
+        So its timers (offer timeouts, SLA, escalation, holds) fire and its statistics reach Redis
+        although no new record came for it: after a restart nothing else would start its ticks."""
+        router = self.load(group, packed)
+        self.clocks[group] = (router.clock, time.time())
+
+    def dropped(self, group: str) -> None:
+        """Another worker owns *group* now: stop ticking it and forget its router."""
+        self.routers.pop(group, None)
+        self.clocks.pop(group, None)
 
     def tick_time(self, group: str) -> float:
         clock, wall = self.clocks[group]
@@ -206,6 +220,16 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
             host.saved(key.decode(), r, packed)
         pending.clear()
 
+    def restored(partition: int, groups: Mapping[bytes, bytes]) -> None:
+        for key, packed in groups.items():
+            host.restored(key.decode(), packed)
+
+    def dropped(partition: int, groups: Mapping[bytes, bytes]) -> None:
+        for key in groups:
+            host.dropped(key.decode())
+
+    table.on_restored = restored
+    table.on_dropped = dropped
     st.handler = handle
     st.on_batch = save
     return st, host

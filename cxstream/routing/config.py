@@ -79,7 +79,8 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     offer_timeout_s: float = 30.0
     #: After this many offers of one contact, it escalates (at least to the widening step).
     max_offers: int = 3
-    #: Hold a contact for the customer's last advisor this long (per channel; 0 = only a score bonus).
+    #: Hold a contact for the customer's last advisor this long (per channel; 0 = only a score bonus),
+    #: if that advisor is logged in and serves the contact's language.
     sticky_wait_s: dict[str, float] = msgspec.field(default_factory=lambda: {"email": 1800.0, "chat": 30.0})
     idle_norm_s: float = 600.0
     weights: Weights = msgspec.field(default_factory=Weights)

@@ -56,6 +56,7 @@ from cxstream.routing.roster import (
     is_staffed,
     release,
     roll_day,
+    speaks,
     take,
 )
 from cxstream.routing.stats import QueueStats, summary
@@ -717,7 +718,7 @@ class Router:
         self._s.seq += 1
         hold = cfg.sticky_wait_s.get(msg.channel, 0.0)
         last = self._s.advisors.get(msg.last_advisor_id or "")
-        if cfg.policy == "default" and hold > 0 and last is not None and last.logged_in:
+        if cfg.policy == "default" and hold > 0 and last is not None and last.logged_in and speaks(last, msg.language):
             c.hold_for = last.advisor_id
             c.hold_until = msg.opened_at + hold
         self._s.contacts[c.contact_id] = c

@@ -156,6 +156,9 @@ class Table(MutableMapping[bytes, bytes]):
         #: before any record of it is processed: the owner rebuilds what it derives from the table
         #: (the Redis copies, which may have missed the last writes before a crash).
         self.on_restored: Callable[[int, Mapping[bytes, bytes]], None] | None = None
+        #: Called with (partition, its key -> value) when the partition is given up (a rebalance), before
+        #: it is dropped: the owner forgets what it derived from it.
+        self.on_dropped: Callable[[int, Mapping[bytes, bytes]], None] | None = None
 
     def _part(self) -> dict[bytes, bytes]:
         d = self._data.get(self.partition)
@@ -213,6 +216,8 @@ class Table(MutableMapping[bytes, bytes]):
             d[key] = value
 
     def drop(self, partition: int) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(partition, self._data.get(partition, {}))
         self._data.pop(partition, None)
         self._dirty.pop(partition, None)
 

@@ -1,11 +1,12 @@
-"""A restart keeps everything: contexts, identity links, the advisor roster, queue statistics.
+"""A restart keeps everything: contexts, identity links, the advisor roster, queue statistics, the models.
 
 The engine runs as ``make run`` runs it (``cxstream run`` on its embedded Apache Kafka and
 Redis, data under ``CX_DATA_DIR``), traffic comes through ``cxstream replay`` (which finds the
 broker in ``CX_DATA_DIR/endpoints.json``), and the state is read through the HTTP API.
 
 * Ctrl-C, then run again: every customer's context, every identifier's link, the roster and
-  the queue counters are what they were.
+  the queue counters are what they were, and the churn model the learner published from the
+  recordings' outcomes (retained/churned) is the one the engine scores with again.
 * ``kill -9`` of the engine while it is still working through a replay whose records the
   broker acknowledged, then run again: nothing is lost and nothing counted twice -- each
   customer's interaction, channel and contact counts are exactly what the recordings hold,
@@ -79,6 +80,17 @@ def recording(path: Path, first: int, count: int, tag: str, *, advisors: bool) -
     return path
 
 
+def outcomes(path: Path, customers: range, tag: str) -> Path:
+    """A business system's report per customer: the even ones stayed, the odd ones left (churn labels)."""
+    lines = [
+        {"type": "cx.OutcomeEvent.v1", "event_id": f"{tag}-{i}", "occurred_at": 1_700_000_100.0 + n * 0.01,
+         "customer": {"email": customer(i)["email"]}, "kind": "churned" if i % 2 else "retained"}
+        for n, i in enumerate(customers)
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
 def _running(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -95,7 +107,7 @@ class Engine:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CX_")},
             "CX_DATA_DIR": str(data_dir), "CX_HTTP_PORT": str(self.port), "CX_API_KEYS": KEY,
-            "CX_ROUTING_CONFIG_FILE": str(routing), "CX_TICK_INTERVAL_S": "0.5",
+            "CX_ROUTING_CONFIG_FILE": str(routing), "CX_TICK_INTERVAL_S": "0.5", "CX_SNAPSHOT_INTERVAL_S": "0.5",
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -149,11 +161,33 @@ class Engine:
         )
         assert done.returncode == 0, done.stderr + done.stdout
 
-    def accepted_inputs(self) -> float:
-        """Input records this run of the engine accepted (its ``cx_events_in_total`` counters start at 0)."""
+    def metrics(self) -> str:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics", headers={"X-API-Key": KEY})
         with urllib.request.urlopen(req, timeout=10) as resp:
-            text = resp.read().decode()
+            return resp.read().decode()
+
+    def model_version(self, model: str, *, at_least: float = 1, timeout: float = 60.0) -> float:
+        """``cx_model_version{model=...}`` once it reaches *at_least* (the learner published, or the scorer loaded it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(rf'^cx_model_version{{model="{model}"}} ([\d.e+]+)$', self.metrics(), re.M)
+            if found and float(found.group(1)) >= at_least:
+                return float(found.group(1))
+            assert time.monotonic() < deadline, f"cx_model_version of {model}: {found and found.group(1)} after {timeout:.0f} s"
+            time.sleep(0.25)
+
+    def ticks_default_group(self, timeout: float = 30.0) -> None:
+        """This run of the engine itself ticks the restored routing group: its gauges exist (the
+        ``cx:queues`` copy in Redis outlives a restart by up to a minute, so the API alone cannot tell)."""
+        deadline = time.monotonic() + timeout
+        while 'cx_advisors_available{routing_group="default"}' not in (text := self.metrics()):
+            shown = [line for line in text.splitlines() if "advisors_available" in line or "queue_waiting" in line]
+            assert time.monotonic() < deadline, f"the restarted engine does not tick the restored routing group: {shown}"
+            time.sleep(0.25)
+
+    def accepted_inputs(self) -> float:
+        """Input records this run of the engine accepted (its ``cx_events_in_total`` counters start at 0)."""
+        text = self.metrics()
         return sum(
             float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line.startswith("cx_events_in_total{") and 'outcome="accepted"' in line and "interactions" in line
@@ -235,6 +269,9 @@ def test_ctrl_c_then_run_again_keeps_contexts_links_roster_and_queues(engine: En
     first = range(0, 20)
     engine.start()
     engine.replay(recording(tmp_path / "r1.jsonl", 0, len(first), "r1", advisors=True))
+    assert_exact(settled(engine, first, ROUTED_PER_RECORDING), first, 0)
+    engine.replay(outcomes(tmp_path / "o1.jsonl", first, "o1"))  # 20 churn labels for the learner
+    churn_model = engine.model_version("churn")
     before = settled(engine, first, ROUTED_PER_RECORDING)
     assert_exact(before, first, 0)
     assert before["queues"]["advisors"]["logged_in"] == len(ADVISORS), before["queues"]["advisors"]
@@ -242,10 +279,13 @@ def test_ctrl_c_then_run_again_keeps_contexts_links_roster_and_queues(engine: En
 
     engine.start()
     after = settled(engine, first, ROUTED_PER_RECORDING)
+    engine.ticks_default_group()  # no routing record comes after the restart
     assert "restored 0 table records" not in engine.log.read_text()
     assert after["contexts"] == before["contexts"]
     assert after["links"] == before["links"]
     assert counters(after["queues"]) == counters(before["queues"])
+    # the scorer loads the published churn model from the persisted Redis (no label came since)
+    assert engine.model_version("churn", at_least=churn_model) == churn_model
 
 
 def test_kill_9_mid_replay_loses_nothing_acknowledged_and_counts_nothing_twice(engine: Engine, tmp_path: Path) -> None:
@@ -263,6 +303,7 @@ def test_kill_9_mid_replay_loses_nothing_acknowledged_and_counts_nothing_twice(e
 
     engine.start()
     after = settled(engine, first, ROUTED_PER_RECORDING)
+    engine.ticks_default_group()
     assert after["contexts"] == before["contexts"], "the state before the kill did not survive it"
     assert after["links"] == before["links"]
     whole = settled(engine, second, 2 * ROUTED_PER_RECORDING)

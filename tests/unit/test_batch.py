@@ -273,3 +273,23 @@ def test_restored_tables_are_copied_to_redis_again() -> None:
         index_key("email", "jane@x.org"): merged.encode(), index_key("phone", "+447700900123"): merged.encode(),
         context_key("cust-1"): b'{"customer_id":"cust-1"}',
     }
+
+
+def test_a_restored_routing_group_ticks_and_a_given_up_one_stops() -> None:
+    """After a restart no record may come for a group: its restored router must still run its timers and statistics."""
+    from cxstream.agents import router as router_agent
+    from cxstream.routing import Router
+    from tests.unit.routing.routing_fixtures import login
+
+    rt = BatchRuntime("127.0.0.1:9", Settings())
+    stage, host = router_agent.stage(rt, Settings())
+    table = stage.tables[0]
+    r = Router(group="default")
+    r.apply(login("ann", 5.0))
+    table.restore(1, b"default", router_agent.pack_saved(7, r.to_state()))
+    assert table.on_restored is not None
+    table.on_restored(1, table._data[1])
+    assert set(host.clocks) == {"default"} and host.tick_time("default") >= 5.0
+    assert host.routers["default"][1].stats()["advisors"]["logged_in"] == 1
+    table.drop(1)  # a rebalance gave partition 1 to another worker
+    assert host.clocks == {} and host.routers == {}

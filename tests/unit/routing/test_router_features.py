@@ -127,6 +127,17 @@ def test_sticky_last_advisor_with_timed_fallback() -> None:
     assert (a.contact_id, a.advisor_id, a.decided_at) == ("c1", "bob", 32.0)
 
 
+def test_no_sticky_hold_for_a_last_advisor_who_does_not_speak_the_language() -> None:
+    """Found by the 13-minute pipeline run: contacts held 30 s for an advisor who could never take them."""
+    r = Router(config=RoutingConfig(sticky_wait_s={"chat": 30.0}))
+    r.apply(login("ann", 0.0, languages=["en"], capacity={"chat": 2}))
+    r.apply(login("bob", 0.0, languages=["en", "fr"], capacity={"chat": 2}))
+    [a] = assignments(r.apply(request("c1", 1.0, channel="chat", language="fr", last="ann")))
+    assert (a.advisor_id, a.decided_at) == ("bob", 1.0)
+    [b] = assignments(r.apply(request("c2", 2.0, channel="chat", language="en", last="ann")))
+    assert b.advisor_id == "ann" and b.reasons["sticky"] > 0  # ann can take it: still sticky
+
+
 def test_transfer_to_an_advisor_and_to_a_queue() -> None:
     r = Router()
     r.apply(login("ann", 0.0, skills={"cards": 3}))
