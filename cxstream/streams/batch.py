@@ -12,11 +12,14 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    dead-letter topic (with topic, partition, offset, stage and reason), and goes on;
 3. calls each stage's ``on_batch`` hook (the router saves each group's state there, once
    per batch instead of once per input);
-4. sends the outputs in order, then the tables' changes -- the *latest* value of each
-   key written in the batch, ``None`` (a tombstone) for a deleted one -- to each table's
-   compacted changelog, partition for partition with the input; it does not wait for the
-   acks before taking the next batch (at most ``max_in_flight`` batches unacknowledged: the
-   broker's produce latency was 60 % of the loop's time when it waited);
+4. sends the outputs in order; once they are all acknowledged, the tables' changes -- the
+   *latest* value of each key written in the batch, ``None`` (a tombstone) for a deleted one --
+   to each table's compacted changelog, partition for partition with the input.  A changelog is
+   thus never ahead of the outputs: a table restored after a crash has not seen an input whose
+   outputs may be missing, so the redelivered input is processed again (not dropped as a
+   duplicate) and its outputs produced again.  It does not wait for the acks before taking the
+   next batch (at most ``max_in_flight`` batches unacknowledged: the broker's produce latency
+   was 60 % of the loop's time when it waited);
 5. commits the input offsets of acknowledged batches, oldest first (at most every
    ``commit_interval_s``, and always after waiting for every ack before a partition is given
    up or the worker stops).
@@ -44,7 +47,9 @@ worker that goes through the broker (so each partition's log keeps this worker's
 partition is given up, and before the worker stops.
 
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
-the batch, and every consumer is idempotent (deterministic ids, per-customer dedupe, the
+the batch (found by ``tests/e2e/test_restart.py``: with the changes sent beside the outputs, a
+``kill -9`` could keep a context's record of a contact whose routing request was still held,
+and the contact never reached the router), and every consumer is idempotent (deterministic ids, per-customer dedupe, the
 router's offset guard).  With ``CX_PROCESSING_GUARANTEE=exactly_once`` (4) and (5) are one
 Kafka transaction per batch (the producer is transactional, the offsets go into the
 transaction, the consumers read committed records only); measured in docs/PERFORMANCE.md.  A table's partition is restored from its changelog (compacted:
@@ -343,6 +348,8 @@ class BatchRuntime:
         self._order: dict[str, int] = {}
         self._processed: dict[TopicPartition, int] = {}  # next offset to commit (its batch is acknowledged)
         self._in_flight: collections.deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = collections.deque()
+        # a batch's table changes (changelog, partition, key, value), by id of its futures list, until its outputs are acknowledged
+        self._changes_for: dict[int, list[tuple[str, int, bytes, bytes | None]]] = {}
         self.max_in_flight = max_in_flight
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
@@ -513,7 +520,8 @@ class BatchRuntime:
                 async with self._lock:
                     await self.push_held()
             if not batches:
-                await self.settle()
+                async with self._lock:  # it may produce a batch's table changes: not beside a rebalance's settle
+                    await self.settle()
                 if self.transactional:
                     self._past_markers()
             if time.monotonic() - self._last_commit >= self.commit_interval_s and (self._committing is None or self._committing.done()):
@@ -710,7 +718,10 @@ class BatchRuntime:
         return fut
 
     async def send_all(self) -> list[asyncio.Future[Any]]:
-        """Send the buffered outputs, then the tables' changes (latest value per key); returns the delivery futures."""
+        """Send the buffered outputs; returns the delivery futures.
+
+        The tables' changes (latest value per key) are taken too: in a transaction they are sent
+        now, otherwise once the outputs are acknowledged (:meth:`settle`), into the same list."""
         producer = self.producer
         futures = []
         if self.buffer:
@@ -730,9 +741,15 @@ class BatchRuntime:
                 futures.append(await self._send_via_broker(topic, key, value, partition))
             if self._held and not self.echo_linger_s:
                 await self.push_held()
-        for table in self.tables:
-            for partition, key, value in table.take_changes():
-                futures.append(await producer.send(table.changelog, value, key=key, partition=partition))
+        changes = [(table.changelog, *change) for table in self.tables for change in table.take_changes()]
+        if self.transactional:  # one transaction: the changes cannot be seen without the outputs
+            for changelog, partition, key, value in changes:
+                futures.append(await producer.send(changelog, value, key=key, partition=partition))
+        elif changes:
+            # produced by settle() once every output of the batch is acknowledged: a table restored
+            # after a crash is never ahead of the outputs, or a redelivered input would be taken for
+            # a duplicate and what it should have produced would be lost
+            self._changes_for[id(futures)] = changes
         return futures
 
     def _hold(self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]]) -> None:
@@ -777,9 +794,14 @@ class BatchRuntime:
                 if not (wait or everything):
                     return
                 await asyncio.gather(*futures)
-                wait = False
             for f in futures:
                 f.result()
+            changes = self._changes_for.pop(id(futures), None)
+            if changes:  # its outputs are in the log: now its tables' changes, then it is done
+                for changelog, partition, key, value in changes:
+                    futures.append(await self.producer.send(changelog, value, key=key, partition=partition))
+                continue
+            wait = False
             self._in_flight.popleft()
             for tp, off in positions.items():
                 if tp in self.owned:

@@ -293,3 +293,47 @@ def test_a_restored_routing_group_ticks_and_a_given_up_one_stops() -> None:
     assert host.routers["default"][1].stats()["advisors"]["logged_in"] == 1
     table.drop(1)  # a rebalance gave partition 1 to another worker
     assert host.clocks == {} and host.routers == {}
+
+
+def test_a_batch_s_table_changes_are_produced_only_after_its_outputs_are_acknowledged() -> None:
+    """A changelog ahead of the outputs would make a redelivered input look like a duplicate after a crash."""
+
+    class _Acks(_RecordingProducer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[asyncio.Future[Any]] = []
+
+        async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None,
+                       headers: Any = None) -> asyncio.Future[Any]:
+            self.sent.append((topic, key, partition, bool(headers)))
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.pending.append(fut)
+            return fut
+
+    async def scenario() -> None:
+        rt = BatchRuntime("127.0.0.1:9", Settings(), echo_linger_ms=50)
+        producer = _Acks()
+        rt._producer = producer  # type: ignore[assignment]
+        table = rt.table("ctx_state", 4)
+        stage = rt.stage("context", [CUSTOMER_EVENTS], tables=[table])
+        tp = TopicPartition(stage.inputs[0], 0)
+        rt.owned.add(tp)
+        table.partition = 2
+        table[b"cust"] = b"applied"
+        rt.buffer += [("routing", b"g", b"request"), ("ctx", b"a", b"1")]
+        rt._route = {1: (0, True)}  # the second is delivered locally: held
+        futures = await rt.send_all()
+        rt._in_flight.append((futures, {tp: 10}))
+        assert producer.sent == [("routing", b"g", None, False)], "no changelog before the outputs are in"
+        await rt.settle()
+        assert len(producer.sent) == 1, "the held record is not acknowledged either"
+        await rt.push_held()
+        for fut in producer.pending:
+            fut.set_result(SimpleNamespace(offset=1))
+        await rt.settle()
+        assert producer.sent[-1] == (table.changelog, b"cust", 2, False) and rt._processed == {}
+        producer.pending[-1].set_result(SimpleNamespace(offset=2))
+        await rt.settle()
+        assert rt._processed == {tp: 10}
+
+    asyncio.run(scenario())
