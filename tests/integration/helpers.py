@@ -72,9 +72,11 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
         time.sleep(interval)
 
 
-async def read_to_end(broker: str, topic: str) -> list[bytes]:
-    """Every value on *topic* up to the end offsets it had when called, in partition then offset order."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+async def read_to_end(broker: str, topic: str, *, isolation_level: str = "read_uncommitted") -> list[bytes]:
+    """Every value on *topic* up to the end offsets it had when called, in partition then offset order.
+
+    ``isolation_level="read_committed"``: only what committed transactions wrote (up to the last stable offset)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, isolation_level=isolation_level)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)

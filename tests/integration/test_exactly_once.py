@@ -19,7 +19,7 @@ from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
 from tests.integration.conftest import RunningEngine, start_engine, stop_engine
-from tests.integration.helpers import produce, wait_for
+from tests.integration.helpers import produce, read_to_end, wait_for
 from tests.integration.test_pipeline import assignments_for, get, login, opened, uid
 
 pytestmark = pytest.mark.integration
@@ -37,23 +37,16 @@ def eos_engine(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactor
 
 async def offsets(engine: RunningEngine, app_id: str, topic: str) -> tuple[int, int, int]:
     """(records a read_committed reader gets, end offset, the stages group's committed offset), summed over partitions."""
-    group = AIOKafkaConsumer(bootstrap_servers=engine.broker, group_id=f"{app_id}.stages", enable_auto_commit=False)
-    reader = AIOKafkaConsumer(bootstrap_servers=engine.broker, enable_auto_commit=False, isolation_level="read_committed")
+    records = len(await read_to_end(engine.broker, topic, isolation_level="read_committed"))
+    group = AIOKafkaConsumer(bootstrap_servers=engine.broker, group_id=f"{app_id}.stages", enable_auto_commit=False,
+                             isolation_level="read_committed")  # its end offsets: the last stable offsets
     await group.start()
-    await reader.start()
     try:
-        tps = await partitions_of(reader, topic)
-        ends = await reader.end_offsets(tps)
-        reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
-        records = 0
-        while any([await reader.position(tp) < ends[tp] for tp in tps]):
-            for msgs in (await reader.getmany(timeout_ms=200)).values():
-                records += len(msgs)
+        tps = await partitions_of(group, topic)
+        ends = await group.end_offsets(tps)
         committed = sum([(await group.committed(tp)) or 0 for tp in tps])
         return records, sum(ends.values()), committed
     finally:
-        await reader.stop()
         await group.stop()
 
 
