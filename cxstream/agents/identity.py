@@ -73,7 +73,12 @@ def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
     markers; only this stage writes it.  *writer* is the engine's Redis write-behind.
     """
     table = runtime.table("identity", 1)
-    st = runtime.stage("identity", [t.RESOLVE], tables=[table], local=True)
+    # Not local: this stage reads cx.resolve.v1 from the log, in log order, never a record that is
+    # not yet in it.  Its decisions (which customer, which merge) depend on the order of events
+    # from several ingest partitions; handed a record before it is produced, it could act on an
+    # order that a kill -9 then erases (the record comes back through ingest's reprocessing,
+    # possibly after others), while its outputs (a merge to the contexts, Redis's index) survive.
+    st = runtime.stage("identity", [t.RESOLVE], tables=[table])
     identity_out, audit = st.output(runtime.topic(t.IDENTITY)), st.output(runtime.topic(t.AUDIT))
     customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
     resolver = Resolver(table)

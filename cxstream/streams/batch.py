@@ -25,7 +25,7 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    up or the worker stops).
 
 **Local delivery.**  A record a stage sends to the input of a stage marked ``local``
-(identity, context; the router only while this worker is the only one) whose partition this
+(context; the router only while this worker is the only one) whose partition this
 worker owns is also handed to that stage in the same batch (a later stage in this pass, an
 earlier one in the next pass over the stages), instead of waiting for the broker to hand it back (a fetch round trip per hop,
 25 ms and more on the embedded broker).  It is still produced to its topic (the topics stay
@@ -43,8 +43,22 @@ produce request per 50 ms instead of one per batch saves CPU (measured on the em
 engine 32 % of a core at 100 records/s with the linger, 44 % without, same drain and p99;
 docs/PERFORMANCE.md).  Its batch's offsets are not committed
 before it is produced and acknowledged; held records are produced before any record of this
-worker that goes through the broker (so each partition's log keeps this worker's order), before a
-partition is given up, and before the worker stops.
+worker that goes through the broker to a stage's partition they share (so each partition's log
+keeps this worker's order), before a partition is given up, and before the worker stops.
+
+A stage handed a record before it is in the log may act on it and have its outputs produced
+(an output to another partition, or to a topic no stage reads, goes at once, while the record
+it came from is still held) while the record itself is lost with a ``kill -9``.  That is
+harmless only where the record comes back the same: a stage may be local only if its upstream
+stage's outputs are a function of records already in the log.  Identity is not local for that reason: it reads ``cx.resolve.v1`` (events
+from all the ingest partitions) in log order, so after a crash it takes the same decisions
+again; handed ingest's records before they were produced, it could merge two customers on an
+order of events that the crash erased while the merge reached the contexts (found by
+``tests/e2e/test_restart.py``: lookups by email answered 404).  The context stage's input comes
+from identity (records of one ordered log, re-derived the same).  The router's comes from the
+context stage and ingest (advisor events) and its decisions depend on their order, but what it
+may leave behind from a lost order is an assignment its restored state does not hold: the
+contact is offered again, as after any redelivery.
 
 So delivery is at least once, as it was with Faust: a crash between (4) and (5) replays
 the batch (found by ``tests/e2e/test_restart.py``: with the changes sent beside the outputs, a

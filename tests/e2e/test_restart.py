@@ -8,8 +8,8 @@ broker in ``CX_DATA_DIR/endpoints.json``), and the state is read through the HTT
   the queue counters are what they were, and the churn model the learner published from the
   recordings' outcomes (retained/churned) is the one the engine scores with again.
 * ``kill -9`` of the engine while it is still working through a replay whose records the
-  broker acknowledged, then run again (with ``CX_LOCAL_DELIVERY=0``; with local delivery, the
-  default, the same test is an expected failure for now: see its reason): nothing is lost and nothing counted twice -- each
+  broker acknowledged, then run again (with local delivery, the default, and with
+  ``CX_LOCAL_DELIVERY=0``): nothing is lost and nothing counted twice -- each
   customer's interaction, channel and contact counts are exactly what the recordings hold,
   every contact that needs an advisor was offered once, and the state before the kill survives.
 """
@@ -289,14 +289,7 @@ def test_ctrl_c_then_run_again_keeps_contexts_links_roster_and_queues(engine: En
     assert engine.model_version("churn", at_least=churn_model) == churn_model
 
 
-@pytest.mark.parametrize("delivery", [
-    "through_the_broker",
-    pytest.param("local", marks=pytest.mark.xfail(strict=False, reason=(
-        "known hole (issue 16's closing note): with local delivery a stage may act on a record that is produced "
-        "to its topic only later; after kill -9 those records come back in another order, and the identity stage "
-        "can rebuild a merge history different from the one the contexts and Redis hold (seen in CI: lookups by email 404)"
-    ))),
-])
+@pytest.mark.parametrize("delivery", ["local", "through_the_broker"])
 def test_kill_9_mid_replay_loses_nothing_acknowledged_and_counts_nothing_twice(engine: Engine, tmp_path: Path, delivery: str) -> None:
     if delivery == "through_the_broker":
         engine.env["CX_LOCAL_DELIVERY"] = "0"  # every stage reads its input from the log, in log order

@@ -1,7 +1,8 @@
 """Local delivery (CX_LOCAL_DELIVERY) changes when a stage sees a record, never what comes out.
 
-Two engines on the same broker, one delivering records to its own identity, context and
-router stages in the same batch (the router because it is its group's only worker) and one sending every hop through the broker, are given the same
+Two engines on the same broker, one delivering records to its own context and router stages
+in the same batch (the router because it is its group's only worker; identity never: it reads
+its input in log order) and one sending every hop through the broker, are given the same
 journey (a customer switching channel and identifier, a second customer merged into the
 first, a routed contact).  Their contexts and assignments must be the same; the local one
 must have delivered records locally and skipped every one of them when it came back from
@@ -146,8 +147,12 @@ def test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker(
     assert ctx_local == ctx_broker
     assert len(ctx_local["recent"]) == 7 and ctx_local["open_contacts"][contact] == "assigned"
 
-    # the local engine delivered to both stages locally, and dropped every such record when it came back
-    for stage in ("identity", "context", "router"):  # the router too: this engine is its group's only worker
+    # the local engine delivered to the context and the router locally (the router because this engine is its
+    # group's only worker), and dropped every such record when it came back; never to identity, which reads
+    # cx.resolve in log order (a record it acted on must be in the log: cxstream.streams.batch)
+    for engine in (local, via_broker):
+        assert metric(engine, "cx_stage_local_records_total", stage="identity", outcome="delivered") == 0
+    for stage in ("context", "router"):
         assert metric(local, "cx_stage_local_records_total", stage=stage, outcome="delivered") > 0, stage
         wait_for(
             lambda stage=stage: metric(local, "cx_stage_local_records_total", stage=stage, outcome="skipped")
@@ -156,10 +161,12 @@ def test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker(
         )
         assert metric(via_broker, "cx_stage_local_records_total", stage=stage, outcome="delivered") == 0
     assert metric(local, "cx_duplicates_total", stage="context") == 0, "nothing was applied twice"
-    total, marked = asyncio.run(local_headers(local.broker, local.topic(t.RESOLVE.name)))
+    total, marked = asyncio.run(local_headers(local.broker, local.topic(t.CUSTOMER_EVENTS.name)))
     assert total >= 7 and marked > 0, "locally delivered records are still produced to their topic"
-    total, marked = asyncio.run(local_headers(via_broker.broker, via_broker.topic(t.RESOLVE.name)))
+    total, marked = asyncio.run(local_headers(via_broker.broker, via_broker.topic(t.CUSTOMER_EVENTS.name)))
     assert total >= 7 and marked == 0
+    total, marked = asyncio.run(local_headers(local.broker, local.topic(t.RESOLVE.name)))
+    assert total >= 7 and marked == 0, "identity's input is never handed over: none of it carries the header"
 
 
 def test_two_workers_deliver_locally_only_what_they_own_and_lose_nothing(
@@ -222,10 +229,11 @@ def test_two_workers_deliver_locally_only_what_they_own_and_lose_nothing(
             for stage in ("identity", "context", "router")
         }
         assert delivered["router"] == 0, "the router takes records locally only when its worker is alone"
+        assert delivered["identity"] == 0, "identity reads its input in log order"
         assert delivered["context"] > 0, "each worker still hands records to the context partitions it owns"
         assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="via_broker") for w in workers) > 0
         for w in workers:
-            for stage in ("identity", "context"):
+            for stage in ("context",):
                 wait_for(
                     lambda w=w, stage=stage: metric(w, "cx_stage_local_records_total", stage=stage, outcome="skipped")
                     == metric(w, "cx_stage_local_records_total", stage=stage, outcome="delivered"),
