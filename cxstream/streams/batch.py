@@ -50,9 +50,9 @@ A stage handed a record before it is in the log may act on it and have its outpu
 (an output to another partition, or to a topic no stage reads, goes at once, while the record
 it came from is still held) while the record itself is lost with a ``kill -9``.  That is
 harmless only where the record comes back the same: a stage may be local only if its upstream
-stage's outputs are a function of records already in the log.  Identity is not local for that reason: it reads ``cx.resolve.v1`` (events
-from all the ingest partitions) in log order, so after a crash it takes the same decisions
-again; handed ingest's records before they were produced, it could merge two customers on an
+stage's outputs are a function of records already in the log.  Identity is not local for that
+reason: it reads ``cx.resolve.v1`` (events from all the ingest partitions) in log order, so
+after a crash it takes the same decisions again; handed ingest's records before they were produced, it could merge two customers on an
 order of events that the crash erased while the merge reached the contexts (found by
 ``tests/e2e/test_restart.py``: lookups by email answered 404).  The context stage's input comes
 from identity (records of one ordered log, re-derived the same).  The router's comes from the
