@@ -82,6 +82,7 @@
 
   function render() {
     const o = offers(), a = contacts();
+    if (state.selected && state.work.some((w) => w.contact_id === state.selected)) refreshContext();
     $("offers").replaceChildren(...(o.length ? o.map(card) : [cx.el("p", { class: "muted" }, "No offer waiting.")]));
     $("contacts").replaceChildren(...(a.length ? a.map(card) : [cx.el("p", { class: "muted" }, "No contact in hand.")]));
     if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) { state.selected = null; renderContext(); }
@@ -113,6 +114,16 @@
       state.contexts[contactId] = { error: e.message };
     }
     if (state.selected === contactId) renderContext();
+  }
+
+  // The context changes while the contact is handled (new messages, a call on another channel): fetch it again.
+  async function refreshContext() {
+    const contactId = state.selected;
+    if (!contactId || !state.advisor) return;
+    try {
+      state.contexts[contactId] = await cx.api(state.key, "GET", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(contactId)}/context`);
+      if (state.selected === contactId) renderContext();
+    } catch (e) { /* the contact just ended: the next work event says so */ }
   }
 
   function renderCompleteForm() {
@@ -232,6 +243,7 @@
   $("signout").addEventListener("click", signOut);
   $("intents").replaceChildren(...["billing", "card_issue", "tech_support", "cancel_service", "refund", "complaint"].map((i) => cx.el("option", { value: i })));
   setInterval(tick, 500);
+  setInterval(refreshContext, 3000);
   const fragKey = cx.takeKeyFromFragment("cx-desk-key");
   if (fragKey) $("desk-key").value = fragKey;
   const saved = JSON.parse(sessionStorage.getItem("cx-desk") || "null");
