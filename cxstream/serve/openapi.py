@@ -16,7 +16,7 @@ from cxstream.serve.desk import CompleteBody, LoginBody, LogoutBody, PresenceBod
 from cxstream.serve.pages import ChatClose, ChatMessage
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_ADMIN = [{"apiKey": []}, {"bearer": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 
 
 def _op(summary: str, *, body: str | None = None, ok: str = "200", answer: Any = None, auth: str = "api", errors: tuple[int, ...] = ()) -> dict[str, Any]:
