@@ -14,6 +14,8 @@ and erasure requests (published to the broker).
 | ``POST /customers/{id}/erase`` | key  | 202: erasure requested (GDPR/CCPA); ``?email=…`` form too |
 | ``GET /erasures/{request_id}`` | key  | progress of an erasure request |
 | ``GET /queues``, ``/queues/{group}`` | key | live queue statistics per routing group (:mod:`cxstream.serve.queues`) |
+| ``/advisors/{advisor_id}/...``  | key or desk key | the advisor desktop's API (:mod:`cxstream.serve.desk`) |
+| ``/desk``, ``/wallboard``, ``/chat``, ``/openapi.json`` | no | the web pages, their data and chat routes (:mod:`cxstream.serve.pages`) |
 
 ``{id}`` is a canonical customer id, the id of a customer since merged into another
 (an alias), a CRM customer id, or ``kind:value`` (``email:jane@x.org``).  Identifier
@@ -23,7 +25,7 @@ phones, lower-cased emails), and a malformed or placeholder value gets 400 with 
 reason.  An identifier quarantined as shared by many customers gets 409.
 
 Keys travel as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; a missing or
-wrong key gets 401.  Errors are JSON ``{"error": ..., "detail": ...}``.
+wrong key gets 401, an advisor's desk key outside that advisor's routes 403.  Errors are JSON ``{"error": ..., "detail": ...}``.
 """
 
 from __future__ import annotations
