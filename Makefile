@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-ka
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-encoder unit integration lint typecheck schemas bench clean
+.PHONY: help install browser-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,20 +21,37 @@ $(STAMP): pyproject.toml requirements/embedded-kafka.txt
 
 install: $(STAMP) ## create .venv and install the engine with its dev tools
 
+# The browser tests (tests/e2e/test_pages.py) drive Debian's chromium with Playwright and check
+# accessibility with axe-core (npm). Installed here, never downloaded by a test tool.
+CHROMIUM := /usr/bin/chromium
+AXE_VERSION := 4.14.1
+AXE := .cache/browser-tests/node_modules/axe-core/axe.min.js
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(AXE):
+	@command -v npm >/dev/null || { echo "need npm on PATH for axe-core (the browser tests' accessibility check)"; exit 1; }
+	mkdir -p .cache/browser-tests
+	npm install --prefix .cache/browser-tests --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION)
+
+browser-deps: $(AXE) ## Debian's chromium and axe-core for the browser tests
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
+	@test -x $(CHROMIUM) || { echo "no $(CHROMIUM): the browser tests cannot run"; exit 1; }
+
 run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo replays a sample)
 	exec $(BIN)/cxstream run $(ARGS)
 
 demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
 	exec $(BIN)/cxstream run --demo
 
-test: $(STAMP) ## run the whole test suite: lint, unit, integration and end-to-end
+test: $(STAMP) browser-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser tests)
 	$(BIN)/ruff check cxstream tests
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP) ## unit tests and doctests only (no broker)
 	$(BIN)/python -m pytest -q tests/unit cxstream
 
-integration: $(STAMP) ## integration and end-to-end tests (embedded broker and Redis)
+integration: $(STAMP) browser-deps ## integration and end-to-end tests (embedded broker and Redis, chromium)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
 test-encoder: $(STAMP) ## install the optional intent encoder extra and run its tests

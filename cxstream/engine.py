@@ -53,6 +53,25 @@ from cxstream.streams.settings import Settings
 log = logging.getLogger("cxstream")
 
 
+def page_urls(base: str, settings: Settings) -> str:
+    """The web pages' addresses, as ``cxstream run`` prints them; the generated API key rides in the fragment.
+
+    >>> print(page_urls("http://127.0.0.1:8080", Settings(api_keys="secret")))
+    pages: advisor desktop http://127.0.0.1:8080/desk (sign in with a desk key: POST /advisors/{id}/key, or the API key)
+           supervisor wallboard http://127.0.0.1:8080/wallboard#key=<API key>
+           customer chat http://127.0.0.1:8080/chat#key=<API key>
+    """
+    key = "<API key>"
+    if not settings.api_key_set:  # the key generated into the data folder, printed above already
+        path = Path(settings.data_dir) / "api-key"
+        key = path.read_text().strip() if path.exists() else key
+    return (
+        f"pages: advisor desktop {base}/desk (sign in with a desk key: POST /advisors/{{id}}/key, or the API key)\n"
+        f"       supervisor wallboard {base}/wallboard#key={key}\n"
+        f"       customer chat {base}/chat#key={key}"
+    )
+
+
 def say(message: str) -> None:
     """A line for the operator on stdout (flushed: tests and supervisors read it live)."""
     print(f"cxstream: {message}", flush=True)
@@ -205,6 +224,7 @@ class EngineService(Service):
             f"{n} process{'es' if n > 1 else ''}, pid {', '.join(map(str, self.api.pids))}); "
             f"ready {process_age_s():.1f} s after the process started"
         )
+        say(page_urls(self.api.url, self.wiring.settings))
         if self.on_ready is not None:
             await self.on_ready()
 

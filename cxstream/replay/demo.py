@@ -4,7 +4,8 @@ The sample (``samples/demo.jsonl``, written by :func:`generate_sample`, seeded) 
 six advisors logging in and forty customers moving between web, chat, voice and
 email with different identifiers, plus one malformed record that ends in the
 dead-letter topic.  Simulated desktops accept each offer, handle the contact and
-complete it, so queued contacts get assigned as advisors free up.
+complete it, so queued contacts get assigned as advisors free up; an advisor who signs in on
+``/desk`` under another name gets offers too, and answers them on the page.
 
 Regenerate the sample with ``python -m cxstream.replay.demo``.
 """
@@ -93,9 +94,13 @@ def install_demo(wiring: Wiring) -> tuple[Callable[[], Awaitable[None]], Callabl
             key = rec.advisor_id if isinstance(rec, AdvisorEvent) else a.customer_id
             await target.send(key=key.encode(), value=encode(rec))
 
+    simulated = {name for name, *_ in _ADVISORS}
+
     async def desktops(stream: Any) -> None:
         async for raw in stream:
             a = decode(raw)
+            if a.advisor_id not in simulated:
+                continue  # a person signed in on /desk answers their own offers
             print(
                 f"cxstream: assignment {a.assignment_id}: {a.channel} contact {a.contact_id} of {a.customer_id}"
                 f" -> advisor {a.advisor_id} after {a.waited_s:.1f}s (score {a.score:.2f})",

@@ -14,6 +14,8 @@ and erasure requests (published to the broker).
 | ``POST /customers/{id}/erase`` | key  | 202: erasure requested (GDPR/CCPA); ``?email=…`` form too |
 | ``GET /erasures/{request_id}`` | key  | progress of an erasure request |
 | ``GET /queues``, ``/queues/{group}`` | key | live queue statistics per routing group (:mod:`cxstream.serve.queues`) |
+| ``/advisors/{advisor_id}/...``  | key or desk key | the advisor desktop's API (:mod:`cxstream.serve.desk`) |
+| ``/desk``, ``/wallboard``, ``/chat``, ``/openapi.json`` | no | the web pages, their data and chat routes (:mod:`cxstream.serve.pages`) |
 
 ``{id}`` is a canonical customer id, the id of a customer since merged into another
 (an alias), a CRM customer id, or ``kind:value`` (``email:jane@x.org``).  Identifier
@@ -23,7 +25,7 @@ phones, lower-cased emails), and a malformed or placeholder value gets 400 with 
 reason.  An identifier quarantined as shared by many customers gets 409.
 
 Keys travel as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; a missing or
-wrong key gets 401.  Errors are JSON ``{"error": ..., "detail": ...}``.
+wrong key gets 401, an advisor's desk key outside that advisor's routes 403.  Errors are JSON ``{"error": ..., "detail": ...}``.
 """
 
 from __future__ import annotations
@@ -47,10 +49,14 @@ from redis.exceptions import RedisError
 # so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.schemas import Identifiers
-from cxstream.serve import queues
+from cxstream.serve import desk, pages, queues
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
+from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
+from cxstream.serve.feed import LiveFeed
+from cxstream.serve.pages import PUBLIC_ROUTES
 from cxstream.serve.pipelined import PipelinedRedis
+from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
 
@@ -75,18 +81,31 @@ def _presented_key(request: web.Request) -> str | None:
     return request.headers.get("X-API-Key")
 
 
+def _refuse(request: web.Request, route: str) -> web.Response | None:
+    """None if the request's key opens *route*: the API key opens every route, a desk key its advisor's routes."""
+    presented = _presented_key(request)
+    if presented and any(hmac.compare_digest(presented, k) for k in request.app[API_KEYS]):
+        return None
+    if presented and route in desk.ADVISOR_ROUTES:
+        advisor_id = request.match_info.get("advisor_id", "")
+        if desk.is_advisor_key(request.app[desk.ADVISOR_SECRET], advisor_id, presented):
+            return None
+        if presented.startswith("cxa_"):
+            return error(403, "forbidden", f"this desk key is not the key of advisor {advisor_id!r}")
+    if presented and presented.startswith("cxa_"):
+        return error(403, "forbidden", "a desk key opens only its advisor's /advisors/{advisor_id}/... routes")
+    return error(401, "unauthorized", "send a valid API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+
+
 @web.middleware
 async def auth_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     try:
-        if route != "/healthz":
-            keys = request.app[API_KEYS]
-            presented = _presented_key(request)
-            if not presented or not any(hmac.compare_digest(presented, k) for k in keys):
-                response: web.StreamResponse = error(
-                    401, "unauthorized", "send a valid API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
-                )
+        if route not in PUBLIC_ROUTES:
+            refused = _refuse(request, route)
+            if refused is not None:
+                response: web.StreamResponse = refused
                 return response
         try:
             response = await handler(request)
@@ -355,11 +374,16 @@ def build_app(
     erasure: ErasureRequests | None = None,
     engine_metrics: EngineMetrics | None = None,
     redis_url: str | None = None,
+    publisher: KafkaPublisher | None = None,
+    feed: LiveFeed | None = None,
+    advisor_key_secret: str = "",
 ) -> web.Application:
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
     *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.  With
     *redis_url* (that of *redis_client*), context lookups take a pipelined connection of their own.
+    *publisher* and *feed* (both on the engine's broker) serve the desk, the chat page and the
+    wallboard (:mod:`cxstream.serve.desk`, :mod:`cxstream.serve.pages`); without them those routes answer 503.
     """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
@@ -381,6 +405,17 @@ def build_app(
     app.router.add_post("/customers/{customer_id}/erase", erase_customer)
     app.router.add_get("/erasures/{request_id}", get_erasure)
     queues.add_routes(app)
+    app[ADVISOR_SECRET] = desk.advisor_secret(advisor_key_secret, api_keys)
+    app[PUBLISHER] = publisher
+    app[FEED] = feed
+
+    async def context_of(request: web.Request, customer_id: str) -> web.Response:
+        return await _context_by_id(request.app[LOOKUP], customer_id)
+
+    desk.add_routes(app, context_of)
+    pages.add_routes(app)
+    app.on_shutdown.append(desk.shutdown)
+    app.on_cleanup.append(desk.close)
     return app
 
 

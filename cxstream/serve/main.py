@@ -33,7 +33,9 @@ import redis.asyncio as aioredis
 
 from cxstream.serve.common import resolve_api_keys
 from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
+from cxstream.serve.feed import LiveFeed
 from cxstream.serve.http import EngineMetrics, HttpServer, build_app
+from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream.serve")
@@ -62,10 +64,13 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
     client = redis_pool(settings.redis_url, settings.http_redis_connections)
     publisher = KafkaErasurePublisher(settings.broker_url, settings.topic_prefix) if settings.broker_url else None
     engine_metrics = EngineMetrics(engine_metrics_url) if engine_metrics_url else None
+    desk_publisher = KafkaPublisher(settings.broker_url, settings.topic_prefix) if settings.broker_url else None
+    feed = LiveFeed(settings.broker_url, settings.topic_prefix, settings.routing_config_file) if settings.broker_url else None
     app = build_app(
         client, resolve_api_keys(settings, lambda m: print(f"cxstream serve: {m}", flush=True)), settings.app_id,
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
         redis_url=settings.redis_url if settings.http_pipelined_lookups else None,
+        publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret,
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")
     stop = asyncio.Event()

@@ -7,6 +7,8 @@ their formulas: ``cxstream/routing/stats.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -19,11 +21,15 @@ def _redis(request: web.Request) -> aioredis.Redis:
     return request.app[REDIS]
 
 
-async def all_groups(request: web.Request) -> web.Response:
-    client = _redis(request)
+async def read_all(client: aioredis.Redis) -> list[dict[str, Any]]:
+    """The live statistics of every routing group a router ran in the last minute, by group name."""
     keys = sorted([k async for k in client.scan_iter(match=QUEUES_PATTERN, count=500)])
     values = await client.mget(keys) if keys else []
-    groups = [orjson.loads(v) for v in values if v is not None]
+    return [orjson.loads(v) for v in values if v is not None]
+
+
+async def all_groups(request: web.Request) -> web.Response:
+    groups = await read_all(_redis(request))
     return web.Response(body=orjson.dumps({"groups": groups}), content_type="application/json")
 
 

@@ -99,6 +99,9 @@ class Settings:
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
     table_store: str = _setting("memory://", "Faust table store: 'memory://' or 'rocksdb://'.")
     api_keys: str = _setting("", "Comma-separated API keys for the HTTP API; empty disables the check (development only).")
+    advisor_key_secret: str = _setting(
+        "", "Secret from which each advisor's desk key is derived (HMAC); empty: derived from the API keys."
+    )
     shared_data_dir: str = _setting("../shared/data", "Where the public datasets are read from (benchmarks, evals).")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
 

@@ -1,0 +1,61 @@
+"""The API's producer for what desks and the chat page send: ``AdvisorEvent``s and ``InteractionEvent``s.
+
+They go onto the engine's ordinary input topics (``cx.advisor-events.v1``,
+``cx.interactions.v1``), exactly as any desktop or channel system would publish them,
+so ingest validates them and the router and the context see nothing new.  A request is
+answered once the broker has acknowledged the record (``acks=all``, idempotent producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from cxstream.schemas.common import Record
+from cxstream.streams.codecs import encode
+from cxstream.streams.transport import IDEMPOTENT
+
+log = logging.getLogger(__name__)
+
+
+class PublishUnavailable(RuntimeError):
+    """The broker did not take the record; the message says why."""
+
+
+class KafkaPublisher:
+    """An aiokafka producer started on first use and started again after a failure."""
+
+    def __init__(self, broker_url: str, topic_prefix: str, timeout_s: float = 10.0) -> None:
+        self.broker_url = broker_url
+        self.prefix = topic_prefix
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT)
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout_s)
+                except Exception as exc:
+                    await producer.stop()
+                    raise PublishUnavailable(f"the broker at {self.broker_url} did not answer: {type(exc).__name__}") from exc
+                self._producer = producer
+            return self._producer
+
+    async def send(self, topic: str, key: str, record: Record) -> None:
+        """Publish *record* to *topic* (a catalogue name; the prefix is added) and wait for the broker's ack."""
+        producer = await self._started()
+        try:
+            await asyncio.wait_for(await producer.send(self.prefix + topic, encode(record), key=key.encode()), self.timeout_s)
+        except Exception as exc:
+            raise PublishUnavailable(f"could not publish to {self.prefix + topic}: {type(exc).__name__}") from exc
+
+    async def stop(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()

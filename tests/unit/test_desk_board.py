@@ -1,0 +1,66 @@
+"""The desk's view of offers and contacts (:class:`cxstream.serve.feed.Board`), record by record, and desk keys."""
+
+from __future__ import annotations
+
+from cxstream.schemas import AdvisorEvent, Assignment, RoutingEvent
+from cxstream.serve.desk import advisor_key, advisor_secret, is_advisor_key
+from cxstream.serve.feed import Board, offer_timeouts
+
+
+def assignment(aid: str, contact: str, advisor: str, at: float = 100.0, group: str = "default") -> Assignment:
+    return Assignment(assignment_id=aid, contact_id=contact, customer_id="C-1", advisor_id=advisor, routing_group=group,
+                      channel="chat", contact_opened_at=at - 1, decided_at=at, waited_s=1.0)
+
+
+def routing(kind: str, contact: str, advisor: str | None, at: float = 110.0) -> RoutingEvent:
+    return RoutingEvent(event_id=f"r-{kind}-{contact}", kind=kind, routing_group="default", contact_id=contact, at=at, advisor_id=advisor)  # type: ignore[arg-type]
+
+
+def advisor(kind: str, who: str, contact: str | None = None, aid: str | None = None, presence: str | None = None) -> AdvisorEvent:
+    return AdvisorEvent(event_id=f"e-{kind}-{who}", occurred_at=1.0, advisor_id=who, kind=kind, contact_id=contact, assignment_id=aid, presence=presence)  # type: ignore[arg-type]
+
+
+def test_an_offer_ends_with_its_timeout_a_reject_or_a_withdrawal_and_moves_with_a_reoffer() -> None:
+    b = Board(timeout=lambda g: 20.0 if g == "fast" else 30.0)
+    assert b.assignment(assignment("a1", "k1", "ann", group="fast"), 100.0) == "ann"
+    assert b.work("ann")[0]["expires_at"] == 120.0
+    assert b.assignment(assignment("a1", "k1", "ann"), 100.0) is None  # a redelivered copy changes nothing
+    assert b.routing_event(routing("offer_timeout", "k1", "ann"), 121.0) == "ann" and b.work("ann") == []
+    b.assignment(assignment("a2", "k1", "bob"), 122.0)
+    b.assignment(assignment("a3", "k1", "ann"), 130.0)  # offered again, to someone else: bob's offer is gone
+    assert b.work("bob") == [] and [w["assignment_id"] for w in b.work("ann")] == ["a3"]
+    assert b.advisor_event(advisor("logout", "ann")) == "ann" and b.work("ann") == []
+    assert [e["kind"] for e in b.recent_routing] == ["offer_timeout"]
+
+
+def test_an_accepted_contact_stays_until_completed_and_ignores_answers_to_older_offers() -> None:
+    b = Board(timeout=lambda g: 30.0)
+    b.assignment(assignment("a1", "k1", "ann"), 100.0)
+    assert b.advisor_event(advisor("offer_accepted", "ann", "k1", "a-other")) is None  # answer to another offer
+    assert b.advisor_event(advisor("offer_accepted", "ann", "k1", "a1")) == "ann"
+    assert b.routing_event(routing("offer_timeout", "k1", "ann"), 140.0) is None  # the old offer's timeout: still held
+    assert b.advisor_event(advisor("logout", "ann")) is None and b.work("ann")[0]["status"] == "active"
+    assert b.advisor_event(advisor("contact_completed", "ann", "k1", "a1")) == "ann" and b.work("ann") == []
+
+
+def test_latency_is_kept_for_one_hour() -> None:
+    b = Board(timeout=lambda g: 30.0)
+    b.assignment(assignment("a1", "k1", "ann", at=100.0), 100.25)
+    b.assignment(assignment("a2", "k2", "ann", at=5000.0), 5000.5)
+    assert list(b.latency) == [(5000.5, 0.5)]
+
+
+def test_offer_timeouts_come_from_the_routing_configuration(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "routing.toml"
+    path.write_text("[default]\noffer_timeout_s = 45.0\n[groups.fast]\noffer_timeout_s = 10.0\n")
+    timeouts = offer_timeouts(str(path))
+    assert (timeouts("default"), timeouts("fast"), timeouts("other")) == (45.0, 10.0, 45.0)
+
+
+def test_desk_keys_are_per_advisor_and_change_with_the_secret() -> None:
+    s1, s2 = advisor_secret("", frozenset({"k1"})), advisor_secret("", frozenset({"k2"}))
+    key = advisor_key(s1, "ann")
+    assert is_advisor_key(s1, "ann", key)
+    assert not is_advisor_key(s1, "bob", key)
+    assert not is_advisor_key(s2, "ann", key)
+    assert not is_advisor_key(s1, "ann", "k1")
