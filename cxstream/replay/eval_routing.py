@@ -186,6 +186,10 @@ def run(
     }
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.1%}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cxstream eval routing``; returns the process exit code."""
     p = argparse.ArgumentParser(prog="cxstream eval routing", description=__doc__.split("\n")[0])
@@ -226,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['policy']:>12}: calls={r['calls']} asa={r['asa_s']:.1f}s aht={r['aht_s']:.1f}s "
             f"abandon={r['abandon_rate']:.3f} sl20={r['service_level_20s']:.3f} p90={r['p90_wait_s']:.0f}s occ={r['advisor_occupancy']:.3f}"
             + (
-                f" | vs fifo: aht {r['aht_s_vs_fifo']:+.1%} asa {r['asa_s_vs_fifo']:+.1%} abandon {r['abandon_rate_vs_fifo']:+.1%}"
-                f" sl {r['service_level_20s_vs_fifo']:+.1%}"
-                if r.get("aht_s_vs_fifo") is not None else ""
+                f" | vs fifo: aht {_pct(r['aht_s_vs_fifo'])} asa {_pct(r['asa_s_vs_fifo'])}"
+                f" abandon {_pct(r['abandon_rate_vs_fifo'])} sl {_pct(r['service_level_20s_vs_fifo'])}"
+                if "aht_s_vs_fifo" in r else ""
             ),
             file=sys.stderr,
         )
