@@ -89,7 +89,7 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     weights: Weights = msgspec.field(default_factory=Weights)
     #: Online handle-time learning: a running mean until ``1 / learn_alpha`` samples, then a moving
     #: average with this factor; ``skills`` trusts an advisor's mean after ``learn_min_samples``.
-    learn_alpha: float = 0.05
+    learn_alpha: float = 0.01
     learn_min_samples: int = 5
     #: The group's mean per key (the prior of every advisor) adapts more slowly: many advisors feed it.
     learn_group_alpha: float = 0.005
@@ -97,7 +97,7 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: key's group mean times their overall pace) with the weight of this many samples...
     shrink_samples: float = 10.0
     #: ...and their overall pace toward 1 (the group's mean) with the weight of this many samples.
-    pace_shrink_samples: float = 20.0
+    pace_shrink_samples: float = 5.0
     #: ``default``: seconds of expected handle time credited to the customer's last advisor.
     sticky_credit_s: float = 30.0
     #: ``default`` idle-time fairness: seconds of expected handle time credited per second idle,

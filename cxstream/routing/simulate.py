@@ -87,12 +87,14 @@ def simulate(
     wrap_up_s: float = 0.0,
     group: str = "sim",
     on_output: Callable[[Assignment | RoutingEvent], None] | None = None,
+    on_input: Callable[[RouterInput], None] | None = None,
 ) -> SimResult:
     """Replay *calls* against advisors on *shifts* through a :class:`Router` with *config*.
 
     ``skills_as_requirement``: the call type is sent as the contact's required skill (and
     advisors log in with their skills); when False, contacts require nothing and every
-    advisor may take every call.  ``wrap_up_s``: after each call the advisor's desktop sends
+    advisor may take every call.  ``on_input`` sees every router input in the order applied (a
+    recording another router, e.g. the engine's, can replay); ``on_output`` every output.  ``wrap_up_s``: after each call the advisor's desktop sends
     presence ``wrap_up``, then ``available`` this many seconds later (after-call work).
     """
     router = Router(group=group, config=config)
@@ -123,6 +125,8 @@ def simulate(
     def feed(msg: RouterInput) -> None:
         nonlocal inputs
         inputs += 1
+        if on_input is not None:
+            on_input(msg)
         for o in router.apply(msg):
             if on_output is not None:
                 on_output(o)
