@@ -253,10 +253,17 @@ def best_advisor(
             if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
                 best, best_score = a, sc
         return best
-    if policy == "default":
+    if policy == "default":  # _predictive's total, without building its reasons
+        key = learn_key(c)
+        per_s, cap = cfg.idle_credit_per_s, cfg.idle_credit_max_s
+        last, sticky_s = c.last_advisor_id, cfg.sticky_credit_s
         for a in candidates:
             x = now - a.idle_since
-            sc = _predictive(a, c, x if x > 0.0 else 0.0, cfg, group)[0]
+            idle = (x if x > 0.0 else 0.0) * per_s
+            idle = idle if idle < cap else cap
+            expect = expected_handle(a, key, group, cfg)
+            sticky = sticky_s if last is not None and last == a.advisor_id else 0.0
+            sc = -((expect if expect is not None else 0.0) - idle - sticky)
             if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
                 best, best_score = a, sc
         return best

@@ -990,12 +990,15 @@ class Router:
     def _hold(self, c: ContactState, best: AdvisorState, now: float) -> bool:
         """Hold *c* for a faster advisor about to free up (``policy.hold_target``) instead of offering it to *best*."""
         cfg = self._s.config
-        if cfg.policy != "default" or cfg.hold_sla_fraction <= 0 or c.hold_until > 0 or c.attempts > 0:
+        if (
+            cfg.policy != "default" or cfg.hold_sla_fraction <= 0 or c.hold_until > 0 or c.attempts > 0
+            or c.channel not in self._exclusive
+        ):
             return False  # (hold_target's own cheap refusals, before gathering its inputs)
         need = required_now(c, cfg)
         if need:
             ids = set.intersection(*(self._by_skill.get(sk, set()) for sk in need))
-            advisors = [self._s.advisors[aid] for aid in sorted(ids)]
+            advisors = [self._s.advisors[aid] for aid in ids]  # hold_target does not depend on their order
         else:
             advisors = list(self._s.advisors.values())
         reserved = {w.hold_for for w in self._waiting.values() if w.hold_for is not None and now < w.hold_until}
