@@ -76,11 +76,27 @@ def learn_key(c: ContactState) -> str:
     return key if key == c.channel else f"{c.channel}:{key}"
 
 
+def resolution_key(key: str) -> str:
+    """Where the resolution rate of a learn key is kept (beside its handle time, in the same tables).
+
+    >>> resolution_key("voice:PS")
+    'voice:PS|resolved'
+    """
+    return key + "|resolved"
+
+
 def learn_completion(
-    learned: dict[str, Learned], adv: AdvisorState | None, key: str, handle_s: float, cfg: RoutingConfig
+    learned: dict[str, Learned],
+    adv: AdvisorState | None,
+    key: str,
+    handle_s: float,
+    cfg: RoutingConfig,
+    resolved: bool | None = None,
 ) -> None:
     """Learn one completed contact's handle time: the group's mean for *key*, the advisor's own
-    mean for it, and the advisor's pace (handle time / the group's mean before this sample).
+    mean for it, and the advisor's pace (handle time / the group's mean before this sample); and,
+    when the advisor's disposition says whether it was *resolved*, the resolution rate of the group
+    and of the advisor for *key* (under :func:`resolution_key`).
 
     >>> cfg = RoutingConfig()
     >>> learned, a = {}, AdvisorState(advisor_id="a")
@@ -99,6 +115,32 @@ def learn_completion(
             mine = adv.learned[key] = Learned()
         mine.update(handle_s, cfg.learn_alpha)
     group.update(handle_s, cfg.learn_group_alpha)
+    if resolved is not None:
+        rkey = resolution_key(key)
+        for table, alpha in ((learned, cfg.learn_group_alpha), (adv.learned if adv is not None else None, cfg.learn_alpha)):
+            if table is not None:
+                rate = table.get(rkey)
+                if rate is None:
+                    rate = table[rkey] = Learned()
+                rate.update(1.0 if resolved else 0.0, alpha)
+
+
+def resolution(adv: AdvisorState, key: str, group: Learned | None, cfg: RoutingConfig) -> float:
+    """The advisor's expected first-contact resolution rate for *key*, shrunk toward the group's
+    (``shrink_samples`` pseudo-samples); 1.0 while no disposition said (then it changes nothing).
+
+    >>> cfg = RoutingConfig(shrink_samples=10.0)
+    >>> a = AdvisorState(advisor_id="a", learned={"voice:PS|resolved": Learned(mean_s=0.5, n=10)})
+    >>> resolution(a, "voice:PS", Learned(mean_s=0.9, n=100), cfg), resolution(a, "voice:PS", None, cfg)
+    (0.7, 1.0)
+    """
+    if group is None or group.n <= 0:
+        return 1.0
+    mine = adv.learned.get(resolution_key(key))
+    if mine is None or mine.n <= 0:
+        return group.mean_s
+    m = cfg.shrink_samples
+    return (mine.n * mine.mean_s + m * group.mean_s) / (mine.n + m)
 
 
 def pace(adv: AdvisorState, cfg: RoutingConfig) -> float:
@@ -188,8 +230,12 @@ def score(
     cfg: RoutingConfig,
     group: Learned | None,
     max_today: int,
+    resolved: Learned | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``)."""
+    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``).
+
+    *group*: the group's handle time for the contact's :func:`learn_key`; *resolved*: the group's
+    resolution rate for it (``default`` only; None: no disposition said)."""
     idle_s = max(0.0, now - adv.idle_since)
     if cfg.policy == "fifo":
         return idle_s, {"idle_s": round(idle_s, 3)}
@@ -200,15 +246,22 @@ def score(
     if cfg.policy == "skills":
         total = spd + prof + 0.01 * idle
         return total, {"speed": round(spd, 4), "proficiency": round(prof, 4), "idle": round(0.01 * idle, 6)}
-    return _predictive(adv, c, idle_s, cfg, group)
+    return _predictive(adv, c, idle_s, cfg, group, resolved)
 
 
 def _predictive(
-    adv: AdvisorState, c: ContactState, idle_s: float, cfg: RoutingConfig, group: Learned | None
+    adv: AdvisorState, c: ContactState, idle_s: float, cfg: RoutingConfig, group: Learned | None,
+    resolved: Learned | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The ``default`` score: -(expected handle time - idle credit - sticky credit), all in seconds."""
+    """The ``default`` score: -(expected handle time per resolution - idle credit - sticky credit), in seconds.
+
+    Expected handle time per resolution = expected handle time / expected resolution rate: an advisor
+    whose contacts come back unresolved costs the next contact's handle time too."""
     key = learn_key(c)
     expect = expected_handle(adv, key, group, cfg)
+    p = resolution(adv, key, resolved, cfg)
+    if expect is not None and p < 1.0:
+        expect = expect / max(p, 0.05)
     mine = adv.learned.get(key)
     idle = idle_s * cfg.idle_credit_per_s
     idle = idle if idle < cfg.idle_credit_max_s else cfg.idle_credit_max_s
@@ -219,6 +272,7 @@ def _predictive(
         "type_mean_s": round(group.mean_s, 3) if group is not None and group.n > 0 else -1.0,
         "samples": float(mine.n if mine is not None else 0),
         "pace": round(pace(adv, cfg), 4),
+        "resolution": round(p, 4),
         "idle_credit_s": round(idle, 3),
         "sticky": sticky,
     }
@@ -232,6 +286,7 @@ def best_advisor(
     cfg: RoutingConfig,
     group: Learned | None,
     max_today: int,
+    resolved: Learned | None = None,
 ) -> AdvisorState | None:
     """The highest :func:`score` among *candidates* (all eligible for *c*), ties to the lowest advisor id.
 
@@ -262,6 +317,10 @@ def best_advisor(
             idle = (x if x > 0.0 else 0.0) * per_s
             idle = idle if idle < cap else cap
             expect = expected_handle(a, key, group, cfg)
+            if resolved is not None:
+                p = resolution(a, key, resolved, cfg)
+                if expect is not None and p < 1.0:
+                    expect = expect / max(p, 0.05)
             sticky = sticky_s if last is not None and last == a.advisor_id else 0.0
             sc = -((expect if expect is not None else 0.0) - idle - sticky)
             if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):

@@ -52,6 +52,7 @@ from cxstream.routing.policy import (
     learn_completion,
     learn_key,
     required_now,
+    resolution_key,
     score,
 )
 from cxstream.routing.queue import ContactState, base_priority, effective_priority, queue_name
@@ -819,7 +820,9 @@ class Router:
         st = self._stats(c.queue)
         st.completed += 1
         st.handle_s += handle
-        learn_completion(self._s.learned, adv, learn_key(c), handle, cfg)
+        learn_completion(
+            self._s.learned, adv, learn_key(c), handle, cfg, disposition.resolved if disposition is not None else None
+        )
         if adv is not None:
             roll_day(adv, now)
             adv.handled += 1
@@ -974,14 +977,15 @@ class Router:
             if not candidates:
                 continue
             group = learned.get(learn_key(c))
+            resolved = learned.get(resolution_key(learn_key(c)))
             if max_today < 0:
                 max_today = max((v for (d, v) in self._today if d == today), default=0)
-            best = best_advisor(candidates, c, now, cfg, group, max_today)
+            best = best_advisor(candidates, c, now, cfg, group, max_today, resolved)
             if best is None:
                 continue
             if self._hold(c, best, now):
                 continue
-            best_score, best_why = score(best, c, now, cfg, group, max_today)
+            best_score, best_why = score(best, c, now, cfg, group, max_today, resolved)
             self._offer(c, best, now, best_score, best_why, out)
             if best.advisor_id not in self._free:
                 dirty_adv.pop(best.advisor_id, None)

@@ -15,7 +15,7 @@ import msgspec
 
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.ids import short_id
-from cxstream.routing.policy import eligible, hold_target, learn_completion, learn_key, score
+from cxstream.routing.policy import eligible, hold_target, learn_completion, learn_key, resolution_key, score
 from cxstream.routing.queue import ContactState, base_priority, order, queue_name
 from cxstream.routing.roster import (
     AdvisorState,
@@ -343,7 +343,9 @@ class ReferenceRouter:
         st = self._stats(c.queue)
         st.completed += 1
         st.handle_s += handle
-        learn_completion(self._s.learned, adv, learn_key(c), handle, cfg)
+        learn_completion(
+            self._s.learned, adv, learn_key(c), handle, cfg, disposition.resolved if disposition is not None else None
+        )
         if adv is not None:
             roll_day(adv, now)
             adv.handled += 1
@@ -459,10 +461,11 @@ class ReferenceRouter:
             best_score = 0.0
             best_why: dict[str, float] = {}
             group = self._s.learned.get(learn_key(c))
+            resolved = self._s.learned.get(resolution_key(learn_key(c)))
             for a in free:
                 if not eligible(a, c, now, cfg):
                     continue
-                sc, why = score(a, c, now, cfg, group, max_today)
+                sc, why = score(a, c, now, cfg, group, max_today, resolved)
                 if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
                     best, best_score, best_why = a, sc, why
             if best is None:

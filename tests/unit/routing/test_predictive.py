@@ -11,6 +11,7 @@ from cxstream.routing import Router, RoutingConfig
 from cxstream.routing.policy import expected_handle, pace
 from cxstream.routing.roster import AdvisorState, Learned
 from cxstream.routing.simulate import SimCall, SimShift, simulate
+from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment
 from tests.unit.routing.routing_fixtures import adv_event, login, request, tick
 
@@ -209,3 +210,38 @@ def test_sim_outcomes_agree_with_the_router_on_a_busy_random_day() -> None:
         assert isinstance(total, dict)
         assert fig["unresolved"] == 0 and fig["answered"] + fig["abandoned"] == len(calls)
         assert (total["answered"], total["abandoned"]) == (fig["answered"], fig["abandoned"])
+
+
+def test_resolution_from_dispositions_weighs_in_a_fast_advisor_whose_contacts_come_back_loses() -> None:
+    """Expected handle time per resolution: 60 s with 1 in 4 resolved costs more than 90 s always resolved."""
+    r = Router()
+    t = 0.0
+
+    def done(aid: str, cid: str, at: float, resolved: bool) -> None:
+        r.apply(
+            AdvisorEvent(
+                event_id=f"done-{cid}", occurred_at=at, advisor_id=aid, kind="contact_completed", contact_id=cid,
+                disposition=Disposition(resolved=resolved),
+            )
+        )
+
+    for aid, secs, rate in (("quick", 60.0, 4), ("thorough", 90.0, 1)):
+        r.apply(login(aid, t, skills={"PS": 3}))
+        for i in range(20):
+            [a] = assignments(r.apply(request(f"{aid}{i}", t + 1, skills=["PS"])))
+            assert a.advisor_id == aid
+            r.apply(adv_event(aid, "offer_accepted", t + 1, contact=a.contact_id, assignment=a.assignment_id))
+            done(aid, a.contact_id, t + 1 + secs, i % rate == 0)
+            t += 200.0
+        r.apply(adv_event(aid, "presence", t, presence="away"))
+    for aid in ("quick", "thorough"):
+        r.apply(adv_event(aid, "presence", t, presence="available"))
+    [a] = assignments(r.apply(request("next", t + 1, skills=["PS"])))
+    # 20 resolved of 20, shrunk toward the group's 25 of 40 with 10 pseudo-samples: (20 + 10 * 0.625) / 30
+    assert a.advisor_id == "thorough" and a.reasons["resolution"] == 0.875
+    quick = r.advisor("quick")
+    assert quick is not None and abs(quick.learned["voice:PS|resolved"].mean_s - 0.25) < 1e-9
+    # without dispositions nothing changes: the faster one wins
+    plain, t2 = trained()
+    [b] = assignments(plain.apply(request("next", t2 + 1, skills=["PS"])))
+    assert b.advisor_id == "fast" and b.reasons["resolution"] == 1.0
