@@ -266,14 +266,18 @@ class ServiceTimes:
         self.min_own = min_own_samples
 
     def draw(self, advisor: str, call_type: str, rng: random.Random) -> float:
+        """One service time: the empirical quantile, at one uniform draw of *rng*, of the advisor's own
+        sorted times for the type (else the type's pool x the advisor's speed factor).  With the same
+        *rng* state, a call is as long, relative to each advisor's own times, whoever takes it."""
+        u = rng.random()
         mine = self.own.get((advisor, call_type))
         if mine is not None and len(mine) >= self.min_own:
-            return mine[rng.randrange(len(mine))]
+            return mine[int(u * len(mine))]
         pool = self.pool.get(call_type)
         factor = self.speed_factor.get(advisor, 1.0)
         if not pool:
             return self.all_mean * factor
-        return pool[rng.randrange(len(pool))] * factor
+        return pool[int(u * len(pool))] * factor
 
     def mean(self, advisor: str, call_type: str) -> float:
         """Expected service time of *advisor* on *call_type* under :meth:`draw`."""

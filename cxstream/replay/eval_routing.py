@@ -82,22 +82,61 @@ def fastest_possible_aht(calls: list[bank_log.BankCall], shifts: list[Any], time
     return sum(best[c.call_type] for c in calls) / len(calls) if calls else 0.0
 
 
-def _select_days(calls: list[bank_log.BankCall], days: str | None) -> list[bank_log.BankCall]:
-    if not days:
-        return calls
-    all_days = sorted({c.day for c in calls})
-    if days.startswith("first:"):
-        keep = set(all_days[: int(days.split(":", 1)[1])])
-    else:
-        keep = set(days.split(","))
-    return [c for c in calls if c.day in keep]
+def select_days(
+    calls: list[bank_log.BankCall],
+    days: str | None = None,
+    *,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    half: str | None = None,
+) -> list[bank_log.BankCall]:
+    """The calls of some days: a list or ``first:N`` (*days*), a range of YYMMDD (*date_from*..*date_to*,
+    both included), and/or *half* of the log's month (``first``: days 1-14, the tuning half; ``second``: 15-end).
+
+    >>> mk = lambda d: bank_log.BankCall(key=d, customer_id="0", priority=0, call_type="PS", day=d, arrival=0.0, outcome="HANG", wait_s=1.0)
+    >>> calls = [mk(f"9901{d:02d}") for d in (1, 14, 15, 31)]
+    >>> [c.day for c in select_days(calls, half="second")], [c.day for c in select_days(calls, date_from="990114", date_to="990115")]
+    (['990115', '990131'], ['990114', '990115'])
+    """
+    if days:
+        all_days = sorted({c.day for c in calls})
+        if days.startswith("first:"):
+            keep = set(all_days[: int(days.split(":", 1)[1])])
+        else:
+            keep = set(days.split(","))
+        calls = [c for c in calls if c.day in keep]
+    if date_from:
+        calls = [c for c in calls if c.day >= date_from]
+    if date_to:
+        calls = [c for c in calls if c.day <= date_to]
+    if half == "first":
+        calls = [c for c in calls if int(c.day[4:6]) <= HALF_DAYS]
+    elif half == "second":
+        calls = [c for c in calls if int(c.day[4:6]) > HALF_DAYS]
+    elif half is not None:
+        raise SystemExit(f"--half must be first or second, not {half!r}")
+    return calls
+
+
+#: The first half of a month (its first two weeks) is where the policy was tuned; the rest is held out.
+HALF_DAYS = 14
 
 
 def run(
-    log: str | Path | None, policies: list[str], *, seed: int = 0, days: str | None = None, wrap_up_s: float = 0.0
+    log: str | Path | None,
+    policies: list[str],
+    *,
+    seed: int = 0,
+    days: str | None = None,
+    wrap_up_s: float = 0.0,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    half: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate *policies* on the log; returns the JSON document written by :func:`main`."""
-    calls = _select_days(bank_log.read_calls(log), days)
+    calls = select_days(bank_log.read_calls(log), days, date_from=date_from, date_to=date_to, half=half)
+    if not calls:
+        raise SystemExit("no calls in the selected days")
     shifts = bank_log.shifts(calls)
     sims = bank_log.sim_calls(calls, seed=seed)
     times = bank_log.ServiceTimes(calls)
@@ -123,9 +162,20 @@ def run(
                 "sim_wall_s": round(elapsed, 2),
             }
         )
+    fifo = next((r for r in runs if r["policy"] == "fifo"), None)
+    for r in runs:  # relative to fifo (the issue's table) and to what the bank achieved
+        for k in ("aht_s", "asa_s", "abandon_rate", "service_level_20s"):
+            if fifo is not None:
+                r[f"{k}_vs_fifo"] = r[k] / fifo[k] - 1.0 if fifo[k] else None
+            r[f"{k}_vs_historical"] = r[k] / hist[k] - 1.0 if hist[k] else None
     return {
         "log": str(log or bank_log.default_log_path()),
         "days": days or "all",
+        "from": date_from,
+        "to": date_to,
+        "half": half,
+        "first_day": calls[0].day,
+        "last_day": calls[-1].day,
         "seed": seed,
         "wrap_up_s": wrap_up_s,
         "advisor_shifts": len(shifts),
@@ -134,6 +184,10 @@ def run(
         "assumptions": ASSUMPTIONS,
         "runs": runs,
     }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.1%}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,9 +205,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--wrap-up", type=float, default=0.0, help="after-call work per call in seconds (calibration; default 0)"
     )
     p.add_argument("--days", default=None, help="YYMMDD,YYMMDD... or first:N (default: the whole log)")
+    p.add_argument("--from", dest="date_from", default=None, help="first day (YYMMDD, included)")
+    p.add_argument("--to", dest="date_to", default=None, help="last day (YYMMDD, included)")
+    p.add_argument(
+        "--half", choices=("first", "second"), default=None,
+        help=f"first = days 1-{HALF_DAYS} of the month (where the default policy was tuned), second = the rest",
+    )
     args = p.parse_args(argv)
     policies = [x.strip() for x in args.policy.split(",") if x.strip()]
-    doc = run(args.log, policies, seed=args.seed, days=args.days, wrap_up_s=args.wrap_up)
+    doc = run(
+        args.log, policies, seed=args.seed, days=args.days, wrap_up_s=args.wrap_up,
+        date_from=args.date_from, date_to=args.date_to, half=args.half,
+    )
     if len(policies) == 1:  # the flat shape: policy figures at the top level
         doc = {**doc["runs"][0], **{k: v for k, v in doc.items() if k != "runs"}}
     text = json.dumps(doc, indent=2, sort_keys=False)
@@ -165,7 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in doc.get("runs", [doc]):
         print(
             f"{r['policy']:>12}: calls={r['calls']} asa={r['asa_s']:.1f}s aht={r['aht_s']:.1f}s "
-            f"abandon={r['abandon_rate']:.3f} sl20={r['service_level_20s']:.3f} p90={r['p90_wait_s']:.0f}s occ={r['advisor_occupancy']:.3f}",
+            f"abandon={r['abandon_rate']:.3f} sl20={r['service_level_20s']:.3f} p90={r['p90_wait_s']:.0f}s occ={r['advisor_occupancy']:.3f}"
+            + (
+                f" | vs fifo: aht {_pct(r['aht_s_vs_fifo'])} asa {_pct(r['asa_s_vs_fifo'])}"
+                f" abandon {_pct(r['abandon_rate_vs_fifo'])} sl {_pct(r['service_level_20s_vs_fifo'])}"
+                if "aht_s_vs_fifo" in r else ""
+            ),
             file=sys.stderr,
         )
     h = doc["historical"]

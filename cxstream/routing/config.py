@@ -14,7 +14,10 @@ import msgspec
 #: ``fifo``: first come first served, longest-idle eligible advisor, no priorities, no escalation.
 #: ``skills``: ``fifo`` order, but the advisor with the best proficiency for the contact's skill
 #: (configured 1-5 proficiency blended with handle times learned online) wins.
-#: ``default``: priorities with aging, SLA escalation, and the full documented score.
+#: ``default``: predictive: the eligible free advisor with the shortest *expected* handle time
+#: (learned online per advisor, call type/intent and channel), with idle-time fairness, a credit
+#: for the customer's last advisor, priorities with aging, SLA escalation, and an SLA-bounded
+#: hold of a contact for a faster advisor about to free up (see ``docs/ROUTING.md``).
 PolicyName = Literal["fifo", "skills", "default"]
 POLICIES: tuple[str, ...] = ("fifo", "skills", "default")
 
@@ -84,9 +87,29 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     sticky_wait_s: dict[str, float] = msgspec.field(default_factory=lambda: {"email": 1800.0, "chat": 30.0})
     idle_norm_s: float = 600.0
     weights: Weights = msgspec.field(default_factory=Weights)
-    #: Online handle-time learning: exponential moving average factor, and samples before trusted.
-    learn_alpha: float = 0.05
+    #: Online handle-time learning: a running mean until ``1 / learn_alpha`` samples, then a moving
+    #: average with this factor; ``skills`` trusts an advisor's mean after ``learn_min_samples``.
+    learn_alpha: float = 0.01
     learn_min_samples: int = 5
+    #: The group's mean per key (the prior of every advisor) adapts more slowly: many advisors feed it.
+    learn_group_alpha: float = 0.005
+    #: ``default``: an advisor's expected handle time for a key is shrunk toward their prior (the
+    #: key's group mean times their overall pace) with the weight of this many samples...
+    shrink_samples: float = 10.0
+    #: ...and their overall pace toward 1 (the group's mean) with the weight of this many samples.
+    pace_shrink_samples: float = 5.0
+    #: ``default``: seconds of expected handle time credited to the customer's last advisor.
+    sticky_credit_s: float = 30.0
+    #: ``default`` idle-time fairness: seconds of expected handle time credited per second idle,
+    #: up to ``idle_credit_max_s`` (so of two advisors about as fast, the longer idle wins).
+    idle_credit_per_s: float = 0.01
+    idle_credit_max_s: float = 3.0
+    #: ``default`` predictive hold: a contact the best free advisor could take now waits instead for
+    #: a faster advisor expected to free up, if it would still be answered within
+    #: ``hold_sla_fraction`` of its SLA and the expected handle time saved exceeds the expected extra
+    #: wait by ``hold_min_saving_s``.  Once per contact; 0 turns it off.
+    hold_sla_fraction: float = 0.5
+    hold_min_saving_s: float = 10.0
     #: Abandons earlier than this are "short" and excluded from the service level.
     short_abandon_s: float = 5.0
     #: Skills a contact requires, by its intent, when the request names none (e.g.

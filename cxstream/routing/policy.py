@@ -9,11 +9,16 @@ Score (higher wins; ties broken by advisor id), each term in [0, 1] before weigh
 
 - ``fifo``: ``idle`` only (longest idle first).
 - ``skills``: ``speed`` (learned handle time) + ``proficiency`` + a 0.01 ``idle`` tie-break.
-- ``default``: ``weights.proficiency * proficiency + weights.speed * speed
-  + weights.sticky * sticky + weights.idle * idle + weights.fairness * fairness``.
+- ``default`` (predictive): minus the advisor's *expected handle time* for the contact
+  (:func:`expected_handle`: learned online per advisor and key, shrunk toward the advisor's
+  prior), plus an idle-time credit and a credit for the customer's last advisor, in seconds.
+  The queue is in view: :func:`hold_target` says when a contact should rather wait, within its
+  SLA, for a faster advisor about to free up.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
 
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.queue import ContactState
@@ -59,6 +64,132 @@ def skill_key(c: ContactState) -> str:
     return c.intent or (c.required_skills[0] if c.required_skills else c.channel)
 
 
+def learn_key(c: ContactState) -> str:
+    """The key handle times are learned under: channel and :func:`skill_key` (the channel alone if that is all).
+
+    >>> learn_key(ContactState(contact_id="c", customer_id="u", channel="voice", opened_at=0, queue="q", seq=0, required_skills=["PS"]))
+    'voice:PS'
+    >>> learn_key(ContactState(contact_id="c", customer_id="u", channel="chat", opened_at=0, queue="q", seq=0))
+    'chat'
+    """
+    key = skill_key(c)
+    return key if key == c.channel else f"{c.channel}:{key}"
+
+
+def resolution_key(key: str) -> str:
+    """Where the resolution rate of a learn key is kept (beside its handle time, in the same tables).
+
+    >>> resolution_key("voice:PS")
+    'voice:PS|resolved'
+    """
+    return key + "|resolved"
+
+
+def learn_completion(
+    learned: dict[str, Learned],
+    adv: AdvisorState | None,
+    key: str,
+    handle_s: float,
+    cfg: RoutingConfig,
+    resolved: bool | None = None,
+) -> None:
+    """Learn one completed contact's handle time: the group's mean for *key*, the advisor's own
+    mean for it, and the advisor's pace (handle time / the group's mean before this sample); and,
+    when the advisor's disposition says whether it was *resolved*, the resolution rate of the group
+    and of the advisor for *key* (under :func:`resolution_key`).
+
+    >>> cfg = RoutingConfig()
+    >>> learned, a = {}, AdvisorState(advisor_id="a")
+    >>> learn_completion(learned, a, "voice:PS", 100.0, cfg); learn_completion(learned, a, "voice:PS", 50.0, cfg)
+    >>> (learned["voice:PS"].n, a.learned["voice:PS"].mean_s, a.pace.mean_s)
+    (2, 75.0, 0.5)
+    """
+    group = learned.get(key)
+    if group is None:
+        group = learned[key] = Learned()
+    if adv is not None:
+        if group.n > 0 and group.mean_s > 0:
+            adv.pace.update(handle_s / group.mean_s, cfg.learn_alpha)
+        mine = adv.learned.get(key)
+        if mine is None:
+            mine = adv.learned[key] = Learned()
+        mine.update(handle_s, cfg.learn_alpha)
+    group.update(handle_s, cfg.learn_group_alpha)
+    if resolved is not None:
+        rkey = resolution_key(key)
+        for table, alpha in ((learned, cfg.learn_group_alpha), (adv.learned if adv is not None else None, cfg.learn_alpha)):
+            if table is not None:
+                rate = table.get(rkey)
+                if rate is None:
+                    rate = table[rkey] = Learned()
+                rate.update(1.0 if resolved else 0.0, alpha)
+
+
+def resolution(adv: AdvisorState, key: str, group: Learned | None, cfg: RoutingConfig) -> float:
+    """The advisor's expected first-contact resolution rate for *key*, shrunk toward the group's
+    (``shrink_samples`` pseudo-samples); 1.0 while no disposition said (then it changes nothing).
+
+    >>> cfg = RoutingConfig(shrink_samples=10.0)
+    >>> a = AdvisorState(advisor_id="a", learned={"voice:PS|resolved": Learned(mean_s=0.5, n=10)})
+    >>> resolution(a, "voice:PS", Learned(mean_s=0.9, n=100), cfg), resolution(a, "voice:PS", None, cfg)
+    (0.7, 1.0)
+    """
+    if group is None or group.n <= 0:
+        return 1.0
+    mine = adv.learned.get(resolution_key(key))
+    if mine is None or mine.n <= 0:
+        return group.mean_s
+    m = cfg.shrink_samples
+    return (mine.n * mine.mean_s + m * group.mean_s) / (mine.n + m)
+
+
+def pace(adv: AdvisorState, cfg: RoutingConfig) -> float:
+    """The advisor's overall handle time relative to the group's (1 = average), shrunk toward 1.
+
+    Learned over every key (``AdvisorState.pace``: handle time / the key's group mean), weighted
+    against ``pace_shrink_samples`` pseudo-samples of 1: a new advisor is assumed average.
+
+    >>> cfg = RoutingConfig(pace_shrink_samples=20.0)
+    >>> pace(AdvisorState(advisor_id="new"), cfg)
+    1.0
+    >>> pace(AdvisorState(advisor_id="a", pace=Learned(mean_s=0.6, n=20)), cfg)
+    0.8
+    """
+    p, m = adv.pace, cfg.pace_shrink_samples
+    if p.n <= 0:
+        return 1.0
+    return (p.n * p.mean_s + m) / (p.n + m)
+
+
+def expected_handle(adv: AdvisorState, key: str, group: Learned | None, cfg: RoutingConfig) -> float | None:
+    """The advisor's expected handle time for *key* (seconds); None while the group has no sample of it.
+
+    Empirical-Bayes style shrinkage: the advisor's own learned mean for the key, weighted by its
+    sample count, against ``shrink_samples`` pseudo-samples of the prior = the key's group mean x
+    the advisor's overall :func:`pace`.  A new advisor starts at the prior (the type's mean, or
+    their pace on other types); the more they handle, the more their own times count, and since
+    the means keep adapting (:class:`Learned`), an advisor who improves is seen to.
+
+    >>> cfg = RoutingConfig(shrink_samples=10.0)
+    >>> group = Learned(mean_s=200.0, n=500)
+    >>> expected_handle(AdvisorState(advisor_id="new"), "voice:PS", group, cfg)
+    200.0
+    >>> fast = AdvisorState(advisor_id="f", learned={"voice:PS": Learned(mean_s=100.0, n=30)})
+    >>> expected_handle(fast, "voice:PS", group, cfg)
+    125.0
+    >>> expected_handle(fast, "voice:PS", None, cfg) is None
+    True
+    """
+    if group is None or group.n <= 0:
+        return None
+    prior = group.mean_s * pace(adv, cfg)
+    mine = adv.learned.get(key)
+    if mine is None or mine.n <= 0:
+        return prior
+    m = cfg.shrink_samples
+    return (mine.n * mine.mean_s + m * prior) / (mine.n + m)
+
+
 def proficiency(adv: AdvisorState, c: ContactState) -> float:
     """Configured proficiency (1-5 scaled to 0.2-1) for the contact's intent or skills; 0.5 if none apply.
 
@@ -99,30 +230,53 @@ def score(
     cfg: RoutingConfig,
     group: Learned | None,
     max_today: int,
+    resolved: Learned | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``)."""
+    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``).
+
+    *group*: the group's handle time for the contact's :func:`learn_key`; *resolved*: the group's
+    resolution rate for it (``default`` only; None: no disposition said)."""
     idle_s = max(0.0, now - adv.idle_since)
     if cfg.policy == "fifo":
         return idle_s, {"idle_s": round(idle_s, 3)}
-    key = skill_key(c)
+    key = learn_key(c)
     spd = speed(adv, group, key, cfg)
     prof = proficiency(adv, c)
     idle = min(1.0, idle_s / cfg.idle_norm_s) if cfg.idle_norm_s > 0 else 0.0
     if cfg.policy == "skills":
         total = spd + prof + 0.01 * idle
         return total, {"speed": round(spd, 4), "proficiency": round(prof, 4), "idle": round(0.01 * idle, 6)}
-    w = cfg.weights
-    sticky = 1.0 if c.last_advisor_id is not None and c.last_advisor_id == adv.advisor_id else 0.0
-    fair = 1.0 - adv.handled_today / max_today if max_today > 0 else 1.0
-    parts = {
-        "proficiency": w.proficiency * prof,
-        "speed": w.speed * spd,
-        "sticky": w.sticky * sticky,
-        "idle": w.idle * idle,
-        "fairness": w.fairness * fair,
+    return _predictive(adv, c, idle_s, cfg, group, resolved)
+
+
+def _predictive(
+    adv: AdvisorState, c: ContactState, idle_s: float, cfg: RoutingConfig, group: Learned | None,
+    resolved: Learned | None = None,
+) -> tuple[float, dict[str, float]]:
+    """The ``default`` score: -(expected handle time per resolution - idle credit - sticky credit), in seconds.
+
+    Expected handle time per resolution = expected handle time / expected resolution rate: an advisor
+    whose contacts come back unresolved costs the next contact's handle time too."""
+    key = learn_key(c)
+    expect = expected_handle(adv, key, group, cfg)
+    p = resolution(adv, key, resolved, cfg)
+    if expect is not None and p < 1.0:
+        expect = expect / max(p, 0.05)
+    mine = adv.learned.get(key)
+    idle = idle_s * cfg.idle_credit_per_s
+    idle = idle if idle < cfg.idle_credit_max_s else cfg.idle_credit_max_s
+    sticky = cfg.sticky_credit_s if c.last_advisor_id is not None and c.last_advisor_id == adv.advisor_id else 0.0
+    total = -((expect if expect is not None else 0.0) - idle - sticky)
+    why = {
+        "expected_handle_s": round(expect, 3) if expect is not None else -1.0,
+        "type_mean_s": round(group.mean_s, 3) if group is not None and group.n > 0 else -1.0,
+        "samples": float(mine.n if mine is not None else 0),
+        "pace": round(pace(adv, cfg), 4),
+        "resolution": round(p, 4),
+        "idle_credit_s": round(idle, 3),
+        "sticky": sticky,
     }
-    total = sum(parts.values())
-    return total, {k: round(v, 6) for k, v in parts.items()}
+    return total, why
 
 
 def best_advisor(
@@ -132,6 +286,7 @@ def best_advisor(
     cfg: RoutingConfig,
     group: Learned | None,
     max_today: int,
+    resolved: Learned | None = None,
 ) -> AdvisorState | None:
     """The highest :func:`score` among *candidates* (all eligible for *c*), ties to the lowest advisor id.
 
@@ -153,7 +308,25 @@ def best_advisor(
             if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
                 best, best_score = a, sc
         return best
-    key = skill_key(c)
+    if policy == "default":  # _predictive's total, without building its reasons
+        key = learn_key(c)
+        per_s, cap = cfg.idle_credit_per_s, cfg.idle_credit_max_s
+        last, sticky_s = c.last_advisor_id, cfg.sticky_credit_s
+        for a in candidates:
+            x = now - a.idle_since
+            idle = (x if x > 0.0 else 0.0) * per_s
+            idle = idle if idle < cap else cap
+            expect = expected_handle(a, key, group, cfg)
+            if resolved is not None:
+                p = resolution(a, key, resolved, cfg)
+                if expect is not None and p < 1.0:
+                    expect = expect / max(p, 0.05)
+            sticky = sticky_s if last is not None and last == a.advisor_id else 0.0
+            sc = -((expect if expect is not None else 0.0) - idle - sticky)
+            if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
+                best, best_score = a, sc
+        return best
+    key = learn_key(c)
     trusted = group is not None and group.n >= cfg.learn_min_samples
     half_group = 0.5 * group.mean_s if group is not None else 0.0
     min_samples = cfg.learn_min_samples
@@ -196,3 +369,73 @@ def best_advisor(
         if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
             best, best_score = a, sc
     return best
+
+
+def hold_target(
+    c: ContactState,
+    best: AdvisorState,
+    now: float,
+    cfg: RoutingConfig,
+    advisors: Iterable[AdvisorState],
+    contacts: Mapping[str, ContactState],
+    learned: Mapping[str, Learned],
+    reserved: Collection[str],
+) -> tuple[str, float, float] | None:
+    """Should *c* wait for a faster advisor about to free up instead of going to *best* now?
+
+    Returns ``(advisor id, hold until, expected saving in seconds)`` or None.  Only the
+    ``default`` policy, only on exclusive channels (voice: an advisor's free time is predictable
+    from the one contact held), once per contact (never after a sticky/transfer hold or an offer).
+    An advisor *b* qualifies if, once free, it could take *c* (skills, language, not declined),
+    it holds exactly one active contact, not past that contact's expected handle time, it is not
+    already awaited by another held contact (*reserved*), and with ``remaining`` = b's expected
+    rest of its current contact:
+
+    - *c* would still be answered within ``hold_sla_fraction`` x SLA of its arrival
+      (``now + remaining``), so waiting never goes past the contact's SLA;
+    - expected handle time of *best* - of *b* - remaining >= ``hold_min_saving_s``: the advisor
+      time saved exceeds the wait added (the contact is also done sooner).
+
+    Among those, the largest saving wins (ties: lowest id).  The contact stays waiting, held for
+    *b* until the bound (``hold until``); if *b* does not free up by then, anyone may take it.
+    *best* stays free for the next waiting contact, so no advisor is idled while others wait.
+    """
+    if cfg.policy != "default" or cfg.hold_sla_fraction <= 0 or c.hold_until > 0 or c.attempts > 0:
+        return None
+    if c.channel not in cfg.exclusive_channels:
+        return None
+    bound = c.opened_at + cfg.hold_sla_fraction * cfg.sla_for(c.channel)
+    if now >= bound:
+        return None
+    key = learn_key(c)
+    group = learned.get(key)
+    e_best = expected_handle(best, key, group, cfg)
+    if e_best is None:
+        return None
+    need = required_now(c, cfg)
+    choice: tuple[str, float, float] | None = None
+    for b in advisors:
+        aid = b.advisor_id
+        if aid == best.advisor_id or aid in reserved or aid in c.declined:
+            continue
+        if not b.logged_in or b.presence != "available" or len(b.held) != 1:
+            continue
+        cur = contacts.get(b.held[0])
+        if cur is None or cur.status != "active" or cur.accepted_at is None or cur.channel != c.channel:
+            continue
+        if not speaks(b, c.language) or not all(s in b.skills for s in need):
+            continue
+        cur_key = learn_key(cur)
+        e_cur = expected_handle(b, cur_key, learned.get(cur_key), cfg)
+        e_b = expected_handle(b, key, group, cfg)
+        if e_cur is None or e_b is None:
+            continue
+        remaining = e_cur - (now - cur.accepted_at)
+        if remaining <= 0.0 or now + remaining > bound:
+            continue  # overdue (unpredictable) or not soon enough
+        saving = e_best - e_b - remaining
+        if saving < cfg.hold_min_saving_s:
+            continue
+        if choice is None or saving > choice[2] or (saving == choice[2] and aid < choice[0]):
+            choice = (aid, bound, saving)
+    return choice

@@ -7,6 +7,7 @@ are part of the router state and serialise with it).
 from __future__ import annotations
 
 import msgspec
+from river import stats
 
 from cxstream.routing.config import RoutingConfig
 
@@ -15,8 +16,12 @@ STAFFED_PRESENCE = frozenset({"available", "busy", "wrap_up"})
 
 
 class Learned(msgspec.Struct, kw_only=True, array_like=True):
-    """An exponential moving average of handle time (seconds) and how many samples fed it.
+    """A running mean of handle time (seconds) that keeps adapting, and how many samples fed it.
 
+    The arithmetic is River's :class:`river.stats.Mean`, restored from ``(mean_s, n)`` (a
+    weighted update) so the state stays two JSON numbers: the mean of every sample while there
+    are fewer than ``1 / alpha``, then an exponential moving average with factor *alpha*
+    (each new sample weighs ``max(1 / n, alpha)``), so an advisor who improves is seen to.
     Saved as ``[mean_s, n]`` (``array_like``, like the other structs of the router state).
     """
 
@@ -28,8 +33,17 @@ class Learned(msgspec.Struct, kw_only=True, array_like=True):
 
         >>> m = Learned(); m.update(100.0, 0.5); m.update(200.0, 0.5); (m.mean_s, m.n)
         (150.0, 2)
+        >>> m.update(300.0, 0.5); m.mean_s  # past 1/alpha samples: moving average, new sample weighs 0.5
+        225.0
+        >>> m = Learned(); [m.update(x, 0.05) for x in (100.0, 200.0, 300.0)] and None; m.mean_s  # plain mean
+        200.0
         """
-        self.mean_s = value if self.n == 0 else (1.0 - alpha) * self.mean_s + alpha * value
+        mean = stats.Mean()
+        past = min(float(self.n), 1.0 / alpha - 1.0) if alpha > 0 else float(self.n)
+        if self.n and past > 0:
+            mean.update(self.mean_s, past)
+        mean.update(value)
+        self.mean_s = mean.get()
         self.n += 1
 
 
@@ -56,6 +70,9 @@ class AdvisorState(msgspec.Struct, kw_only=True, array_like=True):
     busy_s: float = 0.0
     mark: float = 0.0  #: time up to which staffed_s / busy_s are accounted
     learned: dict[str, Learned] = {}  #: skill key -> handle time learned online
+    #: handle time / the group's mean for the same key at that time, over every key: how fast this
+    #: advisor is overall (the prior of a key the advisor has few samples of; see ``policy.expected_handle``)
+    pace: Learned = msgspec.field(default_factory=Learned)
 
 
 def is_staffed(adv: AdvisorState) -> bool:

@@ -45,7 +45,16 @@ import msgspec
 
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.ids import short_id
-from cxstream.routing.policy import best_advisor, eligible, required_now, score, skill_key
+from cxstream.routing.policy import (
+    best_advisor,
+    eligible,
+    hold_target,
+    learn_completion,
+    learn_key,
+    required_now,
+    resolution_key,
+    score,
+)
 from cxstream.routing.queue import ContactState, base_priority, effective_priority, queue_name
 from cxstream.routing.roster import (
     AdvisorState,
@@ -811,10 +820,10 @@ class Router:
         st = self._stats(c.queue)
         st.completed += 1
         st.handle_s += handle
-        key = skill_key(c)
-        self._s.learned.setdefault(key, Learned()).update(handle, cfg.learn_alpha)
+        learn_completion(
+            self._s.learned, adv, learn_key(c), handle, cfg, disposition.resolved if disposition is not None else None
+        )
         if adv is not None:
-            adv.learned.setdefault(key, Learned()).update(handle, cfg.learn_alpha)
             roll_day(adv, now)
             adv.handled += 1
             adv.handled_today += 1
@@ -967,17 +976,43 @@ class Router:
                 break
             if not candidates:
                 continue
-            group = learned.get(skill_key(c))
+            group = learned.get(learn_key(c))
+            resolved = learned.get(resolution_key(learn_key(c)))
             if max_today < 0:
                 max_today = max((v for (d, v) in self._today if d == today), default=0)
-            best = best_advisor(candidates, c, now, cfg, group, max_today)
+            best = best_advisor(candidates, c, now, cfg, group, max_today, resolved)
             if best is None:
                 continue
-            best_score, best_why = score(best, c, now, cfg, group, max_today)
+            if self._hold(c, best, now):
+                continue
+            best_score, best_why = score(best, c, now, cfg, group, max_today, resolved)
             self._offer(c, best, now, best_score, best_why, out)
             if best.advisor_id not in self._free:
                 dirty_adv.pop(best.advisor_id, None)
         self._dirty_con.clear()
+
+    def _hold(self, c: ContactState, best: AdvisorState, now: float) -> bool:
+        """Hold *c* for a faster advisor about to free up (``policy.hold_target``) instead of offering it to *best*."""
+        cfg = self._s.config
+        if (
+            cfg.policy != "default" or cfg.hold_sla_fraction <= 0 or c.hold_until > 0 or c.attempts > 0
+            or c.channel not in self._exclusive
+        ):
+            return False  # (hold_target's own cheap refusals, before gathering its inputs)
+        need = required_now(c, cfg)
+        if need:
+            ids = set.intersection(*(self._by_skill.get(sk, set()) for sk in need))
+            advisors = [self._s.advisors[aid] for aid in ids]  # hold_target does not depend on their order
+        else:
+            advisors = list(self._s.advisors.values())
+        reserved = {w.hold_for for w in self._waiting.values() if w.hold_for is not None and now < w.hold_until}
+        target = hold_target(c, best, now, cfg, advisors, self._s.contacts, self._s.learned, reserved)
+        if target is None:
+            return False
+        c.hold_for, c.hold_until = target[0], target[1]
+        self._touch(c)
+        self._stats(c.queue).holds += 1
+        return True
 
     def _offer(
         self, c: ContactState, adv: AdvisorState, now: float, sc: float, why: dict[str, float], out: list[Output]

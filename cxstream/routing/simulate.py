@@ -87,15 +87,16 @@ def simulate(
     wrap_up_s: float = 0.0,
     group: str = "sim",
     on_output: Callable[[Assignment | RoutingEvent], None] | None = None,
+    on_input: Callable[[RouterInput], None] | None = None,
 ) -> SimResult:
     """Replay *calls* against advisors on *shifts* through a :class:`Router` with *config*.
 
     ``skills_as_requirement``: the call type is sent as the contact's required skill (and
     advisors log in with their skills); when False, contacts require nothing and every
-    advisor may take every call.  ``wrap_up_s``: after each call the advisor's desktop sends
+    advisor may take every call.  ``on_input`` sees every router input in the order applied (a
+    recording another router, e.g. the engine's, can replay); ``on_output`` every output.  ``wrap_up_s``: after each call the advisor's desktop sends
     presence ``wrap_up``, then ``available`` this many seconds later (after-call work).
     """
-    rng = random.Random(seed)
     router = Router(group=group, config=config)
     heap: list[tuple[float, int, int, object]] = []
     n = 0
@@ -124,6 +125,8 @@ def simulate(
     def feed(msg: RouterInput) -> None:
         nonlocal inputs
         inputs += 1
+        if on_input is not None:
+            on_input(msg)
         for o in router.apply(msg):
             if on_output is not None:
                 on_output(o)
@@ -133,12 +136,34 @@ def simulate(
             counts["assignment"] = counts.get("assignment", 0) + 1
             out = outcomes[o.contact_id]
             at = o.decided_at
-            service = max(0.0, service_time(o.advisor_id, types[o.contact_id], rng))
+            # Common random numbers: a call's service draw depends only on the seed, the call and the
+            # advisor (not on how many draws came before), so two policies that give the same call to
+            # the same advisor see the same service time, and figures differ by policy, not by luck.
+            draw_rng = random.Random(f"{seed}/{o.contact_id}")
+            service = max(0.0, service_time(o.advisor_id, types[o.contact_id], draw_rng))
             out.answered_at, out.advisor_id, out.service_s = at, o.advisor_id, service
             pending_accepts.append((at, o))
             push(at + service, _DONE, (o.advisor_id, o.contact_id))
 
     pending_accepts: list[tuple[float, Assignment]] = []
+
+    def accept_pending() -> None:
+        nonlocal eid
+        while pending_accepts:
+            at, o = pending_accepts.pop(0)
+            eid += 1
+            feed(
+                AdvisorEvent(
+                    event_id=f"sim-{eid}",
+                    occurred_at=at,
+                    advisor_id=o.advisor_id,
+                    kind="offer_accepted",
+                    routing_group=group,
+                    contact_id=o.contact_id,
+                    assignment_id=o.assignment_id,
+                )
+            )
+
     while heap:
         t, cls, _, payload = heapq.heappop(heap)
         eid += 1
@@ -159,6 +184,13 @@ def simulate(
             )
         elif cls == _ABANDON:
             assert isinstance(payload, SimCall)
+            due = router.next_deadline()
+            if due is not None and due <= t and outcomes[payload.call_id].answered_at is None:
+                # A router timer due by now (an SLA escalation widening the call to more advisors, a
+                # hold ending) fires before the hang-up is applied, and may answer this very call:
+                # bring the router to t first, so the call is counted answered or abandoned, never both.
+                feed(RouterTick(routing_group=group, at=t))
+                accept_pending()
             if outcomes[payload.call_id].answered_at is not None:
                 continue
             outcomes[payload.call_id].abandoned_at = t
@@ -219,20 +251,7 @@ def simulate(
             ticks.discard(t)
             msg = RouterTick(routing_group=group, at=t)
         feed(msg)
-        while pending_accepts:
-            at, o = pending_accepts.pop(0)
-            eid += 1
-            feed(
-                AdvisorEvent(
-                    event_id=f"sim-{eid}",
-                    occurred_at=at,
-                    advisor_id=o.advisor_id,
-                    kind="offer_accepted",
-                    routing_group=group,
-                    contact_id=o.contact_id,
-                    assignment_id=o.assignment_id,
-                )
-            )
+        accept_pending()
         due = router.next_deadline()
         if due is not None and due > router.clock and due not in ticks:
             ticks.add(due)

@@ -36,6 +36,7 @@ class QueueStats(msgspec.Struct, kw_only=True, array_like=True):
     offers_rejected: int = 0
     offer_timeouts: int = 0
     transfers: int = 0
+    holds: int = 0  #: contacts held for a faster advisor about to free up (``default`` policy)
 
     def merge(self, other: QueueStats) -> None:
         """Add *other*'s counters to this one."""

@@ -15,7 +15,7 @@ import msgspec
 
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.ids import short_id
-from cxstream.routing.policy import eligible, score, skill_key
+from cxstream.routing.policy import eligible, hold_target, learn_completion, learn_key, resolution_key, score
 from cxstream.routing.queue import ContactState, base_priority, order, queue_name
 from cxstream.routing.roster import (
     AdvisorState,
@@ -343,10 +343,10 @@ class ReferenceRouter:
         st = self._stats(c.queue)
         st.completed += 1
         st.handle_s += handle
-        key = skill_key(c)
-        self._s.learned.setdefault(key, Learned()).update(handle, cfg.learn_alpha)
+        learn_completion(
+            self._s.learned, adv, learn_key(c), handle, cfg, disposition.resolved if disposition is not None else None
+        )
         if adv is not None:
-            adv.learned.setdefault(key, Learned()).update(handle, cfg.learn_alpha)
             roll_day(adv, now)
             adv.handled += 1
             adv.handled_today += 1
@@ -460,14 +460,25 @@ class ReferenceRouter:
             best: AdvisorState | None = None
             best_score = 0.0
             best_why: dict[str, float] = {}
-            group = self._s.learned.get(skill_key(c))
+            group = self._s.learned.get(learn_key(c))
+            resolved = self._s.learned.get(resolution_key(learn_key(c)))
             for a in free:
                 if not eligible(a, c, now, cfg):
                     continue
-                sc, why = score(a, c, now, cfg, group, max_today)
+                sc, why = score(a, c, now, cfg, group, max_today, resolved)
                 if best is None or sc > best_score or (sc == best_score and a.advisor_id < best.advisor_id):
                     best, best_score, best_why = a, sc, why
             if best is None:
+                continue
+            reserved = {
+                w.hold_for
+                for w in self._s.contacts.values()
+                if w.status == "waiting" and w.hold_for is not None and now < w.hold_until
+            }
+            target = hold_target(c, best, now, cfg, self._s.advisors.values(), self._s.contacts, self._s.learned, reserved)
+            if target is not None:
+                c.hold_for, c.hold_until = target[0], target[1]
+                self._stats(c.queue).holds += 1
                 continue
             self._offer(c, best, now, best_score, best_why, out)
             if not (can_take_work(best) and self._has_any_room(best)):

@@ -178,7 +178,7 @@ def test_handle_times_are_learned_and_favour_the_faster_advisor() -> None:
     [a] = assignments(r.apply(request("next", t + 1, skills=["PS"])))
     assert a.advisor_id == "fast" and a.reasons["speed"] > 0.5
     fast = r.advisor("fast")
-    assert fast is not None and 59.0 < fast.learned["PS"].mean_s < 61.0
+    assert fast is not None and 59.0 < fast.learned["voice:PS"].mean_s < 61.0  # learned per channel and type
 
 
 def test_stats_service_level_asa_occupancy() -> None:
