@@ -308,7 +308,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         if isinstance(record, (InteractionEvent, OutcomeEvent)):
             risk = scorer.churn_risk(new)
             if risk is not None:
-                new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits)
+                new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
         save(key, new)
         updates(type(record).__name__).inc()
         if isinstance(record, (InteractionEvent, OutcomeEvent, RoutingEvent)):

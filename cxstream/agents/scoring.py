@@ -14,10 +14,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from cxstream.context.model import ContactRecord, CustomerContext
+from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext
 from cxstream.context.update import ContextLimits, Prediction
 from cxstream.intel.churn import ChurnModel
-from cxstream.intel.features import churn_features
+from cxstream.intel.features import churn_features, churn_reasons
 from cxstream.intel.intent import IntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
@@ -118,10 +118,13 @@ class Scorer:
             model_version=f"intent-{self.intent.version}",
         )
 
-    def churn_risk(self, ctx: CustomerContext) -> tuple[float, str] | None:
+    def churn_risk(self, ctx: CustomerContext) -> tuple[float, str, list[ChurnReason]] | None:
+        """P(churn) of the context, the model's version and the facts that raise it most."""
         if self.churn.version == 0:
             return None
         started = time.perf_counter()
-        p = self.churn.model.predict_proba_one(features_of(ctx))
+        inputs = churn_inputs(ctx)
+        p, shares = self.churn.model.explain_one(churn_features(inputs))
+        reasons = [ChurnReason(factor=k, value=v, weight=w) for k, v, w in churn_reasons(shares, inputs)]
         self._churn_seconds.observe(time.perf_counter() - started)
-        return round(float(p), 4), f"churn-{self.churn.version}"
+        return round(float(p), 4), f"churn-{self.churn.version}", reasons

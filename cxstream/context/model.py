@@ -66,6 +66,18 @@ class SentimentPoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
     score: float
 
 
+class ChurnReason(msgspec.Struct, frozen=True, kw_only=True):
+    """A context fact that raises the customer's churn risk, as the churn model scored it.
+
+    ``weight`` is its share of the risk's log-odds (0.7 roughly doubles the odds); ``value``
+    is the fact as the model read it (``contract`` "month-to-month", ``complaints`` 2...).
+    """
+
+    factor: str
+    value: str | None = None
+    weight: float
+
+
 #: The account facts a ``profile`` outcome's attributes may carry, kept in ``CustomerContext.account``:
 #: what the churn model reads when business systems send it (numbers, short strings; ``products`` is
 #: a "|"-separated list; ``paperless_billing`` a boolean or yes/no).
@@ -112,6 +124,7 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     intent_confidence: float | None = None
     intent_history: list[IntentPoint] = []
     churn_risk: float | None = None
+    churn_reasons: list[ChurnReason] = []  # the facts that raise churn_risk most, largest first (up to 3)
     model_version: str | None = None
     scored_at: float | None = None
     # contacts

@@ -16,6 +16,7 @@ from cxstream.context.model import (
     ACCOUNT_FLAGS,
     ACCOUNT_NUMBERS,
     ACCOUNT_STRINGS,
+    ChurnReason,
     ContactRecord,
     CustomerContext,
     IntentPoint,
@@ -485,6 +486,7 @@ def set_scores(
     model_version: str | None = None,
     contact_id: str | None = None,
     limits: ContextLimits = ContextLimits(),
+    churn_reasons: list[ChurnReason] | None = None,
 ) -> CustomerContext:
     """The context with the scoring stage's latest intent and churn scores (``model_version`` stamped).
 
@@ -500,6 +502,7 @@ def set_scores(
         ctx,
         updated_at=max(ctx.updated_at, at),
         churn_risk=churn_risk if churn_risk is not None else ctx.churn_risk,
+        churn_reasons=churn_reasons if churn_risk is not None and churn_reasons is not None else ctx.churn_reasons,
         model_version=model_version or ctx.model_version,
         scored_at=at,
     )
@@ -612,6 +615,7 @@ def merge_contexts(
         contacts_twice += x.kind == "contact_opened" and x.contact_id is not None
     adv_side = max((x for x in (s, b) if x.last_advisor_at is not None), key=lambda x: x.last_advisor_at or 0.0, default=s)
     scored_side = max((x for x in (s, b) if x.scored_at is not None), key=lambda x: x.scored_at or 0.0, default=newer)
+    risk_side = scored_side if scored_side.churn_risk is not None else (s if s.churn_risk is not None else b)
     latest_intent_side = max((x for x in (s, b) if x.intent_history), key=lambda x: x.intent_history[-1].at, default=newer)
     milestones = dict(older.milestones)
     for k, v in newer.milestones.items():
@@ -647,7 +651,8 @@ def merge_contexts(
         latest_intent=latest_intent_side.latest_intent if latest_intent_side.intent_history else (s.latest_intent or b.latest_intent),
         intent_confidence=latest_intent_side.intent_confidence,
         intent_history=intents,
-        churn_risk=scored_side.churn_risk if scored_side.churn_risk is not None else (s.churn_risk if s.churn_risk is not None else b.churn_risk),
+        churn_risk=risk_side.churn_risk,
+        churn_reasons=risk_side.churn_reasons,
         model_version=scored_side.model_version or s.model_version or b.model_version,
         scored_at=scored_side.scored_at,
         contacts=contacts,

@@ -157,6 +157,70 @@ def churn_features(ctx: Mapping[str, Any]) -> Features:
     return f
 
 
+#: The context key(s) each churn feature is made from: a feature's share of the risk is credited to
+#: them (a cross of two keys half to each).  ``bias_context`` is in every example and is left out.
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "tenure_years": ("tenure_months",),
+    "tenure_log": ("tenure_months",),
+    "tenure_bucket": ("tenure_months",),
+    "tenure_band": ("tenure_months",),
+    "contract": ("contract",),
+    "contract_x_tenure": ("contract", "tenure_months"),
+    "monthly_100": ("monthly_charges",),
+    "monthly_x_short_tenure": ("monthly_charges", "tenure_months"),
+    "total_log": ("total_charges",),
+    "plan": ("plan",),
+    "contract_x_plan": ("contract", "plan"),
+    "payment_method": ("payment_method",),
+    "paperless_billing": ("paperless_billing",),
+    "segment": ("segment",),
+    "product": ("products",),
+    "n_products": ("products",),
+    "contacts_30d_log": ("contacts_30d",),
+    "repeat_contacts_log": ("repeat_contacts",),
+    "failed_payments_log": ("failed_payments",),
+    "complaints_log": ("complaints",),
+    "negative_sentiment": ("negative_sentiment",),
+    "sentiment_trend": ("sentiment_trend",),
+    "recency_log": ("days_since_contact",),
+}
+#: Aliases of the account keys, as :func:`churn_features` reads them.
+_INPUT_ALIASES = {"monthly_charges": "monthly_value", "total_charges": "lifetime_value"}
+
+
+def _shown(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        return "|".join(str(v) for v in value)[:80]
+    return str(value)[:80]
+
+
+def churn_reasons(
+    shares: Mapping[str, float], inputs: Mapping[str, Any], top: int = 3, min_share: float = 0.05
+) -> list[tuple[str, str | None, float]]:
+    """The inputs that raise a churn risk most: ``(context key, its value, log-odds share)``, largest first.
+
+    *shares*: :meth:`~cxstream.intel.churn.ChurnModel.explain_one`'s shares by feature name;
+    *inputs*: what :func:`churn_features` read.  Shares are credited to the context keys the
+    features come from (:data:`FEATURE_INPUTS`); keys whose total is below *min_share* (about 5 %
+    on the odds) are not reasons.
+
+    >>> churn_reasons({"contract": 0.8, "contract_x_tenure": 0.4, "tenure_log": -0.5, "complaints_log": 0.02},
+    ...     {"contract": "Month-to-month", "tenure_months": 2, "complaints": 1})
+    [('contract', 'Month-to-month', 1.0)]
+    """
+    total: dict[str, float] = {}
+    for feature, share in shares.items():
+        keys = FEATURE_INPUTS.get(feature, ())
+        for key in keys:
+            total[key] = total.get(key, 0.0) + share / len(keys)
+    ranked = sorted(((k, v) for k, v in total.items() if v >= min_share), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [(k, _shown(inputs.get(k, inputs.get(_INPUT_ALIASES.get(k, ""), None))), round(v, 4)) for k, v in ranked]
+
+
 _TELCO_PRODUCTS = (
     "PhoneService",
     "MultipleLines",

@@ -80,6 +80,22 @@ def figure(page: Any, name: str) -> str:
     return str(page.locator(f'[data-group="default"] [data-figure="{name}"]').inner_text())
 
 
+def crm_history(tag: str, customers: int = 24) -> list[dict[str, Any]]:
+    """Profiles of past customers, then their churn outcomes: month-to-month newcomers churned, two-year ones stayed."""
+    at = time.time() - 3600
+    out: list[dict[str, Any]] = []
+    for i in range(customers):
+        monthly = i % 2 == 1
+        who = {"email": f"past-{tag}-{i}@example.org"}
+        out.append({"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{tag}-p{i}", "occurred_at": at + i, "kind": "profile",
+                    "customer": who, "attributes": {"contract": "Month-to-month" if monthly else "Two year",
+                                                    "tenure_months": 2 if monthly else 40}})
+    for i in range(customers):
+        out.append({"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{tag}-o{i}", "occurred_at": at + 100 + i,
+                    "kind": "churned" if i % 2 == 1 else "retained", "customer": {"email": f"past-{tag}-{i}@example.org"}})
+    return out
+
+
 def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_counts_it(engine: Engine, artifacts: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"no browser at {CHROMIUM}: 'make test' installs Debian's chromium (apt-get install -y chromium)")
@@ -92,6 +108,10 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
     desk_key = post(engine, f"/advisors/{advisor}/key")["key"]
     email, phone = f"pat-{uuid.uuid4().hex[:6]}@example.org", "+44 7700 900123"
     errors: list[str] = []
+    # a CRM's history (profiles, then who churned) trains the churn model while the advisor signs in
+    crm = artifacts.parent / f"crm-{advisor}.jsonl"
+    crm.write_text("".join(json.dumps(x) + "\n" for x in crm_history(advisor)))
+    engine.replay(crm)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})  # axe is injected inline
@@ -136,13 +156,16 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(ctx).to_contain_text(email)
         expect(ctx.locator("#recent")).to_contain_text("charged twice")
         expect(ctx).to_contain_text("Why you were chosen")
-        expect(ctx).to_contain_text("proficiency")
+        expect(ctx).to_contain_text("expected handle")  # the default policy's score: the handle time it expects
         expect(ctx).to_contain_text(re.compile(r"Open contacts \(1\)"))
 
         # the same person calls in (a voice system's events, replayed): the desk shows the journey across channels
         call = artifacts.parent / f"call-{advisor}.jsonl"
         now = time.time()
+        engine.model_version("churn")  # the learner has published it (the scorer loads it within CX_MODEL_REFRESH_S)
         call.write_text("".join(json.dumps(x) + "\n" for x in [
+            {"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{advisor}-pat", "occurred_at": now - 1, "kind": "profile",
+             "customer": {"email": email}, "attributes": {"contract": "Month-to-month", "tenure_months": 2}},
             {"type": "cx.InteractionEvent.v1", "event_id": f"voice-{advisor}-1", "occurred_at": now, "channel": "voice",
              "kind": "contact_opened", "customer": {"email": email, "phone": phone}, "contact_id": f"call-{advisor}"},
             {"type": "cx.InteractionEvent.v1", "event_id": f"voice-{advisor}-2", "occurred_at": now + 0.1, "channel": "voice",
@@ -152,6 +175,8 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(ctx.locator("#recent")).to_contain_text("calling about the double charge")
         expect(ctx).to_contain_text(re.compile(r"voice \(\d+\)"))
         expect(ctx).to_contain_text("+447700900123")
+        # the CRM's facts give a churn risk, and the model's own reasons for it
+        expect(ctx.locator("#churn-reasons")).to_contain_text("contract: Month-to-month")
         desk.screenshot(path=str(artifacts / "desk.png"), full_page=True)
         assert serious(desk) == []
 

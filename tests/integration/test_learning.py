@@ -90,17 +90,18 @@ def test_dispositions_train_the_intent_model_and_scores_reach_the_router(learnin
     assert "card_arrival" in intents, intents
 
 
-def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk(learning_engine: RunningEngine) -> None:
+def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk_with_its_reasons(learning_engine: RunningEngine) -> None:
+    """A CRM's profiles and churn outcomes train the model; a new month-to-month customer's risk names why."""
     e = learning_engine
-    outcomes = []
+    profiles = []
     customers = []
-    for i in range(8):
+    for i in range(16):
         cust = Identifiers(customer_id=uid("C"))
         customers.append(cust)
-        outcomes.append((b"x", InteractionEvent(
-            event_id=uid("v"), occurred_at=time.time(), channel="web", kind="page_view", customer=cust,
-            attributes={"contract": "month-to-month" if i % 2 else "two-year", "tenure_months": 2 if i % 2 else 40})))
-    asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), outcomes))
+        profiles.append((b"x", OutcomeEvent(
+            event_id=uid("p"), occurred_at=time.time(), customer=cust, kind="profile",
+            attributes={"contract": "Month-to-month" if i % 2 else "Two year", "tenure_months": 2 if i % 2 else 40})))
+    asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), profiles))
     wait_for(lambda: get(e, f"/customers/{customers[-1].customer_id}/context")[0] == 200)
     labels = [(b"x", OutcomeEvent(event_id=uid("out"), occurred_at=time.time(), customer=c, kind="churned" if i % 2 else "retained"))
               for i, c in enumerate(customers)]
@@ -111,12 +112,20 @@ def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk(learning_e
         decode, timeout=60,
     ))
     late = Identifiers(customer_id=uid("C"))
+    seen: dict[str, object] = {}
 
     def has_risk() -> bool:
-        asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), [(b"y", InteractionEvent(
-            event_id=uid("v"), occurred_at=time.time(), channel="web", kind="page_view", customer=late))]))
+        asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), [(b"y", OutcomeEvent(
+            event_id=uid("p"), occurred_at=time.time(), customer=late, kind="profile",
+            attributes={"contract": "Month-to-month", "tenure_months": 2}))]))
         time.sleep(0.5)
         status, ctx = get(e, f"/customers/{late.customer_id}/context")
+        seen.update(ctx if status == 200 else {})
         return status == 200 and ctx["churn_risk"] is not None and 0 <= ctx["churn_risk"] <= 1
 
     wait_for(has_risk, timeout=30, interval=0.5)
+    assert seen["churn_risk"] > 0.5, seen  # type: ignore[operator]
+    reasons = seen["churn_reasons"]
+    assert isinstance(reasons, list) and reasons, seen
+    assert {r["factor"]: r["value"] for r in reasons} == {"contract": "Month-to-month", "tenure_months": "2"}, reasons
+    assert all(r["weight"] > 0 for r in reasons)

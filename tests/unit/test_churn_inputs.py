@@ -118,3 +118,46 @@ def test_the_live_path_carries_the_signal_a_churn_model_learns_from() -> None:
         labels.append(churns)
         model.learn_one(feats, churns)
     assert exact_auc(labels[200:], scores[200:]) > 0.9
+
+
+def test_the_scorer_stores_the_models_reasons_with_the_risk_and_a_merge_keeps_them() -> None:
+    from cxstream.agents.scoring import Scorer
+    from cxstream.context import set_scores
+
+    model = ChurnModel()
+    rng = random.Random(9)
+    for c in range(400):  # month-to-month customers with few months churn; two-year ones stay
+        monthly = rng.random() < 0.5
+        ctx = fold([outcome(0, 10.0, "profile", cid=f"T{c}", contract="Month-to-month" if monthly else "Two year",
+                            tenure_months=rng.randint(1, 6) if monthly else rng.randint(30, 72))], cid=f"T{c}")
+        model.learn_one(features_of(ctx), monthly and rng.random() < 0.8)
+    scorer = Scorer()
+    scorer.churn.model, scorer.churn.version = model, 7
+
+    risky = fold([outcome(1, 10.0, "profile", contract="Month-to-month", tenure_months=2)])
+    scored = scorer.churn_risk(risky)
+    assert scored is not None
+    risk, version, reasons = scored
+    assert risk > 0.5 and version == "churn-7"
+    assert [r.factor for r in reasons][:1] in (["contract"], ["tenure_months"])
+    assert {r.factor: r.value for r in reasons} == {"contract": "Month-to-month", "tenure_months": "2"}
+    ctx = set_scores(risky, at=11.0, churn_risk=risk, model_version=version, churn_reasons=reasons)
+    assert ctx.churn_reasons == reasons and decode_context(encode_context(ctx)) == ctx
+    # a later intent-only score keeps the risk and its reasons
+    assert set_scores(ctx, at=12.0, intent="billing", intent_confidence=0.9).churn_reasons == reasons
+
+    safe = fold([outcome(2, 30.0, "profile", cid="D", contract="Two year", tenure_months=60)], cid="D")
+    s_risk, s_version, s_reasons = scorer.churn_risk(safe) or (None, None, None)
+    assert s_risk is not None and s_risk < 0.2 and s_reasons == []
+    safe = set_scores(safe, at=31.0, churn_risk=s_risk, model_version=s_version, churn_reasons=s_reasons)
+    assert merge_contexts(ctx, safe, "C", "D", "m1", 40.0).churn_reasons == []  # D was scored last
+    assert merge_contexts(safe, ctx, "D", "C", "m1", 40.0).churn_reasons == []
+    newer = set_scores(ctx, at=50.0, churn_risk=risk, model_version=version, churn_reasons=reasons)
+    assert merge_contexts(safe, newer, "D", "C", "m1", 60.0).churn_reasons == reasons
+
+
+def test_a_context_stored_before_reasons_existed_still_decodes() -> None:
+    ctx = fold([outcome(1, 10.0, "profile", contract="Month-to-month")])
+    raw = encode_context(ctx).replace(b',"churn_reasons":[]', b"")
+    assert b"churn_reasons" not in raw
+    assert decode_context(raw).churn_reasons == []

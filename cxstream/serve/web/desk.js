@@ -136,17 +136,21 @@
     return cx.el("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "").flatMap(([k, v]) => [cx.el("dt", {}, k), cx.el("dd", {}, v)]));
   }
 
-  // Facts on record that the churn model reads and that raise risk (the model itself reports no reasons yet).
-  function riskFactors(c) {
-    const out = [];
-    if (c.repeat_contact) out.push("repeat contact about an unresolved issue");
-    if (c.contacts_7d >= 3) out.push(`${c.contacts_7d} contacts in 7 days`);
-    if (c.sentiment_trend !== null && c.sentiment_trend < -0.05) out.push("sentiment falling");
-    if (c.sentiment_avg !== null && c.sentiment_avg < -0.2) out.push("negative sentiment");
-    for (const m of ["payment_failed", "complaint", "churned"]) if (c.milestones && c.milestones[m]) out.push(`${m.replace("_", " ")} on ${cx.time(c.milestones[m])}`);
-    if (c.account && c.account.contract && /month/.test(String(c.account.contract))) out.push("month-to-month contract");
-    if (c.csat_last !== null && c.csat_last !== undefined && c.csat_last <= 2) out.push(`low CSAT (${c.csat_last})`);
-    return out;
+  // The churn model's own reasons (the context facts that raise this customer's risk most), as the scorer stored them.
+  const FACTOR_NAMES = { tenure_months: "tenure (months)", contacts_30d: "contacts in 30 days", repeat_contacts: "repeat contacts",
+    failed_payments: "failed payments", complaints: "complaints", negative_sentiment: "share of negative messages",
+    days_since_contact: "days since last contact", monthly_charges: "monthly charges", total_charges: "total charges" };
+  function riskReasons(c) {
+    return (c.churn_reasons || []).map((r) => {
+      const name = FACTOR_NAMES[r.factor] || r.factor.replaceAll("_", " ");
+      return `${name}${r.value === null || r.value === undefined ? "" : `: ${r.value}`} (odds ×${Math.exp(r.weight).toFixed(1)})`;
+    });
+  }
+
+  // One of the assignment's reasons as [name, value]: "_s" figures are seconds, and a negative one was not learned yet.
+  function reasonRow([k, v]) {
+    if (k.endsWith("_s")) return [k.slice(0, -2).replaceAll("_", " "), v < 0 ? "not learned yet" : `${cx.num(v, 1)} s`];
+    return [k.replaceAll("_", " "), cx.num(v)];
   }
 
   function renderContext() {
@@ -157,8 +161,8 @@
     if (c.error) { $("ctx").replaceChildren(cx.el("p", { class: "error" }, `No context: ${c.error}`)); return; }
     const ids = Object.entries(c.identifiers || {}).map(([k, v]) => `${k}: ${v.join(", ")}`).join("; ");
     const trend = c.sentiment_trend === null || c.sentiment_trend === undefined ? "–" : c.sentiment_trend > 0.02 ? "improving" : c.sentiment_trend < -0.02 ? "falling" : "steady";
-    const reasons = Object.entries(w.reasons || {}).sort((a, b) => b[1] - a[1]);
-    const risk = riskFactors(c);
+    const reasons = Object.entries(w.reasons || {}).map(reasonRow);  // in the router's order: what decided first
+    const risk = riskReasons(c);
     const recent = (c.recent || []).slice(0, 10);
     const opens = Object.values(c.open_contacts || {});
     const consent = Object.entries(c.consent || {});
@@ -172,11 +176,12 @@
         ["Contacts", `${c.contacts_total} in all, ${c.contacts_24h} in 24 h, ${c.contacts_7d} in 7 days${c.repeat_contact ? " — repeat contact" : ""}`],
         ["Consent", consent.length ? consent.map(([k, v]) => `${k}: ${v ? "yes" : "no"}`).join(", ") : "none recorded"],
         ["Last advisor", c.last_advisor_id]]),
-      cx.el("h3", {}, "Churn risk factors on record"),
-      risk.length ? cx.el("ul", {}, risk.map((r) => cx.el("li", {}, r))) : cx.el("p", { class: "muted" }, "None on record."),
+      cx.el("h3", {}, "What raises the churn risk"),
+      risk.length ? cx.el("ul", { id: "churn-reasons" }, risk.map((r) => cx.el("li", {}, r)))
+        : cx.el("p", { class: "muted" }, c.churn_risk === null || c.churn_risk === undefined ? "Not scored yet (no churn model published)." : "Nothing on record raises it much."),
       cx.el("h3", {}, "Why you were chosen"),
-      reasons.length ? cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, cx.el("th", { scope: "col" }, "Reason"), cx.el("th", { scope: "col", class: "num" }, "Score"))),
-        cx.el("tbody", {}, reasons.map(([k, v]) => cx.el("tr", {}, cx.el("td", {}, k.replaceAll("_", " ")), cx.el("td", { class: "num" }, cx.num(v)))))) : cx.el("p", { class: "muted" }, "–"),
+      reasons.length ? cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, cx.el("th", { scope: "col" }, "Reason"), cx.el("th", { scope: "col", class: "num" }, "Value"))),
+        cx.el("tbody", {}, reasons.map(([k, v]) => cx.el("tr", {}, cx.el("td", {}, k), cx.el("td", { class: "num" }, v))))) : cx.el("p", { class: "muted" }, "–"),
       cx.el("h3", {}, `Open contacts (${opens.length})`),
       opens.length ? cx.el("ul", {}, opens.map((o) => cx.el("li", {}, `${o.channel} ${o.contact_id}: ${o.state}${o.advisor_id ? ` with ${o.advisor_id}` : ""}, opened ${cx.time(o.opened_at)}`))) : cx.el("p", { class: "muted" }, "None."),
       cx.el("h3", {}, "Recent interactions"),

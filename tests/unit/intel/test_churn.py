@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cxstream.intel.churn import SNAPSHOT_KIND, ChurnModel
-from cxstream.intel.features import churn_features, telco_context, telco_features, telco_label
+from cxstream.intel.features import churn_features, churn_reasons, telco_context, telco_features, telco_label
 from cxstream.intel.metrics import exact_auc
 from cxstream.intel.snapshot import SnapshotError, dump_snapshot
 
@@ -142,3 +142,48 @@ def test_old_snapshot_format_refused() -> None:
     )
     with pytest.raises(SnapshotError):
         ChurnModel.from_bytes(bad)
+
+
+def test_reasons_are_exact_shares_of_the_log_odds(make_churn_rows: Any) -> None:
+    """Base + shares is the blended log-odds: the reasons explain the score itself, not a surrogate of it."""
+    m = ChurnModel()
+    for feats, y in make_churn_rows(1500, 3):
+        m.learn_one(feats, y)
+    n1 = m.n_positive
+    base = (1 - m.nb_weight) * float(m._w[0]) + m.nb_weight * float(np.log((n1 + 1.0) / (m.n_learned - n1 + 1.0)))
+    for feats, _ in make_churn_rows(200, 4):
+        p, shares = m.explain_one(feats)
+        assert p == pytest.approx(m.predict_proba_one(feats), abs=1e-12)
+        assert 1 / (1 + np.exp(-(base + sum(shares.values())))) == pytest.approx(p, abs=1e-9)
+        assert set(shares) <= set(feats)
+
+
+def test_reasons_name_what_the_stream_taught() -> None:
+    """A month-to-month customer with complaints: those two are the reasons, largest share first."""
+    from tests.unit.intel.conftest import churn_rows
+
+    m = ChurnModel()
+    for feats, y in churn_rows(3000, 5):
+        m.learn_one(feats, y)
+    # the synthetic stream's features (as churn_features would name them) and the inputs they stand for
+    inputs = {"contract": "Month-to-month", "complaints": 2, "failed_payments": 0, "tenure_months": 3}
+    feats = {"contract": "month_to_month", "complaints_log": 2.0, "failed_payments_log": 0.0, "tenure_years": 0.25}
+    _, shares = m.explain_one(feats)
+    reasons = churn_reasons(shares, inputs)
+    assert sorted(r[0] for r in reasons) == ["complaints", "contract"], reasons
+    assert [w for _, _, w in reasons] == sorted((w for _, _, w in reasons), reverse=True)
+    assert dict((k, v) for k, v, _ in reasons) == {"contract": "Month-to-month", "complaints": "2"}
+    assert all(w >= 0.05 for _, _, w in reasons)
+    # a two-year customer without complaints has nothing that raises the risk much
+    _, shares = m.explain_one({"contract": "two_year", "complaints_log": 0.0, "tenure_years": 5.0})
+    assert churn_reasons(shares, {"contract": "Two year", "tenure_months": 60}) == []
+
+
+def test_reasons_credit_crosses_to_both_keys_and_read_aliases() -> None:
+    shares = {"contract_x_tenure": 0.6, "monthly_100": 0.3, "bias_context": 5.0, "product": 0.2, "n_products": -0.1}
+    inputs = {"contract": "Month-to-month", "tenure_months": 2.0, "monthly_value": 99.5, "products": ["tv", "fiber"]}
+    assert churn_reasons(shares, inputs, top=5) == [
+        ("contract", "Month-to-month", 0.3), ("monthly_charges", "99.5", 0.3), ("tenure_months", "2", 0.3),
+        ("products", "tv|fiber", 0.1),
+    ]
+    assert churn_reasons(shares, inputs, top=1) == [("contract", "Month-to-month", 0.3)]
