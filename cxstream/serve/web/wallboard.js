@@ -71,7 +71,7 @@
     $("sl-plot").replaceChildren(...plot("Service level per routing group, last hour", Object.entries(d.service_level || {}).map(([g, pts], i) => (
       { name: g, color: colors[i % colors.length], points: pts.map((p) => [p.at, p.service_level]) })), { yMax: 1, fmt: (v) => `${Math.round(v * 100)} %` }));
     const models = Object.values(d.models || {});
-    $("models").replaceChildren(models.length ? cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, ...["Model", "Version", "Labels", "Accuracy", "AUC", "Updated"].map((h) => cx.el("th", { scope: "col" }, h)))),
+    $("models").replaceChildren(models.length ? cx.el("table", { class: "compact" }, cx.el("thead", {}, cx.el("tr", {}, ...["Model", "Version", "Labels", "Accuracy", "AUC", "At"].map((h) => cx.el("th", { scope: "col" }, h)))),
       cx.el("tbody", {}, models.map((m) => cx.el("tr", {}, cx.el("td", {}, m.model), cx.el("td", { class: "num" }, m.version), cx.el("td", { class: "num" }, m.labels_seen ?? 0),
         cx.el("td", { class: "num" }, cx.pct(m.progressive_accuracy)), cx.el("td", { class: "num" }, cx.num(m.progressive_auc)), cx.el("td", {}, `${m.kind === "drift" ? "drift at " : ""}${cx.time(m.at)}`)))))
       : cx.el("p", { class: "muted" }, "No model published in the last hour."));
