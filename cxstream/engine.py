@@ -54,22 +54,24 @@ log = logging.getLogger("cxstream")
 
 
 def page_urls(base: str, settings: Settings) -> str:
-    """The web pages' addresses, as ``cxstream run`` prints them; the generated API key rides in the fragment.
+    """The web pages' addresses, as ``cxstream run`` prints them (keys are never printed: the pages ask for one).
 
-    >>> print(page_urls("http://127.0.0.1:8080", Settings(api_keys="secret")))
-    pages: advisor desktop http://127.0.0.1:8080/desk (sign in with a desk key: POST /advisors/{id}/key, or the API key)
-           supervisor wallboard http://127.0.0.1:8080/wallboard#key=<API key>
-           customer chat http://127.0.0.1:8080/chat#key=<API key>
+    >>> print(page_urls("http://127.0.0.1:8080", Settings(api_keys="secret", data_dir="var")))
+    pages: advisor desktop http://127.0.0.1:8080/desk (sign in with a desk key: POST /advisors/{id}/key, or an API key)
+           supervisor wallboard http://127.0.0.1:8080/wallboard (an API key with the read scope)
+           customer chat http://127.0.0.1:8080/chat (an API key with the advisor scope)
+    >>> print(page_urls("http://h:1", Settings(data_dir="var")).splitlines()[-1])
+           with no CX_API_KEYS: the generated key is in var/api-key; open a page as /wallboard#key=$(cat var/api-key)
     """
-    key = "<API key>"
-    if not settings.api_key_set:  # the key generated into the data folder, printed above already
-        path = Path(settings.data_dir) / "api-key"
-        key = path.read_text().strip() if path.exists() else key
-    return (
-        f"pages: advisor desktop {base}/desk (sign in with a desk key: POST /advisors/{{id}}/key, or the API key)\n"
-        f"       supervisor wallboard {base}/wallboard#key={key}\n"
-        f"       customer chat {base}/chat#key={key}"
+    text = (
+        f"pages: advisor desktop {base}/desk (sign in with a desk key: POST /advisors/{{id}}/key, or an API key)\n"
+        f"       supervisor wallboard {base}/wallboard (an API key with the read scope)\n"
+        f"       customer chat {base}/chat (an API key with the advisor scope)"
     )
+    if not settings.api_key_set:
+        path = Path(settings.data_dir) / "api-key"
+        text += f"\n       with no CX_API_KEYS: the generated key is in {path}; open a page as /wallboard#key=$(cat {path})"
+    return text
 
 
 def say(message: str) -> None:

@@ -19,7 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from cxstream.streams.settings import Settings
+from cxstream.serve.keys import parse_keys
+from cxstream.streams.settings import Settings, SettingsError
 
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 
@@ -86,9 +87,17 @@ def error(status: int, code: str, detail: str) -> web.Response:
 
 
 def resolve_api_keys(settings: Settings, say: Callable[[str], None] = print) -> frozenset[str]:
-    """``CX_API_KEYS``, or the key kept in ``DATA_DIR/api-key`` (generated on first use and announced)."""
+    """``CX_API_KEYS`` and ``CX_API_KEYS_FILE``, or the key kept in ``DATA_DIR/api-key`` (generated on first use).
+
+    A malformed entry (an unknown scope) is a :class:`SettingsError` that names the scope, never
+    the key; what is said names the key's file, never the key.
+    """
     keys = settings.api_key_set
     if keys:
+        try:
+            parse_keys(keys)
+        except ValueError as exc:
+            raise SettingsError(f"CX_API_KEYS / CX_API_KEYS_FILE: {exc}") from exc
         return keys
     path = Path(settings.data_dir) / "api-key"
     if path.exists():
@@ -98,5 +107,5 @@ def resolve_api_keys(settings: Settings, say: Callable[[str], None] = print) -> 
         settings.path()
         path.write_text(key + "\n")
         os.chmod(path, 0o600)
-    say(f"no CX_API_KEYS set: generated API key in {path}: {key}")
+    say(f"no CX_API_KEYS set: the API key (every scope) is in {path}")
     return frozenset({key})

@@ -25,13 +25,13 @@ phones, lower-cased emails), and a malformed or placeholder value gets 400 with 
 reason.  An identifier quarantined as shared by many customers gets 409.
 
 Keys travel as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; a missing or
-wrong key gets 401, an advisor's desk key outside that advisor's routes 403.  Errors are JSON ``{"error": ..., "detail": ...}``.
+wrong key gets 401, a key without the route's scope (``read``, ``advisor``, ``admin``:
+:mod:`cxstream.serve.keys`) or an advisor's desk key outside that advisor's routes 403.  Errors are JSON ``{"error": ..., "detail": ...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 # so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.schemas import Identifiers
-from cxstream.serve import desk, pages, queues
+from cxstream.serve import desk, keys, pages, queues
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
 from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_KEYS: web.AppKey[frozenset[str]] = web.AppKey("api_keys", frozenset)
+API_KEY_SCOPES: web.AppKey[dict[str, frozenset[str]]] = web.AppKey("api_key_scopes", dict)
 APP_ID: web.AppKey[str] = web.AppKey("app_id", str)
 ERASURE: web.AppKey[ErasureRequests | None] = web.AppKey("erasure", object)  # type: ignore[arg-type]
 LOOKUP: web.AppKey[ContextLookup] = web.AppKey("lookup", object)  # type: ignore[arg-type]
@@ -82,10 +83,14 @@ def _presented_key(request: web.Request) -> str | None:
 
 
 def _refuse(request: web.Request, route: str) -> web.Response | None:
-    """None if the request's key opens *route*: the API key opens every route, a desk key its advisor's routes."""
+    """None if the request's key opens *route*: an API key with the route's scope (:mod:`cxstream.serve.keys`), or a desk key its advisor's routes."""
     presented = _presented_key(request)
-    if presented and any(hmac.compare_digest(presented, k) for k in request.app[API_KEYS]):
-        return None
+    scopes = keys.scopes_of(presented, request.app[API_KEY_SCOPES]) if presented else None
+    if scopes is not None:
+        need = keys.scope_for(route, desk.ADVISOR_ROUTES)
+        if need in scopes:
+            return None
+        return error(403, "forbidden", f"this API key does not have the {need!r} scope this route needs")
     if presented and route in desk.ADVISOR_ROUTES:
         advisor_id = request.match_info.get("advisor_id", "")
         if desk.is_advisor_key(request.app[desk.ADVISOR_SECRET], advisor_id, presented):
@@ -394,6 +399,7 @@ def build_app(
 
     app.on_cleanup.append(close_lookup)
     app[API_KEYS] = api_keys
+    app[API_KEY_SCOPES] = keys.parse_keys(api_keys)
     app[APP_ID] = app_id
     app[ERASURE] = erasure
     app[ENGINE_METRICS] = engine_metrics

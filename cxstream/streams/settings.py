@@ -20,8 +20,9 @@ class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names the variable."""
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    """A field with its help text; a *secret* one is left out of the settings' repr (so of any log or traceback)."""
+    return field(default=default, metadata={"help": help}, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,16 @@ class Settings:
     snapshot_every: int = _setting(200, "The learner publishes model snapshots after this many labels...")
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
     table_store: str = _setting("memory://", "Faust table store: 'memory://' or 'rocksdb://'.")
-    api_keys: str = _setting("", "Comma-separated API keys for the HTTP API; empty disables the check (development only).")
+    api_keys: str = _setting(
+        "",
+        "Comma-separated API keys of the HTTP API: 'KEY' opens every route, 'SCOPES:KEY' only those of its scopes "
+        "(read, advisor, admin, joined by '+'). Empty, with no CX_API_KEYS_FILE: one key is generated into "
+        "DATA_DIR/api-key (mode 600); the check is never off.",
+        secret=True,
+    )
+    api_keys_file: str = _setting("", "A file of API key entries, one per line ('#' comments), added to CX_API_KEYS.")
     advisor_key_secret: str = _setting(
-        "", "Secret from which each advisor's desk key is derived (HMAC); empty: derived from the API keys."
+        "", "Secret from which each advisor's desk key is derived (HMAC); empty: derived from the API keys.", secret=True
     )
     shared_data_dir: str = _setting("../shared/data", "Where the public datasets are read from (benchmarks, evals).")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
@@ -149,7 +157,15 @@ class Settings:
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        """The API key entries of ``CX_API_KEYS`` and ``CX_API_KEYS_FILE`` (a missing file is a SettingsError)."""
+        entries = [k.strip() for k in self.api_keys.split(",")]
+        if self.api_keys_file:
+            try:
+                lines = Path(self.api_keys_file).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise SettingsError(f"CX_API_KEYS_FILE={self.api_keys_file}: {exc.strerror or exc}") from exc
+            entries += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+        return frozenset(k for k in entries if k)
 
     def path(self, *parts: str) -> Path:
         """A path under ``data_dir``, created if missing."""
