@@ -48,6 +48,7 @@ from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, write_endpoints
+from cxstream.streams.logs import configure_logging
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream")
@@ -300,7 +301,7 @@ class Engine:
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code."""
-        logging.basicConfig(level=self.settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(self.settings.log_level)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         code = 0

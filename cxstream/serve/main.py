@@ -36,6 +36,7 @@ from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.http import EngineMetrics, HttpServer, build_app
 from cxstream.serve.publish import KafkaPublisher
+from cxstream.streams.logs import configure_logging
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream.serve")
@@ -106,7 +107,7 @@ def main_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Entry point of ``cxstream serve`` (arguments: ``engine_metrics``, ``ready_fd``, ``parent_pid``; see ``cxstream.cli``)."""
     if args.parent_pid is not None:
         die_with(args.parent_pid)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     if not settings.redis_url:
         print("cxstream serve: no Redis: set CX_REDIS_URL (cxstream run passes its own)", file=sys.stderr)
         return 2
