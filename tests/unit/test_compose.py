@@ -422,6 +422,39 @@ def test_prometheus_key_path_is_read_from_the_mounted_secret(tmp_path: Path) -> 
     assert prometheus_problems(services["prometheus"], services, tmp_path)
 
 
+def run_entrypoint(tmp_path: Path, key: str | None) -> subprocess.CompletedProcess[str]:
+    """The engines' entrypoint script as Compose runs it (``$$`` is a literal ``$``), with the key
+    file at *key*'s content (None: no file) and a stand-in ``cxstream`` that prints what it got."""
+    svc = load()["services"]["engine-1"]
+    entrypoint, command = argv(svc["entrypoint"]), argv(svc["command"])
+    assert entrypoint[:2] == ["/bin/sh", "-c"]
+    key_file = tmp_path / "cx_api_key"
+    if key is not None:
+        key_file.write_text(key)
+    script = entrypoint[2].replace("$$", "$").replace("/run/secrets/cx_api_key", str(key_file))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "cxstream"
+    fake.write_text('#!/bin/sh\necho "args=$* keys=$CX_API_KEYS"\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run(["/bin/sh", "-c", script, *entrypoint[3:], *command], env=env,
+                          capture_output=True, text=True, timeout=10, check=False)
+
+
+def test_the_engine_entrypoint_exports_the_key_from_the_secret(tmp_path: Path) -> None:
+    r = run_entrypoint(tmp_path, "k3y-from-the-file\n")
+    assert (r.returncode, r.stdout.strip()) == (0, "args=run keys=k3y-from-the-file")
+
+
+@pytest.mark.parametrize("key", [None, "", " \n"])
+def test_the_engine_entrypoint_refuses_to_start_without_a_key(tmp_path: Path, key: str | None) -> None:
+    """An empty CX_API_KEYS would switch the API's key check off: no key, no engine."""
+    r = run_entrypoint(tmp_path, key)
+    assert r.returncode != 0 and "keys=" not in r.stdout
+    assert "no API key" in r.stderr
+
+
 def test_durations() -> None:
     assert seconds("30d") == 30 * 86400
     assert rule_ranges("increase(x[30d]) / rate(y[5m]) + z[1h:30s]") == [30 * 86400, 300, 3600]
