@@ -263,15 +263,64 @@ def prometheus_problems(prom: dict[str, Any], services: dict[str, Any], root: Pa
     return out
 
 
+#: Keys Alertmanager's configuration accepts where this file uses them (its docs, "Configuration"):
+#: a misspelt key is refused by Alertmanager at start, so it is refused here.
+AM_KEYS = {
+    "top": {"global", "route", "receivers", "inhibit_rules", "templates", "time_intervals", "mute_time_intervals"},
+    "route": {"receiver", "group_by", "continue", "matchers", "match", "match_re", "group_wait", "group_interval",
+              "repeat_interval", "mute_time_intervals", "active_time_intervals", "routes"},
+    "receiver": {"name", "webhook_configs", "email_configs", "slack_configs", "pagerduty_configs", "opsgenie_configs",
+                 "msteams_configs", "msteamsv2_configs", "telegram_configs", "discord_configs", "pushover_configs",
+                 "sns_configs", "victorops_configs", "webex_configs", "wechat_configs", "jira_configs"},
+    "webhook": {"send_resolved", "http_config", "url", "url_file", "max_alerts", "timeout"},
+}
+AM_DURATIONS = ("group_wait", "group_interval", "repeat_interval", "resolve_timeout")
+MATCHER = re.compile(r"""^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*"\s*$""")
+
+
+def alertmanager_config_problems(cfg: dict[str, Any]) -> list[str]:
+    """Keys, durations and matchers of an Alertmanager configuration, checked as Alertmanager would."""
+    out = [f"alertmanager.yml: unknown key {k!r}" for k in sorted(set(cfg) - AM_KEYS["top"])]
+    for k in AM_DURATIONS:
+        if k in (cfg.get("global") or {}):
+            try:
+                seconds(str(cfg["global"][k]))
+            except ValueError as exc:
+                out.append(f"alertmanager.yml: global.{k}: {exc}")
+    stack = [cfg.get("route") or {}]
+    while stack:
+        r = stack.pop()
+        out += [f"alertmanager.yml: unknown route key {k!r}" for k in sorted(set(r) - AM_KEYS["route"])]
+        for k in AM_DURATIONS:
+            if k in r:
+                try:
+                    seconds(str(r[k]))
+                except ValueError as exc:
+                    out.append(f"alertmanager.yml: route {k}: {exc}")
+        out += [f"alertmanager.yml: bad matcher {m!r}" for m in r.get("matchers") or [] if not MATCHER.match(m)]
+        stack += r.get("routes") or []
+    for rc in cfg.get("receivers") or []:
+        out += [f"alertmanager.yml: unknown receiver key {k!r}" for k in sorted(set(rc) - AM_KEYS["receiver"])]
+        for w in rc.get("webhook_configs") or []:
+            out += [f"alertmanager.yml: unknown webhook key {k!r}" for k in sorted(set(w) - AM_KEYS["webhook"])]
+            if "url" in w and "url_file" in w:
+                out.append("alertmanager.yml: a webhook has both url and url_file")
+    return out
+
+
 def alertmanager_problems(am: dict[str, Any], doc: dict[str, Any], root: Path) -> list[str]:
     out = []
     if not str(am.get("image", "")).startswith("prom/alertmanager"):
         out.append("alertmanager: not the prom/alertmanager image")
+    storage = flags(am).get("storage.path")
+    if not storage or not mounted_at(am, storage, ("volume",)):
+        out.append("alertmanager: --storage.path is not on a named volume: silences are lost with the container")
     config_path = flags(am).get("config.file", "/etc/alertmanager/alertmanager.yml")
     m = mounted_at(am, config_path, ("bind",))
     if not m or not (root / m[1]).is_file():
         return [*out, f"alertmanager: {config_path} is not mounted from a file of the repository"]
     cfg = yaml.safe_load((root / m[1]).read_text())
+    out += alertmanager_config_problems(cfg)
     names = {r["name"] for r in cfg.get("receivers") or []}
     route = cfg.get("route") or {}
     stack = [route]
@@ -370,6 +419,8 @@ BROKEN = {
     "alertmanager config missing": lambda d: d["services"]["alertmanager"].update(volumes=[
         "./deploy/alertmanager/missing.yml:/etc/alertmanager/alertmanager.yml:ro", "alertmanager-data:/alertmanager"]),
     "webhook URL file not mounted": lambda d: d["services"]["alertmanager"].pop("configs"),
+    "alertmanager storage not on its volume": lambda d: d["services"]["alertmanager"].update(command=[
+        "--storage.path=/tmp/am" if a.startswith("--storage.path") else a for a in d["services"]["alertmanager"]["command"]]),
     "healthy wait on a service without healthcheck": lambda d: d["services"]["redis"].pop("healthcheck"),
     "bind mount of a missing file": lambda d: d["services"]["prometheus"]["volumes"].append(
         "./deploy/prometheus/nope.yml:/etc/prometheus/nope.yml:ro"),
@@ -394,6 +445,12 @@ def test_alertmanager_rules_catch_a_broken_config(tmp_path: Path) -> None:
         lambda c: c["route"].update(group_by=["alertname"]),
         lambda c: c["route"]["routes"].pop(0),  # the "page" severity unrouted
         lambda c: c["receivers"][0]["webhook_configs"][0].update(url_file="/etc/alertmanager/url"),
+        lambda c: c["route"].update(repeat_intervall="4h"),
+        lambda c: c["route"].update(group_wait="30 seconds"),
+        lambda c: c["route"]["routes"][0].update(matchers=["severity=page"]),
+        lambda c: c["receivers"][0]["webhook_configs"][0].update(url="http://x"),
+        lambda c: c["receivers"][0]["webhook_configs"][0].update(sendresolved=True),
+        lambda c: c.update(recievers=[]),
     ):
         cfg = copy.deepcopy(good)
         break_it(cfg)
