@@ -98,7 +98,9 @@ class Settings:
     model_refresh_s: float = _setting(1.0, "How often each worker checks Redis for a newer model snapshot, seconds.")
     snapshot_every: int = _setting(200, "The learner publishes model snapshots after this many labels...")
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
-    table_store: str = _setting("memory://", "Faust table store: 'memory://' or 'rocksdb://'.")
+    table_store: str = _setting(
+        "memory://", "Passed to faust.App(store=...); no effect today: the stages' tables are restored from changelogs."
+    )
     api_keys: str = _setting(
         "",
         "Comma-separated API keys of the HTTP API: 'KEY' opens every route, 'SCOPES:KEY' only those of its scopes "
@@ -157,14 +159,17 @@ class Settings:
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        """The API key entries of ``CX_API_KEYS`` and ``CX_API_KEYS_FILE`` (a missing file is a SettingsError)."""
+        """The API key entries of ``CX_API_KEYS`` and ``CX_API_KEYS_FILE`` (a missing or empty file is a SettingsError)."""
         entries = [k.strip() for k in self.api_keys.split(",")]
         if self.api_keys_file:
             try:
                 lines = Path(self.api_keys_file).read_text(encoding="utf-8").splitlines()
             except OSError as exc:
                 raise SettingsError(f"CX_API_KEYS_FILE={self.api_keys_file}: {exc.strerror or exc}") from exc
-            entries += [line.strip() for line in lines if not line.lstrip().startswith("#")]
+            in_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            if not in_file:
+                raise SettingsError(f"CX_API_KEYS_FILE={self.api_keys_file}: no key in the file")
+            entries += in_file
         return frozenset(k for k in entries if k)
 
     def path(self, *parts: str) -> Path:

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cxstream.streams.settings import Settings
+from cxstream.streams.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -167,8 +167,8 @@ def problems(doc: dict[str, Any], root: Path = ROOT) -> list[str]:
             out.append(f"{name}: CX_API_KEYS is set in its environment: the key must come from the secret only")
         if not mounted_at(svc, "/run/secrets/cx_api_key", ("secret",)):
             out.append(f"{name}: the secret cx_api_key is not mounted at /run/secrets/cx_api_key")
-        if "/run/secrets/cx_api_key" not in " ".join(argv(svc.get("entrypoint"))):
-            out.append(f"{name}: its entrypoint does not read the key from /run/secrets/cx_api_key")
+        if e.get("CX_API_KEYS_FILE") != "/run/secrets/cx_api_key":
+            out.append(f"{name}: CX_API_KEYS_FILE is not the secret's file /run/secrets/cx_api_key")
         known = {n for n, _, _ in Settings.documented()}
         out += [f"{name}: {k} is no setting of the engine" for k in e if k.startswith("CX_") and k not in known]
         try:
@@ -410,7 +410,7 @@ BROKEN = {
     "key in the engine's environment": lambda d: d["services"]["engine-1"]["environment"].update(
         CX_API_KEYS="change-me"),
     "engine without the secret": lambda d: d["services"]["engine-2"].pop("secrets"),
-    "engine entrypoint ignores the secret": lambda d: d["services"]["engine-2"].pop("entrypoint"),
+    "engine does not read the secret": lambda d: d["services"]["engine-2"]["environment"].pop("CX_API_KEYS_FILE"),
     "committed key file": lambda d: d["secrets"]["cx_api_key"].update(file="./deploy/alertmanager/alertmanager.yml"),
     "rocksdb table store": lambda d: d["services"]["engine-1"]["environment"].update(CX_TABLE_STORE="rocksdb://"),
     "unknown setting": lambda d: d["services"]["engine-1"]["environment"].update(CX_PARTITION="8"),
@@ -479,37 +479,20 @@ def test_prometheus_key_path_is_read_from_the_mounted_secret(tmp_path: Path) -> 
     assert prometheus_problems(services["prometheus"], services, tmp_path)
 
 
-def run_entrypoint(tmp_path: Path, key: str | None) -> subprocess.CompletedProcess[str]:
-    """The engines' entrypoint script as Compose runs it (``$$`` is a literal ``$``), with the key
-    file at *key*'s content (None: no file) and a stand-in ``cxstream`` that prints what it got."""
-    svc = load()["services"]["engine-1"]
-    entrypoint, command = argv(svc["entrypoint"]), argv(svc["command"])
-    assert entrypoint[:2] == ["/bin/sh", "-c"]
+def test_the_engine_reads_its_keys_from_the_secret_and_refuses_an_empty_one(tmp_path: Path) -> None:
+    """The engines' environment, with the secret at a path of the test's: the key comes from the file;
+    an empty or missing file is an error (no engine would generate a key Prometheus does not know)."""
+    e = env(load()["services"]["engine-1"])
     key_file = tmp_path / "cx_api_key"
-    if key is not None:
-        key_file.write_text(key)
-    script = entrypoint[2].replace("$$", "$").replace("/run/secrets/cx_api_key", str(key_file))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    fake = bin_dir / "cxstream"
-    fake.write_text('#!/bin/sh\necho "args=$* keys=$CX_API_KEYS"\n')
-    fake.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    return subprocess.run(["/bin/sh", "-c", script, *entrypoint[3:], *command], env=env,
-                          capture_output=True, text=True, timeout=10, check=False)
-
-
-def test_the_engine_entrypoint_exports_the_key_from_the_secret(tmp_path: Path) -> None:
-    r = run_entrypoint(tmp_path, "k3y-from-the-file\n")
-    assert (r.returncode, r.stdout.strip()) == (0, "args=run keys=k3y-from-the-file")
-
-
-@pytest.mark.parametrize("key", [None, "", " \n"])
-def test_the_engine_entrypoint_refuses_to_start_without_a_key(tmp_path: Path, key: str | None) -> None:
-    """An empty CX_API_KEYS would switch the API's key check off: no key, no engine."""
-    r = run_entrypoint(tmp_path, key)
-    assert r.returncode != 0 and "keys=" not in r.stdout
-    assert "no API key" in r.stderr
+    key_file.write_text("k3y-from-the-file\n")
+    assert Settings.from_env({**e, "CX_API_KEYS_FILE": str(key_file)}).api_key_set == {"k3y-from-the-file"}
+    for content in ["", " \n", "# only a comment\n"]:
+        key_file.write_text(content)
+        with pytest.raises(SettingsError, match="no key in the file"):
+            _ = Settings.from_env({**e, "CX_API_KEYS_FILE": str(key_file)}).api_key_set
+    key_file.unlink()
+    with pytest.raises(SettingsError, match="CX_API_KEYS_FILE"):
+        _ = Settings.from_env({**e, "CX_API_KEYS_FILE": str(key_file)}).api_key_set
 
 
 def test_durations() -> None:
