@@ -19,6 +19,16 @@ EVALS = {
     "routing": "cxstream.replay.eval_routing",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
+#: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
+ABOUT = {
+    "intent": "the intent model: one online pass over --train, then score --test",
+    "churn": "the churn model: progressive test-then-train over the Telco churn table",
+    "split": "write a stratified train/test split of a text,category CSV",
+    "routing": "replay the bank call-centre log through the router, per policy",
+    "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
+    "context": "context retention across channel switches, wrong merges, lookup latency",
+    "outreach": "the churn trigger and the guardrails on the Telco table",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,9 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="list every CX_* setting with its default and meaning")
 
     for name, modules, what in (("eval", EVALS, "evaluate a model or policy on data"), ("bench", BENCHES, "run a benchmark")):
-        e = sub.add_parser(name, help=what, add_help=False)
-        e.add_argument("what", choices=sorted(modules) or None, nargs="?" if not modules else None)
-        e.add_argument("rest", nargs=argparse.REMAINDER)
+        listing = "\n".join(f"  {cmd:<10} {ABOUT[cmd]}" for cmd in sorted(modules))
+        e = sub.add_parser(
+            name, help=what, description=f"{what[0].upper()}{what[1:]}.", add_help=False,
+            usage=f"%(prog)s {{{','.join(sorted(modules))}}} [its options; '%(prog)s WHAT --help' lists them]",
+            epilog=f"commands:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        # Only before WHAT: 'cxstream eval intent --help' goes on to the module's own parser (in *rest*).
+        e.add_argument("-h", "--help", action="help", help="list the commands and exit")
+        e.add_argument("what", choices=sorted(modules), nargs="?", metavar="WHAT", help="one of the commands below")
+        e.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        e.set_defaults(help_text=e.format_help)
     return p
 
 
@@ -108,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<28} {default:<18} {meaning}")
         return 0
     modules = EVALS if args.command == "eval" else BENCHES
+    if args.what is None:  # 'cxstream eval' alone: what it can do, as a usage error
+        print(args.help_text(), file=sys.stderr, end="")
+        print(f"cxstream {args.command}: say which one", file=sys.stderr)
+        return 2
     module = importlib.import_module(modules[args.what])
     rest = list(args.rest)
     return int(module.main([args.what, *rest]) if args.what in ("intent", "churn", "split") else module.main(rest))
