@@ -30,7 +30,9 @@ from cxstream.streams import topics as t
 
 Input = InteractionEvent | AdvisorEvent | OutcomeEvent
 _decoder = msgspec.json.Decoder(Input)
-_untagged = {kind: msgspec.json.Decoder(kind) for kind in (InteractionEvent, AdvisorEvent, OutcomeEvent)}
+_untagged: dict[type[Input], msgspec.json.Decoder[Input]] = {
+    kind: msgspec.json.Decoder(kind) for kind in (InteractionEvent, AdvisorEvent, OutcomeEvent)
+}
 #: The most lines one record may span (a line left unfinished by mistake does not swallow the file).
 MAX_RECORD_LINES = 200
 _encoder = msgspec.json.Encoder()
@@ -106,8 +108,8 @@ def parse_line(line: str | bytes, where: str = "line") -> Planned | None:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        kind = UnfinishedRecord if exc.msg.startswith("unexpected end of data") else RecordingError
-        raise kind(f"{where}: not JSON: {exc}") from exc
+        error = UnfinishedRecord if exc.msg.startswith("unexpected end of data") else RecordingError
+        raise error(f"{where}: not JSON: {exc}") from exc
     if isinstance(obj, dict) and "topic" in obj and "value" in obj:
         value = obj["value"]
         raw = value.encode() if isinstance(value, str) else orjson.dumps(value)
