@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
     rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL, else the broker of the engine running on CX_DATA_DIR, from its endpoints.json)")
     rp.add_argument("--keep-times", action="store_true", help="keep the recorded event times instead of re-stamping them to the replay's clock")
-    rp.add_argument("--wait", type=float, default=5.0, help="seconds to wait for assignments after the last record")
+    rp.add_argument("--wait", type=float, default=5.0, help="most seconds to wait after the last record for the replayed contacts that need an advisor to be assigned "
+                    "(it stops as soon as each is)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     rp.add_argument("--json", default=None, help="also write the latency summary to this file")
 
