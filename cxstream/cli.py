@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxstream.streams.endpoints import running_endpoints
+from cxstream.streams.endpoints import NoRunningEngine, engine_endpoints
 from cxstream.streams.settings import Settings, SettingsError
 
 #: ``cxstream eval WHAT ...`` and ``cxstream bench WHAT ...`` hand their arguments to these modules' ``main(argv)``.
@@ -19,6 +19,16 @@ EVALS = {
     "routing": "cxstream.replay.eval_routing",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
+#: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
+ABOUT = {
+    "intent": "the intent model: one online pass over --train, then score --test",
+    "churn": "the churn model: progressive test-then-train over the Telco churn table",
+    "split": "write a stratified train/test split of a text,category CSV",
+    "routing": "replay the bank call-centre log through the router, per policy",
+    "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
+    "context": "context retention across channel switches, wrong merges, lookup latency",
+    "outreach": "the churn trigger and the guardrails on the Telco table",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="also replay a small bundled sample with simulated advisor desktops")
 
     sv = sub.add_parser(
-        "serve", help="run the HTTP API alone, against CX_REDIS_URL (and CX_BROKER_URL for erasure requests); 'run' starts it itself"
+        "serve", help="run the HTTP API alone, against CX_REDIS_URL (and CX_BROKER_URL for erasure requests; unset: those of "
+        "the engine running on CX_DATA_DIR); 'run' starts it itself"
     )
     sv.add_argument("--engine-metrics", default=None, metavar="URL", help="the engine's Prometheus endpoint, included in /metrics")
     sv.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # used by 'cxstream run' (cxstream.serve.workers)
@@ -38,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="publish a JSONL recording to the engine's input topics")
     rp.add_argument("file", help="JSONL file: one record per line (see docs/EVENTS.md)")
     rp.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
-    rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL, else the broker of the engine running on CX_DATA_DIR)")
+    rp.add_argument("--broker", default=None, help="bootstrap servers (default: CX_BROKER_URL, else the broker of the engine running on CX_DATA_DIR, from its endpoints.json)")
     rp.add_argument("--keep-times", action="store_true", help="keep the recorded event times instead of re-stamping them to the replay's clock")
-    rp.add_argument("--wait", type=float, default=5.0, help="seconds to wait for assignments after the last record")
+    rp.add_argument("--wait", type=float, default=5.0, help="most seconds to wait after the last record for the replayed contacts that need an advisor to be assigned "
+                    "(it stops as soon as each is)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     rp.add_argument("--json", default=None, help="also write the latency summary to this file")
 
@@ -54,9 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("settings", help="list every CX_* setting with its default and meaning")
 
     for name, modules, what in (("eval", EVALS, "evaluate a model or policy on data"), ("bench", BENCHES, "run a benchmark")):
-        e = sub.add_parser(name, help=what, add_help=False)
-        e.add_argument("what", choices=sorted(modules) or None, nargs="?" if not modules else None)
-        e.add_argument("rest", nargs=argparse.REMAINDER)
+        listing = "\n".join(f"  {cmd:<10} {ABOUT[cmd]}" for cmd in sorted(modules))
+        e = sub.add_parser(
+            name, help=what, description=f"{what[0].upper()}{what[1:]}.", add_help=False,
+            usage=f"%(prog)s {{{','.join(sorted(modules))}}} [its options; '%(prog)s WHAT --help' lists them]",
+            epilog=f"commands:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        # Only before WHAT: 'cxstream eval intent --help' goes on to the module's own parser (in *rest*).
+        e.add_argument("-h", "--help", action="help", help="list the commands and exit")
+        e.add_argument("what", choices=sorted(modules), nargs="?", metavar="WHAT", help="one of the commands below")
+        e.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        e.set_defaults(help_text=e.format_help)
     return p
 
 
@@ -75,19 +95,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from cxstream.serve.main import main_serve
 
+        if not settings.redis_url and args.ready_fd is None:  # alone, beside 'make run': that engine's Redis and broker
+            try:
+                found = engine_endpoints(settings)
+            except NoRunningEngine as exc:
+                print(f"cxstream serve: no Redis to serve from: CX_REDIS_URL is not set and {exc}", file=sys.stderr)
+                return 2
+            settings = settings.replace(redis_url=found["redis_url"], broker_url=settings.broker_url or found["broker_url"])
         return main_serve(settings, args)
     if args.command == "replay":
         from cxstream.replay.publish import main_replay
 
-        running = running_endpoints(settings)  # the engine 'make run' started on this data folder
-        broker = args.broker or settings.broker_url or (running or {}).get("broker_url", "")
-        if not broker:
-            print(
-                f"cxstream replay: no broker: start the engine ('make run'; it records its broker in "
-                f"{settings.data_dir}/endpoints.json), pass --broker HOST:PORT or set CX_BROKER_URL",
-                file=sys.stderr,
-            )
-            return 2
+        broker = args.broker or settings.broker_url
+        if not broker:  # the broker of the engine running on this data folder ('make run')
+            try:
+                broker = engine_endpoints(settings)["broker_url"]
+            except NoRunningEngine as exc:
+                print(f"cxstream replay: no broker to publish to: CX_BROKER_URL is not set and {exc}; "
+                      "or pass --broker HOST:PORT", file=sys.stderr)
+                return 2
         return main_replay(
             args.file, broker, speed=args.speed, keep_times=args.keep_times, wait_s=args.wait,
             progress=not args.no_progress, json_out=args.json, topic_prefix=settings.topic_prefix,
@@ -108,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<28} {default:<18} {meaning}")
         return 0
     modules = EVALS if args.command == "eval" else BENCHES
+    if args.what is None:  # 'cxstream eval' alone: what it can do, as a usage error
+        print(args.help_text(), file=sys.stderr, end="")
+        print(f"cxstream {args.command}: say which one", file=sys.stderr)
+        return 2
     module = importlib.import_module(modules[args.what])
     rest = list(args.rest)
     return int(module.main([args.what, *rest]) if args.what in ("intent", "churn", "split") else module.main(rest))

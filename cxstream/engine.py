@@ -47,7 +47,7 @@ from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
-from cxstream.streams.endpoints import remove_endpoints, write_endpoints
+from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
 from cxstream.streams.logs import configure_logging
 from cxstream.streams.settings import Settings
 
@@ -228,6 +228,7 @@ class EngineService(Service):
             f"ready {process_age_s():.1f} s after the process started"
         )
         say(page_urls(self.api.url, self.wiring.settings))
+        update_endpoints(self.wiring.settings, http_url=self.api.url)  # for commands run beside it
         if self.on_ready is not None:
             await self.on_ready()
 

@@ -17,7 +17,9 @@ with the customer's other events:
    ``erasure_completed`` to ``cx.audit.v1``.
 
 Progress is in Redis, hash ``cx:erasure:{request id}`` (``GET /erasures/{request id}``):
-``parts`` (contexts to erase), ``done``, ``requested_at``, ``completed_at``.  Erasing
+``requested_at`` (the API's, or the identity stage's when nothing recorded it before), ``accepted_at``
+(API requests), ``started_at`` (identity), ``parts`` (contexts to erase), ``done``, ``completed_at``
+(``cxstream/serve/erasure.py`` says which clock each comes from).  Erasing
 again is harmless: the second request finds nothing and is audited as such.
 """
 
@@ -77,7 +79,8 @@ class ErasureStatus:
         key = erasure_key(request_id)
         now = time.time()
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"parts": parts, "requested_at": now})
+            pipe.hset(key, mapping={"parts": parts, "started_at": now})
+            pipe.hsetnx(key, "requested_at", now)  # the API's time of the request, when it made it, stays
             pipe.hsetnx(key, "done", 0)
             if parts == 0:
                 pipe.hset(key, "completed_at", now)

@@ -7,6 +7,11 @@ offsets it had before the replay began) and measures, per assignment, the wall
 time at which it was consumed minus the planned time of the input that
 triggered it (``Assignment.decided_at``): the latency an advisor desktop sees,
 including any queueing inside the engine (no coordinated omission).
+
+After the last record it waits for the assignments of the replayed contacts that need an
+advisor (``contact_opened`` with ``needs_advisor``, not closed or abandoned later in the
+recording: :func:`awaited_contacts`), and stops as soon as each has one; ``--wait`` seconds
+is the most it waits.  With none to wait for, it stops at once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from hdrh.histogram import HdrHistogram
 from tqdm import tqdm
 
 from cxstream.replay.recording import Planned, read_recording, schedule
-from cxstream.schemas import Assignment
+from cxstream.schemas import Assignment, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
 from cxstream.streams.transport import IDEMPOTENT
@@ -83,30 +88,59 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
+def awaited_contacts(records: list[Planned]) -> set[str]:
+    """The contacts of *records* that the engine should assign: opened needing an advisor, and still open at the end.
+
+    >>> from cxstream.schemas import Identifiers, InteractionEvent
+    >>> from cxstream.replay.recording import plan
+    >>> ev = lambda kind, cid, **kw: plan(InteractionEvent(event_id=kind + cid, occurred_at=1, channel="chat", kind=kind,
+    ...                                                    customer=Identifiers(email="a@b.co"), contact_id=cid, **kw))
+    >>> sorted(awaited_contacts([ev("contact_opened", "c1", needs_advisor=True), ev("contact_opened", "c2", needs_advisor=True),
+    ...                          ev("contact_opened", "c3"), ev("contact_abandoned", "c2")]))
+    ['c1']
+    """
+    out: set[str] = set()
+    for p in records:
+        r = p.record
+        if isinstance(r, InteractionEvent) and r.contact_id:
+            if r.kind == "contact_opened" and r.needs_advisor:
+                out.add(r.contact_id)
+            elif r.kind in ("contact_closed", "contact_abandoned"):
+                out.discard(r.contact_id)
+    return out
+
+
 async def collect_assignments(
-    bootstrap: str, start: dict[TopicPartition, int], stop: asyncio.Event, idle_s: float, topic: str = t.ASSIGNMENTS.name
+    bootstrap: str,
+    start: dict[TopicPartition, int],
+    stop: asyncio.Event,
+    wait_s: float,
+    topic: str = t.ASSIGNMENTS.name,
+    awaited: set[str] | frozenset[str] = frozenset(),
 ) -> list[tuple[float, Assignment]]:
-    """(consumed wall time, assignment) from *start* offsets until *stop* is set and *idle_s* pass quietly."""
+    """(consumed wall time, assignment) from *start* offsets until *stop* is set and then either every contact in
+    *awaited* has an assignment or *wait_s* seconds have passed (at once if *awaited* is empty)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     out: list[tuple[float, Assignment]] = []
+    missing = set(awaited)
     try:
         consumer.assign(list(start))
         for tp, off in start.items():
             consumer.seek(tp, off)
-        last = time.monotonic()
-        stopped_at: float | None = None
+        deadline: float | None = None
         while True:
-            batch = await consumer.getmany(timeout_ms=100)
+            if stop.is_set() and deadline is None:
+                deadline = time.monotonic() + wait_s
+            batch = await consumer.getmany(timeout_ms=100 if deadline is None else max(0, min(100, int((deadline - time.monotonic()) * 1000))))
             now = time.time()
             for msgs in batch.values():
                 for m in msgs:
-                    out.append((now, _assignment.decode(m.value)))
-                    last = time.monotonic()
-            if stop.is_set():
-                stopped_at = stopped_at or time.monotonic()
-                if time.monotonic() - max(last, stopped_at) > idle_s:
-                    return out
+                    a = _assignment.decode(m.value)
+                    out.append((now, a))
+                    missing.discard(a.contact_id)
+            if deadline is not None and (not missing or time.monotonic() >= deadline):
+                return out
     finally:
         await consumer.stop()
 
@@ -154,10 +188,13 @@ async def replay(
 ) -> LatencySummary:
     """Replay a recording into a running engine and measure assignment latency."""
     records = read_recording(path)
+    awaited = awaited_contacts(records)
     assignments = topic_prefix + t.ASSIGNMENTS.name
     start_offsets = await end_offsets(bootstrap, assignments)
     stop = asyncio.Event()
-    collector = asyncio.create_task(collect_assignments(bootstrap, start_offsets, stop, idle_s=wait_s, topic=assignments))
+    collector = asyncio.create_task(
+        collect_assignments(bootstrap, start_offsets, stop, wait_s=wait_s, topic=assignments, awaited=awaited)
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, **IDEMPOTENT)
     await producer.start()
     began = time.time()
@@ -167,6 +204,7 @@ async def replay(
         await producer.stop()
     sent_s = time.time() - began
     stop.set()
+    waiting = time.monotonic()
     got = await collector
     latencies = [consumed - planned_at.get(a.decided_at, a.decided_at) for consumed, a in got]
     summary = LatencySummary.of(latencies)
@@ -176,8 +214,32 @@ async def replay(
         "send_seconds": round(sent_s, 3),
         "achieved_rate": round(len(records) / sent_s, 1) if sent_s > 0 else None,
         "speed": speed,
+        "awaited_contacts": len(awaited),
+        "assigned_contacts": len(awaited & {a.contact_id for _, a in got}),
+        "waited_seconds": round(time.monotonic() - waiting, 3),
+        "wait_limit_seconds": wait_s,
     }
     return summary
+
+
+def report(d: dict[str, Any]) -> str:
+    """The line ``cxstream replay`` prints: what was sent, what was assigned, and latency only if there is one.
+
+    >>> print(report({"records": 2, "send_seconds": 0.1, "achieved_rate": 20.0, "assignments": 0, "awaited_contacts": 1,
+    ...               "assigned_contacts": 0, "waited_seconds": 5.0, "wait_limit_seconds": 5.0, "p50_ms": None}))
+    replayed 2 records in 0.1s (20.0/s); no assignment seen within --wait 5.0 s (0 of the 1 replayed contacts that need an advisor assigned)
+    """
+    line = f"replayed {d['records']} records in {d['send_seconds']}s ({d['achieved_rate']}/s); "
+    awaited = (
+        f" ({d['assigned_contacts']} of the {d['awaited_contacts']} replayed contacts that need an advisor assigned)"
+        if d["awaited_contacts"] else " (no replayed contact needs an advisor: nothing to wait for)"
+    )
+    if not d["assignments"]:
+        return line + f"no assignment seen within --wait {d['wait_limit_seconds']} s{awaited}"
+    return line + (
+        f"{d['assignments']} assignments in {d['waited_seconds']} s after the last record{awaited}; "
+        f"event time -> assignment latency: p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms"
+    )
 
 
 def main_replay(
@@ -203,11 +265,7 @@ def main_replay(
         print(f"cxstream replay: {exc}", file=sys.stderr)
         return 2
     d = summary.as_dict()
-    print(
-        f"replayed {d['records']} records in {d['send_seconds']}s ({d['achieved_rate']}/s); "
-        f"{d['assignments']} assignments; event time -> assignment latency: "
-        f"p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms, max {d['max_ms']} ms"
-    )
+    print(report(d))
     if json_out:
         Path(json_out).write_bytes(orjson.dumps(d, option=orjson.OPT_INDENT_2))
     return 0

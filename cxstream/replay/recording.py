@@ -2,13 +2,18 @@
 
 Each line is either
 
-* a record with its ``type`` tag (``cx.InteractionEvent.v1``, ``cx.AdvisorEvent.v1``,
-  ``cx.OutcomeEvent.v1``): it goes to that record's input topic, keyed by its
-  customer identifier or advisor id; or
+* an input record, as a channel system publishes it (the README's example is one): it goes
+  to that record's input topic, keyed by its customer identifier or advisor id.  Its ``type``
+  tag (``cx.InteractionEvent.v1``, ``cx.AdvisorEvent.v1``, ``cx.OutcomeEvent.v1``) is
+  optional, as on the input topics themselves: without one, a record with an ``advisor_id``
+  is an ``AdvisorEvent``, one with a ``channel`` an ``InteractionEvent``, any other an
+  ``OutcomeEvent``; or
 * an envelope ``{"topic": NAME, "key": STR|null, "value": ANY}``: *value* is sent
   as is (a string verbatim, anything else as JSON) — for recording malformed input.
 
-Blank lines and lines starting with ``#`` are skipped.
+A record may also be spread over several lines (pretty-printed JSON, as in the README): a
+line whose JSON is not finished continues on the next ones.  Blank lines and lines starting
+with ``#`` are skipped.
 """
 
 from __future__ import annotations
@@ -25,12 +30,34 @@ from cxstream.streams import topics as t
 
 Input = InteractionEvent | AdvisorEvent | OutcomeEvent
 _decoder = msgspec.json.Decoder(Input)
+_untagged: dict[type[Input], msgspec.json.Decoder[Input]] = {
+    kind: msgspec.json.Decoder(kind) for kind in (InteractionEvent, AdvisorEvent, OutcomeEvent)
+}
+#: The most lines one record may span (a line left unfinished by mistake does not swallow the file).
+MAX_RECORD_LINES = 200
 _encoder = msgspec.json.Encoder()
 _TOPIC = {InteractionEvent: t.INTERACTIONS.name, AdvisorEvent: t.ADVISOR_EVENTS.name, OutcomeEvent: t.OUTCOMES.name}
 
 
 class RecordingError(ValueError):
-    """A line of a recording that is neither a typed record nor an envelope."""
+    """A line of a recording that is neither an input record nor an envelope."""
+
+
+class UnfinishedRecord(RecordingError):
+    """The JSON of a line ends before its value does: it may go on on the next line."""
+
+
+def record_type(obj: dict[str, object]) -> type[Input]:
+    """The input record a JSON object without a ``type`` tag is.
+
+    >>> record_type({"advisor_id": "ann", "kind": "login"}).__name__, record_type({"channel": "chat"}).__name__
+    ('AdvisorEvent', 'InteractionEvent')
+    >>> record_type({"kind": "csat", "customer": {"email": "a@b.co"}}).__name__
+    'OutcomeEvent'
+    """
+    if "advisor_id" in obj:
+        return AdvisorEvent
+    return InteractionEvent if "channel" in obj else OutcomeEvent
 
 
 @dataclass(frozen=True)
@@ -70,19 +97,30 @@ def plan(record: Input) -> Planned:
 
 
 def parse_line(line: str | bytes, where: str = "line") -> Planned | None:
-    """Parse one JSONL line; ``None`` for blank and comment lines."""
+    """Parse one JSONL line (or the lines of one record); ``None`` for blank and comment lines.
+
+    >>> parse_line('{"event_id": "e", "occurred_at": 1, "advisor_id": "ann", "kind": "login"}').topic
+    'cx.advisor-events.v1'
+    """
     text = line.decode() if isinstance(line, bytes) else line
     if not text.strip() or text.lstrip().startswith("#"):
         return None
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise RecordingError(f"{where}: not JSON: {exc}") from exc
+        error = UnfinishedRecord if exc.msg.startswith("unexpected end of data") else RecordingError
+        raise error(f"{where}: not JSON: {exc}") from exc
     if isinstance(obj, dict) and "topic" in obj and "value" in obj:
         value = obj["value"]
         raw = value.encode() if isinstance(value, str) else orjson.dumps(value)
         key = obj.get("key")
         return Planned(str(obj["topic"]), key.encode() if isinstance(key, str) else None, raw, obj.get("at"))
+    if isinstance(obj, dict) and "type" not in obj:
+        kind = record_type(obj)
+        try:
+            return plan(_untagged[kind].decode(text))
+        except msgspec.ValidationError as exc:
+            raise RecordingError(f"{where}: not an input record or envelope (read as {kind.__name__}, having no 'type'): {exc}") from exc
     try:
         return plan(_decoder.decode(text))
     except msgspec.ValidationError as exc:
@@ -90,13 +128,26 @@ def parse_line(line: str | bytes, where: str = "line") -> Planned | None:
 
 
 def read_recording(path: str | Path) -> list[Planned]:
-    """Every record of a recording file, in file order."""
+    """Every record of a recording file, in file order (a record may span lines: the module's docstring)."""
     out = []
     with Path(path).open("rb") as f:
+        pending, first = b"", 0
         for n, line in enumerate(f, 1):
-            p = parse_line(line, f"{path}:{n}")
+            if not pending:
+                first = n
+            text = pending + line
+            try:
+                p = parse_line(text, f"{path}:{first}")
+            except UnfinishedRecord:
+                if n - first + 1 >= MAX_RECORD_LINES:
+                    raise
+                pending = text
+                continue
+            pending = b""
             if p is not None:
                 out.append(p)
+        if pending:
+            parse_line(pending, f"{path}:{first}")  # raises: the file ends inside a record
     return out
 
 

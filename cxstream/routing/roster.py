@@ -73,6 +73,11 @@ class AdvisorState(msgspec.Struct, kw_only=True, array_like=True):
     #: handle time / the group's mean for the same key at that time, over every key: how fast this
     #: advisor is overall (the prior of a key the advisor has few samples of; see ``policy.expected_handle``)
     pace: Learned = msgspec.field(default_factory=Learned)
+    #: contact id -> its statistics queue, for the contacts held (``held``)
+    held_queues: dict[str, str] = {}
+    #: busy seconds spent holding contacts, by statistics queue: each second holding k contacts counts 1/k to each
+    #: one's queue (so they add up to busy_s less the time busy or in wrap-up holding none)
+    busy_queues_s: dict[str, float] = {}
 
 
 def is_staffed(adv: AdvisorState) -> bool:
@@ -93,9 +98,25 @@ def account(adv: AdvisorState, now: float) -> None:
             adv.staffed_s += dt
             if is_busy(adv):
                 adv.busy_s += dt
+                for queue, share in holding_shares(adv, dt).items():
+                    adv.busy_queues_s[queue] = adv.busy_queues_s.get(queue, 0.0) + share
         adv.mark = now
     elif adv.mark == 0.0:
         adv.mark = now
+
+
+def holding_shares(adv: AdvisorState, busy_s: float) -> dict[str, float]:
+    """*busy_s* busy seconds split over the queues of the contacts the advisor holds (equal shares per contact).
+
+    >>> a = AdvisorState(advisor_id="a", held=["c1", "c2"], held_queues={"c1": "chat", "c2": "chat:cards"})
+    >>> holding_shares(a, 10.0)
+    {'chat': 5.0, 'chat:cards': 5.0}
+    """
+    out: dict[str, float] = {}
+    for cid in adv.held:
+        queue = adv.held_queues.get(cid, "")  # "": held before the router recorded queues
+        out[queue] = out.get(queue, 0.0) + busy_s / len(adv.held)
+    return out
 
 
 def capacity(adv: AdvisorState, channel: str, cfg: RoutingConfig) -> int:
@@ -142,10 +163,11 @@ def speaks(adv: AdvisorState, language: str | None) -> bool:
     return any(lang.split("-")[0].lower() == want for lang in adv.languages)
 
 
-def take(adv: AdvisorState, contact_id: str, channel: str, now: float) -> None:
-    """Reserve capacity for a contact (an offer or an accepted contact)."""
+def take(adv: AdvisorState, contact_id: str, channel: str, now: float, queue: str | None = None) -> None:
+    """Reserve capacity for a contact (an offer or an accepted contact) of statistics *queue* (default: *channel*)."""
     account(adv, now)
     adv.held.append(contact_id)
+    adv.held_queues[contact_id] = queue or channel
     adv.load[channel] = adv.load.get(channel, 0) + 1
 
 
@@ -155,6 +177,7 @@ def release(adv: AdvisorState, contact_id: str, channel: str, now: float) -> boo
         return False
     account(adv, now)
     adv.held.remove(contact_id)
+    adv.held_queues.pop(contact_id, None)
     left = adv.load.get(channel, 0) - 1
     if left > 0:
         adv.load[channel] = left

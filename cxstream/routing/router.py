@@ -61,14 +61,12 @@ from cxstream.routing.roster import (
     Learned,
     account,
     can_take_work,
-    is_busy,
-    is_staffed,
     release,
     roll_day,
     speaks,
     take,
 )
-from cxstream.routing.stats import QueueStats, summary
+from cxstream.routing.stats import QueueStats, live
 from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
@@ -1020,7 +1018,7 @@ class Router:
         cfg = self._s.config
         c.attempts += 1
         aid = short_id("as", self._s.group, c.contact_id, c.opened_at, c.attempts)
-        take(adv, c.contact_id, c.channel, now)
+        take(adv, c.contact_id, c.channel, now, c.queue)
         self._reindex(adv)
         c.status = "offered"
         c.advisor_id = adv.advisor_id
@@ -1085,37 +1083,5 @@ class Router:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
         """Live figures per queue and for the group (formulas in :mod:`cxstream.routing.stats`)."""
-        now = self._s.clock
-        staffed = busy = 0.0
-        counts = {"logged_in": 0, "available": 0, "busy": 0, "away": 0}
-        for a in self._s.advisors.values():
-            extra = max(0.0, now - a.mark) if is_staffed(a) else 0.0
-            staffed += a.staffed_s + extra
-            busy += a.busy_s + (extra if is_busy(a) else 0.0)
-            if a.logged_in:
-                counts["logged_in"] += 1
-                counts["away"] += a.presence == "away"
-                counts["busy"] += bool(a.held)
-                counts["available"] += a.advisor_id in self._free  # available, room on some channel
-        waiting: dict[str, list[float]] = {}
-        for c in self._s.contacts.values():
-            if not c.answered and c.status != "active":
-                waiting.setdefault(c.queue, []).append(max(0.0, now - c.opened_at))
-        queues: dict[str, Any] = {}
-        total = QueueStats()
-        for name in sorted(set(self._s.queues) | set(waiting)):
-            st = self._s.queues.get(name, QueueStats())
-            total.merge(st)
-            w = waiting.get(name, [])
-            queues[name] = summary(st, len(w), max(w, default=0.0), staffed)
-        all_w = [x for w in waiting.values() for x in w]
-        group = summary(total, len(all_w), max(all_w, default=0.0), staffed)
-        group["occupancy"] = busy / staffed if staffed > 0 else None
-        return {
-            "group": self._s.group,
-            "policy": self._s.config.policy,
-            "clock": now,
-            "queues": queues,
-            "total": group,
-            "advisors": counts,
-        }
+        s = self._s
+        return live(s.group, s.config.policy, s.clock, s.advisors.values(), s.contacts.values(), s.queues)

@@ -4,8 +4,17 @@
 does) and publishes the request straight onto ``cx.resolve.v1`` as a ``ResolveRequest``
 with source ``api`` (one hop less than through ``cx.outcomes.v1``); the identity and
 context agents do the erasing (``cxstream/agents/erasure.py`` describes the whole path).
-Progress is the Redis hash ``cx:erasure:{request id}``: the API writes ``accepted_at``,
-the agents ``parts``, ``done``, ``requested_at`` and ``completed_at``.
+Progress is the Redis hash ``cx:erasure:{request id}``, its times all wall-clock seconds:
+
+* ``requested_at``: when the request was made, the request's own ``occurred_at`` (the API's
+  clock for ``POST .../erase``; for a request published on ``cx.outcomes.v1`` the identity
+  stage's clock when it handled it, as nothing recorded it before);
+* ``accepted_at`` (API requests only): when the API accepted it, just before publishing it,
+  never before ``requested_at``;
+* ``started_at``: when the identity stage handled it (``parts``: contexts to erase);
+* ``done`` and ``completed_at``: the context stage's progress.
+
+The API writes the first two, the agents the others (``cxstream.agents.erasure.ErasureStatus``).
 
 Only schemas and streams are imported here: the API never imports the agents.
 """
@@ -68,7 +77,7 @@ async def erasure_status(client: aioredis.Redis, request_id: str) -> dict[str, f
     for name in ("parts", "done"):
         if name in fields:
             out[name] = int(fields[name])
-    for name in ("accepted_at", "requested_at", "completed_at"):
+    for name in ("requested_at", "accepted_at", "started_at", "completed_at"):
         if name in fields:
             out[name] = fields[name]
     out["status"] = "completed" if "completed_at" in fields else "pending"
@@ -87,8 +96,11 @@ class ErasureRequests:
     async def submit(self, customer: Identifiers) -> OutcomeEvent:
         request = erasure_request(customer)
         key = erasure_key(request.event_id)
+        # One clock (this process's) for both, the request's own time first: accepted >= requested even if
+        # the wall clock steps back; the engine's stages only add started_at/completed_at (hsetnx requested_at).
+        accepted_at = max(time.time(), request.occurred_at)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"accepted_at": request.occurred_at})
+            pipe.hset(key, mapping={"requested_at": request.occurred_at, "accepted_at": accepted_at})
             pipe.expire(key, STATUS_TTL_S)
             await pipe.execute()
         sent = await self._publish(request.event_id.encode(), encode(ResolveRequest(event=request, source="api")))

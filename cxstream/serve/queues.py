@@ -2,7 +2,10 @@
 
 The router of each group stores its statistics in Redis on every tick (see
 ``cxstream.agents.router``), so any worker answers for every group.  Figures and
-their formulas: ``cxstream/routing/stats.py``.
+their formulas: ``cxstream/routing/stats.py`` (``live``): each logged-in advisor is counted
+once (``available`` + ``busy`` + ``away`` = ``logged_in``), and the queues' occupancies are
+shares of the group's, live, rounded to 4 decimals.  This module serves them as the router
+wrote them.
 """
 
 from __future__ import annotations

@@ -86,6 +86,8 @@ def test_queue_statistics_of_a_group_after_routing(engine: RunningEngine) -> Non
     assert total["waiting"] == 3, "waiting = not answered yet: the offered call (not accepted) and the two queued"
     assert stats["queues"]["voice"]["waiting"] == 3
     assert total["longest_wait_s"] >= 0
+    # the offered call is held: its queue is busy for the whole of the group's busy time (it was 0 beside the total)
+    assert stats["queues"]["voice"]["occupancy"] == total["occupancy"] > 0, stats
 
     status, listing = call(engine.http, "/queues")
     assert status == 200 and group in [g["group"] for g in listing["groups"]]

@@ -248,3 +248,19 @@ def test_erasure_takes_the_customers_queued_contacts_out_of_the_router(engine: R
     records = asyncio.run(read_all(engine.broker, f"{app_id(engine)}-router_state-changelog"))
     latest = [v for k, v in records if k == group.encode()][-1]
     assert latest is not None and customer_id.encode() not in latest and contact.encode() not in latest
+
+
+def test_erasure_times_are_in_order(engine: RunningEngine) -> None:
+    """requested_at <= accepted_at <= started_at <= completed_at, for API requests and for requests by event."""
+    email = f"{uid('order')}@example.org"
+    status, body = http(engine, "POST", "/customers/erase", email=email)
+    assert status == 202
+    api = wait_completed(engine, body["request_id"])
+    assert api["requested_at"] <= api["accepted_at"] <= api["started_at"] <= api["completed_at"], api
+    assert api["took_ms"] >= 0
+
+    request = OutcomeEvent(event_id=uid("erase"), occurred_at=time.time(), customer=Identifiers(email=email), kind="erasure_requested")
+    send(engine, t.OUTCOMES.name, request)
+    by_event = wait_completed(engine, request.event_id)
+    assert "accepted_at" not in by_event  # no API accepted it
+    assert by_event["requested_at"] <= by_event["started_at"] <= by_event["completed_at"], by_event

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -38,7 +39,48 @@ def test_replay_command_publishes_a_recording_and_reports_latency(engine: Runnin
     summary = json.loads(out.read_text())
     assert summary["records"] == 173 and summary["assignments"] >= 6, summary
     assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
-    assert "assignments; event time -> assignment latency: p50" in proc.stdout
+    assert "event time -> assignment latency: p50" in proc.stdout
+
+
+def replay_cli(engine: RunningEngine, path: Path, wait: float) -> tuple[subprocess.CompletedProcess[str], float, dict[str, Any]]:
+    out = path.with_suffix(".summary.json")
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxstream.cli", "replay", str(path), "--speed", "0", "--broker", engine.broker,
+         "--no-progress", "--wait", str(wait), "--json", str(out)],
+        capture_output=True, text=True, timeout=120, env={"CX_TOPIC_PREFIX": engine.prefix, "PATH": "/usr/bin:/bin"},
+    )
+    took = time.monotonic() - began
+    assert proc.returncode == 0, proc.stderr
+    return proc, took, json.loads(out.read_text())
+
+
+def test_replay_stops_waiting_when_its_contacts_are_assigned_and_says_when_none_was(engine: RunningEngine, tmp_path: Path) -> None:
+    """--wait is an upper bound: the replay ends once every replayed contact needing an advisor has its assignment."""
+    group, now = uid("rgroup"), time.time()
+    advisor = {"event_id": uid("login"), "occurred_at": now, "advisor_id": uid("adv"), "kind": "login",
+               "presence": "available", "routing_group": group}  # untyped, as channel systems may publish
+    contact = {"event_id": uid("open"), "occurred_at": now + 0.1, "channel": "chat", "kind": "contact_opened",
+               "customer": {"email": f"{uid('c')}@example.org"}, "contact_id": uid("chat"), "needs_advisor": True, "routing_group": group}
+    served = tmp_path / "served.jsonl"
+    served.write_text(json.dumps(advisor) + "\n" + json.dumps(contact) + "\n")
+    proc, took, summary = replay_cli(engine, served, wait=30)
+    assert (summary["awaited_contacts"], summary["assigned_contacts"], summary["assignments"]) == (1, 1, 1), summary
+    assert took < 15 and summary["waited_seconds"] < 10, (took, summary)  # not the 30 s of --wait
+    assert "1 assignments" in proc.stdout and "p50 None" not in proc.stdout
+
+    lonely = tmp_path / "lonely.jsonl"  # a routing group no advisor is in: nothing can be assigned
+    lonely.write_text(json.dumps({**contact, "event_id": uid("open"), "contact_id": uid("chat"), "routing_group": uid("empty")}) + "\n")
+    proc, took, summary = replay_cli(engine, lonely, wait=1.5)
+    assert summary["assignments"] == 0 and summary["waited_seconds"] >= 1.5, summary
+    assert "no assignment seen within --wait 1.5 s (0 of the 1 replayed contacts" in proc.stdout, proc.stdout
+    assert "None" not in proc.stdout
+
+    browsing = tmp_path / "browsing.jsonl"  # needs no advisor: nothing to wait for
+    browsing.write_text(json.dumps({**contact, "event_id": uid("view"), "kind": "page_view", "needs_advisor": False}) + "\n")
+    proc, took, summary = replay_cli(engine, browsing, wait=30)
+    assert summary["awaited_contacts"] == 0 and summary["waited_seconds"] < 1, summary
+    assert "nothing to wait for" in proc.stdout
 
 
 def test_router_output_is_a_pure_function_of_its_input_topic(engine: RunningEngine) -> None:

@@ -10,7 +10,7 @@ from cxstream.replay.demo import SAMPLE, generate_sample
 from cxstream.replay.desktop import DesktopProfile, respond
 from cxstream.replay.publish import LatencySummary
 from cxstream.replay.recording import RecordingError, parse_line, read_recording, schedule, write_recording
-from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent
+from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
 
 
@@ -74,3 +74,43 @@ def test_latency_summary_percentiles() -> None:
     s = LatencySummary.of([i / 1000 for i in range(1, 1001)])
     assert s.count == 1000 and s.p50_ms == pytest.approx(500, rel=0.01) and s.p99_ms == pytest.approx(990, rel=0.01)
     assert LatencySummary.of([]).count == 0
+
+
+def readme_example() -> str:
+    """The record the README shows under "A contact that needs an advisor:", exactly as printed."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("A contact that needs an advisor:", 1)[1]
+    block = after.split("```json\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_readme_example_record_is_a_recording_as_printed(tmp_path: Path) -> None:
+    """Copied from the README into a file, the example replays (it has no ``type`` and spans three lines)."""
+    example = readme_example()
+    assert '"type"' not in example and example.count("\n") > 1, "the test checks the README's untyped, pretty-printed form"
+    path = tmp_path / "recording.jsonl"
+    path.write_text(example)
+    [p] = read_recording(path)
+    assert isinstance(p.record, InteractionEvent) and p.topic == t.INTERACTIONS.name
+    assert p.record.needs_advisor and p.record.contact_id and p.key == p.record.customer.email.encode()  # type: ignore[union-attr]
+    # and on one line, as JSONL, twice, with a comment between
+    one_line = " ".join(example.split("\n")).strip()
+    path.write_text(f"{one_line}\n# the same again\n{one_line}\n")
+    assert [r.record for r in read_recording(path)] == [p.record, p.record]
+
+
+def test_untyped_records_are_read_as_the_record_their_fields_say() -> None:
+    adv = parse_line('{"event_id": "a", "occurred_at": 1, "advisor_id": "ann", "kind": "login", "presence": "available"}')
+    out = parse_line('{"event_id": "o", "occurred_at": 1, "customer": {"email": "a@b.co"}, "kind": "csat", "value": 5}')
+    ev = parse_line('{"event_id": "p", "occurred_at": 1, "channel": "app", "kind": "payment_failed", "customer": {"phone": "+447700900123"}}')
+    assert (type(adv.record), type(out.record), type(ev.record)) == (AdvisorEvent, OutcomeEvent, InteractionEvent)  # type: ignore[union-attr]
+    assert (adv.topic, out.topic, ev.topic) == (t.ADVISOR_EVENTS.name, t.OUTCOMES.name, t.INTERACTIONS.name)  # type: ignore[union-attr]
+    with pytest.raises(RecordingError, match="read as InteractionEvent"):
+        parse_line('{"event_id": "p", "occurred_at": 1, "channel": "fax", "kind": "message", "customer": {}}')
+
+
+def test_a_record_left_unfinished_says_where_it_began(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"event_id": "a", "occurred_at": 1, "advisor_id": "ann", "kind": "login"}\n{"event_id": "b",\n "occurred_at": 2,\n')
+    with pytest.raises(RecordingError, match=r"r\.jsonl:2: not JSON"):
+        read_recording(path)

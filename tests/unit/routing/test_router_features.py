@@ -224,3 +224,42 @@ def test_required_skills_come_from_the_intent_when_the_request_names_none() -> N
     assert a.advisor_id == "bob"
     [b] = assignments(r.apply(request("c2", 3.0, intent="card_arrival")))  # unmapped intent: anyone
     assert b.advisor_id == "ann"
+
+
+def test_queues_figures_are_consistent_one_advisor_holding_one_chat() -> None:
+    """The /queues papercut: one advisor holding one chat showed chat occupancy 0 beside a total of 0.99999,
+    and the advisor both available and busy."""
+    r = Router()
+    r.apply(login("ann", 0.1, capacity={"chat": 3}))
+    [a] = assignments(r.apply(request("c1", 0.1 + 0.2, channel="chat")))  # float times, as event times are
+    r.apply(adv_event("ann", "offer_accepted", 0.7, contact="c1", assignment=a.assignment_id))
+    r.apply(tick(10_000.1))
+    s = r.stats()
+    assert s["advisors"] == {"logged_in": 1, "available": 0, "busy": 1, "away": 0}  # once, by presence: busy
+    # held all but 0.2 s of 10,000 s: 0.99998 shown as 1.0 (4 decimals), the same for its queue
+    assert s["total"]["occupancy"] == s["queues"]["chat"]["occupancy"] == 1.0
+    r.apply(tick(20_000.1))
+    assert r.stats()["total"]["occupancy"] == r.stats()["queues"]["chat"]["occupancy"] == 1.0
+
+
+def test_queue_occupancies_add_up_to_the_groups() -> None:
+    r = Router()
+    r.apply(login("ann", 0.0, capacity={"chat": 2}, skills={"cards": 3}))
+    [a] = assignments(r.apply(request("c1", 0.0, channel="chat")))
+    accept(r, a, 1.0)
+    [b] = assignments(r.apply(request("c2", 50.0, channel="chat", skills=["cards"])))
+    accept(r, b, 51.0)
+    r.apply(adv_event("ann", "contact_completed", 100.0, contact="c1"))  # c1 alone 0-50, shared 50-100
+    r.apply(adv_event("ann", "presence", 150.0, presence="wrap_up"))  # c2 alone 100-160 (wrap-up from 150)
+    r.apply(adv_event("ann", "contact_completed", 160.0, contact="c2"))
+    r.apply(tick(200.0))  # wrap-up holding nothing 160-200
+    s = r.stats()
+    q, total = s["queues"], s["total"]
+    assert q["chat"]["occupancy"] == 0.375  # (50 + 25) / 200
+    assert q["chat:cards"]["occupancy"] == 0.425  # (25 + 50 + 10) / 200
+    assert total["occupancy"] == 1.0  # busy all 200 s: the 40 s of wrap-up holding nothing are no queue's
+    assert s["advisors"] == {"logged_in": 1, "available": 0, "busy": 1, "away": 0}
+    r.apply(adv_event("ann", "presence", 200.0, presence="away"))
+    assert r.stats()["advisors"] == {"logged_in": 1, "available": 0, "busy": 0, "away": 1}
+    r.apply(adv_event("ann", "presence", 200.0, presence="available"))
+    assert r.stats()["advisors"] == {"logged_in": 1, "available": 1, "busy": 0, "away": 0}
