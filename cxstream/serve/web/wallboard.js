@@ -53,8 +53,8 @@
         tile("service level", cx.pct(t.service_level), "service_level"), tile("ASA", cx.secs(t.asa_s), "asa"),
         tile("abandonment", cx.pct(t.abandon_rate), "abandon_rate"), tile("answered", t.answered, "answered"),
         tile("completed", t.completed, "completed"), tile("occupancy", cx.pct(t.occupancy), "occupancy"),
-        tile("advisors signed in", a.logged_in, "logged_in"), tile("available", a.available, "available"),
-        tile("busy (holding contacts)", a.busy, "busy"), tile("away", a.away, "away")),
+        tile("advisors signed in", a.logged_in, "logged_in"), tile("available (idle)", a.available, "available"),
+        tile("busy (holding a contact or in wrap-up)", a.busy, "busy"), tile("away", a.away, "away")),
       cx.el("h3", {}, "Queues"),
       cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, ...["Queue", "Waiting", "Longest wait", "Service level", "ASA", "Abandoned", "Answered", "Completed", "SLA breaches"].map((h, i) => cx.el("th", { scope: "col", class: i ? "num" : "" }, h)))),
         cx.el("tbody", {}, rows.length ? rows : [cx.el("tr", {}, cx.el("td", { colspan: 9, class: "muted" }, "No queue yet."))])));
