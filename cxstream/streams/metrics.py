@@ -41,6 +41,13 @@ LOOP_SECONDS = Histogram(
     "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
 )
+CONSUMER_LAG = Gauge(
+    "cx_consumer_lag_records",
+    "Records in an input partition this worker owns that it has not finished: the partition's end offset (the last "
+    "stable offset with exactly-once) minus the offset the worker commits next (its acknowledged position), measured "
+    "every few seconds.",
+    ["stage", "topic", "partition"],
+)
 PARTITIONS_OWNED = Gauge(
     "cx_stages_partitions_owned", "Input partitions of the batch stages this worker owns (its share of the group's work)."
 )
