@@ -13,7 +13,10 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _RECORD_COUNT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 EVENTS_IN = Counter("cx_events_in_total", "Input records read, by topic and what became of them.", ["topic", "outcome"])
-DEAD_LETTERS = Counter("cx_dead_letters_total", "Records sent to the dead-letter topic.", ["topic", "error_type"])
+DEAD_LETTERS = Counter(
+    "cx_dead_letters_total", "Records sent to the dead-letter topic, by input topic, reason and the stage that gave up.",
+    ["topic", "error_type", "stage"],
+)
 CONTEXT_UPDATES = Counter("cx_context_updates_total", "Customer contexts updated, by record type.", ["record"])
 DUPLICATES = Counter("cx_duplicates_total", "Inputs dropped as duplicates of an event already applied.", ["stage"])
 REDIS_FLUSH_SECONDS = Histogram(
