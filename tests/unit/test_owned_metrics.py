@@ -1,4 +1,6 @@
-"""cx_consumer_lag_records: end offset minus what the worker has finished, for the partitions it owns only."""
+"""A worker exports what it owns only: the lag of its partitions, the statistics of its routing groups.
+
+A series left behind after a rebalance would count in every dashboard and alert beside the new owner's."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
+from cxstream.agents.router import RouterHost, publish_stats
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import CUSTOMER_EVENTS, ROUTING
@@ -70,3 +73,22 @@ def test_lag_is_the_end_offset_minus_what_is_finished_and_goes_with_the_partitio
         assert lag(tp0.topic, 0) is None
 
     asyncio.run(scenario())
+
+
+def test_a_routing_groups_statistics_go_with_the_group() -> None:
+    host = RouterHost()
+    stats = {"total": {"waiting": 3, "longest_wait_s": 40.0, "service_level": 0.8, "asa_s": 12.0, "abandon_rate": 0.1,
+                       "occupancy": 0.7}, "advisors": {"available": 2}}
+    publish_stats("billing-own", stats)
+    publish_stats("sales-own", stats)
+    names = ["cx_queue_waiting", "cx_advisors_available", "cx_queue_longest_wait_seconds", "cx_service_level", "cx_asa_seconds",
+             "cx_abandon_rate", "cx_advisor_occupancy"]
+
+    def values(group: str) -> list[float | None]:
+        return [REGISTRY.get_sample_value(n, {"routing_group": group}) for n in names]
+
+    assert values("billing-own") == [3, 2, 40.0, 0.8, 12.0, 0.1, 0.7]
+    host.dropped("billing-own")  # another worker owns it now
+    assert values("billing-own") == [None] * 7
+    assert values("sales-own") == [3, 2, 40.0, 0.8, 12.0, 0.1, 0.7]
+    host.dropped("billing-own")  # twice (or a group that never had statistics): nothing to remove
