@@ -35,7 +35,7 @@ import pytest
 
 from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent, OutcomeEvent, OutreachEvent
 from cxstream.streams import topics as t
-from cxstream.streams.embedded import free_port
+from cxstream.streams.embedded import EmbeddedRedis, free_port
 from tests.integration.conftest import API_KEY, RunningEngine, start_engine, stop_engine
 from tests.integration.helpers import consume_until, produce, wait_for
 from tests.integration.test_learning import TEXTS
@@ -54,13 +54,17 @@ MACROS = {"__rate_interval": "2m", "__interval": "2m", "__range": "1h"}
 
 @pytest.fixture(scope="module")
 def engine(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
+    """An engine on the session's broker and a Redis of its own: the models it trains (snapshots in Redis
+    under ``cx:model:{name}``, whatever the app id) must not reach the other tests' engines."""
     tag = uuid.uuid4().hex[:8]
-    e = start_engine(
-        servers[0], servers[1], tmp_path_factory.mktemp("monitored"), f"m{tag}.", f"cxmon-{tag}",
-        CX_SNAPSHOT_EVERY="2", CX_SNAPSHOT_INTERVAL_S="1", CX_MODEL_REFRESH_S="0.5",
-    )
-    yield e
-    stop_engine(e)
+    base = tmp_path_factory.mktemp("monitored")
+    with EmbeddedRedis(base / "redis") as rds:
+        e = start_engine(
+            servers[0], rds.url, base, f"m{tag}.", f"cxmon-{tag}",
+            CX_SNAPSHOT_EVERY="2", CX_SNAPSHOT_INTERVAL_S="1", CX_MODEL_REFRESH_S="0.5",
+        )
+        yield e
+        stop_engine(e)
 
 
 def prometheus_config(engine: RunningEngine, base: Path) -> Path:
