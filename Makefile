@@ -54,11 +54,11 @@ run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo re
 demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
 	exec $(BIN)/cxstream run --demo
 
-test: $(STAMP) browser-deps prometheus-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser tests)
+test: $(STAMP) browser-deps prometheus-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser and Prometheus tests)
 	$(BIN)/ruff check cxstream tests
 	$(BIN)/python -m pytest -q
 
-unit: $(STAMP) ## unit tests and doctests only (no broker)
+unit: $(STAMP) prometheus-deps ## unit tests and doctests only (no broker; promtool checks deploy/prometheus)
 	$(BIN)/python -m pytest -q tests/unit cxstream
 
 integration: $(STAMP) browser-deps prometheus-deps ## integration and end-to-end tests (embedded broker and Redis, chromium, prometheus)
