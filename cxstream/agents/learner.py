@@ -164,6 +164,9 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
     """Declare the learner agent and its publication timer on *app*."""
     lt = learning_topics(app, settings)
     learner = Learner()
+    for name in ("intent", "churn"):  # exported at 0 from the start: increase() and rate() need a series before the first
+        metrics.DRIFTS.labels(name)
+        metrics.LABELS.labels(name)
     restored = False
 
     async def handle(event: faust.EventT) -> None:

@@ -22,6 +22,7 @@ import msgspec
 
 from cxstream.context.model import CustomerContext
 from cxstream.outreach import (
+    TRIGGERS,
     OutreachConfig,
     OutreachSettings,
     decode_state,
@@ -30,6 +31,7 @@ from cxstream.outreach import (
     record_outcome,
     view_of_context,
 )
+from cxstream.outreach.decide import ATTRIBUTED_KINDS
 from cxstream.schemas import InteractionEvent, OutcomeEvent, OutreachEvent, RoutingEvent
 from cxstream.streams import metrics
 from cxstream.streams.batch import Output
@@ -87,6 +89,12 @@ class OutreachStage:
         self.table = table
         self.topic = topic
         self.config = config
+        # Exported at 0 from the start: Prometheus' increase() does not count a series' first sample,
+        # so a counter created by its first outreach would leave that outreach out of the 30-day precision.
+        for trigger in TRIGGERS:
+            metrics.OUTREACH.labels(trigger)
+            for kind in sorted(ATTRIBUTED_KINDS):
+                metrics.OUTREACH_OUTCOMES.labels(trigger, kind)
 
     async def after_update(
         self, ctx: CustomerContext, record: InteractionEvent | OutcomeEvent | RoutingEvent, now: float

@@ -16,6 +16,7 @@ clock advanced by the wall time elapsed since its last input.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import struct
@@ -107,9 +108,10 @@ class RouterHost:
         self.clocks[group] = (router.clock, time.time())
 
     def dropped(self, group: str) -> None:
-        """Another worker owns *group* now: stop ticking it and forget its router."""
+        """Another worker owns *group* now: stop ticking it, forget its router and stop exporting its statistics."""
         self.routers.pop(group, None)
         self.clocks.pop(group, None)
+        forget_stats(group)
 
     def tick_time(self, group: str) -> float:
         clock, wall = self.clocks[group]
@@ -155,6 +157,20 @@ def publish_stats(group: str, stats: dict[str, Any]) -> None:
     ):
         if total.get(key) is not None:
             gauge.labels(group).set(total[key])
+
+
+#: The gauges :func:`publish_stats` sets per routing group.
+GROUP_GAUGES = (
+    metrics.QUEUE_WAITING, metrics.ADVISORS_AVAILABLE, metrics.LONGEST_WAIT, metrics.SERVICE_LEVEL, metrics.ASA,
+    metrics.ABANDON_RATE, metrics.OCCUPANCY,
+)
+
+
+def forget_stats(group: str) -> None:
+    """Remove a group's gauges (its new owner exports them): a stale copy here would count in every dashboard and alert."""
+    for gauge in GROUP_GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(group)
 
 
 def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = None) -> tuple[BatchStage, RouterHost]:

@@ -24,6 +24,11 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    ``commit_interval_s``, and always after waiting for every ack before a partition is given
    up or the worker stops).
 
+Beside the loop, a task asks the broker every ``lag_interval_s`` for the end offsets of the
+partitions this worker owns and sets ``cx_consumer_lag_records`` (end offset minus the offset it
+commits next: what it has not finished).  From the broker, not from the fetches, so a loop that is
+stuck shows a growing lag instead of the last value it saw.
+
 **Local delivery.**  A record a stage sends to the input of a stage marked ``local``
 (context; the router only while this worker is the only one) whose partition this
 worker owns is also handed to that stage in the same batch (a later stage in this pass, an
@@ -343,6 +348,7 @@ class BatchRuntime:
     def __init__(
         self, bootstrap: str, settings: Settings, *, linger_ms: int = 1, max_records: int = 4000,
         commit_interval_s: float = 0.5, max_in_flight: int = 4, local_delivery: bool = True, echo_linger_ms: int = 0,
+        lag_interval_s: float = 5.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
@@ -371,6 +377,11 @@ class BatchRuntime:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.lag_interval_s = lag_interval_s
+        self._lag_task: asyncio.Task[None] | None = None
+        self._lag_labels: dict[TopicPartition, tuple[str, str, str]] = {}  # the cx_consumer_lag_records children set
+        # where this worker began each partition it owns (its first fetched offset), until a batch of it is acknowledged
+        self._begun: dict[TopicPartition, int] = {}
         self.local_delivery = local_delivery
         self._token = os.urandom(8)  # names this runtime's locally delivered records in their header
         self._local_headers = [(LOCAL_HEADER, self._token)]
@@ -490,10 +501,17 @@ class BatchRuntime:
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="cxstream.stages")
+        if self.lag_interval_s > 0:
+            self._lag_task = asyncio.create_task(self._measure_lag(), name="cxstream.stages.lag")
 
     async def stop(self) -> None:
         """Let the loop finish the batch in hand (up to 5 s), wait for every ack, commit, and close."""
         self._stopping = True
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._lag_task
+        self._forget_lag(list(self._lag_labels))
         if self._task is not None:
             _, pending = await asyncio.wait({self._task}, timeout=5.0)
             if pending:
@@ -543,6 +561,56 @@ class BatchRuntime:
                 # load) that would otherwise hold up the next fetch.  One at a time.
                 self._committing = asyncio.create_task(self._timed_commit(commit))
 
+    async def _measure_lag(self) -> None:
+        """Every ``lag_interval_s``: ``cx_consumer_lag_records`` of each partition this worker owns (one request per broker)."""
+        while not self._stopping:
+            await asyncio.sleep(self.lag_interval_s)
+            owned = sorted(self.owned)
+            if self.consumer is None or not owned:
+                continue
+            try:  # read_committed (exactly once): the last stable offsets
+                ends = await asyncio.wait_for(self.consumer.end_offsets(owned), timeout=max(1.0, self.lag_interval_s))
+            except Exception as exc:  # a rebalance, a leader moving: measured again next time
+                log.debug("stages: end offsets not read (%r); lag measured next time", exc)
+                continue
+            self.set_lag(ends)
+
+    def set_lag(self, ends: Mapping[TopicPartition, int]) -> None:
+        """Set the lag of each partition in *ends* (its end offset) that this worker still owns.
+
+        What it has not finished: the end minus the offset it commits next (batches processed and
+        acknowledged); until its first batch of the partition is acknowledged, the first offset it
+        fetched, and before any fetch the consumer's position (the group's committed offset it
+        resumed from, or where the reset policy put it)."""
+        assignment = None
+        if self.consumer is not None:
+            with contextlib.suppress(AttributeError):  # no assignment (a rebalance in progress)
+                assignment = self.consumer._subscription.subscription.assignment
+        for tp, end in ends.items():
+            if tp not in self.owned or end is None:
+                continue
+            done = self._processed.get(tp)
+            if done is None:
+                done = self._begun.get(tp)
+            if done is None and assignment is not None:
+                state = assignment.state_value(tp)
+                if state is not None and state.has_valid_position:
+                    done = state.position
+            if done is None:
+                continue
+            labels = self._lag_labels.get(tp)
+            if labels is None:
+                labels = self._lag_labels[tp] = (self._stage_of[tp.topic].name, tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, end - done))
+
+    def _forget_lag(self, tps: Sequence[TopicPartition]) -> None:
+        """Remove the lag series of partitions given up: another worker reports them now."""
+        for tp in tps:
+            labels = self._lag_labels.pop(tp, None)
+            if labels is not None:
+                with contextlib.suppress(KeyError):
+                    metrics.CONSUMER_LAG.remove(*labels)
+
     def _past_markers(self) -> None:
         """Exactly once, idle: make the consumer's positions committable where they passed transaction markers.
 
@@ -583,6 +651,8 @@ class BatchRuntime:
         for tp, messages in batches.items():
             if tp not in self.owned or not messages:
                 continue  # revoked while this batch was in flight: the next owner reprocesses it
+            if tp not in self._processed and tp not in self._begun:
+                self._begun[tp] = messages[0].offset  # the lag counts from here until a batch is acknowledged
             st = self._stage_of[tp.topic]
             if st.local:  # this worker's own records, already processed when they were sent
                 kept = [m for m in messages if not _sent_by(m.headers, token)]
@@ -849,8 +919,10 @@ class BatchRuntime:
                 await self._commit_finished()
                 await self._commit(force=True)
             self.alone = False
+            self._forget_lag(revoked)
             for tp in revoked:
                 self.owned.discard(tp)
+                self._begun.pop(tp, None)
                 self._processed.pop(tp, None)
                 self._committed.pop(tp, None)
                 for table in self._stage_of[tp.topic].tables:

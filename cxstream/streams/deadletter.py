@@ -45,7 +45,7 @@ def dead_letter_for(
 def count_dead_letter(letter: DeadLetter) -> None:
     """Count a dead letter (as an input outcome and as a dead letter) and log it (its reason is already redacted)."""
     metrics.EVENTS_IN.labels(letter.source_topic, "dead_letter").inc()
-    metrics.DEAD_LETTERS.labels(letter.source_topic, letter.error_type).inc()
+    metrics.DEAD_LETTERS.labels(letter.source_topic, letter.error_type, letter.agent).inc()
     log.warning(
         "dead letter from %s[%d]@%d by %s: %s (%s)",
         letter.source_topic,

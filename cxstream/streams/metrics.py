@@ -13,7 +13,10 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _RECORD_COUNT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 EVENTS_IN = Counter("cx_events_in_total", "Input records read, by topic and what became of them.", ["topic", "outcome"])
-DEAD_LETTERS = Counter("cx_dead_letters_total", "Records sent to the dead-letter topic.", ["topic", "error_type"])
+DEAD_LETTERS = Counter(
+    "cx_dead_letters_total", "Records sent to the dead-letter topic, by input topic, reason and the stage that gave up.",
+    ["topic", "error_type", "stage"],
+)
 CONTEXT_UPDATES = Counter("cx_context_updates_total", "Customer contexts updated, by record type.", ["record"])
 DUPLICATES = Counter("cx_duplicates_total", "Inputs dropped as duplicates of an event already applied.", ["stage"])
 REDIS_FLUSH_SECONDS = Histogram(
@@ -40,6 +43,13 @@ LOOP_SECONDS = Histogram(
     "cx_stages_loop_seconds",
     "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "cx_consumer_lag_records",
+    "Records in an input partition this worker owns that it has not finished: the partition's end offset (the last "
+    "stable offset with exactly-once) minus the offset the worker commits next (its acknowledged position), measured "
+    "every few seconds.",
+    ["stage", "topic", "partition"],
 )
 PARTITIONS_OWNED = Gauge(
     "cx_stages_partitions_owned", "Input partitions of the batch stages this worker owns (its share of the group's work)."
