@@ -305,7 +305,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         if duplicate:
             metrics.DUPLICATES.labels("context").inc()
             return
-        if isinstance(record, (InteractionEvent, OutcomeEvent)):
+        if isinstance(record, (InteractionEvent, OutcomeEvent, ContextHandoff)):  # a merge: scored again on both sides' facts
             risk = scorer.churn_risk(new)
             if risk is not None:
                 new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])

@@ -80,8 +80,26 @@ def figure(page: Any, name: str) -> str:
     return str(page.locator(f'[data-group="default"] [data-figure="{name}"]').inner_text())
 
 
-def crm_history(tag: str, customers: int = 24) -> list[dict[str, Any]]:
-    """Profiles of past customers, then their churn outcomes: month-to-month newcomers churned, two-year ones stayed."""
+def churn_model_knows(engine: Engine, labels: int, timeout: float = 60.0) -> None:
+    """Wait until the learner has published a churn model that learned *labels* outcomes, and the scorer loaded it.
+
+    The learner publishes every ``CX_SNAPSHOT_INTERVAL_S`` while labels arrive, so a first model may
+    know only a few (its risk all base rate, no reasons); ``/wallboard/data`` says how many the
+    newest published one had seen.  The scorer checks Redis every ``CX_MODEL_REFRESH_S`` (1 s)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while seen < labels:
+        assert time.monotonic() < deadline, f"the churn model learned {seen} of {labels} outcomes in {timeout:.0f} s"
+        time.sleep(0.25)
+        req = urllib.request.Request(f"http://127.0.0.1:{engine.port}/wallboard/data", headers={"X-API-Key": KEY})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            seen = int((json.loads(resp.read()).get("models", {}).get("churn") or {}).get("labels_seen") or 0)
+    time.sleep(2.0)  # two scorer refreshes
+
+
+def crm_history(tag: str, customers: int = 40) -> list[dict[str, Any]]:
+    """Profiles of past customers, then their churn outcomes: the month-to-month ones churned, the two-year
+    ones stayed, at every tenure (so the contract is what the model learns, in whatever order it learns)."""
     at = time.time() - 3600
     out: list[dict[str, Any]] = []
     for i in range(customers):
@@ -89,7 +107,7 @@ def crm_history(tag: str, customers: int = 24) -> list[dict[str, Any]]:
         who = {"email": f"past-{tag}-{i}@example.org"}
         out.append({"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{tag}-p{i}", "occurred_at": at + i, "kind": "profile",
                     "customer": who, "attributes": {"contract": "Month-to-month" if monthly else "Two year",
-                                                    "tenure_months": 2 if monthly else 40}})
+                                                    "tenure_months": 1 + (i * 7) % 60}})
     for i in range(customers):
         out.append({"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{tag}-o{i}", "occurred_at": at + 100 + i,
                     "kind": "churned" if i % 2 == 1 else "retained", "customer": {"email": f"past-{tag}-{i}@example.org"}})
@@ -162,7 +180,7 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         # the same person calls in (a voice system's events, replayed): the desk shows the journey across channels
         call = artifacts.parent / f"call-{advisor}.jsonl"
         now = time.time()
-        engine.model_version("churn")  # the learner has published it (the scorer loads it within CX_MODEL_REFRESH_S)
+        churn_model_knows(engine, len(crm_history(advisor)) // 2)
         call.write_text("".join(json.dumps(x) + "\n" for x in [
             {"type": "cx.OutcomeEvent.v1", "event_id": f"crm-{advisor}-pat", "occurred_at": now - 1, "kind": "profile",
              "customer": {"email": email}, "attributes": {"contract": "Month-to-month", "tenure_months": 2}},

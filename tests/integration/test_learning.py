@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -129,3 +130,36 @@ def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk_with_its_r
     assert isinstance(reasons, list) and reasons, seen
     assert {r["factor"]: r["value"] for r in reasons} == {"contract": "Month-to-month", "tenure_months": "2"}, reasons
     assert all(r["weight"] > 0 for r in reasons)
+
+
+def test_a_merge_scores_the_churn_risk_again_on_both_sides_facts(learning_engine: RunningEngine) -> None:
+    """A caller known by phone only is scored without account facts; once an event links the phone to
+    the e-mail a CRM profile came with, the merged context's risk and reasons use the profile."""
+    e = learning_engine
+    wait_for(lambda: "cx_model_version{model=\"churn\"}" in str(get(e, "/metrics")[1]), timeout=60)  # trained by the test above
+    email, phone = f"{uid('m')}@example.org", f"+4477009{int(time.time() * 1000) % 100000:05d}"
+    now = time.time()
+    # the phone-only side is scored last in event time, so the old rule (keep the side scored last) kept its risk
+    asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), [(b"p", OutcomeEvent(
+        event_id=uid("p"), occurred_at=now, customer=Identifiers(email=email), kind="profile",
+        attributes={"contract": "Month-to-month", "tenure_months": 2}))]))
+    asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), [(b"v", InteractionEvent(
+        event_id=uid("v"), occurred_at=now + 10, channel="voice", kind="message", customer=Identifiers(phone=phone), text="hello"))]))
+
+    def scored(path: str) -> dict[str, Any] | None:
+        status, ctx = get(e, path)
+        return ctx if status == 200 and ctx.get("churn_risk") is not None else None
+
+    assert wait_for(lambda: scored(f"/customers/email:{email}/context"), timeout=30)["churn_reasons"]
+    phone_side = wait_for(lambda: scored(f"/customers/phone:{phone}/context"), timeout=30)
+    assert phone_side["churn_reasons"] == [] and phone_side["account"] == {}
+    asyncio.run(produce(e.broker, e.topic(t.INTERACTIONS.name), [(b"w", InteractionEvent(
+        event_id=uid("w"), occurred_at=now + 5, channel="web", kind="page_view", customer=Identifiers(email=email, phone=phone)))]))
+
+    def merged() -> dict[str, Any] | None:
+        a, b = scored(f"/customers/email:{email}/context"), scored(f"/customers/phone:{phone}/context")
+        return a if a and b and a["customer_id"] == b["customer_id"] and a.get("merged_from") else None
+
+    ctx = wait_for(merged, timeout=30)
+    assert ctx["account"] == {"contract": "Month-to-month", "tenure_months": 2.0}
+    assert "contract" in {r["factor"] for r in ctx["churn_reasons"]}, ctx["churn_reasons"]
