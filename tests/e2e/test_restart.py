@@ -177,6 +177,21 @@ class Engine:
             assert time.monotonic() < deadline, f"cx_model_version of {model}: {found and found.group(1)} after {timeout:.0f} s"
             time.sleep(0.25)
 
+    def settled_model_version(self, model: str, *, labels: int, timeout: float = 60.0) -> float:
+        """The model's version once the learner has learned *labels* labels and published them.
+
+        The learner publishes every ``CX_SNAPSHOT_INTERVAL_S`` (0.5 s here) while labels arrive, so the
+        first version seen may be of part of them; after the last one, one more publication follows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(rf'^cx_labels_total{{model="{model}"}} ([\d.e+]+)$', self.metrics(), re.M)
+            if found and float(found.group(1)) >= labels:
+                break
+            assert time.monotonic() < deadline, f"the learner learned {found and found.group(1)} of {labels} {model} labels"
+            time.sleep(0.25)
+        time.sleep(2.0)  # the publication that follows the last label (every 0.5 s while anything is pending)
+        return self.model_version(model, at_least=labels + 1)
+
     def ticks_default_group(self, timeout: float = 30.0) -> None:
         """This run of the engine itself ticks the restored routing group: its gauges exist (the
         ``cx:queues`` copy in Redis outlives a restart by up to a minute, so the API alone cannot tell)."""
@@ -272,7 +287,7 @@ def test_ctrl_c_then_run_again_keeps_contexts_links_roster_and_queues(engine: En
     engine.replay(recording(tmp_path / "r1.jsonl", 0, len(first), "r1", advisors=True))
     assert_exact(settled(engine, first, ROUTED_PER_RECORDING), first, 0)
     engine.replay(outcomes(tmp_path / "o1.jsonl", first, "o1"))  # 20 churn labels for the learner
-    churn_model = engine.model_version("churn")
+    churn_model = engine.settled_model_version("churn", labels=len(first))
     before = settled(engine, first, ROUTED_PER_RECORDING)
     assert_exact(before, first, 0)
     assert before["queues"]["advisors"]["logged_in"] == len(ADVISORS), before["queues"]["advisors"]
