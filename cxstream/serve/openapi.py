@@ -12,7 +12,8 @@ from typing import Any
 import msgspec
 
 from cxstream.schemas import Assignment
-from cxstream.serve.desk import CompleteBody, LoginBody, LogoutBody, PresenceBody, TransferBody
+from cxstream.serve.desk import ADVISOR_ROUTES, CompleteBody, LoginBody, LogoutBody, PresenceBody, TransferBody
+from cxstream.serve.keys import scope_for
 from cxstream.serve.pages import ChatClose, ChatMessage
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -49,6 +50,8 @@ def document() -> dict[str, Any]:
     >>> d = document()
     >>> d["openapi"], "/advisors/{advisor_id}/offers/{assignment_id}/accept" in d["paths"]
     ('3.1.0', True)
+    >>> d["paths"]["/metrics"]["get"]["x-cx-scope"], d["paths"]["/queues"]["get"]["x-cx-scope"]
+    ('admin', 'read')
     """
     types = (LoginBody, PresenceBody, LogoutBody, TransferBody, CompleteBody, ChatMessage, ChatClose, Assignment)
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
@@ -91,6 +94,11 @@ def document() -> dict[str, Any]:
         names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
         for op in ops.values():
             op["parameters"] = [_param(n) for n in names]
+            if op["security"]:  # the scope an API key needs (cxstream.serve.keys); a desk key opens its own advisor's routes
+                scope = op["x-cx-scope"] = scope_for(path, ADVISOR_ROUTES)
+                op["description"] = f"{op.get('description', '')} API keys need the {scope!r} scope.".strip()
+                op["responses"]["403"] = {"description": "The key lacks the route's scope, or is another advisor's desk key",
+                                          "content": {"application/json": {"schema": _ERROR}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "cxstream HTTP API", "version": "1"},
@@ -98,8 +106,9 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                           "description": "An API key: KEY opens every route, SCOPES:KEY in CX_API_KEYS only the routes whose x-cx-scope it has (read, advisor, admin)"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "The same API key as a bearer token"},
                 "deskKey": {"type": "http", "scheme": "bearer", "description": "An advisor's desk key (cxa_...)"},
             },
         },

@@ -93,3 +93,19 @@ def test_an_unknown_scope_stops_the_engine_with_a_message_that_names_the_scope_n
         e = start_engine(servers[0], servers[1], tmp_path, "bad.", "cxbadscope", CX_API_KEYS_FILE=str(keyfile))
         stop_engine(e)
     assert "unknown scope 'write'" in str(failed.value) and secret not in str(failed.value)
+
+
+TEMPLATES = {
+    "/customers/nobody-here/context": "/customers/{customer_id}/context", "/customers/context?email=nobody@example.org": "/customers/context",
+    "/advisors/scope-ann/login": "/advisors/{advisor_id}/login", "/advisors/scope-ann/work": "/advisors/{advisor_id}/work",
+    "/customers/nobody-here/erase": "/customers/{customer_id}/erase", "/erasures/no-such-request": "/erasures/{request_id}",
+    "/advisors/scope-ann/key": "/advisors/{advisor_id}/key",
+}
+
+
+def test_the_openapi_document_states_the_scope_each_route_enforces(scoped_engine: RunningEngine) -> None:
+    status, doc = call(scoped_engine.http, "/openapi.json", "GET", None, key="")
+    assert status == 200
+    for method, path, _, needs in ROUTES:
+        op = doc["paths"][TEMPLATES.get(path, path)][method.lower()]
+        assert op["x-cx-scope"] == needs and "403" in op["responses"], (path, op)
