@@ -108,10 +108,13 @@ def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk_with_its_r
               for i, c in enumerate(customers)]
     asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), labels))
     decode = msgspec.json.Decoder(ModelEvent).decode
-    asyncio.run(consume_until(
-        e.broker, e.topic(t.MODEL_EVENTS.name), lambda vs: any(v.model == "churn" and v.kind == "published" for v in vs),
+    # a model that learned every outcome (the learner publishes every 6 labels or 1 s: a first one may know a few)
+    events = asyncio.run(consume_until(
+        e.broker, e.topic(t.MODEL_EVENTS.name),
+        lambda vs: any(v.model == "churn" and v.kind == "published" and v.labels_seen >= len(customers) for v in vs),
         decode, timeout=60,
     ))
+    full = min(v.version for v in events if v.model == "churn" and v.kind == "published" and v.labels_seen >= len(customers))
     late = Identifiers(customer_id=uid("C"))
     seen: dict[str, object] = {}
 
@@ -122,7 +125,8 @@ def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk_with_its_r
         time.sleep(0.5)
         status, ctx = get(e, f"/customers/{late.customer_id}/context")
         seen.update(ctx if status == 200 else {})
-        return status == 200 and ctx["churn_risk"] is not None and 0 <= ctx["churn_risk"] <= 1
+        return (status == 200 and ctx["churn_risk"] is not None and 0 <= ctx["churn_risk"] <= 1
+                and str(ctx["model_version"]).startswith("churn-") and int(str(ctx["model_version"])[6:]) >= full)
 
     wait_for(has_risk, timeout=30, interval=0.5)
     assert seen["churn_risk"] > 0.5, seen  # type: ignore[operator]
