@@ -11,7 +11,7 @@
 4. stops everything it started, in reverse order.
 
 The HTTP API is not served from this process: a lookup costs the event loop ~0.5 ms and
-would wait behind stream work (docs/PERFORMANCE.md, "The HTTP API in its own processes").
+would wait behind stream work (bench/results/performance-history.md, "The HTTP API in its own processes").
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def tune_gc() -> None:
     of the collector's view (``gc.freeze``), and a generation-0 pass runs every 50,000 net
     allocations instead of 700, so a full pass is rare.  Our records are freed by reference
     counting; cycles still get collected, later.  Measured at 400 events/s offered
-    (docs/PERFORMANCE.md): e2e p99 2.0-4.2 s -> 0.49 s, the slowest batch 250 -> 50 ms.
+    (bench/results/performance-history.md): e2e p99 2.0-4.2 s -> 0.49 s, the slowest batch 250 -> 50 ms.
     """
     gc.collect()
     gc.freeze()
