@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -116,6 +116,37 @@ class ResolverLimits:
 
     def limit(self, kind: str) -> int:
         return self.values_per_kind.get(kind, 3)
+
+
+def settled_owner(ids: Mapping[str, str], lookup: Callable[[str, str], str | None]) -> str | None:
+    """The customer every identifier of an event already belongs to, if there is one: the event is *settled*.
+
+    *lookup* answers (kind, normalised value) -> canonical owner, ``SHARED`` or None, as the
+    identifier index (:meth:`Resolver.index_entries`) does.  When every identifier has the same
+    owner and none is quarantined, :meth:`Resolver.resolve` would decide nothing for the event:
+    no link, no merge, no refusal, no write; it returns that owner (tests/unit/test_identity_fastpath.py).
+    Such an event needs no single total order (bench/identity/partitioned.py, docs/IDENTITY.md).
+    An event with a refused identifier is not settled (its refusal is a record to publish), nor one
+    older than an erasure of one of its identifiers: the caller checks both.
+
+    >>> index = {("email", "jane@x.org"): "C1", ("phone", "+447700900123"): "C1", ("phone", "+447700900999"): "C2"}
+    >>> look = lambda k, v: index.get((k, v))
+    >>> settled_owner({"email": "jane@x.org", "phone": "+447700900123"}, look)
+    'C1'
+    >>> settled_owner({"email": "jane@x.org", "phone": "+447700900999"}, look) is None  # two owners: a merge to decide
+    True
+    >>> settled_owner({"email": "new@x.org"}, look) is None  # an unknown identifier: a link or a new customer
+    True
+    """
+    owner: str | None = None
+    for kind, value in ids.items():
+        if not value:
+            continue
+        cid = lookup(kind, value)
+        if cid is None or cid == SHARED or (owner is not None and cid != owner):
+            return None
+        owner = cid
+    return owner
 
 
 class ValueEntry(msgspec.Struct, kw_only=True):
@@ -271,6 +302,18 @@ class Resolver:
         """The customer a normalised identifier resolves to (None if unknown or quarantined)."""
         entry = self._get_value(kind, value)
         return None if entry is None or entry.shared else entry.owner
+
+    def index_value(self, kind: str, value: str) -> str | None:
+        """What the identifier index holds for one identifier: its current owner, ``SHARED``, or None."""
+        entry = self._get_value(kind, value)
+        if entry is None:
+            return None
+        return SHARED if entry.shared else self._current(entry.owner)
+
+    def erased_at(self, kind: str, value: str) -> float | None:
+        """When the identifier was last erased (an event at or before it is suppressed), or None."""
+        marker = self._marker("e", fingerprint(kind, value))
+        return marker.at if marker is not None else None
 
     def index_entries(self) -> Iterator[tuple[tuple[str, str], str]]:
         """The whole identifier index as the lookups see it: (kind, value) -> canonical id (or ``SHARED``),
