@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,9 @@ from cxstream.streams.modelstore import ModelCache
 REFRESH_S = 1.0
 #: Suggestions shown per contact.
 TOP_K = 3
+#: Rankings kept per API process, by (model version, intent, contact text): the desk asks again every
+#: few seconds, and a ranking costs one pass over the model's memory (docs/INTEL.md).
+CACHE_SIZE = 1024
 
 
 class AssistModels:
@@ -37,6 +41,7 @@ class AssistModels:
         self.client = client
         self.cache: ModelCache[KnowledgeModel] = ModelCache("assist", KnowledgeModel, KnowledgeModel.from_bytes)
         self._checked = -math.inf
+        self._ranked: OrderedDict[tuple[int, str | None, str], list[dict[str, Any]]] = OrderedDict()
 
     async def model(self) -> tuple[KnowledgeModel, int]:
         now = time.monotonic()
@@ -44,6 +49,19 @@ class AssistModels:
             self._checked = now
             await self.cache.refresh(self.client)
         return self.cache.model, self.cache.version
+
+    def suggest(self, model: KnowledgeModel, version: int, text: str, intent: str | None) -> tuple[list[dict[str, Any]], bool]:
+        """:func:`suggestions`, remembered per (version, intent, text); also whether it was remembered."""
+        key = (version, intent, text)
+        found = self._ranked.get(key)
+        if found is not None:
+            self._ranked.move_to_end(key)
+            return found, True
+        found = suggestions(model, text, intent)
+        self._ranked[key] = found
+        if len(self._ranked) > CACHE_SIZE:
+            self._ranked.popitem(last=False)
+        return found, False
 
 
 ASSIST: web.AppKey[AssistModels] = web.AppKey("assist", AssistModels)
@@ -112,11 +130,12 @@ def add_routes(app: web.Application, client: aioredis.Redis, raw_context: Callab
         text, intent = contact_words(ctx, a.contact_id)
         intent = intent or a.intent
         started = time.perf_counter()
-        found = suggestions(model, text, intent) if text else []
+        found, cached = request.app[ASSIST].suggest(model, version, text, intent) if text else ([], False)
         body = {
             "advisor_id": advisor_id, "contact_id": a.contact_id, "model_version": f"assist-{version}" if version else None,
             "documents_known": len(model.documents), "contacts_remembered": model._n_rows, "intent": intent,
-            "words_used": len(text.split()), "suggestions": found, "took_ms": round((time.perf_counter() - started) * 1e3, 3),
+            "words_used": len(text.split()), "suggestions": found, "cached": cached,
+            "took_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 

@@ -47,6 +47,7 @@ _SUGGESTIONS: dict[str, Any] = {"type": "object", "properties": {
     "advisor_id": {"type": "string"}, "contact_id": {"type": "string"}, "model_version": {"type": ["string", "null"]},
     "documents_known": {"type": "integer"}, "contacts_remembered": {"type": "integer"}, "intent": {"type": ["string", "null"]},
     "words_used": {"type": "integer"}, "took_ms": {"type": "number"},
+    "cached": {"type": "boolean", "description": "the same model version, intent and words were ranked before"},
     "suggestions": {"type": "array", "items": {"type": "object", "properties": {
         "document": {"type": "string"}, "score": {"type": "number", "description": "share of the nearest contacts' votes"},
         "similar_contacts": {"type": "integer"}, "similarity": {"type": "number"},

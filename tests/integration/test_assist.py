@@ -94,3 +94,5 @@ def test_a_completion_naming_a_document_teaches_the_live_model(assist_engine: Ru
     assert (top["uses"], top["resolved"], top["similar_contacts"]) == (1, 1, 1)
     assert any("matching words" in w for w in top["why"]) and body["model_version"].startswith("assist-")
     assert "kb-fair-use" not in [s["document"] for s in body["suggestions"][1:]]  # each document once
+    again = call(e.http, f"/advisors/{advisor}/contacts/{later}/suggestions", key=key)[1]  # the desk asks every 3 s
+    assert again["cached"] is True and again["suggestions"] == body["suggestions"]
