@@ -180,3 +180,22 @@ def test_cli_writes_the_json_and_refuses_bad_files(tmp_path: Path, capsys: pytes
     capsys.readouterr()
     assert main(["assist", "--data", str(tmp_path / "bad.json")]) == 2
     assert "expected a JSON list" in capsys.readouterr().err
+
+
+def test_the_inverted_index_gives_the_same_similarities_as_a_scan() -> None:
+    """Past 256 contacts the older rows are read through the inverted index, the newer ones by a scan."""
+    m = _model(norm_refresh=0.0, memory=700)
+    words = ["card", "refund", "parcel", "password", "video", "copyright", "bill", "charged", "twice", "account", "late", "app"]
+    for i in range(900):  # past the memory: rows forgotten, the index rebuilt
+        m.learn_one(" ".join(words[(i * j) % len(words)] for j in range(1, 2 + i % 5)) + f" n{i}", f"doc{i % 13}")
+    query = "charged twice on my bill, refund the card"
+    cols, tf = m._features(query)
+    indexed = m._similarities(cols, tf)
+    assert 0 < m._indexed <= m._n_rows <= 700
+    scan = _model(norm_refresh=0.0, memory=700)
+    scan._index_rows = lambda: 0  # type: ignore[method-assign]  # every row by the scan
+    for i in range(900):
+        scan.learn_one(" ".join(words[(i * j) % len(words)] for j in range(1, 2 + i % 5)) + f" n{i}", f"doc{i % 13}")
+    assert np.allclose(indexed, scan._similarities(cols, tf), atol=1e-5)
+    a, b = m.predict_ranked(query), scan.predict_ranked(query)
+    assert [d for d, _ in a] == [d for d, _ in b] and [p for _, p in a] == pytest.approx([p for _, p in b])
