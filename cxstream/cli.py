@@ -17,6 +17,8 @@ EVALS = {
     "churn": "cxstream.intel.evaluate",
     "split": "cxstream.intel.evaluate",
     "routing": "cxstream.replay.eval_routing",
+    "assist": "cxstream.intel.eval_assist",
+    "assist-split": "cxstream.intel.eval_assist",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
@@ -25,6 +27,8 @@ ABOUT = {
     "churn": "the churn model: progressive test-then-train over the Telco churn table",
     "split": "write a stratified train/test split of a text,category CSV",
     "routing": "replay the bank call-centre log through the router, per policy",
+    "assist": "suggested knowledge: online document ranking vs a batch TF-IDF baseline (Twitter care data)",
+    "assist-split": "split a conversations file in time order (tuning part, held-out part)",
     "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
     "context": "context retention across channel switches, wrong merges, lookup latency",
     "outreach": "the churn trigger and the guardrails on the Telco table",
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(modules[args.what])
     rest = list(args.rest)
-    return int(module.main([args.what, *rest]) if args.what in ("intent", "churn", "split") else module.main(rest))
+    return int(module.main([args.what, *rest]) if args.what in ("intent", "churn", "split", "assist", "assist-split") else module.main(rest))
 
 
 if __name__ == "__main__":  # pragma: no cover

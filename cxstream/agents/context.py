@@ -49,7 +49,7 @@ from cxstream.schemas import (
     OutcomeEvent,
     RoutingEvent,
 )
-from cxstream.schemas.learning import ChurnLabel, IntentLabel
+from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel
 from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
@@ -294,6 +294,14 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             if intent and text:
                 label = IntentLabel(event_id=record.event_id, at=record.at, text=text, intent=intent, contact_id=record.contact_id)
                 await labels.send(key=b"intent", value=encode(label))
+            document = record.disposition.document if record.disposition else None
+            if document and text:  # the document the advisor used: the suggestions learn it
+                assert record.disposition is not None
+                known = KnowledgeLabel(
+                    event_id=record.event_id, at=record.at, text=text[:8000], document=document, intent=intent,
+                    resolved=record.disposition.resolved, contact_id=record.contact_id,
+                )
+                await labels.send(key=b"assist", value=encode(known))
         else:
             new, duplicate = apply_outcome(old, record, customer_id, limits, identifiers=record.customer.present())
             if not duplicate and old is not None and record.kind in ("churned", "retained"):

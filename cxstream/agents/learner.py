@@ -24,11 +24,12 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
+from cxstream.intel.assist import KnowledgeModel
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
 from cxstream.intel.metrics import ProgressiveAccuracy, ProgressiveAUC, ProgressiveLogLoss
 from cxstream.intel.snapshot import SnapshotError, dump_snapshot_async
-from cxstream.schemas.learning import ChurnLabel, IntentLabel, Label, ModelEvent
+from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel, Label, ModelEvent
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
 from cxstream.streams.app import Topics, bind_topic
@@ -69,12 +70,15 @@ class Learner:
     intent_accuracy: ProgressiveAccuracy = field(default_factory=ProgressiveAccuracy)
     churn_auc: ProgressiveAUC = field(default_factory=ProgressiveAUC)
     churn_log_loss: ProgressiveLogLoss = field(default_factory=ProgressiveLogLoss)
-    pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0})
-    seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0})
+    assist: KnowledgeModel = field(default_factory=KnowledgeModel)
+    assist_top3: ProgressiveAccuracy = field(default_factory=ProgressiveAccuracy)
+    pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0})
+    seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0})
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one publication at a time, in version order
 
     def learn(self, label: Label) -> list[ModelEvent]:
         """Test-then-train one label; returns the model events it caused (drift)."""
+        model: IntentModel | ChurnModel | KnowledgeModel
         if isinstance(label, IntentLabel):
             # one pass: the pre-update prediction (progressive accuracy) and the update share
             # the features and scores; the prediction latency is the scorers' metric
@@ -82,6 +86,12 @@ class Learner:
             self.intent_accuracy.update(label.intent, predicted)
             name, model, drift = "intent", self.intent, self.intent.drift_detected
             metrics.MODEL_QUALITY.labels("intent", "accuracy").set(self.intent_accuracy.get())
+        elif isinstance(label, KnowledgeLabel):
+            # test-then-train: was the document among the 3 suggested before this contact was learned?
+            ranked = self.assist.test_then_learn(label.text, label.document, label.intent, label.resolved)
+            self.assist_top3.update(True, label.document in ranked)
+            name, model, drift = "assist", self.assist, False
+            metrics.MODEL_QUALITY.labels("assist", "top3").set(self.assist_top3.get())
         else:
             assert isinstance(label, ChurnLabel)
             p = self.churn.predict_proba_one(label.features)
@@ -109,6 +119,7 @@ class Learner:
             labels_seen=self.seen[name],
             progressive_accuracy=self.intent_accuracy.get() if name == "intent" and self.seen[name] else None,
             progressive_auc=self.churn_auc.get() if name == "churn" and self.seen[name] else None,
+            progressive_top3=self.assist_top3.get() if name == "assist" and self.seen[name] else None,
         )
 
 
@@ -121,7 +132,10 @@ async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopi
     publication.
     """
     async with learner.publishing:
-        for name, model in (("intent", learner.intent), ("churn", learner.churn)):
+        models: tuple[tuple[str, IntentModel | ChurnModel | KnowledgeModel], ...] = (
+            ("intent", learner.intent), ("churn", learner.churn), ("assist", learner.assist)
+        )
+        for name, model in models:
             taken = learner.pending[name]
             if not taken and not force:
                 continue
@@ -148,6 +162,9 @@ async def restore(learner: Learner, client: aioredis.Redis) -> None:
     found = await load_snapshot(client, "churn")
     if found:
         learner.churn = _restored("churn", found, ChurnModel.from_bytes, learner.churn)
+    found = await load_snapshot(client, "assist")
+    if found:
+        learner.assist = _restored("assist", found, KnowledgeModel.from_bytes, learner.assist)
 
 
 def _restored(name: str, found: tuple[int, bytes], load: Callable[[bytes], Any], fresh: Any) -> Any:
@@ -164,7 +181,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
     """Declare the learner agent and its publication timer on *app*."""
     lt = learning_topics(app, settings)
     learner = Learner()
-    for name in ("intent", "churn"):  # exported at 0 from the start: increase() and rate() need a series before the first
+    for name in ("intent", "churn", "assist"):  # exported at 0 from the start: increase() and rate() need a series before the first
         metrics.DRIFTS.labels(name)
         metrics.LABELS.labels(name)
     restored = False

@@ -72,6 +72,13 @@ class Disposition(Record):
     intent: Annotated[str, msgspec.Meta(max_length=128, description="The true intent of the contact.")] | None = None
     resolved: Annotated[bool, msgspec.Meta(description="Was the customer's issue resolved?")] = True
     code: Annotated[str, msgspec.Meta(max_length=64, description="The centre's own wrap-up code.")] | None = None
+    document: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, max_length=128,
+            description="The knowledge document or response template the advisor used (its id); teaches the suggestions.",
+        ),
+    ] | None = None
 
 
 AdvisorKind = Literal[

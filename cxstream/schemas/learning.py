@@ -4,6 +4,7 @@
 |---------------|------------------------|------------|
 | IntentLabel   | cx.labels.v1 (1 part.) | model name |
 | ChurnLabel    | cx.labels.v1 (1 part.) | model name |
+| KnowledgeLabel| cx.labels.v1 (1 part.) | model name |
 | ModelEvent    | cx.model-events.v1     | model name |
 
 Labels never carry raw message text: the context stage builds them from the
@@ -38,17 +39,32 @@ class ChurnLabel(Record, tag="cx.ChurnLabel.v1", tag_field="type"):
     churned: bool
 
 
+class KnowledgeLabel(Record, tag="cx.KnowledgeLabel.v1", tag_field="type"):
+    """The document (or template) an advisor used on a contact, with the contact's words and outcome."""
+
+    event_id: str
+    at: EventTime
+    text: Annotated[str, msgspec.Meta(max_length=8000, description="The contact's inbound messages, redacted, joined.")]
+    document: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    intent: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    resolved: bool = True
+    contact_id: str | None = None
+
+
 class ModelEvent(Record, tag="cx.ModelEvent.v1", tag_field="type"):
     """A new model snapshot was published, or drift was detected in a model's error."""
 
     event_id: str
     at: EventTime
-    model: Literal["intent", "churn"]
+    model: Literal["intent", "churn", "assist"]
     kind: Literal["published", "drift"]
     version: int
     labels_seen: int = 0
     progressive_accuracy: float | None = None
     progressive_auc: float | None = None
+    progressive_top3: Annotated[
+        float | None, msgspec.Meta(description="assist: share of contacts whose document was in the top 3 suggested before learning it.")
+    ] = None
 
 
-Label = IntentLabel | ChurnLabel
+Label = IntentLabel | ChurnLabel | KnowledgeLabel

@@ -16,6 +16,7 @@ been able to publish itself, on ``cx.advisor-events.v1``; the router decides as 
 | ``POST /advisors/{id}/contacts/{contact_id}/transfer`` | 202: ``contact_transferred`` to an advisor and/or skills |
 | ``POST /advisors/{id}/contacts/{contact_id}/complete`` | 202: ``contact_completed`` with the disposition, and the contact's ``contact_closed`` |
 | ``GET /advisors/{id}/contacts/{contact_id}/context`` | the 360° context of the customer of a contact the advisor is offered or holds |
+| ``GET /advisors/{id}/contacts/{contact_id}/suggestions`` | suggested knowledge for that contact, with why (:mod:`cxstream.serve.assist`) |
 
 **Keys.** An advisor signs in with a *desk key*: ``cxa_`` and an HMAC of the advisor id
 under ``CX_ADVISOR_KEY_SECRET`` (by default, a secret derived from the API keys), so any
@@ -122,11 +123,14 @@ class TransferBody(Body):
 
 
 class CompleteBody(Body):
-    """The disposition: the contact's true intent, whether it was resolved, a wrap-up code and notes."""
+    """The disposition: the contact's true intent, whether it was resolved, a wrap-up code, the document used and notes."""
 
     resolved: bool
     intent: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    document: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=128, description="The knowledge document or response template used (its id): teaches the suggestions.")
+    ] | None = None
     notes: Annotated[str, msgspec.Meta(max_length=2000, description="Redacted by ingest like any message text.")] | None = None
     close_contact: Annotated[bool, msgspec.Meta(description="Also close the contact on its channel (contact_closed).")] = True
 
@@ -370,7 +374,7 @@ async def complete(request: web.Request) -> web.Response:
     a = (await _held(request, advisor_id, active=True)).assignment
     ev = _event(
         advisor_id, "contact_completed", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
-        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code),
+        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code, document=body.document),
     )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     if body.close_contact:
@@ -381,7 +385,10 @@ async def complete(request: web.Request) -> web.Response:
             direction="outbound", text=body.notes or None, attributes=attrs,
         )
         await _publish(request, t.INTERACTIONS.name, a.customer_id, closed)
-    return accepted(ev, contact_id=a.contact_id, disposition={"intent": body.intent, "resolved": body.resolved, "code": body.code})
+    disposition = {"intent": body.intent, "resolved": body.resolved, "code": body.code}
+    if body.document is not None:  # answered only when given: the answer stays as it was for older desks
+        disposition["document"] = body.document
+    return accepted(ev, contact_id=a.contact_id, disposition=disposition)
 
 
 def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Awaitable[web.Response]]) -> None:
@@ -413,7 +420,7 @@ ADVISOR_ROUTES = frozenset({
     "/advisors/{advisor_id}/work", "/advisors/{advisor_id}/events",
     "/advisors/{advisor_id}/offers/{assignment_id}/accept", "/advisors/{advisor_id}/offers/{assignment_id}/reject",
     "/advisors/{advisor_id}/contacts/{contact_id}/transfer", "/advisors/{advisor_id}/contacts/{contact_id}/complete",
-    "/advisors/{advisor_id}/contacts/{contact_id}/context",
+    "/advisors/{advisor_id}/contacts/{contact_id}/context", "/advisors/{advisor_id}/contacts/{contact_id}/suggestions",
 })
 
 

@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 # so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.schemas import Identifiers
-from cxstream.serve import desk, keys, pages, queues
+from cxstream.serve import assist, desk, keys, pages, queues
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
 from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
@@ -419,6 +419,12 @@ def build_app(
         return await _context_by_id(request.app[LOOKUP], customer_id)
 
     desk.add_routes(app, context_of)
+
+    async def raw_context(request: web.Request, customer_id: str) -> bytes | None:
+        _, raw = await request.app[LOOKUP]([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
+        return raw
+
+    assist.add_routes(app, redis_client, raw_context)
     pages.add_routes(app)
     app.on_shutdown.append(desk.shutdown)
     app.on_cleanup.append(desk.close)

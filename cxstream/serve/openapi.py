@@ -43,6 +43,20 @@ def _param(name: str, where: str = "path") -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
 
 
+_SUGGESTIONS: dict[str, Any] = {"type": "object", "properties": {
+    "advisor_id": {"type": "string"}, "contact_id": {"type": "string"}, "model_version": {"type": ["string", "null"]},
+    "documents_known": {"type": "integer"}, "contacts_remembered": {"type": "integer"}, "intent": {"type": ["string", "null"]},
+    "words_used": {"type": "integer"}, "took_ms": {"type": "number"},
+    "cached": {"type": "boolean", "description": "the same model version, intent and words were ranked before"},
+    "suggestions": {"type": "array", "items": {"type": "object", "properties": {
+        "document": {"type": "string"}, "score": {"type": "number", "description": "share of the nearest contacts' votes"},
+        "similar_contacts": {"type": "integer"}, "similarity": {"type": "number"},
+        "matching_words": {"type": "array", "items": {"type": "string"}}, "intents": {"type": "array", "items": {"type": "string"}},
+        "uses": {"type": "integer"}, "resolved": {"type": "integer"}, "resolution_rate": {"type": ["number", "null"]},
+        "why": {"type": "array", "items": {"type": "string"}}}}},
+}}
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The document (built once per process).
@@ -82,6 +96,9 @@ def document() -> dict[str, Any]:
         adv + "/contacts/{contact_id}/transfer": {"post": _op("Transfer a held contact (AdvisorEvent contact_transferred)", body="TransferBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/complete": {"post": _op("Complete with a disposition (AdvisorEvent contact_completed, then contact_closed)", body="CompleteBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/context": {"get": _op("Context of the customer of an offered or held contact", auth="advisor", errors=(404,))},
+        adv + "/contacts/{contact_id}/suggestions": {"get": _op(
+            "Suggested knowledge for an offered or held contact: documents that resolved similar contacts, each with why",
+            answer=_SUGGESTIONS, auth="advisor", errors=(404, 503))},
         "/wallboard/data": {"get": _op("Everything the wallboard shows", errors=(503,))},
         "/chat/messages": {"post": _op("A customer's chat message (opens a routed chat contact first)", body="ChatMessage", ok="202", errors=(400, 503))},
         "/chat/contacts/{contact_id}/close": {"post": _op("The customer ends the chat", body="ChatClose", ok="202", errors=(400, 503))},

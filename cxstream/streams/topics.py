@@ -149,8 +149,8 @@ AUDIT = TopicSpec(
     kept="forever",
 )
 LABELS = TopicSpec(
-    "cx.labels.v1", "model name", "IntentLabel | ChurnLabel",
-    "Internal: ground truth for the learner (dispositions, churn outcomes); one partition, one learner.",
+    "cx.labels.v1", "model name", "IntentLabel | ChurnLabel | KnowledgeLabel",
+    "Internal: ground truth for the learner (dispositions, documents used, churn outcomes); one partition, one learner.",
     single_partition=True,
 )
 MODEL_EVENTS = TopicSpec(

@@ -5,7 +5,8 @@ chromium driven by Playwright, axe-core (npm) injected into each page.  An advis
 on ``/desk`` with a desk key, a customer opens a chat on ``/chat``, the offer shows on the
 desk with its countdown and is accepted from the keyboard, the customer's context shows
 (and then their call on another channel, replayed with ``cxstream replay``), the advisor
-completes the contact with a disposition, and ``/wallboard`` counts it.  Screenshots of the
+completes the contact with a disposition naming the document used, and ``/wallboard`` counts it; a
+similar chat then gets that document suggested on the desk.  Screenshots of the
 three pages are written to ``var/test-artifacts/pages/`` (or ``$CX_TEST_ARTIFACTS``).
 
 ``make test`` installs chromium and axe-core first; without them this test fails, never skips.
@@ -198,7 +199,11 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         desk.screenshot(path=str(artifacts / "desk.png"), full_page=True)
         assert serious(desk) == []
 
-        # complete with a disposition
+        # suggested knowledge: nothing learned yet, and the block says so
+        expect(desk.locator("#assist-list")).to_contain_text("No document learned yet")
+
+        # complete with a disposition that names the document used
+        desk.get_by_label("Document used").fill("kb-double-charge")
         desk.get_by_label("True intent").fill("billing")
         desk.get_by_label("Resolved?").select_option("true")
         desk.get_by_label("Notes").fill("refunded the second charge")
@@ -212,6 +217,20 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(board.locator("#latency-plot polyline").first).to_be_attached()
         board.screenshot(path=str(artifacts / "wallboard.png"), full_page=True)
         assert serious(board) == []
+
+        # that document taught the suggestions: a similar chat gets it suggested on the desk, with why, and "Use" fills it in
+        post(engine, "/chat/messages", {"email": f"sam-{advisor}@example.org", "text": "charged twice on my bill, please refund"})
+        expect(desk.locator("#offers .card")).to_have_count(1)
+        suggestion = desk.locator('#assist-suggestions li[data-document="kb-double-charge"]')
+        expect(suggestion).to_contain_text("matching words")
+        expect(suggestion).to_contain_text("resolved 1 of 1")
+        desk.evaluate("document.activeElement && document.activeElement.blur()")
+        desk.keyboard.press("a")
+        expect(desk.locator("#contacts .card")).to_have_count(1)
+        suggestion.get_by_role("button", name="Use kb-double-charge in the disposition").click()
+        expect(desk.get_by_label("Document used")).to_have_value("kb-double-charge")
+        desk.screenshot(path=str(artifacts / "desk-suggestions.png"), full_page=True)
+        assert serious(desk) == []
 
         chat.screenshot(path=str(artifacts / "chat.png"), full_page=True)
         assert serious(chat) == []

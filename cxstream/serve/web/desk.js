@@ -85,7 +85,7 @@
     if (state.selected && state.work.some((w) => w.contact_id === state.selected)) refreshContext();
     $("offers").replaceChildren(...(o.length ? o.map(card) : [cx.el("p", { class: "muted" }, "No offer waiting.")]));
     $("contacts").replaceChildren(...(a.length ? a.map(card) : [cx.el("p", { class: "muted" }, "No contact in hand.")]));
-    if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) { state.selected = null; renderContext(); }
+    if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) { state.selected = null; renderContext(); cxAssist.clear(); }
     if (!state.selected && state.work.length) select(state.work[0].contact_id);
     else renderCompleteForm();
   }
@@ -108,6 +108,7 @@
     state.selected = contactId;
     for (const el of document.querySelectorAll(".card")) el.classList.toggle("selected", el.dataset.contact === contactId);
     renderCompleteForm();
+    suggest(contactId);
     try {
       state.contexts[contactId] = await cx.api(state.key, "GET", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(contactId)}/context`);
     } catch (e) {
@@ -116,13 +117,19 @@
     if (state.selected === contactId) renderContext();
   }
 
+  // Suggested knowledge (desk-assist.js): documents that resolved similar contacts; "Use" fills the disposition's document.
+  function suggest(contactId) {
+    const w = state.work.find((x) => x.contact_id === contactId);
+    cxAssist.show(state.advisor, state.key, contactId, Boolean(w && w.status === "active"));
+  }
+
   // The context changes while the contact is handled (new messages, a call on another channel): fetch it again.
   async function refreshContext() {
     const contactId = state.selected;
     if (!contactId || !state.advisor) return;
     try {
       state.contexts[contactId] = await cx.api(state.key, "GET", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(contactId)}/context`);
-      if (state.selected === contactId) renderContext();
+      if (state.selected === contactId) { renderContext(); suggest(contactId); }
     } catch (e) { /* the contact just ended: the next work event says so */ }
   }
 
@@ -197,10 +204,11 @@
     const body = { intent: $("disp-intent").value.trim() || null, resolved: $("disp-resolved").value === "true" };
     if ($("disp-code").value.trim()) body.code = $("disp-code").value.trim();
     if ($("disp-notes").value.trim()) body.notes = $("disp-notes").value.trim();
+    if ($("disp-document").value.trim()) body.document = $("disp-document").value.trim();
     try {
       await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(w.contact_id)}/complete`, body);
       say(`Completed contact ${w.contact_id} (${body.intent || "no intent"}, ${body.resolved ? "resolved" : "not resolved"}).`, "ok");
-      for (const id of ["disp-intent", "disp-code", "disp-notes"]) $(id).value = "";
+      for (const id of ["disp-intent", "disp-code", "disp-notes", "disp-document"]) $(id).value = "";
     } catch (e) { say(`Could not complete: ${e.message}`, "error"); }
   }
 

@@ -71,9 +71,9 @@
     $("sl-plot").replaceChildren(...plot("Service level per routing group, last hour", Object.entries(d.service_level || {}).map(([g, pts], i) => (
       { name: g, color: colors[i % colors.length], points: pts.map((p) => [p.at, p.service_level]) })), { yMax: 1, fmt: (v) => `${Math.round(v * 100)} %` }));
     const models = Object.values(d.models || {});
-    $("models").replaceChildren(models.length ? cx.el("table", { class: "compact" }, cx.el("thead", {}, cx.el("tr", {}, ...["Model", "Version", "Labels", "Accuracy", "AUC", "At"].map((h) => cx.el("th", { scope: "col" }, h)))),
+    $("models").replaceChildren(models.length ? cx.el("table", { class: "compact" }, cx.el("thead", {}, cx.el("tr", {}, ...["Model", "Version", "Labels", "Accuracy (assist: in top 3)", "AUC", "At"].map((h) => cx.el("th", { scope: "col" }, h)))),
       cx.el("tbody", {}, models.map((m) => cx.el("tr", {}, cx.el("td", {}, m.model), cx.el("td", { class: "num" }, m.version), cx.el("td", { class: "num" }, m.labels_seen ?? 0),
-        cx.el("td", { class: "num" }, cx.pct(m.progressive_accuracy)), cx.el("td", { class: "num" }, cx.num(m.progressive_auc)), cx.el("td", {}, `${m.kind === "drift" ? "drift at " : ""}${cx.time(m.at)}`)))))
+        cx.el("td", { class: "num" }, cx.pct(m.progressive_accuracy ?? m.progressive_top3)), cx.el("td", { class: "num" }, cx.num(m.progressive_auc)), cx.el("td", {}, `${m.kind === "drift" ? "drift at " : ""}${cx.time(m.at)}`)))))
       : cx.el("p", { class: "muted" }, "No model published in the last hour."));
     const evs = d.routing_events || [];
     $("routing-events").replaceChildren(evs.length ? cx.el("ul", {}, evs.map((e) => cx.el("li", {}, `${cx.time(e.at)} ${e.kind.replaceAll("_", " ")}: ${e.routing_group} contact ${e.contact_id}${e.advisor_id ? ` (${e.advisor_id})` : ""}${e.detail ? ` — ${e.detail}` : ""}`)))

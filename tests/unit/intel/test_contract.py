@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cxstream.intel.assist import KnowledgeModel
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
 from cxstream.intel.snapshot import dump_snapshot
@@ -23,7 +24,7 @@ class Case:
     from_bytes: Callable[[bytes], Any]
 
 
-@pytest.fixture(params=["intent", "churn"])
+@pytest.fixture(params=["intent", "churn", "assist"])
 def case(request: pytest.FixtureRequest, make_intent_rows: Any, make_churn_rows: Any) -> Case:
     if request.param == "intent":
         return Case(
@@ -32,6 +33,14 @@ def case(request: pytest.FixtureRequest, make_intent_rows: Any, make_churn_rows:
             make_intent_rows(120, seed=3),
             lambda m, x: (m.predict_one(x), m.predict_proba_one(x)),
             IntentModel.from_bytes,
+        )
+    if request.param == "assist":  # the documents that resolved similar contacts (intent rows: label = document)
+        return Case(
+            "assist",
+            lambda: KnowledgeModel(n_features=1 << 12),
+            make_intent_rows(120, seed=3),
+            lambda m, x: m.rank(x),
+            KnowledgeModel.from_bytes,
         )
     return Case(
         "churn",
