@@ -281,7 +281,11 @@ def apply_interaction(
     contacts_total = ctx.contacts_total
     cid = ev.contact_id
     attrs = ev.attributes
-    if ev.kind == "contact_opened" and cid and cid not in open_contacts:
+    # the same contact sent again (new event id, same contact and opening time) after it ended: not a new contact
+    again = ev.kind == "contact_opened" and any(
+        c.contact_id == cid and c.closed_at is not None and c.opened_at == ev.occurred_at for c in contacts
+    )
+    if ev.kind == "contact_opened" and cid and cid not in open_contacts and not again:
         open_contacts = {
             **open_contacts,
             cid: OpenContact(

@@ -65,3 +65,18 @@ def test_a_rejection_shows_on_the_context_with_its_reason_once() -> None:
     assert apply_rejection(new, ev) is None  # redelivered
     other = RoutingEvent(event_id="r2", kind="rejected", routing_group="default", contact_id="c-u1", at=11.0, contact_key="c-u1~other")
     assert apply_rejection(ctx, other) is None  # another customer's contact with that id
+
+
+def test_the_same_contact_sent_again_after_it_ended_is_not_routed_again() -> None:
+    """A channel system re-sends the customer's contact_opened (new event id, same contact, same opening
+    time) after the contact was closed: the same contact, not a new one; a later contact reusing the id is new."""
+    ctx, fx = apply_interaction(None, opened("e1", "A", "c-1", 10.0), "A")
+    assert len(fx.routing) == 1
+    close = InteractionEvent(event_id="e2", occurred_at=20.0, channel="chat", kind="contact_closed",
+                             customer=Identifiers(customer_id="A"), contact_id="c-1")
+    ctx, _ = apply_interaction(ctx, close, "A")
+    ctx, fx = apply_interaction(ctx, opened("e1-resent", "A", "c-1", 10.0), "A")
+    assert fx.routing == [] and ctx.open_contacts == {} and ctx.contacts_total == 1
+    ctx, fx = apply_interaction(ctx, opened("e3", "A", "c-1", 30.0), "A")
+    [req] = fx.routing
+    assert isinstance(req, ContactRequest) and req.opened_at == 30.0 and "c-1" in ctx.open_contacts
