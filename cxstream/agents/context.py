@@ -37,7 +37,7 @@ from cxstream.context import ContextLimits, apply_assignment, apply_interaction,
 from cxstream.context.model import CustomerContext, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
 from cxstream.context.resolver import hashed_id
-from cxstream.context.update import apply_disposition, set_scores
+from cxstream.context.update import apply_disposition, apply_rejection, set_scores
 from cxstream.schemas import (
     Assignment,
     ContactRequest,
@@ -193,7 +193,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             for n, c in enumerate(routed, start=1):  # the update's id names no contact: the router keeps ids a while
                 update = ContactUpdate(
                     event_id=f"{cmd.request_id}:{n}", contact_id=c.contact_id,
-                    routing_group=c.routing_group, kind="closed", at=cmd.at,
+                    routing_group=c.routing_group, kind="closed", at=cmd.at, contact_key=c.contact_key,
                 )
                 await routing_out.send(key=c.routing_group.encode(), value=encode(update))
         for k in (key, moved_key(cid), outreach_state_key(cid)):
@@ -282,6 +282,11 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         elif isinstance(record, Assignment):
             new = apply_assignment(old, record, limits)
             duplicate = new is old
+        elif isinstance(record, RoutingEvent) and record.kind == "rejected":  # the router could not take the contact
+            rejected = apply_rejection(old, record, limits)
+            if rejected is None:
+                return
+            new, duplicate = rejected, False
         elif isinstance(record, RoutingEvent):
             updated, text = apply_disposition(old, record, limits)
             if updated is None:

@@ -44,8 +44,9 @@ from cxstream.streams.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Routing events the customer's context hears about: the advisor's wrap-up (ground truth
-#: for the learner), and what the outreach triggers watch (abandoned contacts, breaches).
-CUSTOMER_FACING = frozenset({"completed", "abandoned", "sla_breached"})
+#: for the learner), what the outreach triggers watch (abandoned contacts, breaches), and a
+#: contact the router could not take (``rejected``: the context shows it, with the reason).
+CUSTOMER_FACING = frozenset({"completed", "abandoned", "sla_breached", "rejected"})
 
 
 _OFFSET = struct.Struct(">q")

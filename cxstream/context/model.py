@@ -31,9 +31,13 @@ class OpenContact(msgspec.Struct, frozen=True, kw_only=True):
     channel: str
     opened_at: float
     routing_group: str = "default"
-    state: str = "open"  # open | queued | assigned
+    state: str = "open"  # open | queued | assigned | rejected (the router could not take it: ``reason``)
     advisor_id: str | None = None
     needs_advisor: bool = False
+    #: the router's key of the contact (``schemas.routing.contact_key``), made when it was requested and
+    #: sent on its ContactUpdates: it names this customer's contact even after an identity merge changed the id
+    contact_key: str | None = None
+    reason: str | None = None  #: why the router rejected it (its ``rejected`` routing event's detail)
 
 
 class ContactRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +68,19 @@ class SentimentPoint(msgspec.Struct, frozen=True, kw_only=True, array_like=True)
 
     at: float
     score: float
+
+
+class SurveyPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One CSAT or NPS answer counted in the context (``CustomerContext.surveys``, newest last).
+
+    Kept by event id so a redelivered survey is recognised however many events came between,
+    and a merge counts a survey both customers' contexts applied once.
+    """
+
+    event_id: str
+    at: float
+    kind: str  # csat | nps
+    value: float
 
 
 class ChurnReason(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,6 +161,7 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     nps_last: float | None = None
     nps_avg: float | None = None
     nps_count: int = 0
+    surveys: list[SurveyPoint] = []  # the CSAT/NPS answers counted above (bounded, newest last): dedupe across merges
     tier: str | None = None
     value: float | None = None
     account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (the ACCOUNT_* keys), for churn risk

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -23,10 +24,12 @@ from cxstream.context.model import (
     InteractionSummary,
     OpenContact,
     SentimentPoint,
+    SurveyPoint,
 )
 from cxstream.context.sentiment import sentiment as vader_sentiment
 from cxstream.context.sentiment import trend
 from cxstream.schemas import Assignment, ContactRequest, ContactUpdate, InteractionEvent, OutcomeEvent, RoutingEvent
+from cxstream.schemas.routing import contact_key
 
 replace = msgspec.structs.replace
 
@@ -45,6 +48,7 @@ class ContextLimits:
     max_sentiments: int = 10
     max_merged_from: int = 16
     max_languages: int = 8
+    max_surveys: int = 32  # CSAT/NPS answers remembered by event id (a customer answers few)
     sentiment_alpha: float = 0.3
     repeat_window_s: float = 7 * 86400.0
 
@@ -277,7 +281,11 @@ def apply_interaction(
     contacts_total = ctx.contacts_total
     cid = ev.contact_id
     attrs = ev.attributes
-    if ev.kind == "contact_opened" and cid and cid not in open_contacts:
+    # the same contact sent again (new event id, same contact and opening time) after it ended: not a new contact
+    again = ev.kind == "contact_opened" and any(
+        c.contact_id == cid and c.closed_at is not None and c.opened_at == ev.occurred_at for c in contacts
+    )
+    if ev.kind == "contact_opened" and cid and cid not in open_contacts and not again:
         open_contacts = {
             **open_contacts,
             cid: OpenContact(
@@ -287,6 +295,7 @@ def apply_interaction(
                 routing_group=ev.routing_group,
                 state="queued" if ev.needs_advisor else "open",
                 needs_advisor=ev.needs_advisor,
+                contact_key=contact_key(customer_id, cid) if ev.needs_advisor else None,
             ),
         }
         if len(open_contacts) > limits.max_open_contacts:
@@ -316,6 +325,7 @@ def apply_interaction(
                         routing_group=closing.routing_group,
                         kind="abandoned" if ev.kind == "contact_abandoned" else "closed",
                         at=ev.occurred_at,
+                        contact_key=closing.contact_key,
                     )
                 )
     new = replace(
@@ -374,6 +384,7 @@ def apply_interaction(
                 churn_risk=new.churn_risk,
                 tier=new.tier,
                 last_advisor_id=ctx.last_advisor_id,
+                contact_key=open_contacts[cid].contact_key,
             )
         )
     return new, fx
@@ -393,7 +404,8 @@ def apply_assignment(ctx: CustomerContext | None, a: Assignment, limits: Context
     if dup:
         return ctx
     open_contacts = ctx.open_contacts
-    if a.contact_id in open_contacts:
+    mine = open_contacts.get(a.contact_id)
+    if mine is not None and not (mine.contact_key and a.contact_key and mine.contact_key != a.contact_key):
         open_contacts = {
             **open_contacts,
             a.contact_id: replace(open_contacts[a.contact_id], state="assigned", advisor_id=a.advisor_id),
@@ -438,8 +450,8 @@ def apply_outcome(
     if ctx is None:
         ctx = _new(customer_id, ev.occurred_at)
     dup, event_ids = _seen(ctx, ev.event_id, limits)
-    if dup:
-        return ctx, True
+    if dup or (ev.kind in ("csat", "nps") and any(p.event_id == ev.event_id for p in ctx.surveys)):
+        return ctx, True  # (a survey is remembered longer than the ring of recent ids)
     summary = InteractionSummary(
         event_id=ev.event_id, at=ev.occurred_at, channel="business", kind=f"outcome:{ev.kind}", contact_id=ev.contact_id
     )
@@ -452,10 +464,14 @@ def apply_outcome(
         milestones={**ctx.milestones, ev.kind: max(ev.occurred_at, ctx.milestones.get(ev.kind, ev.occurred_at))},
     )
     v = ev.value
-    if ev.kind == "csat" and v is not None:
-        new = replace(new, csat_last=float(v), csat_avg=_running_mean(ctx.csat_avg, ctx.csat_count, v), csat_count=ctx.csat_count + 1)
-    elif ev.kind == "nps" and v is not None:
-        new = replace(new, nps_last=float(v), nps_avg=_running_mean(ctx.nps_avg, ctx.nps_count, v), nps_count=ctx.nps_count + 1)
+    if ev.kind in ("csat", "nps") and v is not None:
+        point = SurveyPoint(event_id=ev.event_id, at=ev.occurred_at, kind=ev.kind, value=float(v))
+        surveys = sorted([*ctx.surveys, point], key=lambda p: (p.at, p.event_id))[-limits.max_surveys :]
+        new = replace(new, surveys=surveys)
+        if ev.kind == "csat":
+            new = replace(new, csat_last=float(v), csat_avg=_running_mean(ctx.csat_avg, ctx.csat_count, v), csat_count=ctx.csat_count + 1)
+        else:
+            new = replace(new, nps_last=float(v), nps_avg=_running_mean(ctx.nps_avg, ctx.nps_count, v), nps_count=ctx.nps_count + 1)
     elif ev.kind == "consent":
         flags = {k[:64]: v for k, v in ev.attributes.items() if isinstance(v, bool)}
         if flags and (ctx.consent_at is None or ev.occurred_at >= ctx.consent_at):
@@ -532,6 +548,28 @@ def _merge_contact_logs(a: list[ContactRecord], b: list[ContactRecord], limit: i
     return sorted(by_id.values(), key=lambda c: (c.opened_at, c.contact_id))[-limit:]
 
 
+def _merge_event_ids(survivor: list[str], absorbed: list[str], merge_id: str, limit: int) -> list[str]:
+    """The ring of recent event ids after a merge: the newest of both sides (alternately) and the merge id.
+
+    Both sides' recent events can be redelivered after the merge (they then resolve to the survivor),
+    so neither side's ids may push out all of the other's.
+
+    >>> _merge_event_ids(["a1", "a2", "a3"], ["b1", "b2"], "m", 4)
+    ['b2', 'a2', 'a3', 'm']
+    """
+    keep_s: list[str] = []
+    keep_b: list[str] = []
+    i, j = len(survivor), len(absorbed)
+    while len(keep_s) + len(keep_b) < limit - 1 and (i or j):
+        if i:
+            i -= 1
+            keep_s.append(survivor[i])
+        if j and len(keep_s) + len(keep_b) < limit - 1:
+            j -= 1
+            keep_b.append(absorbed[j])
+    return [*reversed(keep_b), *reversed(keep_s), merge_id]
+
+
 def _merge_sorted(a: list, b: list, key, limit: int, newest_first: bool = False, unique: bool = False) -> list:  # type: ignore[no-untyped-def, type-arg]
     items = sorted({key(x): x for x in [*a, *b]}.values() if unique else [*a, *b], key=key, reverse=newest_first)
     return items[:limit] if newest_first else items[-limit:]
@@ -588,6 +626,15 @@ def merge_contexts(
     twice = [x for x in b.recent if x.event_id in s_recent]
     recent = _merge_sorted(s.recent, [x for x in b.recent if x.event_id not in s_recent], lambda x: (x.at, x.event_id), limits.max_interactions, newest_first=True)
     open_contacts = {**b.open_contacts, **s.open_contacts}
+    for cid in b.open_contacts.keys() & s.open_contacts.keys():
+        # the same contact open on both sides (the channel sent it under two identifiers before they were
+        # found to be one customer): one contact; a second routed copy leaves the router (closed)
+        ours, other = s.open_contacts[cid], b.open_contacts[cid]
+        kept, dropped = (other, ours) if other.state == "assigned" and ours.state != "assigned" else (ours, other)
+        open_contacts[cid] = kept
+        if dropped.needs_advisor and dropped.contact_key != kept.contact_key and routing is not None:
+            routing.append(ContactUpdate(event_id=f"{merge_id}:{cid}:duplicate", contact_id=cid, routing_group=dropped.routing_group,
+                                         kind="closed", at=at, contact_key=dropped.contact_key))
     if len(open_contacts) > limits.max_open_contacts:
         keep = sorted(open_contacts.values(), key=lambda c: (c.opened_at, c.contact_id))[-limits.max_open_contacts :]
         open_contacts = {c.contact_id: c for c in keep}
@@ -597,7 +644,7 @@ def merge_contexts(
         gone = open_contacts.pop(cid)
         if gone.needs_advisor and routing is not None:
             routing.append(ContactUpdate(event_id=f"{merge_id}:{cid}", contact_id=cid, routing_group=gone.routing_group,
-                                         kind="closed", at=closed[cid].closed_at or at))
+                                         kind="closed", at=closed[cid].closed_at or at, contact_key=gone.contact_key))
     intents = _merge_sorted(s.intent_history, b.intent_history, lambda p: (p.at, p.intent), limits.max_intents, unique=bool(twice))
     sentiments = _merge_sorted(s.sentiment_recent, b.sentiment_recent, lambda p: (p.at, p.score), limits.max_sentiments, unique=bool(twice))
     channel_counts: dict[str, int] = dict(s.channel_counts)
@@ -626,6 +673,22 @@ def merge_contexts(
             return a_avg if a_avg is not None else b_avg
         return round(((a_avg or 0.0) * a_n + (b_avg or 0.0) * b_n) / (a_n + b_n), 4)
 
+    # CSAT/NPS: a survey both sides applied (redelivered, resolved to the survivor before the hand-off)
+    # is counted once; "last" is the newest answer by event time, whichever side it came from
+    s_surveys = {p.event_id for p in s.surveys}
+    survey_twice = [p for p in b.surveys if p.event_id in s_surveys]
+    surveys = sorted({p.event_id: p for p in [*b.surveys, *s.surveys]}.values(), key=lambda p: (p.at, p.event_id))
+
+    def survey_figures(kind: str, s_avg: float | None, s_n: int, b_avg: float | None, b_n: int, fallback_last: float | None) -> dict[str, Any]:
+        twice = [p.value for p in survey_twice if p.kind == kind]
+        n = s_n + b_n - len(twice)
+        if twice and n > 0:
+            avg: float | None = round(((s_avg or 0.0) * s_n + (b_avg or 0.0) * b_n - sum(twice)) / n, 4)
+        else:
+            avg = mean(s_avg, s_n, b_avg, b_n)
+        mine = [p for p in surveys if p.kind == kind]
+        return {f"{kind}_count": max(0, n), f"{kind}_avg": avg, f"{kind}_last": mine[-1].value if mine else fallback_last}
+
     merged = replace(
         s,
         created_at=min(s.created_at, b.created_at),
@@ -639,7 +702,7 @@ def merge_contexts(
         language=newer.language or older.language,
         interactions_total=s.interactions_total + b.interactions_total - len(twice),
         contacts_total=max(0, s.contacts_total + b.contacts_total - contacts_twice),
-        recent_event_ids=_merge_sorted([x for x in b.recent_event_ids if x not in seen_ids], event_ids, lambda _: 0, limits.max_event_ids),
+        recent_event_ids=_merge_event_ids(s.recent_event_ids, [x for x in b.recent_event_ids if x not in seen_ids], merge_id, limits.max_event_ids),
         anonymous=s.anonymous and b.anonymous,
         merged_from=[*merged_from, *[x for x in b.merged_from if x not in merged_from]][-limits.max_merged_from :],
         channel_counts={k: v for k, v in channel_counts.items() if v > 0},
@@ -659,18 +722,42 @@ def merge_contexts(
         milestones=milestones,
         consent={**older.consent, **newer.consent} if older.consent_at is None or newer.consent_at is None or (newer.consent_at or 0) >= (older.consent_at or 0) else {**newer.consent, **older.consent},
         consent_at=max((x for x in (s.consent_at, b.consent_at) if x is not None), default=None),
-        csat_last=newer.csat_last if newer.csat_last is not None else older.csat_last,
-        csat_avg=mean(s.csat_avg, s.csat_count, b.csat_avg, b.csat_count),
-        csat_count=s.csat_count + b.csat_count,
-        nps_last=newer.nps_last if newer.nps_last is not None else older.nps_last,
-        nps_avg=mean(s.nps_avg, s.nps_count, b.nps_avg, b.nps_count),
-        nps_count=s.nps_count + b.nps_count,
+        surveys=surveys[-limits.max_surveys :],
+        **survey_figures("csat", s.csat_avg, s.csat_count, b.csat_avg, b.csat_count,
+                         newer.csat_last if newer.csat_last is not None else older.csat_last),
+        **survey_figures("nps", s.nps_avg, s.nps_count, b.nps_avg, b.nps_count,
+                         newer.nps_last if newer.nps_last is not None else older.nps_last),
         tier=newer.tier or older.tier,
         value=newer.value if newer.value is not None else older.value,
         account={**older.account, **newer.account},
         timezone=newer.timezone or older.timezone,
     )
     return _derive(merged, limits)
+
+
+def apply_rejection(ctx: CustomerContext | None, ev: RoutingEvent, limits: ContextLimits = ContextLimits()) -> CustomerContext | None:
+    """Record that the router could not take one of the customer's contacts: its state becomes ``rejected``.
+
+    Returns None when there is nothing to record (no context, no such open contact, seen already).
+
+    >>> from cxstream.context.model import OpenContact
+    >>> ctx = CustomerContext(customer_id="c", created_at=0, updated_at=0,
+    ...     open_contacts={"k1": OpenContact(contact_id="k1", channel="chat", opened_at=0, state="queued", needs_advisor=True)})
+    >>> ev = RoutingEvent(event_id="r1", kind="rejected", routing_group="g", contact_id="k1", at=5, detail="contact_key_in_use")
+    >>> c = apply_rejection(ctx, ev).open_contacts["k1"]
+    >>> c.state, c.reason
+    ('rejected', 'contact_key_in_use')
+    """
+    if ctx is None or ev.kind != "rejected":
+        return None
+    c = ctx.open_contacts.get(ev.contact_id)
+    if c is None or (c.contact_key and ev.contact_key and c.contact_key != ev.contact_key):
+        return None
+    dup, event_ids = _seen(ctx, ev.event_id, limits)
+    if dup:
+        return None
+    open_contacts = {**ctx.open_contacts, ev.contact_id: replace(c, state="rejected", reason=ev.detail)}
+    return replace(ctx, updated_at=max(ctx.updated_at, ev.at), open_contacts=open_contacts, recent_event_ids=event_ids)
 
 
 def apply_disposition(

@@ -47,8 +47,43 @@ ASSUMPTIONS = {
 }
 
 
+class AccountingError(RuntimeError):
+    """A simulation's counts do not add up (a call counted twice, or the router disagreeing): its figures are wrong."""
+
+
+def check_accounting(result: SimResult) -> dict[str, int]:
+    """answered / abandoned / unresolved calls of a run, after checking that they account for every call once.
+
+    Each call is answered, abandoned or unresolved (neither), never two of them: answered +
+    abandoned + unresolved == calls, each >= 0.  When the run has the router's statistics, the
+    router's own answered and abandoned counts must be the same.  Raises :class:`AccountingError`
+    (naming some of the calls concerned) otherwise.
+    """
+    n = len(result.outcomes)
+    answered = sum(1 for o in result.outcomes if o.answered_at is not None)
+    abandoned = sum(1 for o in result.outcomes if o.abandoned_at is not None)
+    unresolved = sum(1 for o in result.outcomes if o.answered_at is None and o.abandoned_at is None)
+    both = [o.call_id for o in result.outcomes if o.answered_at is not None and o.abandoned_at is not None]
+    problems = []
+    if both or answered + abandoned + unresolved != n or min(answered, abandoned, unresolved) < 0:
+        problems.append(
+            f"answered {answered} + abandoned {abandoned} + unresolved {unresolved} != calls {n}: "
+            f"{len(both)} calls counted both answered and abandoned (e.g. {', '.join(both[:5])})"
+        )
+    total = result.router_stats.get("total") if result.router_stats else None
+    if isinstance(total, dict) and (total.get("answered"), total.get("abandoned")) != (answered, abandoned):
+        problems.append(
+            f"the router counted answered {total.get('answered')} / abandoned {total.get('abandoned')}, "
+            f"the simulation {answered} / {abandoned}"
+        )
+    if problems:
+        raise AccountingError("simulation accounting is broken: " + "; ".join(problems))
+    return {"answered": answered, "abandoned": abandoned, "unresolved": unresolved}
+
+
 def figures(result: SimResult, sla_s: float = 20.0, short_abandon_s: float = 5.0) -> dict[str, Any]:
-    """The standard figures of one simulation run."""
+    """The standard figures of one simulation run (after :func:`check_accounting`, which raises if they cannot be right)."""
+    counts = check_accounting(result)
     answered = [o for o in result.outcomes if o.answered_at is not None]
     abandoned = [o for o in result.outcomes if o.abandoned_at is not None]
     waits = sorted(o.answered_at - o.arrival for o in answered if o.answered_at is not None)
@@ -59,7 +94,7 @@ def figures(result: SimResult, sla_s: float = 20.0, short_abandon_s: float = 5.0
         "calls": n,
         "answered": len(answered),
         "abandoned": len(abandoned),
-        "unresolved": n - len(answered) - len(abandoned),
+        "unresolved": counts["unresolved"],
         "asa_s": sum(waits) / len(waits) if waits else 0.0,
         "aht_s": service / len(answered) if answered else 0.0,
         "abandon_rate": len(abandoned) / n if n else 0.0,
@@ -213,10 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     policies = [x.strip() for x in args.policy.split(",") if x.strip()]
-    doc = run(
-        args.log, policies, seed=args.seed, days=args.days, wrap_up_s=args.wrap_up,
-        date_from=args.date_from, date_to=args.date_to, half=args.half,
-    )
+    try:
+        doc = run(
+            args.log, policies, seed=args.seed, days=args.days, wrap_up_s=args.wrap_up,
+            date_from=args.date_from, date_to=args.date_to, half=args.half,
+        )
+    except AccountingError as exc:
+        print(f"cxstream eval routing: {exc}", file=sys.stderr)
+        return 3
     if len(policies) == 1:  # the flat shape: policy figures at the top level
         doc = {**doc["runs"][0], **{k: v for k, v in doc.items() if k != "runs"}}
     text = json.dumps(doc, indent=2, sort_keys=False)

@@ -45,6 +45,10 @@ class ContactState(msgspec.Struct, kw_only=True, array_like=True):
     hold_for: str | None = None  #: only this advisor is eligible until ``hold_until``
     hold_until: float = 0.0
     esc_from: float = 0.0  #: escalation timers count from here (opened_at; reset by a transfer)
+    #: the router's key of the contact (its dict key; ``contact_key`` on the outputs): the request's
+    #: ``contact_key``, else ``contact_id`` (or, when another customer's contact holds that id,
+    #: ``schemas.routing.contact_key``).  "" in a state saved before keys: the contact id.
+    key: str = ""
 
 
 def queue_name(channel: str, required_skills: list[str]) -> str:

@@ -69,7 +69,7 @@ from cxstream.routing.roster import (
 from cxstream.routing.stats import QueueStats, live
 from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment, RoutingEvent
-from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
+from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick, contact_key
 
 Output = Assignment | RoutingEvent
 
@@ -275,6 +275,13 @@ def _primaries(languages: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(lang.split("-")[0].lower() for lang in languages))
 
 
+def _keyed(c: ContactState) -> ContactState:
+    """*c* with its key set (a state saved before keys has none: the contact id was the key)."""
+    if not c.key:
+        c.key = c.contact_id
+    return c
+
+
 def input_time(msg: RouterInput) -> float:
     """The event time an input carries."""
     if isinstance(msg, ContactRequest):
@@ -318,6 +325,10 @@ class Router:
         self._due: dict[str, float] = {}  #: contact -> its timer (``_timer``), for contacts that have one
         self._heap: list[tuple[float, str]] = []  #: (due, contact); stale entries skipped lazily
         self._touched: set[str] = set()  #: contacts whose timer must be recomputed
+        #: contact id -> the keys of the contacts the router owns with that id (usually one)
+        self._by_id: dict[str, list[str]] = {}
+        for key, c in s.contacts.items():
+            self._by_id.setdefault(c.contact_id, []).append(key)
         #: encoded JSON per advisor / contact / queue (in the order of the state's dicts) and what changed
         self._adv_json = _Section(s.advisors)
         self._con_json = _Section(s.contacts)
@@ -328,7 +339,7 @@ class Router:
         for adv in s.advisors.values():
             self._reindex(adv, widened=True)
         for c in s.contacts.values():
-            self._touched.add(c.contact_id)
+            self._touched.add(c.key)
             if c.status == "waiting":
                 self._waits(c)
         self._flush_timers()
@@ -412,7 +423,7 @@ class Router:
             seq=saved.seq,
             out_seq=saved.out_seq,
             advisors={a.advisor_id: a for a in saved.advisors},
-            contacts={c.contact_id: c for c in saved.contacts},
+            contacts={_keyed(c).key: c for c in saved.contacts},
             queues=saved.queues,
             learned=saved.learned,
         )
@@ -427,9 +438,25 @@ class Router:
         if not same:  # equal settings: the indexes hold (from_state then the same file's config)
             self._derive()
 
-    def contact(self, contact_id: str) -> ContactState | None:
-        """The router's view of a contact it still owns (a copy is not made: do not mutate)."""
-        return self._s.contacts.get(contact_id)
+    def contact(self, contact_id: str, key: str | None = None) -> ContactState | None:
+        """The router's view of a contact it still owns, by key, or by id if one contact has it (do not mutate)."""
+        return self._find(contact_id, key)
+
+    def _find(self, contact_id: str, key: str | None = None, advisor_id: str | None = None) -> ContactState | None:
+        """The contact *key* names; without a key, the one contact with *contact_id* (held by *advisor_id* if given).
+
+        None when there is none, or (no key) when several customers' contacts have that id.
+        """
+        contacts = self._s.contacts
+        if key:
+            return contacts.get(key)
+        keys = self._by_id.get(contact_id)
+        if not keys:
+            return None
+        if len(keys) == 1:
+            return contacts[keys[0]]
+        found = [contacts[k] for k in keys if advisor_id is None or contacts[k].advisor_id == advisor_id]
+        return found[0] if len(found) == 1 else None
 
     def advisor(self, advisor_id: str) -> AdvisorState | None:
         """The router's view of an advisor (do not mutate)."""
@@ -536,18 +563,22 @@ class Router:
 
     def _touch(self, c: ContactState) -> None:
         """Call after any change to *c*: its timer and saved form are recomputed."""
-        self._touched.add(c.contact_id)
-        self._con_chg.add(c.contact_id)
+        self._touched.add(c.key)
+        self._con_chg.add(c.key)
 
     def _waits(self, c: ContactState) -> None:
         """*c* became waiting (or may now be eligible to more advisors): look at it in the next dispatch."""
-        self._waiting[c.contact_id] = c
-        self._waiting_on.setdefault(c.channel, {})[c.contact_id] = c
-        self._dirty_con.add(c.contact_id)
+        self._waiting[c.key] = c
+        self._waiting_on.setdefault(c.channel, {})[c.key] = c
+        self._dirty_con.add(c.key)
 
     def _forget(self, c: ContactState) -> None:
         """Remove a contact the router no longer owns."""
-        cid = c.contact_id
+        cid = c.key
+        keys = self._by_id[c.contact_id]
+        keys.remove(cid)
+        if not keys:
+            del self._by_id[c.contact_id]
         del self._s.contacts[cid]
         self._con_json.remove(cid)
         self._con_chg.discard(cid)
@@ -567,12 +598,23 @@ class Router:
             if event_id in self._ring.seen:
                 return out
             self._ring.add(event_id, self._s.config.dedupe_window)
-        self._advance(input_time(msg), out)
+        t = input_time(msg)
+        if isinstance(msg, ContactUpdate) and msg.kind != "transferred":
+            # The contact ended (the customer hung up, the channel closed it) at t: the router's own
+            # timers due at that same instant (an escalation widening it to an idle advisor, a hold
+            # ending) must not offer it first; an offer at t would go to a customer already gone, the
+            # desktop could accept it, and the contact would count answered and abandoned.
+            self._advance(t, out, before=True)
+            self._on_update(msg, self._s.clock, out)
+            self._advance(t, out)
+            self._dispatch(self._s.clock, out)
+            return out
+        self._advance(t, out)
         now = self._s.clock
         new_contact: ContactState | None = None
         if isinstance(msg, ContactRequest):
-            new_contact = self._on_request(msg, now)
-        elif isinstance(msg, ContactUpdate):
+            new_contact = self._on_request(msg, now, out)
+        elif isinstance(msg, ContactUpdate):  # a transfer
             self._on_update(msg, now, out)
         elif isinstance(msg, AdvisorEvent):
             self._on_advisor(msg, now, out)
@@ -630,11 +672,11 @@ class Router:
             heapq.heappop(heap)
         return None
 
-    def _advance(self, t: float, out: list[Output]) -> None:
-        """Move the clock to *t*, firing every timer due on the way at its own time."""
+    def _advance(self, t: float, out: list[Output], before: bool = False) -> None:
+        """Move the clock to *t*, firing every timer due on the way at its own time (*before*: only those due before *t*)."""
         while True:
             due = self.next_deadline()
-            if due is None or due > t:
+            if due is None or due > t or (before and due == t):
                 break
             now = max(due, self._s.clock)
             self._s.clock = now
@@ -700,9 +742,33 @@ class Router:
         self._q_chg.add(queue)
         return st
 
-    def _on_request(self, msg: ContactRequest, now: float) -> ContactState | None:
-        if msg.contact_id in self._s.contacts:
-            return None  # already routed: a re-request under a new event id changes nothing
+    def _on_request(self, msg: ContactRequest, now: float, out: list[Output]) -> ContactState | None:
+        key = self._key_for(msg)
+        if key is None:
+            return None
+        existing = self._s.contacts.get(key)
+        if existing is not None:
+            if existing.customer_id == msg.customer_id:  # the same contact sent again: already routed
+                self._stats(existing.queue).duplicate_requests += 1
+                return None
+            # an explicit key another customer's contact holds: the router cannot take it; say so
+            cfg = self._s.config
+            queue = queue_name(msg.channel, cfg.skills_for(msg.required_skills, msg.intent))
+            self._stats(queue).rejected += 1
+            self._s.out_seq += 1
+            out.append(
+                RoutingEvent(
+                    event_id=short_id("re", self._s.group, "rejected", key, self._s.out_seq),
+                    kind="rejected",
+                    routing_group=self._s.group,
+                    contact_id=msg.contact_id,
+                    at=now,
+                    detail="contact_key_in_use",
+                    customer_id=msg.customer_id,
+                    contact_key=key,
+                )
+            )
+            return None
         cfg = self._s.config
         skills = cfg.skills_for(msg.required_skills, msg.intent)
         c = ContactState(
@@ -721,6 +787,7 @@ class Router:
             tier=msg.tier,
             last_advisor_id=msg.last_advisor_id,
             esc_from=msg.opened_at,
+            key=key,
         )
         self._s.seq += 1
         hold = cfg.sticky_wait_s.get(msg.channel, 0.0)
@@ -728,21 +795,57 @@ class Router:
         if cfg.policy == "default" and hold > 0 and last is not None and last.logged_in and speaks(last, msg.language):
             c.hold_for = last.advisor_id
             c.hold_until = msg.opened_at + hold
-        self._s.contacts[c.contact_id] = c
-        self._con_json.add(c.contact_id)
+        self._s.contacts[key] = c
+        self._by_id.setdefault(c.contact_id, []).append(key)
+        self._con_json.add(key)
         self._touch(c)
         self._waits(c)
         self._stats(c.queue).offered += 1
         return c
 
+    def _key_for(self, msg: ContactRequest) -> str | None:
+        """The key of the contact *msg* asks for; None if it is one the router already owns (a duplicate).
+
+        The request's own ``contact_key`` if it has one.  Else the contact id, unless a contact of
+        another customer holds it (contact ids are unique only within one channel system): then
+        :func:`contact_key` of this customer.  The same customer's contact with that id is a duplicate.
+        """
+        if msg.contact_key:
+            return msg.contact_key
+        for k in self._by_id.get(msg.contact_id, ()):
+            c = self._s.contacts[k]
+            if c.customer_id == msg.customer_id:
+                self._stats(c.queue).duplicate_requests += 1
+                return None
+        return contact_key(msg.customer_id, msg.contact_id) if msg.contact_id in self._s.contacts else msg.contact_id
+
     def _on_update(self, msg: ContactUpdate, now: float, out: list[Output]) -> None:
-        c = self._s.contacts.get(msg.contact_id)
+        c = self._find(msg.contact_id, msg.contact_key)
         if c is None:
+            if not msg.contact_key and len(self._by_id.get(msg.contact_id, ())) > 1:
+                # several customers' contacts have this id and the update does not say which: say so
+                self._s.out_seq += 1
+                out.append(
+                    RoutingEvent(
+                        event_id=short_id("re", self._s.group, "rejected", msg.contact_id, self._s.out_seq),
+                        kind="rejected", routing_group=self._s.group, contact_id=msg.contact_id, at=now,
+                        detail=f"update_ambiguous;kind={msg.kind}",
+                    )
+                )
             return
         if msg.kind == "transferred":
             self._transfer(c, msg, now, out)
         elif c.status == "active":
             self._complete(c, now, out, detail=f"{msg.kind}_in_service")
+        elif c.answered:  # answered, transferred, and ended while waiting for the next advisor
+            self._drop_offer(c, now)
+            st = self._stats(c.queue)
+            if msg.kind == "abandoned":  # counted answered already: not an abandon as well
+                st.abandoned_after_answer += 1
+            else:  # its handle time was counted at the transfer
+                st.completed += 1
+            self._forget(c)
+            self._emit(out, msg.kind if msg.kind == "abandoned" else "completed", c, now, detail=f"{msg.kind}_after_transfer")
         elif msg.kind == "abandoned":
             self._drop_offer(c, now)
             waited = max(0.0, now - c.opened_at)
@@ -764,7 +867,7 @@ class Router:
         if prev is not None:
             adv = self._s.advisors.get(prev)
             if adv is not None:
-                release(adv, c.contact_id, c.channel, now)
+                release(adv, c.key, c.channel, now)
                 self._reindex(adv)
         c.status = "waiting"
         c.advisor_id = None
@@ -825,7 +928,7 @@ class Router:
             roll_day(adv, now)
             adv.handled += 1
             adv.handled_today += 1
-            release(adv, c.contact_id, c.channel, now)
+            release(adv, c.key, c.channel, now)
             self._reindex(adv)
         self._forget(c)
         self._emit(out, "completed", c, now, advisor_id=c.advisor_id, detail=detail, disposition=disposition)
@@ -886,14 +989,14 @@ class Router:
             adv.presence = "offline"
             self._withdraw_offers(adv, now, out)
         elif kind in ("offer_accepted", "offer_rejected", "contact_completed", "contact_transferred"):
-            c = self._s.contacts.get(ev.contact_id or "")
+            c = self._find(ev.contact_id or "", ev.contact_key, adv.advisor_id)
             if c is None or c.advisor_id != adv.advisor_id:
                 return
             if kind == "contact_transferred":  # the desktop's transfer button: to an advisor or a queue
                 update = ContactUpdate(
                     event_id=ev.event_id, contact_id=c.contact_id, routing_group=ev.routing_group,
                     kind="transferred", at=now, to_advisor_id=ev.transfer_to_advisor_id,
-                    to_skills=ev.transfer_to_skills,
+                    to_skills=ev.transfer_to_skills, contact_key=c.key,
                 )
                 self._transfer(c, update, now, out)
                 return
@@ -963,7 +1066,7 @@ class Router:
             c = heapq.heappop(queue)[2]
             room = avail.get(c.channel)
             candidates: list[AdvisorState]
-            if c.contact_id in dirty_con:
+            if c.key in dirty_con:
                 left -= 1
                 candidates = self._candidates(c, room, now) if room else []
             elif dirty_adv:
@@ -1017,8 +1120,9 @@ class Router:
     ) -> None:
         cfg = self._s.config
         c.attempts += 1
-        aid = short_id("as", self._s.group, c.contact_id, c.opened_at, c.attempts)
-        take(adv, c.contact_id, c.channel, now, c.queue)
+        # keyed by the contact id as before keys, unless the contact has a key of its own
+        aid = short_id("as", self._s.group, c.contact_id if c.key == c.contact_id else c.key, c.opened_at, c.attempts)
+        take(adv, c.key, c.channel, now, c.queue)
         self._reindex(adv)
         c.status = "offered"
         c.advisor_id = adv.advisor_id
@@ -1027,9 +1131,9 @@ class Router:
         c.offer_deadline = now + cfg.offer_timeout_s
         c.hold_for = None
         self._touch(c)
-        del self._waiting[c.contact_id]
-        del self._waiting_on[c.channel][c.contact_id]
-        self._dirty_con.discard(c.contact_id)
+        del self._waiting[c.key]
+        del self._waiting_on[c.channel][c.key]
+        self._dirty_con.discard(c.key)
         self._stats(c.queue).offers += 1
         out.append(
             Assignment(
@@ -1049,6 +1153,7 @@ class Router:
                 intent=c.intent,
                 priority=c.priority,
                 language=c.language,
+                contact_key=c.key,
             )
         )
 
@@ -1077,6 +1182,7 @@ class Router:
                 detail=detail,
                 customer_id=c.customer_id,
                 disposition=disposition,
+                contact_key=c.key,
             )
         )
 

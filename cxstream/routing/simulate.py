@@ -184,15 +184,10 @@ def simulate(
             )
         elif cls == _ABANDON:
             assert isinstance(payload, SimCall)
-            due = router.next_deadline()
-            if due is not None and due <= t and outcomes[payload.call_id].answered_at is None:
-                # A router timer due by now (an SLA escalation widening the call to more advisors, a
-                # hold ending) fires before the hang-up is applied, and may answer this very call:
-                # bring the router to t first, so the call is counted answered or abandoned, never both.
-                feed(RouterTick(routing_group=group, at=t))
-                accept_pending()
             if outcomes[payload.call_id].answered_at is not None:
-                continue
+                continue  # answered before the customer's patience ran out
+            # The router applies a hang-up at t before its own timers due at t (an escalation that
+            # would widen the call to an idle advisor): the call is abandoned, never offered at t too.
             outcomes[payload.call_id].abandoned_at = t
             msg = ContactUpdate(event_id=ev_id, contact_id=payload.call_id, routing_group=group, kind="abandoned", at=t)
         elif cls == _DONE:

@@ -53,6 +53,12 @@ class QueueStats(msgspec.Struct, kw_only=True, array_like=True):
     offer_timeouts: int = 0
     transfers: int = 0
     holds: int = 0  #: contacts held for a faster advisor about to free up (``default`` policy)
+    #: contact requests the router could not take (a ``rejected`` routing event each, with the reason)
+    rejected: int = 0
+    #: requests for a contact the router already owns (the same customer's contact sent again): not a new contact
+    duplicate_requests: int = 0
+    #: contacts answered, transferred, then abandoned while waiting for the next advisor: counted answered, not abandoned
+    abandoned_after_answer: int = 0
 
     def merge(self, other: QueueStats) -> None:
         """Add *other*'s counters to this one."""

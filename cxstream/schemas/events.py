@@ -118,6 +118,13 @@ class AdvisorEvent(Record, tag="cx.AdvisorEvent.v1", tag_field="type"):
     transfer_to_skills: Annotated[
         list[ShortText], msgspec.Meta(max_length=16, description="For contact_transferred: the skills (queue) to hand it to.")
     ] | None = None
+    contact_key: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=160,
+            description="The router's key of the contact, as the Assignment gave it (contact ids are unique only within one channel system).",
+        ),
+    ] | None = None
 
 
 OutcomeKind = Literal[

@@ -40,6 +40,10 @@ class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
     intent: str | None = None
     priority: int = 0
     language: Language | None = None
+    contact_key: Annotated[
+        str,
+        msgspec.Meta(description="The router's key of the contact (unique per customer): echo it on desk actions about this contact."),
+    ] | None = None
 
 
 RoutingEventKind = Literal[
@@ -52,11 +56,16 @@ RoutingEventKind = Literal[
     "overflow",
     "transferred",
     "completed",
+    "rejected",
 ]
 
 
 class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
-    """Something the router did or saw that is not an assignment: queueing, escalation, breach."""
+    """Something the router did or saw that is not an assignment: queueing, escalation, breach.
+
+    ``rejected``: a contact request the router could not take (``detail`` says why, e.g.
+    ``contact_key_in_use``) or a contact update it could not match (``update_ambiguous``).
+    """
 
     event_id: str
     kind: RoutingEventKind
@@ -70,6 +79,7 @@ class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
     disposition: Annotated[
         Disposition, msgspec.Meta(description="For kind=completed: what the advisor recorded (true intent, resolved).")
     ] | None = None
+    contact_key: Annotated[str, msgspec.Meta(description="The router's key of the contact (see Assignment).")] | None = None
 
 
 class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):

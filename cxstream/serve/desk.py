@@ -18,6 +18,10 @@ been able to publish itself, on ``cx.advisor-events.v1``; the router decides as 
 | ``GET /advisors/{id}/contacts/{contact_id}/context`` | the 360° context of the customer of a contact the advisor is offered or holds |
 | ``GET /advisors/{id}/contacts/{contact_id}/suggestions`` | suggested knowledge for that contact, with why (:mod:`cxstream.serve.assist`) |
 
+``{contact_id}`` is the contact's id, or its ``contact_key`` (from the Assignment): an advisor
+holding two customers' contacts with the same id names one by its key (409 ``ambiguous_contact``
+otherwise).  Every event the desk publishes about a contact carries the contact's key.
+
 **Keys.** An advisor signs in with a *desk key*: ``cxa_`` and an HMAC of the advisor id
 under ``CX_ADVISOR_KEY_SECRET`` (by default, a secret derived from the API keys), so any
 API process checks it without a lookup.  A desk key opens the ``/advisors/{id}/...``
@@ -308,7 +312,10 @@ async def accept(request: web.Request) -> web.Response:
     await read_body(request, EmptyBody)
     w = await _offer(request, await _feed(request), advisor_id)
     a = w.assignment
-    ev = _event(advisor_id, "offer_accepted", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id)
+    ev = _event(
+        advisor_id, "offer_accepted", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
+        contact_key=a.contact_key,
+    )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     return accepted(ev, contact_id=a.contact_id, assignment_id=a.assignment_id)
 
@@ -320,7 +327,10 @@ async def reject(request: web.Request) -> web.Response:
     await read_body(request, EmptyBody)
     w = await _offer(request, await _feed(request), advisor_id)
     a = w.assignment
-    ev = _event(advisor_id, "offer_rejected", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id)
+    ev = _event(
+        advisor_id, "offer_rejected", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
+        contact_key=a.contact_key,
+    )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     return accepted(ev, contact_id=a.contact_id, assignment_id=a.assignment_id)
 
@@ -330,6 +340,14 @@ async def _held(request: web.Request, advisor_id: str, *, active: bool) -> Any:
     contact_id = request.match_info["contact_id"]
     w = feed.board.holds(advisor_id, contact_id)
     if w is None:
+        same = [x for x in feed.board.by_advisor.get(advisor_id, {}).values() if x.assignment.contact_id == contact_id]
+        if len(same) > 1:
+            keys = ", ".join(sorted(x.assignment.contact_key or "" for x in same))
+            raise Refused(error(
+                409, "ambiguous_contact",
+                f"advisor {advisor_id!r} holds {len(same)} contacts with id {contact_id!r} (of different customers): "
+                f"name one by its contact_key ({keys})",
+            ))
         raise Refused(error(404, "unknown_contact", f"advisor {advisor_id!r} holds no contact {contact_id!r}"))
     if active and w.status != "active":
         raise Refused(error(409, "not_accepted", f"contact {contact_id!r} is offered, not accepted: accept it first"))
@@ -349,6 +367,7 @@ async def transfer(request: web.Request) -> web.Response:
     ev = _event(
         advisor_id, "contact_transferred", routing_group=a.routing_group, contact_id=a.contact_id,
         assignment_id=a.assignment_id, transfer_to_advisor_id=body.to_advisor_id, transfer_to_skills=body.to_skills,
+        contact_key=a.contact_key,
     )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     return accepted(ev, contact_id=a.contact_id)
@@ -375,6 +394,7 @@ async def complete(request: web.Request) -> web.Response:
     ev = _event(
         advisor_id, "contact_completed", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
         disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code, document=body.document),
+        contact_key=a.contact_key,
     )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     if body.close_contact:

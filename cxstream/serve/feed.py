@@ -101,6 +101,11 @@ class Work:
         }
 
 
+def work_key(a: Assignment) -> str:
+    """The board's key of an assignment's contact: the router's key (contact ids are unique only per channel system)."""
+    return a.contact_key or a.contact_id
+
+
 @dataclass
 class Board:
     """The feed's state (see the module docstring): pure, applied one record at a time.
@@ -137,8 +142,15 @@ class Board:
         items = self.by_advisor.get(advisor_id, {}).values()
         return [w.to_json() for w in sorted(items, key=lambda w: w.offered_at)]
 
-    def holds(self, advisor_id: str, contact_id: str) -> Work | None:
-        return self.by_advisor.get(advisor_id, {}).get(contact_id)
+    def holds(self, advisor_id: str, contact_id: str, key: str | None = None) -> Work | None:
+        """The advisor's work on a contact: by the router's key (*key*, or *contact_id* given as one),
+        else by contact id if only one of the advisor's contacts has it (two customers' contacts may)."""
+        held = self.by_advisor.get(advisor_id, {})
+        w = held.get(key or contact_id)
+        if w is not None or key:
+            return w
+        same = [x for x in held.values() if x.assignment.contact_id == contact_id]
+        return same[0] if len(same) == 1 else None
 
     def offer(self, advisor_id: str, assignment_id: str) -> Work | None:
         for w in self.by_advisor.get(advisor_id, {}).values():
@@ -154,15 +166,16 @@ class Board:
         self.latency.append((at, max(0.0, at - a.decided_at)))
         while self.latency and self.latency[0][0] < at - HISTORY_S:
             self.latency.popleft()
+        key = work_key(a)
         for other, held in self.by_advisor.items():  # a contact is offered to one advisor at a time
             if other != a.advisor_id:
-                held.pop(a.contact_id, None)
-        self.by_advisor.setdefault(a.advisor_id, {})[a.contact_id] = Work(a, "offered", at, at + self.timeout(a.routing_group))
+                held.pop(key, None)
+        self.by_advisor.setdefault(a.advisor_id, {})[key] = Work(a, "offered", at, at + self.timeout(a.routing_group))
         return a.advisor_id
 
     def advisor_event(self, ev: AdvisorEvent) -> str | None:
         held = self.by_advisor.get(ev.advisor_id, {})
-        w = held.get(ev.contact_id or "")
+        w = self.holds(ev.advisor_id, ev.contact_id or "", ev.contact_key)
         if ev.kind in ("logout",) or (ev.kind == "presence" and ev.presence == "offline"):
             offered = [c for c, x in held.items() if x.status == "offered"]
             for c in offered:
@@ -174,7 +187,7 @@ class Board:
             w.status = "active"
             return ev.advisor_id
         if ev.kind == "contact_completed":
-            del held[w.assignment.contact_id]
+            del held[work_key(w.assignment)]
             return ev.advisor_id
         return None
 
@@ -183,16 +196,16 @@ class Board:
             self.recent_routing.appendleft({**msgspec.to_builtins(ev), "seen_at": at})
         if ev.kind not in _ENDS:
             return None
-        advisors = [ev.advisor_id] if ev.advisor_id else [a for a, h in self.by_advisor.items() if ev.contact_id in h]
+        advisors = [ev.advisor_id] if ev.advisor_id else list(self.by_advisor)
         changed = None
         for advisor in advisors:
             held = self.by_advisor.get(advisor or "", {})
-            w = held.get(ev.contact_id)
+            w = self.holds(advisor or "", ev.contact_id, ev.contact_key)
             if w is None:
                 continue
             if ev.kind in ("offer_timeout", "offer_rejected") and w.status != "offered":
                 continue  # an answer to an older offer of the same contact
-            del held[ev.contact_id]
+            del held[work_key(w.assignment)]
             changed = advisor
         return changed
 

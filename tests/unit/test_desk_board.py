@@ -64,3 +64,23 @@ def test_desk_keys_are_per_advisor_and_change_with_the_secret() -> None:
     assert not is_advisor_key(s1, "bob", key)
     assert not is_advisor_key(s2, "ann", key)
     assert not is_advisor_key(s1, "ann", "k1")
+
+
+def test_two_customers_contacts_with_one_id_are_two_items_of_work() -> None:
+    """Contact ids are unique only per channel system: ann holds A's and B's chat c-u1, each by its key."""
+    b = Board(timeout=lambda g: 30.0)
+    for aid, cust in (("a1", "A"), ("a2", "B")):
+        a = Assignment(assignment_id=aid, contact_id="c-u1", customer_id=cust, advisor_id="ann", routing_group="default",
+                       channel="chat", contact_opened_at=99.0, decided_at=100.0, waited_s=1.0, contact_key=f"c-u1~{cust}")
+        b.assignment(a, 100.0)
+    assert sorted(w["customer_id"] for w in b.work("ann")) == ["A", "B"]
+    assert b.holds("ann", "c-u1") is None  # ambiguous by id alone
+    w = b.holds("ann", "c-u1~B")
+    assert w is not None and w.assignment.customer_id == "B"
+    done = AdvisorEvent(event_id="d", occurred_at=1.0, advisor_id="ann", kind="contact_completed", contact_id="c-u1", contact_key="c-u1~A")
+    assert b.advisor_event(done) == "ann"
+    assert [w["customer_id"] for w in b.work("ann")] == ["B"]
+    w = b.holds("ann", "c-u1")  # one left with that id: the id alone names it
+    assert w is not None and w.assignment.customer_id == "B"
+    gone = RoutingEvent(event_id="r", kind="abandoned", routing_group="default", contact_id="c-u1", at=5.0, contact_key="c-u1~B")
+    assert b.routing_event(gone, 5.0) == "ann" and b.work("ann") == []

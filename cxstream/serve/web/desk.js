@@ -57,13 +57,15 @@
     }
   }
 
+  // A contact's reference: the router's key (two customers' contacts may share an id), else its id.
+  const ref = (w) => w.contact_key || w.contact_id;
   const offers = () => state.work.filter((w) => w.status === "offered");
   const contacts = () => state.work.filter((w) => w.status === "active");
   const now = () => Date.now() / 1000 + state.skew;
 
   function card(w) {
-    const selected = state.selected === w.contact_id;
-    const c = cx.el("div", { class: `card ${w.status === "active" ? "active" : ""} ${selected ? "selected" : ""}`, "data-contact": w.contact_id },
+    const selected = state.selected === ref(w);
+    const c = cx.el("div", { class: `card ${w.status === "active" ? "active" : ""} ${selected ? "selected" : ""}`, "data-contact": ref(w) },
       cx.el("div", {}, cx.el("strong", {}, `${w.channel} contact`), " ", cx.el("span", { class: "badge" }, w.intent || "intent unknown"),
         " ", cx.el("span", { class: "muted" }, `waited ${cx.secs(w.waited_s)}`)),
       cx.el("div", { class: "muted" }, `Customer ${w.customer_id}`));
@@ -75,18 +77,18 @@
         cx.el("button", { type: "button", onclick: () => answer(w, "accept"), "aria-label": `Accept ${w.channel} contact of ${w.customer_id}` }, "Accept"),
         cx.el("button", { type: "button", class: "danger", onclick: () => answer(w, "reject"), "aria-label": `Reject ${w.channel} contact of ${w.customer_id}` }, "Reject"));
     }
-    actions.append(cx.el("button", { type: "button", class: "secondary", onclick: () => select(w.contact_id), "aria-pressed": selected ? "true" : "false" }, "Show customer"));
+    actions.append(cx.el("button", { type: "button", class: "secondary", onclick: () => select(ref(w)), "aria-pressed": selected ? "true" : "false" }, "Show customer"));
     c.append(actions);
     return c;
   }
 
   function render() {
     const o = offers(), a = contacts();
-    if (state.selected && state.work.some((w) => w.contact_id === state.selected)) refreshContext();
+    if (state.selected && state.work.some((w) => ref(w) === state.selected)) refreshContext();
     $("offers").replaceChildren(...(o.length ? o.map(card) : [cx.el("p", { class: "muted" }, "No offer waiting.")]));
     $("contacts").replaceChildren(...(a.length ? a.map(card) : [cx.el("p", { class: "muted" }, "No contact in hand.")]));
-    if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) { state.selected = null; renderContext(); cxAssist.clear(); }
-    if (!state.selected && state.work.length) select(state.work[0].contact_id);
+    if (state.selected && !state.work.some((w) => ref(w) === state.selected)) { state.selected = null; renderContext(); cxAssist.clear(); }
+    if (!state.selected && state.work.length) select(ref(state.work[0]));
     else renderCompleteForm();
   }
 
@@ -134,7 +136,7 @@
   }
 
   function renderCompleteForm() {
-    const w = state.work.find((x) => x.contact_id === state.selected);
+    const w = state.work.find((x) => ref(x) === state.selected);
     $("complete-form").hidden = !(w && w.status === "active");
     if (w && w.intent && !$("disp-intent").value) $("disp-intent").value = w.intent;
   }
@@ -161,8 +163,8 @@
   }
 
   function renderContext() {
-    const w = state.work.find((x) => x.contact_id === state.selected);
-    const c = w && state.contexts[w.contact_id];
+    const w = state.work.find((x) => ref(x) === state.selected);
+    const c = w && state.contexts[ref(w)];
     if (!w) { $("ctx").replaceChildren(cx.el("p", { class: "muted" }, "Select an offer or a contact to see the customer's context.")); return; }
     if (!c) { $("ctx").replaceChildren(cx.el("p", { class: "muted" }, "Loading the customer's context…")); return; }
     if (c.error) { $("ctx").replaceChildren(cx.el("p", { class: "error" }, `No context: ${c.error}`)); return; }
@@ -190,7 +192,7 @@
       reasons.length ? cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, cx.el("th", { scope: "col" }, "Reason"), cx.el("th", { scope: "col", class: "num" }, "Value"))),
         cx.el("tbody", {}, reasons.map(([k, v]) => cx.el("tr", {}, cx.el("td", {}, k), cx.el("td", { class: "num" }, v))))) : cx.el("p", { class: "muted" }, "–"),
       cx.el("h3", {}, `Open contacts (${opens.length})`),
-      opens.length ? cx.el("ul", {}, opens.map((o) => cx.el("li", {}, `${o.channel} ${o.contact_id}: ${o.state}${o.advisor_id ? ` with ${o.advisor_id}` : ""}, opened ${cx.time(o.opened_at)}`))) : cx.el("p", { class: "muted" }, "None."),
+      opens.length ? cx.el("ul", {}, opens.map((o) => cx.el("li", {}, `${o.channel} ${o.contact_id}: ${o.state}${o.reason ? ` (${o.reason})` : ""}${o.advisor_id ? ` with ${o.advisor_id}` : ""}, opened ${cx.time(o.opened_at)}`))) : cx.el("p", { class: "muted" }, "None."),
       cx.el("h3", {}, "Recent interactions"),
       cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, ...["When", "Channel", "What", "Text"].map((h) => cx.el("th", { scope: "col" }, h)))),
         cx.el("tbody", { id: "recent" }, recent.map((r) => cx.el("tr", {}, cx.el("td", {}, cx.time(r.at)), cx.el("td", {}, r.channel), cx.el("td", {}, r.kind.replaceAll("_", " ")), cx.el("td", {}, r.text || ""))))),
@@ -199,28 +201,28 @@
 
   async function complete(ev) {
     ev.preventDefault();
-    const w = state.work.find((x) => x.contact_id === state.selected);
+    const w = state.work.find((x) => ref(x) === state.selected);
     if (!w) return;
     const body = { intent: $("disp-intent").value.trim() || null, resolved: $("disp-resolved").value === "true" };
     if ($("disp-code").value.trim()) body.code = $("disp-code").value.trim();
     if ($("disp-notes").value.trim()) body.notes = $("disp-notes").value.trim();
     if ($("disp-document").value.trim()) body.document = $("disp-document").value.trim();
     try {
-      await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(w.contact_id)}/complete`, body);
+      await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(ref(w))}/complete`, body);
       say(`Completed contact ${w.contact_id} (${body.intent || "no intent"}, ${body.resolved ? "resolved" : "not resolved"}).`, "ok");
       for (const id of ["disp-intent", "disp-code", "disp-notes", "disp-document"]) $(id).value = "";
     } catch (e) { say(`Could not complete: ${e.message}`, "error"); }
   }
 
   async function transfer() {
-    const w = state.work.find((x) => x.contact_id === state.selected);
+    const w = state.work.find((x) => ref(x) === state.selected);
     if (!w) return;
     const body = {};
     if ($("xfer-advisor").value.trim()) body.to_advisor_id = $("xfer-advisor").value.trim();
     const skills = $("xfer-skills").value.split(",").map((s) => s.trim()).filter(Boolean);
     if (skills.length) body.to_skills = skills;
     try {
-      await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(w.contact_id)}/transfer`, body);
+      await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(ref(w))}/transfer`, body);
       say(`Transferred contact ${w.contact_id}.`, "ok");
     } catch (e) { say(`Could not transfer: ${e.message}`, "error"); }
   }

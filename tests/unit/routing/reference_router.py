@@ -31,7 +31,7 @@ from cxstream.routing.roster import (
 from cxstream.routing.stats import QueueStats, live
 from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment, RoutingEvent
-from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
+from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick, contact_key
 
 Output = Assignment | RoutingEvent
 
@@ -109,9 +109,17 @@ class ReferenceRouter:
         """Apply a new configuration (e.g. after a restart with a changed file); state is kept."""
         self._s.config = config
 
-    def contact(self, contact_id: str) -> ContactState | None:
+    def contact(self, contact_id: str, key: str | None = None) -> ContactState | None:
         """The router's view of a contact it still owns (a copy is not made: do not mutate)."""
-        return self._s.contacts.get(contact_id)
+        return self._find(contact_id, key)
+
+    def _find(self, contact_id: str, key: str | None = None, advisor_id: str | None = None) -> ContactState | None:
+        if key:
+            return self._s.contacts.get(key)
+        found = [c for c in self._s.contacts.values() if c.contact_id == contact_id]
+        if len(found) > 1:
+            found = [c for c in found if advisor_id is None or c.advisor_id == advisor_id]
+        return found[0] if len(found) == 1 else None
 
     def advisor(self, advisor_id: str) -> AdvisorState | None:
         """The router's view of an advisor (do not mutate)."""
@@ -128,11 +136,18 @@ class ReferenceRouter:
             if event_id in self._seen:
                 return out
             self._remember(event_id)
-        self._advance(input_time(msg), out)
+        t = input_time(msg)
+        if isinstance(msg, ContactUpdate) and msg.kind != "transferred":  # an ending goes before timers due at its instant
+            self._advance(t, out, before=True)
+            self._on_update(msg, self._s.clock, out)
+            self._advance(t, out)
+            self._dispatch(self._s.clock, out)
+            return out
+        self._advance(t, out)
         now = self._s.clock
         new_contact: ContactState | None = None
         if isinstance(msg, ContactRequest):
-            new_contact = self._on_request(msg, now)
+            new_contact = self._on_request(msg, now, out)
         elif isinstance(msg, ContactUpdate):
             self._on_update(msg, now, out)
         elif isinstance(msg, AdvisorEvent):
@@ -178,11 +193,11 @@ class ReferenceRouter:
                 best = t
         return best
 
-    def _advance(self, t: float, out: list[Output]) -> None:
+    def _advance(self, t: float, out: list[Output], before: bool = False) -> None:
         """Move the clock to *t*, firing every timer due on the way at its own time."""
         while True:
             due = self.next_deadline()
-            if due is None or due > t:
+            if due is None or due > t or (before and due == t):
                 break
             now = max(due, self._s.clock)
             self._s.clock = now
@@ -231,10 +246,29 @@ class ReferenceRouter:
             st = self._s.queues[queue] = QueueStats()
         return st
 
-    def _on_request(self, msg: ContactRequest, now: float) -> ContactState | None:
-        if msg.contact_id in self._s.contacts:
-            return None  # already routed: a re-request under a new event id changes nothing
+    def _on_request(self, msg: ContactRequest, now: float, out: list[Output]) -> ContactState | None:
         cfg = self._s.config
+        if msg.contact_key:
+            key = msg.contact_key
+        else:
+            same = [c for c in self._s.contacts.values() if c.contact_id == msg.contact_id and c.customer_id == msg.customer_id]
+            if same:
+                self._stats(same[0].queue).duplicate_requests += 1
+                return None
+            key = contact_key(msg.customer_id, msg.contact_id) if msg.contact_id in self._s.contacts else msg.contact_id
+        existing = self._s.contacts.get(key)
+        if existing is not None:
+            if existing.customer_id == msg.customer_id:
+                self._stats(existing.queue).duplicate_requests += 1
+                return None
+            self._stats(queue_name(msg.channel, cfg.skills_for(msg.required_skills, msg.intent))).rejected += 1
+            self._s.out_seq += 1
+            out.append(RoutingEvent(
+                event_id=short_id("re", self._s.group, "rejected", key, self._s.out_seq), kind="rejected",
+                routing_group=self._s.group, contact_id=msg.contact_id, at=now, detail="contact_key_in_use",
+                customer_id=msg.customer_id, contact_key=key,
+            ))
+            return None
         skills = cfg.skills_for(msg.required_skills, msg.intent)
         c = ContactState(
             contact_id=msg.contact_id,
@@ -252,6 +286,7 @@ class ReferenceRouter:
             tier=msg.tier,
             last_advisor_id=msg.last_advisor_id,
             esc_from=msg.opened_at,
+            key=key,
         )
         self._s.seq += 1
         hold = cfg.sticky_wait_s.get(msg.channel, 0.0)
@@ -259,18 +294,34 @@ class ReferenceRouter:
         if cfg.policy == "default" and hold > 0 and last is not None and last.logged_in and speaks(last, msg.language):
             c.hold_for = last.advisor_id
             c.hold_until = msg.opened_at + hold
-        self._s.contacts[c.contact_id] = c
+        self._s.contacts[key] = c
         self._stats(c.queue).offered += 1
         return c
 
     def _on_update(self, msg: ContactUpdate, now: float, out: list[Output]) -> None:
-        c = self._s.contacts.get(msg.contact_id)
+        c = self._find(msg.contact_id, msg.contact_key)
         if c is None:
+            if not msg.contact_key and sum(x.contact_id == msg.contact_id for x in self._s.contacts.values()) > 1:
+                self._s.out_seq += 1
+                out.append(RoutingEvent(
+                    event_id=short_id("re", self._s.group, "rejected", msg.contact_id, self._s.out_seq),
+                    kind="rejected", routing_group=self._s.group, contact_id=msg.contact_id, at=now,
+                    detail=f"update_ambiguous;kind={msg.kind}",
+                ))
             return
         if msg.kind == "transferred":
             self._transfer(c, msg, now, out)
         elif c.status == "active":
             self._complete(c, now, out, detail=f"{msg.kind}_in_service")
+        elif c.answered:
+            self._drop_offer(c, now)
+            st = self._stats(c.queue)
+            if msg.kind == "abandoned":
+                st.abandoned_after_answer += 1
+            else:
+                st.completed += 1
+            del self._s.contacts[c.key]
+            self._emit(out, msg.kind if msg.kind == "abandoned" else "completed", c, now, detail=f"{msg.kind}_after_transfer")
         elif msg.kind == "abandoned":
             self._drop_offer(c, now)
             waited = max(0.0, now - c.opened_at)
@@ -278,12 +329,12 @@ class ReferenceRouter:
             st.abandoned += 1
             if waited < self._s.config.short_abandon_s:
                 st.short_abandoned += 1
-            del self._s.contacts[c.contact_id]
+            del self._s.contacts[c.key]
             self._emit(out, "abandoned", c, now, detail=f"waited_s={waited:.3f}")
         else:  # closed before an advisor answered (e.g. self-service, callback taken)
             self._drop_offer(c, now)
             self._stats(c.queue).closed_unanswered += 1
-            del self._s.contacts[c.contact_id]
+            del self._s.contacts[c.key]
             self._emit(out, "completed", c, now, detail="closed_unanswered")
 
     def _drop_offer(self, c: ContactState, now: float) -> str | None:
@@ -292,7 +343,7 @@ class ReferenceRouter:
         if prev is not None:
             adv = self._s.advisors.get(prev)
             if adv is not None:
-                release(adv, c.contact_id, c.channel, now)
+                release(adv, c.key, c.channel, now)
         c.status = "waiting"
         c.advisor_id = None
         c.assignment_id = None
@@ -348,8 +399,8 @@ class ReferenceRouter:
             roll_day(adv, now)
             adv.handled += 1
             adv.handled_today += 1
-            release(adv, c.contact_id, c.channel, now)
-        del self._s.contacts[c.contact_id]
+            release(adv, c.key, c.channel, now)
+        del self._s.contacts[c.key]
         self._emit(out, "completed", c, now, advisor_id=c.advisor_id, detail=detail, disposition=disposition)
 
     def _transfer(self, c: ContactState, msg: ContactUpdate, now: float, out: list[Output]) -> None:
@@ -401,12 +452,12 @@ class ReferenceRouter:
             adv.presence = "offline"
             self._withdraw_offers(adv, now, out)
         elif kind in ("offer_accepted", "offer_rejected", "contact_completed", "contact_transferred"):
-            c = self._s.contacts.get(ev.contact_id or "")
+            c = self._find(ev.contact_id or "", ev.contact_key, adv.advisor_id)
             if c is None or c.advisor_id != adv.advisor_id:
                 return
             if kind == "contact_transferred":  # the desktop's transfer button: to an advisor or a queue
                 update = ContactUpdate(
-                    event_id=ev.event_id, contact_id=c.contact_id, routing_group=ev.routing_group,
+                    event_id=ev.event_id, contact_id=c.contact_id, routing_group=ev.routing_group, contact_key=c.key,
                     kind="transferred", at=now, to_advisor_id=ev.transfer_to_advisor_id,
                     to_skills=ev.transfer_to_skills,
                 )
@@ -489,8 +540,8 @@ class ReferenceRouter:
     ) -> None:
         cfg = self._s.config
         c.attempts += 1
-        aid = short_id("as", self._s.group, c.contact_id, c.opened_at, c.attempts)
-        take(adv, c.contact_id, c.channel, now, c.queue)
+        aid = short_id("as", self._s.group, c.contact_id if c.key == c.contact_id else c.key, c.opened_at, c.attempts)
+        take(adv, c.key, c.channel, now, c.queue)
         c.status = "offered"
         c.advisor_id = adv.advisor_id
         c.assignment_id = aid
@@ -516,6 +567,7 @@ class ReferenceRouter:
                 intent=c.intent,
                 priority=c.priority,
                 language=c.language,
+                contact_key=c.key,
             )
         )
 
@@ -544,6 +596,7 @@ class ReferenceRouter:
                 detail=detail,
                 customer_id=c.customer_id,
                 disposition=disposition,
+                contact_key=c.key,
             )
         )
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import random
 
+import msgspec
+import pytest
+
 from cxstream.replay import eval_routing
 from cxstream.routing import Router, RoutingConfig
 from cxstream.routing.policy import expected_handle, pace
 from cxstream.routing.roster import AdvisorState, Learned
-from cxstream.routing.simulate import SimCall, SimShift, simulate
+from cxstream.routing.simulate import SimCall, SimOutcome, SimResult, SimShift, simulate
 from cxstream.schemas.events import AdvisorEvent, Disposition
 from cxstream.schemas.outputs import Assignment
 from tests.unit.routing.routing_fixtures import adv_event, login, request, tick
@@ -179,18 +182,37 @@ def test_fifo_and_skills_never_hold() -> None:
 
 # ------------------------------------------------------------------ simulation accounting
 def test_a_call_is_never_counted_both_answered_and_abandoned() -> None:
-    """The customer hangs up at the very second an escalation timer widens the call to an idle
-    advisor of another skill: the router answers it first (the timer is due), so it is answered only."""
+    """The customer hangs up at the very second an escalation timer would widen the call to an idle
+    advisor of another skill: the router applies the hang-up first (a customer gone at t is not offered
+    at t), so the call is abandoned only, and the router and the simulation agree."""
     sla = RoutingConfig().sla_for("voice")
     calls = [SimCall(call_id="c1", customer_id="u1", arrival=100.0, call_type="A", patience_s=sla)]
     shifts = [SimShift(advisor_id="b", start=0.0, end=1000.0, skills={"B": 3})]
     result = simulate(calls, shifts, RoutingConfig(), lambda a, t, rng: 60.0)
     [o] = result.outcomes
-    assert (o.answered_at, o.abandoned_at, o.advisor_id) == (100.0 + sla, None, "b")
+    assert (o.answered_at, o.abandoned_at, o.advisor_id) == (None, 100.0 + sla, None)
     fig = eval_routing.figures(result)
-    assert (fig["answered"], fig["abandoned"], fig["unresolved"]) == (1, 0, 0)
+    assert (fig["answered"], fig["abandoned"], fig["unresolved"]) == (0, 1, 0)
     total = result.router_stats["total"]
-    assert isinstance(total, dict) and (total["answered"], total["abandoned"]) == (1, 0)
+    assert isinstance(total, dict) and (total["answered"], total["abandoned"], total["offers"]) == (0, 1, 0)
+    # one second more patience: the escalation at 120 s widens it to b, who answers; not abandoned too
+    calls = [msgspec.structs.replace(calls[0], patience_s=sla + 1.0)]
+    [o] = simulate(calls, shifts, RoutingConfig(), lambda a, t, rng: 60.0).outcomes
+    assert (o.answered_at, o.abandoned_at, o.advisor_id) == (100.0 + sla, None, "b")
+
+
+def test_the_eval_fails_loudly_when_a_call_is_counted_twice() -> None:
+    """The eval's invariant: answered + abandoned + unresolved == calls, each call once, and the router agrees."""
+    ok = SimOutcome(call_id="c1", call_type="A", arrival=0.0, answered_at=5.0, advisor_id="a", service_s=10.0)
+    both = SimOutcome(call_id="c2", call_type="A", arrival=0.0, answered_at=20.0, abandoned_at=20.0, advisor_id="a", service_s=1.0)
+    stats = {"total": {"answered": 2, "abandoned": 1}}
+    with pytest.raises(eval_routing.AccountingError, match=r"1 calls counted both answered and abandoned \(e.g. c2\)"):
+        eval_routing.figures(SimResult(outcomes=[ok, both], staffed_s=100.0, router_stats=stats))
+    gone = SimOutcome(call_id="c2", call_type="A", arrival=0.0, abandoned_at=20.0)
+    with pytest.raises(eval_routing.AccountingError, match="the router counted answered 2 / abandoned 1"):
+        eval_routing.figures(SimResult(outcomes=[ok, gone], staffed_s=100.0, router_stats=stats))
+    fig = eval_routing.figures(SimResult(outcomes=[ok, gone], staffed_s=100.0, router_stats={"total": {"answered": 1, "abandoned": 1}}))
+    assert (fig["answered"], fig["abandoned"], fig["unresolved"]) == (1, 1, 0)
 
 
 def test_sim_outcomes_agree_with_the_router_on_a_busy_random_day() -> None:
