@@ -159,7 +159,8 @@ def test_the_engine_runs_end_to_end_over_sasl_ssl_and_redis_tls_with_an_acl_user
     prefix = f"sec{tag}."
     data = secured.base / f"engine-{tag}"
     data.mkdir()
-    engine = start_engine(secured.broker.url, secured.redis.url, data, prefix, f"cxsec-{tag}", **secured.env)
+    # every connection does a TLS handshake and a SCRAM exchange: on a loaded 2-core machine it may take a while
+    engine = start_engine(secured.broker.url, secured.redis.url, data, prefix, f"cxsec-{tag}", ready_s=180, **secured.env)
     try:
         recording = secured.base / "recording.jsonl"
         login = {"event_id": f"login-{tag}", "occurred_at": time.time(), "advisor_id": "ann", "kind": "login", "presence": "available"}
