@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
-from cxstream.streams.security import TransportError, check_kafka, check_redis, librdkafka_config, pipelined_redis, redis_ssl_context
+from cxstream.streams.security import (
+    TransportError,
+    check_kafka,
+    check_redis,
+    librdkafka_config,
+    pipelined_redis,
+    redis_ssl_context,
+)
 from cxstream.streams.settings import Settings
 from tests.integration.conftest import API_KEY, start_engine, stop_engine
 from tests.integration.pki import STORE_PASSWORD, CertificateAuthority
