@@ -45,6 +45,7 @@ class _Protocol(asyncio.Protocol):
         self.lost: Exception | None = None
         self.timeout_s = timeout_s
         self._watchdog: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
@@ -77,6 +78,18 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"connection to Redis lost: {exc!r}" if exc else "connection to Redis closed"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Close the connection and wait until it is (a TLS connection first exchanges close_notify with Redis)."""
+        if self.transport is None:
+            return
+        self.transport.close()  # connection_lost fails what is in flight and stops the watchdog
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
+        except TimeoutError:
+            self.transport.abort()
 
     def _fail(self, exc: Exception) -> None:
         self.lost = exc
@@ -208,8 +221,7 @@ class PipelinedRedis:
                 for reply in hello:
                     await reply
             except BaseException:
-                assert proto.transport is not None
-                proto.transport.close()
+                await proto.close()
                 raise
             self._proto = proto
             return proto
@@ -245,6 +257,6 @@ class PipelinedRedis:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.close()  # connection_lost fails what is in flight and stops the watchdog
-        self._proto = None
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            await proto.close()
