@@ -215,8 +215,13 @@ async def test_the_pipelined_connection_speaks_tls_and_authenticates(secured: Se
         assert await client.call("SET", key, "v") == b"OK"
         assert await client.call("ACL", "WHOAMI") == ENGINE_USER.encode()
         assert await client.call("GET", key) == b"v"
+        assert client._proto.transport.get_extra_info("peercert"), "not a TLS connection"
+        sock = client._proto.transport.get_extra_info("socket")
     finally:
         await client.close()
+    # closed when close() returns: a TLS connection's socket is closed only after close_notify went both ways,
+    # so a caller whose loop ends right after (cxstream serve stopping) must not leave it to the garbage collector
+    assert sock.fileno() == -1
     from redis.exceptions import ResponseError
 
     wrong = pipelined_redis(secured.settings.replace(redis_password_file="", redis_password="wrong"))
