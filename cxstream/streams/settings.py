@@ -225,6 +225,21 @@ class Settings:
         """The Redis password of the settings (not the URL's): ``CX_REDIS_PASSWORD`` or its file's content (read now)."""
         return _read_secret("CX_REDIS_PASSWORD_FILE", self.redis_password_file) or self.redis_password
 
+    def __repr__(self) -> str:
+        """The settings but the secret ones, and ``CX_REDIS_URL`` without a password it may hold.
+
+        >>> "pw" in repr(Settings(redis_url="rediss://cx:pw@r:6380/0", kafka_sasl_password="", api_keys="k1"))
+        False
+        """
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "redis_url" and urlsplit(value).password:
+                    value = value.replace(f":{urlsplit(value).password}@", ":***@", 1)
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``CX_SETTINGS_FILE`` (if set) and then ``CX_*`` variables.
