@@ -31,7 +31,10 @@ class Settings:
     """Engine configuration.  The environment name of field ``x`` is ``CX_X``."""
 
     broker_url: str = _setting("", "Kafka bootstrap servers, e.g. 'kafka:9092'. Empty: start the embedded broker.")
-    redis_url: str = _setting("", "Redis URL, e.g. 'redis://redis:6379/0'. Empty: start the embedded Redis.")
+    redis_url: str = _setting(
+        "", "Redis URL, e.g. 'redis://redis:6379/0', or 'rediss://redis:6380/0' for TLS (see CX_REDIS_SSL_*). "
+        "Empty: start the embedded Redis."
+    )
     data_dir: str = _setting(
         "var", "Folder for local state, kept across restarts: the embedded Kafka's and ZooKeeper's logs, the embedded "
         "Redis's append-only file, endpoints.json. 'make clean' deletes it (start from nothing)."
