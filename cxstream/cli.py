@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
         return main_replay(
             args.file, broker, speed=args.speed, keep_times=args.keep_times, wait_s=args.wait,
-            progress=not args.no_progress, json_out=args.json, topic_prefix=settings.topic_prefix,
+            progress=not args.no_progress, json_out=args.json, topic_prefix=settings.topic_prefix, settings=settings,
         )
     if args.command == "schemas":
         from cxstream.schemas import export_json_schemas

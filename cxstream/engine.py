@@ -41,7 +41,6 @@ from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
-from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.workers import ApiWorkers
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
@@ -49,6 +48,7 @@ from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
 from cxstream.streams.logs import configure_logging
+from cxstream.streams.security import TransportError, check_kafka, check_redis, pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream")
@@ -119,8 +119,8 @@ class Wiring:
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
-        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
-        pipelined = PipelinedRedis(redis_url) if settings.redis_pipelined_writes and PipelinedRedis.supports(redis_url) else None
+        self.redis: aioredis.Redis = redis_pool(settings, redis_url, max_connections=128)
+        pipelined = pipelined_redis(settings, redis_url) if settings.redis_pipelined_writes else None
         self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s, pipelined=pipelined)
         self.runtime = BatchRuntime(
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
@@ -308,6 +308,12 @@ class Engine:
         code = 0
         try:
             with self.servers() as (broker_url, redis_url):
+                try:  # a refused certificate or password stops the engine here, saying which setting to check
+                    loop.run_until_complete(check_kafka(broker_url, self.settings))
+                    loop.run_until_complete(check_redis(self.settings, redis_url))
+                except TransportError as exc:
+                    say(str(exc))
+                    return 1
                 loop.run_until_complete(ensure_topics(broker_url, self.settings, prefix=self.settings.topic_prefix))
                 wiring = Wiring(self.settings, broker_url, redis_url)
                 on_ready = on_stop = None

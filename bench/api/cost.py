@@ -30,9 +30,10 @@ import redis
 import uvloop
 
 from cxstream.serve.http import ContextLookup
-from cxstream.serve.main import redis_pool
 from cxstream.streams.embedded import EmbeddedRedis
 from cxstream.streams.keys import context_key, identifier_key
+from cxstream.streams.security import pipelined_redis, redis_pool
+from cxstream.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HZ = os.sysconf("SC_CLK_TCK")
@@ -68,9 +69,10 @@ def _client_cost(url: str, calls: int) -> dict[str, float]:
     """CPU µs per lookup call, redis-py's pool and the pipelined connection, each in a loop of sequential calls."""
 
     async def measure() -> dict[str, float]:
-        pool = redis_pool(url, 32)
+        settings = Settings(redis_url=url)
+        pool = redis_pool(settings, max_connections=32)
         out = {}
-        for name, lookup in (("redis_py", ContextLookup(pool, None)), ("pipelined", ContextLookup(pool, url))):
+        for name, lookup in (("redis_py", ContextLookup(pool, None)), ("pipelined", ContextLookup(pool, pipelined_redis(settings)))):
             keys = [identifier_key("email", "p1@cost.example.org")]
             await lookup(keys, "ident")
             started = time.process_time()

@@ -33,6 +33,8 @@ from cxstream.replay.recording import Planned, read_recording, schedule
 from cxstream.schemas import Assignment, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
+from cxstream.streams.security import check_kafka, kafka_client_kwargs
+from cxstream.streams.settings import Settings
 from cxstream.streams.transport import IDEMPOTENT
 
 _assignment = msgspec.json.Decoder(Assignment)
@@ -78,8 +80,8 @@ class LatencySummary:
         return d
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def end_offsets(bootstrap: str, topic: str, settings: Settings | None = None) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **kafka_client_kwargs(settings or Settings()))
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)
@@ -117,10 +119,14 @@ async def collect_assignments(
     wait_s: float,
     topic: str = t.ASSIGNMENTS.name,
     awaited: set[str] | frozenset[str] = frozenset(),
+    settings: Settings | None = None,
 ) -> list[tuple[float, Assignment]]:
     """(consumed wall time, assignment) from *start* offsets until *stop* is set and then either every contact in
     *awaited* has an assignment or *wait_s* seconds have passed (at once if *awaited* is empty)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
+        **kafka_client_kwargs(settings or Settings()),
+    )
     await consumer.start()
     out: list[tuple[float, Assignment]] = []
     missing = set(awaited)
@@ -185,17 +191,23 @@ async def replay(
     wait_s: float = 10.0,
     progress: bool = True,
     topic_prefix: str = "",
+    settings: Settings | None = None,
 ) -> LatencySummary:
-    """Replay a recording into a running engine and measure assignment latency."""
+    """Replay a recording into a running engine and measure assignment latency.
+
+    *settings* carry the transport security of the broker (``CX_KAFKA_*``); default: plaintext.
+    """
+    settings = settings or Settings()
     records = read_recording(path)
     awaited = awaited_contacts(records)
+    await check_kafka(bootstrap, settings)  # a refused certificate or password: a clear error, now
     assignments = topic_prefix + t.ASSIGNMENTS.name
-    start_offsets = await end_offsets(bootstrap, assignments)
+    start_offsets = await end_offsets(bootstrap, assignments, settings)
     stop = asyncio.Event()
     collector = asyncio.create_task(
-        collect_assignments(bootstrap, start_offsets, stop, wait_s=wait_s, topic=assignments, awaited=awaited)
+        collect_assignments(bootstrap, start_offsets, stop, wait_s=wait_s, topic=assignments, awaited=awaited, settings=settings)
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, **IDEMPOTENT)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, **IDEMPOTENT, **kafka_client_kwargs(settings))
     await producer.start()
     began = time.time()
     try:
@@ -252,13 +264,14 @@ def main_replay(
     progress: bool,
     json_out: str | None,
     topic_prefix: str = "",
+    settings: Settings | None = None,
 ) -> int:
     """Entry point of ``cxstream replay``."""
     try:
         summary = asyncio.run(
             replay(
                 file, bootstrap, speed=speed, keep_times=keep_times, wait_s=wait_s, progress=progress,
-                topic_prefix=topic_prefix,
+                topic_prefix=topic_prefix, settings=settings,
             )
         )
     except (OSError, ValueError) as exc:

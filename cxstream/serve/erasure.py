@@ -36,6 +36,8 @@ from cxstream.schemas import Identifiers, OutcomeEvent, ResolveRequest
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode
 from cxstream.streams.keys import erasure_key
+from cxstream.streams.security import kafka_client_kwargs
+from cxstream.streams.settings import Settings
 from cxstream.streams.transport import IDEMPOTENT
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,10 @@ class KafkaErasurePublisher:
     The API answers lookups whether or not the broker is up; only an erasure request needs it.
     """
 
-    def __init__(self, broker_url: str, topic_prefix: str, start_timeout_s: float = 10.0) -> None:
-        self.broker_url = broker_url
-        self.topic = topic_prefix + t.RESOLVE.name
+    def __init__(self, settings: Settings, start_timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.broker_url = settings.broker_url
+        self.topic = settings.topic_prefix + t.RESOLVE.name
         self.start_timeout_s = start_timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -125,7 +128,9 @@ class KafkaErasurePublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT, **kafka_client_kwargs(self.settings)
+                )
                 try:
                     await asyncio.wait_for(producer.start(), self.start_timeout_s)
                 except Exception as exc:

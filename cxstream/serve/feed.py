@@ -44,6 +44,8 @@ from cxstream.schemas import AdvisorEvent, Assignment, OutreachEvent, RoutingEve
 from cxstream.schemas.learning import ModelEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
+from cxstream.streams.security import kafka_client_kwargs
+from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -242,10 +244,11 @@ class LiveFeed:
 
     TOPICS = (t.ASSIGNMENTS, t.ROUTING_EVENTS, t.ADVISOR_EVENTS, t.OUTREACH, t.MODEL_EVENTS)
 
-    def __init__(self, broker_url: str, topic_prefix: str, routing_config_file: str = "") -> None:
-        self.broker_url = broker_url
-        self.prefix = topic_prefix
-        self.board = Board(timeout=offer_timeouts(routing_config_file))
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker_url = settings.broker_url
+        self.prefix = settings.topic_prefix
+        self.board = Board(timeout=offer_timeouts(settings.routing_config_file))
         self.subscribers: dict[str, set[asyncio.Queue[list[dict[str, Any]] | None]]] = {}
         self.caught_up = asyncio.Event()
         self.used_at = time.monotonic()
@@ -318,7 +321,9 @@ class LiveFeed:
             pass
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.broker_url, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.broker_url, enable_auto_commit=False, group_id=None, **kafka_client_kwargs(self.settings)
+        )
         try:
             await consumer.start()
             parts: list[TopicPartition] = []

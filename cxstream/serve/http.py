@@ -267,12 +267,12 @@ _CTX_PREFIX = context_key("")
 
 
 class ContextLookup:
-    """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when the
-    Redis URL allows it, else through redis-py (``url=None``, or a TLS URL)."""
+    """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when given
+    one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py."""
 
-    def __init__(self, client: aioredis.Redis, url: str | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, fast: PipelinedRedis | None = None) -> None:
         self._script = client.register_script(_LOOKUP)
-        self._fast = PipelinedRedis(url) if url is not None and PipelinedRedis.supports(url) else None
+        self._fast = fast
 
     @property
     def pipelined(self) -> bool:
@@ -378,7 +378,7 @@ def build_app(
     *,
     erasure: ErasureRequests | None = None,
     engine_metrics: EngineMetrics | None = None,
-    redis_url: str | None = None,
+    pipelined: PipelinedRedis | None = None,
     publisher: KafkaPublisher | None = None,
     feed: LiveFeed | None = None,
     advisor_key_secret: str = "",
@@ -386,13 +386,13 @@ def build_app(
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
     *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.  With
-    *redis_url* (that of *redis_client*), context lookups take a pipelined connection of their own.
+    *pipelined* (a connection to the Redis of *redis_client*), context lookups take it rather than the pool.
     *publisher* and *feed* (both on the engine's broker) serve the desk, the chat page and the
     wallboard (:mod:`cxstream.serve.desk`, :mod:`cxstream.serve.pages`); without them those routes answer 503.
     """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
-    app[LOOKUP] = lookup = ContextLookup(redis_client, redis_url)
+    app[LOOKUP] = lookup = ContextLookup(redis_client, pipelined)
 
     async def close_lookup(_: web.Application) -> None:
         await lookup.close()

@@ -29,7 +29,6 @@ import signal
 import sys
 
 import orjson
-import redis.asyncio as aioredis
 
 from cxstream.serve.common import resolve_api_keys
 from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
@@ -37,6 +36,7 @@ from cxstream.serve.feed import LiveFeed
 from cxstream.serve.http import EngineMetrics, HttpServer, build_app
 from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams.logs import configure_logging
+from cxstream.streams.security import pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream.serve")
@@ -55,22 +55,18 @@ def die_with(parent_pid: int) -> None:
         raise SystemExit(0)
 
 
-def redis_pool(url: str, max_connections: int) -> aioredis.Redis:
-    """This process's Redis client: one blocking pool (a burst waits for a connection instead of failing)."""
-    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5))
-
-
 async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metrics_url: str | None = None, reuse_port: bool = True) -> None:
     """Serve until SIGTERM/SIGINT."""
-    client = redis_pool(settings.redis_url, settings.http_redis_connections)
-    publisher = KafkaErasurePublisher(settings.broker_url, settings.topic_prefix) if settings.broker_url else None
+    # one blocking pool per process: a burst waits for a connection instead of failing
+    client = redis_pool(settings, max_connections=settings.http_redis_connections)
+    publisher = KafkaErasurePublisher(settings) if settings.broker_url else None
     engine_metrics = EngineMetrics(engine_metrics_url) if engine_metrics_url else None
-    desk_publisher = KafkaPublisher(settings.broker_url, settings.topic_prefix) if settings.broker_url else None
-    feed = LiveFeed(settings.broker_url, settings.topic_prefix, settings.routing_config_file) if settings.broker_url else None
+    desk_publisher = KafkaPublisher(settings) if settings.broker_url else None
+    feed = LiveFeed(settings) if settings.broker_url else None
     app = build_app(
         client, resolve_api_keys(settings, lambda m: print(f"cxstream serve: {m}", flush=True)), settings.app_id,
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
-        redis_url=settings.redis_url if settings.http_pipelined_lookups else None,
+        pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None,
         publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret,
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")

@@ -5,7 +5,8 @@ redis-py's asyncio client costs ~200 µs of CPU per command on the 2-core bench 
 largest single cost of a context lookup.  This client keeps one connection per API process
 and writes every command as soon as it is issued (commands in flight are answered in order,
 so a FIFO of futures matches replies to callers); encoding and parsing are hiredis', Redis'
-own C protocol library.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh``,
+own C protocol library.  It speaks TLS (``rediss://``, with the settings' CA and client
+certificate) and authenticates as the settings' ACL user, exactly as the redis-py clients do.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh``,
 docs/PERFORMANCE.md).  Everything else in the API (health, erasure, queues) keeps redis-py.
 The engine's write-behind of context copies sends each flush's commands in one write
 (:meth:`PipelinedRedis.execute_many`).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl as ssl_module
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -43,6 +45,7 @@ class _Protocol(asyncio.Protocol):
         self.lost: Exception | None = None
         self.timeout_s = timeout_s
         self._watchdog: asyncio.TimerHandle | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
@@ -75,6 +78,18 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(RedisConnectionError(f"connection to Redis lost: {exc!r}" if exc else "connection to Redis closed"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Close the connection and wait until it is (a TLS connection first exchanges close_notify with Redis)."""
+        if self.transport is None:
+            return
+        self.transport.close()  # connection_lost fails what is in flight and stops the watchdog
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
+        except TimeoutError:
+            self.transport.abort()
 
     def _fail(self, exc: Exception) -> None:
         self.lost = exc
@@ -127,20 +142,33 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """``await call("GET", key)``: one connection, commands pipelined; ``evalsha`` loads a script Redis lost.
 
-    *url* is ``redis://[[user]:password@]host[:port][/db]`` or ``unix:///path[?db=N]``
-    (``supports(url)`` tells; TLS is not supported: the API then keeps redis-py).
+    *url* is ``redis[s]://[[user]:password@]host[:port][/db]`` or ``unix:///path[?db=N]``
+    (``supports(url)`` tells).  *username* and *password* (the settings', when not in the URL)
+    are sent with ``AUTH`` on each new connection; a ``rediss://`` URL needs the TLS context
+    *ssl* (:func:`cxstream.streams.security.pipelined_redis` builds both from the settings).
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 2.0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> None:
         if not self.supports(url):
             raise ValueError(f"unsupported Redis URL for the pipelined client: {url.split('@')[-1]!r}")
         parts = parse_url(url)  # redis-py's own reading of the URL, so both clients agree on it
         self._unix: str | None = parts.get("path")
         self._host: str = parts.get("host") or "127.0.0.1"
         self._port: int = parts.get("port") or 6379
-        self._username: str | None = parts.get("username")
-        self._password: str | None = parts.get("password")
+        self._username: str | None = parts.get("username") or username
+        self._password: str | None = parts.get("password") or password
         self._db = int(parts.get("db") or 0)
+        if urlsplit(url).scheme == "rediss" and ssl is None:
+            raise ValueError("a rediss:// URL needs a TLS context (ssl=...): see cxstream.streams.security.pipelined_redis")
+        self._ssl = ssl
         self._timeout_s = timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -158,7 +186,7 @@ class PipelinedRedis:
 
     @staticmethod
     def supports(url: str) -> bool:
-        return urlsplit(url).scheme in ("redis", "unix")
+        return urlsplit(url).scheme in ("redis", "rediss", "unix")
 
     async def _connection(self) -> _Protocol:
         current = self._proto
@@ -175,7 +203,12 @@ class PipelinedRedis:
                 if self._unix is not None:
                     _, proto = await asyncio.wait_for(loop.create_unix_connection(self._protocol, self._unix), self.timeout_s)
                 else:
-                    _, proto = await asyncio.wait_for(loop.create_connection(self._protocol, self._host, self._port), self.timeout_s)
+                    _, proto = await asyncio.wait_for(
+                        loop.create_connection(
+                            self._protocol, self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+                        ),
+                        self.timeout_s,
+                    )
             except (TimeoutError, OSError) as exc:
                 raise RedisConnectionError(f"cannot connect to Redis: {exc!r}") from exc
             hello: list[asyncio.Future[Any]] = []
@@ -188,8 +221,7 @@ class PipelinedRedis:
                 for reply in hello:
                     await reply
             except BaseException:
-                assert proto.transport is not None
-                proto.transport.close()
+                await proto.close()
                 raise
             self._proto = proto
             return proto
@@ -225,6 +257,6 @@ class PipelinedRedis:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def close(self) -> None:
-        if self._proto is not None and self._proto.transport is not None:
-            self._proto.transport.close()  # connection_lost fails what is in flight and stops the watchdog
-        self._proto = None
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            await proto.close()

@@ -15,6 +15,8 @@ from aiokafka import AIOKafkaProducer
 
 from cxstream.schemas.common import Record
 from cxstream.streams.codecs import encode
+from cxstream.streams.security import kafka_client_kwargs
+from cxstream.streams.settings import Settings
 from cxstream.streams.transport import IDEMPOTENT
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ class PublishUnavailable(RuntimeError):
 class KafkaPublisher:
     """An aiokafka producer started on first use and started again after a failure."""
 
-    def __init__(self, broker_url: str, topic_prefix: str, timeout_s: float = 10.0) -> None:
-        self.broker_url = broker_url
-        self.prefix = topic_prefix
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self.settings = settings
+        self.broker_url = settings.broker_url
+        self.prefix = settings.topic_prefix
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -37,7 +40,9 @@ class KafkaPublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.broker_url, linger_ms=0, **IDEMPOTENT, **kafka_client_kwargs(self.settings)
+                )
                 try:
                     await asyncio.wait_for(producer.start(), self.timeout_s)
                 except Exception as exc:

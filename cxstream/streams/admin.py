@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import CATALOGUE, TopicSpec
 
@@ -55,17 +56,19 @@ async def ensure_topics(
     Retries the connection until *timeout*, since a broker may still be starting.
     """
     wanted = [(prefix + s.name, s.partitions(settings), s.configs(settings)) for s in specs]
-    return await ensure_named_topics(bootstrap, wanted, settings.replication, timeout=timeout)
+    return await ensure_named_topics(bootstrap, wanted, settings, timeout=timeout)
 
 
 async def ensure_named_topics(
-    bootstrap: str, topics: list[tuple[str, int, dict[str, str]]], replication: int, *, timeout: float = 30.0
+    bootstrap: str, topics: list[tuple[str, int, dict[str, str]]], settings: Settings, *, timeout: float = 30.0
 ) -> list[str]:
-    """Create the (name, partitions, topic configs) topics that do not exist yet; returns the names created.
+    """Create the (name, partitions, topic configs) topics that do not exist yet, with ``settings.replication``
+    replicas; returns the names created.
 
     A topic that exists keeps the configs it has (an operator's changes are not undone).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    replication = settings.replication
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **kafka_client_kwargs(settings))
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:

@@ -13,6 +13,7 @@ import faust
 from faust.types import TP
 
 from cxstream.streams import topics as t
+from cxstream.streams.security import faust_broker_credentials
 from cxstream.streams.settings import Settings
 from cxstream.streams.transport import scheme
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings, broker_url: str) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_broker_credentials(settings),  # CX_KAFKA_SECURITY_PROTOCOL and the rest
         store=settings.table_store,
         datadir=str(settings.path("faust")),
         web_enabled=False,  # our own HTTP API is cxstream.serve

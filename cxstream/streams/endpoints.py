@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from cxstream.streams.settings import Settings
 
@@ -38,10 +39,32 @@ def path_of(settings: Settings) -> Path:
 
 
 def write_endpoints(settings: Settings, broker_url: str, redis_url: str, **more: Any) -> Path:
-    """Record this engine's broker and Redis (and pid) under its data folder."""
+    """Record this engine's broker and Redis (and pid) under its data folder; never a password (the file is 0644).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = write_endpoints(Settings(data_dir=d), "k:9093", "rediss://cx:s3cret@r:6380/0")
+    ...     json.loads(path.read_text())["redis_url"]
+    'rediss://cx@r:6380/0'
+    """
     path = settings.path() / FILE
-    _write(path, {"pid": os.getpid(), "started": _started(os.getpid()), "broker_url": broker_url, "redis_url": redis_url, **more})
+    _write(path, {"pid": os.getpid(), "started": _started(os.getpid()), "broker_url": broker_url,
+                  "redis_url": without_password(redis_url), **more})
     return path
+
+
+def without_password(url: str) -> str:
+    """*url* with its password left out (a command beside the engine takes it from CX_REDIS_PASSWORD(_FILE)).
+
+    >>> without_password("redis://:pw@127.0.0.1:6379/0"), without_password("redis://127.0.0.1:6379/0")
+    ('redis://127.0.0.1:6379/0', 'redis://127.0.0.1:6379/0')
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -30,7 +31,10 @@ class Settings:
     """Engine configuration.  The environment name of field ``x`` is ``CX_X``."""
 
     broker_url: str = _setting("", "Kafka bootstrap servers, e.g. 'kafka:9092'. Empty: start the embedded broker.")
-    redis_url: str = _setting("", "Redis URL, e.g. 'redis://redis:6379/0'. Empty: start the embedded Redis.")
+    redis_url: str = _setting(
+        "", "Redis URL, e.g. 'redis://redis:6379/0', or 'rediss://redis:6380/0' for TLS (see CX_REDIS_SSL_*). "
+        "Empty: start the embedded Redis."
+    )
     data_dir: str = _setting(
         "var", "Folder for local state, kept across restarts: the embedded Kafka's and ZooKeeper's logs, the embedded "
         "Redis's append-only file, endpoints.json. 'make clean' deletes it (start from nothing)."
@@ -60,8 +64,38 @@ class Settings:
     redis_flush_ms: int = _setting(100, "Write-behind interval of context copies to Redis, milliseconds.")
     redis_pipelined_writes: int = _setting(
         1, "1: the write-behind to Redis goes on one pipelined hiredis connection (one write per flush); "
-        "0: through redis-py pipelines. TLS (rediss://) always uses redis-py."
+        "0: through redis-py pipelines. Both speak TLS (rediss://) and AUTH with the settings below."
     )
+    # -- transport security (docs/SECURITY.md); every client takes them from cxstream/streams/security.py --
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS). "
+        "Anything but PLAINTEXT needs CX_BROKER_URL (the embedded broker listens in plaintext on loopback only)."
+    )
+    kafka_sasl_mechanism: str = _setting("PLAIN", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols).")
+    kafka_sasl_username: str = _setting("", "SASL user name (required by the SASL_* protocols).")
+    kafka_sasl_password: str = _setting("", "SASL password; or give CX_KAFKA_SASL_PASSWORD_FILE (not both).", secret=True)
+    kafka_sasl_password_file: str = _setting(
+        "", "A file holding the SASL password (a mounted Kubernetes/compose secret; one trailing newline is dropped)."
+    )
+    kafka_ssl_ca_file: str = _setting(
+        "", "PEM file of the CA(s) that sign the brokers' certificates (SSL, SASL_SSL); empty: the system's trust store."
+    )
+    kafka_ssl_cert_file: str = _setting("", "PEM client certificate (chain) for mutual TLS to Kafka; with CX_KAFKA_SSL_KEY_FILE.")
+    kafka_ssl_key_file: str = _setting("", "PEM private key (unencrypted) of CX_KAFKA_SSL_CERT_FILE.")
+    kafka_ssl_check_hostname: int = _setting(
+        1, "1: a broker's certificate must name the host the client connects to; 0: any certificate the CA signed."
+    )
+    redis_username: str = _setting(
+        "", "Redis ACL user (AUTH user password); or in CX_REDIS_URL (redis[s]://user:password@host...), not both."
+    )
+    redis_password: str = _setting("", "Redis password (of the ACL user, or requirepass); or CX_REDIS_PASSWORD_FILE.", secret=True)
+    redis_password_file: str = _setting("", "A file holding the Redis password (a mounted secret; one trailing newline is dropped).")
+    redis_ssl_ca_file: str = _setting(
+        "", "PEM file of the CA(s) that sign Redis's certificate (needs a rediss:// URL); empty: the system's trust store."
+    )
+    redis_ssl_cert_file: str = _setting("", "PEM client certificate for mutual TLS to Redis (tls-auth-clients); with the key file.")
+    redis_ssl_key_file: str = _setting("", "PEM private key (unencrypted) of CX_REDIS_SSL_CERT_FILE.")
+    redis_ssl_check_hostname: int = _setting(1, "1: Redis's certificate must name the host in CX_REDIS_URL; 0: any the CA signed.")
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
     producer_linger_ms: int = _setting(
         1, "How long the hot path's producer waits to fill a record batch, ms (Kafka 4.0's client default is 5)."
@@ -120,6 +154,94 @@ class Settings:
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"
             )
+        self._check_kafka_security()
+        self._check_redis_security()
+
+    def _check_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(f"CX_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(KAFKA_PROTOCOLS)}")
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"CX_KAFKA_SASL_MECHANISM={mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
+        if protocol != "PLAINTEXT" and not self.broker_url:
+            raise SettingsError(
+                f"CX_KAFKA_SECURITY_PROTOCOL={protocol} needs CX_BROKER_URL: the embedded broker has one plaintext "
+                "listener on loopback only (docs/SECURITY.md)"
+            )
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        if sasl:
+            if not self.kafka_sasl_username:
+                raise SettingsError(f"CX_KAFKA_SECURITY_PROTOCOL={protocol} needs CX_KAFKA_SASL_USERNAME")
+            _one_secret("CX_KAFKA_SASL_PASSWORD", self.kafka_sasl_password, self.kafka_sasl_password_file, required=True)
+        else:
+            for name in ("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"CX_{name.upper()} is set but CX_KAFKA_SECURITY_PROTOCOL={protocol} uses no SASL "
+                        "(SASL_PLAINTEXT or SASL_SSL do)"
+                    )
+        if not tls:
+            for name in ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"CX_{name.upper()} is set but CX_KAFKA_SECURITY_PROTOCOL={protocol} uses no TLS (SSL or SASL_SSL do)"
+                    )
+        _check_files(self, "kafka")
+
+    def _check_redis_security(self) -> None:
+        url = self.redis_url
+        if not url:
+            for name in _REDIS_SECURITY:
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"CX_{name.upper()} is set but CX_REDIS_URL is not: the embedded Redis listens in plaintext on "
+                        "loopback only and has no users; set CX_REDIS_URL to the Redis these belong to"
+                    )
+            return
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(f"CX_REDIS_URL: scheme {parts.scheme!r} is not redis://, rediss:// (TLS) or unix://")
+        if parts.username and self.redis_username:
+            raise SettingsError("CX_REDIS_USERNAME is set and CX_REDIS_URL names a user too: give the user in one place")
+        if parts.password and (self.redis_password or self.redis_password_file):
+            raise SettingsError(
+                "CX_REDIS_PASSWORD(_FILE) is set and CX_REDIS_URL holds a password too: give the password in one place"
+            )
+        _one_secret("CX_REDIS_PASSWORD", self.redis_password, self.redis_password_file, required=False)
+        if self.redis_username and not (self.redis_password or self.redis_password_file or parts.password):
+            raise SettingsError("CX_REDIS_USERNAME needs a password (CX_REDIS_PASSWORD or CX_REDIS_PASSWORD_FILE): AUTH takes both")
+        if parts.scheme != "rediss":
+            for name in ("redis_ssl_ca_file", "redis_ssl_cert_file", "redis_ssl_key_file"):
+                if getattr(self, name):
+                    raise SettingsError(
+                        f"CX_{name.upper()} is set but CX_REDIS_URL is not a rediss:// (TLS) URL"
+                    )
+        _check_files(self, "redis")
+
+    @property
+    def kafka_sasl_secret(self) -> str:
+        """The SASL password: ``CX_KAFKA_SASL_PASSWORD`` or the content of ``CX_KAFKA_SASL_PASSWORD_FILE`` (read now)."""
+        return _read_secret("CX_KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file) or self.kafka_sasl_password
+
+    @property
+    def redis_secret(self) -> str:
+        """The Redis password of the settings (not the URL's): ``CX_REDIS_PASSWORD`` or its file's content (read now)."""
+        return _read_secret("CX_REDIS_PASSWORD_FILE", self.redis_password_file) or self.redis_password
+
+    def __repr__(self) -> str:
+        """The settings but the secret ones, and ``CX_REDIS_URL`` without a password it may hold.
+
+        >>> "pw" in repr(Settings(redis_url="rediss://cx:pw@r:6380/0", kafka_sasl_password="", api_keys="k1"))
+        False
+        """
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "redis_url" and urlsplit(value).password:
+                    value = value.replace(f":{urlsplit(value).password}@", ":***@", 1)
+                shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +306,49 @@ class Settings:
         return [
             (f"CX_{f.name.upper()}", repr(f.default), f.metadata["help"]) for f in dataclasses.fields(Settings)
         ]
+
+
+#: The values of CX_KAFKA_SECURITY_PROTOCOL and CX_KAFKA_SASL_MECHANISM.
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_REDIS_SECURITY = (
+    "redis_username", "redis_password", "redis_password_file", "redis_ssl_ca_file", "redis_ssl_cert_file", "redis_ssl_key_file",
+)
+
+
+def _one_secret(name: str, value: str, file: str, *, required: bool) -> None:
+    if value and file:
+        raise SettingsError(f"{name} and {name}_FILE are both set: give the password one way")
+    if required and not (value or file):
+        raise SettingsError(f"{name} or {name}_FILE is needed by the SASL protocols")
+
+
+def _check_files(settings: Settings, client: str) -> None:
+    """The files a client's settings name exist and are readable (now, not at its first connection); cert and key in pairs."""
+    for suffix in ("sasl_password_file", "password_file", "ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+        name = f"{client}_{suffix}"
+        path = getattr(settings, name, "")
+        if path and not os.access(path, os.R_OK):
+            why = "does not exist" if not os.path.exists(path) else "is not readable by this user"
+            raise SettingsError(f"CX_{name.upper()}={path}: the file {why}")
+    cert, key = getattr(settings, f"{client}_ssl_cert_file"), getattr(settings, f"{client}_ssl_key_file")
+    if bool(cert) != bool(key):
+        have, missing = ("CERT", "KEY") if cert else ("KEY", "CERT")
+        raise SettingsError(f"CX_{client.upper()}_SSL_{have}_FILE needs CX_{client.upper()}_SSL_{missing}_FILE (mutual TLS takes both)")
+
+
+def _read_secret(name: str, path: str) -> str:
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{name}={path}: {exc.strerror or exc}") from exc
+    secret = text[:-1] if text.endswith("\n") else text
+    secret = secret[:-1] if secret.endswith("\r") else secret
+    if not secret:
+        raise SettingsError(f"{name}={path}: the file is empty")
+    return secret
 
 
 def _coerce(cls: type[Settings], name: str, value: Any) -> Any:

@@ -279,3 +279,16 @@ def test_the_project_rules_catch_a_broken_manifest(name: str) -> None:
 def test_the_engine_takes_its_key_from_the_secret() -> None:
     env = {e["name"]: e for e in _container(manifests())["env"]}
     assert env["CX_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "cxstream", "key": "api-keys"}
+
+
+def test_the_engine_can_take_transport_security_from_a_configmap_and_a_secret_mounted_as_files() -> None:
+    """Optional: without the ConfigMap and the Secret cxstream-transport the pods start as before (plaintext)."""
+    sts = _doc(manifests(), "StatefulSet")
+    pod, container = sts["spec"]["template"]["spec"], _container(manifests())
+    assert {"configMapRef": {"name": "cxstream-transport", "optional": True}} in container["envFrom"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "transport"]
+    assert volume["secret"] == {"secretName": "cxstream-transport", "optional": True, "defaultMode": 0o440}
+    assert {"name": "transport", "mountPath": "/etc/cxstream/transport", "readOnly": True} in container["volumeMounts"]
+    # mode 0440 files are readable by the engine only through its group: the image's user (Dockerfile) and fsGroup
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+    assert "--uid 10001" in (ROOT / "Dockerfile").read_text()
