@@ -17,6 +17,8 @@ EVALS = {
     "churn": "cxstream.intel.evaluate",
     "split": "cxstream.intel.evaluate",
     "routing": "cxstream.replay.eval_routing",
+    "health": "cxstream.intel.eval_health",
+    "language": "cxstream.intel.eval_language",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
@@ -25,6 +27,8 @@ ABOUT = {
     "churn": "the churn model: progressive test-then-train over the Telco churn table",
     "split": "write a stratified train/test split of a text,category CSV",
     "routing": "replay the bank call-centre log through the router, per policy",
+    "health": "the customer health score against churn on the Telco table (tuning/test halves)",
+    "language": "message language detection: accuracy per language and µs/message on Django's catalogues",
     "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
     "context": "context retention across channel switches, wrong merges, lookup latency",
     "outreach": "the churn trigger and the guardrails on the Telco table",

@@ -38,7 +38,7 @@ from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
-from cxstream.agents.scoring import Scorer
+from cxstream.agents.scoring import Scorer, language_detector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.pipelined import PipelinedRedis
@@ -126,7 +126,7 @@ class Wiring:
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
         )
-        scorer = Scorer()
+        scorer = Scorer(language_detector(settings))
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)
         identity_agent.stage(self.runtime, self.writer)

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from lingua import IsoCode639_1, Language, LanguageDetector as _Lingua, LanguageDetectorBuilder
+from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+from lingua import LanguageDetector as _Lingua
 
 UNKNOWN = "unknown"
 #: Fewer letters than this (placeholders like ``[card]`` aside) is too little to tell a language.

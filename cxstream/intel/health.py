@@ -188,7 +188,7 @@ def health_score(inputs: Mapping[str, Any], top: int = 3) -> tuple[int, list[Hea
     """
     factors = health_factors(inputs)
     total = BASE + sum(f.points for f in factors)
-    score = int(round(min(100.0, max(0.0, total))))
+    score = round(min(100.0, max(0.0, total)))
     ranked = sorted(factors, key=lambda f: (-abs(f.points), f.factor))
     return score, ranked[:top]
 
