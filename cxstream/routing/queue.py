@@ -45,6 +45,7 @@ class ContactState(msgspec.Struct, kw_only=True, array_like=True):
     hold_for: str | None = None  #: only this advisor is eligible until ``hold_until``
     hold_until: float = 0.0
     esc_from: float = 0.0  #: escalation timers count from here (opened_at; reset by a transfer)
+    language_relaxed: bool = False  #: past the language fallback: its language is no longer required
 
 
 def queue_name(channel: str, required_skills: list[str]) -> str:
