@@ -17,6 +17,7 @@ would wait behind stream work (docs/PERFORMANCE.md, "The HTTP API in its own pro
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -39,6 +40,7 @@ from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer, language_detector
+from cxstream.context.language import LanguageConfigError, LanguageDetector, parse_languages
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.pipelined import PipelinedRedis
@@ -114,7 +116,10 @@ class Wiring:
     the learner (one partition, a few labels per second) and the clocks stay on Faust.
     """
 
-    def __init__(self, settings: Settings, broker_url: str, redis_url: str) -> None:
+    def __init__(
+        self, settings: Settings, broker_url: str, redis_url: str, languages: LanguageDetector | bool | None = True
+    ) -> None:
+        """*languages*: the message language detector (True: build the one ``CX_LANGUAGES`` asks for)."""
         self.settings = settings
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
@@ -126,7 +131,7 @@ class Wiring:
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
         )
-        scorer = Scorer(language_detector(settings))
+        scorer = Scorer(language_detector(settings) if languages is True else languages or None)
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)
         identity_agent.stage(self.runtime, self.writer)
@@ -302,14 +307,24 @@ class Engine:
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code."""
+        try:
+            parse_languages(self.settings.languages)  # a bad CX_LANGUAGES fails at once
+        except LanguageConfigError as exc:
+            say(f"CX_LANGUAGES={self.settings.languages!r}: {exc}")
+            return 2
         configure_logging(self.settings.log_level)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         code = 0
+        # The language detector's models take seconds to load (docs/INTEL.md 'Languages'): loaded beside the
+        # embedded servers' start (they run in processes of their own), not after it.
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cx-languages")
+        languages = pool.submit(language_detector, self.settings)
+        pool.shutdown(wait=False)
         try:
             with self.servers() as (broker_url, redis_url):
                 loop.run_until_complete(ensure_topics(broker_url, self.settings, prefix=self.settings.topic_prefix))
-                wiring = Wiring(self.settings, broker_url, redis_url)
+                wiring = Wiring(self.settings, broker_url, redis_url, languages=languages.result())
                 on_ready = on_stop = None
                 if self.demo:
                     from cxstream.replay.demo import install_demo
