@@ -23,7 +23,7 @@ risk).  It is a fixed, versioned rule set (:data:`HEALTH_VERSION`), not a learne
 
 >>> score, factors = health_score({"contract": "Two year", "tenure_months": 60, "complaints": 1})
 >>> score, [(f.factor, f.points) for f in factors]
-(77, [('contract', 21.0), ('complaints', -10.0), ('tenure_months', 3.0)])
+(78, [('contract', 22.0), ('complaints', -10.0), ('tenure_months', 3.0)])
 >>> health_score({})[0] == round(BASE)
 True
 """
@@ -48,7 +48,7 @@ BASE_CHURN_RATE = 0.265
 #: Account factor -> level -> points, from the tuning half's logistic regression (see the module doc).
 ACCOUNT_POINTS: dict[str, dict[str, float]] = {
     "tenure_months": {"0-6": -9.0, "6-12": -3.0, "12-24": 0.0, "24-48": 1.0, "48+": 3.0},
-    "contract": {"month_to_month": 0.0, "one_year": 12.0, "two_year": 21.0},
+    "contract": {"month_to_month": 0.0, "one_year": 12.0, "two_year": 22.0},
     "payment_method": {"electronic_check": -11.0, "mailed_check": 0.0, "automatic": -4.0},
 }
 
