@@ -310,7 +310,7 @@ class Engine:
         try:
             parse_languages(self.settings.languages)  # a bad CX_LANGUAGES fails at once
         except LanguageConfigError as exc:
-            say(f"CX_LANGUAGES={self.settings.languages!r}: {exc}")
+            print(f"cxstream: CX_LANGUAGES={self.settings.languages!r}: {exc}", file=sys.stderr)
             return 2
         configure_logging(self.settings.log_level)
         loop = asyncio.new_event_loop()

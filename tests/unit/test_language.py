@@ -103,3 +103,13 @@ def test_eval_language_on_djangos_catalogues_measures_accuracy_confusion_and_cos
         assert m["thresholds"][0]["accuracy"] > 0.85
         assert m["per_language"]["fr"]["n"] > 100 and set(m["confusion"]) == {"en", "fr"}
         assert m["us_per_message_mean"] > 0 and m["outside_set"]["n"] > 0
+
+
+def test_cxstream_run_refuses_an_unknown_language_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cxstream.cli import main as cli
+
+    monkeypatch.setenv("CX_LANGUAGES", "en,xx")
+    monkeypatch.setenv("CX_DATA_DIR", str(tmp_path))
+    assert cli(["run"]) == 2  # before any server starts
+    assert "CX_LANGUAGES='en,xx': 'xx' is not an ISO 639-1 code" in capsys.readouterr().err
+    assert not (tmp_path / "broker").exists()
