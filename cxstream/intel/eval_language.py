@@ -10,6 +10,11 @@ the same content in every language (so languages are compared on equal text), sh
 formal than customer chat.  Placeholders (``%(name)s``, ``{0}``), HTML tags and fuzzy entries are
 dropped; a text needs at least two words; duplicates within a language are dropped.
 
+Real customer messages as well: the customers' turns of the IBM Twitter customer-care conversations
+(``twitter_customer_care_ibm/dev.json`` under ``CX_SHARED_DATA_DIR``; English-language brand accounts,
+no language labels): what share the detector calls English, another language or "unknown" (a message
+it does not call English loses its sentiment), and the cost on real chat text.
+
 Reported per detector mode (lingua's high- and low-accuracy modes): accuracy per language and per
 length (words), coverage (share not ``"unknown"``) and accuracy at several minimum confidences,
 the confusion matrix at the configured one, how texts in languages *outside* the configured set
@@ -147,6 +152,29 @@ def _cost(detector: LanguageDetector, texts: Sequence[str]) -> dict[str, float]:
     }
 
 
+def compare_cost(texts: Sequence[str], languages: Sequence[str], repeats: int = 3) -> dict[str, Any]:
+    """µs per message of both modes, measured interleaved (text by text, mode by mode) and as the best of
+    *repeats* calls per text: on a shared machine the least-disturbed figure, and both modes equally
+    disturbed.  Median and p90 over the texts, and the ratio of the medians."""
+    detectors = {name: LanguageDetector(languages, low_accuracy=low) for name, low in (("high_accuracy", False), ("low_accuracy", True))}
+    for d in detectors.values():  # the low-accuracy mode loads its models on its first message
+        d.detect("warm up the models before timing")
+    best: dict[str, list[float]] = {name: [] for name in detectors}
+    for t in texts:
+        for name, d in detectors.items():
+            runs = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                d.detect(t)
+                runs.append(time.perf_counter() - t0)
+            best[name].append(min(runs))
+    out: dict[str, Any] = {"n": len(texts), "repeats": repeats}
+    for name, xs in best.items():
+        out[name] = {"us_p50": round(float(np.percentile(xs, 50)) * 1e6, 1), "us_p90": round(float(np.percentile(xs, 90)) * 1e6, 1)}
+    out["high_over_low_p50"] = round(out["high_accuracy"]["us_p50"] / out["low_accuracy"]["us_p50"], 2)
+    return out
+
+
 def evaluate_mode(
     rows: Sequence[tuple[str, str]], outside: Sequence[tuple[str, str]], languages: Sequence[str],
     min_confidence: float, low_accuracy: bool,
@@ -214,6 +242,42 @@ def evaluate_mode(
     }
 
 
+_HANDLE_OR_URL = re.compile(r"@\w+|https?://\S+")
+
+
+def twitter_customer_texts(path: Path) -> list[str]:
+    """The customers' turns of the Twitter customer-care conversations, redacted, without handles and links."""
+    from cxstream.context.redact import redact
+
+    out = []
+    for conv in json.loads(path.read_text(encoding="utf-8")):
+        for turn in conv.get("dialogContent") or []:
+            if "client" in turn and turn.get("message"):
+                text = re.sub(r"\s+", " ", _HANDLE_OR_URL.sub(" ", redact(turn["message"]))).strip()
+                if text:
+                    out.append(text)
+    return out
+
+
+def evaluate_chat(texts: Sequence[str], languages: Sequence[str], min_confidence: float, low_accuracy: bool) -> dict[str, Any]:
+    """What the detector makes of real (English) customer messages, and its cost on them."""
+    detector = LanguageDetector(languages, min_confidence=min_confidence, low_accuracy=low_accuracy)
+    found = [detector.detect(t).language for t in texts]
+    counts: dict[str, int] = {}
+    for lang in found:
+        counts[lang] = counts.get(lang, 0) + 1
+    n = max(1, len(texts))
+    return {
+        "mode": "low_accuracy" if low_accuracy else "high_accuracy",
+        "n": len(texts),
+        "english": round(counts.get("en", 0) / n, 4),
+        "unknown": round(counts.get(UNKNOWN, 0) / n, 4),
+        "other_language": round(sum(v for k, v in counts.items() if k not in ("en", UNKNOWN)) / n, 4),
+        "detected": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        **_cost(detector, texts),
+    }
+
+
 def evaluate_language(languages: Sequence[str], min_confidence: float, root: Path | None = None) -> dict[str, Any]:
     """Both modes on Django's catalogues for *languages* (and :data:`OUTSIDE` for the outside-set check)."""
     rows = django_sample(languages, root)
@@ -231,6 +295,21 @@ def evaluate_language(languages: Sequence[str], min_confidence: float, root: Pat
         "n": len(rows),
         "n_per_language": {lang: sum(1 for _, x in rows if x == lang) for lang in languages},
         "modes": [evaluate_mode(rows, outside, languages, min_confidence, low) for low in (False, True)],
+        "cost_interleaved": compare_cost([t for t, _ in rows[::4]], languages),
+    }
+
+
+def _chat_part(languages: Sequence[str], min_confidence: float) -> dict[str, Any]:
+    from cxstream.datasets import shared_data_dir
+
+    path = shared_data_dir() / "twitter_customer_care_ibm/dev.json"
+    if not path.exists():
+        return {"skipped": f"no {path}"}
+    texts = twitter_customer_texts(path)
+    return {
+        "file": str(path),
+        "modes": [evaluate_chat(texts, languages, min_confidence, low) for low in (False, True)],
+        "cost_interleaved": compare_cost(texts, languages),
     }
 
 
@@ -259,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", dest="out", default="bench/results/intel-language.json", help="write the result JSON here")
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
-        result = evaluate_language(parse_languages(args.languages), args.min_confidence)
+        languages = parse_languages(args.languages)
+        result = evaluate_language(languages, args.min_confidence)
+        result["real_customer_messages"] = _chat_part(languages, args.min_confidence)
     except (OSError, ValueError) as exc:
         print(f"cxstream eval language: error: {exc}", file=sys.stderr)
         return 2

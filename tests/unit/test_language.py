@@ -113,3 +113,11 @@ def test_cxstream_run_refuses_an_unknown_language_at_once(monkeypatch: pytest.Mo
     assert cli(["run"]) == 2  # before any server starts
     assert "CX_LANGUAGES='en,xx': 'xx' is not an ISO 639-1 code" in capsys.readouterr().err
     assert not (tmp_path / "broker").exists()
+
+
+def test_eval_language_on_real_customer_messages_counts_what_is_not_called_english() -> None:
+    from cxstream.intel.eval_language import evaluate_chat
+
+    res = evaluate_chat([EN, FR, "ok"], ("en", "fr"), 0.5, low_accuracy=False)
+    assert (res["n"], res["detected"]) == (3, {"en": 1, "fr": 1, "unknown": 1})
+    assert res["english"] == round(1 / 3, 4) and res["other_language"] == round(1 / 3, 4)
