@@ -17,7 +17,6 @@ would wait behind stream work (docs/PERFORMANCE.md, "The HTTP API in its own pro
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -40,7 +39,7 @@ from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer, language_detector
-from cxstream.context.language import LanguageConfigError, LanguageDetector, parse_languages
+from cxstream.context.language import LanguageDetector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.pipelined import PipelinedRedis
@@ -51,7 +50,7 @@ from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
 from cxstream.streams.logs import configure_logging
-from cxstream.streams.settings import Settings
+from cxstream.streams.settings import Settings, SettingsError
 
 log = logging.getLogger("cxstream")
 
@@ -307,24 +306,19 @@ class Engine:
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code."""
-        try:
-            parse_languages(self.settings.languages)  # a bad CX_LANGUAGES fails at once
-        except LanguageConfigError as exc:
-            print(f"cxstream: CX_LANGUAGES={self.settings.languages!r}: {exc}", file=sys.stderr)
+        try:  # the language detector's model loads before anything starts; a bad CX_LANGUAGES fails at once
+            languages = language_detector(self.settings)
+        except SettingsError as exc:
+            print(f"cxstream: {exc}", file=sys.stderr)
             return 2
         configure_logging(self.settings.log_level)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         code = 0
-        # The language detector's models take seconds to load (docs/INTEL.md 'Languages'): loaded beside the
-        # embedded servers' start (they run in processes of their own), not after it.
-        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cx-languages")
-        languages = pool.submit(language_detector, self.settings)
-        pool.shutdown(wait=False)
         try:
             with self.servers() as (broker_url, redis_url):
                 loop.run_until_complete(ensure_topics(broker_url, self.settings, prefix=self.settings.topic_prefix))
-                wiring = Wiring(self.settings, broker_url, redis_url, languages=languages.result())
+                wiring = Wiring(self.settings, broker_url, redis_url, languages=languages)
                 on_ready = on_stop = None
                 if self.demo:
                     from cxstream.replay.demo import install_demo

@@ -139,13 +139,15 @@ def features_of(ctx: CustomerContext | None) -> dict[str, Any]:
 def language_detector(settings: Settings) -> LanguageDetector | None:
     """The message language detector ``CX_LANGUAGES`` asks for (None: fewer than two languages, detection off).
 
-    Built once per worker, its models preloaded (seconds, at start), so no message pays a load.
+    Built once per worker, its model loaded at start, so no message pays a load.
     """
     try:
         codes = parse_languages(settings.languages)
         if len(codes) < 2:
             return None
-        return LanguageDetector(codes, settings.language_min_confidence, bool(settings.language_low_accuracy))
+        return LanguageDetector(
+            codes, settings.language_min_confidence, bool(settings.language_low_accuracy), settings.language_detector
+        )
     except LanguageConfigError as exc:
         raise SettingsError(f"CX_LANGUAGES={settings.languages!r}: {exc}") from exc
 

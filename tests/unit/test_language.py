@@ -15,29 +15,42 @@ FR = "Bonjour, ma carte bancaire a été débitée deux fois ce mois-ci, pouvez-
 EN = "Hello, my card was charged twice this month and nobody helps. Terrible service."
 
 
+LANGS = ("en", "fr", "de", "es", "it", "nl", "pt")
+
+
 @pytest.fixture(scope="module")
 def detector() -> LanguageDetector:
-    return LanguageDetector(("en", "fr", "de", "es", "it", "nl", "pt"), min_confidence=0.5)
+    return LanguageDetector(LANGS, min_confidence=0.5)
 
 
-def test_detects_the_configured_languages_and_says_unknown_below_the_confidence(detector: LanguageDetector) -> None:
+@pytest.mark.parametrize("backend", ["py3langid", "lingua"])
+def test_detects_the_configured_languages_and_says_unknown_below_the_confidence(backend: str) -> None:
+    detector = LanguageDetector(LANGS, min_confidence=0.5, backend=backend)
     assert detector.detect(FR).language == "fr"
     assert detector.detect(EN).language == "en"
     assert detector.detect("Guten Tag, ich möchte meinen Vertrag kündigen.").language == "de"
     assert detector.detect("ok").language == UNKNOWN  # too few letters to tell
     assert detector.detect("[card] [email] 12345").language == UNKNOWN  # only redaction placeholders
-    strict = LanguageDetector(("en", "nl"), min_confidence=0.99)
+    strict = LanguageDetector(("en", "nl"), min_confidence=0.999, backend=backend)
     found = strict.detect("Hallo, dank je")
-    assert found.language == UNKNOWN and 0 < found.confidence < 0.99
+    assert found.language == UNKNOWN and 0 < found.confidence < 0.999
 
 
 def test_bad_configuration_is_a_clear_error() -> None:
-    with pytest.raises(LanguageConfigError, match="'xx' is not an ISO 639-1 code"):
+    with pytest.raises(LanguageConfigError, match="'english' is not an ISO 639-1 code"):
+        LanguageDetector(("en", "english"))
+    with pytest.raises(LanguageConfigError, match="py3langid does not detect 'xx'"):
         LanguageDetector(("en", "xx"))
+    with pytest.raises(LanguageConfigError, match="lingua does not detect 'xx'"):
+        LanguageDetector(("en", "xx"), backend="lingua")
     with pytest.raises(LanguageConfigError, match="at least two"):
         LanguageDetector(("en",))
+    with pytest.raises(LanguageConfigError, match="unknown language detector 'cld9'"):
+        LanguageDetector(("en", "fr"), backend="cld9")
     with pytest.raises(SettingsError, match="CX_LANGUAGES"):
         language_detector(Settings(languages="en,klingon"))
+    with pytest.raises(SettingsError, match="CX_LANGUAGE_DETECTOR"):
+        Settings(language_detector="cld9")
     with pytest.raises(SettingsError, match="CX_LANGUAGE_MIN_CONFIDENCE"):
         Settings(language_min_confidence=1.5)
     assert language_detector(Settings(languages="en")) is None  # detection off
@@ -97,9 +110,9 @@ def test_eval_language_on_djangos_catalogues_measures_accuracy_confusion_and_cos
     rows = django_sample(("en", "fr"))
     assert len(rows) > 300 and {lang for _, lang in rows} == {"en", "fr"}
     res = evaluate_language(("en", "fr"), 0.5)
-    high, low = res["modes"]
-    assert high["mode"] == "high_accuracy" and low["mode"] == "low_accuracy"
-    for m in (high, low):
+    assert [m["mode"] for m in res["modes"]] == ["py3langid", "lingua (high accuracy)", "lingua (low accuracy)"]
+    assert res["cost_interleaved"]["py3langid"]["p50_over_default"] == 1.0
+    for m in res["modes"]:
         assert m["thresholds"][0]["accuracy"] > 0.85
         assert m["per_language"]["fr"]["n"] > 100 and set(m["confusion"]) == {"en", "fr"}
         assert m["us_per_message_mean"] > 0 and m["outside_set"]["n"] > 0
@@ -111,7 +124,7 @@ def test_cxstream_run_refuses_an_unknown_language_at_once(monkeypatch: pytest.Mo
     monkeypatch.setenv("CX_LANGUAGES", "en,xx")
     monkeypatch.setenv("CX_DATA_DIR", str(tmp_path))
     assert cli(["run"]) == 2  # before any server starts
-    assert "CX_LANGUAGES='en,xx': 'xx' is not an ISO 639-1 code" in capsys.readouterr().err
+    assert "CX_LANGUAGES='en,xx': py3langid does not detect 'xx'" in capsys.readouterr().err
     assert not (tmp_path / "broker").exists()
 
 
