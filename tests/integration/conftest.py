@@ -66,13 +66,13 @@ def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_i
             [sys.executable, "-m", "cxstream.cli", "run"], env=environ, stdout=f, stderr=subprocess.STDOUT, text=True
         )
     engine = RunningEngine(broker, redis_url, prefix, f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 120  # a loaded 2-core machine; the language models alone load in seconds
+    deadline = time.monotonic() + 60
     while "Worker]: Ready" not in engine.output():
         if proc.poll() is not None:
             raise RuntimeError(f"engine exited with {proc.returncode}:\n{engine.output()[-3000:]}")
         if time.monotonic() > deadline:
             stop_engine(engine)
-            raise RuntimeError(f"engine not ready in 120 s:\n{engine.output()[-3000:]}")
+            raise RuntimeError(f"engine not ready in 60 s:\n{engine.output()[-3000:]}")
         time.sleep(0.1)
     return engine
 
