@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +37,12 @@ def get(engine: RunningEngine, path: str) -> tuple[int, Any]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.loads(exc.read())
+
+
+def metrics_text(engine: RunningEngine) -> str:
+    req = urllib.request.Request(engine.http + "/metrics", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def test_a_french_chat_is_detected_routed_in_french_with_sentiment_unknown_and_health_on_the_api(engine: RunningEngine) -> None:
@@ -79,3 +86,8 @@ def test_a_french_chat_is_detected_routed_in_french_with_sentiment_unknown_and_h
     assert ctx["health"] < 50 and ctx["health_band"] in ("watch", "at_risk", "critical")
     factors = {f["factor"]: f["points"] for f in ctx["health_factors"]}
     assert factors["payment_method"] < 0 and factors["tenure_months"] < 0, ctx["health_factors"]
+
+    # Prometheus: the customer's health was observed once for the contact's routing group; French was counted
+    line = f'cx_customer_health_count{{routing_group="{group}"}} 1.0'
+    text = wait_for(lambda: (lambda m: m if line in m else None)(metrics_text(engine)), timeout=30)
+    assert re.search(r'^cx_message_languages_total\{language="fr"\} [1-9]', text, re.M), "no French message counted"
