@@ -19,6 +19,8 @@ EVALS = {
     "routing": "cxstream.replay.eval_routing",
     "assist": "cxstream.intel.eval_assist",
     "assist-split": "cxstream.intel.eval_assist",
+    "health": "cxstream.intel.eval_health",
+    "language": "cxstream.intel.eval_language",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
@@ -29,6 +31,8 @@ ABOUT = {
     "routing": "replay the bank call-centre log through the router, per policy",
     "assist": "suggested knowledge: online document ranking vs a batch TF-IDF baseline (Twitter care data)",
     "assist-split": "split a conversations file in time order (tuning part, held-out part)",
+    "health": "the customer health score against churn on the Telco table (tuning/test halves)",
+    "language": "message language detection: accuracy per language and µs/message on Django's catalogues",
     "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
     "context": "context retention across channel switches, wrong merges, lookup latency",
     "outreach": "the churn trigger and the guardrails on the Telco table",

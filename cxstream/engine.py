@@ -38,7 +38,8 @@ from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import router as router_agent
-from cxstream.agents.scoring import Scorer
+from cxstream.agents.scoring import Scorer, language_detector
+from cxstream.context.language import LanguageDetector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.workers import ApiWorkers
@@ -49,7 +50,7 @@ from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
 from cxstream.streams.logs import configure_logging
 from cxstream.streams.security import TransportError, check_kafka, check_redis, pipelined_redis, redis_pool
-from cxstream.streams.settings import Settings
+from cxstream.streams.settings import Settings, SettingsError
 
 log = logging.getLogger("cxstream")
 
@@ -114,7 +115,10 @@ class Wiring:
     the learner (one partition, a few labels per second) and the clocks stay on Faust.
     """
 
-    def __init__(self, settings: Settings, broker_url: str, redis_url: str) -> None:
+    def __init__(
+        self, settings: Settings, broker_url: str, redis_url: str, languages: LanguageDetector | bool | None = True
+    ) -> None:
+        """*languages*: the message language detector (True: build the one ``CX_LANGUAGES`` asks for)."""
         self.settings = settings
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
@@ -126,7 +130,7 @@ class Wiring:
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
         )
-        scorer = Scorer()
+        scorer = Scorer(language_detector(settings) if languages is True else languages or None)
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)
         identity_agent.stage(self.runtime, self.writer)
@@ -302,6 +306,11 @@ class Engine:
 
     def run(self) -> int:
         """Run until SIGINT/SIGTERM; returns the exit code."""
+        try:  # the language detector's model loads before anything starts; a bad CX_LANGUAGES fails at once
+            languages = language_detector(self.settings)
+        except SettingsError as exc:
+            print(f"cxstream: {exc}", file=sys.stderr)
+            return 2
         configure_logging(self.settings.log_level)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -315,7 +324,7 @@ class Engine:
                     say(str(exc))
                     return 1
                 loop.run_until_complete(ensure_topics(broker_url, self.settings, prefix=self.settings.topic_prefix))
-                wiring = Wiring(self.settings, broker_url, redis_url)
+                wiring = Wiring(self.settings, broker_url, redis_url, languages=languages)
                 on_ready = on_stop = None
                 if self.demo:
                     from cxstream.replay.demo import install_demo

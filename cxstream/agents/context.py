@@ -32,7 +32,7 @@ from cxstream.agents.erasure import ErasureStatus, audit_record
 from cxstream.agents.outreach import OutreachStage
 from cxstream.agents.outreach import config_from as outreach_config
 from cxstream.agents.outreach import state_key as outreach_state_key
-from cxstream.agents.scoring import Scorer, features_of
+from cxstream.agents.scoring import Scorer, features_of, with_health
 from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome, merge_contexts
 from cxstream.context.model import CustomerContext, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
@@ -267,16 +267,16 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             duplicate = new is old
         elif isinstance(record, InteractionEvent):
             text = redact(record.text) if record.text else None  # ingest redacted it; kept as a guard
-            scored = (
-                scorer.predict_intent(text)
-                if record.direction == "inbound" and record.kind in ("message", "contact_opened") else None
-            )
+            customer_text = record.direction == "inbound" and record.kind in ("message", "contact_opened")
+            scored = scorer.predict_intent(text) if customer_text else None
+            detected = scorer.detect_language(text) if customer_text else None
             new, fx = apply_interaction(
                 old, record, customer_id, limits,
                 identifiers=record.customer.present(),
                 redacted_text=text,
                 anonymous=customer_id.startswith("anon-"),
                 predicted=scored,
+                detected=detected,
             )
             duplicate, routing = fx.duplicate, fx.routing
         elif isinstance(record, Assignment):
@@ -322,6 +322,11 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             risk = scorer.churn_risk(new)
             if risk is not None:
                 new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
+        if not isinstance(record, Assignment):  # an assignment changes nothing the health score reads
+            new = with_health(new)
+            for r in routing:
+                if isinstance(r, ContactRequest) and new.health is not None:
+                    metrics.CUSTOMER_HEALTH.labels(r.routing_group).observe(new.health)
         save(key, new)
         updates(type(record).__name__).inc()
         if isinstance(record, (InteractionEvent, OutcomeEvent, RoutingEvent)):

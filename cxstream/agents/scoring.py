@@ -12,15 +12,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
-from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext
+from cxstream.context.language import Detection as LanguageDetection
+from cxstream.context.language import LanguageConfigError, LanguageDetector, parse_languages
+from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext, HealthFactor
 from cxstream.context.update import ContextLimits, Prediction
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import churn_features, churn_reasons
+from cxstream.intel.health import band, health_score
 from cxstream.intel.intent import IntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
+from cxstream.streams.settings import Settings, SettingsError
 
 DAY_S = 86400.0
 NEGATIVE_SENTIMENT = -0.05  # VADER's usual cut: a compound score at or below it is a negative message
@@ -72,6 +77,45 @@ def churn_inputs(ctx: CustomerContext) -> dict[str, Any]:
     return out
 
 
+def health_inputs(ctx: CustomerContext) -> dict[str, Any]:
+    """What the health score (:func:`cxstream.intel.health.health_score`) reads from a live context.
+
+    :func:`churn_inputs` (account facts, contacts, repeats, complaints, failed payments, sentiment),
+    plus ``unresolved_contacts`` (contacts in the last 30 days an advisor's disposition or a
+    ``contact_closed`` said were not resolved), ``csat`` (running mean, 1-5), ``nps`` (the latest
+    answer, 0-10) and ``churn_risk`` (the churn model's, when it has scored the customer).
+
+    >>> ctx = CustomerContext(customer_id="c", created_at=0, updated_at=10, csat_avg=2.0, csat_count=2,
+    ...     contacts=[ContactRecord(contact_id="k", channel="chat", opened_at=5, resolved=False)])
+    >>> i = health_inputs(ctx); (i["csat"], i["unresolved_contacts"], "nps" in i)
+    (2.0, 1, False)
+    """
+    out = churn_inputs(ctx)
+    since = ctx.updated_at - ENGAGEMENT_WINDOW_S
+    out["unresolved_contacts"] = sum(1 for c in ctx.contacts if c.opened_at >= since and c.resolved is False)
+    if ctx.csat_count and ctx.csat_avg is not None:
+        out["csat"] = ctx.csat_avg
+    if ctx.nps_count and ctx.nps_last is not None:
+        out["nps"] = ctx.nps_last
+    if ctx.churn_risk is not None:
+        out["churn_risk"] = ctx.churn_risk
+    return out
+
+
+def with_health(ctx: CustomerContext) -> CustomerContext:
+    """The context with its health score, band and top factors (as of its ``updated_at``: replays agree).
+
+    >>> c = with_health(CustomerContext(customer_id="c", created_at=0, updated_at=0, nps_last=10.0, nps_count=1))
+    >>> c.health, c.health_band, [(f.factor, f.points) for f in c.health_factors]
+    (71, 'healthy', [('nps', 8.0)])
+    """
+    score, factors = health_score(health_inputs(ctx))
+    top = [HealthFactor(factor=f.factor, value=f.value, points=f.points) for f in factors]
+    if score == ctx.health and top == ctx.health_factors:
+        return ctx
+    return msgspec.structs.replace(ctx, health=score, health_band=band(score), health_factors=top)
+
+
 def _repeats(contacts: list[ContactRecord], since: float, window_s: float = ContextLimits.repeat_window_s) -> int:
     """Contacts opened since *since* that repeat an earlier unresolved one with the same intent within *window_s*."""
     earlier: dict[str, list[ContactRecord]] = {}
@@ -92,10 +136,29 @@ def features_of(ctx: CustomerContext | None) -> dict[str, Any]:
     return churn_features(churn_inputs(ctx)) if ctx is not None else {}
 
 
-class Scorer:
-    """The models this worker scores with."""
+def language_detector(settings: Settings) -> LanguageDetector | None:
+    """The message language detector ``CX_LANGUAGES`` asks for (None: fewer than two languages, detection off).
 
-    def __init__(self) -> None:
+    Built once per worker, its model loaded at start, so no message pays a load.
+    """
+    try:
+        codes = parse_languages(settings.languages)
+        if len(codes) < 2:
+            return None
+        return LanguageDetector(
+            codes, settings.language_min_confidence, bool(settings.language_low_accuracy), settings.language_detector
+        )
+    except LanguageConfigError as exc:
+        raise SettingsError(f"CX_LANGUAGES={settings.languages!r}: {exc}") from exc
+
+
+class Scorer:
+    """The models this worker scores with, and its message language detector (None: off)."""
+
+    def __init__(self, languages: LanguageDetector | None = None) -> None:
+        self.languages = languages
+        self._language_seconds = metrics.MODEL_PREDICT_SECONDS.labels("language")
+        self._language_counts = {code: metrics.MESSAGE_LANGUAGES.labels(code) for code in (*(languages.languages if languages else ()), "unknown")}
         self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes)
         self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes)
         self._intent_seconds = metrics.MODEL_PREDICT_SECONDS.labels("intent")  # labels() costs ~1.5 µs a call
@@ -105,6 +168,16 @@ class Scorer:
         for cache in (self.intent, self.churn):
             if await cache.refresh(client):
                 metrics.MODEL_VERSION.labels(cache.name).set(cache.version)
+
+    def detect_language(self, text: str | None) -> LanguageDetection | None:
+        """The language of an inbound text (None: detection off, or no text)."""
+        if self.languages is None or not text:
+            return None
+        started = time.perf_counter()
+        found = self.languages.detect(text)
+        self._language_seconds.observe(time.perf_counter() - started)
+        self._language_counts[found.language].inc()
+        return found
 
     def predict_intent(self, text: str | None) -> Prediction | None:
         if not text or self.intent.version == 0:

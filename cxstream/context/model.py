@@ -20,8 +20,15 @@ class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
     contact_id: str | None = None
     text: str | None = None  # redacted before it is stored
     direction: str = "inbound"
-    sentiment: float | None = None  # VADER compound score of an inbound message, -1..1
-    language: str | None = None  # as the channel reported it
+    sentiment: float | None = None  # VADER compound score of an inbound message, -1..1 (None: not scored)
+    #: the language of the message: as detected from its text when the detector was confident and
+    #: disagreed with the channel, else as the channel reported it
+    language: str | None = None
+    language_detected: str | None = None  # the detector's answer (an ISO 639-1 code or "unknown"); None: not run
+    language_confidence: float | None = None  # lingua's confidence in it, 0..1
+    #: an inbound message's sentiment: positive / neutral / negative (VADER), or "unknown" when its language
+    #: is one VADER does not score (English only) or could not be told; None: not a scored message
+    sentiment_label: str | None = None
 
 
 class OpenContact(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +102,18 @@ class ChurnReason(msgspec.Struct, frozen=True, kw_only=True):
     weight: float
 
 
+class HealthFactor(msgspec.Struct, frozen=True, kw_only=True):
+    """One factor of the customer's health score (:mod:`cxstream.intel.health`), named like the churn reasons.
+
+    ``points`` is its contribution on the score's 0-100 scale (negative lowers health; 10 points are a
+    factor e on the odds that the customer stays); ``value`` the fact as the score read it.
+    """
+
+    factor: str
+    value: str | None = None
+    points: float
+
+
 #: The account facts a ``profile`` outcome's attributes may carry, kept in ``CustomerContext.account``:
 #: what the churn model reads when business systems send it (numbers, short strings; ``products`` is
 #: a "|"-separated list; ``paperless_billing`` a boolean or yes/no).
@@ -142,6 +161,10 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     intent_history: list[IntentPoint] = []
     churn_risk: float | None = None
     churn_reasons: list[ChurnReason] = []  # the facts that raise churn_risk most, largest first (up to 3)
+    # customer health (cxstream.intel.health): 0-100, higher is healthier; None until first computed
+    health: int | None = None
+    health_band: str | None = None  # healthy (70+) / watch (50+) / at_risk (30+) / critical
+    health_factors: list[HealthFactor] = []  # the factors that move it most, largest |points| first (up to 3)
     model_version: str | None = None
     scored_at: float | None = None
     # contacts

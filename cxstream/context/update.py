@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from cxstream.context.language import SENTIMENT_LANGUAGES, UNKNOWN, Detection, primary
 from cxstream.context.model import (
     ACCOUNT_FLAGS,
     ACCOUNT_NUMBERS,
@@ -26,6 +27,7 @@ from cxstream.context.model import (
     SentimentPoint,
     SurveyPoint,
 )
+from cxstream.context.sentiment import label as sentiment_label
 from cxstream.context.sentiment import sentiment as vader_sentiment
 from cxstream.context.sentiment import trend
 from cxstream.schemas import Assignment, ContactRequest, ContactUpdate, InteractionEvent, OutcomeEvent, RoutingEvent
@@ -51,6 +53,7 @@ class ContextLimits:
     max_surveys: int = 32  # CSAT/NPS answers remembered by event id (a customer answers few)
     sentiment_alpha: float = 0.3
     repeat_window_s: float = 7 * 86400.0
+    sentiment_languages: frozenset[str] = SENTIMENT_LANGUAGES  # what VADER scores (primary subtags)
 
 
 @dataclass(frozen=True)
@@ -229,8 +232,15 @@ def apply_interaction(
     redacted_text: str | None = None,
     anonymous: bool = False,
     predicted: Prediction | None = None,
+    detected: Detection | None = None,
 ) -> tuple[CustomerContext, Effects]:
     """Fold one interaction into the customer's context.
+
+    *detected* is the language detector's answer for this event's text (the context stage runs
+    it on inbound text; :func:`message_language` says which language the message is then in).
+    Sentiment is scored only in a language VADER supports (``limits.sentiment_languages``):
+    a message in another language, or in one neither the channel nor the detector could tell
+    (and the customer's usual language is not one either), has sentiment "unknown".
 
     *predicted* is the intent model's answer for this event's text (the scoring
     stage's), used when the channel sent no ``intent`` attribute; it reaches the
@@ -263,7 +273,16 @@ def apply_interaction(
     if text is not None and len(text) > limits.max_text_chars:
         text = text[: limits.max_text_chars] + "…"
     inbound = ev.direction == "inbound"
-    score = vader_sentiment(text) if text and inbound and ev.kind == "message" else None
+    language = message_language(ev.language, detected)
+    score = label = None
+    if text and inbound and ev.kind == "message":
+        # detection off and no language given: scored as before; otherwise only in a supported language
+        judged = language or (ctx.preferred_language if detected is not None else None)
+        if (judged is None and detected is None) or primary(judged) in limits.sentiment_languages:
+            score = vader_sentiment(text)
+            label = sentiment_label(score)
+        else:
+            label = UNKNOWN
     summary = InteractionSummary(
         event_id=ev.event_id,
         at=ev.occurred_at,
@@ -273,7 +292,10 @@ def apply_interaction(
         text=text,
         direction=ev.direction,
         sentiment=score,
-        language=ev.language,
+        language=language,
+        language_detected=detected.language if detected is not None else None,
+        language_confidence=detected.confidence if detected is not None else None,
+        sentiment_label=label,
     )
     recent = [summary, *ctx.recent][: limits.max_interactions]
     open_contacts = ctx.open_contacts
@@ -336,12 +358,12 @@ def apply_interaction(
         open_contacts=open_contacts,
         contacts=contacts,
         last_channel=ev.channel,
-        language=ev.language or ctx.language,
+        language=language or ctx.language,
         interactions_total=ctx.interactions_total + 1,
         contacts_total=contacts_total,
         recent_event_ids=event_ids,
         channel_counts=_bump(ctx.channel_counts, ev.channel, 16) if inbound else ctx.channel_counts,
-        language_counts=_bump(ctx.language_counts, ev.language, limits.max_languages),
+        language_counts=_bump(ctx.language_counts, language, limits.max_languages),
     )
     if score is not None:
         points = [*ctx.sentiment_recent, SentimentPoint(at=ev.occurred_at, score=score)][-limits.max_sentiments :]
@@ -376,7 +398,7 @@ def apply_interaction(
                 routing_group=ev.routing_group,
                 channel=ev.channel,
                 opened_at=ev.occurred_at,
-                language=ev.language or new.preferred_language or ctx.language,
+                language=language or new.preferred_language or ctx.language,
                 priority=ev.priority,
                 required_skills=list(ev.required_skills),
                 intent=new.latest_intent,
@@ -388,6 +410,20 @@ def apply_interaction(
             )
         )
     return new, fx
+
+
+def message_language(reported: str | None, detected: Detection | None) -> str | None:
+    """The language a message is in: the detector's when it is confident and disagrees with the
+    channel's tag (what the customer wrote beats the channel's locale), else the channel's.
+
+    >>> message_language("en-GB", Detection("en", 0.9)), message_language("en", Detection("fr", 0.95))
+    ('en-GB', 'fr')
+    >>> message_language(None, Detection("unknown", 0.3)), message_language("de", None)
+    (None, 'de')
+    """
+    if detected is None or detected.language == UNKNOWN or primary(reported) == detected.language:
+        return reported
+    return detected.language
 
 
 def apply_assignment(ctx: CustomerContext | None, a: Assignment, limits: ContextLimits = ContextLimits()) -> CustomerContext:

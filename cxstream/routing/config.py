@@ -115,6 +115,15 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: Skills a contact requires, by its intent, when the request names none (e.g.
     #: ``{"card_arrival": ["cards"], "refund": ["billing"]}``); the first is the queue's skill.
     intent_skills: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    #: Languages as skills: a contact whose language is known (the channel's tag, else the language the
+    #: context stage detected in the customer's text) may go only to advisors who serve it (or list no
+    #: languages), until the language fallback below.  False: the contact's language is not required.
+    language_skills: bool = True
+    #: The language fallback: once a contact has waited this multiple of its channel's SLA without an
+    #: advisor who serves its language, anyone otherwise eligible may take it (``language_fallback`` 1 in
+    #: the assignment's ``reasons``), so a language no logged-in advisor speaks strands no contact.
+    #: 0: never (the language stays required however long the contact waits).
+    language_fallback_sla: float = 0.5
     #: Number of recently applied input event ids remembered for idempotence.
     dedupe_window: int = 2000
 
@@ -129,6 +138,16 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
         if required or not intent:
             return list(required)
         return list(self.intent_skills.get(intent, ()))
+
+    def language_fallback_due(self, channel: str, opened_at: float) -> float | None:
+        """When a contact opened at *opened_at* stops requiring its language (None: never).
+
+        >>> RoutingConfig().language_fallback_due("chat", 100.0), RoutingConfig(language_fallback_sla=0).language_fallback_due("chat", 0)
+        (130.0, None)
+        """
+        if not self.language_skills or self.language_fallback_sla <= 0:
+            return None
+        return opened_at + self.language_fallback_sla * self.sla_for(channel)
 
     def sla_for(self, channel: str) -> float:
         """The SLA target of *channel* in seconds."""

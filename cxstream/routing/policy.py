@@ -41,6 +41,37 @@ def required_now(c: ContactState, cfg: RoutingConfig) -> list[str]:
     return []
 
 
+def required_language(c: ContactState, cfg: RoutingConfig) -> str | None:
+    """The language an advisor must serve to take *c* now (None: any), see ``RoutingConfig.language_skills``.
+
+    >>> c = ContactState(contact_id="c", customer_id="u", channel="chat", opened_at=0, queue="q", seq=0, language="fr")
+    >>> required_language(c, RoutingConfig()), required_language(c, RoutingConfig(language_skills=False))
+    ('fr', None)
+    """
+    if not cfg.language_skills or c.language_relaxed:
+        return None
+    return c.language
+
+
+def language_reasons(adv: AdvisorState, c: ContactState) -> dict[str, float]:
+    """What the assignment's ``reasons`` say about language: ``language_match`` 1 when the advisor lists the
+    contact's language, ``language_fallback`` 1 when it went, after the fallback, to one who does not.
+
+    >>> c = ContactState(contact_id="c", customer_id="u", channel="chat", opened_at=0, queue="q", seq=0, language="fr")
+    >>> language_reasons(AdvisorState(advisor_id="a", languages=["fr"]), c)
+    {'language_match': 1.0}
+    >>> c.language_relaxed = True; language_reasons(AdvisorState(advisor_id="b", languages=["en"]), c)
+    {'language_match': 0.0, 'language_fallback': 1.0}
+    """
+    if not c.language:
+        return {}
+    match = bool(adv.languages) and speaks(adv, c.language)
+    out = {"language_match": 1.0 if match else 0.0}
+    if c.language_relaxed and not speaks(adv, c.language):
+        out["language_fallback"] = 1.0
+    return out
+
+
 def eligible(adv: AdvisorState, c: ContactState, now: float, cfg: RoutingConfig) -> bool:
     """May *adv* be offered *c* now?"""
     held = c.hold_for is not None and now < c.hold_until
@@ -48,7 +79,7 @@ def eligible(adv: AdvisorState, c: ContactState, now: float, cfg: RoutingConfig)
         return False
     if not can_take_work(adv) or not has_room(adv, c.channel, cfg):
         return False
-    if adv.advisor_id in c.declined or not speaks(adv, c.language):
+    if adv.advisor_id in c.declined or not speaks(adv, required_language(c, cfg)):
         return False
     if held:
         return True  # a hold names the advisor (sticky or direct transfer): skills do not apply
@@ -232,10 +263,26 @@ def score(
     max_today: int,
     resolved: Learned | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``).
+    """The advisor's score for the contact and its breakdown (the Assignment's ``reasons``, with
+    :func:`language_reasons` for a contact whose language is known).
 
     *group*: the group's handle time for the contact's :func:`learn_key`; *resolved*: the group's
     resolution rate for it (``default`` only; None: no disposition said)."""
+    total, why = _score(adv, c, now, cfg, group, max_today, resolved)
+    if c.language:
+        why.update(language_reasons(adv, c))
+    return total, why
+
+
+def _score(
+    adv: AdvisorState,
+    c: ContactState,
+    now: float,
+    cfg: RoutingConfig,
+    group: Learned | None,
+    max_today: int,
+    resolved: Learned | None = None,
+) -> tuple[float, dict[str, float]]:
     idle_s = max(0.0, now - adv.idle_since)
     if cfg.policy == "fifo":
         return idle_s, {"idle_s": round(idle_s, 3)}

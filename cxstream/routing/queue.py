@@ -49,6 +49,7 @@ class ContactState(msgspec.Struct, kw_only=True, array_like=True):
     #: ``contact_key``, else ``contact_id`` (or, when another customer's contact holds that id,
     #: ``schemas.routing.contact_key``).  "" in a state saved before keys: the contact id.
     key: str = ""
+    language_relaxed: bool = False  #: past the language fallback: its language is no longer required
 
 
 def queue_name(channel: str, required_skills: list[str]) -> str:

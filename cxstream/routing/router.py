@@ -51,6 +51,7 @@ from cxstream.routing.policy import (
     hold_target,
     learn_completion,
     learn_key,
+    required_language,
     required_now,
     resolution_key,
     score,
@@ -553,8 +554,9 @@ class Router:
             a = room.get(c.hold_for)
             return [a] if a is not None and eligible(a, c, now, self._s.config) else []
         ids: Any = room.keys()
-        if c.language:
-            want = c.language.split("-")[0].lower()
+        language = required_language(c, self._s.config)
+        if language:
+            want = language.split("-")[0].lower()
             ids = ids & (self._by_lang.get(want, _NONE) | self._any_lang)
         for sk in required_now(c, self._s.config):
             ids = ids & self._by_skill.get(sk, _NONE)
@@ -642,6 +644,9 @@ class Router:
             due.append(c.esc_from + cfg.escalation_at[c.step] * sla)
         if c.hold_for is not None:
             due.append(c.hold_until)
+        fallback = cfg.language_fallback_due(c.channel, c.opened_at) if c.language and not c.language_relaxed else None
+        if fallback is not None:
+            due.append(fallback)
         return min(due) if due else None
 
     def _flush_timers(self) -> None:
@@ -712,6 +717,11 @@ class Router:
             if self._escalating():
                 while c.step < len(cfg.escalation_at) and c.esc_from + cfg.escalation_at[c.step] * sla <= now:
                     self._escalate(c, c.step + 1, now, out, "sla_timer")
+            if c.language and not c.language_relaxed:
+                fallback = cfg.language_fallback_due(c.channel, c.opened_at)
+                if fallback is not None and fallback <= now:
+                    c.language_relaxed = True  # no advisor serving its language took it in time: anyone may
+                    self._waits(c)
             if c.hold_for is not None and c.hold_until <= now:
                 c.hold_for = None
                 self._waits(c)

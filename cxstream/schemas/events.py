@@ -48,6 +48,9 @@ class InteractionEvent(Record, tag="cx.InteractionEvent.v1", tag_field="type"):
     A ``contact_opened`` with ``needs_advisor`` true makes a contact routable: the
     router assigns it to an advisor.  Messages carry ``text``; the engine redacts
     personal data from text before it reaches logs, Redis or the dead-letter metadata.
+    ``language`` is the channel's tag when it knows one; the engine also detects the
+    language of inbound text (a confident detection that disagrees wins), routes the
+    contact on it and scores sentiment only in English (docs/INTEL.md "Languages").
     """
 
     event_id: EventId

@@ -94,6 +94,15 @@ MODEL_VERSION = Gauge("cx_model_version", "Version of the newest published snaps
 MODEL_PREDICT_SECONDS = Histogram(
     "cx_model_predict_seconds", "Time of one prediction.", ["model"], buckets=_LATENCY_BUCKETS
 )
+CUSTOMER_HEALTH = Histogram(
+    "cx_customer_health",
+    "Health score (0-100, docs/INTEL.md 'Customer health') of each customer who opens a contact that needs an advisor, "
+    "by the contact's routing group.",
+    ["routing_group"], buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
+)
+MESSAGE_LANGUAGES = Counter(
+    "cx_message_languages_total", "Inbound texts by detected language (the configured ones, or 'unknown').", ["language"]
+)
 OUTREACH = Counter("cx_outreach_total", "Outreach events sent, by trigger.", ["reason"])
 OUTREACH_SUPPRESSED = Counter(
     "cx_outreach_suppressed_total", "Outreach recommendations held or dropped, by trigger and guardrail.", ["trigger", "guardrail"]

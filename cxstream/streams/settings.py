@@ -122,6 +122,20 @@ class Settings:
         "outputs, table changes and input offsets in one Kafka transaction (one worker per app id; docs/ARCHITECTURE.md)."
     )
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
+    languages: str = _setting(
+        "en,fr,de,es,it,nl,pt", "Languages (ISO 639-1, comma-separated) the context stage detects in inbound text; "
+        "fewer than two: detection off (the channel's language tag only). Sentiment is scored in English only."
+    )
+    language_detector: str = _setting(
+        "py3langid", "The language detector: 'py3langid' (default), or 'lingua' (pip install 'cxstream[lingua]'); "
+        "'cxstream eval language' measures both (docs/INTEL.md 'Languages')."
+    )
+    language_min_confidence: float = _setting(
+        0.5, "A message whose detected language has a lower confidence (0-1) is 'unknown' (docs/INTEL.md 'Languages')."
+    )
+    language_low_accuracy: int = _setting(
+        0, "With CX_LANGUAGE_DETECTOR=lingua: 1 for its low-accuracy mode (faster, weaker on short text), 0 high accuracy."
+    )
     routing_config_file: str = _setting("", "TOML/JSON routing configuration per routing group (see docs/ROUTING.md).")
     outreach_churn_threshold: float = _setting(0.6, "Churn risk at which the churn outreach trigger fires.")
     outreach_quiet_start: str = _setting("21:00", "Start of quiet hours (customer's local time, HH:MM).")
@@ -150,6 +164,10 @@ class Settings:
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
 
     def __post_init__(self) -> None:
+        if self.language_detector not in ("py3langid", "lingua"):
+            raise SettingsError(f"CX_LANGUAGE_DETECTOR={self.language_detector!r}: use 'py3langid' or 'lingua'")
+        if not 0.0 <= self.language_min_confidence <= 1.0:
+            raise SettingsError(f"CX_LANGUAGE_MIN_CONFIDENCE={self.language_min_confidence!r}: use a number in [0, 1]")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"

@@ -196,6 +196,10 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(ctx).to_contain_text("+447700900123")
         # the CRM's facts give a churn risk, and the model's own reasons for it
         expect(ctx.locator("#churn-reasons")).to_contain_text("contract: Month-to-month")
+        # and its health score with the factors that move it, and the language of the last message (detected)
+        expect(ctx.locator("#health")).to_contain_text(re.compile(r"Health \d+ / 100"))
+        expect(ctx.locator("#health-factors")).to_contain_text("tenure (months): 2 (-9 points)")
+        expect(ctx.locator("#health")).to_contain_text("detected en")
         desk.screenshot(path=str(artifacts / "desk.png"), full_page=True)
         assert serious(desk) == []
 

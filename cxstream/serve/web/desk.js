@@ -156,6 +156,24 @@
     });
   }
 
+  // Customer health (docs/INTEL.md "Customer health"): the 0-100 score, its band and the factors that move it most,
+  // in points (10 points = the odds that the customer stays ×2.7); and the language of the latest message.
+  const HEALTH_NAMES = { ...FACTOR_NAMES, csat: "CSAT (1-5)", nps: "NPS (0-10)", unresolved_contacts: "unresolved contacts",
+    sentiment_trend: "sentiment trend", churn_risk: "churn risk", contract: "contract", payment_method: "payment method" };
+  function healthSection(c) {
+    const last = (c.recent || []).find((r) => r.direction === "inbound" && r.language_detected);
+    const lang = last ? `${last.language || "unknown"} (detected ${last.language_detected}, confidence ${cx.pct(last.language_confidence)})`
+      + (last.sentiment_label === "unknown" ? "; sentiment not scored in this language" : "") : (c.language || "–");
+    const factors = (c.health_factors || []).map((f) => {
+      const name = HEALTH_NAMES[f.factor] || f.factor.replaceAll("_", " ");
+      return cx.el("li", {}, `${name}${f.value === null || f.value === undefined ? "" : `: ${f.value}`} (${f.points > 0 ? "+" : ""}${cx.num(f.points, 0)} points)`);
+    });
+    return cx.el("section", { id: "health", "aria-labelledby": "health-h" },
+      cx.el("h3", { id: "health-h" }, c.health === null || c.health === undefined ? "Health: not computed yet" : `Health ${c.health} / 100 (${(c.health_band || "").replaceAll("_", " ")})`),
+      factors.length ? cx.el("ul", { id: "health-factors" }, factors) : cx.el("p", { class: "muted" }, "Nothing on record moves it much."),
+      facts([["Language", lang]]));
+  }
+
   // One of the assignment's reasons as [name, value]: "_s" figures are seconds, and a negative one was not learned yet.
   function reasonRow([k, v]) {
     if (k.endsWith("_s")) return [k.slice(0, -2).replaceAll("_", " "), v < 0 ? "not learned yet" : `${cx.num(v, 1)} s`];
@@ -188,6 +206,7 @@
       cx.el("h3", {}, "What raises the churn risk"),
       risk.length ? cx.el("ul", { id: "churn-reasons" }, risk.map((r) => cx.el("li", {}, r)))
         : cx.el("p", { class: "muted" }, c.churn_risk === null || c.churn_risk === undefined ? "Not scored yet (no churn model published)." : "Nothing on record raises it much."),
+      healthSection(c),
       cx.el("h3", {}, "Why you were chosen"),
       reasons.length ? cx.el("table", {}, cx.el("thead", {}, cx.el("tr", {}, cx.el("th", { scope: "col" }, "Reason"), cx.el("th", { scope: "col", class: "num" }, "Value"))),
         cx.el("tbody", {}, reasons.map(([k, v]) => cx.el("tr", {}, cx.el("td", {}, k), cx.el("td", { class: "num" }, v))))) : cx.el("p", { class: "muted" }, "–"),

@@ -182,6 +182,9 @@ class ReferenceRouter:
             due.append(c.esc_from + cfg.escalation_at[c.step] * sla)
         if c.hold_for is not None:
             due.append(c.hold_until)
+        fallback = cfg.language_fallback_due(c.channel, c.opened_at) if c.language and not c.language_relaxed else None
+        if fallback is not None:
+            due.append(fallback)
         return min(due) if due else None
 
     def next_deadline(self) -> float | None:
@@ -223,6 +226,10 @@ class ReferenceRouter:
             if self._escalating():
                 while c.step < len(cfg.escalation_at) and c.esc_from + cfg.escalation_at[c.step] * sla <= now:
                     self._escalate(c, c.step + 1, now, out, "sla_timer")
+            if c.language and not c.language_relaxed:
+                fallback = cfg.language_fallback_due(c.channel, c.opened_at)
+                if fallback is not None and fallback <= now:
+                    c.language_relaxed = True  # no advisor serving its language took it in time: anyone may
             if c.hold_for is not None and c.hold_until <= now:
                 c.hold_for = None
 
