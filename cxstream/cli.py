@@ -17,6 +17,7 @@ EVALS = {
     "churn": "cxstream.intel.evaluate",
     "split": "cxstream.intel.evaluate",
     "routing": "cxstream.replay.eval_routing",
+    "nba": "cxstream.intel.nba_eval",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
@@ -25,6 +26,7 @@ ABOUT = {
     "churn": "the churn model: progressive test-then-train over the Telco churn table",
     "split": "write a stratified train/test split of a text,category CSV",
     "routing": "replay the bank call-centre log through the router, per policy",
+    "nba": "the next-best-action bandit off-policy (IPS, SNIPS, DR) on the ServiceNow incident log",
     "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
     "context": "context retention across channel switches, wrong merges, lookup latency",
     "outreach": "the churn trigger and the guardrails on the Telco table",

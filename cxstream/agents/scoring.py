@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from cxstream.agents.nba import NBA
 from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext
 from cxstream.context.update import ContextLimits, Prediction
 from cxstream.intel.churn import ChurnModel
@@ -95,14 +96,15 @@ def features_of(ctx: CustomerContext | None) -> dict[str, Any]:
 class Scorer:
     """The models this worker scores with."""
 
-    def __init__(self) -> None:
+    def __init__(self, nba: NBA | None = None) -> None:
+        self.nba = nba or NBA()  # next-best action: decides even untrained (it must explore to learn)
         self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes)
         self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes)
         self._intent_seconds = metrics.MODEL_PREDICT_SECONDS.labels("intent")  # labels() costs ~1.5 µs a call
         self._churn_seconds = metrics.MODEL_PREDICT_SECONDS.labels("churn")
 
     async def refresh(self, client: aioredis.Redis) -> None:
-        for cache in (self.intent, self.churn):
+        for cache in (self.intent, self.churn, self.nba.cache):
             if await cache.refresh(client):
                 metrics.MODEL_VERSION.labels(cache.name).set(cache.version)
 

@@ -59,7 +59,8 @@ class NBAConfig:
     *epsilon*: exploration rate (0 = always greedy), at most :data:`MAX_EPSILON`;
     *alpha*: weight of the LinUCB confidence bonus in the ranking (0 = ranked by the mean estimate);
     *ridge*: the prior precision of each arm's weights; *dim*: hashed feature dimension;
-    *min_pulls*: outcomes an (intent, action) arm needs before it answers instead of the action's shared model.
+    *min_pulls*: outcomes an (intent, action) arm needs before it answers instead of the action's shared model;
+    *actions*: the action kinds (the engine's are :data:`ACTIONS`; an offline evaluation may name its own).
     """
 
     epsilon: float = 0.1
@@ -67,12 +68,15 @@ class NBAConfig:
     ridge: float = 1.0
     dim: int = 32
     min_pulls: int = 5
+    actions: tuple[str, ...] = ACTIONS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= MAX_EPSILON:
             raise ValueError(f"epsilon must be within [0, {MAX_EPSILON}], got {self.epsilon}")
         if self.alpha < 0 or self.ridge <= 0 or self.dim < 2 or self.min_pulls < 0:
             raise ValueError("alpha >= 0, ridge > 0, dim >= 2 and min_pulls >= 0 are required")
+        if not self.actions or len(set(self.actions)) != len(self.actions):
+            raise ValueError("actions must be distinct and not empty")
 
 
 @dataclass(frozen=True)
@@ -183,20 +187,22 @@ class NBAPolicy:
         return max(sorted(docs), key=lambda d: (docs[d][1] / docs[d][0], docs[d][0]))
 
     def rank(self, features: Mapping[str, FeatureValue], intent: str | None,
-             eligible: Sequence[str] = ACTIONS) -> list[tuple[str, float, float, int, str]]:
-        """(action, score, estimate, pulls, source) for each eligible action, best first (ties: :data:`ACTIONS` order)."""
+             eligible: Sequence[str] | None = None) -> list[tuple[str, float, float, int, str]]:
+        """(action, score, estimate, pulls, source) for each eligible action, best first (ties: the configured order)."""
+        actions = self.config.actions
+        eligible = actions if eligible is None else eligible
         if not eligible:
             raise ValueError("no eligible action")
         x = hashed(features, self.config.dim)
         key = intent or NO_INTENT
         out = []
         for action in eligible:
-            if action not in ACTIONS:
-                raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+            if action not in actions:
+                raise ValueError(f"unknown action {action!r}; one of {', '.join(actions)}")
             mean, width, pulls, source = self._answer(key, action, x)
             estimate = min(1.0, max(0.0, mean))
             out.append((action, mean + self.config.alpha * width, estimate, pulls, source))
-        order = {a: i for i, a in enumerate(ACTIONS)}
+        order = {a: i for i, a in enumerate(actions)}
         out.sort(key=lambda r: (-r[1], order[r[0]]))
         return out
 
@@ -211,7 +217,7 @@ class NBAPolicy:
         return {a: (1.0 - eps + eps / k) if i == 0 else eps / k for i, a in enumerate(ranked_actions)}
 
     def decide(self, features: Mapping[str, FeatureValue], intent: str | None, decision_id: str,
-               eligible: Sequence[str] = ACTIONS) -> Decision:
+               eligible: Sequence[str] | None = None) -> Decision:
         """Rank, then choose ε-greedily with a generator seeded by *decision_id*."""
         ranked = self.rank(features, intent, eligible)
         names = [r[0] for r in ranked]
@@ -236,7 +242,7 @@ class NBAPolicy:
     def learn(self, features: Mapping[str, FeatureValue], intent: str | None, action: str, reward: float,
               document_id: str | None = None) -> None:
         """Learn one outcome (*reward* in 0..1) of *action* taken for *intent* in this context."""
-        if action not in ACTIONS:
+        if action not in self.config.actions:
             raise ValueError(f"unknown action {action!r}")
         if not 0.0 <= reward <= 1.0 or math.isnan(reward):
             raise ValueError(f"reward must be within [0, 1], got {reward}")
@@ -262,7 +268,7 @@ class NBAPolicy:
         b = np.stack([self.arms[k].b for k in keys]) if keys else np.zeros((0, d))
         meta = {
             "config": {"epsilon": self.config.epsilon, "alpha": self.config.alpha, "ridge": self.config.ridge,
-                       "dim": d, "min_pulls": self.config.min_pulls},
+                       "dim": d, "min_pulls": self.config.min_pulls, "actions": list(self.config.actions)},
             "arms": [[k, self.arms[k].pulls, self.arms[k].reward_sum] for k in keys],
             "documents": self.documents,
             "n_learned": self.n_learned,
@@ -282,7 +288,7 @@ class NBAPolicy:
     def from_bytes(cls, data: bytes, config: NBAConfig | None = None) -> NBAPolicy:
         """Restore a snapshot; *config* overrides its exploration settings (ε, α) but not its shape."""
         snap = load_snapshot(data, kind=SNAPSHOT_KIND)
-        saved = NBAConfig(**snap.meta["config"])
+        saved = NBAConfig(**{**snap.meta["config"], "actions": tuple(snap.meta["config"]["actions"])})
         if config is not None:
             saved = replace(saved, epsilon=config.epsilon, alpha=config.alpha, min_pulls=config.min_pulls)
         arms_meta = snap.meta["arms"]

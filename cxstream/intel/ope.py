@@ -74,8 +74,8 @@ def estimate(rewards: np.ndarray, propensities: np.ndarray, target_probs: np.nda
         draws: dict[str, list[float]] = {k: [] for k in [*point, "logged_mean_reward"]}
         for _ in range(bootstrap):
             i = rng.integers(0, n, n)
-            vals = _values(r[i], w[i], None if q is None else q[i], None if v is None else v[i])
-            for k, val in vals.items():
+            resampled = _values(r[i], w[i], None if q is None else q[i], None if v is None else v[i])
+            for k, val in resampled.items():
                 draws[k].append(val)
             draws["logged_mean_reward"].append(float(np.mean(r[i])))
         lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100

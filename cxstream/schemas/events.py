@@ -66,12 +66,23 @@ class InteractionEvent(Record, tag="cx.InteractionEvent.v1", tag_field="type"):
     attributes: Attributes = {}
 
 
+#: The next-best-action kinds (``cxstream.intel.nba.ACTIONS``): what the engine recommends and the advisor reports doing.
+NBAAction = Literal["resolve", "offer_retention", "call_back", "escalate_tier", "vip_desk"]
+
+
 class Disposition(Record):
     """What the advisor recorded when the contact ended: the ground truth for learning."""
 
     intent: Annotated[str, msgspec.Meta(max_length=128, description="The true intent of the contact.")] | None = None
     resolved: Annotated[bool, msgspec.Meta(description="Was the customer's issue resolved?")] = True
     code: Annotated[str, msgspec.Meta(max_length=64, description="The centre's own wrap-up code.")] | None = None
+    action: Annotated[
+        NBAAction, msgspec.Meta(description="The next-best action the advisor took (the bandit learns its outcome); "
+                                "none: the recommended one is taken as done.")
+    ] | None = None
+    document_id: Annotated[
+        str, msgspec.Meta(max_length=128, description="With action=resolve: the knowledge document used.")
+    ] | None = None
 
 
 AdvisorKind = Literal[
