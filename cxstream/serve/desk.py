@@ -16,6 +16,7 @@ been able to publish itself, on ``cx.advisor-events.v1``; the router decides as 
 | ``POST /advisors/{id}/contacts/{contact_id}/transfer`` | 202: ``contact_transferred`` to an advisor and/or skills |
 | ``POST /advisors/{id}/contacts/{contact_id}/complete`` | 202: ``contact_completed`` with the disposition, and the contact's ``contact_closed`` |
 | ``GET /advisors/{id}/contacts/{contact_id}/context`` | the 360° context of the customer of a contact the advisor is offered or holds |
+| ``GET /advisors/{id}/contacts/{contact_id}/nba`` | that contact's next-best actions, ranked, with why and the logged propensity |
 
 **Keys.** An advisor signs in with a *desk key*: ``cxa_`` and an HMAC of the advisor id
 under ``CX_ADVISOR_KEY_SECRET`` (by default, a secret derived from the API keys), so any
@@ -35,15 +36,15 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent
+from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent, NextBestAction
 from cxstream.schemas.common import Channel, Language, RoutingGroup, ShortText
-from cxstream.schemas.events import Presence, Skills
+from cxstream.schemas.events import NBAAction, Presence, Skills
 from cxstream.serve.common import error
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.publish import KafkaPublisher, PublishUnavailable
@@ -129,6 +130,21 @@ class CompleteBody(Body):
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     notes: Annotated[str, msgspec.Meta(max_length=2000, description="Redacted by ingest like any message text.")] | None = None
     close_contact: Annotated[bool, msgspec.Meta(description="Also close the contact on its channel (contact_closed).")] = True
+    action: Annotated[NBAAction, msgspec.Meta(
+        description="The next-best action taken (the bandit learns its outcome); none: the recommended one.")] | None = None
+    document_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="With action=resolve: the document used.")] | None = None
+
+
+class NBAAnswer(Body):
+    """The next-best actions ranked for a contact (the latest decision), or none yet."""
+
+    contact_id: str
+    customer_id: str
+    decision: NextBestAction | None = None
+
+
+class _NBAOfContext(msgspec.Struct):
+    nba: list[NextBestAction] = []
 
 
 class EmptyBody(Body):
@@ -370,7 +386,8 @@ async def complete(request: web.Request) -> web.Response:
     a = (await _held(request, advisor_id, active=True)).assignment
     ev = _event(
         advisor_id, "contact_completed", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
-        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code),
+        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code, action=body.action,
+                                document_id=body.document_id),
     )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
     if body.close_contact:
@@ -381,7 +398,8 @@ async def complete(request: web.Request) -> web.Response:
             direction="outbound", text=body.notes or None, attributes=attrs,
         )
         await _publish(request, t.INTERACTIONS.name, a.customer_id, closed)
-    return accepted(ev, contact_id=a.contact_id, disposition={"intent": body.intent, "resolved": body.resolved, "code": body.code})
+    return accepted(ev, contact_id=a.contact_id, disposition={"intent": body.intent, "resolved": body.resolved, "code": body.code,
+                                                                "action": body.action, "document_id": body.document_id})
 
 
 def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Awaitable[web.Response]]) -> None:
@@ -394,6 +412,22 @@ def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Aw
         w = await _held(request, advisor_id, active=False)
         return await context_of(request, w.assignment.customer_id)
 
+    @guarded
+    async def contact_nba(request: web.Request) -> web.Response:
+        """The next-best actions ranked for a contact the advisor is offered or holds (from its customer's context)."""
+        advisor_id = _advisor(request)
+        a = (await _held(request, advisor_id, active=False)).assignment
+        found = await context_of(request, a.customer_id)
+        decision = None
+        if found.status == 200 and found.body is not None:
+            ctx = msgspec.json.decode(cast(bytes, found.body), type=_NBAOfContext)
+            mine = [d for d in ctx.nba if d.contact_id == a.contact_id]
+            decision = mine[-1] if mine else None
+        elif found.status != 404:
+            return found
+        answer = NBAAnswer(contact_id=a.contact_id, customer_id=a.customer_id, decision=decision)
+        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
     app.router.add_post("/advisors/{advisor_id}/key", issue_key)
     app.router.add_post("/advisors/{advisor_id}/login", login)
     app.router.add_post("/advisors/{advisor_id}/presence", presence)
@@ -405,6 +439,7 @@ def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Aw
     app.router.add_post("/advisors/{advisor_id}/contacts/{contact_id}/transfer", transfer)
     app.router.add_post("/advisors/{advisor_id}/contacts/{contact_id}/complete", complete)
     app.router.add_get("/advisors/{advisor_id}/contacts/{contact_id}/context", contact_context)
+    app.router.add_get("/advisors/{advisor_id}/contacts/{contact_id}/nba", contact_nba)
 
 
 #: Routes a desk key opens (for its own advisor id); every other route needs the API key.
@@ -413,7 +448,7 @@ ADVISOR_ROUTES = frozenset({
     "/advisors/{advisor_id}/work", "/advisors/{advisor_id}/events",
     "/advisors/{advisor_id}/offers/{assignment_id}/accept", "/advisors/{advisor_id}/offers/{assignment_id}/reject",
     "/advisors/{advisor_id}/contacts/{contact_id}/transfer", "/advisors/{advisor_id}/contacts/{contact_id}/complete",
-    "/advisors/{advisor_id}/contacts/{contact_id}/context",
+    "/advisors/{advisor_id}/contacts/{contact_id}/context", "/advisors/{advisor_id}/contacts/{contact_id}/nba",
 })
 
 

@@ -1,0 +1,116 @@
+"""The next-best-action glue of the context stage: decisions kept in the context, outcomes turned into rewards."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxstream.agents.learner import Learner
+from cxstream.agents.nba import MAX_PENDING, NBA, features
+from cxstream.context.model import CustomerContext, OpenContact
+from cxstream.intel.nba import ACTIONS, NBAConfig, NBAPolicy
+from cxstream.schemas import Disposition, Identifiers, OutcomeEvent, RoutingEvent
+from cxstream.schemas.events import NBAAction
+from cxstream.schemas.learning import NBALabel
+from cxstream.streams.settings import Settings, SettingsError
+
+DAY = 86400.0
+
+
+def ctx(**kw: object) -> CustomerContext:
+    return CustomerContext(customer_id="c1", created_at=0, updated_at=0,
+                           open_contacts={"k1": OpenContact(contact_id="k1", channel="chat", opened_at=0)}, **kw)  # type: ignore[arg-type]
+
+
+def completed(contact: str, at: float, resolved: bool, action: str | None = None) -> RoutingEvent:
+    return RoutingEvent(event_id=f"done-{contact}-{at}", kind="completed", routing_group="g", contact_id=contact, at=at,
+                        advisor_id="ann", customer_id="c1",
+                        disposition=Disposition(intent="card", resolved=resolved, action=action, document_id="kb-1" if action else None))  # type: ignore[arg-type]
+
+
+def test_the_action_kinds_of_the_contract_are_the_policys() -> None:
+    assert tuple(NBAAction.__args__) == ACTIONS  # type: ignore[attr-defined]
+
+
+def test_a_decision_is_kept_in_the_context_with_its_propensity() -> None:
+    nba = NBA(NBAConfig(epsilon=0.2))
+    new, d = nba.decide(ctx(churn_risk=0.7), source_id="e1", at=10.0, channel="chat", contact_id="k1")
+    assert new.nba == [d]
+    assert d.decision_id == "nba:e1" and d.contact_id == "k1" and d.model_version == "nba-0"
+    assert [r.action for r in d.ranked][0] == d.chosen
+    assert {r.action for r in d.ranked} == {"resolve", "offer_retention", "call_back", "escalate_tier"}
+    assert d.propensity == pytest.approx(0.85 if not d.explored else 0.05)
+    assert sum(r.probability for r in d.ranked) == pytest.approx(1.0)
+    assert d.features["churn_risk"] == 0.7
+
+
+def test_vip_desk_is_eligible_for_vip_tiers_only() -> None:
+    nba = NBA()
+    _, d = nba.decide(ctx(tier="Gold"), source_id="e1", at=1, channel="voice", contact_id="k1")
+    assert "vip_desk" in {r.action for r in d.ranked}
+    assert features(ctx(tier="Gold"), "voice")["tier"] == "gold"
+
+
+def test_completion_rewards_the_contacts_decision_with_the_advisors_action() -> None:
+    nba = NBA()
+    c, d = nba.decide(ctx(), source_id="e1", at=10.0, channel="chat", contact_id="k1")
+    c, labels = nba.on_completion(c, completed("k1", 20.0, True, "call_back"))
+    assert c.nba == []
+    [label] = labels
+    assert (label.action, label.recommended, label.reward, label.reason, label.document_id) == ("call_back", d.chosen, 1.0, "resolved", "kb-1")
+    assert label.propensity == d.propensity and label.features == d.features
+    # a completion without an action learns the recommended one; unresolved is 0
+    c, d2 = nba.decide(c, source_id="e2", at=30.0, channel="chat", contact_id="k1")
+    _, [label2] = nba.on_completion(c, completed("k1", 40.0, False))
+    assert (label2.action, label2.reward) == (d2.chosen, 0.0)
+
+
+def test_an_outcome_after_the_attribution_window_teaches_nothing() -> None:
+    nba = NBA(window_s=7 * DAY)
+    c, _ = nba.decide(ctx(), source_id="e1", at=0.0, channel="chat", contact_id="k1")
+    c2, labels = nba.on_completion(c, completed("k1", 8 * DAY, True))
+    assert labels == [] and c2.nba == []
+    c, _ = nba.decide(ctx(), source_id="o1", at=0.0, channel="sms", outreach_id="out-1")
+    late = OutcomeEvent(event_id="r", occurred_at=9 * DAY, customer=Identifiers(customer_id="c1"), kind="retained")
+    assert nba.on_outcome(c, late)[1] == []
+
+
+def test_retention_outcomes_reward_outreach_decisions() -> None:
+    nba = NBA()
+    c, d = nba.decide(ctx(), source_id="o1", at=100.0, channel="sms", outreach_id="out-1")
+    assert {r.action for r in d.ranked} == {"offer_retention", "call_back", "resolve"}
+    c, _ = nba.decide(c, source_id="e1", at=100.0, channel="chat", contact_id="k1")
+    churned = OutcomeEvent(event_id="x", occurred_at=200.0, customer=Identifiers(customer_id="c1"), kind="churned")
+    c, [label] = nba.on_outcome(c, churned)
+    assert (label.reward, label.reason, label.decision_id) == (0.0, "churned", "nba:o1")
+    assert [p.decision_id for p in c.nba] == ["nba:e1"]  # the contact's decision waits for its completion
+    csat = OutcomeEvent(event_id="y", occurred_at=200.0, customer=Identifiers(customer_id="c1"), kind="csat", value=5)
+    assert nba.on_outcome(c, csat) == (c, [])
+
+
+def test_pending_decisions_are_bounded() -> None:
+    nba = NBA()
+    c = ctx()
+    for i in range(MAX_PENDING + 5):
+        c, _ = nba.decide(c, source_id=f"e{i}", at=float(i), channel="chat", contact_id=f"k{i}")
+    assert len(c.nba) == MAX_PENDING and c.nba[-1].decision_id == f"nba:e{MAX_PENDING + 4}"
+
+
+def test_the_learner_learns_nba_labels_and_publishes_the_policy() -> None:
+    learner = Learner()
+    for _ in range(10):
+        learner.learn(NBALabel(event_id="l", at=1, decision_id="d", intent="card", features={"churn_risk": 0.9},
+                               action="call_back", recommended="resolve", propensity=0.05, reward=1.0, reason="resolved"))
+    assert learner.seen["nba"] == 10 and learner.pending["nba"] == 10
+    kind, version, _, _ = learner.nba.publish_parts()
+    assert version == 1
+    assert learner.nba.rank({"churn_risk": 0.9}, "card")[0][0] == "call_back"
+    assert learner.learn(NBALabel(event_id="bad", at=1, decision_id="d", intent="card", features={}, action="teleport",
+                                  recommended="resolve", propensity=0.5, reward=1.0, reason="resolved")) == []
+    assert learner.seen["nba"] == 10
+    assert NBAPolicy.from_bytes(learner.nba.to_bytes()).n_learned == 10
+
+
+def test_exploration_settings_are_bounded() -> None:
+    with pytest.raises(SettingsError, match="CX_NBA_EPSILON"):
+        Settings(nba_epsilon=0.9)
+    assert Settings(nba_epsilon=0.5).nba_epsilon == 0.5
