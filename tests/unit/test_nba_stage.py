@@ -36,7 +36,7 @@ def test_a_decision_is_kept_in_the_context_with_its_propensity() -> None:
     new, d = nba.decide(ctx(churn_risk=0.7), source_id="e1", at=10.0, channel="chat", contact_id="k1")
     assert new.nba == [d]
     assert d.decision_id == "nba:e1" and d.contact_id == "k1" and d.model_version == "nba-0"
-    assert [r.action for r in d.ranked][0] == d.chosen
+    assert d.ranked[0].action == d.chosen
     assert {r.action for r in d.ranked} == {"resolve", "offer_retention", "call_back", "escalate_tier"}
     assert d.propensity == pytest.approx(0.85 if not d.explored else 0.05)
     assert sum(r.probability for r in d.ranked) == pytest.approx(1.0)
@@ -101,7 +101,7 @@ def test_the_learner_learns_nba_labels_and_publishes_the_policy() -> None:
         learner.learn(NBALabel(event_id="l", at=1, decision_id="d", intent="card", features={"churn_risk": 0.9},
                                action="call_back", recommended="resolve", propensity=0.05, reward=1.0, reason="resolved"))
     assert learner.seen["nba"] == 10 and learner.pending["nba"] == 10
-    kind, version, _, _ = learner.nba.publish_parts()
+    _, version, _, _ = learner.nba.publish_parts()
     assert version == 1
     assert learner.nba.rank({"churn_risk": 0.9}, "card")[0][0] == "call_back"
     assert learner.learn(NBALabel(event_id="bad", at=1, decision_id="d", intent="card", features={}, action="teleport",
