@@ -108,6 +108,7 @@
     state.selected = contactId;
     for (const el of document.querySelectorAll(".card")) el.classList.toggle("selected", el.dataset.contact === contactId);
     renderCompleteForm();
+    document.dispatchEvent(new CustomEvent("cx-desk-select", { detail: { advisor: state.advisor, key: state.key, contactId } }));
     try {
       state.contexts[contactId] = await cx.api(state.key, "GET", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(contactId)}/context`);
     } catch (e) {
@@ -197,6 +198,7 @@
     const body = { intent: $("disp-intent").value.trim() || null, resolved: $("disp-resolved").value === "true" };
     if ($("disp-code").value.trim()) body.code = $("disp-code").value.trim();
     if ($("disp-notes").value.trim()) body.notes = $("disp-notes").value.trim();
+    if (window.cxNba) Object.assign(body, window.cxNba.taken());  // the next-best-action block (desk-nba.js)
     try {
       await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(w.contact_id)}/complete`, body);
       say(`Completed contact ${w.contact_id} (${body.intent || "no intent"}, ${body.resolved ? "resolved" : "not resolved"}).`, "ok");
