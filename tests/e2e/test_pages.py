@@ -195,6 +195,10 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(ctx).to_contain_text("+447700900123")
         # the CRM's facts give a churn risk, and the model's own reasons for it
         expect(ctx.locator("#churn-reasons")).to_contain_text("contract: Month-to-month")
+        # the next-best-action block: the contact's ranked actions with why; the recommendation preset as the action taken
+        expect(desk.locator("#nba-ranked li")).to_have_count(4)
+        expect(desk.locator("#nba")).to_contain_text("chosen with probability")
+        expect(desk.get_by_label("Action taken (sent with the completion)")).not_to_have_value("")
         desk.screenshot(path=str(artifacts / "desk.png"), full_page=True)
         assert serious(desk) == []
 
