@@ -114,3 +114,51 @@ def test_exploration_settings_are_bounded() -> None:
     with pytest.raises(SettingsError, match="CX_NBA_EPSILON"):
         Settings(nba_epsilon=0.9)
     assert Settings(nba_epsilon=0.5).nba_epsilon == 0.5
+
+
+def test_the_context_stage_decides_for_contacts_and_outreach_and_rewards_retention() -> None:
+    """Through the context stage's handler (no broker): a routed contact and an outreach each get a logged
+    decision on cx.nba.v1 and in the context; a retained outcome sends the outreach decision's reward to the learner."""
+    import asyncio
+
+    import msgspec
+
+    from cxstream.agents import context as context_agent
+    from cxstream.agents.context import RedisContextWriter
+    from cxstream.agents.scoring import Scorer
+    from cxstream.context.model import decode_context
+    from cxstream.schemas import InteractionEvent, NextBestAction
+    from cxstream.streams import topics as t
+    from cxstream.streams.batch import BatchRuntime, Record
+    from cxstream.streams.codecs import encode
+
+    settings = Settings(outreach_quiet_start="00:00", outreach_quiet_end="00:00")  # no quiet hours: any hour CI runs at
+    rt = BatchRuntime("127.0.0.1:9", settings)
+    writer = RedisContextWriter(client=None, ttl_s=60)  # type: ignore[arg-type]  # marks only: nothing is flushed here
+    st = context_agent.stage(rt, settings, writer, Scorer(NBA(NBAConfig(epsilon=0.1))))
+    assert st.handler is not None
+    cust, other = Identifiers(customer_id="c9"), Identifiers(customer_id="c8")  # an open contact holds outreach back
+    records = [
+        InteractionEvent(event_id="open-1", occurred_at=1000.0, channel="chat", kind="contact_opened", customer=cust,
+                         contact_id="k9", needs_advisor=True),
+        OutcomeEvent(event_id="consent-1", occurred_at=900.0, customer=other, kind="consent", attributes={"sms": True}),
+        OutcomeEvent(event_id="pay-1", occurred_at=1001.0, customer=other, kind="payment_failed", value=30.0),
+        OutcomeEvent(event_id="kept-1", occurred_at=2000.0, customer=other, kind="retained"),
+    ]
+
+    async def run() -> None:
+        for i, rec in enumerate(records):
+            key = rec.customer.customer_id.encode()  # type: ignore[union-attr]
+            await st.handler(Record(rt.topic(t.CUSTOMER_EVENTS), 0, i, key, encode(rec)))  # type: ignore[misc]
+
+    asyncio.run(run())
+    sent = [(topic, value) for topic, _, value in rt.buffer]
+    decisions = [msgspec.json.decode(v, type=NextBestAction) for topic, v in sent if topic == rt.topic(t.NBA) and v]
+    assert [(d.decision_id, d.contact_id) for d in decisions if d.contact_id] == [("nba:open-1", "k9")]
+    [outreach_decision] = [d for d in decisions if d.outreach_id]
+    assert {r.action for r in outreach_decision.ranked} == {"offer_retention", "call_back", "resolve"}
+    labels = [msgspec.json.decode(v, type=NBALabel) for topic, v in sent
+              if topic == rt.topic(t.LABELS) and v and b"NBALabel" in v]
+    assert [(lb.decision_id, lb.reward, lb.reason) for lb in labels] == [(outreach_decision.decision_id, 1.0, "retained")]
+    assert [d.decision_id for d in decode_context(st.tables[0].get(b"c9")).nba] == ["nba:open-1"]  # awaits its completion
+    assert decode_context(st.tables[0].get(b"c8")).nba == []  # rewarded
