@@ -225,13 +225,14 @@ GRID: list[dict[str, Any]] = [
 ]
 
 
-def tune(rows: Sequence[Logged], epsilon: float, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def tune(rows: Sequence[Logged], epsilon: float, seed: int,
+         grid: Sequence[dict[str, Any]] = GRID) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Pick ridge, dimension and min_pulls by the DR estimate on the last 30 % of the tune part."""
     cut = int(len(rows) * 0.7)
     fit_rows, val_rows = rows[:cut], rows[cut:]
     nuisance = Nuisance.crossfit(val_rows)
     results = []
-    for params in GRID:
+    for params in grid:
         policy = train_policy(fit_rows, NBAConfig(epsilon=epsilon, alpha=0.0, actions=ACTIONS, **params))
         e = evaluate(val_rows, nuisance, target_probabilities(policy, val_rows), bootstrap=0, seed=seed)
         results.append({**params, "dr": e["dr"]["value"], "snips": e["snips"]["value"]})
@@ -256,12 +257,12 @@ def callcentre_priority(path: str | Path) -> dict[str, Any]:
 
 
 def run(itsm: str | Path, callcentre: str | Path | None, *, epsilon: float = 0.1, bootstrap: int = 1000,
-        seed: int = 7) -> dict[str, Any]:
+        seed: int = 7, grid: Sequence[dict[str, Any]] = GRID) -> dict[str, Any]:
     started = time.time()
     rows = read_itsm(itsm)
     cut = int(len(rows) * 0.7)
     tune_rows, test_rows = rows[:cut], rows[cut:]
-    best, grid = tune(tune_rows, epsilon, seed)
+    best, tried = tune(tune_rows, epsilon, seed, grid)
     tune_models = Models.fit(tune_rows)
     policy = train_policy(tune_rows, NBAConfig(epsilon=epsilon, alpha=0.0, actions=ACTIONS, **best))
     k = len(ACTIONS)
@@ -315,7 +316,7 @@ def run(itsm: str | Path, callcentre: str | Path | None, *, epsilon: float = 0.1
         "split": "by opening time: first 70 % tune, last 30 % test (untouched until the end)",
         "policy": {"kind": "ε-greedy over per-(intent, action) ridge arms (cxstream.intel.nba)", "epsilon": epsilon,
                    "alpha": 0.0, **best, "chosen_by": "highest DR value on the tune part's last 30 % (inner time split)"},
-        "tuning_grid": grid,
+        "tuning_grid": tried,
         "tune": report(tune_rows),
         "test": report(test_rows),
         "not_evaluable": {
