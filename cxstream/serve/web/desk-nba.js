@@ -9,8 +9,9 @@
   const sel = { advisor: null, key: null, contactId: null, shown: null };
 
   function why(r) {
-    const src = r.source === "intent" ? "this intent's own outcomes" : "all intents' outcomes (few here yet)";
-    return `estimated reward ${cx.pct(r.estimate)} from ${r.pulls} ${src}`;
+    if (!r.pulls) return "no outcome learned yet";
+    const src = r.source === "intent" ? "of this intent" : "of all intents (too few of this one yet)";
+    return `estimated reward ${cx.pct(r.estimate)} from ${r.pulls} outcome${r.pulls === 1 ? "" : "s"} ${src}`;
   }
 
   function render(answer) {
