@@ -158,7 +158,7 @@ class NBAPolicy:
     config: NBAConfig = field(default_factory=NBAConfig)
     arms: dict[str, _Arm] = field(default_factory=dict)  # "intent|action" and "*|action"
     documents: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # intent -> doc id -> [uses, reward sum]
-    version: int = 0
+    version: int = 0  # +1 per learned outcome and per publication, like the other models
     n_learned: int = 0
 
     def clone(self) -> NBAPolicy:
@@ -258,6 +258,11 @@ class NBAPolicy:
             used[0] += 1
             used[1] += reward
         self.n_learned += 1
+        self.version += 1
+
+    def learn_one(self, x: tuple[Mapping[str, FeatureValue], str | None, str], y: float) -> None:
+        """River-style: *x* is (features, intent, action taken), *y* the reward."""
+        self.learn(x[0], x[1], x[2], y)
 
     # -- snapshots (pickle-free, :mod:`cxstream.intel.snapshot`) --------------------------------
 
@@ -280,6 +285,10 @@ class NBAPolicy:
         self.version += 1
         parts = self.snapshot_parts()
         return parts[0], parts[1], parts[2], {k: v.copy() for k, v in parts[3].items()}
+
+    def publish(self) -> bytes:
+        """Bump ``version`` and return the snapshot bytes to publish."""
+        return dump_snapshot(*self.publish_parts())
 
     def to_bytes(self) -> bytes:
         return dump_snapshot(*self.snapshot_parts())

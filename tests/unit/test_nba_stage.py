@@ -102,7 +102,7 @@ def test_the_learner_learns_nba_labels_and_publishes_the_policy() -> None:
                                action="call_back", recommended="resolve", propensity=0.05, reward=1.0, reason="resolved"))
     assert learner.seen["nba"] == 10 and learner.pending["nba"] == 10
     _, version, _, _ = learner.nba.publish_parts()
-    assert version == 1
+    assert version == 11  # +1 per outcome, +1 for the publication
     assert learner.nba.rank({"churn_risk": 0.9}, "card")[0][0] == "call_back"
     assert learner.learn(NBALabel(event_id="bad", at=1, decision_id="d", intent="card", features={}, action="teleport",
                                   recommended="resolve", propensity=0.5, reward=1.0, reason="resolved")) == []
