@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from cxstream.context.model import CustomerContext
+from cxstream.context.model import NBA_PENDING_MAX, CustomerContext
 from cxstream.intel.nba import NBAConfig, NBAPolicy
 from cxstream.schemas import NextBestAction, OutcomeEvent, RankedAction, RoutingEvent
 from cxstream.schemas.learning import NBALabel
@@ -31,7 +31,7 @@ from cxstream.streams.settings import Settings
 
 replace = msgspec.structs.replace
 
-MAX_PENDING = 8
+MAX_PENDING = NBA_PENDING_MAX
 #: Tiers (``profile`` outcome ``tier``, lower-cased) for which ``vip_desk`` is an eligible action.
 VIP_TIERS = frozenset({"vip", "gold", "platinum", "premium"})
 CONTACT_ACTIONS = ("resolve", "offer_retention", "call_back", "escalate_tier")

@@ -88,6 +88,10 @@ ACCOUNT_STRINGS = ("contract", "payment_method", "plan", "products", "segment")
 ACCOUNT_FLAGS = ("paperless_billing",)
 
 
+#: Next-best-action decisions a context keeps while they await their outcome (``CustomerContext.nba``).
+NBA_PENDING_MAX = 8
+
+
 class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the engine keeps about one canonical customer.
 

@@ -162,3 +162,16 @@ def test_the_context_stage_decides_for_contacts_and_outreach_and_rewards_retenti
     assert [(lb.decision_id, lb.reward, lb.reason) for lb in labels] == [(outreach_decision.decision_id, 1.0, "retained")]
     assert [d.decision_id for d in decode_context(st.tables[0].get(b"c9")).nba] == ["nba:open-1"]  # awaits its completion
     assert decode_context(st.tables[0].get(b"c8")).nba == []  # rewarded
+
+
+def test_a_merge_keeps_both_sides_pending_decisions() -> None:
+    from cxstream.context import ContextLimits, merge_contexts
+
+    nba = NBA()
+    a, _ = nba.decide(ctx(), source_id="e1", at=10.0, channel="chat", contact_id="k1")
+    b, _ = nba.decide(CustomerContext(customer_id="c2", created_at=0, updated_at=0), source_id="e2", at=5.0, channel="voice",
+                      contact_id="k2")
+    merged = merge_contexts(a, b, "c1", "c2", "m1", 20.0, ContextLimits(), [])
+    assert [d.decision_id for d in merged.nba] == ["nba:e2", "nba:e1"]
+    _, [label] = nba.on_completion(merged, completed("k2", 30.0, True))  # the absorbed side's contact still teaches
+    assert label.decision_id == "nba:e2"
