@@ -85,7 +85,10 @@
     if (state.selected && state.work.some((w) => w.contact_id === state.selected)) refreshContext();
     $("offers").replaceChildren(...(o.length ? o.map(card) : [cx.el("p", { class: "muted" }, "No offer waiting.")]));
     $("contacts").replaceChildren(...(a.length ? a.map(card) : [cx.el("p", { class: "muted" }, "No contact in hand.")]));
-    if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) { state.selected = null; renderContext(); }
+    if (state.selected && !state.work.some((w) => w.contact_id === state.selected)) {
+      state.selected = null; renderContext();
+      document.dispatchEvent(new CustomEvent("cx-desk-select", { detail: { advisor: state.advisor, key: state.key, contactId: null } }));
+    }
     if (!state.selected && state.work.length) select(state.work[0].contact_id);
     else renderCompleteForm();
   }
