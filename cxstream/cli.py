@@ -21,6 +21,7 @@ EVALS = {
     "assist-split": "cxstream.intel.eval_assist",
     "health": "cxstream.intel.eval_health",
     "language": "cxstream.intel.eval_language",
+    "nba": "cxstream.intel.nba_eval",
 }
 BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
@@ -33,6 +34,7 @@ ABOUT = {
     "assist-split": "split a conversations file in time order (tuning part, held-out part)",
     "health": "the customer health score against churn on the Telco table (tuning/test halves)",
     "language": "message language detection: accuracy per language and µs/message on Django's catalogues",
+    "nba": "the next-best-action bandit off-policy (IPS, SNIPS, DR) on the ServiceNow incident log",
     "pipeline": "the engine on the embedded broker, open loop, with two references (docs/PERFORMANCE.md)",
     "context": "context retention across channel switches, wrong merges, lookup latency",
     "outreach": "the churn trigger and the guardrails on the Telco table",

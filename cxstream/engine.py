@@ -37,6 +37,7 @@ from cxstream.agents import context as context_agent
 from cxstream.agents import identity as identity_agent
 from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
+from cxstream.agents import nba as nba_agent
 from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer, language_detector
 from cxstream.context.language import LanguageDetector
@@ -130,7 +131,10 @@ class Wiring:
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
         )
-        scorer = Scorer(language_detector(settings) if languages is True else languages or None)
+        scorer = Scorer(
+            language_detector(settings) if languages is True else languages or None,
+            nba=nba_agent.NBA(nba_agent.config_from(settings), window_s=settings.nba_window_days * 86400.0),
+        )
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)
         identity_agent.stage(self.runtime, self.writer)

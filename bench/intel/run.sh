@@ -27,6 +27,7 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE
 "$PY" bench/intel/river_baseline.py --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
     --seed 42 --json "$OUT/intel-intent-river-baseline.json" >/dev/null
 "$PY" -m cxstream.intel.evaluate churn --json "$OUT/intel-churn.json" >/dev/null
+"$PY" -m cxstream.cli eval nba --json "$OUT/intel-nba.json" >/dev/null  # next-best action off-policy (~15 min on a loaded 2-core machine)
 if "$PY" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('wordllama') and u.find_spec('tokenizers')))"; then
     "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
         --seed 42 --encoder wordllama --json "$OUT/intel-intent-wordllama.json" >/dev/null

@@ -49,7 +49,7 @@ from cxstream.schemas import (
     OutcomeEvent,
     RoutingEvent,
 )
-from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel
+from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel, NBALabel
 from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
@@ -163,6 +163,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
     st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=True)
     customer_events, routing_out = st.output(runtime.topic(t.CUSTOMER_EVENTS)), st.output(runtime.topic(t.ROUTING))
     labels, audit = st.output(runtime.topic(t.LABELS)), st.output(runtime.topic(t.AUDIT))
+    nba_out, nba = st.output(runtime.topic(t.NBA)), scorer.nba
     outreach = OutreachStage(table, st.output(runtime.topic(t.OUTREACH)), outreach_config(settings))
     limits = ContextLimits(
         max_interactions=settings.context_max_interactions, max_event_ids=settings.dedupe_ids_per_customer
@@ -235,6 +236,16 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         state = await outreach.after_update(ctx, record, at)
         if state is not None:
             table[outreach_state_key(key.decode())] = state
+        if outreach.last_sent:  # the next-best action of each outreach sent
+            for ev in outreach.last_sent:
+                ctx, decision = nba.decide(ctx, source_id=ev.outreach_id, at=ev.created_at, channel=ev.channel, outreach_id=ev.outreach_id)
+                await nba_out.send(key=key, value=encode(decision))
+            outreach.last_sent = []
+            save(key, ctx)
+
+    async def learn_nba(found: list[NBALabel]) -> None:
+        for label in found:
+            await labels.send(key=b"nba", value=encode(label))
 
     async def handle(rec: Record) -> None:
         if rec.key is None:
@@ -307,6 +318,8 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
                     resolved=record.disposition.resolved, contact_id=record.contact_id,
                 )
                 await labels.send(key=b"assist", value=encode(known))
+            new, rewarded = nba.on_completion(new, record)
+            await learn_nba(rewarded)
         else:
             new, duplicate = apply_outcome(old, record, customer_id, limits, identifiers=record.customer.present())
             if not duplicate and old is not None and record.kind in ("churned", "retained"):
@@ -315,6 +328,9 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
                     churned=record.kind == "churned",
                 )
                 await labels.send(key=b"churn", value=encode(label))
+            if not duplicate:
+                new, rewarded = nba.on_outcome(new, record)
+                await learn_nba(rewarded)
         if duplicate:
             metrics.DUPLICATES.labels("context").inc()
             return
@@ -327,7 +343,14 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             for r in routing:
                 if isinstance(r, ContactRequest) and new.health is not None:
                     metrics.CUSTOMER_HEALTH.labels(r.routing_group).observe(new.health)
+        decision = None
+        if (isinstance(record, InteractionEvent) and record.kind == "contact_opened" and record.needs_advisor
+                and record.contact_id and record.contact_id in new.open_contacts):  # the next-best action of the contact
+            new, decision = nba.decide(new, source_id=record.event_id, at=record.occurred_at, channel=record.channel,
+                                       contact_id=record.contact_id)
         save(key, new)
+        if decision is not None:
+            await nba_out.send(key=key, value=encode(decision))
         updates(type(record).__name__).inc()
         if isinstance(record, (InteractionEvent, OutcomeEvent, RoutingEvent)):
             at = record.at if isinstance(record, RoutingEvent) else record.occurred_at

@@ -24,12 +24,14 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
+from cxstream.agents.nba import config_from
 from cxstream.intel.assist import KnowledgeModel
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
 from cxstream.intel.metrics import ProgressiveAccuracy, ProgressiveAUC, ProgressiveLogLoss
+from cxstream.intel.nba import NBAPolicy
 from cxstream.intel.snapshot import SnapshotError, dump_snapshot_async
-from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel, Label, ModelEvent
+from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel, Label, ModelEvent, NBALabel
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
 from cxstream.streams.app import Topics, bind_topic
@@ -72,8 +74,10 @@ class Learner:
     churn_log_loss: ProgressiveLogLoss = field(default_factory=ProgressiveLogLoss)
     assist: KnowledgeModel = field(default_factory=KnowledgeModel)
     assist_top3: ProgressiveAccuracy = field(default_factory=ProgressiveAccuracy)
-    pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0})
-    seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0})
+    nba: NBAPolicy = field(default_factory=NBAPolicy)
+    nba_reward_sum: float = 0.0  # rewards of the actions learned (the live policy's own outcomes)
+    pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
+    seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one publication at a time, in version order
 
     def learn(self, label: Label) -> list[ModelEvent]:
@@ -92,6 +96,18 @@ class Learner:
             self.assist_top3.update(True, label.document in ranked)
             name, model, drift = "assist", self.assist, False
             metrics.MODEL_QUALITY.labels("assist", "top3").set(self.assist_top3.get())
+        elif isinstance(label, NBALabel):
+            try:
+                self.nba.learn(label.features, label.intent, label.action, label.reward, label.document_id)
+            except ValueError as exc:  # an action this policy does not know: not learnable, said loudly
+                log.warning("nba label %s not learned: %s", label.event_id, exc)
+                return []
+            self.nba_reward_sum += label.reward
+            self.pending["nba"] += 1
+            self.seen["nba"] += 1
+            metrics.LABELS.labels("nba").inc()
+            metrics.MODEL_QUALITY.labels("nba", "mean_reward").set(self.nba_reward_sum / self.seen["nba"])
+            return []
         else:
             assert isinstance(label, ChurnLabel)
             p = self.churn.predict_proba_one(label.features)
@@ -132,8 +148,8 @@ async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopi
     publication.
     """
     async with learner.publishing:
-        models: tuple[tuple[str, IntentModel | ChurnModel | KnowledgeModel], ...] = (
-            ("intent", learner.intent), ("churn", learner.churn), ("assist", learner.assist)
+        models: tuple[tuple[str, Any], ...] = (
+            ("intent", learner.intent), ("churn", learner.churn), ("assist", learner.assist), ("nba", learner.nba)
         )
         for name, model in models:
             taken = learner.pending[name]
@@ -165,6 +181,10 @@ async def restore(learner: Learner, client: aioredis.Redis) -> None:
     found = await load_snapshot(client, "assist")
     if found:
         learner.assist = _restored("assist", found, KnowledgeModel.from_bytes, learner.assist)
+    found = await load_snapshot(client, "nba")
+    if found:
+        config = learner.nba.config
+        learner.nba = _restored("nba", found, lambda b: NBAPolicy.from_bytes(b, config), learner.nba)
 
 
 def _restored(name: str, found: tuple[int, bytes], load: Callable[[bytes], Any], fresh: Any) -> Any:
@@ -180,8 +200,8 @@ def _restored(name: str, found: tuple[int, bytes], load: Callable[[bytes], Any],
 def register(app: faust.App, topics: Topics, settings: Settings, client: aioredis.Redis) -> Learner:
     """Declare the learner agent and its publication timer on *app*."""
     lt = learning_topics(app, settings)
-    learner = Learner()
-    for name in ("intent", "churn", "assist"):  # exported at 0 from the start: increase() and rate() need a series before the first
+    learner = Learner(nba=NBAPolicy(config_from(settings)))
+    for name in ("intent", "churn", "assist", "nba"):  # exported at 0 from the start: increase() and rate() need a series before the first
         metrics.DRIFTS.labels(name)
         metrics.LABELS.labels(name)
     restored = False

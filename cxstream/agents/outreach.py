@@ -89,6 +89,7 @@ class OutreachStage:
         self.table = table
         self.topic = topic
         self.config = config
+        self.last_sent: list[OutreachEvent] = []  # what the latest after_update sent (next-best action decides for each)
         # Exported at 0 from the start: Prometheus' increase() does not count a series' first sample,
         # so a counter created by its first outreach would leave that outreach out of the 30-day precision.
         for trigger in TRIGGERS:
@@ -109,6 +110,7 @@ class OutreachStage:
                 metrics.OUTREACH_OUTCOMES.labels(attribution.trigger, attribution.kind).inc()
         view = view_of_context(ctx)
         state, sent, suppressed = evaluate(state, view, record, now, self.config.for_group(view.routing_group))
+        self.last_sent = list(sent)
         for ev in sent:
             await self.send(ev)
         for s in suppressed:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from cxstream.agents.nba import NBA
 from cxstream.context.language import Detection as LanguageDetection
 from cxstream.context.language import LanguageConfigError, LanguageDetector, parse_languages
 from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext, HealthFactor
@@ -155,8 +156,9 @@ def language_detector(settings: Settings) -> LanguageDetector | None:
 class Scorer:
     """The models this worker scores with, and its message language detector (None: off)."""
 
-    def __init__(self, languages: LanguageDetector | None = None) -> None:
+    def __init__(self, languages: LanguageDetector | None = None, *, nba: NBA | None = None) -> None:
         self.languages = languages
+        self.nba = nba or NBA()  # next-best action: decides even untrained (it must explore to learn)
         self._language_seconds = metrics.MODEL_PREDICT_SECONDS.labels("language")
         self._language_counts = {code: metrics.MESSAGE_LANGUAGES.labels(code) for code in (*(languages.languages if languages else ()), "unknown")}
         self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes)
@@ -165,7 +167,7 @@ class Scorer:
         self._churn_seconds = metrics.MODEL_PREDICT_SECONDS.labels("churn")
 
     async def refresh(self, client: aioredis.Redis) -> None:
-        for cache in (self.intent, self.churn):
+        for cache in (self.intent, self.churn, self.nba.cache):
             if await cache.refresh(client):
                 metrics.MODEL_VERSION.labels(cache.name).set(cache.version)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from cxstream.schemas.outputs import NextBestAction
+
 
 class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
     """One interaction as the context remembers it (newest first in ``CustomerContext.recent``)."""
@@ -122,6 +124,10 @@ ACCOUNT_STRINGS = ("contract", "payment_method", "plan", "products", "segment")
 ACCOUNT_FLAGS = ("paperless_billing",)
 
 
+#: Next-best-action decisions a context keeps while they await their outcome (``CustomerContext.nba``).
+NBA_PENDING_MAX = 8
+
+
 class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the engine keeps about one canonical customer.
 
@@ -189,6 +195,9 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
     value: float | None = None
     account: dict[str, str | float | bool] = {}  # account facts from ``profile`` outcomes (the ACCOUNT_* keys), for churn risk
     timezone: str | None = None  # IANA name from a ``profile`` outcome (``attributes.timezone``): outreach quiet hours
+    # next-best-action decisions awaiting their outcome (cxstream.agents.nba), newest last, bounded;
+    # the desk shows the one of its contact
+    nba: list[NextBestAction] = []
 
     def open_by_channel(self) -> dict[str, list[str]]:
         """Open contact ids grouped by channel.

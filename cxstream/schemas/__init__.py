@@ -26,7 +26,7 @@ from cxstream.schemas.identity import (
     RefusedIdentifier,
     ResolveRequest,
 )
-from cxstream.schemas.outputs import Assignment, DeadLetter, OutreachEvent, RoutingEvent
+from cxstream.schemas.outputs import Assignment, DeadLetter, NextBestAction, OutreachEvent, RankedAction, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick
 
 __all__ = [
@@ -51,8 +51,10 @@ __all__ = [
     "InteractionEvent",
     "LinkRefused",
     "MergeContext",
+    "NextBestAction",
     "OutcomeEvent",
     "OutreachEvent",
+    "RankedAction",
     "Record",
     "RefusedIdentifier",
     "ResolveRequest",
@@ -70,6 +72,7 @@ WIRE_RECORDS: tuple[type[Record], ...] = (
     Assignment,
     RoutingEvent,
     OutreachEvent,
+    NextBestAction,
     DeadLetter,
     IdentityLinked,
     CustomersMerged,

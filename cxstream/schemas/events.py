@@ -69,6 +69,10 @@ class InteractionEvent(Record, tag="cx.InteractionEvent.v1", tag_field="type"):
     attributes: Attributes = {}
 
 
+#: The next-best-action kinds (``cxstream.intel.nba.ACTIONS``): what the engine recommends and the advisor reports doing.
+NBAAction = Literal["resolve", "offer_retention", "call_back", "escalate_tier", "vip_desk"]
+
+
 class Disposition(Record):
     """What the advisor recorded when the contact ended: the ground truth for learning."""
 
@@ -79,8 +83,13 @@ class Disposition(Record):
         str,
         msgspec.Meta(
             min_length=1, max_length=128,
-            description="The knowledge document or response template the advisor used (its id); teaches the suggestions.",
+            description="The knowledge document or response template the advisor used (its id); teaches the suggestions "
+            "(and, with action=resolve, the next-best action's document).",
         ),
+    ] | None = None
+    action: Annotated[
+        NBAAction, msgspec.Meta(description="The next-best action the advisor took (the bandit learns its outcome); "
+                                "none: the recommended one is taken as done.")
     ] | None = None
 
 

@@ -5,6 +5,7 @@
 | IntentLabel   | cx.labels.v1 (1 part.) | model name |
 | ChurnLabel    | cx.labels.v1 (1 part.) | model name |
 | KnowledgeLabel| cx.labels.v1 (1 part.) | model name |
+| NBALabel      | cx.labels.v1 (1 part.) | model name |
 | ModelEvent    | cx.model-events.v1     | model name |
 
 Labels never carry raw message text: the context stage builds them from the
@@ -51,12 +52,28 @@ class KnowledgeLabel(Record, tag="cx.KnowledgeLabel.v1", tag_field="type"):
     contact_id: str | None = None
 
 
+class NBALabel(Record, tag="cx.NBALabel.v1", tag_field="type"):
+    """The outcome of a next-best-action decision: the action taken and its reward (docs/INTEL.md)."""
+
+    event_id: str
+    at: EventTime
+    decision_id: str
+    intent: str
+    features: dict[str, float | str]
+    action: Annotated[str, msgspec.Meta(description="The action taken (the advisor's, else the recommended one).")]
+    recommended: str
+    propensity: Annotated[float, msgspec.Meta(ge=0, le=1, description="The logged propensity of the recommended action.")]
+    reward: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    reason: Annotated[str, msgspec.Meta(description="What gave the reward: resolved, unresolved, retained, churned.")]
+    document_id: str | None = None
+
+
 class ModelEvent(Record, tag="cx.ModelEvent.v1", tag_field="type"):
     """A new model snapshot was published, or drift was detected in a model's error."""
 
     event_id: str
     at: EventTime
-    model: Literal["intent", "churn", "assist"]
+    model: Literal["intent", "churn", "assist", "nba"]
     kind: Literal["published", "drift"]
     version: int
     labels_seen: int = 0
@@ -67,4 +84,4 @@ class ModelEvent(Record, tag="cx.ModelEvent.v1", tag_field="type"):
     ] = None
 
 
-Label = IntentLabel | ChurnLabel | KnowledgeLabel
+Label = IntentLabel | ChurnLabel | KnowledgeLabel | NBALabel

@@ -5,6 +5,7 @@
 | Assignment      | cx.assignments.v1      | advisor id    |
 | RoutingEvent    | cx.routing-events.v1   | routing group |
 | OutreachEvent   | cx.outreach.v1         | customer id   |
+| NextBestAction  | cx.nba.v1              | customer id   |
 | DeadLetter      | cx.dead-letter.v1      | source topic  |
 
 Every output carries a deterministic id: a consumer that sees the same id twice
@@ -18,7 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cxstream.schemas.common import Channel, EventTime, Language, Record, RoutingGroup
-from cxstream.schemas.events import Disposition
+from cxstream.schemas.events import Disposition, NBAAction
 
 
 class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
@@ -94,6 +95,43 @@ class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):
     priority: Annotated[int, msgspec.Meta(ge=0, le=10)] = 5
     language: Language | None = None
     context: Annotated[dict[str, str | int | float | bool | None], msgspec.Meta(description="The facts that justify the outreach.")] = {}
+
+
+class RankedAction(Record):
+    """One action of a next-best-action ranking, with why it stands there."""
+
+    action: NBAAction
+    estimate: Annotated[float, msgspec.Meta(ge=0, le=1, description="Estimated reward (0..1) of this action here.")]
+    score: Annotated[float, msgspec.Meta(description="Ranking score: the estimate plus the exploration bonus (CX_NBA_ALPHA).")]
+    probability: Annotated[float, msgspec.Meta(ge=0, le=1, description="The probability the policy gave this action in this decision.")]
+    pulls: Annotated[int, msgspec.Meta(ge=0, description="Outcomes learned by the model that answered.")]
+    source: Annotated[Literal["intent", "shared"], msgspec.Meta(
+        description="intent: this intent's own arm answered; shared: the action's model over all intents (fewer than CX_NBA_MIN_PULLS outcomes here).")]
+    document_id: Annotated[str | None, msgspec.Meta(description="For resolve: the document that resolved this intent best.")] = None
+
+
+class NextBestAction(Record, tag="cx.NextBestAction.v1", tag_field="type"):
+    """The ranked next-best actions for an open contact or an outreach, with the logged propensity.
+
+    ``ranked`` starts with the chosen action.  ``propensity`` is the probability the policy
+    gave the chosen action (ε-greedy: ``1 - ε + ε/K`` when greedy, ``ε/K`` when exploring):
+    what off-policy evaluation of another policy needs.
+    """
+
+    decision_id: Annotated[str, msgspec.Meta(description="Deterministic: nba:{source event id}.")]
+    customer_id: str
+    decided_at: EventTime
+    intent: Annotated[str, msgspec.Meta(description="The intent the arms were chosen for ('-': not known).")]
+    chosen: NBAAction
+    propensity: Annotated[float, msgspec.Meta(ge=0, le=1, description="The probability the policy gave the chosen action (> 0).")]
+    greedy: Annotated[NBAAction, msgspec.Meta(description="The best-ranked action (chosen unless exploring).")]
+    explored: bool
+    epsilon: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    ranked: list[RankedAction]
+    model_version: str
+    features: Annotated[dict[str, float | str], msgspec.Meta(description="The context features decided on (learned with the outcome).")] = {}
+    contact_id: Annotated[str, msgspec.Meta(description="The open contact decided for.")] | None = None
+    outreach_id: Annotated[str, msgspec.Meta(description="The outreach decided for.")] | None = None
 
 
 class DeadLetter(Record, tag="cx.DeadLetter.v1", tag_field="type"):

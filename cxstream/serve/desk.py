@@ -17,6 +17,7 @@ been able to publish itself, on ``cx.advisor-events.v1``; the router decides as 
 | ``POST /advisors/{id}/contacts/{contact_id}/complete`` | 202: ``contact_completed`` with the disposition, and the contact's ``contact_closed`` |
 | ``GET /advisors/{id}/contacts/{contact_id}/context`` | the 360° context of the customer of a contact the advisor is offered or holds |
 | ``GET /advisors/{id}/contacts/{contact_id}/suggestions`` | suggested knowledge for that contact, with why (:mod:`cxstream.serve.assist`) |
+| ``GET /advisors/{id}/contacts/{contact_id}/nba`` | that contact's next-best actions, ranked, with why and the logged propensity |
 
 ``{contact_id}`` is the contact's id, or its ``contact_key`` (from the Assignment): an advisor
 holding two customers' contacts with the same id names one by its key (409 ``ambiguous_contact``
@@ -40,15 +41,15 @@ import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent
+from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent, NextBestAction
 from cxstream.schemas.common import Channel, Language, RoutingGroup, ShortText
-from cxstream.schemas.events import Presence, Skills
+from cxstream.schemas.events import NBAAction, Presence, Skills
 from cxstream.serve.common import error
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.publish import KafkaPublisher, PublishUnavailable
@@ -133,10 +134,25 @@ class CompleteBody(Body):
     intent: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     document: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=128, description="The knowledge document or response template used (its id): teaches the suggestions.")
+        str, msgspec.Meta(min_length=1, max_length=128, description="The knowledge document or response template used (its id): teaches the suggestions "
+        "and, with action=resolve, the next-best action.")
     ] | None = None
     notes: Annotated[str, msgspec.Meta(max_length=2000, description="Redacted by ingest like any message text.")] | None = None
     close_contact: Annotated[bool, msgspec.Meta(description="Also close the contact on its channel (contact_closed).")] = True
+    action: Annotated[NBAAction, msgspec.Meta(
+        description="The next-best action taken (the bandit learns its outcome); none: the recommended one.")] | None = None
+
+
+class NBAAnswer(Body):
+    """The next-best actions ranked for a contact (the latest decision), or none yet."""
+
+    contact_id: str
+    customer_id: str
+    decision: NextBestAction | None = None
+
+
+class _NBAOfContext(msgspec.Struct):
+    nba: list[NextBestAction] = []
 
 
 class EmptyBody(Body):
@@ -393,7 +409,7 @@ async def complete(request: web.Request) -> web.Response:
     a = (await _held(request, advisor_id, active=True)).assignment
     ev = _event(
         advisor_id, "contact_completed", routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
-        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code, document=body.document),
+        disposition=Disposition(intent=body.intent, resolved=body.resolved, code=body.code, document=body.document, action=body.action),
         contact_key=a.contact_key,
     )
     await _publish(request, t.ADVISOR_EVENTS.name, advisor_id, ev)
@@ -405,7 +421,7 @@ async def complete(request: web.Request) -> web.Response:
             direction="outbound", text=body.notes or None, attributes=attrs,
         )
         await _publish(request, t.INTERACTIONS.name, a.customer_id, closed)
-    disposition = {"intent": body.intent, "resolved": body.resolved, "code": body.code}
+    disposition = {"intent": body.intent, "resolved": body.resolved, "code": body.code, "action": body.action}
     if body.document is not None:  # answered only when given: the answer stays as it was for older desks
         disposition["document"] = body.document
     return accepted(ev, contact_id=a.contact_id, disposition=disposition)
@@ -421,6 +437,22 @@ def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Aw
         w = await _held(request, advisor_id, active=False)
         return await context_of(request, w.assignment.customer_id)
 
+    @guarded
+    async def contact_nba(request: web.Request) -> web.Response:
+        """The next-best actions ranked for a contact the advisor is offered or holds (from its customer's context)."""
+        advisor_id = _advisor(request)
+        a = (await _held(request, advisor_id, active=False)).assignment
+        found = await context_of(request, a.customer_id)
+        decision = None
+        if found.status == 200 and found.body is not None:
+            ctx = msgspec.json.decode(cast(bytes, found.body), type=_NBAOfContext)
+            mine = [d for d in ctx.nba if d.contact_id == a.contact_id]
+            decision = mine[-1] if mine else None
+        elif found.status != 404:
+            return found
+        answer = NBAAnswer(contact_id=a.contact_id, customer_id=a.customer_id, decision=decision)
+        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
     app.router.add_post("/advisors/{advisor_id}/key", issue_key)
     app.router.add_post("/advisors/{advisor_id}/login", login)
     app.router.add_post("/advisors/{advisor_id}/presence", presence)
@@ -432,6 +464,7 @@ def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Aw
     app.router.add_post("/advisors/{advisor_id}/contacts/{contact_id}/transfer", transfer)
     app.router.add_post("/advisors/{advisor_id}/contacts/{contact_id}/complete", complete)
     app.router.add_get("/advisors/{advisor_id}/contacts/{contact_id}/context", contact_context)
+    app.router.add_get("/advisors/{advisor_id}/contacts/{contact_id}/nba", contact_nba)
 
 
 #: Routes a desk key opens (for its own advisor id); every other route needs the API key.
@@ -441,6 +474,7 @@ ADVISOR_ROUTES = frozenset({
     "/advisors/{advisor_id}/offers/{assignment_id}/accept", "/advisors/{advisor_id}/offers/{assignment_id}/reject",
     "/advisors/{advisor_id}/contacts/{contact_id}/transfer", "/advisors/{advisor_id}/contacts/{contact_id}/complete",
     "/advisors/{advisor_id}/contacts/{contact_id}/context", "/advisors/{advisor_id}/contacts/{contact_id}/suggestions",
+    "/advisors/{advisor_id}/contacts/{contact_id}/nba",
 })
 
 

@@ -12,7 +12,15 @@ from typing import Any
 import msgspec
 
 from cxstream.schemas import Assignment
-from cxstream.serve.desk import ADVISOR_ROUTES, CompleteBody, LoginBody, LogoutBody, PresenceBody, TransferBody
+from cxstream.serve.desk import (
+    ADVISOR_ROUTES,
+    CompleteBody,
+    LoginBody,
+    LogoutBody,
+    NBAAnswer,
+    PresenceBody,
+    TransferBody,
+)
 from cxstream.serve.keys import scope_for
 from cxstream.serve.pages import ChatClose, ChatMessage
 
@@ -67,7 +75,7 @@ def document() -> dict[str, Any]:
     >>> d["paths"]["/metrics"]["get"]["x-cx-scope"], d["paths"]["/queues"]["get"]["x-cx-scope"]
     ('admin', 'read')
     """
-    types = (LoginBody, PresenceBody, LogoutBody, TransferBody, CompleteBody, ChatMessage, ChatClose, Assignment)
+    types = (LoginBody, PresenceBody, LogoutBody, TransferBody, CompleteBody, ChatMessage, ChatClose, Assignment, NBAAnswer)
     _, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     components["Error"] = {"type": "object", "required": ["error", "detail"], "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
     work = {"type": "object", "properties": {"advisor_id": {"type": "string"}, "work": {"type": "array", "items": {"allOf": [
@@ -99,6 +107,10 @@ def document() -> dict[str, Any]:
         adv + "/contacts/{contact_id}/suggestions": {"get": _op(
             "Suggested knowledge for an offered or held contact: documents that resolved similar contacts, each with why",
             answer=_SUGGESTIONS, auth="advisor", errors=(404, 503))},
+        adv + "/contacts/{contact_id}/nba": {"get": _op(
+            "Next-best actions of an offered or held contact: ranked (the chosen one first), each with its estimated reward, "
+            "probability and the model that answered; the decision's logged propensity", answer={"$ref": "#/components/schemas/NBAAnswer"},
+            auth="advisor", errors=(404,))},
         "/wallboard/data": {"get": _op("Everything the wallboard shows", errors=(503,))},
         "/chat/messages": {"post": _op("A customer's chat message (opens a routed chat contact first)", body="ChatMessage", ok="202", errors=(400, 503))},
         "/chat/contacts/{contact_id}/close": {"post": _op("The customer ends the chat", body="ChatClose", ok="202", errors=(400, 503))},

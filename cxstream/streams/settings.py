@@ -146,6 +146,15 @@ class Settings:
     model_refresh_s: float = _setting(1.0, "How often each worker checks Redis for a newer model snapshot, seconds.")
     snapshot_every: int = _setting(200, "The learner publishes model snapshots after this many labels...")
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
+    nba_epsilon: float = _setting(
+        0.1, "Next-best action: exploration rate ε (0..0.5): the best-ranked action is chosen with probability 1-ε+ε/K, "
+        "each other with ε/K, and that propensity is logged with the decision."
+    )
+    nba_alpha: float = _setting(0.0, "Next-best action: weight of the LinUCB confidence bonus in the ranking (0: by the estimate).")
+    nba_min_pulls: int = _setting(5, "Next-best action: outcomes an intent's own arm needs before it answers instead of the shared one.")
+    nba_window_days: float = _setting(
+        7.0, "Next-best action: attribution window, days: an outcome later than this after the decision teaches nothing."
+    )
     table_store: str = _setting(
         "memory://", "Passed to faust.App(store=...); no effect today: the stages' tables are restored from changelogs."
     )
@@ -168,6 +177,10 @@ class Settings:
             raise SettingsError(f"CX_LANGUAGE_DETECTOR={self.language_detector!r}: use 'py3langid' or 'lingua'")
         if not 0.0 <= self.language_min_confidence <= 1.0:
             raise SettingsError(f"CX_LANGUAGE_MIN_CONFIDENCE={self.language_min_confidence!r}: use a number in [0, 1]")
+        if not 0.0 <= self.nba_epsilon <= 0.5:
+            raise SettingsError(f"CX_NBA_EPSILON={self.nba_epsilon!r}: exploration is bounded to 0..0.5")
+        if self.nba_alpha < 0 or self.nba_min_pulls < 0 or self.nba_window_days <= 0:
+            raise SettingsError("CX_NBA_ALPHA and CX_NBA_MIN_PULLS must be >= 0 and CX_NBA_WINDOW_DAYS > 0")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"

@@ -134,6 +134,10 @@ OUTREACH = TopicSpec(
     "cx.outreach.v1", "customer id", "OutreachEvent",
     "Proactive outreach recommendations for campaign and messaging systems.",
 )
+NBA = TopicSpec(
+    "cx.nba.v1", "customer id", "NextBestAction",
+    "Next-best actions ranked for open contacts and outreach, each with its logged propensity.",
+)
 RESOLVE = TopicSpec(
     "cx.resolve.v1", "event id", "ResolveRequest",
     "Internal: validated customer events awaiting identity resolution, in one total order.",
@@ -171,6 +175,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ASSIGNMENTS,
     ROUTING_EVENTS,
     OUTREACH,
+    NBA,
     LABELS,
     MODEL_EVENTS,
     DEAD_LETTER,

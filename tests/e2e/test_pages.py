@@ -200,6 +200,10 @@ def test_an_advisor_handles_a_customers_chat_on_the_desk_and_the_wallboard_count
         expect(ctx.locator("#health")).to_contain_text(re.compile(r"Health \d+ / 100"))
         expect(ctx.locator("#health-factors")).to_contain_text("tenure (months): 2 (-9 points)")
         expect(ctx.locator("#health")).to_contain_text("detected en")
+        # the next-best-action block: the contact's ranked actions with why; the recommendation preset as the action taken
+        expect(desk.locator("#nba-ranked li")).to_have_count(4)
+        expect(desk.locator("#nba")).to_contain_text("chosen with probability")
+        expect(desk.get_by_label("Action taken (sent with the completion)")).not_to_have_value("")
         desk.screenshot(path=str(artifacts / "desk.png"), full_page=True)
         assert serious(desk) == []
 

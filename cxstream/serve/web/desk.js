@@ -87,7 +87,10 @@
     if (state.selected && state.work.some((w) => ref(w) === state.selected)) refreshContext();
     $("offers").replaceChildren(...(o.length ? o.map(card) : [cx.el("p", { class: "muted" }, "No offer waiting.")]));
     $("contacts").replaceChildren(...(a.length ? a.map(card) : [cx.el("p", { class: "muted" }, "No contact in hand.")]));
-    if (state.selected && !state.work.some((w) => ref(w) === state.selected)) { state.selected = null; renderContext(); cxAssist.clear(); }
+    if (state.selected && !state.work.some((w) => ref(w) === state.selected)) {
+      state.selected = null; renderContext(); cxAssist.clear();
+      document.dispatchEvent(new CustomEvent("cx-desk-select", { detail: { advisor: state.advisor, key: state.key, contactId: null } }));
+    }
     if (!state.selected && state.work.length) select(ref(state.work[0]));
     else renderCompleteForm();
   }
@@ -111,6 +114,7 @@
     for (const el of document.querySelectorAll(".card")) el.classList.toggle("selected", el.dataset.contact === contactId);
     renderCompleteForm();
     suggest(contactId);
+    document.dispatchEvent(new CustomEvent("cx-desk-select", { detail: { advisor: state.advisor, key: state.key, contactId } }));
     try {
       state.contexts[contactId] = await cx.api(state.key, "GET", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(contactId)}/context`);
     } catch (e) {
@@ -225,6 +229,7 @@
     const body = { intent: $("disp-intent").value.trim() || null, resolved: $("disp-resolved").value === "true" };
     if ($("disp-code").value.trim()) body.code = $("disp-code").value.trim();
     if ($("disp-notes").value.trim()) body.notes = $("disp-notes").value.trim();
+    if (window.cxNba) Object.assign(body, window.cxNba.taken());  // the next-best-action block (desk-nba.js)
     if ($("disp-document").value.trim()) body.document = $("disp-document").value.trim();
     try {
       await cx.api(state.key, "POST", `/advisors/${encodeURIComponent(state.advisor)}/contacts/${encodeURIComponent(ref(w))}/complete`, body);

@@ -12,6 +12,7 @@ import pytest
 from cxstream.intel.assist import KnowledgeModel
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.intent import IntentModel
+from cxstream.intel.nba import ACTIONS, NBAConfig, NBAPolicy
 from cxstream.intel.snapshot import dump_snapshot
 
 
@@ -24,7 +25,19 @@ class Case:
     from_bytes: Callable[[bytes], Any]
 
 
-@pytest.fixture(params=["intent", "churn", "assist"])
+def _nba_rows(n: int, seed: int) -> list[tuple[Any, Any]]:
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        features = {"churn_risk": round(rng.random(), 2), "channel": rng.choice(["chat", "voice"])}
+        action = rng.choice(ACTIONS)
+        rows.append(((features, rng.choice(["card", "refund", None]), action), float(rng.random() < 0.5)))
+    return rows
+
+
+@pytest.fixture(params=["intent", "churn", "assist", "nba"])
 def case(request: pytest.FixtureRequest, make_intent_rows: Any, make_churn_rows: Any) -> Case:
     if request.param == "intent":
         return Case(
@@ -41,6 +54,14 @@ def case(request: pytest.FixtureRequest, make_intent_rows: Any, make_churn_rows:
             make_intent_rows(120, seed=3),
             lambda m, x: m.rank(x),
             KnowledgeModel.from_bytes,
+        )
+    if request.param == "nba":
+        return Case(
+            "nba",
+            lambda: NBAPolicy(NBAConfig(dim=16, min_pulls=3)),
+            _nba_rows(120, 3),
+            lambda m, x: m.rank(x[0], x[1]),
+            NBAPolicy.from_bytes,
         )
     return Case(
         "churn",
