@@ -284,7 +284,8 @@ class Chaos:
             "whole_run": {"events_sent": len(tr.acked), "lost": account(tr.acked, snap)["lost"],
                           "duplicate_assignments": duplicate_assignments(snap)["duplicate_assignments"],
                           "contexts": snap.contexts, "interactions_total_sum": snap.interactions_total,
-                          "interaction_ids_sent": len(tr.interactions), "resent_after_failure": tr.resent},
+                          "interaction_ids_sent": len(tr.interactions), "resent_after_failure": tr.resent,
+                          "interactions_counted_once": snap.interactions_total == len(tr.interactions)},
         }
 
     # ------------------------------------------------------------------ the faults
@@ -341,13 +342,13 @@ class Chaos:
             probes: list[dict[str, Any]] = []
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
                 while time.time() - at < self.a.outage_s:
-                    e = self.workers.live()[0]
-                    for route in (f"/customers/{customer_ref(1)}/context", "/healthz"):
-                        try:
-                            async with s.get(e.http + route, headers={"X-API-Key": API_KEY}) as r:
-                                probes.append({"route": route, "status": r.status, "body": (await r.text())[:300]})
-                        except Exception as exc:
-                            probes.append({"route": route, "status": None, "body": repr(exc)[:300]})
+                    for e in self.workers.live():  # every worker's API: one may be restarting
+                        for route in (f"/customers/{customer_ref(1)}/context", "/healthz"):
+                            try:
+                                async with s.get(e.http + route, headers={"X-API-Key": API_KEY}) as r:
+                                    probes.append({"route": route, "status": r.status, "body": (await r.text())[:300]})
+                            except Exception as exc:
+                                probes.append({"route": route, "status": None, "body": repr(exc)[:300]})
                     await asyncio.sleep(max(0.5, self.a.outage_s / 6))
             opened = [c for c, p in self.traffic.contact_planned.items() if at <= p <= time.time()]
             routed = sum(1 for c in opened if c in self.traffic.first_assignment)
