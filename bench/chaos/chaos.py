@@ -75,6 +75,7 @@ class Chaos:
     async def run(self) -> dict[str, Any]:
         a = self.a
         began = time.time()
+        env_at_start = environment()  # the commit the run was made with
         self.servers = Servers(self.base)
         await asyncio.to_thread(self.servers.start)
         log(f"servers: kafka {self.servers.broker_url}, redis {self.servers.redis_url}")
@@ -123,7 +124,8 @@ class Chaos:
             "command": "make chaos" + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""),
             "faults": self.faults, **self.result,
             "method": METHOD, "options": vars(a), "ring_size": RING, "elapsed_s": round(time.time() - began, 1),
-            "environment": environment(),
+            "environment": {**env_at_start, "loadavg_at_start": env_at_start.pop("loadavg_at_end"),
+                            "loadavg_at_end": environment()["loadavg_at_end"]},
         }
 
     async def watchdog(self, t0: float, died: list[dict[str, Any]]) -> None:
@@ -168,7 +170,7 @@ class Chaos:
         return [tr.first_assignment[c] - p for c, p in tr.contact_planned.items() if since <= p <= until and c in tr.first_assignment]
 
     async def find_sustainable(self) -> dict[str, Any]:
-        """The highest offered rate at which the stages' lag does not grow (steps x1.5, then one bisection)."""
+        """The highest offered rate at which the stages' lag does not grow (steps x1.5, then bisection to within 10 %)."""
         a = self.a
         steps = []
 
@@ -190,21 +192,20 @@ class Chaos:
         good, bad, rate = 0.0, None, a.start_rate
         for _ in range(a.max_steps):
             if await step(rate):
-                good = rate
-                if bad is not None:
-                    break
-                rate = round(rate * 1.5)
+                good = max(good, rate)
             else:
-                bad = rate
-                if good == 0:
-                    rate = round(rate / 2)
-                    if rate < 5:
-                        break
-                else:
-                    mid = round((good + bad) / 2)
-                    if mid - good < 0.1 * good:
-                        break
-                    rate = mid
+                bad = rate if bad is None else min(bad, rate)
+            if good == 0:  # nothing kept up yet: halve
+                rate = round(rate / 2)
+                if rate < 5:
+                    break
+            elif bad is None:
+                rate = round(rate * 1.5)
+            else:  # bisect between the highest rate kept up with and the lowest not
+                mid = round((good + bad) / 2)
+                if mid - good < 0.1 * good:
+                    break
+                rate = mid
         return {"rate": good, "first_failing_rate": bad, "step_s": a.step_s, "steps": steps,
                 "criterion": "the stages' group lag at the step's end <= max(200, rate x 3 s) and drained in <= max(5 s, "
                               "0.3 x step) once the step's input stopped (the lag did not grow through the step); "
