@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ from cxstream.replay.chaos import (
     Workers,
     account,
     duplicate_assignments,
+    kill_all_workers,
     log,
     percentile,
     recovery,
@@ -550,7 +552,16 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in QUICK.items():
             if getattr(a, k) == getattr(defaults, k):
                 setattr(a, k, v)
-    result = asyncio.run(Chaos(a).run())
+    def terminated(signum: int, _: Any) -> None:  # `timeout` or Ctrl-C: no worker is left running
+        kill_all_workers()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        result = asyncio.run(Chaos(a).run())
+    except KeyboardInterrupt:
+        kill_all_workers()
+        raise
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")

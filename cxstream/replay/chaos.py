@@ -142,6 +142,7 @@ class Workers:
         self.opts = Options(partitions=partitions, engine_env=dict(env or {}))
         self.procs: list[EngineProc | None] = [None] * n
         self.starts = [0] * n
+        _ALL_WORKERS.append(self)
 
     def start(self, i: int, *, wait: bool = True) -> EngineProc:
         self.starts[i] += 1
@@ -174,6 +175,18 @@ class Workers:
     def stop(self) -> None:
         for e in self.live():
             stop_process(e.proc)
+
+
+_ALL_WORKERS: list[Workers] = []
+
+
+def kill_all_workers() -> None:
+    """SIGKILL to every worker started here (when the harness itself is told to stop: they are not its servers,
+    which die with it, but processes of their own)."""
+    for w in _ALL_WORKERS:
+        for e in w.live():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(e.proc.pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- traffic
