@@ -283,7 +283,7 @@ class Chaos:
             "contacts_opened": len(contacts), "contacts_assigned": dup["contacts_assigned"], "contacts_unassigned": len(unassigned),
             "reoffered_contacts": dup["reoffered_contacts"],
             "counted_twice": len(snap.counted_twice), "counted_twice_sample": snap.counted_twice[:5],
-            "full_rings": snap.full_rings,
+            "full_rings": snap.full_rings, "dead_letters_so_far": snap.dead_letters,
             "whole_run": {"events_sent": len(tr.acked), "lost": account(tr.acked, snap)["lost"],
                           "duplicate_assignments": duplicate_assignments(snap)["duplicate_assignments"],
                           "contexts": snap.contexts, "interactions_total_sum": snap.interactions_total,
@@ -503,8 +503,8 @@ def _distinct(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 METHOD = {
     "accounting": "each input the broker acknowledged to the harness (a failed send is sent again) is processed "
                   "(customer events: its id in the dedupe ring recent_event_ids of its customer's context copy in Redis; "
-                  "advisor events: on cx.routing.v1 below the stages' committed offset), dead-lettered (its id in a "
-                  "cx.dead-letter.v1 raw payload) or lost; unverified = a customer event of a context whose ring is full",
+                  "advisor events: on cx.routing.v1 below the stages' committed offset), else dead-lettered (its id in a "
+                  "cx.dead-letter.v1 raw payload), else lost; unverified = a customer event of a context whose ring is full",
     "duplicate_assignments": "contacts with two or more assignment ids on cx.assignments.v1 and no offer_timeout, "
                              "offer_rejected or transferred routing event (those are re-offers)",
     "counted_twice": "contexts whose interactions_total exceeds the interaction ids their ring holds",

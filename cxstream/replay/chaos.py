@@ -16,7 +16,7 @@
     context (the dedupe ring ``recent_event_ids`` of the Redis copy of the ``customer_context``
     table); an advisor event whose id is on ``cx.routing.v1`` (ingest's output) below the
     offset the stages' consumer group committed there (the router finished it);
-  - *dead-lettered*: its id is in the raw payload of a ``cx.dead-letter.v1`` record;
+  - *dead-lettered* (if not processed): its id is in the raw payload of a ``cx.dead-letter.v1`` record;
   - else *lost*.
 
   and each context is checked for counting twice (``interactions_total`` against the
@@ -504,6 +504,7 @@ class Snapshot:
     assignment_records: int
     reoffered: set[str]  # contacts with an offer timeout, rejection or transfer
     by_customer: dict[str, dict[str, Any]] = field(default_factory=dict)  # customer id -> compared fields
+    dead_letters: dict[str, int] = field(default_factory=dict)  # every dead letter so far, by "stage: error type: reason"
 
 
 COMPARED = ("interactions_total", "contacts_total", "channel_counts", "csat_count", "nps_count", "recent_event_ids")
@@ -526,9 +527,11 @@ async def snapshot(bootstrap: str, redis_url: str, prefix: str, app_id: str, int
             twice.append({"customer_id": c.get("customer_id"), "interactions_total": c.get("interactions_total"), "interaction_ids": held})
         by_customer[str(c.get("customer_id"))] = {k: c.get(k) for k in COMPARED}
     dead: dict[str, str] = {}
+    dead_by: Counter[str] = Counter()
     for _, _, raw in await read_topic(bootstrap, prefix + t.DEAD_LETTER.name):
         with contextlib.suppress(Exception):
             dl = orjson.loads(raw)
+            dead_by[f"{dl.get('agent')}: {dl.get('error_type')}: {str(dl.get('reason'))[:80]}"] += 1
             body = orjson.loads(dl.get("raw", ""))
             if isinstance(body, dict) and "event_id" in body:
                 dead[str(body["event_id"])] = str(dl.get("error_type"))
@@ -555,13 +558,16 @@ async def snapshot(bootstrap: str, redis_url: str, prefix: str, app_id: str, int
         if ev.get("kind") in ("offer_timeout", "offer_rejected", "transferred"):
             reoffered.add(ev["contact_id"])
     return Snapshot(ring, full, len(contexts), sum(int(c.get("interactions_total", 0)) for c in contexts), twice, dead,
-                    routed, assignments, records, reoffered, by_customer)
+                    routed, assignments, records, reoffered, by_customer, dict(dead_by))
 
 
 def account(acked: dict[str, str], snap: Snapshot, ids: Iterable[str] | None = None, sample: int = 20) -> dict[str, Any]:
     """Every acknowledged input of *ids* (default: all) as processed, dead-lettered or lost; see the module's docstring.
 
-    >>> snap = Snapshot({"e1"}, 0, 1, 1, [], {"e3": "invalid"}, {"a1"}, {"k1": {"as-1"}}, 1, set())
+    A processed input counts as processed even if a record derived from it was dead-lettered later
+    (``e1`` here: say the learner refused its label).
+
+    >>> snap = Snapshot({"e1"}, 0, 1, 1, [], {"e1": "processing_error", "e3": "invalid"}, {"a1"}, {"k1": {"as-1"}}, 1, set())
     >>> r = account({"e1": CUSTOMER, "a1": ADVISOR, "e3": CUSTOMER, "e4": CUSTOMER}, snap)
     >>> r["events_sent"], r["processed"], r["dead_lettered"], r["lost"], r["lost_ids"]
     (4, 2, 1, 1, ['e4'])
@@ -570,10 +576,10 @@ def account(acked: dict[str, str], snap: Snapshot, ids: Iterable[str] | None = N
     processed = dead = 0
     lost, unverified = [], []
     for eid in chosen:
-        if eid in snap.dead_lettered:
+        if (eid in snap.ring_ids) if acked[eid] == CUSTOMER else (eid in snap.routed_advisor_events):
+            processed += 1  # (a record derived from it may still be dead-lettered downstream: a label the learner refused)
+        elif eid in snap.dead_lettered:
             dead += 1
-        elif (eid in snap.ring_ids) if acked[eid] == CUSTOMER else (eid in snap.routed_advisor_events):
-            processed += 1
         elif acked[eid] == CUSTOMER and snap.full_rings:
             unverified.append(eid)
         else:
