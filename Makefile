@@ -80,7 +80,7 @@ schemas: $(STAMP) ## export the wire contract as JSON Schema into schemas/
 bench: $(STAMP) ## benchmarks (not part of make test); results in bench/results/
 	@for s in bench/*/run.sh; do echo "== $$s"; bash $$s || exit 1; done
 
-chaos: $(STAMP) ## faults (kill -9, broker and Redis outages, duplicates, overload) into a running engine; writes bench/results/chaos.json (~30 min; ARGS=--quick ~6 min)
+chaos: $(STAMP) ## faults (kill -9, broker and Redis outages, duplicates, overload) into a running engine; writes bench/results/chaos.json (~35 min; ARGS=--quick ~15 min)
 	timeout 3600 $(BIN)/python bench/chaos/chaos.py $(ARGS)
 
 clean: ## delete local state (var/: every customer, the broker's topics, Redis, models) and caches: the next run starts from nothing

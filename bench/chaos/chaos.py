@@ -517,7 +517,7 @@ METHOD = {
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/chaos/chaos.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes and short faults, for trying (~6 minutes)")
+    p.add_argument("--quick", action="store_true", help="small sizes and short faults, for trying (~15 minutes)")
     p.add_argument("--json", default=str(REPO / "bench" / "results" / "chaos.json"), help="where to write the result")
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--big-customers", type=int, default=100_000, help="customers for the second kill -9 (kill9_big)")
