@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-ka
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps prometheus-deps redis-deps run demo test test-encoder unit integration lint typecheck schemas bench clean
+.PHONY: help install browser-deps prometheus-deps redis-deps run demo test test-encoder unit integration lint typecheck schemas bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ schemas: $(STAMP) ## export the wire contract as JSON Schema into schemas/
 
 bench: $(STAMP) ## benchmarks (not part of make test); results in bench/results/
 	@for s in bench/*/run.sh; do echo "== $$s"; bash $$s || exit 1; done
+
+chaos: $(STAMP) ## faults (kill -9, broker and Redis outages, duplicates, overload) into a running engine; writes bench/results/chaos.json (~35 min; ARGS=--quick ~15 min)
+	timeout 3600 $(BIN)/python bench/chaos/chaos.py $(ARGS)
 
 clean: ## delete local state (var/: every customer, the broker's topics, Redis, models) and caches: the next run starts from nothing
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

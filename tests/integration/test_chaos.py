@@ -1,0 +1,188 @@
+"""Faults of issue 18 at small size, on the real engine (the full run with figures is ``make chaos``).
+
+* ``kill -9`` of one of two workers while both work through a backlog, then started again:
+  every input the broker acknowledged is accounted for by event id (in its customer's context,
+  or past the router, or dead-lettered), no context counted an interaction twice and no
+  contact was assigned twice.
+* Duplicates: the same recording sent a second time changes no context and no assignment;
+  a producer that sends every record twice (as after lost acknowledgements) counts each once.
+
+Accounting and traffic come from :mod:`cxstream.replay.chaos`, as in ``make chaos``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cxstream.replay.chaos import (
+    Endpoints,
+    GroupLag,
+    Traffic,
+    Workers,
+    account,
+    duplicate_assignments,
+    snapshot,
+)
+from cxstream.replay.recording import Planned, plan
+from cxstream.replay.workload import Workload, WorkloadConfig
+from cxstream.streams.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.integration
+RING = 256
+
+
+@pytest.fixture()
+def workers(servers: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    """*request.param* workers on the session's broker, with a Redis of their own (the accounting reads every context in it)."""
+    tag = uuid.uuid4().hex[:8]
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        w = Workers(Endpoints(servers[0], rds.url), tmp_path, request.param, prefix=f"t{tag}.", app_id=f"cxtest-{tag}",
+                    env={"CX_DEDUPE_IDS_PER_CUSTOMER": str(RING), "CX_TICK_INTERVAL_S": "0.5"})
+        try:
+            w.start_all()
+            yield w
+        finally:
+            w.signal_all(signal.SIGCONT)
+            w.stop()
+
+
+async def _up(w: Workers, workload: Workload) -> tuple[Traffic, GroupLag]:
+    traffic = Traffic(w.servers.broker_url, w.prefix)
+    await traffic.start(w)
+    lag = GroupLag(w.servers.broker_url, w.app_id, w.prefix)
+    await lag.start()
+    await traffic.send_all(plan(a) for a in workload.advisor_logins())
+    await traffic.send_all(plan(e) for e in workload.prefill())
+    await traffic.settle(lag, timeout=180)
+    return traffic, lag
+
+
+async def _waiting(w: Workers) -> int:
+    """Contacts waiting at the router of the default group (its live statistics in Redis)."""
+    import orjson
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(w.servers.redis_url)
+    try:
+        raw = await client.get("cx:queues:default")
+    finally:
+        await client.aclose()
+    assert raw, "the router published no statistics"
+    return int(orjson.loads(raw)["total"]["waiting"])
+
+
+async def _snap(w: Workers, traffic: Traffic):  # type: ignore[no-untyped-def]
+    return await snapshot(w.servers.broker_url, w.servers.redis_url, w.prefix, w.app_id, traffic.interactions, RING)
+
+
+@pytest.mark.parametrize("workers", [2], indirect=True)
+def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice(workers: Workers) -> None:
+    workload = Workload(WorkloadConfig(customers=300, advisors=30, seed=11))
+
+    async def scenario() -> None:
+        traffic, lag = await _up(workers, workload)
+        try:
+            before = set(traffic.acked)
+            # the backlog is produced while both workers are stopped, so the kill comes in the middle of it
+            workers.signal_all(signal.SIGSTOP)
+            try:
+                records = list(workload.planned(1500))
+                for p in records:
+                    r = p.record
+                    if getattr(r, "needs_advisor", False):
+                        traffic.contact_planned[r.contact_id] = time.time()  # type: ignore[union-attr]
+                await traffic.send_all(records)
+                backlog = await lag.lag()
+            finally:
+                workers.signal_all(signal.SIGCONT)
+            assert backlog is not None and backlog >= 1500, backlog
+            deadline = time.monotonic() + 120
+            while (left := await lag.lag()) is None or left > backlog - 200:  # both workers are at it
+                assert time.monotonic() < deadline, f"the workers took nothing of the backlog: lag {left}"
+                await asyncio.sleep(0.05)
+            killed = workers.procs[1]
+            assert killed is not None
+            workers.kill_9(1)
+            left_at_kill = await lag.lag()
+            workers.start(1)
+            await traffic.settle(lag, timeout=300)
+            snap = await _snap(workers, traffic)
+            ids = [i for i in traffic.acked if i not in before]
+            result = account(traffic.acked, snap, ids)
+            contacts = [p.record.contact_id for p in records if getattr(p.record, "needs_advisor", False)]  # type: ignore[union-attr]
+            dup = duplicate_assignments(snap, contacts)
+            waiting = await _waiting(workers)
+        finally:
+            await traffic.stop()
+            await lag.stop()
+        assert left_at_kill, "the backlog was done before the kill: this run tested nothing"
+        assert result["events_sent"] >= len(records)
+        assert result["lost"] == 0, result
+        assert result["processed"] + result["dead_lettered"] == result["events_sent"], result
+        assert result["unverified"] == 0 and snap.full_rings == 0
+        assert snap.counted_twice == [], snap.counted_twice[:5]
+        # every contact was assigned, or waits at the router for an advisor with its skills and language
+        assert dup["contacts_assigned"] + waiting == len(contacts), (dup, waiting, len(contacts))
+        assert dup["contacts_assigned"] >= len(contacts) // 2, dup
+        assert dup["duplicate_assignments"] == 0, dup
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("workers", [1], indirect=True)
+def test_a_recording_sent_twice_and_a_producer_that_resends_count_each_event_once(workers: Workers) -> None:
+    workload = Workload(WorkloadConfig(customers=200, advisors=20, seed=13))
+
+    async def scenario() -> None:
+        traffic, lag = await _up(workers, workload)
+        try:
+            stream = workload.planned()
+            recording = [next(stream).restamped(time.time()) for _ in range(600)]
+            await traffic.send_all(recording, restamp=False)
+            await traffic.settle(lag, timeout=180)
+            first = await _snap(workers, traffic)
+
+            copies = traffic.copies
+            await traffic.send_all(recording, restamp=False)  # the same recording again, byte for byte
+            await traffic.settle(lag, timeout=180)
+            again = await _snap(workers, traffic)
+            assert traffic.copies - copies == len(recording)
+
+            # a producer that re-sends each record a few records later (lost acknowledgements)
+            fresh = [next(stream).restamped(time.time()) for _ in range(400)]
+            resent: list[Planned] = []
+            for n, p in enumerate(fresh):
+                resent.append(p)
+                if n >= 3:
+                    resent.append(fresh[n - 3])
+            resent.extend(fresh[-3:])
+            interactions = len(traffic.interactions)
+            await traffic.send_all(resent, restamp=False)
+            await traffic.settle(lag, timeout=180)
+            last = await _snap(workers, traffic)
+            fresh_interactions = len(traffic.interactions) - interactions
+            result = account(traffic.acked, last, [p.record.event_id for p in fresh])  # type: ignore[union-attr]
+        finally:
+            await traffic.stop()
+            await lag.stop()
+        changed = [c for c, v in again.by_customer.items() if first.by_customer.get(c) != v]
+        assert changed == [], [(c, first.by_customer.get(c), again.by_customer[c]) for c in changed[:3]]
+        assert again.interactions_total == first.interactions_total
+        assert again.assignments == first.assignments  # no new assignment, the same ids
+        assert again.assignment_records == first.assignment_records
+        assert first.assignments, "the recording opened no contact that was assigned"
+        assert result["lost"] == 0 and result["processed"] == len(fresh), result
+        # every interaction counted once: the fresh ones and the desktops' closes that came meanwhile
+        assert last.interactions_total - again.interactions_total == fresh_interactions
+        assert last.counted_twice == []
+        assert duplicate_assignments(last)["duplicate_assignments"] == 0
+
+    asyncio.run(scenario())
+
