@@ -95,7 +95,7 @@ class ApiWorkers:
         *,
         engine_metrics_url: str | None = None,
         say: Callable[[str], None] = print,
-        start_timeout_s: float = 30.0,
+        start_timeout_s: float = 120.0,  # a child imports the whole API; on a loaded 2-core machine that took over 30 s
         probe_every_s: float = 2.0,
         probe_timeout_s: float = 3.0,
         probe_failures: int = 3,
