@@ -278,6 +278,8 @@ def corrupted_case(draw: st.DrawFn, topic: str, customer: str, event_id: str, no
     if value is not None and len(value) > max_bytes:
         expect = {"too_large"}  # the size is checked first, whatever else is wrong
     key = draw(st.one_of(st.none(), st.binary(max_size=16), st.just(event_id.encode())))
+    if value is None and key is None:
+        key = event_id.encode()  # a Kafka record has a key or a value
     return Case(topic, key, value, frozenset(expect), how)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from cxstream.context.identity import PRECEDENCE
 from cxstream.schemas import Assignment
 from cxstream.serve.desk import ADVISOR_ROUTES, CompleteBody, LoginBody, LogoutBody, PresenceBody, TransferBody
 from cxstream.serve.keys import scope_for
@@ -43,6 +44,10 @@ def _param(name: str, where: str = "path") -> dict[str, Any]:
     return {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
 
 
+#: Routes that name a customer by identifiers in the query (``?email=...``): one optional parameter per kind.
+_BY_IDENTIFIERS = ("/customers/context", "/customers/erase", "/customers/{customer_id}/erase")
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The document (built once per process).
@@ -67,6 +72,7 @@ def document() -> dict[str, Any]:
         "/customers/{customer_id}/context": {"get": _op("A customer's 360° context", errors=(400, 404, 409))},
         "/customers/context": {"get": _op("A customer's context by one identifier (query: email, phone, ...)", errors=(400, 404, 409))},
         "/customers/{customer_id}/erase": {"post": _op("Request erasure (GDPR/CCPA)", ok="202", errors=(400, 503))},
+        "/customers/erase": {"post": _op("Request erasure of the customer named by identifiers (query: email, phone, ...)", ok="202", errors=(400, 503))},
         "/erasures/{request_id}": {"get": _op("Progress of an erasure request", errors=(404,))},
         "/queues": {"get": _op("Live statistics of every routing group")},
         "/queues/{group}": {"get": _op("Live statistics of one routing group", errors=(404,))},
@@ -94,6 +100,8 @@ def document() -> dict[str, Any]:
         names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
         for op in ops.values():
             op["parameters"] = [_param(n) for n in names]
+            if path in _BY_IDENTIFIERS:
+                op["parameters"] += [_param(kind, "query") for kind in PRECEDENCE]
             if op["security"]:  # the scope an API key needs (cxstream.serve.keys); a desk key opens its own advisor's routes
                 scope = op["x-cx-scope"] = scope_for(path, ADVISOR_ROUTES)
                 op["description"] = f"{op.get('description', '')} API keys need the {scope!r} scope.".strip()
