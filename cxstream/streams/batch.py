@@ -135,6 +135,7 @@ class _Local:
 
 
 LOCAL_HEADER = "cx-local"
+YIELD_EVERY_S = 0.05  # a stage lets the event loop run (heartbeats, timers) at least this often within a batch
 MAX_LOCAL_PASSES = 4  # a batch goes through the stages at most this often for records sent back upstream
 
 
@@ -289,6 +290,7 @@ class BatchStage:
         n = 0
         waited = metrics.STAGE_WAIT.labels(self.name).observe
         now_ms = time.time() * 1000.0
+        yielded = clock()
         for tp, messages in batches:
             if not messages:
                 continue
@@ -301,6 +303,11 @@ class BatchStage:
             for m in messages:
                 rec = Record(topic, tp.partition, m.offset, m.key, m.value)
                 started = clock()
+                if started - yielded > YIELD_EVERY_S:
+                    # handlers do not suspend: without this a long batch (a flood of bad input on a busy
+                    # machine) starved the consumer's heartbeats, and the group rebalanced again and again
+                    await asyncio.sleep(0)
+                    yielded = started = clock()
                 try:
                     await handler(rec)
                 except InvalidInput as exc:

@@ -74,10 +74,37 @@ def _utf8_prefix(data: bytes, limit: int) -> bytes:
     return cut
 
 
+#: At most this many dead letters are logged one by one per LOG_WINDOW_S; the others are summed up in one line.
+LOG_BURST = 20
+LOG_WINDOW_S = 10.0
+_log_window = [0.0, 0, 0]  # window start (monotonic), logged in it, not logged in it
+
+
+def _log_this_one() -> bool:
+    """True while the current window has logged fewer than LOG_BURST dead letters; says how many it skipped."""
+    now = time.monotonic()
+    if now - _log_window[0] >= LOG_WINDOW_S:
+        if _log_window[2]:
+            log.warning("%d more dead letters in the last %.0f s, not logged one by one (cx_dead_letters_total counts every one)",
+                        _log_window[2], now - _log_window[0])
+        _log_window[:] = [now, 0, 0]
+    if _log_window[1] < LOG_BURST:
+        _log_window[1] += 1
+        return True
+    _log_window[2] += 1
+    return False
+
+
 def count_dead_letter(letter: DeadLetter) -> None:
-    """Count a dead letter (as an input outcome and as a dead letter) and log it (its reason is already redacted)."""
+    """Count a dead letter (as an input outcome and as a dead letter) and log it (its reason is already redacted).
+
+    A flood of bad input is logged as its first LOG_BURST letters and a count per LOG_WINDOW_S:
+    one log line per letter was most of the cost of a dead letter (the letters themselves are
+    all on the dead-letter topic, and counted)."""
     metrics.EVENTS_IN.labels(letter.source_topic, "dead_letter").inc()
     metrics.DEAD_LETTERS.labels(letter.source_topic, letter.error_type, letter.agent).inc()
+    if not _log_this_one():
+        return
     log.warning(
         "dead letter from %s[%d]@%d by %s: %s (%s)",
         letter.source_topic,

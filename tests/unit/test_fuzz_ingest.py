@@ -97,3 +97,58 @@ def test_a_dead_letter_keeps_the_start_of_a_payload_near_the_broker_limit() -> N
     encoded = msgspec.json.encode(letter)
     assert len(encoded) < 512 * 1024 and letter.raw_truncated and letter.raw_bytes == 900_000
     assert letter.raw == "\x01" * 65536
+
+
+def test_a_flood_of_dead_letters_is_logged_as_a_burst_and_a_count(caplog: pytest.LogCaptureFixture) -> None:
+    """One log line per dead letter was most of its cost; under the fuzz's flood the stage starved its heartbeats."""
+    from cxstream.streams import deadletter
+
+    deadletter._log_window[:] = [0.0, 0, 0]
+    with caplog.at_level("WARNING", logger="cxstream.streams.deadletter"):
+        for i in range(500):
+            letter = dead_letter_for(InvalidInput("not_json", "bad"), topic="t", partition=0, offset=i, agent="ingest", raw=b"{", key=None)
+            deadletter.count_dead_letter(letter)
+        deadletter._log_window[0] -= deadletter.LOG_WINDOW_S  # the window is over: the next one sums it up
+        deadletter.count_dead_letter(letter)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == deadletter.LOG_BURST + 2
+    assert f"{500 - deadletter.LOG_BURST} more dead letters" in lines[-2]
+
+
+def test_a_long_batch_lets_the_event_loop_run() -> None:
+    """Handlers do not suspend: a batch of slow records starved the consumer's heartbeats (rebalance after rebalance)."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from cxstream.streams.batch import YIELD_EVERY_S, BatchStage
+
+    async def run() -> int:
+        stage = BatchStage("s", ["t"], [], "dl", [])
+
+        async def handler(rec: object) -> None:
+            time.sleep(0.002)  # CPU-bound work: nothing awaits
+
+        stage.handler = handler
+        ticks = 0
+
+        async def beat() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(beat())
+        await asyncio.sleep(0)
+        before = ticks
+        records = [SimpleNamespace(offset=i, key=None, value=b"x", timestamp=None) for i in range(200)]
+        started = time.perf_counter()
+        await stage.process([(TopicPartition("t", 0), records)])
+        spent = time.perf_counter() - started
+        task.cancel()
+        assert spent > 2 * YIELD_EVERY_S
+        return ticks - before
+
+    assert asyncio.run(run()) >= 2
