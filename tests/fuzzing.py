@@ -184,11 +184,13 @@ def _put_bytes(raw: bytes, field: str, junk: bytes) -> bytes:
 
 
 @st.composite
-def corrupted_case(draw: st.DrawFn, topic: str, customer: str, event_id: str, now: float, skew_s: float, max_bytes: int) -> Case:
-    """A valid event of *topic* broken by one corruption; ``expect`` says which dead-letter types it may get."""
+def corrupted_case(
+    draw: st.DrawFn, topic: str, customer: str, event_id: str, now: float, skew_s: float, max_bytes: int, how: str | None = None
+) -> Case:
+    """A valid event of *topic* broken by one corruption (*how*, else drawn); ``expect`` says which dead-letter types it may get."""
     ev = draw(valid_event(topic, customer, event_id, now, skew_s))
     raw = _json(ev)
-    how = draw(st.sampled_from(CORRUPTIONS))
+    how = how or draw(st.sampled_from(CORRUPTIONS))
     expect = {"invalid"}
     value: bytes | None
     if how == "null_payload":

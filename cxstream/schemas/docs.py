@@ -91,7 +91,9 @@ a `DeadLetter`: its coordinates (source topic, partition, offset), the stage, an
 human `reason` (redacted; for schema errors it names the field path, e.g. `$.customer.email`), and
 the payload (its first `CX_DEAD_LETTER_MAX_RAW_BYTES`, 64 KiB, with `raw_truncated` and
 `raw_bytes` when longer: the whole payload stays at its coordinates).  The stream goes on; nothing
-is dropped silently.  The checks, in order:
+is dropped silently.  Each one is counted in `cx_dead_letters_total{topic,error_type,stage}`; the
+log shows the first 20 in each 10 s and a count of the others (a flood of bad input is not a flood
+of log lines).  The checks, in order:
 
 | error_type | the input |
 |---|---|
