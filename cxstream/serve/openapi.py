@@ -41,7 +41,10 @@ def _op(summary: str, *, body: str | None = None, ok: str = "200", answer: Any =
 
 
 def _param(name: str, where: str = "path") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+    schema: dict[str, Any] = {"type": "string"}
+    if name == "advisor_id":  # what the desk routes accept (cxstream.serve.desk.AdvisorId); others answer 400
+        schema["pattern"] = r"^[A-Za-z0-9_.@-]{1,128}$"
+    return {"name": name, "in": where, "required": where == "path", "schema": schema}
 
 
 #: Routes that name a customer by identifiers in the query (``?email=...``): one optional parameter per kind.
@@ -80,14 +83,14 @@ def document() -> dict[str, Any]:
         adv + "/login": {"post": _op("Sign in (AdvisorEvent login)", body="LoginBody", ok="202", auth="advisor", errors=(400, 503))},
         adv + "/presence": {"post": _op("Set presence (AdvisorEvent presence)", body="PresenceBody", ok="202", auth="advisor", errors=(400, 503))},
         adv + "/logout": {"post": _op("Sign out (AdvisorEvent logout)", body="LogoutBody", ok="202", auth="advisor", errors=(400, 503))},
-        adv + "/work": {"get": _op("The advisor's offers and contacts", answer=work, auth="advisor", errors=(503,))},
-        adv + "/events": {"get": {**_op("Live offers: server-sent events, 'event: work' with the same body as /work after each change", auth="advisor", errors=(503,)),
-                                  "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+        adv + "/work": {"get": _op("The advisor's offers and contacts", answer=work, auth="advisor", errors=(400, 503))},
+        adv + "/events": {"get": _op("Live offers: server-sent events, 'event: work' with the same body as /work after each change", auth="advisor",
+                                     answer={"type": "string"}, errors=(400, 503))},
         adv + "/offers/{assignment_id}/accept": {"post": _op("Accept an offer (AdvisorEvent offer_accepted)", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/offers/{assignment_id}/reject": {"post": _op("Reject an offer (AdvisorEvent offer_rejected)", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/transfer": {"post": _op("Transfer a held contact (AdvisorEvent contact_transferred)", body="TransferBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/complete": {"post": _op("Complete with a disposition (AdvisorEvent contact_completed, then contact_closed)", body="CompleteBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
-        adv + "/contacts/{contact_id}/context": {"get": _op("Context of the customer of an offered or held contact", auth="advisor", errors=(404,))},
+        adv + "/contacts/{contact_id}/context": {"get": _op("Context of the customer of an offered or held contact", auth="advisor", errors=(400, 404))},
         "/wallboard/data": {"get": _op("Everything the wallboard shows", errors=(503,))},
         "/chat/messages": {"post": _op("A customer's chat message (opens a routed chat contact first)", body="ChatMessage", ok="202", errors=(400, 503))},
         "/chat/contacts/{contact_id}/close": {"post": _op("The customer ends the chat", body="ChatClose", ok="202", errors=(400, 503))},
@@ -96,6 +99,8 @@ def document() -> dict[str, Any]:
         "/chat": {"get": _op("Customer chat page", auth="none")},
         "/openapi.json": {"get": _op("This document", auth="none")},
     }
+    # the live feed answers a text/event-stream (its errors are JSON like the others')
+    paths[adv + "/events"]["get"]["responses"]["200"] = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
     for path, ops in paths.items():
         names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
         for op in ops.values():
