@@ -19,6 +19,7 @@ A batch stage (:mod:`cxstream.streams.batch`): anything that fails goes to
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,7 +73,30 @@ def anonymous_key(ev: InteractionEvent) -> str:
     return "anon-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
-def route_customer_event(raw: bytes | None, kind: type[InteractionEvent] | type[OutcomeEvent], max_bytes: int) -> Routed:
+def check_not_future(occurred_at: float, max_future_s: float | None, now: float | None = None) -> None:
+    """Raise ``future_dated`` if *occurred_at* is more than *max_future_s* after *now* (default: the clock).
+
+    Event time drives the contexts (``updated_at``, milestones) and the router's clock (SLA and
+    offer timers): one event dated next year would expire every timer of its routing group.  A
+    producer whose clock is off by more than the tolerance, or that sends milliseconds, is told
+    so in the dead-letter topic.  Out-of-order (late) events are valid and processed.
+
+    >>> check_not_future(1000.0, 60, now=990.0)
+    >>> try: check_not_future(1061.0, 60, now=1000.0)
+    ... except InvalidInput as e: print(e.error_type, "-", e.reason)
+    future_dated - occurred_at is 61 s after the engine's clock (tolerance 60 s)
+    """
+    if max_future_s is None or max_future_s < 0:
+        return
+    ahead = occurred_at - (time.time() if now is None else now)
+    if ahead > max_future_s:
+        raise InvalidInput("future_dated", f"occurred_at is {ahead:.0f} s after the engine's clock (tolerance {max_future_s:g} s)")
+
+
+def route_customer_event(
+    raw: bytes | None, kind: type[InteractionEvent] | type[OutcomeEvent], max_bytes: int, max_future_s: float | None = None,
+    now: float | None = None,
+) -> Routed:
     """Validate a customer-facing input and say where it goes next; raises :class:`InvalidInput`.
 
     >>> r = route_customer_event(b'{"event_id":"e1","occurred_at":1,"channel":"chat","kind":"message",'
@@ -82,6 +106,7 @@ def route_customer_event(raw: bytes | None, kind: type[InteractionEvent] | type[
     ('resolve', 'jane@x.org', 'mail me: [email]', [('phone', 'blocked_value')])
     """
     ev = decode(raw, kind, max_bytes)
+    check_not_future(ev.occurred_at, max_future_s, now)
     ids, bad = partition_identifiers(ev.customer)
     if not ids:
         if bad:
@@ -105,9 +130,10 @@ def route_customer_event(raw: bytes | None, kind: type[InteractionEvent] | type[
     return Routed(ev.event_id.encode(), encode(ResolveRequest(event=ev, refused=refused)), "resolve")
 
 
-def route_advisor_event(raw: bytes | None, max_bytes: int) -> Routed:
+def route_advisor_event(raw: bytes | None, max_bytes: int, max_future_s: float | None = None, now: float | None = None) -> Routed:
     """Validate an advisor event and key it by routing group; raises :class:`InvalidInput`."""
     ev = decode(raw, AdvisorEvent, max_bytes)
+    check_not_future(ev.occurred_at, max_future_s, now)
     return Routed(ev.routing_group.encode(), encode(ev), "routing")
 
 
@@ -116,18 +142,18 @@ def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
     st = runtime.stage("ingest", [t.INTERACTIONS, t.OUTCOMES, t.ADVISOR_EVENTS])
     targets = {"resolve": st.output(runtime.topic(t.RESOLVE)), "customer": st.output(runtime.topic(t.CUSTOMER_EVENTS)),
                "routing": st.output(runtime.topic(t.ROUTING))}
-    limit = settings.max_event_bytes
+    limit, ahead = settings.max_event_bytes, settings.max_future_skew_s
     interactions, outcomes = runtime.topic(t.INTERACTIONS), runtime.topic(t.OUTCOMES)
     accepted = {name: metrics.EVENTS_IN.labels(name, "accepted") for name in st.inputs}
     anonymous = metrics.EVENTS_IN.labels(interactions, "anonymous")
 
     async def handle(rec: Record) -> None:
         if rec.topic == interactions:
-            routed = route_customer_event(rec.value, InteractionEvent, limit)
+            routed = route_customer_event(rec.value, InteractionEvent, limit, ahead)
         elif rec.topic == outcomes:
-            routed = route_customer_event(rec.value, OutcomeEvent, limit)
+            routed = route_customer_event(rec.value, OutcomeEvent, limit, ahead)
         else:
-            routed = route_advisor_event(rec.value, limit)
+            routed = route_advisor_event(rec.value, limit, ahead)
         (accepted[rec.topic] if routed.to != "customer" else anonymous).inc()
         await targets[routed.to].send(key=routed.key, value=routed.value)
 

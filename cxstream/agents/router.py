@@ -22,7 +22,7 @@ import logging
 import struct
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,18 +263,32 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
 
     @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
     async def tick() -> None:
-        snapshot = {}
-        for group in list(host.clocks):
-            stats = host.routers[group][1].stats()
-            publish_stats(group, stats)
-            snapshot[queues_key(group)] = orjson.dumps(stats)
-            await runtime.send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode())
-        if redis_client is not None and snapshot:
-            try:
-                async with redis_client.pipeline(transaction=False) as pipe:
-                    for k, v in snapshot.items():
-                        pipe.set(k, v, ex=60)
-                    await pipe.execute()
-            except Exception as exc:  # the next tick retries; routing does not depend on it
-                metrics.REDIS_ERRORS.inc()
-                log.warning("could not store queue statistics in Redis: %r", exc)
+        await tick_groups(host, runtime.send_now, routing, redis_client)
+
+
+async def tick_groups(
+    host: RouterHost, send_now: Callable[[str, bytes, bytes], Awaitable[None]], routing: str, redis_client: aioredis.Redis | None
+) -> None:
+    """One tick of every group this worker owns: its statistics, and a :class:`RouterTick` sent with *send_now*.
+
+    A group given up while the tick awaits a send (a rebalance drops it from *host*) is skipped:
+    its KeyError stopped the whole engine (found by tests/integration/test_fuzz_engine.py).
+    """
+    snapshot = {}
+    for group in list(host.clocks):
+        entry = host.routers.get(group)
+        if entry is None or group not in host.clocks:  # dropped by a rebalance during this tick
+            continue
+        stats = entry[1].stats()
+        publish_stats(group, stats)
+        snapshot[queues_key(group)] = orjson.dumps(stats)
+        await send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), group.encode())
+    if redis_client is not None and snapshot:
+        try:
+            async with redis_client.pipeline(transaction=False) as pipe:
+                for k, v in snapshot.items():
+                    pipe.set(k, v, ex=60)
+                await pipe.execute()
+        except Exception as exc:  # the next tick retries; routing does not depend on it
+            metrics.REDIS_ERRORS.inc()
+            log.warning("could not store queue statistics in Redis: %r", exc)

@@ -53,7 +53,7 @@ RoutingGroup = Annotated[
 ]
 Attributes = Annotated[
     dict[str, str | int | float | bool],
-    msgspec.Meta(description="Free-form scalar attributes from the source system (at most 64 keys)."),
+    msgspec.Meta(max_length=64, description="Free-form scalar attributes from the source system (at most 64 keys)."),
 ]
 
 

@@ -79,7 +79,46 @@ def contract_markdown(records: tuple[type[Record], ...], nested: tuple[type[Reco
         "On the wire a record may carry `\"type\": \"<its tag>\"`; on single-type input topics it is optional.\n"
         "Unknown fields are ignored (forward compatibility); times are seconds since the Unix epoch (UTC).\n\n"
     )
-    return head + "\n".join(record_markdown(r) for r in (*records, *nested))
+    return head + BAD_INPUT + "\n" + "\n".join(record_markdown(r) for r in (*records, *nested))
+
+
+BAD_INPUT = """\
+## Bad input: the dead-letter policy
+
+The ingest stage validates every record of `cx.interactions.v1`, `cx.outcomes.v1` and
+`cx.advisor-events.v1`.  One it cannot use goes to `cx.dead-letter.v1` (key: the source topic) as
+a `DeadLetter`: its coordinates (source topic, partition, offset), the stage, an `error_type` and a
+human `reason` (redacted; for schema errors it names the field path, e.g. `$.customer.email`), and
+the payload (its first `CX_DEAD_LETTER_MAX_RAW_BYTES`, 64 KiB, with `raw_truncated` and
+`raw_bytes` when longer: the whole payload stays at its coordinates).  The stream goes on; nothing
+is dropped silently.  Each one is counted in `cx_dead_letters_total{topic,error_type,stage}`; the
+log shows the first 20 in each 10 s and a count of the others (a flood of bad input is not a flood
+of log lines).  The checks, in order:
+
+| error_type | the input |
+|---|---|
+| `empty` | has no value (a tombstone) |
+| `too_large` | is larger than `CX_MAX_EVENT_BYTES` (64 KiB), whatever else is wrong with it |
+| `not_utf8` | has a string that is not UTF-8 (JSON on the wire is UTF-8: Latin-1, cp1252, Shift JIS... are refused) |
+| `not_json` | is not one JSON value: truncated, trailing bytes, raw control characters or null bytes, `NaN`/`Infinity` tokens, UTF-16/32, a byte-order mark, nested deeper than the decoder goes |
+| `invalid` | breaks the schema: a wrong type, a missing field, a value out of range (a negative time, milliseconds, after the year 3000, `1e999`), too long, not matching its pattern, an unknown `type` tag, more than 64 attributes |
+| `future_dated` | has an `occurred_at` more than `CX_MAX_FUTURE_SKEW_S` (3600 s) after the engine's clock |
+| `no_identifier` | is an outcome without any customer identifier |
+| `bad_identifier` | carries identifiers, but only placeholders or malformed ones |
+| `processing_error` | made a stage fail: an engine defect, logged with its traceback (the fuzz tests assert there is none) |
+
+**Event time.**  Late and out-of-order events are valid and processed (in arrival order: a
+context's `recent` list is newest-arrived first, `updated_at` and milestones keep the latest
+time; the router's clock is the latest event time it has seen and never goes back).  Events dated
+in the future are refused beyond the tolerance: event time drives the router's clock, so one event
+dated next year would fire every SLA and offer timer of its routing group at once.  Clocks that
+disagree by less than the tolerance are normal; `CX_MAX_FUTURE_SKEW_S=-1` turns the check off
+(e.g. to replay a recording with its own future times).
+
+Keys of input records are not checked: the engine routes by the payload (customer identifiers,
+routing group), whatever the key says.  Unknown fields are ignored, duplicate JSON keys take
+the last value.  Duplicates of an `event_id` are valid input and dropped (counted) downstream.
+"""
 
 
 def reference_markdown() -> str:

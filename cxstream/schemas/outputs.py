@@ -144,5 +144,12 @@ class DeadLetter(Record, tag="cx.DeadLetter.v1", tag_field="type"):
     reason: Annotated[str, msgspec.Meta(description="Human-readable reason, e.g. the validation error and its path.")]
     error_type: Annotated[str, msgspec.Meta(description="Machine-readable class: too_large, not_json, invalid, duplicate_key...")]
     failed_at: EventTime
-    raw: Annotated[str, msgspec.Meta(description="The payload as received: UTF-8 text, or 'base64:'-prefixed when not UTF-8.")]
+    raw: Annotated[str, msgspec.Meta(description=(
+        "The payload as received: UTF-8 text, or 'base64:'-prefixed when not UTF-8; only its first "
+        "CX_DEAD_LETTER_MAX_RAW_BYTES bytes when raw_truncated."
+    ))]
     key: str | None = None
+    raw_bytes: Annotated[int, msgspec.Meta(ge=0, description="Size of the payload as received, bytes (0: no payload).")] = 0
+    raw_truncated: Annotated[bool, msgspec.Meta(description=(
+        "True when raw holds only the start of the payload; the whole of it is at source_topic/partition/offset."
+    ))] = False

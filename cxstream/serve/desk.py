@@ -181,6 +181,10 @@ async def read_body(request: web.Request, kind: type[Body]) -> Any:
         raise Refused(error(400, "invalid_body", str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise Refused(error(400, "not_json", f"the body is not JSON: {exc}")) from exc
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 in a string: it was a 500
+        raise Refused(error(400, "not_utf8", f"the body is not UTF-8: byte {exc.start} of a string ({exc.reason})")) from exc
+    except RecursionError as exc:  # nested thousands deep: it was a 500
+        raise Refused(error(400, "not_json", "the body is not JSON: nested too deeply")) from exc
 
 
 def _advisor(request: web.Request) -> str:

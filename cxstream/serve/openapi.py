@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from cxstream.context.identity import PRECEDENCE
 from cxstream.schemas import Assignment
 from cxstream.serve.desk import (
     ADVISOR_ROUTES,
@@ -48,7 +49,14 @@ def _op(summary: str, *, body: str | None = None, ok: str = "200", answer: Any =
 
 
 def _param(name: str, where: str = "path") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": {"type": "string"}}
+    schema: dict[str, Any] = {"type": "string"}
+    if name == "advisor_id":  # what the desk routes accept (cxstream.serve.desk.AdvisorId); others answer 400
+        schema["pattern"] = r"^[A-Za-z0-9_.@-]{1,128}$"
+    return {"name": name, "in": where, "required": where == "path", "schema": schema}
+
+
+#: Routes that name a customer by identifiers in the query (``?email=...``): one optional parameter per kind.
+_BY_IDENTIFIERS = ("/customers/context", "/customers/erase", "/customers/{customer_id}/erase")
 
 
 _SUGGESTIONS: dict[str, Any] = {"type": "object", "properties": {
@@ -89,6 +97,7 @@ def document() -> dict[str, Any]:
         "/customers/{customer_id}/context": {"get": _op("A customer's 360° context", errors=(400, 404, 409))},
         "/customers/context": {"get": _op("A customer's context by one identifier (query: email, phone, ...)", errors=(400, 404, 409))},
         "/customers/{customer_id}/erase": {"post": _op("Request erasure (GDPR/CCPA)", ok="202", errors=(400, 503))},
+        "/customers/erase": {"post": _op("Request erasure of the customer named by identifiers (query: email, phone, ...)", ok="202", errors=(400, 503))},
         "/erasures/{request_id}": {"get": _op("Progress of an erasure request", errors=(404,))},
         "/queues": {"get": _op("Live statistics of every routing group")},
         "/queues/{group}": {"get": _op("Live statistics of one routing group", errors=(404,))},
@@ -96,21 +105,21 @@ def document() -> dict[str, Any]:
         adv + "/login": {"post": _op("Sign in (AdvisorEvent login)", body="LoginBody", ok="202", auth="advisor", errors=(400, 503))},
         adv + "/presence": {"post": _op("Set presence (AdvisorEvent presence)", body="PresenceBody", ok="202", auth="advisor", errors=(400, 503))},
         adv + "/logout": {"post": _op("Sign out (AdvisorEvent logout)", body="LogoutBody", ok="202", auth="advisor", errors=(400, 503))},
-        adv + "/work": {"get": _op("The advisor's offers and contacts", answer=work, auth="advisor", errors=(503,))},
-        adv + "/events": {"get": {**_op("Live offers: server-sent events, 'event: work' with the same body as /work after each change", auth="advisor", errors=(503,)),
-                                  "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+        adv + "/work": {"get": _op("The advisor's offers and contacts", answer=work, auth="advisor", errors=(400, 503))},
+        adv + "/events": {"get": _op("Live offers: server-sent events, 'event: work' with the same body as /work after each change", auth="advisor",
+                                     answer={"type": "string"}, errors=(400, 503))},
         adv + "/offers/{assignment_id}/accept": {"post": _op("Accept an offer (AdvisorEvent offer_accepted)", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/offers/{assignment_id}/reject": {"post": _op("Reject an offer (AdvisorEvent offer_rejected)", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/transfer": {"post": _op("Transfer a held contact (AdvisorEvent contact_transferred)", body="TransferBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/complete": {"post": _op("Complete with a disposition (AdvisorEvent contact_completed, then contact_closed)", body="CompleteBody", ok="202", auth="advisor", errors=(400, 404, 409, 503))},
-        adv + "/contacts/{contact_id}/context": {"get": _op("Context of the customer of an offered or held contact", auth="advisor", errors=(404,))},
+        adv + "/contacts/{contact_id}/context": {"get": _op("Context of the customer of an offered or held contact", auth="advisor", errors=(400, 404, 409))},
         adv + "/contacts/{contact_id}/suggestions": {"get": _op(
             "Suggested knowledge for an offered or held contact: documents that resolved similar contacts, each with why",
-            answer=_SUGGESTIONS, auth="advisor", errors=(404, 503))},
+            answer=_SUGGESTIONS, auth="advisor", errors=(400, 404, 409, 503))},
         adv + "/contacts/{contact_id}/nba": {"get": _op(
             "Next-best actions of an offered or held contact: ranked (the chosen one first), each with its estimated reward, "
             "probability and the model that answered; the decision's logged propensity", answer={"$ref": "#/components/schemas/NBAAnswer"},
-            auth="advisor", errors=(404,))},
+            auth="advisor", errors=(400, 404, 409, 503))},
         "/wallboard/data": {"get": _op("Everything the wallboard shows", errors=(503,))},
         "/chat/messages": {"post": _op("A customer's chat message (opens a routed chat contact first)", body="ChatMessage", ok="202", errors=(400, 503))},
         "/chat/contacts/{contact_id}/close": {"post": _op("The customer ends the chat", body="ChatClose", ok="202", errors=(400, 503))},
@@ -119,10 +128,14 @@ def document() -> dict[str, Any]:
         "/chat": {"get": _op("Customer chat page", auth="none")},
         "/openapi.json": {"get": _op("This document", auth="none")},
     }
+    # the live feed answers a text/event-stream (its errors are JSON like the others')
+    paths[adv + "/events"]["get"]["responses"]["200"] = {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
     for path, ops in paths.items():
         names = [seg[1:-1] for seg in path.split("/") if seg.startswith("{")]
         for op in ops.values():
             op["parameters"] = [_param(n) for n in names]
+            if path in _BY_IDENTIFIERS:
+                op["parameters"] += [_param(kind, "query") for kind in PRECEDENCE]
             if op["security"]:  # the scope an API key needs (cxstream.serve.keys); a desk key opens its own advisor's routes
                 scope = op["x-cx-scope"] = scope_for(path, ADVISOR_ROUTES)
                 op["description"] = f"{op.get('description', '')} API keys need the {scope!r} scope.".strip()

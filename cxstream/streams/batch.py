@@ -103,7 +103,7 @@ from aiokafka.structs import OffsetAndMetadata
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
-from cxstream.streams.deadletter import count_dead_letter, dead_letter_for
+from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
@@ -136,6 +136,7 @@ class _Local:
 
 
 LOCAL_HEADER = "cx-local"
+YIELD_EVERY_S = 0.05  # a stage lets the event loop run (heartbeats, timers) at least this often within a batch
 MAX_LOCAL_PASSES = 4  # a batch goes through the stages at most this often for records sent back upstream
 
 
@@ -260,9 +261,10 @@ class BatchStage:
 
     def __init__(
         self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table],
-        *, local: bool = False, local_when_alone: bool = False,
+        *, local: bool = False, local_when_alone: bool = False, max_raw: int = MAX_RAW_BYTES,
     ) -> None:
         self.name = name
+        self.max_raw = max_raw  # bytes of a refused payload its dead letter keeps
         # takes records this worker sends it without the broker (its handler sees them with offset -1) ...
         self.local = local or local_when_alone
         # ... but only while this worker is the group's only member (it owns every partition of every stage input)
@@ -289,6 +291,7 @@ class BatchStage:
         n = 0
         waited = metrics.STAGE_WAIT.labels(self.name).observe
         now_ms = time.time() * 1000.0
+        yielded = clock()
         for tp, messages in batches:
             if not messages:
                 continue
@@ -301,6 +304,11 @@ class BatchStage:
             for m in messages:
                 rec = Record(topic, tp.partition, m.offset, m.key, m.value)
                 started = clock()
+                if started - yielded > YIELD_EVERY_S:
+                    # handlers do not suspend: without this a long batch (a flood of bad input on a busy
+                    # machine) starved the consumer's heartbeats, and the group rebalanced again and again
+                    await asyncio.sleep(0)
+                    yielded = started = clock()
                 try:
                     await handler(rec)
                 except InvalidInput as exc:
@@ -319,7 +327,8 @@ class BatchStage:
 
     def _dead_letter(self, rec: Record, exc: InvalidInput) -> None:
         letter = dead_letter_for(
-            exc, topic=rec.topic, partition=rec.partition, offset=rec.offset, agent=self.name, raw=rec.value, key=rec.key
+            exc, topic=rec.topic, partition=rec.partition, offset=rec.offset, agent=self.name, raw=rec.value, key=rec.key,
+            max_raw=self.max_raw,
         )
         count_dead_letter(letter)
         self.buffer.append((self.dead_letters, letter.source_topic.encode(), encode(letter)))
@@ -430,7 +439,7 @@ class BatchRuntime:
         """
         st = BatchStage(
             name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local,
-            local_when_alone=local_when_alone,
+            local_when_alone=local_when_alone, max_raw=self.settings.dead_letter_max_raw_bytes,
         )
         for topic in st.inputs:
             if topic in self._stage_of:

@@ -52,6 +52,9 @@ def decode(raw: bytes | None, kind: type[T] | Any, max_bytes: int | None = None)
     >>> try: decode(b'{"event_id":"e"}', AdvisorEvent)
     ... except InvalidInput as e: print(e.error_type, "-", e.reason)
     invalid - Object missing required field `occurred_at`
+    >>> try: decode(b'{"event_id":"\\xff"}', AdvisorEvent)
+    ... except InvalidInput as e: print(e.error_type, "-", e.reason)
+    not_utf8 - not UTF-8: byte 0 of a string is not valid UTF-8 (invalid start byte)
     """
     if raw is None:
         raise InvalidInput("empty", "the message has no value (null payload)")
@@ -63,6 +66,10 @@ def decode(raw: bytes | None, kind: type[T] | Any, max_bytes: int | None = None)
         raise InvalidInput("invalid", str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise InvalidInput("not_json", f"not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
+        raise InvalidInput("not_utf8", f"not UTF-8: byte {exc.start} of a string is not valid UTF-8 ({exc.reason})") from exc
+    except RecursionError as exc:  # arrays/objects nested thousands deep, even in an unknown field
+        raise InvalidInput("not_json", "not valid JSON: nested too deeply") from exc
 
 
 def decode_customer_event(raw: bytes) -> CustomerEvent:

@@ -58,6 +58,14 @@ class Settings:
         1, "1: context lookups on one pipelined hiredis connection per API process; 0: through the redis-py pool."
     )
     max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
+    max_future_skew_s: float = _setting(
+        3600.0, "Inputs whose occurred_at is more than this many seconds after the engine's clock go to the "
+        "dead-letter topic as future_dated (a producer clock or unit mistake); -1: no check."
+    )
+    dead_letter_max_raw_bytes: int = _setting(
+        65536, "A dead letter keeps at most this many bytes of the payload (raw_truncated, raw_bytes say so); "
+        "the whole payload stays at its coordinates in the source topic."
+    )
     context_max_interactions: int = _setting(20, "Interactions kept per customer context (newest first).")
     dedupe_ids_per_customer: int = _setting(64, "Event ids remembered per customer to drop duplicates.")
     redis_ttl_s: int = _setting(7 * 24 * 3600, "TTL of the context copies in Redis, seconds.")
