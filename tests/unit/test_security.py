@@ -142,6 +142,7 @@ OWN_SERVERS = {
     "cxstream/streams/embedded.py": "the readiness check of a server it starts, with the client config its owner gives",
     "cxstream/replay/loadgen.py": "a benchmark on the embedded broker and Redis it starts itself",
     "cxstream/replay/context_bench.py": "a benchmark on the embedded broker and Redis it starts itself",
+    "cxstream/replay/chaos.py": "the chaos harness (make chaos) on the embedded broker and Redis it starts itself",
 }
 
 
