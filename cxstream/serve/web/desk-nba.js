@@ -29,7 +29,8 @@
     );
     if (sel.shown !== d.decision_id) {  // preselect the recommendation once per decision; the advisor may change it
       $("nba-taken").value = chosen.action;
-      $("nba-doc").value = chosen.document_id || "";
+      // the recommended document goes into the completion's "Document used" (shared with the suggested knowledge)
+      if (chosen.document_id && !$("disp-document").value.trim()) $("disp-document").value = chosen.document_id;
       sel.shown = d.decision_id;
     }
   }
@@ -54,8 +55,7 @@
   window.cxNba = {  // what desk.js adds to a completion
     taken() {
       const action = $("nba-taken").value;
-      const doc = $("nba-doc").value.trim();
-      return action ? { action, ...(action === "resolve" && doc ? { document: doc } : {}) } : {};
+      return action ? { action } : {};
     },
   };
 })();
