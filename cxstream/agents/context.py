@@ -89,6 +89,7 @@ class RedisContextWriter:
         self.ttl_s = ttl_s
         self.max_batch = max_batch
         self._dirty: dict[str, bytes | None] = {}  # redis key -> value, None = delete
+        self._forgotten: set[str] = set()  # keys forgotten while a flush of them was in flight: not retried
         self._lock = asyncio.Lock()
 
     def mark(self, customer_id: str, value: bytes) -> None:
@@ -98,6 +99,17 @@ class RedisContextWriter:
     def mark_key(self, key: str, value: bytes | None) -> None:
         """Schedule any key (None: delete it)."""
         self._dirty[key] = value
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop pending writes of *keys*, and do not retry them if a flush of them in flight fails.
+
+        For a partition given up in a rebalance: its next owner restores it from the changelog and
+        writes every copy again (``resync``); a late retry of ours would overwrite a newer copy
+        with an older one.
+        """
+        for k in keys:
+            self._dirty.pop(k, None)
+            self._forgotten.add(k)
 
     @property
     def pending(self) -> int:
@@ -125,6 +137,7 @@ class RedisContextWriter:
                 batch = dict(list(self._dirty.items())[: self.max_batch])
                 for k in batch:
                     del self._dirty[k]
+                self._forgotten.clear()
                 started = time.perf_counter()
                 try:
                     if self.pipelined is not None:
@@ -144,7 +157,9 @@ class RedisContextWriter:
                     metrics.REDIS_ERRORS.inc()
                     log.warning("redis flush of %d keys failed, will retry: %r", len(batch), exc)
                     for k, v in batch.items():
-                        self._dirty.setdefault(k, v)
+                        if k not in self._forgotten:
+                            self._dirty.setdefault(k, v)
+                    self._forgotten.clear()
                     return written
                 metrics.REDIS_FLUSH_SECONDS.observe(time.perf_counter() - started)
                 metrics.REDIS_FLUSHED.inc(len(batch))
@@ -179,7 +194,12 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             if not key.startswith(b"~"):  # markers: aliases, erasures, outreach state
                 writer.mark(key.decode(), value)
 
+    def dropped(partition: int, given_up: Mapping[bytes, bytes]) -> None:
+        """A partition given up in a rebalance: its pending copies are its next owner's to write (resync)."""
+        writer.forget(context_key(key.decode()) for key in given_up if not key.startswith(b"~"))
+
     table.on_restored = resync
+    table.on_dropped = dropped
 
     def save(key: bytes, ctx: CustomerContext) -> None:
         value = encode_context(ctx)
