@@ -125,7 +125,7 @@
 
   // Suggested knowledge (desk-assist.js): documents that resolved similar contacts; "Use" fills the disposition's document.
   function suggest(contactId) {
-    const w = state.work.find((x) => x.contact_id === contactId);
+    const w = state.work.find((x) => ref(x) === contactId);
     cxAssist.show(state.advisor, state.key, contactId, Boolean(w && w.status === "active"));
   }
 
