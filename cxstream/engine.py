@@ -48,7 +48,7 @@ from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
-from cxstream.streams.logs import configure_logging
+from cxstream.streams.logs import OutageLog, configure_logging
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger("cxstream")
@@ -119,9 +119,15 @@ class Wiring:
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
-        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=128, timeout=5))
+        # Socket timeouts: a Redis that hangs (rather than refusing connections) fails a call in
+        # seconds instead of holding a timer (the router's clock, the learner's publication) forever.
+        self.redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=128, timeout=5, socket_timeout=10, socket_connect_timeout=5,
+        ))
         pipelined = PipelinedRedis(redis_url) if settings.redis_pipelined_writes and PipelinedRedis.supports(redis_url) else None
-        self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s, pipelined=pipelined)
+        self.writer = context_agent.RedisContextWriter(
+            self.redis, settings.redis_ttl_s, pipelined=pipelined, max_pending=settings.redis_max_pending,
+        )
         self.runtime = BatchRuntime(
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
@@ -193,6 +199,7 @@ class EngineService(Service):
         await self.wiring.redis.set(self.heartbeat_key, value, px=int(HEARTBEAT_TTL_S * 1000))
 
     async def _heartbeat(self) -> None:
+        outage = OutageLog(log, "engine heartbeat")
         while True:
             failed = self.wiring.failed_stage()
             if failed is not None:  # a stage's loop died (the broker refused our output): stop, do not limp on
@@ -205,7 +212,9 @@ class EngineService(Service):
             try:
                 await self.beat("ok" if self.serving else "starting")
             except Exception as exc:  # Redis is down: /healthz says so; keep trying
-                log.warning("cannot write the engine heartbeat to Redis: %r", exc)
+                outage.failed(exc)
+            else:
+                outage.ok()
             await asyncio.sleep(HEARTBEAT_EVERY_S)
 
     async def on_started(self) -> None:

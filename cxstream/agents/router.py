@@ -31,6 +31,7 @@ import faust
 import msgspec
 import orjson
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 
 from cxstream.routing import Router, RoutingConfig
 from cxstream.schemas import Assignment, RouterInput, RouterTick
@@ -39,6 +40,7 @@ from cxstream.streams import topics as t
 from cxstream.streams.batch import BatchRuntime, BatchStage, Record
 from cxstream.streams.codecs import InvalidInput, decode, encode
 from cxstream.streams.keys import queues_key
+from cxstream.streams.logs import OutageLog
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -259,6 +261,8 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
     ``GET /queues`` finds them.
     """
     routing = runtime.topic(t.ROUTING)
+    outage = OutageLog(log, "router: queue statistics")
+    broker_outage = OutageLog(log, "router: clock ticks", dependency="the broker")
 
     @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
     async def tick() -> None:
@@ -267,7 +271,12 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
             stats = host.routers[group][1].stats()
             publish_stats(group, stats)
             snapshot[queues_key(group)] = orjson.dumps(stats)
-            await runtime.send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode())
+            try:
+                await runtime.send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), key=group.encode())
+            except KafkaError as exc:  # past CX_BROKER_OUTAGE_MAX_S: the stages stop the engine; a clock must not crash it first
+                broker_outage.failed(exc)
+                return
+            broker_outage.ok()
         if redis_client is not None and snapshot:
             try:
                 async with redis_client.pipeline(transaction=False) as pipe:
@@ -276,4 +285,6 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
                     await pipe.execute()
             except Exception as exc:  # the next tick retries; routing does not depend on it
                 metrics.REDIS_ERRORS.inc()
-                log.warning("could not store queue statistics in Redis: %r", exc)
+                outage.failed(exc)
+            else:
+                outage.ok()

@@ -9,10 +9,12 @@ an untrained churn model 0.5.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext
 from cxstream.context.update import ContextLimits, Prediction
@@ -21,6 +23,8 @@ from cxstream.intel.features import churn_features, churn_reasons
 from cxstream.intel.intent import IntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
+
+log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
 NEGATIVE_SENTIMENT = -0.05  # VADER's usual cut: a compound score at or below it is a negative message
@@ -103,7 +107,12 @@ class Scorer:
 
     async def refresh(self, client: aioredis.Redis) -> None:
         for cache in (self.intent, self.churn):
-            if await cache.refresh(client):
+            try:
+                changed = await cache.refresh(client)
+            except RedisError as exc:  # Redis went away mid-way: keep scoring with the model we have
+                log.warning("model %s: cannot load the newer snapshot: %r", cache.name, exc)
+                continue
+            if changed:
                 metrics.MODEL_VERSION.labels(cache.name).set(cache.version)
 
     def predict_intent(self, text: str | None) -> Prediction | None:
