@@ -191,7 +191,11 @@ class EngineService(Service):
         self.failed = False
 
     def health(self) -> dict[str, Any]:
-        return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending}
+        """The heartbeat's details: ``/healthz`` shows them (the broker's state does not make it unhealthy:
+        lookups still work while it is away; docs/OPERATIONS.md, "Outages")."""
+        down = self.wiring.runtime.broker_down_since
+        broker = "ok" if down is None else f"unreachable for {time.time() - down:.0f} s: stages and desk actions wait for it"
+        return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending, "broker": broker}
 
     async def beat(self, state: str) -> None:
         """Write the heartbeat ``/healthz`` reads (``cx:engine:heartbeat:{app_id}``, TTL 10 s)."""

@@ -36,6 +36,7 @@ from cxstream.streams import topics as t
 from cxstream.streams.app import Topics, bind_topic
 from cxstream.streams.codecs import decode, encode
 from cxstream.streams.deadletter import process_events
+from cxstream.streams.logs import OutageLog
 from cxstream.streams.modelstore import load_snapshot, save_snapshot
 from cxstream.streams.settings import Settings
 
@@ -188,6 +189,8 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
             else:
                 restored = True
 
+    unpublished = OutageLog(log, "learner: model publication", dependency="Redis or the broker")
+
     async def publish_or_later() -> None:
         """Publish; if Redis or the broker is away, keep what is pending for the next timer (never crash the app)."""
         try:
@@ -195,7 +198,9 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
         except (RedisError, KafkaError, OSError, TimeoutError) as exc:
             if isinstance(exc, RedisError):
                 metrics.REDIS_ERRORS.inc()
-            log.warning("learner: publication failed (%r); retried in %.0f s", exc, settings.snapshot_interval_s)
+            unpublished.failed(exc)
+        else:
+            unpublished.ok()
 
     async def handle(event: faust.EventT) -> None:
         await restore_once()

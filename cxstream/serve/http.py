@@ -8,6 +8,7 @@ and erasure requests (published to the broker).
 | route                          | auth | answers |
 |--------------------------------|------|---------|
 | ``GET /healthz``               | no   | 200 when Redis answers and the engine's heartbeat is fresh, else 503, with details |
+| ``GET /livez``                 | no   | 200 while this process and its engine answer (needs neither Redis nor the broker), else 503 |
 | ``GET /metrics``               | key  | Prometheus text format: the engine's metrics and the API's |
 | ``GET /customers/{id}/context``| key  | the customer's context JSON (from Redis), 404 if unknown |
 | ``GET /customers/context?email=…`` | key | the same, found by one identifier (any kind below) |
@@ -211,6 +212,27 @@ async def prometheus(request: web.Request) -> web.Response:
     return web.Response(body=engine + own + gauge.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: this API process answers, and so does its engine (its loopback metrics endpoint).
+
+    Needs neither Redis nor the broker, unlike ``/healthz``: an outage of either is not a reason
+    to restart the engine, which rides it out (docs/OPERATIONS.md, "Outages"), so a liveness probe
+    (Kubernetes restarts what fails it) asks this, and the readiness probe asks ``/healthz``.
+    """
+    body: dict[str, Any] = {"api_pid": os.getpid()}
+    source = request.app[ENGINE_METRICS]
+    if source is None:
+        body.update(status="alive", engine="not checked: this API process has no engine metrics URL")
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+    try:
+        await source.fetch()
+    except Exception as exc:
+        body.update(status="dead", engine=f"does not answer: {type(exc).__name__}")
+        return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+    body.update(status="alive", engine="alive")
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
 class _Refusal(Exception):
     def __init__(self, response: web.Response) -> None:
         self.response = response
@@ -404,6 +426,7 @@ def build_app(
     app[ERASURE] = erasure
     app[ENGINE_METRICS] = engine_metrics
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/customers/context", customer_context)
     app.router.add_get("/customers/{customer_id}/context", customer_context)

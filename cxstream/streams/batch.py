@@ -403,6 +403,7 @@ class BatchRuntime:
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
         self._acked_to: dict[TopicPartition, int] = {}
         self.alone = False  # this worker owns every partition of every stage input
+        self.broker_down_since: float | None = None  # wall-clock time since which the broker has not answered (cx_broker_up 0)
         # exactly once: each batch's outputs, table changes and input offsets in one Kafka transaction
         self.transactional = settings.processing_guarantee == "exactly_once"
         if self.transactional:
@@ -592,11 +593,13 @@ class BatchRuntime:
                 log.debug("stages: end offsets not read (%r); lag measured next time", exc)
                 if misses == BROKER_DOWN_AFTER:
                     metrics.BROKER_UP.set(0)
+                    self.broker_down_since = time.time() - misses * self.lag_interval_s
                     log.warning("stages: the broker has not answered for %.0f s (%r); waiting for it", misses * self.lag_interval_s, exc)
                 continue
             if misses >= BROKER_DOWN_AFTER:
                 log.warning("stages: the broker answers again")
             misses = 0
+            self.broker_down_since = None
             metrics.BROKER_UP.set(1)
             self.set_lag(ends)
 

@@ -48,7 +48,9 @@ class RunningEngine:
         return self.log.read_text()
 
 
-def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, **env: str) -> RunningEngine:
+def start_engine(
+    broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, *, ready_timeout: float = 60.0, **env: str
+) -> RunningEngine:
     port = free_port()
     log = data_dir / "engine.log"
     environ = engine_env(
@@ -66,13 +68,13 @@ def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_i
             [sys.executable, "-m", "cxstream.cli", "run"], env=environ, stdout=f, stderr=subprocess.STDOUT, text=True
         )
     engine = RunningEngine(broker, redis_url, prefix, f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while "Worker]: Ready" not in engine.output():
         if proc.poll() is not None:
             raise RuntimeError(f"engine exited with {proc.returncode}:\n{engine.output()[-3000:]}")
         if time.monotonic() > deadline:
             stop_engine(engine)
-            raise RuntimeError(f"engine not ready in 60 s:\n{engine.output()[-3000:]}")
+            raise RuntimeError(f"engine not ready in {ready_timeout:.0f} s:\n{engine.output()[-3000:]}")
         time.sleep(0.1)
     return engine
 

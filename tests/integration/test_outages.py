@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
@@ -96,6 +96,7 @@ class Channel(threading.Thread):
         })
         self.sent: list[InteractionEvent] = []
         self.failed: list[str] = []
+        self.retry: list[tuple[str, bytes, bytes]] = []
         self.stopping = threading.Event()
         self.lock = threading.Lock()
 
@@ -118,7 +119,15 @@ class Channel(threading.Thread):
         )
 
     def delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
+        """A channel system sends again what the broker did not take (the same record: the engine drops duplicates).
+
+        A restarted broker answers its first metadata requests before it has loaded every
+        partition, and the client fails records of a partition it is told does not exist."""
+        if err is None:
+            return
+        if err.retriable() or err.code() == KafkaError._UNKNOWN_PARTITION:
+            self.retry.append((msg.topic(), msg.key(), msg.value()))
+        else:
             self.failed.append(str(err))
 
     def run(self) -> None:
@@ -132,8 +141,14 @@ class Channel(threading.Thread):
                     out = self.outcome(n)
                     self.producer.produce(self.outcomes, msgspec.json.encode(out), key=out.customer.customer_id.encode(), on_delivery=self.delivered)
             self.producer.poll(0)
+            self.send_again()
             n += 1
             self.stopping.wait(EVERY_S)
+
+    def send_again(self) -> None:
+        again, self.retry = self.retry, []
+        for topic, key, value in again:
+            self.producer.produce(topic, value, key=key, on_delivery=self.delivered)
 
     def contacts_since(self, mark: int) -> list[str]:
         with self.lock:
@@ -142,8 +157,10 @@ class Channel(threading.Thread):
     def finish(self) -> None:
         self.stopping.set()
         self.join(10)
-        left = self.producer.flush(120)
-        assert left == 0, f"{left} interactions were never delivered to the broker"
+        deadline = time.monotonic() + 120
+        while (left := self.producer.flush(1)) or self.retry:
+            assert time.monotonic() < deadline, f"{left + len(self.retry)} records were never delivered to the broker"
+            self.send_again()
         assert not self.failed, f"the channel's deliveries failed: {self.failed[:3]}"
 
 
@@ -168,7 +185,7 @@ def engine(servers_to_stop: tuple[EmbeddedBroker, EmbeddedRedis], tmp_path_facto
     routing.write_text(f"[{GROUP}]\noffer_timeout_s = 36000.0\ndefault_sla_s = 36000.0\n[{GROUP}.sla_s]\nchat = 36000.0\n")
     tag = uuid.uuid4().hex[:8]
     e = start_engine(
-        broker.url, rds.url, data, f"o{tag}.", f"cxoutage-{tag}", CX_ROUTING_CONFIG_FILE=str(routing), CX_PARTITIONS="2",
+        broker.url, rds.url, data, f"o{tag}.", f"cxoutage-{tag}", ready_timeout=180, CX_ROUTING_CONFIG_FILE=str(routing), CX_PARTITIONS="2",
         CX_SNAPSHOT_INTERVAL_S="2",  # the learner publishes (to Redis) every 2 s while labels come in
     )
     yield e
