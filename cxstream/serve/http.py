@@ -60,6 +60,7 @@ from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
+from cxstream.streams.logs import RepeatFilter
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ async def auth_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         except web.HTTPException as exc:
             response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         except RedisError as exc:
-            log.warning("redis error on %s: %r", route, exc)
-            response = error(503, "redis_unavailable", f"the context store did not answer: {type(exc).__name__}")
+            log.warning("redis error on %s: %r", route, exc)  # once per 30 s per route: a RepeatFilter on this logger
+            response = error(503, "redis_unavailable", f"the context store did not answer: {type(exc).__name__}; {WORKS_WITHOUT_REDIS}")
         return response
     finally:
         status = locals().get("response")
@@ -170,6 +171,14 @@ def _is_api_metric(name: str) -> bool:
 HTTP_METRIC = metrics.HTTP_REQUESTS._name
 API_ONLY = _Only(_is_api_metric)
 ENGINE_ONLY = _Only(lambda name: not _is_api_metric(name))
+
+
+#: What a 503 ``redis_unavailable`` adds: what still works while Redis is away (docs/OPERATIONS.md, "Outages").
+WORKS_WITHOUT_REDIS = (
+    "routing goes on, and desk actions, the chat page, erasure requests, /livez and /metrics still work; "
+    "context copies are written once Redis is back"
+)
+log.addFilter(RepeatFilter())
 
 
 class EngineMetrics:

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
@@ -135,20 +135,28 @@ class Channel(threading.Thread):
         while not self.stopping.is_set():
             ev = self.event(n)
             with self.lock:
-                self.producer.produce(self.topic, msgspec.json.encode(ev), key=ev.customer.customer_id.encode(), on_delivery=self.delivered)
+                self.produce(self.topic, ev.customer.customer_id.encode(), msgspec.json.encode(ev))
                 self.sent.append(ev)
                 if n % OUTCOME_EVERY == OUTCOME_EVERY - 1:
                     out = self.outcome(n)
-                    self.producer.produce(self.outcomes, msgspec.json.encode(out), key=out.customer.customer_id.encode(), on_delivery=self.delivered)
+                    self.produce(self.outcomes, out.customer.customer_id.encode(), msgspec.json.encode(out))
             self.producer.poll(0)
             self.send_again()
             n += 1
             self.stopping.wait(EVERY_S)
 
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        try:
+            self.producer.produce(topic, value, key=key, on_delivery=self.delivered)
+        except KafkaException as exc:  # told by a restarting broker that the topic does not exist (yet)
+            if exc.args[0].code() not in (KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
+                raise
+            self.retry.append((topic, key, value))
+
     def send_again(self) -> None:
         again, self.retry = self.retry, []
         for topic, key, value in again:
-            self.producer.produce(topic, value, key=key, on_delivery=self.delivered)
+            self.produce(topic, key, value)
 
     def contacts_since(self, mark: int) -> list[str]:
         with self.lock:
@@ -160,6 +168,7 @@ class Channel(threading.Thread):
         deadline = time.monotonic() + 120
         while (left := self.producer.flush(1)) or self.retry:
             assert time.monotonic() < deadline, f"{left + len(self.retry)} records were never delivered to the broker"
+            time.sleep(0.1)
             self.send_again()
         assert not self.failed, f"the channel's deliveries failed: {self.failed[:3]}"
 
@@ -252,8 +261,10 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         mark = len(channel.sent)
         rds.stop()
         down = time.monotonic()
+        churn_version = metric(engine, 'cx_model_version{model="churn"}') or 0.0
         status, body, took = http(engine, "GET", f"/customers/{CUSTOMERS[0]}/context")
         assert status == 503 and body["error"] == "redis_unavailable", (status, body)
+        assert "routing goes on" in body["detail"] and "desk actions" in body["detail"], "the 503 says what still works"
         status, body, _ = http(engine, "GET", "/healthz")
         assert status == 503 and body["redis"].startswith("unreachable"), (status, body)
         # routing goes on: contacts opened after Redis went away are assigned
@@ -261,6 +272,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         # what needs only the broker works: a desk action
         status, body, _ = http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})
         assert status == 202, (status, body)
+        presence_accepted = 1
         # the metrics say Redis is down and how many copies wait for it
         wait_for(lambda: metric(engine, "cx_redis_up") == 0.0, timeout=OUTAGE_S)
         pending = wait_for(lambda: metric(engine, "cx_redis_pending_writes"), timeout=OUTAGE_S)
@@ -272,6 +284,8 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         wait_for(lambda: metric(engine, "cx_redis_pending_writes") == 0.0 and metric(engine, "cx_redis_up") == 1.0, timeout=60)
         wait_for(lambda: http(engine, "GET", "/healthz")[0] == 200, timeout=30)
         assert http(engine, "GET", f"/customers/{CUSTOMERS[0]}/context")[0] == 200
+        # the learner, which kept learning, publishes again (it did not crash the engine's app meanwhile)
+        wait_for(lambda: (metric(engine, 'cx_model_version{model="churn"}') or 0.0) > churn_version, timeout=60)
 
         # -- broker down --------------------------------------------------------------------
         mark = len(channel.sent)
@@ -283,13 +297,21 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         status, body, _ = http(engine, "GET", f"/customers/{CUSTOMERS[1]}/context")
         assert status == 200, "context lookups need only Redis"
         wait_for(lambda: metric(engine, "cx_broker_up") == 0.0, timeout=OUTAGE_S)
+        # /healthz says so (with the next heartbeat) and stays 200: lookups still work
+        wait_for(lambda: (h := http(engine, "GET", "/healthz"))[0] == 200 and h[1]["broker"].startswith("unreachable"), timeout=15)
+        labels = metric(engine, 'cx_labels_total{model="churn"}') or 0.0
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))
         assert engine.proc.poll() is None, "the engine exited during the broker outage"
         broker.start_kafka()
-        # everything reconnects by itself: contacts published during the outage are assigned
-        wait_for(lambda: assigned(engine, channel.contacts_since(mark), len(channel.contacts_since(mark))), timeout=90)
-        wait_for(lambda: http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})[0] == 202, timeout=30)
-        assert metric(engine, "cx_broker_up") == 1.0
+        # everything reconnects by itself: contacts published during the outage are assigned ...
+        wait_for(lambda: assigned(engine, channel.contacts_since(mark), len(channel.contacts_since(mark))), timeout=120)
+        # ... the API's producer publishes again, its offers feed answers, the learner's consumer learns again
+        presence_accepted += wait_for(
+            lambda: http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})[0] == 202, timeout=60
+        )
+        wait_for(lambda: http(engine, "GET", f"/advisors/{ADVISORS[0]}/work")[0] == 200, timeout=60)
+        wait_for(lambda: (metric(engine, 'cx_labels_total{model="churn"}') or 0.0) > labels, timeout=60)
+        wait_for(lambda: metric(engine, "cx_broker_up") == 1.0, timeout=30)
     finally:
         channel.finish()
 
@@ -321,6 +343,11 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         wait_for(copies_equal, timeout=30)
     finally:
         client.close()
+    # a desk action refused during the outage was not published once the broker came back
+    advisor_events = [msgspec.json.decode(v) for v in asyncio.run(read_to_end(engine.broker, engine.topic(t.ADVISOR_EVENTS.name)))]
+    presences = [e for e in advisor_events if e["advisor_id"] == ADVISORS[0] and e["kind"] == "presence"]
+    assert len(presences) == presence_accepted, f"{len(presences)} presence events published, {presence_accepted} accepted"
+
     assert engine.proc.poll() is None
     log_lines = engine.output().splitlines()
     assert len(log_lines) < 400, f"the engine's log has {len(log_lines)} lines: reconnect loops flood it"
