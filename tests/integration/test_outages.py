@@ -50,10 +50,10 @@ pytestmark = pytest.mark.integration
 #: How long each server stays down (issue 18: 30 s).
 OUTAGE_S = 30.0
 GROUP = "default"
-ADVISORS = [f"adv-{n}" for n in range(8)]
+ADVISORS = [f"adv-{n}" for n in range(16)]  # 16 x 50 chats: room for every contact of the run (none is completed)
 CUSTOMERS = [f"cust-{n}" for n in range(24)]
 EVERY_S = 0.1  # the channel system publishes an interaction this often
-ROUTED_EVERY = 5  # every 5th interaction opens a chat contact that needs an advisor
+ROUTED_EVERY = 10  # every 10th interaction opens a chat contact that needs an advisor
 OUTCOME_EVERY = 4  # and every 4th is followed by a churn outcome (a label for the learner)
 
 
@@ -240,6 +240,21 @@ def context_table(engine: RunningEngine, app_id: str) -> dict[str, bytes]:
     return {k: v for k, v in consumer_values.items() if v is not None and not k.startswith("~")}
 
 
+def where_are(engine: RunningEngine, contacts: list[str]) -> str:
+    """For contacts not assigned: which topics hold a record naming them (a failure's first clue)."""
+    missing = set(contacts) - {a.contact_id for a in assignments(engine)}
+    found: dict[str, list[str]] = {c: [] for c in sorted(missing)}
+    for spec in (t.INTERACTIONS, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING, t.ROUTING_EVENTS, t.DEAD_LETTER):
+        values = asyncio.run(read_to_end(engine.broker, engine.topic(spec.name)))
+        for c in found:
+            n = sum(f'"{c}"'.encode() in v for v in values if v)
+            if n:
+                found[c].append(f"{spec.name} x{n}")
+    _, text, _ = http(engine, "GET", "/metrics")
+    lag = [line for line in str(text).splitlines() if line.startswith(("cx_consumer_lag_records", "cx_stages_partitions_owned", "cx_broker_up"))]
+    return f"{len(missing)} of {len(contacts)} contacts not assigned; where their records are: {found}; engine: {lag}"
+
+
 def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, EmbeddedRedis], engine: RunningEngine) -> None:
     broker, rds = servers_to_stop
     app_id = "cxoutage-" + engine.prefix[1:-1]
@@ -267,6 +282,8 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         assert "routing goes on" in body["detail"] and "desk actions" in body["detail"], "the 503 says what still works"
         status, body, _ = http(engine, "GET", "/healthz")
         assert status == 503 and body["redis"].startswith("unreachable"), (status, body)
+        status, body, _ = http(engine, "GET", "/livez")  # the liveness probe: no reason to restart the engine
+        assert status == 200 and body["engine"] == "alive", (status, body)
         # routing goes on: contacts opened after Redis went away are assigned
         wait_for(lambda: assigned(engine, channel.contacts_since(mark), 3), timeout=OUTAGE_S)
         # what needs only the broker works: a desk action
@@ -304,7 +321,10 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         assert engine.proc.poll() is None, "the engine exited during the broker outage"
         broker.start_kafka()
         # everything reconnects by itself: contacts published during the outage are assigned ...
-        wait_for(lambda: assigned(engine, channel.contacts_since(mark), len(channel.contacts_since(mark))), timeout=120)
+        try:
+            wait_for(lambda: assigned(engine, channel.contacts_since(mark), len(channel.contacts_since(mark))), timeout=120)
+        except TimeoutError:
+            raise AssertionError(where_are(engine, channel.contacts_since(mark))) from None
         # ... the API's producer publishes again, its offers feed answers, the learner's consumer learns again
         presence_accepted += wait_for(
             lambda: http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})[0] == 202, timeout=60
