@@ -190,8 +190,13 @@ def servers_to_stop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def engine(servers_to_stop: tuple[EmbeddedBroker, EmbeddedRedis], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
     broker, rds = servers_to_stop
     data = tmp_path_factory.mktemp("outage-engine")
-    routing = data / "routing.toml"  # offers wait for the advisor: a contact is offered once, however long it takes
-    routing.write_text(f"[{GROUP}]\noffer_timeout_s = 36000.0\ndefault_sla_s = 36000.0\n[{GROUP}.sla_s]\nchat = 36000.0\n")
+    # Offers wait for the advisor (a contact is offered once, however long it takes), and a contact
+    # is not held for the customer's last advisor (when that one is full it would wait 30 s).
+    routing = data / "routing.toml"
+    routing.write_text(
+        f"[{GROUP}]\noffer_timeout_s = 36000.0\ndefault_sla_s = 36000.0\n[{GROUP}.sla_s]\nchat = 36000.0\n"
+        f"[{GROUP}.sticky_wait_s]\nchat = 0.0\n"
+    )
     tag = uuid.uuid4().hex[:8]
     e = start_engine(
         broker.url, rds.url, data, f"o{tag}.", f"cxoutage-{tag}", ready_timeout=180, CX_ROUTING_CONFIG_FILE=str(routing), CX_PARTITIONS="2",
@@ -250,6 +255,13 @@ def where_are(engine: RunningEngine, contacts: list[str]) -> str:
             n = sum(f'"{c}"'.encode() in v for v in values if v)
             if n:
                 found[c].append(f"{spec.name} x{n}")
+    events = [msgspec.json.decode(v) for v in asyncio.run(read_to_end(engine.broker, engine.topic(t.ROUTING_EVENTS.name))) if v]
+    kinds = [(e["contact_id"], e["kind"], e.get("detail"), round(e["at"] - time.time(), 1)) for e in events if e.get("contact_id") in missing]
+    per_advisor = Counter(a.advisor_id for a in assignments(engine))
+    _, queue, _ = http(engine, "GET", f"/queues/{GROUP}")
+    found["routing events"] = [str(k) for k in kinds[:20]]
+    found["assignments per advisor"] = [str(dict(per_advisor))]
+    found["queue"] = [str(queue)[:1500]]
     _, text, _ = http(engine, "GET", "/metrics")
     lag = [line for line in str(text).splitlines() if line.startswith(("cx_consumer_lag_records", "cx_stages_partitions_owned", "cx_broker_up"))]
     return f"{len(missing)} of {len(contacts)} contacts not assigned; where their records are: {found}; engine: {lag}"
@@ -321,10 +333,11 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         assert engine.proc.poll() is None, "the engine exited during the broker outage"
         broker.start_kafka()
         # everything reconnects by itself: contacts published during the outage are assigned ...
+        during = channel.contacts_since(mark)
         try:
-            wait_for(lambda: assigned(engine, channel.contacts_since(mark), len(channel.contacts_since(mark))), timeout=120)
+            wait_for(lambda: assigned(engine, during, len(during)), timeout=120)
         except TimeoutError:
-            raise AssertionError(where_are(engine, channel.contacts_since(mark))) from None
+            raise AssertionError(where_are(engine, during)) from None
         # ... the API's producer publishes again, its offers feed answers, the learner's consumer learns again
         presence_accepted += wait_for(
             lambda: http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})[0] == 202, timeout=60
@@ -349,9 +362,13 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
     except TimeoutError:
         counts = {k: msgspec.json.decode(v)["interactions_total"] for k, v in context_table(engine, app_id).items()}
         raise AssertionError(f"interactions counted: {counts}\nexpected: {dict(expected)}") from None
+    try:
+        wait_for(lambda: assigned(engine, contacts, len(contacts)), timeout=60)
+    except TimeoutError:
+        raise AssertionError(where_are(engine, contacts)) from None
     got = assignments(engine)
     per_contact = Counter(a.contact_id for a in {a.assignment_id: a for a in got}.values())
-    assert sorted(per_contact) == sorted(contacts), "every contact that needs an advisor is assigned"
+    assert sorted(per_contact) == sorted(contacts), "every contact that needs an advisor is assigned, and no other"
     twice = {c: n for c, n in per_contact.items() if n > 1}
     assert not twice, f"contacts assigned more than once: {twice}"
 
