@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping
 import faust
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cxstream.agents.erasure import ErasureStatus, audit_record
 from cxstream.agents.outreach import OutreachStage
@@ -86,8 +85,8 @@ class RedisContextWriter:
     past *max_pending* of them the writes are let go (``cx_redis_writes_dropped_total``) and the
     owners' *resync* callbacks mark every copy of their tables again once Redis answers; deletes
     (erasures, merges) are always kept.  :meth:`delete` is immediate and ordered after any flush
-    in progress, so an erased key cannot be written back by it; while Redis is known to be down
-    it queues the delete without waiting for a connection attempt.
+    in progress, so an erased key cannot be written back by it (if it fails, its caller queues it
+    with :meth:`mark_key`: the next flush deletes it).
     """
 
     MAX_BACKOFF_S = 2.0
@@ -149,8 +148,6 @@ class RedisContextWriter:
         keys = list(keys)
         if not keys:
             return
-        if self.down_since is not None:  # known down: the caller queues them, the flush retries
-            raise RedisConnectionError(f"Redis unreachable for {time.monotonic() - self.down_since:.0f} s")
         async with self._lock:
             for k in keys:
                 self._dirty.pop(k, None)

@@ -40,7 +40,7 @@ def test_an_outage_keeps_the_copies_backs_off_and_bounds_them(tmp_path: Path) ->
         assert value("cx_redis_errors_total") == errors + 1
         assert await writer.flush() == 0, "within the backoff nothing is tried"
         assert value("cx_redis_errors_total") == errors + 1
-        with pytest.raises(RedisConnectionError):  # known down: no connection attempt, the caller queues it
+        with pytest.raises(RedisConnectionError):  # the caller queues it
             await writer.delete([context_key("gone")])
         writer.mark_key(context_key("gone"), None)
 
