@@ -175,7 +175,7 @@ ENGINE_ONLY = _Only(lambda name: not _is_api_metric(name))
 
 #: What a 503 ``redis_unavailable`` adds: what still works while Redis is away (docs/OPERATIONS.md, "Outages").
 WORKS_WITHOUT_REDIS = (
-    "routing goes on, and desk actions, the chat page, erasure requests, /livez and /metrics still work; "
+    "routing goes on, and desk actions, the chat page, /livez and /metrics still work; "
     "context copies are written once Redis is back"
 )
 log.addFilter(RepeatFilter())
