@@ -49,7 +49,7 @@ from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
-from cxstream.streams.logs import configure_logging
+from cxstream.streams.logs import OutageLog, configure_logging
 from cxstream.streams.security import TransportError, check_kafka, check_redis, pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings, SettingsError
 
@@ -124,9 +124,15 @@ class Wiring:
         self.app = create_app(settings, broker_url)
         self.topics: Topics = bind_topics(self.app, settings)
         # A blocking pool: a burst of lookups waits for a connection instead of failing.
-        self.redis: aioredis.Redis = redis_pool(settings, redis_url, max_connections=128)
+        # Socket timeouts: a Redis that hangs (rather than refusing connections) fails a call in
+        # seconds instead of holding a timer (the router's clock, the learner's publication) forever.
+        self.redis: aioredis.Redis = redis_pool(
+            settings, redis_url, max_connections=128, timeout=5, socket_timeout=10, socket_connect_timeout=5
+        )
         pipelined = pipelined_redis(settings, redis_url) if settings.redis_pipelined_writes else None
-        self.writer = context_agent.RedisContextWriter(self.redis, settings.redis_ttl_s, pipelined=pipelined)
+        self.writer = context_agent.RedisContextWriter(
+            self.redis, settings.redis_ttl_s, pipelined=pipelined, max_pending=settings.redis_max_pending,
+        )
         self.runtime = BatchRuntime(
             broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
             echo_linger_ms=settings.local_echo_linger_ms,
@@ -193,7 +199,11 @@ class EngineService(Service):
         self.failed = False
 
     def health(self) -> dict[str, Any]:
-        return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending}
+        """The heartbeat's details: ``/healthz`` shows them (the broker's state does not make it unhealthy:
+        lookups still work while it is away; docs/OPERATIONS.md, "Outages")."""
+        down = self.wiring.runtime.broker_down_since
+        broker = "ok" if down is None else f"unreachable for {time.time() - down:.0f} s: stages and desk actions wait for it"
+        return {"engine_pid": os.getpid(), "pending_redis_writes": self.wiring.writer.pending, "broker": broker}
 
     async def beat(self, state: str) -> None:
         """Write the heartbeat ``/healthz`` reads (``cx:engine:heartbeat:{app_id}``, TTL 10 s)."""
@@ -201,6 +211,7 @@ class EngineService(Service):
         await self.wiring.redis.set(self.heartbeat_key, value, px=int(HEARTBEAT_TTL_S * 1000))
 
     async def _heartbeat(self) -> None:
+        outage = OutageLog(log, "engine heartbeat")
         while True:
             failed = self.wiring.failed_stage()
             if failed is not None:  # a stage's loop died (the broker refused our output): stop, do not limp on
@@ -213,7 +224,9 @@ class EngineService(Service):
             try:
                 await self.beat("ok" if self.serving else "starting")
             except Exception as exc:  # Redis is down: /healthz says so; keep trying
-                log.warning("cannot write the engine heartbeat to Redis: %r", exc)
+                outage.failed(exc)
+            else:
+                outage.ok()
             await asyncio.sleep(HEARTBEAT_EVERY_S)
 
     async def on_started(self) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import faust
 import msgspec
@@ -77,28 +77,63 @@ def erased_key(customer_id: str) -> bytes:
 class RedisContextWriter:
     """Write-behind of Redis copies (contexts, identifier index): the latest value of each dirty key, in batches.
 
-    A failed flush keeps the batch (newer versions win) and retries on the next tick;
-    the tables stay the source of truth.  :meth:`delete` is immediate and ordered
-    after any flush in progress, so an erased key cannot be written back by it.
+    The tables stay the source of truth (their changelogs in Kafka); Redis holds copies.  A
+    failed flush keeps the batch (newer versions win) and retries with a backoff (0.1 s doubling
+    to :attr:`MAX_BACKOFF_S`) while Redis is unreachable, so an outage costs a few attempts a
+    second, not ten, and the log says so once when it starts, every :attr:`REPORT_EVERY_S` while
+    it lasts, and once when it ends.  Pending copies are at most one per key (the latest value);
+    past *max_pending* of them the writes are let go (``cx_redis_writes_dropped_total``) and the
+    owners' *resync* callbacks mark every copy of their tables again once Redis answers; deletes
+    (erasures, merges) are always kept.  :meth:`delete` is immediate and ordered after any flush
+    in progress, so an erased key cannot be written back by it (if it fails, its caller queues it
+    with :meth:`mark_key`: the next flush deletes it).
     """
 
+    MAX_BACKOFF_S = 2.0
+    REPORT_EVERY_S = 30.0
+
     def __init__(self, client: aioredis.Redis, ttl_s: int, max_batch: int = 2000,
-                 pipelined: PipelinedRedis | None = None) -> None:
+                 pipelined: PipelinedRedis | None = None, max_pending: int = 500_000) -> None:
         self.client = client
         self.pipelined = pipelined  # the flushes' connection when given (hiredis, one write per batch); else redis-py
         self.ttl_s = ttl_s
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self._dirty: dict[str, bytes | None] = {}  # redis key -> value, None = delete
         self._forgotten: set[str] = set()  # keys forgotten while a flush of them was in flight: not retried
         self._lock = asyncio.Lock()
+        #: Called (no argument) to mark every copy of the caller's table again, after pending writes were let go.
+        self.resyncs: list[Callable[[], None]] = []
+        self._resync_due = False
+        self.down_since: float | None = None  # monotonic time of the first failure of the outage in progress
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._reported = 0.0
+        metrics.REDIS_UP.set(1)
+        metrics.REDIS_PENDING.set(0)
 
     def mark(self, customer_id: str, value: bytes) -> None:
         """Schedule a customer's context copy."""
-        self._dirty[context_key(customer_id)] = value
+        self.mark_key(context_key(customer_id), value)
 
     def mark_key(self, key: str, value: bytes | None) -> None:
         """Schedule any key (None: delete it)."""
         self._dirty[key] = value
+        if len(self._dirty) > self.max_pending and self.down_since is not None:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Past the bound during an outage: keep the deletes, drop the writes (rewritten from the tables later)."""
+        before = len(self._dirty)
+        self._dirty = {k: v for k, v in self._dirty.items() if v is None}
+        dropped = before - len(self._dirty)
+        metrics.REDIS_DROPPED.inc(dropped)
+        if not self._resync_due:
+            log.warning(
+                "redis write-behind: %d pending copies past the bound (CX_REDIS_MAX_PENDING=%d) let go; "
+                "every copy is rewritten from the tables once Redis answers", dropped, self.max_pending,
+            )
+        self._resync_due = True
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop pending writes of *keys*, and do not retry them if a flush of them in flight fails.
@@ -114,6 +149,11 @@ class RedisContextWriter:
     @property
     def pending(self) -> int:
         return len(self._dirty)
+
+    @property
+    def up(self) -> bool:
+        """False from a failed write until one succeeds."""
+        return self.down_since is None
 
     async def delete(self, keys: Iterable[str]) -> None:
         """Delete *keys* now (and forget pending writes of them); raises if Redis is unreachable."""
@@ -131,8 +171,14 @@ class RedisContextWriter:
                 await self.client.delete(*keys)
 
     async def flush(self) -> int:
+        """Write what is pending (once the backoff after a failure has passed); returns the copies written."""
+        if self.down_since is not None and time.monotonic() < self._retry_at:
+            metrics.REDIS_PENDING.set(len(self._dirty))
+            return 0
         async with self._lock:
             written = 0
+            if self._resync_due and self.down_since is None:
+                self._resync()
             while self._dirty:
                 batch = dict(list(self._dirty.items())[: self.max_batch])
                 for k in batch:
@@ -140,31 +186,73 @@ class RedisContextWriter:
                 self._forgotten.clear()
                 started = time.perf_counter()
                 try:
-                    if self.pipelined is not None:
-                        ttl = self.ttl_s
-                        await self.pipelined.execute_many(
-                            [("DEL", key) if value is None else ("SET", key, value, "EX", ttl) for key, value in batch.items()]
-                        )
-                    else:
-                        async with self.client.pipeline(transaction=False) as pipe:
-                            for key, value in batch.items():
-                                if value is None:
-                                    pipe.delete(key)
-                                else:
-                                    pipe.set(key, value, ex=self.ttl_s)
-                            await pipe.execute()
+                    await self._write(batch)
                 except Exception as exc:  # connection errors of any kind: keep and retry
-                    metrics.REDIS_ERRORS.inc()
-                    log.warning("redis flush of %d keys failed, will retry: %r", len(batch), exc)
                     for k, v in batch.items():
                         if k not in self._forgotten:
                             self._dirty.setdefault(k, v)
                     self._forgotten.clear()
-                    return written
+                    self._failed(exc)
+                    break
                 metrics.REDIS_FLUSH_SECONDS.observe(time.perf_counter() - started)
                 metrics.REDIS_FLUSHED.inc(len(batch))
                 written += len(batch)
+                if self.down_since is not None:
+                    self._recovered(written)
+            metrics.REDIS_PENDING.set(len(self._dirty))
             return written
+
+    async def _write(self, batch: dict[str, bytes | None]) -> None:
+        if self.pipelined is not None:
+            ttl = self.ttl_s
+            await self.pipelined.execute_many(
+                [("DEL", key) if value is None else ("SET", key, value, "EX", ttl) for key, value in batch.items()]
+            )
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in batch.items():
+                    if value is None:
+                        pipe.delete(key)
+                    else:
+                        pipe.set(key, value, ex=self.ttl_s)
+                await pipe.execute()
+
+    def _failed(self, exc: Exception) -> None:
+        metrics.REDIS_ERRORS.inc()
+        metrics.REDIS_UP.set(0)
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = self._reported = now
+            self._backoff = 0.1
+            log.warning("redis write-behind: Redis unreachable (%r); %d copies kept, retrying with backoff", exc, len(self._dirty))
+        else:
+            self._backoff = min(self.MAX_BACKOFF_S, self._backoff * 2)
+            if now - self._reported >= self.REPORT_EVERY_S:
+                self._reported = now
+                log.warning(
+                    "redis write-behind: Redis still unreachable after %.0f s (%r); %d copies pending",
+                    now - self.down_since, exc, len(self._dirty),
+                )
+        self._retry_at = now + self._backoff
+
+    def _recovered(self, written: int) -> None:
+        assert self.down_since is not None
+        log.warning(
+            "redis write-behind: Redis answers again after %.1f s; writing the %d pending copies",
+            time.monotonic() - self.down_since, written + len(self._dirty),
+        )
+        self.down_since = None
+        self._backoff = 0.0
+        metrics.REDIS_UP.set(1)
+        if self._resync_due:
+            self._resync()
+
+    def _resync(self) -> None:
+        """Mark every copy of the owners' tables again (after pending writes were let go)."""
+        self._resync_due = False
+        for resync in self.resyncs:
+            resync()
+        log.info("redis write-behind: %d copies marked again from the tables", len(self._dirty))
 
 
 def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter, scorer: Scorer) -> BatchStage:
@@ -200,6 +288,12 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
 
     table.on_restored = resync
     table.on_dropped = dropped
+
+    def resync_all() -> None:
+        for partition, held in table.held():
+            resync(partition, held)
+
+    writer.resyncs.append(resync_all)
 
     def save(key: bytes, ctx: CustomerContext) -> None:
         value = encode_context(ctx)

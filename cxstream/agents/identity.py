@@ -90,6 +90,12 @@ def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
             writer.mark_key(index_key(kind, value), cid.encode())
 
     table.on_restored = resync
+
+    def resync_all() -> None:
+        for partition, held in table.held():
+            resync(partition, held)
+
+    writer.resyncs.append(resync_all)
     status = ErasureStatus(writer.client)
     source_name = runtime.topic(t.RESOLVE)
 

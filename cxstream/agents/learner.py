@@ -23,6 +23,8 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from cxstream.agents.nba import config_from
 from cxstream.intel.assist import KnowledgeModel
@@ -37,6 +39,7 @@ from cxstream.streams import topics as t
 from cxstream.streams.app import Topics, bind_topic
 from cxstream.streams.codecs import decode, encode
 from cxstream.streams.deadletter import process_events
+from cxstream.streams.logs import OutageLog
 from cxstream.streams.modelstore import load_snapshot, save_snapshot
 from cxstream.streams.settings import Settings
 
@@ -206,16 +209,43 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
         metrics.LABELS.labels(name)
     restored = False
 
-    async def handle(event: faust.EventT) -> None:
+    async def restore_once() -> None:
+        """Load the newest snapshots before the first label, waiting for Redis if it is down.
+
+        The labels wait in Kafka meanwhile (the agent does not take the next one): learning on a
+        fresh model, then publishing it, would replace what was learned before the outage."""
         nonlocal restored
-        if not restored:
-            await restore(learner, client)
-            restored = True
+        backoff = 0.5
+        while not restored:
+            try:
+                await restore(learner, client)
+            except RedisError as exc:
+                log.warning("learner: cannot read the model snapshots from Redis (%r); retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(10.0, backoff * 2)
+            else:
+                restored = True
+
+    unpublished = OutageLog(log, "learner: model publication", dependency="Redis or the broker")
+
+    async def publish_or_later() -> None:
+        """Publish; if Redis or the broker is away, keep what is pending for the next timer (never crash the app)."""
+        try:
+            await publish(learner, client, lt)
+        except (RedisError, KafkaError, OSError, TimeoutError) as exc:
+            if isinstance(exc, RedisError):
+                metrics.REDIS_ERRORS.inc()
+            unpublished.failed(exc)
+        else:
+            unpublished.ok()
+
+    async def handle(event: faust.EventT) -> None:
+        await restore_once()
         label = decode(event.value, Label)
         for ev in learner.learn(label):
             await lt.model_events.send(key=ev.model.encode(), value=encode(ev))
         if sum(learner.pending.values()) >= settings.snapshot_every:
-            await publish(learner, client, lt)
+            await publish_or_later()
 
     async def learn(stream: faust.StreamT[bytes]) -> None:
         await process_events(stream, "learner", topics.dead_letter, handle)
@@ -225,6 +255,6 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
     @app.timer(settings.snapshot_interval_s, name="cxstream.learner.publish")
     async def publish_on_timer() -> None:
         if restored and any(learner.pending.values()):
-            await publish(learner, client, lt)
+            await publish_or_later()
 
     return learner

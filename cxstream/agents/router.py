@@ -31,6 +31,7 @@ import faust
 import msgspec
 import orjson
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 
 from cxstream.routing import Router, RoutingConfig
 from cxstream.schemas import Assignment, RouterInput, RouterTick
@@ -39,6 +40,7 @@ from cxstream.streams import topics as t
 from cxstream.streams.batch import BatchRuntime, BatchStage, Record
 from cxstream.streams.codecs import InvalidInput, decode, encode
 from cxstream.streams.keys import queues_key
+from cxstream.streams.logs import OutageLog
 from cxstream.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -260,19 +262,24 @@ def tick_timer(app: faust.App, runtime: BatchRuntime, settings: Settings, host: 
     ``GET /queues`` finds them.
     """
     routing = runtime.topic(t.ROUTING)
+    outage = OutageLog(log, "router: queue statistics")
+    broker_outage = OutageLog(log, "router: clock ticks", dependency="the broker")
 
     @app.timer(settings.tick_interval_s, name="cxstream.router.tick")
     async def tick() -> None:
-        await tick_groups(host, runtime.send_now, routing, redis_client)
+        await tick_groups(host, runtime.send_now, routing, redis_client, outage, broker_outage)
 
 
 async def tick_groups(
-    host: RouterHost, send_now: Callable[[str, bytes, bytes], Awaitable[None]], routing: str, redis_client: aioredis.Redis | None
+    host: RouterHost, send_now: Callable[[str, bytes, bytes], Awaitable[None]], routing: str, redis_client: aioredis.Redis | None,
+    outage: OutageLog | None = None, broker_outage: OutageLog | None = None,
 ) -> None:
     """One tick of every group this worker owns: its statistics, and a :class:`RouterTick` sent with *send_now*.
 
     A group given up while the tick awaits a send (a rebalance drops it from *host*) is skipped:
-    its KeyError stopped the whole engine (found by tests/integration/test_fuzz_engine.py).
+    its KeyError stopped the whole engine (found by tests/integration/test_fuzz_engine.py).  A send
+    that fails (the broker unreachable past ``CX_BROKER_OUTAGE_MAX_S``: the stages stop the engine)
+    ends the tick: a clock must not crash the engine first.
     """
     snapshot = {}
     for group in list(host.clocks):
@@ -282,7 +289,15 @@ async def tick_groups(
         stats = entry[1].stats()
         publish_stats(group, stats)
         snapshot[queues_key(group)] = orjson.dumps(stats)
-        await send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), group.encode())
+        try:
+            await send_now(routing, encode(RouterTick(routing_group=group, at=host.tick_time(group))), group.encode())
+        except KafkaError as exc:
+            if broker_outage is None:
+                raise
+            broker_outage.failed(exc)
+            return
+        if broker_outage is not None:
+            broker_outage.ok()
     if redis_client is not None and snapshot:
         try:
             async with redis_client.pipeline(transaction=False) as pipe:
@@ -291,4 +306,10 @@ async def tick_groups(
                 await pipe.execute()
         except Exception as exc:  # the next tick retries; routing does not depend on it
             metrics.REDIS_ERRORS.inc()
-            log.warning("could not store queue statistics in Redis: %r", exc)
+            if outage is None:
+                log.warning("could not store queue statistics in Redis: %r", exc)
+            else:
+                outage.failed(exc)
+        else:
+            if outage is not None:
+                outage.ok()

@@ -9,11 +9,13 @@ an untrained churn model 0.5.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from cxstream.agents.nba import NBA
 from cxstream.context.language import Detection as LanguageDetection
@@ -27,6 +29,8 @@ from cxstream.intel.intent import IntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
 from cxstream.streams.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
 NEGATIVE_SENTIMENT = -0.05  # VADER's usual cut: a compound score at or below it is a negative message
@@ -168,7 +172,12 @@ class Scorer:
 
     async def refresh(self, client: aioredis.Redis) -> None:
         for cache in (self.intent, self.churn, self.nba.cache):
-            if await cache.refresh(client):
+            try:
+                changed = await cache.refresh(client)
+            except RedisError as exc:  # Redis went away mid-way: keep scoring with the model we have
+                log.warning("model %s: cannot load the newer snapshot: %r", cache.name, exc)
+                continue
+            if changed:
                 metrics.MODEL_VERSION.labels(cache.name).set(cache.version)
 
     def detect_language(self, text: str | None) -> LanguageDetection | None:

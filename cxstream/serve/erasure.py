@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from cxstream.schemas import Identifiers, OutcomeEvent, ResolveRequest
+from cxstream.serve.publish import leader_unreachable
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode
 from cxstream.streams.keys import erasure_key
@@ -148,6 +149,9 @@ class KafkaErasurePublisher:
 
     async def __call__(self, key: bytes, value: bytes) -> None:
         producer = await self._started()
+        why = await leader_unreachable(producer, self.topic, key)
+        if why is not None:
+            raise ErasureUnavailable(f"the erasure request was not published: {why}")
         try:
             await asyncio.wait_for(await producer.send(self.topic, value, key=key), self.start_timeout_s)
         except Exception as exc:

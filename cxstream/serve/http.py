@@ -8,6 +8,7 @@ and erasure requests (published to the broker).
 | route                          | auth | answers |
 |--------------------------------|------|---------|
 | ``GET /healthz``               | no   | 200 when Redis answers and the engine's heartbeat is fresh, else 503, with details |
+| ``GET /livez``                 | no   | 200 while this process and its engine answer (needs neither Redis nor the broker), else 503 |
 | ``GET /metrics``               | key  | Prometheus text format: the engine's metrics and the API's |
 | ``GET /customers/{id}/context``| key  | the customer's context JSON (from Redis), 404 if unknown |
 | ``GET /customers/context?email=…`` | key | the same, found by one identifier (any kind below) |
@@ -59,6 +60,7 @@ from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
+from cxstream.streams.logs import RepeatFilter
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +119,8 @@ async def auth_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         except web.HTTPException as exc:
             response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         except RedisError as exc:
-            log.warning("redis error on %s: %r", route, exc)
-            response = error(503, "redis_unavailable", f"the context store did not answer: {type(exc).__name__}")
+            log.warning("redis error on %s: %r", route, exc)  # once per 30 s per route: a RepeatFilter on this logger
+            response = error(503, "redis_unavailable", f"the context store did not answer: {type(exc).__name__}; {WORKS_WITHOUT_REDIS}")
         return response
     finally:
         status = locals().get("response")
@@ -171,6 +173,14 @@ API_ONLY = _Only(_is_api_metric)
 ENGINE_ONLY = _Only(lambda name: not _is_api_metric(name))
 
 
+#: What a 503 ``redis_unavailable`` adds: what still works while Redis is away (docs/OPERATIONS.md, "Outages").
+WORKS_WITHOUT_REDIS = (
+    "routing goes on, and desk actions, the chat page, /livez and /metrics still work; "
+    "context copies are written once Redis is back"
+)
+log.addFilter(RepeatFilter())
+
+
 class EngineMetrics:
     """Fetches the engine's Prometheus text from its loopback endpoint (``cxstream run`` passes the URL)."""
 
@@ -209,6 +219,27 @@ async def prometheus(request: web.Request) -> web.Response:
         engine, up = b"", 0
     gauge = f"# HELP cx_engine_metrics_up 1 if the engine's metrics were fetched for this scrape.\n# TYPE cx_engine_metrics_up gauge\ncx_engine_metrics_up {up}\n"
     return web.Response(body=engine + own + gauge.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: this API process answers, and so does its engine (its loopback metrics endpoint).
+
+    Needs neither Redis nor the broker, unlike ``/healthz``: an outage of either is not a reason
+    to restart the engine, which rides it out (docs/OPERATIONS.md, "Outages"), so a liveness probe
+    (Kubernetes restarts what fails it) asks this, and the readiness probe asks ``/healthz``.
+    """
+    body: dict[str, Any] = {"api_pid": os.getpid()}
+    source = request.app[ENGINE_METRICS]
+    if source is None:
+        body.update(status="alive", engine="not checked: this API process has no engine metrics URL")
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+    try:
+        await source.fetch()
+    except Exception as exc:
+        body.update(status="dead", engine=f"does not answer: {type(exc).__name__}")
+        return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+    body.update(status="alive", engine="alive")
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 class _Refusal(Exception):
@@ -404,6 +435,7 @@ def build_app(
     app[ERASURE] = erasure
     app[ENGINE_METRICS] = engine_metrics
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", prometheus)
     app.router.add_get("/customers/context", customer_context)
     app.router.add_get("/customers/{customer_id}/context", customer_context)

@@ -93,6 +93,7 @@ def document() -> dict[str, Any]:
     adv = "/advisors/{advisor_id}"
     paths: dict[str, dict[str, Any]] = {
         "/healthz": {"get": _op("Health of the API, Redis and the engine", auth="none", errors=(503,))},
+        "/livez": {"get": _op("Liveness of the API process and its engine (needs neither Redis nor the broker)", auth="none", errors=(503,))},
         "/metrics": {"get": _op("Prometheus metrics")},
         "/customers/{customer_id}/context": {"get": _op("A customer's 360° context", errors=(400, 404, 409))},
         "/customers/context": {"get": _op("A customer's context by one identifier (query: email, phone, ...)", errors=(400, 404, 409))},

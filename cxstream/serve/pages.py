@@ -43,7 +43,7 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg
 #: Service level is sampled for the wallboard's plot at most this often.
 SAMPLE_EVERY_S = 10.0
 HISTORY: web.AppKey[dict[str, deque[dict[str, Any]]]] = web.AppKey("sl_history", dict)
-PUBLIC_ROUTES = frozenset({*PAGES, "/static/{name}", "/openapi.json", "/healthz"})
+PUBLIC_ROUTES = frozenset({*PAGES, "/static/{name}", "/openapi.json", "/healthz", "/livez"})
 
 
 def page(name: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from cxstream.schemas.common import Record
 from cxstream.streams.codecs import encode
@@ -24,6 +24,30 @@ log = logging.getLogger(__name__)
 
 class PublishUnavailable(RuntimeError):
     """The broker did not take the record; the message says why."""
+
+
+async def leader_unreachable(producer: AIOKafkaProducer, topic: str, key: bytes, timeout_s: float = 2.0) -> str | None:
+    """Why a record of *key* cannot be published to *topic* now (its partition's leader does not answer), or None.
+
+    Asked before a record is handed to the producer: during a broker outage the producer
+    would keep the record and deliver it once the broker is back, after the API had answered
+    503, so a request the client was told failed (and may send again) would still take
+    effect.  Refused here, nothing is left behind.
+    """
+    cluster = producer.client.cluster
+    try:
+        await asyncio.wait_for(producer.client._wait_on_metadata(topic), timeout_s)
+        partition = producer._partition(topic, None, None, None, key, None)
+    except Exception as exc:
+        return f"no metadata for {topic}: {type(exc).__name__}"
+    leader = cluster.leader_for_partition(TopicPartition(topic, partition))
+    if leader is None or leader < 0:
+        return f"{topic}[{partition}] has no leader"
+    try:
+        ready = await asyncio.wait_for(producer.client.ready(leader), timeout_s)
+    except Exception as exc:
+        return f"the broker leading {topic}[{partition}] does not answer: {type(exc).__name__}"
+    return None if ready else f"the broker leading {topic}[{partition}] does not answer"
 
 
 class KafkaPublisher:
@@ -54,10 +78,15 @@ class KafkaPublisher:
     async def send(self, topic: str, key: str, record: Record) -> None:
         """Publish *record* to *topic* (a catalogue name; the prefix is added) and wait for the broker's ack."""
         producer = await self._started()
+        why = await leader_unreachable(producer, self.prefix + topic, key.encode())
+        if why is not None:
+            raise PublishUnavailable(f"nothing was published: {why}")
         try:
             await asyncio.wait_for(await producer.send(self.prefix + topic, encode(record), key=key.encode()), self.timeout_s)
-        except Exception as exc:
-            raise PublishUnavailable(f"could not publish to {self.prefix + topic}: {type(exc).__name__}") from exc
+        except Exception as exc:  # the broker went away just now: the producer may still deliver it when it is back
+            raise PublishUnavailable(
+                f"could not publish to {self.prefix + topic}: {type(exc).__name__} (it may still be published once the broker answers)"
+            ) from exc
 
     async def stop(self) -> None:
         async with self._lock:

@@ -108,7 +108,7 @@ from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, TopicSpec, state_configs
-from cxstream.streams.transport import IDEMPOTENT
+from cxstream.streams.transport import IDEMPOTENT, outlast_outages
 
 _local_records = functools.cache(metrics.LOCAL_RECORDS.labels)  # children looked up once: labels() costs ~1.5 µs a call
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ class _Local:
 
 LOCAL_HEADER = "cx-local"
 YIELD_EVERY_S = 0.05  # a stage lets the event loop run (heartbeats, timers) at least this often within a batch
+BROKER_DOWN_AFTER = 2  # lag requests in a row unanswered before cx_broker_up reads 0 (one may fail in a rebalance)
 MAX_LOCAL_PASSES = 4  # a batch goes through the stages at most this often for records sent back upstream
 
 
@@ -223,6 +224,10 @@ class Table(MutableMapping[bytes, bytes]):
 
     def __len__(self) -> int:
         return len(self._part())
+
+    def held(self) -> list[tuple[int, Mapping[bytes, bytes]]]:
+        """(partition, its key -> value) of every partition this worker holds."""
+        return list(self._data.items())
 
     def total(self) -> int:
         """Keys held over every partition this worker owns."""
@@ -408,6 +413,7 @@ class BatchRuntime:
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
         self._acked_to: dict[TopicPartition, int] = {}
         self.alone = False  # this worker owns every partition of every stage input
+        self.broker_down_since: float | None = None  # wall-clock time since which the broker has not answered (cx_broker_up 0)
         # exactly once: each batch's outputs, table changes and input offsets in one Kafka transaction
         self.transactional = settings.processing_guarantee == "exactly_once"
         if self.transactional:
@@ -487,6 +493,7 @@ class BatchRuntime:
             transactional_id=self.transactional_id if self.transactional else None,
             max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
         )
+        outlast_outages(self._producer, self.settings.broker_outage_max_s)
         await self._producer.start()
         # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
         # from its first (all-topics) request is not tracked, so the first send to a topic
@@ -573,17 +580,38 @@ class BatchRuntime:
                 self._committing = asyncio.create_task(self._timed_commit(commit))
 
     async def _measure_lag(self) -> None:
-        """Every ``lag_interval_s``: ``cx_consumer_lag_records`` of each partition this worker owns (one request per broker)."""
+        """Every ``lag_interval_s``: ``cx_consumer_lag_records`` of each partition this worker owns (one request per broker).
+
+        The same request says whether the broker answers: ``cx_broker_up`` is 0 after
+        :data:`BROKER_DOWN_AFTER` requests in a row went unanswered (or, owning nothing, the
+        cluster's metadata could not be read), 1 after one is answered."""
+        misses = 0
+        metrics.BROKER_UP.set(1)
         while not self._stopping:
             await asyncio.sleep(self.lag_interval_s)
+            if self.consumer is None:
+                continue
             owned = sorted(self.owned)
-            if self.consumer is None or not owned:
-                continue
+            timeout = max(1.0, self.lag_interval_s)
             try:  # read_committed (exactly once): the last stable offsets
-                ends = await asyncio.wait_for(self.consumer.end_offsets(owned), timeout=max(1.0, self.lag_interval_s))
-            except Exception as exc:  # a rebalance, a leader moving: measured again next time
+                if owned:
+                    ends = await asyncio.wait_for(self.consumer.end_offsets(owned), timeout=timeout)
+                else:
+                    ends = {}
+                    await asyncio.wait_for(self.consumer._client.fetch_all_metadata(), timeout=timeout)
+            except Exception as exc:  # a rebalance, a leader moving, the broker away: measured again next time
+                misses += 1
                 log.debug("stages: end offsets not read (%r); lag measured next time", exc)
+                if misses == BROKER_DOWN_AFTER:
+                    metrics.BROKER_UP.set(0)
+                    self.broker_down_since = time.time() - misses * self.lag_interval_s
+                    log.warning("stages: the broker has not answered for %.0f s (%r); waiting for it", misses * self.lag_interval_s, exc)
                 continue
+            if misses >= BROKER_DOWN_AFTER:
+                log.warning("stages: the broker answers again")
+            misses = 0
+            self.broker_down_since = None
+            metrics.BROKER_UP.set(1)
             self.set_lag(ends)
 
     def set_lag(self, ends: Mapping[TopicPartition, int]) -> None:

@@ -537,6 +537,8 @@ class EmbeddedBroker:
         self.zookeeper: EmbeddedZooKeeper | None = None
         self.kafka: EmbeddedKafka | None = None
         self.ready_s: float | None = None  # seconds from start() to ready
+        self._home: Path | None = None
+        self._kafka_port = 0  # kept once picked: a restarted broker listens where its clients look for it
 
     def start(self, timeout: float = 60.0) -> None:
         started = time.monotonic()
@@ -552,20 +554,8 @@ class EmbeddedBroker:
             waited = zk.wait_ephemeral_gone(b"/brokers/ids/0", EmbeddedKafka.zk_session_ms / 1000 * 4)
             if waited > 0.2:
                 log.info("waited %.1f s for the previous broker's ZooKeeper session to expire (unclean stop)", waited)
-            for attempt in (1, 2):
-                kafka = EmbeddedKafka(
-                    self.data_dir / "kafka", zk.url, self.host, home=home, protocol=self.protocol,
-                    server_properties=self.server_properties, client_config=self.client_config,
-                )
-                kafka.heap_mb = self.heap_mb
-                try:
-                    kafka.start(max(5.0, timeout - (time.monotonic() - started)))
-                except EmbeddedServerError as exc:
-                    if attempt == 1 and "BindException" in str(exc):  # the free port was taken meanwhile
-                        continue
-                    raise
-                self.kafka = kafka
-                break
+            self._home = home
+            self._start_kafka(max(5.0, timeout - (time.monotonic() - started)))
         except BaseException:
             zk.stop()
             self.zookeeper = None
@@ -590,19 +580,50 @@ class EmbeddedBroker:
         if done.returncode != 0:
             raise EmbeddedServerError(f"cannot create the SCRAM user {username!r}: {(done.stderr or done.stdout).strip()[-500:]}")
 
-    def stop(self) -> None:
+    def _start_kafka(self, timeout: float) -> None:
+        assert self.zookeeper is not None
+        for attempt in (1, 2):
+            kafka = EmbeddedKafka(
+                self.data_dir / "kafka", self.zookeeper.url, self.host, port=self._kafka_port, home=self._home,
+                protocol=self.protocol, server_properties=self.server_properties, client_config=self.client_config,
+            )
+            kafka.heap_mb = self.heap_mb
+            try:
+                kafka.start(timeout)
+            except EmbeddedServerError as exc:
+                if attempt == 1 and not self._kafka_port and "BindException" in str(exc):  # the free port was taken meanwhile
+                    continue
+                raise
+            self.kafka = kafka
+            self._kafka_port = kafka.port
+            return
+
+    def stop_kafka(self) -> None:
+        """Stop the broker alone (a broker outage), its ZooKeeper and data kept; :meth:`start_kafka` brings it back."""
         if self.kafka is not None:
             self.kafka.stop()
             self.kafka = None
+
+    def start_kafka(self, timeout: float = 60.0) -> None:
+        """Start the broker again after :meth:`stop_kafka`: the same port and data, so clients reconnect by themselves."""
+        if self.zookeeper is None:
+            raise RuntimeError("the embedded broker was never started (start() first)")
+        if self.kafka is None:
+            self.zookeeper.wait_ephemeral_gone(b"/brokers/ids/0", EmbeddedKafka.zk_session_ms / 1000 * 4)
+            self._start_kafka(timeout)
+
+    def stop(self) -> None:
+        self.stop_kafka()
+        self._kafka_port = 0
         if self.zookeeper is not None:
             self.zookeeper.stop()
             self.zookeeper = None
 
     @property
     def url(self) -> str:
-        if self.kafka is None:
-            raise RuntimeError("the embedded broker is not running")
-        return self.kafka.url
+        if self._kafka_port:  # also while the broker alone is stopped (stop_kafka): where it comes back
+            return f"{self.host}:{self._kafka_port}"
+        raise RuntimeError("the embedded broker is not running")
 
     @property
     def pids(self) -> list[int]:

@@ -10,14 +10,132 @@ searches its whole output for the personal data it was sent.
 from __future__ import annotations
 
 import logging
+import time
 
 #: Loggers that print record keys or values at DEBUG.
 PAYLOAD_LOGGERS: tuple[str, ...] = ("aiokafka.producer.producer",)
 
 
 def configure_logging(level: str) -> None:
-    """The root logger at *level* (``debug``, ``info``...), the payload loggers at INFO at the most verbose."""
+    """The root logger at *level* (``debug``, ``info``...), the payload loggers at INFO at the most verbose,
+    and the Kafka client's repeated lines thinned (:class:`RepeatFilter`)."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in PAYLOAD_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(max(logging.INFO, logging.getLogger().level))
+    thin_client_logs()
+
+
+#: The Kafka client's loggers: while a broker is away they log every reconnect attempt (tens a second).
+CLIENT_LOGGERS = ("aiokafka",)
+
+
+def thin_client_logs(every_s: float = 30.0) -> RepeatFilter:
+    """Install one :class:`RepeatFilter` on every logger of :data:`CLIENT_LOGGERS` and their children.
+
+    A logger's filters do not apply to its children's records, so each module's logger gets it
+    (the modules are imported first, so that their loggers exist)."""
+    # imports the client, fetcher, coordinator, conn and sender modules
+    import aiokafka.consumer.consumer
+    import aiokafka.producer.producer  # noqa: F401
+
+    repeat = RepeatFilter(every_s)
+    names = [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] in CLIENT_LOGGERS]
+    for name in {*CLIENT_LOGGERS, *names}:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(repeat)
+    return repeat
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a warning or error through once per *every_s* seconds per (logger, message template).
+
+    The first of a kind passes at once; its repeats within the window are counted, and the next
+    one after the window passes with ``(N more like it in the last S s)`` appended.  Lines below
+    WARNING pass untouched.  So a client retrying a dead broker every 50 ms logs a few lines a
+    minute, not thousands, and what it says is still there.
+
+    >>> f = RepeatFilter(every_s=3600)
+    >>> rec = lambda: logging.LogRecord("aiokafka", logging.ERROR, "", 0, "Unable connect to node %s", (0,), None)
+    >>> [f.filter(rec()) for _ in range(4)]
+    [True, False, False, False]
+    >>> f.suppressed
+    3
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # (logger, template) -> (last passed at, held back since)
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or now - seen[0] >= self.every_s:
+            if seen is not None and seen[1]:
+                record.msg = f"{record.msg} ({seen[1]} more like it in the last {now - seen[0]:.0f} s)"
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # templates are few; messages with their values baked in are not
+                self._seen.clear()
+            return True
+        self._seen[key] = (seen[0], seen[1] + 1)
+        self.suppressed += 1
+        return False
+
+
+class OutageLog:
+    """Says a dependency is unreachable once when it starts failing, every *every_s* while it fails, and once when it is back.
+
+    A loop that retries every second (a timer writing to Redis, a heartbeat) would otherwise
+    print a line per attempt for as long as the outage lasts.
+
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> logger = logging.getLogger("doctest.outage")
+    >>> logger.addHandler(logging.StreamHandler(stream))
+    >>> logger.propagate = False
+    >>> outage = OutageLog(logger, "queue statistics", every_s=3600)
+    >>> for _ in range(5):
+    ...     outage.failed(ConnectionError("refused"))
+    >>> outage.ok()
+    >>> outage.ok()
+    >>> print(stream.getvalue().strip())
+    queue statistics: cannot reach Redis (ConnectionError('refused')); retrying
+    queue statistics: Redis answers again after 0 s (5 attempts failed)
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, *, dependency: str = "Redis", every_s: float = 30.0) -> None:
+        self.logger = logger
+        self.what = what
+        self.dependency = dependency
+        self.every_s = every_s
+        self.since: float | None = None
+        self.failures = 0
+        self._said = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.failures += 1
+        if self.since is None:
+            self.since = self._said = now
+            self.logger.warning("%s: cannot reach %s (%r); retrying", self.what, self.dependency, exc)
+        elif now - self._said >= self.every_s:
+            self._said = now
+            self.logger.warning(
+                "%s: %s still unreachable after %.0f s (%r)", self.what, self.dependency, now - self.since, exc
+            )
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.logger.warning(
+                "%s: %s answers again after %.0f s (%d attempts failed)",
+                self.what, self.dependency, time.monotonic() - self.since, self.failures,
+            )
+            self.since = None
+            self.failures = 0

@@ -24,6 +24,15 @@ REDIS_FLUSH_SECONDS = Histogram(
 )
 REDIS_FLUSHED = Counter("cx_redis_contexts_written_total", "Context copies written to Redis.")
 REDIS_ERRORS = Counter("cx_redis_errors_total", "Failed Redis writes (retried on the next flush).")
+REDIS_UP = Gauge("cx_redis_up", "1 while the engine's last Redis write succeeded, 0 since one failed (Redis unreachable).")
+REDIS_PENDING = Gauge(
+    "cx_redis_pending_writes", "Copies (contexts, identifier index) the write-behind holds for Redis, not yet written."
+)
+REDIS_DROPPED = Counter(
+    "cx_redis_writes_dropped_total",
+    "Pending copies let go past CX_REDIS_MAX_PENDING during a Redis outage (rewritten from the tables once Redis is back).",
+)
+BROKER_UP = Gauge("cx_broker_up", "1 while the stages' consumer reaches the broker (checked every few seconds), else 0.")
 ASSIGNMENTS = Counter("cx_assignments_total", "Assignments (offers) emitted.", ["channel"])
 ROUTING_EVENTS = Counter("cx_routing_events_total", "Routing events emitted.", ["kind"])
 ROUTE_LATENCY = Histogram(

@@ -69,14 +69,20 @@ class ModelCache(Generic[M]):
         self.model: M = empty()
         self.version = 0
         self._refused = 0
+        self._unreachable = False  # the last refresh could not reach Redis
         self._load = load
 
     async def refresh(self, client: aioredis.Redis) -> bool:
         try:
             version = await client.get(version_key(self.name))
-        except Exception as exc:  # Redis down: keep scoring with the model we have
-            log.warning("model %s: cannot read the snapshot version: %r", self.name, exc)
+        except Exception as exc:  # Redis down: keep scoring with the model we have (said once per outage)
+            if not self._unreachable:
+                log.warning("model %s: cannot read the snapshot version (%r); scoring with version %d meanwhile", self.name, exc, self.version)
+            self._unreachable = True
             return False
+        if self._unreachable:
+            log.info("model %s: Redis answers again", self.name)
+            self._unreachable = False
         if version is None or int(version) <= max(self.version, self._refused):
             return False
         found = await load_snapshot(client, self.name)

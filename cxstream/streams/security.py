@@ -165,13 +165,14 @@ def redis_ssl_context(settings: Settings, url: str | None = None) -> ssl.SSLCont
     )
 
 
-def redis_pool(settings: Settings, url: str | None = None, *, max_connections: int, timeout: float = 5.0) -> Any:
-    """An asyncio redis-py client on a blocking pool of at most *max_connections* (a burst waits for a connection)."""
+def redis_pool(settings: Settings, url: str | None = None, *, max_connections: int, timeout: float = 5.0, **socket: float) -> Any:
+    """An asyncio redis-py client on a blocking pool of at most *max_connections* (a burst waits for a connection);
+    *socket*: redis-py's socket options (``socket_timeout``, ``socket_connect_timeout``)."""
     import redis.asyncio as aioredis
 
     url = settings.redis_url if url is None else url
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, **redis_connection_kwargs(settings, url)
+        url, max_connections=max_connections, timeout=timeout, **redis_connection_kwargs(settings, url), **socket
     )
     return aioredis.Redis.from_pool(pool)
 

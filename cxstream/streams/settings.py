@@ -104,6 +104,14 @@ class Settings:
     redis_ssl_cert_file: str = _setting("", "PEM client certificate for mutual TLS to Redis (tls-auth-clients); with the key file.")
     redis_ssl_key_file: str = _setting("", "PEM private key (unencrypted) of CX_REDIS_SSL_CERT_FILE.")
     redis_ssl_check_hostname: int = _setting(1, "1: Redis's certificate must name the host in CX_REDIS_URL; 0: any the CA signed.")
+    redis_max_pending: int = _setting(
+        500_000, "Most copies the write-behind holds while Redis is unreachable; past it the writes are let go "
+        "and rewritten from the tables once Redis is back (deletes are always kept)."
+    )
+    broker_outage_max_s: float = _setting(
+        300.0, "How long the stages' outputs wait for an unreachable broker; past it the engine exits (code 1) "
+        "for its supervisor to restart it (inputs are not committed past what was delivered: nothing is lost)."
+    )
     tick_interval_s: float = _setting(1.0, "How often the router clock ticks (SLA and offer timers), seconds.")
     producer_linger_ms: int = _setting(
         1, "How long the hot path's producer waits to fill a record batch, ms (Kafka 4.0's client default is 5)."

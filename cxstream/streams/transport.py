@@ -22,6 +22,24 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 IDEMPOTENT: Mapping[str, Any] = {"acks": "all", "enable_idempotence": True}
 
 
+def outlast_outages(producer: Any, seconds: float) -> None:
+    """Let *producer*'s records wait up to *seconds* for an unreachable broker instead of ``request_timeout_ms`` (40 s).
+
+    An idempotent aiokafka producer retries a failed produce request until it succeeds, but a
+    record whose partition has no known leader fails with ``NotLeaderForPartitionError`` once
+    it is older than the batch lifetime, which aiokafka sets to the request timeout.  A broker
+    stopped for 30 s and started again answers its first metadata requests without leaders,
+    when the records produced before the outage were already 40 s old: the stages' loop then
+    died and the engine stopped (found by ``tests/integration/test_outages.py``).  Only the
+    lifetime of waiting records is lengthened; requests to a broker that answers keep their
+    timeout.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is None or not hasattr(accumulator, "_batch_ttl"):
+        raise RuntimeError("this aiokafka version keeps no batch lifetime where cxstream expects it (transport.outlast_outages)")
+    accumulator._batch_ttl = float(seconds)
+
+
 class Producer(faust_aiokafka.Producer):
     def _settings_extra(self) -> Mapping[str, Any]:
         return {**super()._settings_extra(), **IDEMPOTENT}

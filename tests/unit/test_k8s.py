@@ -118,6 +118,10 @@ def problems(files: dict[str, list[dict[str, Any]]]) -> list[str]:
             engine_settings(w)
         except ValueError as exc:
             out.append(f"{name}: {exc}")
+        container = w["spec"]["template"]["spec"]["containers"][0]
+        live = ((container.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+        if live != "/livez":  # /healthz needs Redis: a Redis outage longer than the probe's window restarted every engine
+            out.append(f"{name}: the liveness probe asks {live!r}, not /livez (an outage of Redis must not restart the engines)")
     for s in services:
         if not any(s["spec"].get("selector", {}).items() <= (w["spec"]["template"]["metadata"].get("labels") or {}).items()
                    for w in workloads):
@@ -237,6 +241,7 @@ def _env(files: dict[str, list[dict[str, Any]]], name: str, value: str) -> None:
 
 RULE_BREAKS = {
     "rocksdb table store": lambda f: _env(f, "CX_TABLE_STORE", "rocksdb://"),
+    "liveness on /healthz": lambda f: _container(f)["livenessProbe"]["httpGet"].update(path="/healthz"),
     "unknown setting": lambda f: _env(f, "CX_PARTITIONZ", "8"),
     "setting of the wrong type": lambda f: _env(f, "CX_PARTITIONS", "eight"),
     "API key written in the manifest": lambda f: _env(f, "CX_API_KEYS", "change-me"),
