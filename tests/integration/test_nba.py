@@ -75,6 +75,10 @@ def test_a_contact_gets_ranked_actions_and_an_outcome_teaches_the_policy(nba_eng
             return next((w for w in body.get("work", []) if w["contact_id"] == contact), None)
 
         work = wait_for(offered, timeout=60, interval=0.3)
+        # accepted at once: an offer left unanswered for 30 s sets the advisor away (and no later contact is offered)
+        status, body = call(e.http, f"/advisors/{advisor}/offers/{work['assignment_id']}/accept", "POST")
+        assert status == 202, body
+
         # the desk's block: the contact's ranked actions, chosen first, with the logged propensity
         def ranked(contact: str = contact) -> Any:
             status, answer = call(e.http, f"/advisors/{advisor}/contacts/{contact}/nba")
@@ -85,8 +89,6 @@ def test_a_contact_gets_ranked_actions_and_an_outcome_teaches_the_policy(nba_eng
         check_propensity(d)
         [logged] = decisions(e, contact)  # the same decision on the wire, for off-policy evaluation
         assert logged.decision_id == d["decision_id"] and logged.propensity == d["propensity"]
-        status, body = call(e.http, f"/advisors/{advisor}/offers/{work['assignment_id']}/accept", "POST")
-        assert status == 202, body
         wait_for(lambda contact=contact: any(w["contact_id"] == contact and w["status"] == "active"
                                              for w in call(e.http, f"/advisors/{advisor}/work")[1].get("work", [])), timeout=30, interval=0.3)
         status, body = call(e.http, f"/advisors/{advisor}/contacts/{contact}/complete", "POST",
