@@ -139,7 +139,10 @@ class Wiring:
         )
         scorer = Scorer(
             language_detector(settings) if languages is True else languages or None,
-            nba=nba_agent.NBA(nba_agent.config_from(settings), window_s=settings.nba_window_days * 86400.0),
+            nba=nba_agent.NBA(
+                nba_agent.config_from(settings), window_s=settings.nba_window_days * 86400.0, namespace=settings.topic_prefix
+            ),
+            namespace=settings.topic_prefix,  # the models of this engine's labels, not those of another on the same Redis
         )
         # in pipeline order: a fetched batch goes through them in this order
         ingest_agent.stage(self.runtime, settings)

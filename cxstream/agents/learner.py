@@ -79,6 +79,7 @@ class Learner:
     assist_top3: ProgressiveAccuracy = field(default_factory=ProgressiveAccuracy)
     nba: NBAPolicy = field(default_factory=NBAPolicy)
     nba_reward_sum: float = 0.0  # rewards of the actions learned (the live policy's own outcomes)
+    namespace: str = ""  # where its snapshots go in Redis: the engine's CX_TOPIC_PREFIX (cxstream/streams/modelstore.py)
     pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
     seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one publication at a time, in version order
@@ -160,7 +161,7 @@ async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopi
                 continue
             kind, version, meta, arrays = model.publish_parts()
             blob = await dump_snapshot_async(kind, version, meta, arrays)
-            await save_snapshot(client, name, version, blob)
+            await save_snapshot(client, name, version, blob, learner.namespace)
             learner.pending[name] = max(0, learner.pending[name] - taken)
             metrics.MODEL_VERSION.labels(name).set(version)
             await topics.model_events.send(
@@ -175,16 +176,16 @@ async def restore(learner: Learner, client: aioredis.Redis) -> None:
     A snapshot this version cannot read (written by an older model format) is not fatal:
     that model starts afresh, numbered after the refused snapshot so versions keep growing.
     """
-    found = await load_snapshot(client, "intent")
+    found = await load_snapshot(client, "intent", learner.namespace)
     if found:
         learner.intent = _restored("intent", found, IntentModel.from_bytes, learner.intent)
-    found = await load_snapshot(client, "churn")
+    found = await load_snapshot(client, "churn", learner.namespace)
     if found:
         learner.churn = _restored("churn", found, ChurnModel.from_bytes, learner.churn)
-    found = await load_snapshot(client, "assist")
+    found = await load_snapshot(client, "assist", learner.namespace)
     if found:
         learner.assist = _restored("assist", found, KnowledgeModel.from_bytes, learner.assist)
-    found = await load_snapshot(client, "nba")
+    found = await load_snapshot(client, "nba", learner.namespace)
     if found:
         config = learner.nba.config
         learner.nba = _restored("nba", found, lambda b: NBAPolicy.from_bytes(b, config), learner.nba)
@@ -203,7 +204,7 @@ def _restored(name: str, found: tuple[int, bytes], load: Callable[[bytes], Any],
 def register(app: faust.App, topics: Topics, settings: Settings, client: aioredis.Redis) -> Learner:
     """Declare the learner agent and its publication timer on *app*."""
     lt = learning_topics(app, settings)
-    learner = Learner(nba=NBAPolicy(config_from(settings)))
+    learner = Learner(nba=NBAPolicy(config_from(settings)), namespace=settings.topic_prefix)
     for name in ("intent", "churn", "assist", "nba"):  # exported at 0 from the start: increase() and rate() need a series before the first
         metrics.DRIFTS.labels(name)
         metrics.LABELS.labels(name)

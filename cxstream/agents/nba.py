@@ -78,11 +78,13 @@ def eligible(ctx: CustomerContext, base: Sequence[str]) -> list[str]:
 class NBA:
     """The policy this worker decides with (hot-swapped from the learner's snapshots) and the decision logic."""
 
-    def __init__(self, config: NBAConfig | None = None, window_s: float = 7 * 86400.0) -> None:
+    def __init__(self, config: NBAConfig | None = None, window_s: float = 7 * 86400.0, namespace: str = "") -> None:
         self.config = config or NBAConfig()
         self.window_s = window_s
         cfg = self.config
-        self.cache: ModelCache[NBAPolicy] = ModelCache("nba", lambda: NBAPolicy(cfg), lambda b: NBAPolicy.from_bytes(b, cfg))
+        self.cache: ModelCache[NBAPolicy] = ModelCache(
+            "nba", lambda: NBAPolicy(cfg), lambda b: NBAPolicy.from_bytes(b, cfg), namespace
+        )
 
     def decide(self, ctx: CustomerContext, *, source_id: str, at: float, channel: str | None,
                contact_id: str | None = None, outreach_id: str | None = None) -> tuple[CustomerContext, NextBestAction]:

@@ -160,13 +160,13 @@ def language_detector(settings: Settings) -> LanguageDetector | None:
 class Scorer:
     """The models this worker scores with, and its message language detector (None: off)."""
 
-    def __init__(self, languages: LanguageDetector | None = None, *, nba: NBA | None = None) -> None:
+    def __init__(self, languages: LanguageDetector | None = None, *, nba: NBA | None = None, namespace: str = "") -> None:
         self.languages = languages
         self.nba = nba or NBA()  # next-best action: decides even untrained (it must explore to learn)
         self._language_seconds = metrics.MODEL_PREDICT_SECONDS.labels("language")
         self._language_counts = {code: metrics.MESSAGE_LANGUAGES.labels(code) for code in (*(languages.languages if languages else ()), "unknown")}
-        self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes)
-        self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes)
+        self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes, namespace)
+        self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes, namespace)
         self._intent_seconds = metrics.MODEL_PREDICT_SECONDS.labels("intent")  # labels() costs ~1.5 µs a call
         self._churn_seconds = metrics.MODEL_PREDICT_SECONDS.labels("churn")
 

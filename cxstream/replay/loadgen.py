@@ -630,7 +630,7 @@ class Bench:
         total = len(records)
         with contextlib.ExitStack() as servers:
             rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-drain"))
-            models = await self._seed_models(rds.url, workload)
+            models = await self._seed_models(rds.url, workload, prefix)
             engine = start_engine(broker, rds.url, self.base / "engine-drain", prefix, app_id, self.opts)
             self.engines.append(engine)
             progress = GroupLag(broker, app_id, prefix, t.INPUTS)
@@ -683,7 +683,7 @@ class Bench:
             "models": models, "work_done": work,
         }
 
-    async def _seed_models(self, redis_url: str, workload: Workload) -> dict[str, Any]:
+    async def _seed_models(self, redis_url: str, workload: Workload, prefix: str) -> dict[str, Any]:
         """Intent and churn snapshots trained on the shared data, saved as the learner saves them.
 
         Intent: the first 3,000 rows of the Banking77 file the workload's messages come from;
@@ -705,7 +705,7 @@ class Bench:
         try:
             for name, model in (("intent", intent), ("churn", churn)):
                 blob = model.to_bytes()
-                await save_snapshot(client, name, model.version, blob)
+                await save_snapshot(client, name, model.version, blob, prefix)  # the engine's models: its topic prefix
         finally:
             await client.aclose()
         return {"trained": True, "intent_rows": 3000, "churn_rows": 2000,

@@ -37,9 +37,9 @@ CACHE_SIZE = 1024
 class AssistModels:
     """The newest published ``assist`` snapshot, refreshed at most every ``REFRESH_S`` when asked."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, namespace: str = "") -> None:
         self.client = client
-        self.cache: ModelCache[KnowledgeModel] = ModelCache("assist", KnowledgeModel, KnowledgeModel.from_bytes)
+        self.cache: ModelCache[KnowledgeModel] = ModelCache("assist", KnowledgeModel, KnowledgeModel.from_bytes, namespace)
         self._checked = -math.inf
         self._ranked: OrderedDict[tuple[int, str | None, str], list[dict[str, Any]]] = OrderedDict()
 
@@ -111,9 +111,11 @@ def suggestions(model: KnowledgeModel, text: str, intent: str | None, k: int = T
     return out
 
 
-def add_routes(app: web.Application, client: aioredis.Redis, raw_context: Callable[[web.Request, str], Awaitable[bytes | None]]) -> None:
+def add_routes(
+    app: web.Application, client: aioredis.Redis, raw_context: Callable[[web.Request, str], Awaitable[bytes | None]], namespace: str = ""
+) -> None:
     """The suggestions route; *raw_context* answers a customer's context JSON by canonical id (None: none)."""
-    app[ASSIST] = AssistModels(client)
+    app[ASSIST] = AssistModels(client, namespace)
 
     @desk.guarded
     async def contact_suggestions(request: web.Request) -> web.Response:

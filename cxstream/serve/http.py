@@ -413,6 +413,7 @@ def build_app(
     publisher: KafkaPublisher | None = None,
     feed: LiveFeed | None = None,
     advisor_key_secret: str = "",
+    model_namespace: str = "",
 ) -> web.Application:
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
@@ -456,7 +457,7 @@ def build_app(
         _, raw = await request.app[LOOKUP]([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
         return raw
 
-    assist.add_routes(app, redis_client, raw_context)
+    assist.add_routes(app, redis_client, raw_context, model_namespace)
     pages.add_routes(app)
     app.on_shutdown.append(desk.shutdown)
     app.on_cleanup.append(desk.close)

@@ -67,7 +67,7 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
         client, resolve_api_keys(settings, lambda m: print(f"cxstream serve: {m}", flush=True)), settings.app_id,
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
         pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None,
-        publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret,
+        publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret, model_namespace=settings.topic_prefix,
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")
     stop = asyncio.Event()

@@ -1,8 +1,9 @@
 """Model snapshots in Redis: the learner writes them, every worker's scorer hot-swaps to the newest.
 
-Layout: ``cx:model:{name}`` holds the snapshot bytes (the models' own pickle-free
-format, see docs/INTEL.md) and ``cx:model:{name}:version`` its version, written
-together in one transaction.  Only the learner writes; scorers poll the version
+Layout: ``cx:model:{namespace}{name}`` holds the snapshot bytes (the models' own pickle-free
+format, see docs/INTEL.md) and ``cx:model:{namespace}{name}:version`` its version, written
+together in one transaction.  The namespace is the engine's ``CX_TOPIC_PREFIX``: engines that
+share a Redis but not their topics (their labels) do not share their models.  Only the learner writes; scorers poll the version
 (one small GET per second) and load the bytes when it changes.
 """
 
@@ -20,37 +21,37 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 
-def snapshot_key(name: str) -> str:
+def snapshot_key(name: str, namespace: str = "") -> str:
     """The Redis key of a model's newest snapshot.
 
-    >>> snapshot_key("intent")
-    'cx:model:intent'
+    >>> snapshot_key("intent"), snapshot_key("intent", "t1.")
+    ('cx:model:intent', 'cx:model:t1.intent')
     """
-    return f"cx:model:{name}"
+    return f"cx:model:{namespace}{name}"
 
 
-def version_key(name: str) -> str:
+def version_key(name: str, namespace: str = "") -> str:
     """The Redis key of that snapshot's version.
 
     >>> version_key("intent")
     'cx:model:intent:version'
     """
-    return f"cx:model:{name}:version"
+    return f"cx:model:{namespace}{name}:version"
 
 
-async def save_snapshot(client: aioredis.Redis, name: str, version: int, blob: bytes) -> None:
+async def save_snapshot(client: aioredis.Redis, name: str, version: int, blob: bytes, namespace: str = "") -> None:
     """Store a snapshot and its version atomically."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.set(snapshot_key(name), blob)
-        pipe.set(version_key(name), str(version))
+        pipe.set(snapshot_key(name, namespace), blob)
+        pipe.set(version_key(name, namespace), str(version))
         await pipe.execute()
 
 
-async def load_snapshot(client: aioredis.Redis, name: str) -> tuple[int, bytes] | None:
+async def load_snapshot(client: aioredis.Redis, name: str, namespace: str = "") -> tuple[int, bytes] | None:
     """The newest snapshot of *name* as (version, bytes), or None if there is none."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.get(version_key(name))
-        pipe.get(snapshot_key(name))
+        pipe.get(version_key(name, namespace))
+        pipe.get(snapshot_key(name, namespace))
         version, blob = await pipe.execute()
     if version is None or blob is None:
         return None
@@ -64,8 +65,9 @@ class ModelCache(Generic[M]):
     Until a snapshot exists, the *empty* model (untrained) answers.
     """
 
-    def __init__(self, name: str, empty: Callable[[], M], load: Callable[[bytes], M]) -> None:
+    def __init__(self, name: str, empty: Callable[[], M], load: Callable[[bytes], M], namespace: str = "") -> None:
         self.name = name
+        self.namespace = namespace  # the engine's CX_TOPIC_PREFIX (see the module doc)
         self.model: M = empty()
         self.version = 0
         self._refused = 0
@@ -74,7 +76,7 @@ class ModelCache(Generic[M]):
 
     async def refresh(self, client: aioredis.Redis) -> bool:
         try:
-            version = await client.get(version_key(self.name))
+            version = await client.get(version_key(self.name, self.namespace))
         except Exception as exc:  # Redis down: keep scoring with the model we have (said once per outage)
             if not self._unreachable:
                 log.warning("model %s: cannot read the snapshot version (%r); scoring with version %d meanwhile", self.name, exc, self.version)
@@ -85,7 +87,7 @@ class ModelCache(Generic[M]):
             self._unreachable = False
         if version is None or int(version) <= max(self.version, self._refused):
             return False
-        found = await load_snapshot(client, self.name)
+        found = await load_snapshot(client, self.name, self.namespace)
         if found is None:
             return False
         new_version, blob = found
