@@ -31,6 +31,7 @@ import numpy as np
 
 from cxstream.datasets import shared_data_dir
 from cxstream.intel.assist import KnowledgeModel
+from cxstream.intel.evaluate import emit
 
 TWITTER_DEV = "twitter_customer_care_ibm/dev.json"
 
@@ -210,14 +211,6 @@ def split_examples(conversations: list[dict[str, Any]], fraction: float) -> tupl
     return [conversations[i] for i in order[:cut]], [conversations[i] for i in order[cut:]]
 
 
-def _emit(result: dict[str, Any], out: str | None) -> None:
-    text = json.dumps(result, indent=2, sort_keys=True)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n", encoding="utf-8")
-    print(text)
-
-
 def build_parser(command: str) -> argparse.ArgumentParser:
     if command == "assist-split":
         p = argparse.ArgumentParser(prog="cxstream eval assist-split", description="Split conversations in time order.")
@@ -244,7 +237,7 @@ def main(argv: Sequence[str]) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / "first.json").write_text(json.dumps(first), encoding="utf-8")
             (out / "rest.json").write_text(json.dumps(rest_part), encoding="utf-8")
-            _emit({"first": str(out / "first.json"), "rest": str(out / "rest.json"), "n_first": len(first),
+            emit({"first": str(out / "first.json"), "rest": str(out / "rest.json"), "n_first": len(first),
                    "n_rest": len(rest_part), "fraction": args.fraction, "source": str(path)}, None)
             return 0
         data = examples_of(read_conversations(path))
@@ -253,7 +246,7 @@ def main(argv: Sequence[str]) -> int:
         result["data_file"] = str(path)
         if args.test:
             result["test_file"] = str(args.test)
-        _emit(result, args.out)
+        emit(result, args.out)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"cxstream eval {command}: error: {exc}", file=sys.stderr)
         return 2

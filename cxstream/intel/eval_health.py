@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import random
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 
 from cxstream.datasets import shared_data_dir
 from cxstream.intel.churn import ChurnModel
+from cxstream.intel.evaluate import emit
 from cxstream.intel.features import churn_features, telco_context, telco_label
 from cxstream.intel.health import (
     ACCOUNT_POINTS,
@@ -206,11 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result = _finite(evaluate_health(rows, args.seed))
     result["data_file"] = str(path)
-    text = json.dumps(result, indent=2, sort_keys=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit(result, args.out)
     return 0
 
 

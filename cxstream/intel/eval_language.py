@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from cxstream.context.language import UNKNOWN, LanguageDetector, parse_languages
+from cxstream.intel.evaluate import emit
 
 #: The languages the engine detects by default (``CX_LANGUAGES``).
 DEFAULT_LANGUAGES = "en,fr,de,es,it,nl,pt"
@@ -354,11 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"cxstream eval language: error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit(result, args.out, ensure_ascii=False)
     return 0
 
 

@@ -263,8 +263,9 @@ def _read_dict_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _emit(result: dict[str, Any], out: str | None) -> None:
-    text = json.dumps(result, indent=2, sort_keys=True)
+def emit(result: dict[str, Any], out: str | None, *, ensure_ascii: bool = True) -> None:
+    """Print an evaluation's JSON, and write it to *out* (its folder made) when given: every ``cxstream eval``."""
+    text = json.dumps(result, indent=2, sort_keys=True, ensure_ascii=ensure_ascii)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n", encoding="utf-8")
@@ -316,12 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_intent(read_labelled_csv(args.train), read_labelled_csv(args.test), args.seed, model)
             result["train_file"] = str(args.train)
             result["test_file"] = str(args.test)
-            _emit(result, args.out)
+            emit(result, args.out)
         elif args.command == "churn":
             path = args.data or str(data_dir() / TELCO_FILE)
             result = evaluate_churn(_read_dict_rows(path))
             result["data_file"] = str(path)
-            _emit(result, args.out)
+            emit(result, args.out)
         else:
             path = args.data or str(data_dir() / BANKING77_FILE)
             train, test = stratified_split(read_labelled_csv(path), args.test_fraction, args.seed)
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             write_labelled_csv(out / "train.csv", train)
             write_labelled_csv(out / "test.csv", test)
-            _emit(
+            emit(
                 {
                     "train": str(out / "train.csv"),
                     "test": str(out / "test.csv"),
