@@ -94,3 +94,33 @@ async def read_to_end(broker: str, topic: str, *, isolation_level: str = "read_u
         return [v for tp in tps for v in out[tp]]
     finally:
         await consumer.stop()
+
+
+def trace(engine: Any, *needles: str, topics: Iterable[str] = (), log_lines: int = 40) -> str:
+    """Where records naming *needles* are on the engine's topics, and the engine log's last warnings.
+
+    For a failure's message: a test that waits in vain for something says how far it got.
+    *engine* is a ``RunningEngine``; *topics* are topic names without the engine's prefix.
+    """
+    import asyncio
+
+    from cxstream.streams import topics as t
+
+    names = list(topics) or [spec.name for spec in (
+        t.INTERACTIONS, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING, t.ASSIGNMENTS, t.ROUTING_EVENTS, t.ADVISOR_EVENTS,
+        t.DEAD_LETTER,
+    )]
+    lines = []
+    for name in names:
+        try:
+            values = asyncio.run(read_to_end(engine.broker, engine.topic(name)))
+        except Exception as exc:  # the trace must not hide the failure it explains
+            lines.append(f"{name}: unreadable ({exc!r})")
+            continue
+        hits = [v for v in values if v and any(n.encode() in v for n in needles)]
+        lines.append(f"{name}: {len(hits)} of {len(values)} records name {needles}")
+        lines += [f"    {v[:400].decode(errors='replace')}" for v in hits[-6:]]
+    warnings = [line for line in engine.output().splitlines() if "WARNING" in line or "ERROR" in line]
+    lines.append(f"engine log, last {log_lines} warnings and errors of {len(warnings)}:")
+    lines += [f"    {line[:300]}" for line in warnings[-log_lines:]]
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from cxstream.schemas import Identifiers, InteractionEvent, NextBestAction
 from cxstream.schemas.learning import ModelEvent
 from cxstream.streams import topics as t
 from tests.integration.conftest import RunningEngine, start_engine, stop_engine
-from tests.integration.helpers import consume_until, produce, wait_for
+from tests.integration.helpers import consume_until, produce, trace, wait_for
 from tests.integration.test_desk_api import call
 from tests.integration.test_pipeline import login, uid
 
@@ -74,7 +74,11 @@ def test_a_contact_gets_ranked_actions_and_an_outcome_teaches_the_policy(nba_eng
             _, body = call(e.http, f"/advisors/{advisor}/work")
             return next((w for w in body.get("work", []) if w["contact_id"] == contact), None)
 
-        work = wait_for(offered, timeout=60, interval=0.3)
+        try:
+            work = wait_for(offered, timeout=60, interval=0.3)
+        except TimeoutError:
+            _, body = call(e.http, f"/advisors/{advisor}/work")
+            raise AssertionError(f"contact {contact} not offered to {advisor}; work: {body}\n{trace(e, contact, advisor)}") from None
         # accepted at once: an offer left unanswered for 30 s sets the advisor away (and no later contact is offered)
         status, body = call(e.http, f"/advisors/{advisor}/offers/{work['assignment_id']}/accept", "POST")
         assert status == 202, body

@@ -267,6 +267,24 @@ def where_are(engine: RunningEngine, contacts: list[str]) -> str:
     return f"{len(missing)} of {len(contacts)} contacts not assigned; where their records are: {found}; engine: {lag}"
 
 
+def copies_differ(client: redis.Redis, table: dict[str, bytes]) -> str:
+    """Which Redis copies differ from the context table, and how (for a failure's message)."""
+    lines = []
+    for cid, value in table.items():
+        copy = client.get(context_key(cid))
+        if copy == value:
+            continue
+        want = msgspec.json.decode(value)
+        line = f"{cid}: table has {want['interactions_total']} interactions, updated {want['updated_at']}; "
+        if copy is None:
+            lines.append(line + "no Redis copy")
+            continue
+        got = msgspec.json.decode(copy)
+        differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        lines.append(line + f"Redis has {got['interactions_total']}, updated {got['updated_at']}; fields differing: {differing}")
+    return f"{len(lines)} of {len(table)} Redis copies differ from the table:\n" + "\n".join(lines)
+
+
 def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, EmbeddedRedis], engine: RunningEngine) -> None:
     broker, rds = servers_to_stop
     app_id = "cxoutage-" + engine.prefix[1:-1]
@@ -385,7 +403,10 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         def copies_equal() -> bool:
             return all(client.get(context_key(cid)) == value for cid, value in table.items())
 
-        wait_for(copies_equal, timeout=30)
+        try:
+            wait_for(copies_equal, timeout=30)
+        except TimeoutError:
+            raise AssertionError(copies_differ(client, table)) from None
     finally:
         client.close()
     # a desk action refused during the outage was not published once the broker came back
