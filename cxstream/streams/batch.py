@@ -73,8 +73,15 @@ router's offset guard).  With ``CX_PROCESSING_GUARANTEE=exactly_once`` (4) and (
 Kafka transaction per batch (the producer is transactional, the offsets go into the
 transaction, the consumers read committed records only); measured in docs/PERFORMANCE.md.  A table's partition is restored from its changelog (compacted:
 about one record per key) before the partition's first record is
-processed (then the table's ``on_restored`` hook rebuilds what its owner derives from it), and
-dropped when the partition is revoked.  Stages still talk to each other
+processed (then the table's ``on_restored`` hook rebuilds what its owner derives from it).  The
+restore runs beside the loop, not in the rebalance callback: the partition is paused until it is
+done, so the worker keeps processing its other partitions and heartbeating, and rejoins a
+rebalance that starts meanwhile in time (a restore of 100k customers took 24-40 s, past the
+group's rebalance timeout: the member was expelled, and each rejoin restored everything again).
+When a partition is revoked its owner's derived state is dropped at once (``on_dropped``), but the
+table's data is kept aside with the changelog offset it reflects; if the partition comes back
+(the group's eager protocol revokes everything on every rebalance, and most partitions return
+to the same worker) only the changelog written since is read.  Stages still talk to each other
 through their topics (every output is produced; one not delivered locally is fetched back
 like any input), so the topics stay the contract and each one can be replayed.
 
@@ -93,7 +100,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,6 +186,8 @@ class Table(MutableMapping[bytes, bytes]):
         self.partition = 0
         self._data: dict[int, dict[bytes, bytes]] = {}
         self._dirty: dict[int, dict[bytes, bytes | None]] = {}
+        # partitions given up, kept aside as of a changelog offset in case they come back (drop(keep_at=...))
+        self._kept: dict[int, tuple[dict[bytes, bytes], int]] = {}
         #: Called with (partition, its key -> value) after the partition was restored from the changelog,
         #: before any record of it is processed: the owner rebuilds what it derives from the table
         #: (the Redis copies, which may have missed the last writes before a crash).
@@ -246,11 +255,34 @@ class Table(MutableMapping[bytes, bytes]):
         else:
             d[key] = value
 
-    def drop(self, partition: int) -> None:
+    def drop(self, partition: int, *, keep_at: int | None = None) -> None:
+        """Give the partition up: its owner forgets what it derived from it (``on_dropped``).
+
+        *keep_at*: the data is kept aside (not served, not in :meth:`held`) as of that changelog
+        offset (the next one to read), in case the partition comes back (:meth:`take_kept`); not
+        if it holds changes not yet taken for the changelog."""
+        data = self._data.pop(partition, None)
+        unsent = self._dirty.pop(partition, None)
         if self.on_dropped is not None:
-            self.on_dropped(partition, self._data.get(partition, {}))
-        self._data.pop(partition, None)
-        self._dirty.pop(partition, None)
+            self.on_dropped(partition, data or {})
+        if keep_at is not None and data is not None and not unsent:
+            self._kept[partition] = (data, keep_at)
+        else:
+            self._kept.pop(partition, None)
+
+    def take_kept(self, partition: int) -> int:
+        """Make the data kept aside for *partition* current again; returns the changelog offset to read on from (0: none kept)."""
+        kept = self._kept.pop(partition, None)
+        if kept is None:
+            self._data.pop(partition, None)
+            return 0
+        self._data[partition] = kept[0]
+        return kept[1]
+
+    def discard_kept(self, keep: set[int] | frozenset[int] = frozenset()) -> None:
+        """Free the data kept aside of partitions other than *keep* (they went to another worker)."""
+        for partition in [p for p in self._kept if p not in keep]:
+            del self._kept[partition]
 
 
 Handler = Callable[[Record], Awaitable[None]]
@@ -377,6 +409,8 @@ class BatchRuntime:
         self.buffer: Outputs = []
         self.ready = asyncio.Event()
         self.owned: set[TopicPartition] = set()
+        self._restoring: set[TopicPartition] = set()  # assigned, paused until their tables are restored (_restore)
+        self._restore_tasks: dict[asyncio.Task[None], list[TopicPartition]] = {}  # restores in progress, of which partitions
         self._producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self._stage_of: dict[str, BatchStage] = {}
@@ -530,6 +564,10 @@ class BatchRuntime:
             with contextlib.suppress(BaseException):
                 await self._lag_task
         self._forget_lag(list(self._lag_labels))
+        for restore in list(self._restore_tasks):
+            restore.cancel()
+            with contextlib.suppress(BaseException):
+                await restore
         if self._task is not None:
             _, pending = await asyncio.wait({self._task}, timeout=5.0)
             if pending:
@@ -689,6 +727,8 @@ class BatchRuntime:
         token = self._token
         for tp, messages in batches.items():
             if tp not in self.owned or not messages:
+                if messages and tp in self._restoring and self.consumer is not None:
+                    self.consumer.seek(tp, messages[0].offset)  # fetched before it was paused: fetched again once restored
                 continue  # revoked while this batch was in flight: the next owner reprocesses it
             if tp not in self._processed and tp not in self._begun:
                 self._begun[tp] = messages[0].offset  # the lag counts from here until a batch is acknowledged
@@ -952,44 +992,135 @@ class BatchRuntime:
     # -- rebalancing ----------------------------------------------------------------------------
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        """Give partitions up: finish and commit what is in flight, then drop (or keep aside) their tables.
+
+        A table partition is kept aside as of its changelog's end offset when every change of
+        this worker reached the changelog (the settle succeeded and the end offsets were read):
+        if it comes back, only what was written since is read.  Otherwise it is dropped."""
         async with self._lock:  # a batch in progress finishes (and flushes) first
+            settled = False
             with contextlib.suppress(Exception):
                 await self.settle(everything=True)
+                settled = not self._in_flight
                 await self._commit_finished()
                 await self._commit(force=True)
             self.alone = False
             self._forget_lag(revoked)
+            gone = set(revoked)
+            for task, tps in list(self._restore_tasks.items()):
+                if gone.intersection(tps):  # a restore in progress of partitions given up: stopped (no more writes to them)
+                    task.cancel()
+                    del self._restore_tasks[task]
+                    if rest := [tp for tp in tps if tp not in gone]:  # (the eager protocol revokes everything)
+                        self._start_restore(rest)
+            self._restoring.difference_update(gone)
+            metrics.PARTITIONS_RESTORING.set(len(self._restoring))
+            owned = self._table_partitions(tp for tp in revoked if tp in self.owned)
+            ends = await self._changelog_ends(owned) if settled and owned else {}
             for tp in revoked:
                 self.owned.discard(tp)
                 self._begun.pop(tp, None)
                 self._processed.pop(tp, None)
                 self._committed.pop(tp, None)
-                for table in self._stage_of[tp.topic].tables:
-                    table.drop(tp.partition)
+            for table, partition in self._table_partitions(revoked):
+                table.drop(partition, keep_at=ends.get(TopicPartition(table.changelog, partition)))
             metrics.PARTITIONS_OWNED.set(len(self.owned))
             metrics.ALONE.set(0)
 
+    def _table_partitions(self, tps: Iterable[TopicPartition]) -> list[tuple[Table, int]]:
+        """The (table, partition)s of the stage inputs *tps*, each once."""
+        found = {(id(table), tp.partition): (table, tp.partition) for tp in tps for table in self._stage_of[tp.topic].tables}
+        return list(found.values())
+
+    async def _changelog_ends(self, wanted: list[tuple[Table, int]]) -> dict[TopicPartition, int]:
+        """The end offsets of the changelog partitions of *wanted* ({} if the broker does not answer in time)."""
+        tps = [TopicPartition(t.changelog, p) for t, p in wanted if p < t.partitions]
+        reader = self._reader()
+        try:
+            await asyncio.wait_for(reader.start(), timeout=self.session_timeout_s)
+            return dict(await asyncio.wait_for(reader.end_offsets(tps), timeout=self.session_timeout_s))
+        except Exception as exc:  # the tables are restored from the start if they come back
+            log.info("stages: changelog end offsets not read (%r); partitions given up are not kept aside", exc)
+            return {}
+        finally:
+            with contextlib.suppress(Exception):
+                await reader.stop()
+
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        """Take partitions: those without tables at once; the others once their tables are restored, beside the loop.
+
+        The callback returns at once (the restore must not hold up the group: a member still in
+        its callback when the next rebalance starts is expelled); the partitions wait paused."""
         async with self._lock:
-            new = [tp for tp in assigned if tp not in self.owned]
-            wanted: list[tuple[Table, int]] = []
-            for tp in new:
-                wanted += [(table, tp.partition) for table in self._stage_of[tp.topic].tables]
-            if wanted:
-                started = time.perf_counter()
-                restored = await self.recover(wanted)
-                for table, partition in wanted:
-                    if table.on_restored is not None:
-                        table.on_restored(partition, table._data.get(partition, {}))
-                log.info(
-                    "stages: restored %d table records (%s) in %.2f s", restored,
-                    ", ".join(sorted({f"{t.name}[{p}]" for t, p in wanted})), time.perf_counter() - started,
-                )
-            self.owned.update(new)
+            new = [tp for tp in assigned if tp not in self.owned and tp not in self._restoring]
+            now = set(self.owned) | set(self._restoring) | set(new)
+            for table in self.tables:  # data kept aside of partitions that went elsewhere: freed
+                table.discard_kept({p for t, p in self._table_partitions(now) if t is table})
+            stateful = [tp for tp in new if self._stage_of[tp.topic].tables]
+            self.owned.update(tp for tp in new if tp not in stateful)
+            if stateful:
+                assert self.consumer is not None
+                self.consumer.pause(*stateful)
+                self._restoring.update(stateful)
+                metrics.PARTITIONS_RESTORING.set(len(self._restoring))
+                self._start_restore(stateful)
             self.alone = self._owns_everything()
             metrics.PARTITIONS_OWNED.set(len(self.owned))
             metrics.ALONE.set(int(self.alone))
-        self.ready.set()
+        if not self._restoring:
+            self.ready.set()
+
+    def _start_restore(self, tps: list[TopicPartition]) -> None:
+        task = asyncio.create_task(self._restore(tps), name="cxstream.stages.restore")
+        self._restore_tasks[task] = tps
+        task.add_done_callback(lambda done: self._restore_tasks.pop(done, None))
+
+    async def _restore(self, tps: list[TopicPartition]) -> None:
+        """Restore the tables of *tps* (assigned, paused), then own and resume those still assigned.
+
+        A failure (the broker away) is retried: the partitions stay paused meanwhile."""
+        started = time.perf_counter()
+        delay = 0.5
+        while True:
+            tps = [tp for tp in tps if tp in self._restoring]  # a rebalance may have taken some away
+            if not tps:
+                return
+            wanted = self._table_partitions(tps)
+            caught_up: list[str] = []
+            try:
+                restored = await self.recover(wanted, caught_up)
+                break
+            except Exception as exc:
+                log.warning("stages: restore of %d partitions failed (%r); retrying in %.1f s", len(tps), exc, delay)
+                for table, partition in wanted:
+                    table.drop(partition)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+        async with self._lock:
+            done = [tp for tp in tps if tp in self._restoring]
+            if not done:
+                return
+            for table, partition in self._table_partitions(done):
+                if table.on_restored is not None:
+                    table.on_restored(partition, table._data.get(partition, {}))
+            self._restoring.difference_update(done)
+            self.owned.update(done)
+            assert self.consumer is not None
+            with contextlib.suppress(Exception):  # taken away meanwhile: the next assignment says what to resume
+                self.consumer.resume(*done)
+            self.alone = self._owns_everything()
+            metrics.PARTITIONS_OWNED.set(len(self.owned))
+            metrics.PARTITIONS_RESTORING.set(len(self._restoring))
+            metrics.ALONE.set(int(self.alone))
+            took = time.perf_counter() - started
+            metrics.RESTORE_SECONDS.observe(took)
+            anew = sorted({f"{t.name}[{p}]" for t, p in wanted} - set(caught_up))
+            log.info(
+                "stages: restored %d table records in %.2f s; from the start: %s; caught up from where they were kept: %s",
+                restored, took, ", ".join(anew) or "none", ", ".join(sorted(caught_up)) or "none",
+            )
+        if not self._restoring:
+            self.ready.set()
 
     def _owns_everything(self) -> bool:
         """True if this worker owns every partition of every stage input (so it is the group's only member)."""
@@ -1001,27 +1132,32 @@ class BatchRuntime:
                 return False
         return True
 
-    async def recover(self, wanted: list[tuple[Table, int]]) -> int:
-        """Rebuild tables' partitions from their changelogs (read up to the end offset found at start)."""
+    async def recover(self, wanted: list[tuple[Table, int]], caught_up: list[str] | None = None) -> int:
+        """Rebuild tables' partitions from their changelogs (read up to the end offset found at start); returns the records read.
+
+        A partition whose data was kept aside (:meth:`Table.drop`) is read on from where it was
+        kept; its name (``table[partition]``) is added to *caught_up*."""
         by_tp = {TopicPartition(t.changelog, p): t for t, p in wanted if p < t.partitions}
         if not by_tp:
             return 0
-        for tp, t in by_tp.items():
-            t.drop(tp.partition)
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024, isolation_level=self.isolation_level,
-            **kafka_client_kwargs(self.settings),
-        )
+        # from the offset its data kept aside reflects (what was written since), else from the start
+        start = {tp: t.take_kept(tp.partition) for tp, t in by_tp.items()}
+        reader = self._reader()
         await reader.start()
         n = 0
         try:
             tps = list(by_tp)
             reader.assign(tps)
             ends = await reader.end_offsets(tps)
-            todo = {tp for tp in tps if ends[tp] > 0}
+            for tp in tps:
+                if start[tp] > ends[tp]:  # the changelog was deleted and made again: nothing kept holds
+                    by_tp[tp].take_kept(tp.partition)
+                    start[tp] = 0
+                if start[tp] and caught_up is not None:
+                    caught_up.append(f"{by_tp[tp].name}[{tp.partition}]")
+            todo = {tp for tp in tps if ends[tp] > start[tp]}
             for tp in todo:
-                reader.seek(tp, 0)
+                reader.seek(tp, start[tp])
             while todo:
                 got = await reader.getmany(*todo, timeout_ms=1000, max_records=50000)
                 for tp, messages in got.items():
@@ -1038,3 +1174,11 @@ class BatchRuntime:
         finally:
             await reader.stop()
         return n
+
+    def _reader(self) -> AIOKafkaConsumer:
+        """A group-less consumer of changelogs (restores, end offsets)."""
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+            fetch_max_wait_ms=500, max_partition_fetch_bytes=8 * 1024 * 1024, isolation_level=self.isolation_level,
+            **kafka_client_kwargs(self.settings),
+        )

@@ -63,6 +63,14 @@ CONSUMER_LAG = Gauge(
 PARTITIONS_OWNED = Gauge(
     "cx_stages_partitions_owned", "Input partitions of the batch stages this worker owns (its share of the group's work)."
 )
+PARTITIONS_RESTORING = Gauge(
+    "cx_stages_partitions_restoring",
+    "Input partitions assigned to this worker whose tables are being restored from their changelogs (paused until done).",
+)
+RESTORE_SECONDS = Histogram(
+    "cx_stages_restore_seconds", "Time to restore the tables of newly assigned partitions from their changelogs, per assignment.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300),
+)
 ALONE = Gauge(
     "cx_stages_alone", "1 while this worker owns every input partition of the stages (the group's only member), else 0."
 )

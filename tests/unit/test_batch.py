@@ -337,3 +337,25 @@ def test_a_batch_s_table_changes_are_produced_only_after_its_outputs_are_acknowl
         assert rt._processed == {tp: 10}
 
     asyncio.run(scenario())
+
+
+def test_a_partition_given_up_is_kept_aside_and_made_current_again_only_if_it_comes_back() -> None:
+    """The group's eager protocol revokes every partition on every rebalance: most come back to the same worker."""
+    dropped: list[tuple[int, dict[bytes, bytes]]] = []
+    t = Table("ctx", "app-ctx-changelog", 4)
+    t.on_dropped = lambda p, data: dropped.append((p, dict(data)))
+    for p in (1, 2, 3):
+        t.restore(p, b"k", f"v{p}".encode())
+    t.drop(1, keep_at=40)
+    t.drop(2, keep_at=7)
+    t.drop(3)  # the changelog end offsets could not be read: not kept
+    assert [p for p, _ in dropped] == [1, 2, 3], "what the owner derived is dropped at once"
+    assert t.held() == [] and t.total() == 0, "kept data is not served"
+    t.discard_kept({1})  # the new assignment: partition 2 went to another worker
+    assert t.take_kept(1) == 40 and dict(t.held()) == {1: {b"k": b"v1"}}, "read the changelog on from offset 40"
+    assert t.take_kept(2) == 0 and t.take_kept(3) == 0, "restored from the start"
+    t.partition = 1
+    t[b"k"] = b"changed"  # not yet taken for the changelog ...
+    t.drop(1, keep_at=41)
+    assert t.take_kept(1) == 0, "... so the data is ahead of the changelog: not kept"
+    assert t.get(b"k") is None
