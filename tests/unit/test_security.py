@@ -140,9 +140,9 @@ REDIS_CLIENTS = {"Redis", "StrictRedis", "from_url", "ConnectionPool", "Blocking
 #: Files that make clients for servers they start themselves (plaintext, loopback), never for the engine's configured ones.
 OWN_SERVERS = {
     "cxstream/streams/embedded.py": "the readiness check of a server it starts, with the client config its owner gives",
-    "cxstream/replay/loadgen.py": "a benchmark on the embedded broker and Redis it starts itself",
-    "cxstream/replay/context_bench.py": "a benchmark on the embedded broker and Redis it starts itself",
-    "cxstream/replay/chaos.py": "the chaos harness (make chaos) on the embedded broker and Redis it starts itself",
+    "cxstream/bench/loadgen.py": "a benchmark on the embedded broker and Redis it starts itself",
+    "cxstream/bench/context_bench.py": "a benchmark on the embedded broker and Redis it starts itself",
+    "cxstream/bench/chaos.py": "the chaos harness (make chaos) on the embedded broker and Redis it starts itself",
 }
 
 
@@ -169,7 +169,7 @@ def bypasses(source: str) -> list[str]:
     """
     found = []
     tree = ast.parse(source)
-    # a bare name is redis-py's only if imported from it (cxstream.replay.lookups has an HTTP ConnectionPool of its own)
+    # a bare name is redis-py's only if imported from it (cxstream.bench.lookups has an HTTP ConnectionPool of its own)
     from_redis = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("redis")
                   for a in n.names}
     for node in ast.walk(tree):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import msgspec
 
+from cxstream.bench.loadgen import accepted_inputs, parse_metrics
+from cxstream.bench.workload import BUILTIN_TEXTS, Workload, WorkloadConfig, identities, load_texts, mix
 from cxstream.context.identity import normalised
-from cxstream.replay.loadgen import accepted_inputs, parse_metrics
 from cxstream.replay.recording import Planned
-from cxstream.replay.workload import BUILTIN_TEXTS, Workload, WorkloadConfig, identities, load_texts, mix
 from cxstream.schemas import AdvisorEvent, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
+from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context import apply_interaction, apply_outcome
 from cxstream.context.model import ContactRecord, CustomerContext, IntentPoint, OpenContact
 from cxstream.outreach.view import NOT_IN_CONTEXT, view_from_dict, view_of_context
-from cxstream.replay.workload import Workload, WorkloadConfig
 from cxstream.schemas import AdvisorEvent, InteractionEvent, OutcomeEvent
 
 

@@ -22,7 +22,7 @@ and Redis, started here:
 5. **Lookup latency**, twice: first with the engine running and no other traffic (the
    headline ``lookup_*`` keys), then while background traffic runs at ``--lookup-load``
    events/s (``under_load.lookup_under_load_*``).  A separate process (``python -m
-   cxstream.replay.lookups --paths-file``, as the pipeline bench runs it, so the load generator
+   cxstream.bench.lookups --paths-file``, as the pipeline bench runs it, so the load generator
    does not share this process's event loop) sends open-loop ``--rate`` requests/s for ``--warmup`` + ``--seconds``:
    each request at its planned time, latency from the planned time (no coordinated omission),
    the warm-up discarded, HDR histogram.  The paths are drawn uniformly (seeded) from the
@@ -58,11 +58,11 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from cxstream.bench.engineproc import engine_env
+from cxstream.bench.loadgen import context_route_buckets, context_route_shares, parse_metrics
+from cxstream.bench.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.datasets import shared_data_dir
-from cxstream.replay.engineproc import engine_env
 from cxstream.replay.journeys import Contact, Journey, contact_events, generate_journeys, junk_for
-from cxstream.replay.loadgen import context_route_buckets, context_route_shares, parse_metrics
-from cxstream.replay.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.replay.twitter import twitter_journeys
 from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
@@ -342,7 +342,7 @@ async def lookup_latency(
     client: Client, producer: AIOKafkaProducer, targets: list[tuple[str, str]], rate: float, seconds: float, warmup: float,
     background_eps: float, seed: int = 1,
 ) -> dict[str, Any]:
-    """Open-loop lookups from a separate process (:mod:`cxstream.replay.lookups`) while background traffic runs."""
+    """Open-loop lookups from a separate process (:mod:`cxstream.bench.lookups`) while background traffic runs."""
     engine = client.engine
     background = BackgroundLoad(producer, engine.topic(t.INTERACTIONS.name), background_eps, id_prefix="bg-lookups-")
     background.start()

@@ -12,15 +12,15 @@ own CPU use (``client_cpu_pct``, % of one core): a client that cannot keep up sh
 What is requested, exactly one of:
 
 * ``--customers N``: ``GET /customers/{id}/context`` of customer ids drawn uniformly from the
-  pipeline workload's first N (:func:`cxstream.replay.workload.customer_ref`);
+  pipeline workload's first N (:func:`cxstream.bench.workload.customer_ref`);
 * ``--paths-file FILE``: one URL path per line (``/customers/C00042/context``,
   ``/customers/context?email=a%40b.org``), drawn uniformly; blank lines and ``#`` lines skipped.
 
 Both draw with ``--seed``.  The API key goes in ``X-API-Key`` (``--auth x-api-key``, the
 default) or ``Authorization: Bearer`` (``--auth bearer``).
 
-    python -m cxstream.replay.lookups --url http://127.0.0.1:PORT --key KEY --rate 1000 --duration 20 --customers 10000
-    python -m cxstream.replay.lookups --url http://127.0.0.1:PORT --key KEY --auth bearer --paths-file paths.txt
+    python -m cxstream.bench.lookups --url http://127.0.0.1:PORT --key KEY --rate 1000 --duration 20 --customers 10000
+    python -m cxstream.bench.lookups --url http://127.0.0.1:PORT --key KEY --auth bearer --paths-file paths.txt
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Any
 
 import orjson
 
+from cxstream.bench.workload import customer_ref
 from cxstream.replay.publish import LatencySummary
-from cxstream.replay.workload import customer_ref
 
 AUTH_SCHEMES = ("x-api-key", "bearer")
 
@@ -240,7 +240,7 @@ def lookups_command(
     warmup_s: float | None = None, auth: str | None = None,
 ) -> list[str]:
     """The command line running this module with these arguments (``sys.executable -m ...``)."""
-    cmd = [sys.executable, "-m", "cxstream.replay.lookups", "--url", url, "--key", key,
+    cmd = [sys.executable, "-m", "cxstream.bench.lookups", "--url", url, "--key", key,
            "--rate", str(rate), "--duration", str(duration_s)]
     if customers is not None:
         cmd += ["--customers", str(customers)]
@@ -282,7 +282,7 @@ async def lookups_result(proc: asyncio.subprocess.Process, timeout: float = 60.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cxstream.replay.lookups", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m cxstream.bench.lookups", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
     p.add_argument("--key", required=True)

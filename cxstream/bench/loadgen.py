@@ -9,14 +9,14 @@ One run, one machine, one broker (see docs/PERFORMANCE.md for the method and res
 3. starts ``--workers`` engine processes (``python -m cxstream.cli run`` pointed at the
    servers through ``CX_BROKER_URL``/``CX_REDIS_URL``, one topic prefix, one consumer group),
    logs the advisors in and prefills the context table with ``--customers`` customers;
-4. drives the seeded workload (:mod:`cxstream.replay.workload`) open-loop at a rate:
+4. drives the seeded workload (:mod:`cxstream.bench.workload`) open-loop at a rate:
    every record has a planned send time and its event time is re-stamped to it; an
    independent consumer of ``cx.assignments.v1`` takes the end timestamp; simulated
    desktops (:func:`cxstream.replay.desktop.respond`) accept and complete each offer so
    advisors free up; latencies go into HDR histograms, the warm-up is discarded;
 5. ``--find-max``: steps the rate up, then bisects, to the highest rate whose e2e p99
    stays under ``--p99-limit-ms`` with the engine keeping up; then runs at half that rate
-   with 1,000 context lookups per second (``python -m cxstream.replay.lookups``);
+   with 1,000 context lookups per second (``python -m cxstream.bench.lookups``);
 6. reports table state per customer (Redis copies of the contexts: ``STRLEN`` and
    ``MEMORY USAGE`` of sampled ``cx:ctx:*`` keys) and the engines' RSS, and writes JSON.
 
@@ -66,16 +66,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cxstream.bench.engineproc import engine_env
+from cxstream.bench.lookups import lookups_command, lookups_result, start_lookups
+from cxstream.bench.workload import Workload, WorkloadConfig, mix
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
 from cxstream.intel.features import telco_features, telco_label
 from cxstream.intel.intent import IntentModel
 from cxstream.replay.desktop import DesktopProfile, respond
-from cxstream.replay.engineproc import engine_env
-from cxstream.replay.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.replay.publish import LatencySummary, end_offsets
 from cxstream.replay.recording import Planned, plan
-from cxstream.replay.workload import Workload, WorkloadConfig, mix
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of

@@ -47,8 +47,8 @@ import msgspec
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from cxstream.bench.loadgen import API_KEY, EngineProc, Options, parse_metrics, start_engine, stop_process, wait_ready
 from cxstream.replay.desktop import DesktopProfile, respond
-from cxstream.replay.loadgen import API_KEY, EngineProc, Options, parse_metrics, start_engine, stop_process, wait_ready
 from cxstream.replay.recording import Planned
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
 from cxstream.streams import topics as t
