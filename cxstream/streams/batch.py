@@ -265,8 +265,8 @@ class Table(MutableMapping[bytes, bytes]):
         unsent = self._dirty.pop(partition, None)
         if self.on_dropped is not None:
             self.on_dropped(partition, data or {})
-        if keep_at is not None and data is not None and not unsent:
-            self._kept[partition] = (data, keep_at)
+        if keep_at is not None and not unsent:  # (no dict: nothing in the changelog below keep_at but tombstones)
+            self._kept[partition] = (data if data is not None else {}, keep_at)
         else:
             self._kept.pop(partition, None)
 
