@@ -140,11 +140,14 @@ class RedisContextWriter:
 
         For a partition given up in a rebalance: its next owner restores it from the changelog and
         writes every copy again (``resync``); a late retry of ours would overwrite a newer copy
-        with an older one.
+        with an older one.  Pending deletes are kept: the next owner's resync writes the copies its
+        table holds and deletes none, so a forgotten delete (a merged-away or erased customer)
+        would leave its copy in Redis for good.
         """
         for k in keys:
-            self._dirty.pop(k, None)
-            self._forgotten.add(k)
+            if self._dirty.get(k, b"") is not None:
+                self._dirty.pop(k, None)
+                self._forgotten.add(k)
 
     @property
     def pending(self) -> int:

@@ -115,3 +115,13 @@ def test_copies_forgotten_before_or_during_a_failing_flush_are_not_retried() -> 
         return set(w._dirty)
 
     assert asyncio.run(run()) == {context_key("kept")}
+
+
+def test_a_pending_delete_is_not_forgotten_with_its_partition() -> None:
+    """The next owner's resync writes the copies its table holds and deletes none: a merged-away
+    or erased customer's copy would stay in Redis if its pending delete were forgotten."""
+    w = _writer()
+    w.mark_key(context_key("erased"), None)
+    w.mark("changed", b"{}")
+    w.forget([context_key("erased"), context_key("changed")])
+    assert w._dirty == {context_key("erased"): None}
