@@ -82,6 +82,13 @@ class RoutingConfig(msgspec.Struct, frozen=True, kw_only=True):
     offer_timeout_s: float = 30.0
     #: After this many offers of one contact, it escalates (at least to the widening step).
     max_offers: int = 3
+    #: Queue capacity: the most contacts the group's router holds at once (waiting, offered or in
+    #: service).  A new contact beyond it is rejected (a ``rejected`` routing event, ``queue_full``),
+    #: as a contact centre's queue capacity sends the caller to a message: the router's state is
+    #: saved whole after each batch that touches the group (~200 bytes a contact), so an unbounded
+    #: queue would grow it past what the broker accepts in one record (the chaos run's overload
+    #: stopped both workers with MessageSizeTooLargeError) and slow every batch.
+    max_contacts: int = 20_000
     #: Hold a contact for the customer's last advisor this long (per channel; 0 = only a score bonus),
     #: if that advisor is logged in and serves the contact's language.
     sticky_wait_s: dict[str, float] = msgspec.field(default_factory=lambda: {"email": 1800.0, "chat": 30.0})

@@ -762,24 +762,12 @@ class Router:
                 self._stats(existing.queue).duplicate_requests += 1
                 return None
             # an explicit key another customer's contact holds: the router cannot take it; say so
-            cfg = self._s.config
-            queue = queue_name(msg.channel, cfg.skills_for(msg.required_skills, msg.intent))
-            self._stats(queue).rejected += 1
-            self._s.out_seq += 1
-            out.append(
-                RoutingEvent(
-                    event_id=short_id("re", self._s.group, "rejected", key, self._s.out_seq),
-                    kind="rejected",
-                    routing_group=self._s.group,
-                    contact_id=msg.contact_id,
-                    at=now,
-                    detail="contact_key_in_use",
-                    customer_id=msg.customer_id,
-                    contact_key=key,
-                )
-            )
+            self._reject(msg, key, now, out, "contact_key_in_use")
             return None
         cfg = self._s.config
+        if len(self._s.contacts) >= cfg.max_contacts:  # the queue is full: say so (the context shows it)
+            self._reject(msg, key, now, out, f"queue_full;max_contacts={cfg.max_contacts}")
+            return None
         skills = cfg.skills_for(msg.required_skills, msg.intent)
         c = ContactState(
             contact_id=msg.contact_id,
@@ -812,6 +800,24 @@ class Router:
         self._waits(c)
         self._stats(c.queue).offered += 1
         return c
+
+    def _reject(self, msg: ContactRequest, key: str, now: float, out: list[Output], why: str) -> None:
+        """A contact the router cannot take: counted, and a ``rejected`` routing event with the reason."""
+        queue = queue_name(msg.channel, self._s.config.skills_for(msg.required_skills, msg.intent))
+        self._stats(queue).rejected += 1
+        self._s.out_seq += 1
+        out.append(
+            RoutingEvent(
+                event_id=short_id("re", self._s.group, "rejected", key, self._s.out_seq),
+                kind="rejected",
+                routing_group=self._s.group,
+                contact_id=msg.contact_id,
+                at=now,
+                detail=why,
+                customer_id=msg.customer_id,
+                contact_key=key,
+            )
+        )
 
     def _key_for(self, msg: ContactRequest) -> str | None:
         """The key of the contact *msg* asks for; None if it is one the router already owns (a duplicate).

@@ -114,7 +114,7 @@ from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_l
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
-from cxstream.streams.topics import DEAD_LETTER, TopicSpec, state_configs
+from cxstream.streams.topics import DEAD_LETTER, MAX_STATE_RECORD_BYTES, TopicSpec, state_configs
 from cxstream.streams.transport import IDEMPOTENT, outlast_outages
 
 _local_records = functools.cache(metrics.LOCAL_RECORDS.labels)  # children looked up once: labels() costs ~1.5 µs a call
@@ -525,7 +525,7 @@ class BatchRuntime:
         self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
             bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
             transactional_id=self.transactional_id if self.transactional else None,
-            max_request_size=4 * 1024 * 1024, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
+            max_request_size=MAX_STATE_RECORD_BYTES, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
         )
         outlast_outages(self._producer, self.settings.broker_outage_max_s)
         await self._producer.start()

@@ -52,14 +52,21 @@ def event_configs(settings: Settings) -> dict[str, str]:
     }
 
 
+#: The largest record a table's changelog takes (and the stages' producer sends).
+MAX_STATE_RECORD_BYTES = 16 * 2**20
+
+
 def state_configs() -> dict[str, str]:
     """Topic configs of a state topic (a table's changelog): compacted, so a restore reads about one record per key.
 
     Segments roll at 16 MB or hourly (the active segment is never compacted); tombstones (an
-    erasure's deletes) stay a day, so a restore that started before them still sees them.
+    erasure's deletes) stay a day, so a restore that started before them still sees them.  A
+    record may be up to :data:`MAX_STATE_RECORD_BYTES`: a routing group's state is one record
+    (~200 bytes a contact it holds, up to ``max_contacts``), past the broker's 1 MB default.
     """
     return {
         "cleanup.policy": "compact",
+        "max.message.bytes": str(MAX_STATE_RECORD_BYTES),
         "segment.bytes": str(16 * 2**20),
         "segment.ms": str(3600 * 1000),
         "min.cleanable.dirty.ratio": "0.25",

@@ -212,3 +212,21 @@ def test_a_call_answered_then_transferred_and_abandoned_is_not_also_counted_aban
     total = r.stats()["total"]
     assert (total["offered"], total["answered"], total["abandoned"], total["abandoned_after_answer"]) == (1, 1, 0, 1)
     assert total["abandon_rate"] == 0.0
+
+
+def test_a_full_queue_rejects_new_contacts_visibly_and_takes_them_again_once_there_is_room() -> None:
+    """Queue capacity (``max_contacts``): the router's state stays bounded under overload (the chaos run's
+    overload grew it past what the broker accepts in one record); each contact turned away is said."""
+    r = Router(group="default", config=RoutingConfig(max_contacts=3))
+    r.apply(login("ann", 0.0, capacity=CHAT))
+    [a] = offers(r.apply(req("e1", "c1", "cust-1", 1.0)))
+    for n in (2, 3):
+        r.apply(req(f"e{n}", f"c{n}", f"cust-{n}", float(n)))
+    out = r.apply(req("e4", "c4", "cust-4", 4.0))
+    [rej] = events(out)
+    assert (rej.kind, rej.detail, rej.customer_id) == ("rejected", "queue_full;max_contacts=3", "cust-4")
+    assert offers(out) == [] and r.contact("c4", None) is None and r.stats()["total"]["rejected"] == 1
+    r.apply(upd("u1", "c1", "abandoned", 5.0, key=a.contact_key))  # one leaves: room for the next
+    assert r.contact("c5", None) is None
+    r.apply(req("e5", "c5", "cust-5", 6.0))
+    assert r.contact("c5", None) is not None
