@@ -212,6 +212,7 @@ class Traffic:
     resent: int = 0  # sends that failed and were sent again
     copies: int = 0  # records acknowledged more than once (replays, re-sends)
     contact_planned: dict[str, float] = field(default_factory=dict)  # contact id -> planned time of contact_opened
+    contact_opened: dict[str, InteractionEvent] = field(default_factory=dict)  # contact id -> its contact_opened
     first_assignment: dict[str, float] = field(default_factory=dict)  # contact id -> wall time it was first read
     assignments: list[Assignment] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -302,9 +303,30 @@ class Traffic:
             r = p.record
             if isinstance(r, InteractionEvent) and r.needs_advisor and r.contact_id is not None:
                 self.contact_planned[r.contact_id] = planned
+                self.contact_opened[r.contact_id] = r
             await self.send(p)
             out.append(p)
         return out
+
+    async def abandon_waiting(self, since: float) -> int:
+        """The customers of contacts opened since *since* and never assigned hang up (``contact_abandoned``).
+
+        After an overload that outgrew the advisors: without it the queue drains only at the
+        simulated advisors' pace (15,000 contacts took over 30 minutes), which is the workforce's
+        limit, not the engine's.  Returns how many hung up."""
+        from cxstream.replay.recording import plan
+
+        n = 0
+        for cid, planned in list(self.contact_planned.items()):
+            opened = self.contact_opened.get(cid)
+            if planned < since or cid in self.first_assignment or opened is None:
+                continue
+            await self.send(plan(InteractionEvent(
+                event_id=f"{opened.event_id}:abandoned", occurred_at=time.time(), channel=opened.channel,
+                kind="contact_abandoned", customer=opened.customer, contact_id=cid, routing_group=opened.routing_group,
+            )))
+            n += 1
+        return n
 
     # ---- the desktops
     async def _watch(self) -> None:
