@@ -38,7 +38,7 @@ from zlib import crc32
 
 import numpy as np
 
-from cxstream.intel.snapshot import SnapshotParts, dump_snapshot, load_snapshot, owned
+from cxstream.intel.snapshot import SnapshotParts, Snapshotted, load_snapshot, owned
 from cxstream.intel.text import feature_counts, tokenize
 
 SNAPSHOT_KIND = "cxstream.intel.KnowledgeModel"
@@ -74,7 +74,7 @@ def _word_hash(word: str, mask: int) -> int:
     return crc32(("w:" + word).encode("utf-8")) & mask
 
 
-class KnowledgeModel:
+class KnowledgeModel(Snapshotted):
     """Online document ranking: ``learn_one(text, document, intent=, resolved=)``, ``rank(text)``.
 
     Parameters are part of the snapshot.  ``version`` increments on every ``learn_one`` and
@@ -361,19 +361,6 @@ class KnowledgeModel:
         self._postings, self._indexed = None, 0
 
     # ------------------------------------------------------------------ snapshots
-    def publish(self) -> bytes:
-        """Bump ``version`` and return the snapshot bytes to publish."""
-        return dump_snapshot(*self.publish_parts())
-
-    def publish_parts(self) -> SnapshotParts:
-        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot`."""
-        self.version += 1
-        return self.snapshot_parts()
-
-    def to_bytes(self) -> bytes:
-        """Pickle-free snapshot: parameters, document and intent names, hashed features and counts (no text)."""
-        return dump_snapshot(*self.snapshot_parts())
-
     def snapshot_parts(self) -> SnapshotParts:
         """The snapshot's kind, version, metadata and arrays, copied."""
         arrays = {

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import SnapshotError, SnapshotParts, dump_snapshot, load_snapshot, owned
+from cxstream.intel.snapshot import SnapshotError, SnapshotParts, Snapshotted, load_snapshot, owned
 
 SNAPSHOT_KIND = "cxstream.intel.ChurnModel/2"
 FeatureValue = float | int | bool | str
@@ -79,7 +79,7 @@ def _clip(z: float) -> float:
     return min(_LOGIT_CLIP, max(-_LOGIT_CLIP, z))
 
 
-class ChurnModel:
+class ChurnModel(Snapshotted):
     """Online Bayesian logistic regression + naive Bayes for P(churn | features).
 
     ``learn_one(features, churned)`` first scores the example (test-then-train) and feeds
@@ -309,19 +309,6 @@ class ChurnModel:
         self.n_learned += 1
         self.n_positive += int(churned)
         self.version += 1
-
-    def publish(self) -> bytes:
-        """Bump ``version`` and return the snapshot bytes to publish."""
-        return dump_snapshot(*self.publish_parts())
-
-    def publish_parts(self) -> SnapshotParts:
-        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot` (see IntentModel)."""
-        self.version += 1
-        return self.snapshot_parts()
-
-    def to_bytes(self) -> bytes:
-        """Pickle-free snapshot (feature names, weights, covariance, naive Bayes counts)."""
-        return dump_snapshot(*self.snapshot_parts())
 
     def snapshot_parts(self) -> SnapshotParts:
         """The snapshot's kind, version, metadata and arrays, copied (later learning does not change them)."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from cxstream.intel.calibration import OnlineCalibrator
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import SnapshotParts, dump_snapshot, load_snapshot, owned
+from cxstream.intel.snapshot import SnapshotParts, Snapshotted, load_snapshot, owned
 from cxstream.intel.text import hashed_features
 
 UNKNOWN = "unknown"
@@ -63,7 +63,7 @@ def _softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     return np.asarray(e / e.sum())
 
 
-class IntentModel:
+class IntentModel(Snapshotted):
     """Online intent classifier: ``learn_one(text, label)``, ``predict_one(text)``.
 
     Parameters are part of the snapshot.  ``version`` increments on every ``learn_one``
@@ -418,26 +418,7 @@ class IntentModel:
             n += 1
         return n
 
-    def publish(self) -> bytes:
-        """Bump ``version`` and return the snapshot bytes to publish."""
-        return dump_snapshot(*self.publish_parts())
-
-    def publish_parts(self) -> SnapshotParts:
-        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot`.
-
-        The copy takes ~25 ms for a trained 77-label model; serialising it (~300 ms, mostly
-        zlib) can then go on in slices (``dump_snapshot_async``) while the model keeps learning.
-        """
-        self.version += 1
-        return self.snapshot_parts()
-
     # ------------------------------------------------------------------ snapshots
-    def to_bytes(self) -> bytes:
-        """Pickle-free snapshot: parameters, label names, hashed-feature weights only.
-
-        Only non-zero feature rows are stored (row index + values): no message text."""
-        return dump_snapshot(*self.snapshot_parts())
-
     def snapshot_parts(self) -> SnapshotParts:
         """The snapshot's kind, version, metadata and arrays, copied (later learning does not change them)."""
         k = len(self.labels)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cxstream.intel.snapshot import SnapshotError, SnapshotParts, dump_snapshot, load_snapshot, owned
+from cxstream.intel.snapshot import SnapshotError, SnapshotParts, Snapshotted, load_snapshot, owned
 
 SNAPSHOT_KIND = "cxstream.nba.v1"
 
@@ -152,7 +152,7 @@ class _Arm:
 
 
 @dataclass
-class NBAPolicy:
+class NBAPolicy(Snapshotted):
     """The bandit: per-(intent, action) arms, per-action shared arms, best documents per intent."""
 
     config: NBAConfig = field(default_factory=NBAConfig)
@@ -279,19 +279,6 @@ class NBAPolicy:
             "n_learned": self.n_learned,
         }
         return SNAPSHOT_KIND, self.version, meta, owned({"a_inv": a_inv, "b": b})
-
-    def publish_parts(self) -> SnapshotParts:
-        """Bump ``version`` and return a copy of the state to publish."""
-        self.version += 1
-        parts = self.snapshot_parts()
-        return parts[0], parts[1], parts[2], {k: v.copy() for k, v in parts[3].items()}
-
-    def publish(self) -> bytes:
-        """Bump ``version`` and return the snapshot bytes to publish."""
-        return dump_snapshot(*self.publish_parts())
-
-    def to_bytes(self) -> bytes:
-        return dump_snapshot(*self.snapshot_parts())
 
     @classmethod
     def from_bytes(cls, data: bytes, config: NBAConfig | None = None) -> NBAPolicy:

@@ -51,6 +51,31 @@ class Snapshot:
 SnapshotParts = tuple[str, int, dict[str, Any], dict[str, np.ndarray]]
 
 
+class Snapshotted:
+    """``publish``, ``publish_parts`` and ``to_bytes`` of a model that says what it holds in ``snapshot_parts``.
+
+    ``snapshot_parts`` returns the kind, version, metadata and arrays, copied (:func:`owned`), so
+    that serialising them (``dump_snapshot_async``, in slices) can go on while the model learns."""
+
+    version: int
+
+    def snapshot_parts(self) -> SnapshotParts:
+        raise NotImplementedError
+
+    def publish_parts(self) -> SnapshotParts:
+        """Bump ``version`` and return a copy of the state for :func:`dump_snapshot`."""
+        self.version += 1
+        return self.snapshot_parts()
+
+    def publish(self) -> bytes:
+        """Bump ``version`` and return the snapshot bytes to publish."""
+        return dump_snapshot(*self.publish_parts())
+
+    def to_bytes(self) -> bytes:
+        """The pickle-free snapshot of the model as it is (``version`` unchanged)."""
+        return dump_snapshot(*self.snapshot_parts())
+
+
 def owned(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """*arrays* with every view replaced by a copy, so the model's later updates do not reach them.
 
