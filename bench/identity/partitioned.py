@@ -171,12 +171,58 @@ class Replica:
         return lookup
 
 
-def run(ops: list[Op], lag: float, clock: str = "inputs") -> dict[str, Any]:
+def overtaken(customers: list[str | None], arrivals: list[float]) -> int:
+    """Events that reach their customer's context before an event of that customer sent earlier.
+
+    >>> overtaken(["a", "a", "b", "a"], [5.0, 1.0, 0.0, 6.0])  # a's second event arrives before its first
+    1
+    """
+    latest: dict[str, float] = {}
+    n = 0
+    for cid, at in zip(customers, arrivals, strict=True):
+        if cid is None:
+            continue
+        before = latest.get(cid)
+        if before is not None and at < before:
+            n += 1
+        latest[cid] = max(at, before if before is not None else at)
+    return n
+
+
+def run(ops: list[Op], lag: float, clock: str = "inputs", slow_delay: float = 0.0, rule: bool = False) -> dict[str, Any]:
     """Both designs over *ops*; the partitioned one with a replica *lag* behind: in resolver inputs
-    (``clock="inputs"``) or in seconds of the events' own time (``clock="seconds"``)."""
+    (``clock="inputs"``) or in seconds of the events' own time (``clock="seconds"``).
+
+    *slow_delay* (same unit): how much later an event that takes the coordinator's road reaches its
+    context than one on the fast path (one more broker hop and the coordinator's queue); a replica
+    learns a decision no sooner (the resolver publishes after its outputs are acknowledged).  The
+    result counts the events that reach their customer's context before an earlier event of that
+    customer (``overtaken``; every event of a customer sent by one ingest worker, in input order).
+    With *rule*, ingest keeps the order: an event whose identifiers, or whose owners in the replica,
+    a coordinator-bound event sent less than *slow_delay* ago also had, goes to the coordinator too.
+    """
     single = Resolver({})
     coord = Resolver({})
-    replica = Replica(lag)
+    replica = Replica(max(lag, slow_delay))
+    arrivals: list[float] = []
+    inflight: dict[tuple[str, ...], float] = {}  # identifier or owner -> when its coordinator-bound event is in the context log
+    held_back = 0
+
+    def remember(now: float, ids: Mapping[str, str]) -> None:
+        if slow_delay <= 0:
+            return
+        until = now + slow_delay
+        look = replica.lookup_at(float("inf"))
+        for kind, value in ids.items():
+            inflight[("v", kind, value)] = until
+            owner = look(kind, value)
+            if owner is not None:
+                inflight[("c", owner)] = until
+
+    def in_flight(now: float, ids: Mapping[str, str], owner: str) -> bool:
+        if inflight.get(("c", owner), -1.0) > now:
+            return True
+        return any(inflight.get(("v", kind, value), -1.0) > now for kind, value in ids.items())
     base_cid: list[str | None] = []
     part_cid: list[str | None] = []
     fast = slow = forwarded = bounced = 0
@@ -190,8 +236,10 @@ def run(ops: list[Op], lag: float, clock: str = "inputs") -> dict[str, Any]:
             single.erase(op.ids, request_id=op.event_id, at=op.at)
             er = coord.erase(op.ids, request_id=op.event_id, at=op.at)
             replica.publish(now, er.index, coord)
+            remember(now, op.ids)
             base_cid.append(None)
             part_cid.append(None)
+            arrivals.append(now + slow_delay)
             slow += 1
             slow_by_tenth[i * 10 // n] += 1
             continue
@@ -200,19 +248,26 @@ def run(ops: list[Op], lag: float, clock: str = "inputs") -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         owner = None if op.refused else settled_owner(op.ids, replica.lookup_at(op.at))
         t1 = time.perf_counter_ns()
+        if owner is not None and rule and in_flight(now, op.ids, owner):
+            owner = None  # an earlier event of the same identifiers or owner is still on the coordinator's road
+            held_back += 1
         if owner is not None:
             fast += 1
             fast_ns += t1 - t0
             # the context stage: the owner may have been absorbed (forward) or erased (bounce) meanwhile
             if coord.store.get(f"c:{owner}".encode()) is not None:
                 part_cid.append(owner)
+                arrivals.append(now)
                 continue
             survivor = coord.canonical(owner)
             if survivor is not None and survivor != owner:
                 forwarded += 1
                 part_cid.append(survivor)
+                arrivals.append(now + slow_delay)  # one more hop: the absorbed customer's partition forwards it
                 continue
             bounced += 1
+        remember(now, op.ids)
+        arrivals.append(now + slow_delay)
         t2 = time.perf_counter_ns()
         res = coord.resolve(op.ids, event_id=op.event_id, at=op.at, refused=op.refused)
         slow_ns += time.perf_counter_ns() - t2
@@ -243,9 +298,14 @@ def run(ops: list[Op], lag: float, clock: str = "inputs") -> dict[str, Any]:
         }
 
     shared = sum(1 for _, cid in coord.index_entries() if cid == SHARED)
+    finals = [final(single, c) for c in base_cid]
     return {
         "lag": lag,
         "lag_unit": clock,
+        "slow_delay": slow_delay,
+        "ordering_rule": rule,
+        "overtaken": overtaken(finals, arrivals),
+        "held_back_by_rule": held_back,
         "inputs": n,
         "fast_path": fast,
         "coordinator": slow,
@@ -272,27 +332,34 @@ def main(argv: list[str] | None = None) -> int:
                    help="the benchmark workload's customers:events (after its prefill), comma-separated")
     p.add_argument("--journey-lags", default="0,1,10,60", help="replica lags for the journeys, seconds of event time")
     p.add_argument("--workload-lags", default="0,100,1000", help="replica lags for the workload, in resolver inputs")
+    p.add_argument("--slow-delay-s", type=float, default=0.0,
+                   help="journeys: how much later (s) the coordinator's road reaches the context; > 0 also runs the ordering rule")
+    p.add_argument("--slow-delay-inputs", type=float, default=0.0,
+                   help="the workload: the same in resolver inputs (50 = 50 ms at 1,000 inputs/s)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args(argv)
     scenarios = {
-        "journeys": (list(journey_ops(args.people, args.returns, args.erase_share, args.seed)), "seconds", args.journey_lags),
+        "journeys": (list(journey_ops(args.people, args.returns, args.erase_share, args.seed)), "seconds", args.journey_lags,
+                     args.slow_delay_s),
     }
-    for spec in args.workloads.split(","):
+    for spec in filter(None, args.workloads.split(",")):
         customers, events = (int(x) for x in spec.split(":"))
         scenarios[f"workload_{customers}_customers_{events}_events"] = (
-            list(workload_ops(customers, events, args.seed)), "inputs", args.workload_lags)
+            list(workload_ops(customers, events, args.seed)), "inputs", args.workload_lags, args.slow_delay_inputs)
     results: dict[str, Any] = {}
-    for name, (ops, clock, lags) in scenarios.items():
+    for name, (ops, clock, lags, delay) in scenarios.items():
         results[name] = []
-        for lag in (float(x) for x in lags.split(",")):
-            r = run(ops, lag, clock)
-            results[name].append(r)
-            print(f"{name} lag {lag:g} {clock}: coordinator {r['coordinator_share']:.1%} of {r['inputs']}, forwarded "
-                  f"{r['forwarded_by_context']}, bounced {r['bounced_to_coordinator']}, other customer "
-                  f"{r['events_on_another_final_customer']}, same index {r['identical_final_index']}, "
-                  f"wrong merges {r['single']['customers_with_several_people']}/{r['partitioned']['customers_with_several_people']}, "
-                  f"check {r['fast_check_us']} us vs resolve {r['coordinator_resolve_us']} us", file=sys.stderr, flush=True)
+        for lag in (float(x) for x in filter(None, lags.split(","))):
+            for rule in ((False, True) if delay > 0 else (False,)):
+                r = run(ops, lag, clock, slow_delay=delay, rule=rule)
+                results[name].append(r)
+                print(f"{name} lag {lag:g} {clock}, slow road +{delay:g}, ordering rule {rule}: overtaken {r['overtaken']}, "
+                      f"held back {r['held_back_by_rule']}; coordinator {r['coordinator_share']:.1%} of {r['inputs']}, forwarded "
+                      f"{r['forwarded_by_context']}, bounced {r['bounced_to_coordinator']}, other customer "
+                      f"{r['events_on_another_final_customer']}, same index {r['identical_final_index']}, "
+                      f"wrong merges {r['single']['customers_with_several_people']}/{r['partitioned']['customers_with_several_people']}, "
+                      f"check {r['fast_check_us']} us vs resolve {r['coordinator_resolve_us']} us", file=sys.stderr, flush=True)
     doc = {
         "command": "python bench/identity/partitioned.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "params": vars(args),

@@ -1225,7 +1225,7 @@ class Bench:
                                         "--ref-repeats naive runs)",
                 "e2e": "first assignment consumed by an independent consumer - planned time (= event time) of its "
                        "contact_opened; HDR histogram; warm-up discarded",
-                "e2e_decision": "consumed - Assignment.decided_at (router clock when it decided)",
+                "e2e_decision": "consumed - Assignment.decided_at: the router's event clock, the event time of the input that triggered the decision (the contact's opening, or the advisor event that freed someone), not the wall time of the decision",
                 "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
                            "latency from the planned time, during the final run",
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
