@@ -638,8 +638,9 @@ class Bench:
         Its own topic prefix, consumer group and Redis, on the references' broker.  Trained intent
         and churn snapshots are put in that Redis first (:meth:`_seed_models`), since in the
         open-loop runs the desktops' dispositions have taught the learner by then and every message
-        is scored.  One engine starts; once it is ready and its scorer has loaded the models, the
-        advisor logins and *n* records are produced as fast as the producer goes.  The clock runs
+        is scored.  ``--workers`` engines start (one by default; with several, the drain waits until
+        each holds partitions and none is restoring, and each one's CPU is reported); once they are
+        ready and their scorers have loaded the models, the advisor logins and *n* records are produced as fast as the producer goes.  The clock runs
         from the first record sent until the group has committed every input record (a batch is
         committed once it went through every stage and its outputs were acknowledged) and its lag
         on every topic it consumes is 0, polled every 50 ms; startup and group join are excluded,
