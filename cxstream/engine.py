@@ -49,6 +49,7 @@ from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
 from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
+from cxstream.streams.faust_stages import FaustStageRuntime
 from cxstream.streams.logs import OutageLog, configure_logging
 from cxstream.streams.security import TransportError, check_kafka, check_redis, pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings, SettingsError
@@ -133,10 +134,14 @@ class Wiring:
         self.writer = context_agent.RedisContextWriter(
             self.redis, settings.redis_ttl_s, pipelined=pipelined, max_pending=settings.redis_max_pending,
         )
-        self.runtime = BatchRuntime(
-            broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
-            echo_linger_ms=settings.local_echo_linger_ms,
-        )
+        self.runtime: BatchRuntime | FaustStageRuntime
+        if settings.stage_runtime == "faust":  # the benchmark's naive reference (faust_stages.py)
+            self.runtime = FaustStageRuntime(self.app, settings)
+        else:
+            self.runtime = BatchRuntime(
+                broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
+                echo_linger_ms=settings.local_echo_linger_ms,
+            )
         scorer = Scorer(
             language_detector(settings) if languages is True else languages or None,
             nba=nba_agent.NBA(

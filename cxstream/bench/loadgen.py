@@ -5,7 +5,10 @@ One run, one machine, one broker (see docs/PERFORMANCE.md for the method and res
 1. starts the embedded Apache Kafka and Redis, as ``cxstream run`` would;
 2. measures the references on that broker, each on the same N pre-produced workload
    records: ``raw_aiokafka`` (``bench/pipeline/raw_aiokafka.py``) and ``naive_faust``
-   (``bench/pipeline/naive_faust_app.py``), in subprocesses;
+   (``bench/pipeline/naive_faust_app.py``: a counter per key, one output), in subprocesses,
+   and ``naive_faust_pipeline``: the engine itself with its stages as plain Faust agents, one
+   event at a time (``CX_STAGE_RUNTIME=faust``, :mod:`cxstream.streams.faust_stages`),
+   drained like the engine;
 3. starts ``--workers`` engine processes (``python -m cxstream.cli run`` pointed at the
    servers through ``CX_BROKER_URL``/``CX_REDIS_URL``, one topic prefix, one consumer group),
    logs the advisors in and prefills the context table with ``--customers`` customers;
@@ -56,9 +59,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import msgspec
@@ -86,7 +90,8 @@ API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench" / "pipeline"
 _assignment = msgspec.json.Decoder(Assignment)
-_METRIC = re.compile(r'^(\w+)\{(.*)\}\s+([0-9.eE+-]+|NaN|\+Inf)$')  # greedy: label values hold braces (route="/customers/{customer_id}/context")
+# greedy: label values hold braces (route="/customers/{customer_id}/context"); a sample may have no labels
+_METRIC = re.compile(r'^(\w+)(?:\{(.*)\})?\s+([0-9.eE+-]+|NaN|\+Inf)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -128,6 +133,8 @@ class Options:
     producer_linger_ms: int = 1
     ref_repeats: int = 2
     drain_only: bool = False
+    #: with --drain-only: also drain with the stages on Faust (the naive reference), alternated, this many rounds
+    faust_pipeline_rounds: int = 0
     final_contacts: int = 1000
     max_final_duration: float = 300.0
 
@@ -146,14 +153,16 @@ class EngineProc:
             return ""
 
 
-def start_engine(broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, opts: Options) -> EngineProc:
-    """One engine worker as a subprocess, like tests/integration/conftest.py does."""
+def start_engine(
+    broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, opts: Options, extra_env: Mapping[str, str] | None = None,
+) -> EngineProc:
+    """One engine worker as a subprocess, like tests/integration/conftest.py does (*extra_env* over ``--engine-env``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "engine.log"
     env = engine_env(
         broker, redis_url, data_dir, prefix=prefix, app_id=app_id, http_port=port, api_key=API_KEY,
-        partitions=opts.partitions, extra=opts.engine_env,
+        partitions=opts.partitions, extra={**opts.engine_env, **(extra_env or {})},
     )
     cwd = str(REPO)
     if opts.engine_src:  # run another checkout's engine (e.g. a `git archive` of a commit)
@@ -236,16 +245,18 @@ class ProcSampler:
 
 # --------------------------------------------------------------------------- engine observation
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every labelled sample in a Prometheus text exposition.
+    """(name, labels, value) of every sample in a Prometheus text exposition.
 
     >>> parse_metrics('cx_events_in_total{outcome="accepted",topic="p.cx.interactions.v1"} 12.0')
     [('cx_events_in_total', {'outcome': 'accepted', 'topic': 'p.cx.interactions.v1'}, 12.0)]
+    >>> parse_metrics('# TYPE cx_stages_partitions_owned gauge\\ncx_stages_partitions_owned 21.0')
+    [('cx_stages_partitions_owned', {}, 21.0)]
     """
     out = []
     for line in text.splitlines():
         m = _METRIC.match(line)
         if m:
-            labels = dict(_LABEL.findall(m.group(2)))
+            labels = dict(_LABEL.findall(m.group(2) or ""))
             out.append((m.group(1), labels, float(m.group(3))))
     return out
 
@@ -364,8 +375,12 @@ class GroupLag:
 
     CONSUMED = (t.INTERACTIONS, t.ADVISOR_EVENTS, t.OUTCOMES, t.RESOLVE, t.CUSTOMER_EVENTS, t.ROUTING)
 
-    def __init__(self, bootstrap: str, app_id: str, prefix: str, consumed: Sequence[t.TopicSpec] = CONSUMED) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{app_id}.stages", enable_auto_commit=False)
+    def __init__(
+        self, bootstrap: str, app_id: str, prefix: str, consumed: Sequence[t.TopicSpec] = CONSUMED, *, faust: bool = False
+    ) -> None:
+        """*faust*: the stages run as Faust agents (``CX_STAGE_RUNTIME=faust``): their group is the app id."""
+        group = app_id if faust else f"{app_id}.stages"
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         self.names = [prefix + s.name for s in consumed]
         self.tps: list[TopicPartition] = []
 
@@ -632,8 +647,12 @@ class Bench:
         finally:
             stop_process(proc, timeout=20)
 
-    async def engine_drain(self, broker: str, workload: Workload, n: int) -> dict[str, Any]:
+    async def engine_drain(self, broker: str, workload: Workload, n: int, *, faust: bool = False, run: int = 0) -> dict[str, Any]:
         """The engine measured like the references: its rate over a backlog of *n* workload records.
+
+        *faust*: the engine with its stages as plain Faust agents (``CX_STAGE_RUNTIME=faust``): the
+        naive reference running the same pipeline.  *run*: a number that keeps the topics of
+        successive drains apart.
 
         Its own topic prefix, consumer group and Redis, on the references' broker.  Trained intent
         and churn snapshots are put in that Redis first (:meth:`_seed_models`), since in the
@@ -649,23 +668,25 @@ class Bench:
         engine.  No generator and no desktops run meanwhile (contacts queue at the router once the
         advisors are busy).
         """
-        prefix, app_id = f"{self.prefix}drain.", f"{self.app_id}-drain"
+        kind = "faust" if faust else "drain"
+        prefix, app_id = f"{self.prefix}{kind}{run}.", f"{self.app_id}-{kind}{run}"
+        extra = {"CX_STAGE_RUNTIME": "faust"} if faust else {}
         logins = [plan(a) for a in workload.advisor_logins()]
         records = [*logins, *Workload(workload.config, workload.texts).planned(n)]
         total = len(records)
         with contextlib.ExitStack() as servers:
-            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / "redis-drain"))
+            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / f"redis-{kind}{run}"))
             models = await self._seed_models(rds.url, workload, prefix)
-            engines = [start_engine(broker, rds.url, self.base / f"engine-drain{i}", prefix, app_id, self.opts)
+            engines = [start_engine(broker, rds.url, self.base / f"engine-{kind}{run}-{i}", prefix, app_id, self.opts, extra)
                        for i in range(self.opts.workers)]
             self.engines.extend(engines)
-            progress = GroupLag(broker, app_id, prefix, t.INPUTS)
-            lag = GroupLag(broker, app_id, prefix)
+            progress = GroupLag(broker, app_id, prefix, t.INPUTS, faust=faust)
+            lag = GroupLag(broker, app_id, prefix, faust=faust)
             producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks=1)
             try:
                 await asyncio.to_thread(wait_ready, engines)
                 await asyncio.sleep(3.0)  # the scorer polls Redis for snapshots every CX_MODEL_REFRESH_S (1 s)
-                if len(engines) > 1:
+                if len(engines) > 1 or faust:  # (the Faust consumer starts after the engine reports ready)
                     await self._wait_group_settled(engines)
                 await progress.start()
                 await lag.start()
@@ -673,7 +694,7 @@ class Bench:
                 samplers = [ProcSampler([e.proc.pid]) for e in engines]
                 profiler = None
                 if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
-                    profiler = await self._start_profiler(engines[0].proc.pid, time.time(), "drain.folded")
+                    profiler = await self._start_profiler(engines[0].proc.pid, time.time(), f"{kind}{run}.folded")
                 began, busy0 = time.time(), machine_busy_s()
                 cpu0 = [s.cpu_s() for s in samplers]
                 futures = [await producer.send(prefix + r.topic, r.restamped(began).value, key=r.key) for r in records]
@@ -694,8 +715,8 @@ class Bench:
                         await asyncio.sleep(0.05)
                 ended = time.time()
                 cpu, busy = [s.cpu_s() for s in samplers], machine_busy_s()
-                if profiler is not None:
-                    await self._finish_profiler(profiler)
+                if profiler is not None:  # the drain's profile covers the drain, however long it took
+                    await self._finish_profiler(profiler, stop=True)
                 works = [await self._work_done(e) for e in engines]
             finally:
                 await producer.stop()
@@ -706,11 +727,12 @@ class Bench:
                     self.engines.remove(e)
         took = max(1e-6, ended - began)
         per_engine = [round(100 * (c - c0) / took, 1) for c, c0 in zip(cpu, cpu0, strict=True)]
-        log(f"engine drain: {total / took:.0f} events/s ({len(engines)} worker(s), "
+        log(f"{'naive Faust pipeline' if faust else 'engine'} drain: {total / took:.0f} events/s ({len(engines)} worker(s), "
             f"{' + '.join(f'{p:.1f}' for p in per_engine)}% of a core)")
         return {
             "events": total, "workload_events": n, "advisor_logins": len(logins), "produced_in_s": round(produced_s, 3),
             "seconds": round(took, 3), "rate": total / took, "workers": len(engines),
+            "stage_runtime": "faust" if faust else "batch",
             "engine_cpu_pct": round(sum(per_engine), 1), "engine_cpu_pct_per_worker": per_engine,
             "machine_busy_pct": round(100 * (busy - busy0) / took, 1),
             "models": models, "work_done": merge_counts(works),
@@ -721,6 +743,8 @@ class Bench:
         import aiohttp
 
         deadline = time.monotonic() + timeout_s
+        owned: list[float] = []
+        restoring = 0.0
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 samples = [await scrape(session, [e]) for e in engines]
@@ -730,7 +754,7 @@ class Bench:
                     await asyncio.sleep(2.0)
                     return
                 await asyncio.sleep(0.5)
-        log("drain: the workers' group did not settle in time; going on")
+        log(f"drain: the workers' group did not settle in time (partitions owned {owned}, restoring {restoring}); going on")
 
     async def _seed_models(self, redis_url: str, workload: Workload, prefix: str) -> dict[str, Any]:
         """Intent and churn snapshots trained on the shared data, saved as the learner saves them.
@@ -936,7 +960,11 @@ class Bench:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
 
-    async def _finish_profiler(self, proc: asyncio.subprocess.Process) -> None:
+    async def _finish_profiler(self, proc: asyncio.subprocess.Process, *, stop: bool = False) -> None:
+        """Wait for py-spy to write its profile; *stop*: end it now (py-spy writes what it has on SIGINT)."""
+        if stop and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
         try:
             _, err = await asyncio.wait_for(proc.communicate(), timeout=self.opts.profile_seconds + 30)
             if proc.returncode != 0:
@@ -963,8 +991,24 @@ class Bench:
         }
         began = time.time()
         if opts.drain_only:
-            drain = await self.engine_drain(broker, workload, opts.ref_events)
-            return {"engine_drain_rate": round(drain["rate"], 1), "engine_drain": drain, **self.result,
+            drains, faust_drains = [], []
+            for i in range(max(1, opts.faust_pipeline_rounds)):  # alternated: the machine's speed drifts
+                drains.append(await self.engine_drain(broker, workload, opts.ref_events, run=i))
+                if opts.faust_pipeline_rounds:
+                    faust_drains.append(await self.engine_drain(broker, workload, opts.ref_events, faust=True, run=i))
+            drain = drains[0]
+            if faust_drains:
+                self.result["faust_pipeline_rounds"] = [
+                    {"engine_rate": round(d["rate"], 1), "naive_faust_pipeline_rate": round(f["rate"], 1),
+                     "ratio": round(d["rate"] / f["rate"], 3), "engine_cpu_pct": d["engine_cpu_pct"],
+                     "naive_faust_pipeline_cpu_pct": f["engine_cpu_pct"]}
+                    for d, f in zip(drains, faust_drains, strict=True)
+                ]
+                self.result["naive_faust_pipeline"] = faust_drains
+                self.result["drain_ratio_to_naive_faust_pipeline"] = round(
+                    median([d["rate"] for d in drains]) / median([f["rate"] for f in faust_drains]), 3)
+            return {"engine_drain_rate": round(median([d["rate"] for d in drains]), 1), "engine_drain": drain,
+                    "engine_drains": [round(d["rate"], 1) for d in drains], **self.result,
                     "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
                     "environment": {**environment(), "engine_src": opts.engine_src or str(REPO)}}
         # 1. references, on the idle broker
@@ -982,6 +1026,8 @@ class Bench:
             self.result["references"] = {"events": opts.ref_events, "raw_aiokafka": raw, "naive_faust": naive}
             drain = await self.engine_drain(broker, workload, opts.ref_events)
             self.result["references"]["engine_drain"] = drain
+            pipeline = await self.engine_drain(broker, workload, opts.ref_events, faust=True)
+            self.result["references"]["naive_faust_pipeline"] = pipeline
         # 2. engines
         rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)
         steps: list[StepResult] = []
@@ -1184,6 +1230,7 @@ class Bench:
         naive = refs.get("naive_faust", {}).get("rate")
         raw = refs.get("raw_aiokafka", {}).get("rate")
         drain = refs.get("engine_drain", {}).get("rate")
+        naive_pipeline = refs.get("naive_faust_pipeline", {}).get("rate")
         all_steps = [*steps, final]
         sustained = max((s.achieved_rate or 0.0) for s in all_steps)
         state = self.result.get("prefill", {}).get("state_after_prefill", {})
@@ -1203,6 +1250,8 @@ class Bench:
             "ratio_to_raw_aiokafka": round(sustained / raw, 4) if raw else None,
             "engine_drain_rate": round(drain, 1) if drain else None,
             "drain_ratio_to_naive_faust": round(drain / naive, 3) if (drain and naive) else None,
+            "naive_faust_pipeline_rate": round(naive_pipeline, 1) if naive_pipeline else None,
+            "drain_ratio_to_naive_faust_pipeline": round(drain / naive_pipeline, 3) if (drain and naive_pipeline) else None,
             "max_rate_p99_under_limit": max_rate,
             "max_rate_ratio_to_naive_faust": round(max_rate / naive, 3) if (naive and max_rate) else None,
             "e2e_p99_ms_at_half_max": final.e2e.get("p99_ms") if (opts.find_max and max_rate) else None,
@@ -1240,7 +1289,13 @@ class Bench:
                                      "Redis, trained model snapshots seeded); records / seconds from the first record sent "
                                      "until every input is committed and the group's lag is 0 (polled every 50 ms); no "
                                      "generator or desktops",
-                "drain_ratio_to_naive_faust": "engine_drain_rate / naive_faust_rate: the same method for both",
+                "drain_ratio_to_naive_faust": "engine_drain_rate / naive_faust_rate (a counter per key and one output "
+                                              "per record: no validation, identity, models or routing)",
+                "naive_faust_pipeline_rate": "the engine's drain with CX_STAGE_RUNTIME=faust: the same stages, handlers "
+                                             "and models as plain Faust agents, one event at a time (a changelog record "
+                                             "per table write, an awaited send per output, every hop through the broker)",
+                "drain_ratio_to_naive_faust_pipeline": "engine_drain_rate / naive_faust_pipeline_rate: issue 17's "
+                                                       "'engine drain / naive Faust running the same pipeline'",
             },
         }
         return out
@@ -1316,6 +1371,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-final-duration", type=float, default=300.0)
     p.add_argument("--drain-only", action="store_true",
                    help="only the engine's drain of --ref-events pre-produced records (no references, no open-loop runs)")
+    p.add_argument("--faust-pipeline-rounds", type=int, default=0,
+                   help="with --drain-only: alternate this many engine drains with drains of the same stages on Faust "
+                        "(CX_STAGE_RUNTIME=faust); reports the ratio of the medians")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--p99-limit-ms", type=float, default=50.0)
@@ -1326,7 +1384,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step-duration", type=float, default=10.0)
     p.add_argument("--max-steps", type=int, default=10)
     p.add_argument("--no-prefill", dest="prefill", action="store_false")
-    p.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the first engine during the final run")
+    p.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the first engine during the final run, or during each drain (stopped when the drain ends)")
     p.add_argument("--profile-dir", default=None)
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary folder (logs)")
     p.add_argument("--engine-src", default=None, metavar="DIR",
@@ -1349,7 +1407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(opts.json_out).write_text(text + "\n")
         log(f"wrote {opts.json_out}")
     keys = ("offered_rate", "achieved_rate", "e2e_p50_ms", "e2e_p99_ms", "context_p99_ms", "rss_mb", "naive_faust_rate",
-            "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "engine_drain_rate", "drain_ratio_to_naive_faust", "max_rate_p99_under_limit",
+            "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "engine_drain_rate", "drain_ratio_to_naive_faust",
+            "naive_faust_pipeline_rate", "drain_ratio_to_naive_faust_pipeline", "max_rate_p99_under_limit",
             "e2e_p99_ms_at_half_max", "table_bytes_per_customer")
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     return 0

@@ -137,6 +137,11 @@ class Settings:
         "at_least_once", "'at_least_once' (idempotent producers, deduplicating consumers), or 'exactly_once': each batch's "
         "outputs, table changes and input offsets in one Kafka transaction (one worker per app id; docs/ARCHITECTURE.md)."
     )
+    stage_runtime: str = _setting(
+        "batch", "'batch': the hot path's stages on the batch runtime (cxstream/streams/batch.py). 'faust': the same "
+        "stages as plain Faust agents, one event at a time (cxstream/streams/faust_stages.py): the benchmark's "
+        "reference, not for production (docs/PERFORMANCE.md)."
+    )
     rebalance_timeout_s: float = _setting(6.0, "Consumer group session and rebalance timeout, seconds.")
     languages: str = _setting(
         "en,fr,de,es,it,nl,pt", "Languages (ISO 639-1, comma-separated) the context stage detects in inbound text; "
@@ -197,6 +202,8 @@ class Settings:
             raise SettingsError(f"CX_NBA_EPSILON={self.nba_epsilon!r}: exploration is bounded to 0..0.5")
         if self.nba_alpha < 0 or self.nba_min_pulls < 0 or self.nba_window_days <= 0:
             raise SettingsError("CX_NBA_ALPHA and CX_NBA_MIN_PULLS must be >= 0 and CX_NBA_WINDOW_DAYS > 0")
+        if self.stage_runtime not in ("batch", "faust"):
+            raise SettingsError(f"CX_STAGE_RUNTIME={self.stage_runtime!r}: use 'batch' or 'faust'")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"

@@ -1,7 +1,9 @@
 """The pipeline bench's drain (``cxstream bench pipeline --drain-only``): the engine's rate over a backlog.
 
 It must measure the whole pipeline's work, not a shortcut: every record is taken up, every
-message is scored by the seeded intent model, every customer event by the churn model.
+message is scored by the seeded intent model, every customer event by the churn model.  The
+same holds for the naive reference it is compared with: the same stages as plain Faust agents
+(``CX_STAGE_RUNTIME=faust``, :mod:`cxstream.streams.faust_stages`).
 """
 
 from __future__ import annotations
@@ -9,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import shutil
 
+import pytest
+
 from cxstream.bench.loadgen import Bench, Options
 from cxstream.bench.workload import Workload, WorkloadConfig
 
 
-def test_drain_runs_every_record_through_every_stage_with_trained_models(servers: tuple[str, str]) -> None:
+@pytest.mark.parametrize("faust", [False, True], ids=["batch-runtime", "naive-faust-reference"])
+def test_drain_runs_every_record_through_every_stage_with_trained_models(servers: tuple[str, str], faust: bool) -> None:
     broker, _ = servers
     opts = Options(customers=200, advisors=20)
     bench = Bench(opts)
     workload = Workload(WorkloadConfig(customers=200, seed=3, advisors=20))
     try:
-        result = asyncio.run(bench.engine_drain(broker, workload, 400))
+        result = asyncio.run(bench.engine_drain(broker, workload, 400, faust=faust))
     finally:
         shutil.rmtree(bench.base, ignore_errors=True)
     assert result["events"] == 420 and result["advisor_logins"] == 20
     assert result["rate"] > 0 and result["seconds"] > 0
+    assert result["stage_runtime"] == ("faust" if faust else "batch")
     work = result["work_done"]
     assert work["cx_events_in_total"].get("accepted", 0) + work["cx_events_in_total"].get("anonymous", 0) == 420
     messages = sum(1 for r in Workload(workload.config, workload.texts).events(400)

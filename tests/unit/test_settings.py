@@ -28,6 +28,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_PARTITIONS": "four"}, "CX_PARTITIONS='four' is not a valid int"),
         ({"CX_TICK_INTERVAL_S": "soon"}, "CX_TICK_INTERVAL_S"),
         ({"CX_SETTINGS_FILE": "/nonexistent/cx.toml"}, "CX_SETTINGS_FILE=/nonexistent/cx.toml"),
+        ({"CX_STAGE_RUNTIME": "threads"}, "CX_STAGE_RUNTIME='threads': use 'batch' or 'faust'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
