@@ -42,7 +42,7 @@ from cxstream.agents.ingest import route_customer_event
 from cxstream.agents.nba import NBA
 from cxstream.agents.scoring import Scorer, features_of, language_detector, with_health
 from cxstream.bench.workload import Workload, WorkloadConfig
-from cxstream.context.model import CustomerContext, decode_context, encode_context
+from cxstream.context.model import CustomerContext, context_json, decode_context, encode_context
 from cxstream.context.resolver import Resolver
 from cxstream.context.update import ContextLimits, apply_interaction, apply_outcome
 from cxstream.datasets import shared_data_dir
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         ("ingest: route_customer_event", "input", timed(lambda r: route_customer_event(r[0], r[1], 1 << 20), raw), 1.0),
         ("identity: Resolver.resolve", "input", timed(resolve_all, [0], passes=2) / n, 1.0),
         ("context: apply_interaction / apply_outcome", "input", timed(apply, range(n)), 1.0),
-        ("context: decode_context", "input", timed(decode_context, encoded), 1.0),
-        ("context: encode_context", "input", timed(encode_context, after), 1.0),
+        ("context: decode_context (zstd, then JSON)", "input", timed(decode_context, encoded), 1.0),
+        ("context: encode_context (JSON, then zstd)", "input", timed(encode_context, after), 1.0),
         ("intent: Scorer.predict_intent", "inbound text", timed(scorer.predict_intent, texts), len(texts) / n),
         ("language: Scorer.detect_language", "inbound text", timed(scorer.detect_language, texts), len(texts) / n),
         ("churn: Scorer.churn_risk (probability and reasons)", "input", timed(scorer.churn_risk, after), 1.0),
@@ -147,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
          timed(lambda x: nba.decide(x[0], source_id=x[1].event_id, at=x[1].occurred_at, channel=x[1].channel, contact_id=x[1].contact_id), opened),
          len(opened) / n),
     ]
+    stored = [len(encode_context(c)) for c in contexts.values()]
+    plain = [len(context_json(encode_context(c))) for c in contexts.values()]
+    state = {"customers": len(stored), "stored_bytes_mean": round(sum(stored) / len(stored), 1),
+             "stored_bytes_p99": sorted(stored)[int(0.99 * len(stored))],
+             "json_bytes_mean": round(sum(plain) / len(plain), 1), "json_bytes_p99": sorted(plain)[int(0.99 * len(plain))],
+             "note": "the contexts after the sample, without scores (no churn reasons, health or next-best actions): "
+                     "the drain's and the open-loop runs' contexts carry those too"}
+    print(f"state: {state['stored_bytes_mean']:.0f} bytes stored per customer (zstd), {state['json_bytes_mean']:.0f} as JSON")
     rows = [{"part": name, "per": per, "us_per_call": round(us, 1), "calls_per_input": round(calls, 4),
              "us_per_input": round(us * calls, 1)} for name, per, us, calls in parts]
     total = sum(r["us_per_input"] for r in rows)
@@ -158,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "bench/pipeline/costs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "inputs": n, "inbound_texts": len(texts), "routable_contacts": len(opened), "models": models,
-        "parts": rows, "us_per_input_in_parts": round(total, 1),
+        "parts": rows, "us_per_input_in_parts": round(total, 1), "state": state,
         "method": "each part timed alone over the sample (faster of two passes), weighted by calls per input; "
                   "what is left of the drain's CPU per record is I/O: Kafka fetch and produce, Redis, the runtime, metrics",
     }

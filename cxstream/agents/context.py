@@ -34,7 +34,7 @@ from cxstream.agents.outreach import config_from as outreach_config
 from cxstream.agents.outreach import state_key as outreach_state_key
 from cxstream.agents.scoring import Scorer, features_of, with_health
 from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome, merge_contexts
-from cxstream.context.model import CustomerContext, decode_context, decode_context_or_none, encode_context
+from cxstream.context.model import CustomerContext, context_json, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
 from cxstream.context.resolver import hashed_id
 from cxstream.context.update import apply_disposition, apply_rejection, set_scores
@@ -338,7 +338,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         raw = table.get(key)
         handoff = ContextHandoff(
             merge_id=cmd.merge_id, survivor_id=cmd.survivor_id, absorbed_id=cmd.absorbed_id, at=cmd.at,
-            context=msgspec.Raw(raw if raw else b"null"),
+            context=msgspec.Raw(context_json(raw) if raw else b"null"),  # the record carries JSON
         )
         await customer_events.send(key=cmd.survivor_id.encode(), value=encode(handoff))
         if raw is not None:

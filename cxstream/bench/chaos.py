@@ -48,6 +48,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cxstream.bench.loadgen import API_KEY, EngineProc, Options, parse_metrics, start_engine, stop_process, wait_ready
+from cxstream.context.model import context_json
 from cxstream.replay.desktop import DesktopProfile, respond
 from cxstream.replay.recording import Planned
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
@@ -505,7 +506,7 @@ async def read_contexts(redis_url: str) -> list[dict[str, Any]]:
         for i in range(0, len(keys), 2000):
             for raw in await client.mget(keys[i : i + 2000]):
                 if raw:
-                    out.append(orjson.loads(raw))
+                    out.append(orjson.loads(context_json(raw)))
         return out
     finally:
         await client.aclose()

@@ -2,12 +2,14 @@
 
 It is the engine's own state, not a wire contract: fields may be added freely
 (with defaults, so stored contexts keep decoding).  Its JSON form is what
-``GET /customers/{id}/context`` returns.
+``GET /customers/{id}/context`` returns; the table and Redis hold that JSON zstd-compressed
+(:func:`encode_context`, :func:`context_json`).
 """
 
 from __future__ import annotations
 
 import msgspec
+import zstandard
 
 from cxstream.schemas.outputs import NextBestAction
 
@@ -215,18 +217,39 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CustomerContext)
+# A stored context is its JSON in one zstd frame (level 1, content size in the header): about a
+# third of the JSON's bytes, for ~14 µs to compress and ~7 to decompress (bench/pipeline/costs.py,
+# bench/results/pipeline-costs.json).  Not thread-safe: each process uses them from its event loop.
+_compress = zstandard.ZstdCompressor(level=1).compress
+_decompress = zstandard.ZstdDecompressor().decompress
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame; a JSON document starts with "{"
+
+
+def context_json(raw: bytes) -> bytes:
+    """The JSON of a stored context (a table value or Redis copy): what ``GET /customers/{id}/context`` answers.
+
+    A value written before contexts were compressed is plain JSON and comes back as it is.
+
+    >>> ctx = CustomerContext(customer_id="c1", created_at=1.0, updated_at=2.0)
+    >>> stored = encode_context(ctx)
+    >>> stored[:4] == ZSTD_MAGIC, context_json(stored) == msgspec.json.encode(ctx)
+    (True, True)
+    >>> context_json(b'{"customer_id":"c1"}')
+    b'{"customer_id":"c1"}'
+    """
+    return _decompress(raw) if raw[:4] == ZSTD_MAGIC else raw
 
 
 def decode_context_or_none(raw: bytes | None) -> CustomerContext | None:
     """:func:`decode_context` of a table value, None for a missing one."""
-    return _decoder.decode(raw) if raw else None
+    return _decoder.decode(context_json(raw)) if raw else None
 
 
 def encode_context(ctx: CustomerContext) -> bytes:
-    """The context as JSON bytes (table value and Redis copy)."""
-    return _encoder.encode(ctx)
+    """The context as stored (table value and Redis copy): its JSON, zstd-compressed (:func:`context_json` reads it)."""
+    return _compress(_encoder.encode(ctx))
 
 
 def decode_context(raw: bytes) -> CustomerContext:
-    """Inverse of :func:`encode_context`."""
-    return _decoder.decode(raw)
+    """Inverse of :func:`encode_context` (a plain JSON value, from an older engine, decodes too)."""
+    return _decoder.decode(context_json(raw))

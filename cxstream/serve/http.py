@@ -49,6 +49,7 @@ from redis.exceptions import RedisError
 # The one import outside streams/schemas (docs/ARCHITECTURE.md): pure identifier normalisation,
 # so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
+from cxstream.context.model import context_json
 from cxstream.schemas import Identifiers
 from cxstream.serve import assist, desk, keys, pages, queues
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
@@ -328,14 +329,14 @@ async def _context_by_identifier(lookup: ContextLookup, kind: str, value: str) -
         return error(409, "ambiguous_identifier", f"this {kind} is shared by several customers; look the customer up by another identifier")
     if raw is None:
         return error(404, "unknown_customer", f"no customer with this {kind}")
-    return web.Response(body=raw, content_type="application/json")
+    return web.Response(body=context_json(raw), content_type="application/json")
 
 
 async def _context_by_id(lookup: ContextLookup, customer_id: str) -> web.Response:
     _, raw = await lookup([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
     if raw is None:
         return error(404, "unknown_customer", f"no context for customer {customer_id!r}")
-    return web.Response(body=raw, content_type="application/json")
+    return web.Response(body=context_json(raw), content_type="application/json")
 
 
 async def customer_context(request: web.Request) -> web.Response:
@@ -455,7 +456,7 @@ def build_app(
 
     async def raw_context(request: web.Request, customer_id: str) -> bytes | None:
         _, raw = await request.app[LOOKUP]([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
-        return raw
+        return context_json(raw) if raw else None
 
     assist.add_routes(app, redis_client, raw_context, model_namespace)
     pages.add_routes(app)

@@ -2,7 +2,7 @@
 
 | key                          | value                                   | written by |
 |------------------------------|-----------------------------------------|------------|
-| ``cx:ctx:{customer}``        | the context JSON                        | context    |
+| ``cx:ctx:{customer}``        | the context JSON, zstd-compressed       | context    |
 | ``cx:id:{kind}:{value}``     | canonical customer id (``!shared``: quarantined value) | identity |
 | ``cx:alias:{old id}``        | canonical id a merged customer now lives under | identity |
 | ``cx:erasure:{request id}``  | hash: parts, done, requested_at, completed_at | API, identity, context |

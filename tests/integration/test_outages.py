@@ -38,6 +38,7 @@ import pytest
 import redis
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from cxstream.context.model import context_json
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
@@ -288,12 +289,12 @@ def copies_differ(client: redis.Redis, table: dict[str, bytes]) -> str:
         copy = client.get(context_key(cid))
         if copy == value:
             continue
-        want = msgspec.json.decode(value)
+        want = msgspec.json.decode(context_json(value))
         line = f"{cid}: table has {want['interactions_total']} interactions, updated {want['updated_at']}; "
         if copy is None:
             lines.append(line + "no Redis copy")
             continue
-        got = msgspec.json.decode(copy)
+        got = msgspec.json.decode(context_json(copy))
         differing = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
         lines.append(line + f"Redis has {got['interactions_total']}, updated {got['updated_at']}; fields differing: {differing}")
     return f"{len(lines)} of {len(table)} Redis copies differ from the table:\n" + "\n".join(lines)
@@ -388,7 +389,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         """Interactions per customer id the channel knows (the table is keyed by canonical ids)."""
         out: dict[str, int] = {}
         for value in table.values():
-            ctx = msgspec.json.decode(value)
+            ctx = msgspec.json.decode(context_json(value))
             for cid in ctx["identifiers"].get("customer_id", []):
                 out[cid] = out.get(cid, 0) + ctx["interactions_total"]
         return out
