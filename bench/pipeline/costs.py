@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             r.resolve(q.event.customer.present(), event_id=q.event.event_id, at=q.event.occurred_at, refused=q.refused)
 
     encoded = [encode_context(c) for c in after]
+    json_decoder = msgspec.json.Decoder(CustomerContext)
     n = len(inputs)
     parts: list[tuple[str, str, float, float]] = [  # (part, per what, µs per call, calls per input)
         ("ingest: route_customer_event", "input", timed(lambda r: route_customer_event(r[0], r[1], 1 << 20), raw), 1.0),
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         ("context: apply_interaction / apply_outcome", "input", timed(apply, range(n)), 1.0),
         ("context: decode_context (zstd, then JSON)", "input", timed(decode_context, encoded), 1.0),
         ("context: encode_context (JSON, then zstd)", "input", timed(encode_context, after), 1.0),
+        ("context: of which JSON only (encode + decode, no zstd)", "input",
+         timed(lambda c: json_decoder.decode(msgspec.json.encode(c)), after), 0.0),
         ("intent: Scorer.predict_intent", "inbound text", timed(scorer.predict_intent, texts), len(texts) / n),
         ("language: Scorer.detect_language", "inbound text", timed(scorer.detect_language, texts), len(texts) / n),
         ("churn: Scorer.churn_risk (probability and reasons)", "input", timed(scorer.churn_risk, after), 1.0),
