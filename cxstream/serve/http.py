@@ -46,8 +46,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
-# The one import outside streams/schemas (docs/ARCHITECTURE.md): pure identifier normalisation,
-# so that ``?email=`` and ``?phone=`` are normalised exactly as ingest does.
+# The imports outside streams/schemas (docs/ARCHITECTURE.md): pure identifier normalisation, so
+# that ``?email=`` and ``?phone=`` are normalised exactly as ingest does, and the reader of a stored
+# (compressed) context's JSON.
 from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.context.model import context_json
 from cxstream.schemas import Identifiers

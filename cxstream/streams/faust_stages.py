@@ -14,15 +14,14 @@ plainly would, instead of on :class:`~cxstream.streams.batch.BatchRuntime`:
   event, since a Faust agent has no batch.
 
 It is what issue 17 measures the batch runtime against ("engine drain >= 3x naive Faust, the
-same pipeline"): ``cxstream bench pipeline`` runs it with ``--engine-env CX_STAGE_RUNTIME=faust``
-(docs/PERFORMANCE.md).  It is not meant for production: it does not restore the Redis copies
+same pipeline"): ``cxstream bench pipeline`` drains it beside the engine (``--faust-pipeline-rounds``,
+and among the full run's references; docs/PERFORMANCE.md).  It is not meant for production: it does not restore the Redis copies
 after a restart (``on_restored``), report the consumer lag, or detect a broker outage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -174,9 +173,14 @@ class FaustStageRuntime:
         inputs = {topic for st in self.stages for topic in st.inputs}
         owned, restoring = metrics.PARTITIONS_OWNED, metrics.PARTITIONS_RESTORING
         restoring.set(1)
-        while True:
-            with contextlib.suppress(ConsumerNotStarted):
+        while True:  # (the engine stops when this task ends: it is the runtime's task)
+            try:
                 held = [tp for tp in self.app.consumer.assignment() if tp.topic in inputs]
+            except ConsumerNotStarted:
+                pass
+            except Exception as exc:  # a gauge is not worth stopping the engine for
+                log.warning("cannot read the Faust consumer's assignment: %r", exc)
+            else:
                 owned.set(len(held))
                 restoring.set(1 if self.app.rebalancing or not held else 0)
             await asyncio.sleep(0.5)
