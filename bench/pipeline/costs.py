@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
          timed(lambda x: nba.decide(x[0], source_id=x[1].event_id, at=x[1].occurred_at, channel=x[1].channel, contact_id=x[1].contact_id), opened),
          len(opened) / n),
     ]
-    stored = [len(encode_context(c)) for c in contexts.values()]
-    plain = [len(context_json(encode_context(c))) for c in contexts.values()]
+    blobs = [encode_context(c) for c in contexts.values()]
+    stored = [len(b) for b in blobs]
+    plain = [len(context_json(b)) for b in blobs]
     state = {"customers": len(stored), "stored_bytes_mean": round(sum(stored) / len(stored), 1),
              "stored_bytes_p99": sorted(stored)[int(0.99 * len(stored))],
              "json_bytes_mean": round(sum(plain) / len(plain), 1), "json_bytes_p99": sorted(plain)[int(0.99 * len(plain))],

@@ -333,11 +333,17 @@ async def _context_by_identifier(lookup: ContextLookup, kind: str, value: str) -
     return web.Response(body=context_json(raw), content_type="application/json")
 
 
-async def _context_by_id(lookup: ContextLookup, customer_id: str) -> web.Response:
+async def _stored_context(lookup: ContextLookup, customer_id: str) -> bytes | None:
+    """The context JSON of a canonical id, or of one merged away (its alias), or of a customer_id identifier."""
     _, raw = await lookup([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
-    if raw is None:
+    return context_json(raw) if raw is not None else None
+
+
+async def _context_by_id(lookup: ContextLookup, customer_id: str) -> web.Response:
+    body = await _stored_context(lookup, customer_id)
+    if body is None:
         return error(404, "unknown_customer", f"no context for customer {customer_id!r}")
-    return web.Response(body=context_json(raw), content_type="application/json")
+    return web.Response(body=body, content_type="application/json")
 
 
 async def customer_context(request: web.Request) -> web.Response:
@@ -456,8 +462,7 @@ def build_app(
     desk.add_routes(app, context_of)
 
     async def raw_context(request: web.Request, customer_id: str) -> bytes | None:
-        _, raw = await request.app[LOOKUP]([context_key(customer_id), alias_key(customer_id), identifier_key("customer_id", customer_id)], "id")
-        return context_json(raw) if raw else None
+        return await _stored_context(request.app[LOOKUP], customer_id)
 
     assist.add_routes(app, redis_client, raw_context, model_namespace)
     pages.add_routes(app)

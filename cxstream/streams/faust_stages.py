@@ -54,9 +54,6 @@ class FaustTable(faust.Table):  # type: ignore[misc]
     def held(self) -> list[tuple[int, Mapping[bytes, bytes]]]:
         return [(0, dict(self.data))]
 
-    def total(self) -> int:
-        return len(self.data)
-
 
 class FaustOutput:
     """A topic a stage writes to: one ``send`` per record, awaited (Faust buffers it in its producer)."""
