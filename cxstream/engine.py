@@ -337,7 +337,7 @@ class Engine:
             print(f"cxstream: {exc}", file=sys.stderr)
             return 2
         configure_logging(self.settings.log_level)
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop(self.settings.event_loop)
         asyncio.set_event_loop(loop)
         code = 0
         try:
@@ -372,6 +372,26 @@ class Engine:
                 loop.close()
             say("stopped")
         return code
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The engine's event loop: ``uvloop`` (``CX_EVENT_LOOP``, the default) or the standard library's ``asyncio``.
+
+    The engine is a few hundred network round trips a second at low rates (a fetch and a
+    produce request per hop, Redis writes, the HTTP API): libuv's loop and transports cost less
+    CPU per round trip than the standard library's selector loop (docs/PERFORMANCE.md).
+
+    >>> loops = [new_event_loop(kind) for kind in ("uvloop", "asyncio")]
+    >>> [type(loop).__module__.split(".")[0] for loop in loops]
+    ['uvloop', 'asyncio']
+    >>> for loop in loops:
+    ...     loop.close()
+    """
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def main_run(settings: Settings, demo: bool) -> int:

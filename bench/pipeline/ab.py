@@ -29,6 +29,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "offered_rate": result.get("offered_rate"),
         "achieved_rate": result.get("achieved_rate"),
         "e2e": final.get("e2e"),
+        "hops": final.get("hops"),
         "engine_cpu_pct": final.get("engine_cpu_pct"),
         "machine_busy_pct": final.get("machine_busy_pct"),
         "missing": final.get("missing"),

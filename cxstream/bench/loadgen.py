@@ -80,7 +80,7 @@ from cxstream.intel.intent import IntentModel
 from cxstream.replay.desktop import DesktopProfile, respond
 from cxstream.replay.publish import LatencySummary, end_offsets
 from cxstream.replay.recording import Planned, plan
-from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
+from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent, ResolveRequest
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
@@ -90,6 +90,7 @@ API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench" / "pipeline"
 _assignment = msgspec.json.Decoder(Assignment)
+_resolve_request = msgspec.json.Decoder(ResolveRequest)
 # greedy: label values hold braces (route="/customers/{customer_id}/context"); a sample may have no labels
 _METRIC = re.compile(r'^(\w+)(?:\{(.*)\})?\s+([0-9.eE+-]+|NaN|\+Inf)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -272,6 +273,89 @@ async def scrape(session: Any, engines: list[EngineProc]) -> list[tuple[str, dic
     return samples
 
 
+async def resolve_times(bootstrap: str, topic: str, since_s: float, contacts: set[str]) -> dict[str, float]:
+    """Kafka timestamp (s) of the ``ResolveRequest`` ingest produced for each of *contacts*' opening, from *since_s* on.
+
+    Ingest's producer stamps a record when the stage's batch sends it, so this is when ingest was
+    done with the contact's ``contact_opened`` (:func:`hop_breakdown`).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: dict[str, float] = {}
+    try:
+        tps = await partitions_of(consumer, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps})
+        todo = set()
+        for tp in tps:
+            found = starts.get(tp)
+            begin = found.offset if found is not None else ends[tp]
+            consumer.seek(tp, begin)
+            if begin < ends[tp]:
+                todo.add(tp)
+        deadline = time.time() + 60
+        while todo and time.time() < deadline:
+            for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500, max_records=20000)).items():
+                for m in msgs:
+                    if m.offset >= ends[tp] - 1:
+                        todo.discard(tp)
+                    try:
+                        event = _resolve_request.decode(m.value).event
+                    except msgspec.DecodeError:
+                        continue
+                    contact = getattr(event, "contact_id", None)
+                    if contact in contacts and event.kind == "contact_opened" and contact not in out:
+                        out[contact] = m.timestamp / 1000.0
+    finally:
+        await consumer.stop()
+    return out
+
+
+def hop_breakdown(
+    window: Sequence[str], planned: Mapping[str, float], sent: Mapping[str, float], resolved: Mapping[str, float],
+    assigned: Mapping[str, float], first: Mapping[str, tuple[float, Assignment]],
+) -> dict[str, Any]:
+    """Where the e2e of the contacts goes, hop by hop.
+
+    Four segments that add up to the e2e, from the times the harness took and the Kafka
+    timestamps producers gave the records (one clock: the same machine):
+
+    * ``send``: planned time to the harness's ``send()`` (the generator's own lateness);
+    * ``ingest``: to ingest's ``ResolveRequest`` being produced (the producer's linger, the
+      broker, the stages' fetch, ingest's batch);
+    * ``identity_to_router``: to the assignment being produced (the broker, the fetch back of
+      ``cx.resolve.v1``, identity, context and router in one batch, local delivery between them,
+      and any wait at the router; ``router_waited`` gives the assignments' ``waited_s``);
+    * ``to_consumer``: to the independent consumer reading it (the broker, its fetch).
+
+    ``router_waited`` is not the wait for a free advisor alone: it is in the router's event
+    time (the latest input's), and advisor events reach the router one broker hop sooner than
+    contacts (they skip identity), so a contact offered the moment it arrives can show the lag of
+    its own path behind theirs.  It cannot be taken off the e2e as staffing.
+
+    >>> a = Assignment(assignment_id="a", contact_id="c", customer_id="u", advisor_id="v", routing_group="billing",
+    ...                channel="chat", contact_opened_at=1.0, decided_at=1.0, waited_s=0.0)
+    >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)})
+    >>> out["contacts"], [round(out[k]["p50_ms"]) for k in ("send", "ingest", "identity_to_router", "to_consumer", "e2e")]
+    (1, [1, 8, 11, 10, 30])
+
+    """
+    names = ("send", "ingest", "identity_to_router", "to_consumer")
+    segments: dict[str, list[float]] = {name: [] for name in (*names, "router_waited", "e2e")}
+    for c in window:
+        got = first.get(c)
+        if got is None or c not in sent or c not in resolved or c not in assigned:
+            continue
+        consumed, assignment = got
+        stamps = (planned[c], sent[c], resolved[c], assigned[c], consumed)
+        for name, begin, end in zip(names, stamps, stamps[1:], strict=False):
+            segments[name].append(max(0.0, end - begin))
+        segments["router_waited"].append(assignment.waited_s)
+        segments["e2e"].append(consumed - planned[c])
+    return {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()}}
+
+
 def accepted_inputs(samples: list[tuple[str, dict[str, str], float]], prefix: str) -> float:
     inputs = {prefix + s.name for s in t.INPUTS}
     return sum(
@@ -442,6 +526,7 @@ class StepResult:
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
+    hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
     passed: bool = False
     why: str = ""
 
@@ -468,6 +553,8 @@ class Driver:
         self.profile = DesktopProfile(ring_s=(0.05, 0.3), time_scale=0.2)
         self.contact_planned: dict[str, float] = {}  # contact id -> planned time of contact_opened
         self.first_assignment: dict[str, tuple[float, Assignment]] = {}  # contact id -> (consumed, assignment)
+        self.contact_sent: dict[str, float] = {}  # contact id -> when its contact_opened was handed to the producer
+        self.assignment_produced: dict[str, float] = {}  # contact id -> Kafka timestamp of its first assignment (s)
         self.assignments = 0
         self.desktop_sent = 0
         self._desktop: list[tuple[float, int, str, bytes, bytes]] = []
@@ -511,6 +598,7 @@ class Driver:
                         self.assignments += 1
                         if a.contact_id not in self.first_assignment:
                             self.first_assignment[a.contact_id] = (now, a)
+                            self.assignment_produced[a.contact_id] = m.timestamp / 1000.0
                         for step in respond(a, self.profile):
                             rec = msgspec.structs.replace(step.record, occurred_at=0.0)
                             if isinstance(rec, AdvisorEvent):
@@ -558,13 +646,22 @@ class Driver:
                 await asyncio.sleep(0)  # let the assignment watcher and the desktops run
             rec = next(self.stream).restamped(planned)
             record = rec.record
+            contact = None
             if isinstance(record, InteractionEvent) and record.needs_advisor and record.contact_id is not None:
-                self.contact_planned[record.contact_id] = planned
+                contact = record.contact_id
+                self.contact_planned[contact] = planned
             await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key)
+            if contact is not None:
+                self.contact_sent[contact] = time.time()  # the record's Kafka timestamp is taken in send()
             lateness.append(max(0.0, time.time() - planned))
             sent += 1
         await self.producer.flush()
         return sent, lateness, t0 + n / rate
+
+
+def keeps_up(r: StepResult) -> bool:
+    """The engine kept up with the step: achieved what was offered, left no contact unassigned but for staffing, not behind."""
+    return "achieved" not in r.why and "unassigned" not in r.why and "behind" not in r.why
 
 
 @dataclass
@@ -892,6 +989,13 @@ class Bench:
         waited.sort()
         missing = len(window) - len(e2e)
         lookups_server = context_route_shares(w_samples, e_samples) if lookups else None
+        hops = None
+        try:
+            resolved = await resolve_times(driver.bootstrap, self.prefix + t.RESOLVE.name, t_warm - 1.0, set(window))
+            hops = hop_breakdown(window, driver.contact_planned, driver.contact_sent, resolved,
+                                 driver.assignment_produced, driver.first_assignment)
+        except Exception as exc:  # a diagnostic: the step's figures stand without it
+            log(f"cannot break the e2e down by hop: {exc!r}")
         if lookup_result is not None and lookups_server is not None:
             lookup_result["server_side"] = lookups_server
         res = StepResult(
@@ -911,6 +1015,7 @@ class Bench:
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             e2e_by_minute=[{"minute": m, **LatencySummary.of(v).as_dict()} for m, v in sorted(by_minute.items())],
+            hops=hops,
         )
         p99 = res.e2e.get("p99_ms")
         reasons = []
@@ -1189,9 +1294,6 @@ class Bench:
             steps.append(res)
             return res
 
-        def keeps_up(r: StepResult) -> bool:
-            return "achieved" not in r.why and "unassigned" not in r.why and "behind" not in r.why
-
         good, bad = 0.0, None
         rate = opts.start_rate
         while len(steps) < opts.max_steps - 2:
@@ -1283,6 +1385,9 @@ class Bench:
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
                 "final": "with --find-max, at half the max rate on the search's broker and engines (its history kept); "
                          "e2e_by_minute: e2e per minute of planned time after the warm-up",
+                "hops": "each step's e2e cut at the records' Kafka timestamps: send (planned -> the harness's send()), "
+                        "ingest (-> ingest's ResolveRequest produced), identity_to_router (-> the assignment produced, "
+                        "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown",
                 "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
                 "engine_drain_rate": "the engine measured like the references: the advisor logins and N workload records "
                                      "produced as fast as possible to the input topics of one ready engine (same broker, own "

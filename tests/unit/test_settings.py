@@ -29,6 +29,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_TICK_INTERVAL_S": "soon"}, "CX_TICK_INTERVAL_S"),
         ({"CX_SETTINGS_FILE": "/nonexistent/cx.toml"}, "CX_SETTINGS_FILE=/nonexistent/cx.toml"),
         ({"CX_STAGE_RUNTIME": "threads"}, "CX_STAGE_RUNTIME='threads': use 'batch' or 'faust'"),
+        ({"CX_EVENT_LOOP": "trio"}, "CX_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

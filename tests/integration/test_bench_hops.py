@@ -1,0 +1,48 @@
+"""The pipeline bench's hop breakdown reads when ingest was done with each contact from ``cx.resolve.v1``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from cxstream.bench.loadgen import resolve_times
+from cxstream.schemas import Identifiers, InteractionEvent, ResolveRequest
+from cxstream.streams.admin import ensure_named_topics
+from cxstream.streams.settings import Settings
+
+
+def _request(kind: str, contact: str) -> bytes:
+    event = InteractionEvent(event_id=f"{kind}-{contact}", occurred_at=1.0, channel="chat", kind=kind,
+                             customer=Identifiers(email=f"{contact}@example.com"), contact_id=contact,
+                             needs_advisor=kind == "contact_opened")
+    return msgspec.json.encode(ResolveRequest(event=event))
+
+
+def test_resolve_times_are_the_producers_timestamps_of_each_contacts_opening(servers: tuple[str, str]) -> None:
+    broker, _ = servers
+    topic = f"hops-{uuid.uuid4().hex[:8]}.cx.resolve.v1"
+
+    async def run() -> tuple[float, float, dict[str, float]]:
+        await ensure_named_topics(broker, [(topic, 1, {})], Settings())
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"not json")  # skipped, not fatal
+            before = time.time()
+            await producer.send_and_wait(topic, _request("contact_opened", "c1"))
+            await producer.send_and_wait(topic, _request("message", "c1"))
+            await producer.send_and_wait(topic, _request("contact_opened", "c2"))
+            await producer.send_and_wait(topic, _request("contact_opened", "c3"))  # not asked for
+            after = time.time()
+        finally:
+            await producer.stop()
+        return before, after, await resolve_times(broker, topic, before - 60, {"c1", "c2", "c9"})
+
+    before, after, got = asyncio.run(run())
+    assert set(got) == {"c1", "c2"}
+    assert all(before - 0.002 <= t <= after + 0.002 for t in got.values()), (before, got, after)
+    assert got["c1"] <= got["c2"]
