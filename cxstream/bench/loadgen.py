@@ -339,7 +339,6 @@ def hop_breakdown(
     >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)})
     >>> out["contacts"], [round(out[k]["p50_ms"]) for k in ("send", "ingest", "identity_to_router", "to_consumer", "e2e")]
     (1, [1, 8, 11, 10, 30])
-
     """
     names = ("send", "ingest", "identity_to_router", "to_consumer")
     segments: dict[str, list[float]] = {name: [] for name in (*names, "router_waited", "e2e")}
