@@ -32,6 +32,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "hops": final.get("hops"),
         "engine_cpu_pct": final.get("engine_cpu_pct"),
         "machine_busy_pct": final.get("machine_busy_pct"),
+        "cpu_by_process": final.get("cpu_by_process"),
+        "changelog_records_per_s": final.get("changelog_records_per_s"),
         "missing": final.get("missing"),
         "lag_after": final.get("lag_after"),
         "stage_wait": final.get("stage_wait"),
@@ -87,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if args.drain:
                         d = json.loads(out.read_text())["engine_drain"]
-                        print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %",
+                        print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %, "
+                              f"cpu {d.get('cpu_by_process')}",
                               flush=True)
                         runs.append({"variant": name, "settings": settings, "repeat": rep, **d})
                         continue
                     s = summary(json.loads(out.read_text()))
                     e2e = s["e2e"] or {}
                     print(f"  achieved {s['achieved_rate']}/s, e2e p50 {e2e.get('p50_ms')} ms, p99 {e2e.get('p99_ms')} ms, "
-                          f"engine {s['engine_cpu_pct']} %", flush=True)
+                          f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}", flush=True)
                     runs.append({"variant": name, "settings": settings, "rate": rate, "repeat": rep, **s})
     doc = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),

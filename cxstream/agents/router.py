@@ -2,9 +2,10 @@
 
 A batch stage (:mod:`cxstream.streams.batch`).  The topic is keyed by routing group, so
 one worker owns each group and sees its inputs in one total order.  The router's state
-is saved in the ``router_state`` table after every batch that touched the group, so a
-restarted worker resumes where it stopped, and outputs carry deterministic ids for
-consumers to drop copies.  Each saved state carries the offset of the last input it
+is saved in the ``router_state`` table after a batch that touched the group (at most every
+``CX_ROUTER_SAVE_INTERVAL_MS`` under load, at once when idle; the router's input offsets are not
+committed past the last save), so a restarted worker resumes where it stopped, and outputs
+carry deterministic ids for consumers to drop copies.  Each saved state carries the offset of the last input it
 includes: an input redelivered after a crash (at-least-once) is recognised by its
 offset and skipped.
 The router's own bounded ring of event ids catches duplicates produced upstream.
@@ -38,7 +39,7 @@ from cxstream.schemas import Assignment, RouterInput, RouterTick
 from cxstream.streams import metrics
 from cxstream.streams import topics as t
 from cxstream.streams.batch import BatchRuntime, BatchStage, Record
-from cxstream.streams.codecs import InvalidInput, decode, encode
+from cxstream.streams.codecs import InvalidInput, compress, decode, decompressed, encode
 from cxstream.streams.keys import queues_key
 from cxstream.streams.logs import OutageLog
 from cxstream.streams.settings import Settings
@@ -55,19 +56,26 @@ _OFFSET = struct.Struct(">q")
 
 
 def pack_saved(offset: int, state: bytes) -> bytes:
-    """A table value: the input offset the state includes, then the state.
+    """A table value: the input offset the state includes, then the state zstd-compressed.
 
-    >>> unpack_saved(pack_saved(41, b"{}"))
-    (41, b'{}')
+    A group's state is mostly its advisors (~350 bytes of JSON each with what the router learned
+    of their handle times: ~95 KB for 200); compressed it is about a quarter of that for the
+    broker to store, compact and serve (docs/PERFORMANCE.md).
+
+    >>> packed = pack_saved(41, b'{"advisors":[]}')
+    >>> unpack_saved(packed), packed[8:12] == compress(b"")[:4]  # after the offset, a zstd frame
+    ((41, b'{"advisors":[]}'), True)
     """
-    return _OFFSET.pack(offset) + state
+    return _OFFSET.pack(offset) + compress(state)
 
 
 def unpack_saved(saved: bytes | None) -> tuple[int, bytes | None]:
-    """(offset of the last input applied, state bytes); (-1, None) for a group never seen."""
+    """(offset of the last input applied, state bytes); (-1, None) for a group never seen.
+
+    A state saved uncompressed (by an engine before the compression) reads as it is."""
     if not saved:
         return -1, None
-    return _OFFSET.unpack_from(saved)[0], saved[_OFFSET.size :]
+    return _OFFSET.unpack_from(saved)[0], decompressed(saved[_OFFSET.size :])
 
 
 @dataclass
@@ -100,6 +108,10 @@ class RouterHost:
 
     def saved(self, group: str, router: Router, packed: bytes) -> None:
         self.routers[group] = (packed, router)
+        self.touched(group, router)
+
+    def touched(self, group: str, router: Router) -> None:
+        """*router* of *group* applied inputs (saved or not): its clock ticks on from its event time now."""
         self.clocks[group] = (router.clock, time.time())
 
     def restored(self, group: str, packed: bytes) -> None:
@@ -179,8 +191,12 @@ def forget_stats(group: str) -> None:
 def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = None) -> tuple[BatchStage, RouterHost]:
     """The router stage and its table ``router_state`` (routing group -> offset + Router state).
 
-    Each group's state is saved once per batch (with the offset of the last input it
-    includes), not once per input.
+    A group's state is saved whole (with the offset of the last input it includes), after a
+    batch, at most every ``CX_ROUTER_SAVE_INTERVAL_MS`` while batches keep coming, and as soon as
+    the loop finds nothing to fetch (``on_idle``).  Until it is saved, the runtime commits the
+    router's input offsets only up to what the last save covers (``unsaved``), so a crash
+    redelivers the inputs the saved state lacks.  Under exactly once it is saved after every
+    batch (each batch is one transaction).
     """
     host = host or host_from(settings)
     table = runtime.table("router_state", settings.partitions)
@@ -192,6 +208,8 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
     customer_events = st.output(runtime.topic(t.CUSTOMER_EVENTS))
     routing_events = st.output(runtime.topic(t.ROUTING_EVENTS))
     pending: dict[bytes, tuple[int, int, Router]] = {}  # group key -> (partition, last offset applied, router)
+    every_s = 0.0 if settings.processing_guarantee == "exactly_once" else max(0, settings.router_save_interval_ms) / 1000.0
+    last_save = 0.0
     duplicates = metrics.DUPLICATES.labels("router")
     assigned = functools.cache(metrics.ASSIGNMENTS.labels)  # children looked up once: labels() costs ~1.5 µs a call
     routing_events_of = functools.cache(metrics.ROUTING_EVENTS.labels)
@@ -232,12 +250,23 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
                     await customer_events.send(key=out.customer_id.encode(), value=encode(out))
 
     async def save() -> None:
+        nonlocal last_save
+        last_save = time.monotonic()
         for key, (partition, offset, r) in pending.items():
             packed = pack_saved(offset, r.to_state())
             table.partition = partition
             table[key] = packed
             host.saved(key.decode(), r, packed)
         pending.clear()
+
+    async def after_batch() -> None:
+        if pending and time.monotonic() - last_save < every_s:
+            for key, (_, _, r) in pending.items():
+                host.touched(key.decode(), r)
+            st.unsaved = True
+            return
+        await save()
+        st.unsaved = False
 
     def restored(partition: int, groups: Mapping[bytes, bytes]) -> None:
         for key, packed in groups.items():
@@ -246,11 +275,15 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
     def dropped(partition: int, groups: Mapping[bytes, bytes]) -> None:
         for key in groups:
             host.dropped(key.decode())
+        for key in [k for k, (p, _, _) in pending.items() if p == partition]:  # not ours to save any more
+            host.dropped(key.decode())
+            del pending[key]
 
     table.on_restored = restored
     table.on_dropped = dropped
     st.handler = handle
-    st.on_batch = save
+    st.on_batch = after_batch
+    st.on_idle = save
     return st, host
 
 

@@ -208,6 +208,7 @@ class ProcSampler:
 
         self._psutil = psutil
         self.procs = [psutil.Process(p) for p in pids]
+        self._cpu: dict[int, float] = {}  # pid -> its CPU seconds when last read
         self.peak_rss_mb = 0.0
         self.last_rss_mb = 0.0
 
@@ -230,12 +231,12 @@ class ProcSampler:
         return mb
 
     def cpu_s(self) -> float:
-        total = 0.0
+        """CPU seconds of the trees so far; a process that has exited counts with its last reading."""
         for p in self.tree():
             with contextlib.suppress(self._psutil.Error):
                 c = p.cpu_times()
-                total += c.user + c.system
-        return total
+                self._cpu[p.pid] = c.user + c.system
+        return sum(self._cpu.values())
 
     async def run(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         while not stop.is_set():
@@ -463,6 +464,7 @@ class GroupLag:
     ) -> None:
         """*faust*: the stages run as Faust agents (``CX_STAGE_RUNTIME=faust``): their group is the app id."""
         group = app_id if faust else f"{app_id}.stages"
+        self.app_id = app_id
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         self.names = [prefix + s.name for s in consumed]
         self.tps: list[TopicPartition] = []
@@ -481,6 +483,22 @@ class GroupLag:
     async def committed(self) -> int:
         """The sum of the group's committed offsets on the topics (0 where nothing is committed)."""
         return sum([(await self.consumer.committed(tp)) or 0 for tp in self.tps])
+
+    async def changelog_ends(self) -> dict[str, int]:
+        """Records written so far to each table's changelog (``{app_id}-{table}-changelog``), by table; {} if unreadable."""
+        head, tail = f"{self.app_id}-", "-changelog"
+        try:
+            names = [n for n in await self.consumer.topics() if n.startswith(head) and n.endswith(tail)]
+            tps = [tp for n in sorted(names) for tp in await partitions_of(self.consumer, n)]
+            ends = await self.consumer.end_offsets(tps) if tps else {}
+        except Exception as exc:  # a diagnostic: the step stands without it
+            log(f"cannot read the changelogs' end offsets: {exc!r}")
+            return {}
+        out: dict[str, int] = {}
+        for tp, end in ends.items():
+            table = tp.topic[len(head) : -len(tail)]
+            out[table] = out.get(table, 0) + end
+        return out
 
     async def lag(self) -> int | None:
         try:
@@ -523,6 +541,8 @@ class StepResult:
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
+    cpu_by_process: dict[str, float] | None = None  # the same split: engine, broker, redis, harness, lookups, other (cpu_split)
+    changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
@@ -685,6 +705,7 @@ class Bench:
         self.app_id = f"cxbench-{self.tag}"
         self.base = Path(tempfile.mkdtemp(prefix="cxbench-"))
         self.result: dict[str, Any] = {}
+        self.server_pids: dict[str, list[int]] = {}  # the broker's and Redis's processes (set by run())
         self.engines: list[EngineProc] = []  # every engine running now (run() stops what is left)
 
     # ------------------------------------------------------------------ references
@@ -791,6 +812,10 @@ class Bench:
                 profiler = None
                 if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
                     profiler = await self._start_profiler(engines[0].proc.pid, time.time(), f"{kind}{run}.folded")
+                split = CpuSplit({"engine": ProcSampler([e.proc.pid for e in engines]),
+                                  **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])})
+                split.mark("began")
+                changelogs0 = await lag.changelog_ends()
                 began, busy0 = time.time(), machine_busy_s()
                 cpu0 = [s.cpu_s() for s in samplers]
                 futures = [await producer.send(prefix + r.topic, r.restamped(began).value, key=r.key) for r in records]
@@ -811,6 +836,8 @@ class Bench:
                         await asyncio.sleep(0.05)
                 ended = time.time()
                 cpu, busy = [s.cpu_s() for s in samplers], machine_busy_s()
+                split.mark("ended")
+                changelogs = {table: end - changelogs0.get(table, 0) for table, end in (await lag.changelog_ends()).items()}
                 if profiler is not None:  # the drain's profile covers the drain, however long it took
                     await self._finish_profiler(profiler, stop=True)
                 works = [await self._work_done(e) for e in engines]
@@ -830,7 +857,8 @@ class Bench:
             "seconds": round(took, 3), "rate": total / took, "workers": len(engines),
             "stage_runtime": "faust" if faust else "batch",
             "engine_cpu_pct": round(sum(per_engine), 1), "engine_cpu_pct_per_worker": per_engine,
-            "machine_busy_pct": round(100 * (busy - busy0) / took, 1),
+            "machine_busy_pct": round(100 * (busy - busy0) / took, 1), "cpu_by_process": split.pct("began", "ended"),
+            "changelog_records": changelogs,
             "models": models, "work_done": merge_counts(works),
         }
 
@@ -939,11 +967,16 @@ class Bench:
             profiler = await self._start_profiler(profile_pid, t_warm)
         marks: dict[str, tuple[float, float, float, list[Any]]] = {}
         machine: dict[str, float] = {}
+        changelogs: dict[str, dict[str, int]] = {}
+        split = CpuSplit({"engine": sampler, **self.server_samplers(),
+                          **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})})
 
         async def mark(name: str, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.time()))
+            split.mark(name)
             marks[name] = (time.time(), sampler.cpu_s(), driver.desktop_sent, await scrape(session, engines))
             machine[name] = machine_busy_s()
+            changelogs[name] = await lag.changelog_ends()
 
         marking = [asyncio.ensure_future(mark("warm", t_warm))]
         desktop_before = driver.desktop_sent
@@ -1013,6 +1046,9 @@ class Bench:
             stage_wait=histogram_quantiles(w_samples, e_samples),
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
+            cpu_by_process=split.pct("warm", "end"),
+            changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
+                                     for table, end in changelogs["end"].items()},
             e2e_by_minute=[{"minute": m, **LatencySummary.of(v).as_dict()} for m, v in sorted(by_minute.items())],
             hops=hops,
         )
@@ -1079,6 +1115,10 @@ class Bench:
             proc.kill()
 
     # ------------------------------------------------------------------ the run
+    def server_samplers(self) -> dict[str, ProcSampler]:
+        """A CPU sampler per server this run started (``broker``: Kafka and ZooKeeper; ``redis``)."""
+        return {name: ProcSampler(pids) for name, pids in self.server_pids.items() if pids}
+
     async def run_async(self, broker: str, redis_url: str) -> dict[str, Any]:
         import aiohttp
 
@@ -1405,6 +1445,36 @@ class Bench:
         return out
 
 
+class CpuSplit:
+    """Where the machine's CPU went between two marks: named process groups, this harness, and the rest.
+
+    *groups* are samplers of process trees (the engines, the broker, Redis, the lookup client);
+    ``harness`` is this process alone (the generator, the assignment consumer, the simulated
+    desktops); ``other`` is the machine's busy time minus all of them (the profiler, the
+    machine's other tenants).  In % of one core, like ``machine_busy_pct``.
+    """
+
+    def __init__(self, groups: Mapping[str, ProcSampler]) -> None:
+        import psutil
+
+        self.groups = dict(groups)
+        self._me = psutil.Process()
+        self._marks: dict[str, tuple[float, dict[str, float], float]] = {}
+
+    def mark(self, name: str) -> None:
+        own = self._me.cpu_times()
+        cpu = {k: g.cpu_s() for k, g in self.groups.items()}
+        cpu["harness"] = own.user + own.system
+        self._marks[name] = (time.time(), cpu, machine_busy_s())
+
+    def pct(self, start: str, end: str) -> dict[str, float]:
+        (t0, c0, m0), (t1, c1, m1) = self._marks[start], self._marks[end]
+        span = max(1e-6, t1 - t0)
+        out = {k: round(100 * (c1[k] - c0[k]) / span, 1) for k in c1}
+        out["other"] = round(100 * (m1 - m0) / span - sum(out.values()), 1)
+        return out
+
+
 def py_spy() -> str | None:
     """The py-spy binary (``pip install py-spy``), beside this Python or on PATH."""
     local = Path(sys.executable).parent / "py-spy"
@@ -1440,6 +1510,7 @@ def run(opts: Options) -> dict[str, Any]:
     log(f"working in {bench.base}")
     try:
         with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis") as rds:
+            bench.server_pids = {"broker": broker.pids, "redis": [p for p in (rds.pid,) if p]}
             try:
                 return asyncio.run(bench.run_async(broker.url, rds.url))
             finally:

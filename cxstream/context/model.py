@@ -9,9 +9,10 @@ It is the engine's own state, not a wire contract: fields may be added freely
 from __future__ import annotations
 
 import msgspec
-import zstandard
 
 from cxstream.schemas.outputs import NextBestAction
+from cxstream.streams.codecs import ZSTD_MAGIC as ZSTD_MAGIC  # the first bytes of a stored context
+from cxstream.streams.codecs import compress, decompressed
 
 
 class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,12 +218,9 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CustomerContext)
-# A stored context is its JSON in one zstd frame (level 1, content size in the header): about a
-# third of the JSON's bytes, for ~14 µs to compress and ~7 to decompress (bench/pipeline/costs.py,
-# bench/results/pipeline-costs.json).  Not thread-safe: each process uses them from its event loop.
-_compress = zstandard.ZstdCompressor(level=1).compress
-_decompress = zstandard.ZstdDecompressor().decompress
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame; a JSON document starts with "{"
+# A stored context is its JSON in one zstd frame (codecs.compress): about a third of the JSON's
+# bytes, for ~14 µs to compress and ~7 to decompress (bench/pipeline/costs.py,
+# bench/results/pipeline-costs.json).
 
 
 def context_json(raw: bytes) -> bytes:
@@ -237,7 +235,7 @@ def context_json(raw: bytes) -> bytes:
     >>> context_json(b'{"customer_id":"c1"}')
     b'{"customer_id":"c1"}'
     """
-    return _decompress(raw) if raw[:4] == ZSTD_MAGIC else raw
+    return decompressed(raw)
 
 
 def decode_context_or_none(raw: bytes | None) -> CustomerContext | None:
@@ -247,7 +245,7 @@ def decode_context_or_none(raw: bytes | None) -> CustomerContext | None:
 
 def encode_context(ctx: CustomerContext) -> bytes:
     """The context as stored (table value and Redis copy): its JSON, zstd-compressed (:func:`context_json` reads it)."""
-    return _compress(_encoder.encode(ctx))
+    return compress(_encoder.encode(ctx))
 
 
 def decode_context(raw: bytes) -> CustomerContext:

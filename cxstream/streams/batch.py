@@ -10,8 +10,11 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    :meth:`Output.send` -- nothing is awaited per record;
 2. turns whatever a handler raises into a :class:`~cxstream.schemas.DeadLetter` on the
    dead-letter topic (with topic, partition, offset, stage and reason), and goes on;
-3. calls each stage's ``on_batch`` hook (the router saves each group's state there, once
-   per batch instead of once per input);
+3. calls each stage's ``on_batch`` hook (the router saves each group's state there, at most
+   every ``CX_ROUTER_SAVE_INTERVAL_MS``; a stage that leaves changes out of its tables says so
+   with ``unsaved``, and its inputs' offsets are then committed only as far as its last write
+   covers: :meth:`BatchRuntime._hold_unsaved`; ``on_idle`` writes them when the loop finds
+   nothing to fetch, and before the worker stops);
 4. sends the outputs in order; once they are all acknowledged, the tables' changes -- the
    *latest* value of each key written in the batch, ``None`` (a tombstone) for a deleted one --
    to each table's compacted changelog, partition for partition with the input.  A changelog is
@@ -310,6 +313,14 @@ class BatchStage:
         self.tables = list(tables)
         self.handler: Handler | None = None
         self.on_batch: Callable[[], Awaitable[None]] | None = None
+        # A stage that may keep changes out of its tables for a while (the router saves a group's
+        # whole state at most every CX_ROUTER_SAVE_INTERVAL_MS) sets on_idle (write them to the
+        # tables now) and, after each batch, unsaved: while it is True the offsets of its inputs are
+        # committed only up to where its last write to its tables reached (BatchRuntime._hold_unsaved).
+        # Its on_batch is called again after every batch while it is unsaved, so a write comes due
+        # under load even when no input of the stage arrives.
+        self.on_idle: Callable[[], Awaitable[None]] | None = None
+        self.unsaved = False
         self.buffer = buffer
         self.dead_letters = dead_letters
         self.outputs: set[str] = {dead_letters}
@@ -431,6 +442,10 @@ class BatchRuntime:
         self._lag_labels: dict[TopicPartition, tuple[str, str, str]] = {}  # the cx_consumer_lag_records children set
         # where this worker began each partition it owns (its first fetched offset), until a batch of it is acknowledged
         self._begun: dict[TopicPartition, int] = {}
+        # the inputs of stages that may defer writing their tables (on_idle): the position after
+        # the last batch of each partition, and the position the stage's last table write covers
+        self._seen: dict[TopicPartition, int] = {}
+        self._saved_at: dict[TopicPartition, int] = {}
         self.local_delivery = local_delivery
         self._token = os.urandom(8)  # names this runtime's locally delivered records in their header
         self._local_headers = [(LOCAL_HEADER, self._token)]
@@ -577,6 +592,7 @@ class BatchRuntime:
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 async with self._lock:
+                    await self._save_deferred()
                     await self.settle(everything=True)
                     await self._commit_finished()
                     await self._commit(force=True)
@@ -609,6 +625,7 @@ class BatchRuntime:
                     await self.push_held()
             if not batches:
                 async with self._lock:  # it may produce a batch's table changes: not beside a rebalance's settle
+                    await self._save_deferred()
                     await self.settle()
                 if self.transactional:
                     self._past_markers()
@@ -745,10 +762,15 @@ class BatchRuntime:
         if self.transactional:
             await self.producer.begin_transaction()
         await self._run_stages(per_stage)
+        for st in self.stages:  # a deferred table write comes due in batches without the stage's inputs too
+            if st.unsaved and st.on_batch is not None:
+                await st.on_batch()
         sending = time.perf_counter()
         metrics.LOOP_SECONDS.labels("process").observe(sending - started)
         futures = await self.send_all()
-        positions = {tp: messages[-1].offset + 1 for tp, messages in batches.items() if tp in self.owned and messages}
+        positions = self._hold_unsaved(
+            {tp: messages[-1].offset + 1 for tp, messages in batches.items() if tp in self.owned and messages}
+        )
         if self.transactional:  # outputs, changelogs and input offsets become visible together, or not at all
             await self.producer.send_offsets_to_transaction(
                 {tp: OffsetAndMetadata(off, "") for tp, off in positions.items()}, self.group_id
@@ -760,6 +782,53 @@ class BatchRuntime:
             self._in_flight.append((futures, positions))
             await self.settle(wait=len(self._in_flight) > self.max_in_flight)
         metrics.LOOP_SECONDS.labels("flush").observe(time.perf_counter() - sending)
+
+    def _hold_unsaved(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """A batch's committable positions, held back where a stage's tables do not cover them yet.
+
+        For a stage that may defer writing its tables (``on_idle``): if it wrote them after this
+        batch (``unsaved`` False), the positions it has seen of all its partitions become what its
+        tables cover and committable with this batch; if not, its partitions commit only up to
+        what its last write covered (none before its first).  A crash then redelivers every input whose effect its changelog lacks, as if
+        it had written after every batch."""
+        deferring = [st for st in self.stages if st.on_idle is not None]
+        if not deferring:
+            return positions
+        for tp, off in positions.items():
+            if self._stage_of[tp.topic].on_idle is not None:
+                self._seen[tp] = off
+        held = dict(positions)
+        for st in deferring:
+            mine = [tp for tp in self._seen if tp.topic in st.inputs]
+            if not st.unsaved:  # written after this batch: all it has seen becomes committable with it
+                for tp in mine:
+                    held[tp] = self._saved_at[tp] = self._seen[tp]
+                continue
+            for tp in mine:
+                if tp in held:
+                    saved = self._saved_at.get(tp)
+                    if saved is None:
+                        del held[tp]
+                    else:
+                        held[tp] = saved
+        return held
+
+    async def _save_deferred(self) -> None:
+        """Have every stage that deferred writing its tables write them now, and produce the changes like a batch's.
+
+        Between batches (the loop found nothing to fetch) and before the worker stops; their
+        partitions' positions become committable once the changes are acknowledged."""
+        if self.transactional or self._producer is None:  # (a stage does not defer under exactly once: each batch is one transaction)
+            return
+        for st in self.stages:
+            if not st.unsaved or st.on_idle is None:
+                continue
+            await st.on_idle()
+            st.unsaved = False
+            covered = {tp: off for tp, off in self._seen.items() if tp.topic in st.inputs and tp in self.owned}
+            self._saved_at.update(covered)
+            futures = await self.send_all()
+            self._in_flight.append((futures, covered))
 
     async def _run_stages(self, work: dict[str, list[tuple[TopicPartition, list[Any]]]]) -> None:
         """Run the stages in order on *work*, with what they deliver locally to each other.
@@ -1022,6 +1091,8 @@ class BatchRuntime:
                 self._begun.pop(tp, None)
                 self._processed.pop(tp, None)
                 self._committed.pop(tp, None)
+                self._seen.pop(tp, None)
+                self._saved_at.pop(tp, None)
             for table, partition in self._table_partitions(revoked):
                 table.drop(partition, keep_at=ends.get(TopicPartition(table.changelog, partition)))
             metrics.PARTITIONS_OWNED.set(len(self.owned))

@@ -11,6 +11,7 @@ import base64
 from typing import Any, TypeVar
 
 import msgspec
+import zstandard
 
 from cxstream.schemas import Assignment, InteractionEvent, OutcomeEvent, Record, RouterInput
 
@@ -20,6 +21,26 @@ _encoder = msgspec.json.Encoder()
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 CustomerEvent = InteractionEvent | OutcomeEvent | Assignment
+
+# State values (a stored context, a routing group's saved state) are JSON in one zstd frame (level
+# 1, content size in the header).  Not thread-safe: each process uses them from its event loop.
+_compress = zstandard.ZstdCompressor(level=1).compress
+_decompress = zstandard.ZstdDecompressor().decompress
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame; a JSON document starts with "{"
+
+
+def compress(raw: bytes) -> bytes:
+    """*raw* in one zstd frame (level 1); :func:`decompressed` reads it back."""
+    return _compress(raw)
+
+
+def decompressed(stored: bytes) -> bytes:
+    """The bytes :func:`compress` was given; a value that is not a zstd frame (plain JSON, written before) as it is.
+
+    >>> decompressed(compress(b'{"a":1}')), decompressed(b'{"a":1}')
+    (b'{"a":1}', b'{"a":1}')
+    """
+    return _decompress(stored) if stored[:4] == ZSTD_MAGIC else stored
 
 
 class InvalidInput(ValueError):

@@ -11,7 +11,8 @@ plainly would, instead of on :class:`~cxstream.streams.batch.BatchRuntime`:
 - each output is an ``await topic.send(...)`` per record;
 - no local delivery: every hop goes through the broker;
 - a stage's per-batch hook (the router saves the routing groups it changed) runs after each
-  event, since a Faust agent has no batch.
+  event, since a Faust agent has no batch; a table write the hook would defer (the router's,
+  ``CX_ROUTER_SAVE_INTERVAL_MS``) is done at once, since Faust commits offsets regardless.
 
 It is what issue 17 measures the batch runtime against ("engine drain >= 3x naive Faust, the
 same pipeline"): ``cxstream bench pipeline`` drains it beside the engine (``--faust-pipeline-rounds``,
@@ -81,6 +82,8 @@ class FaustStage:
         self.tables = list(tables)
         self.handler: Callable[[Record], Awaitable[None]] | None = None
         self.on_batch: Callable[[], Awaitable[None]] | None = None
+        self.on_idle: Callable[[], Awaitable[None]] | None = None  # a deferred table write is done at once here
+        self.unsaved = False
         self.dead_letters = runtime.output(runtime.topic(DEAD_LETTER))
         app = runtime.app
         source = app.topic(*self.inputs, key_type=bytes, value_type=bytes)
@@ -103,6 +106,9 @@ class FaustStage:
                 await self._dead_letter(rec, InvalidInput("processing_error", f"{type(exc).__name__}: {exc}"))
             if self.on_batch is not None:
                 await self.on_batch()
+            if self.unsaved and self.on_idle is not None:  # Faust commits regardless: nothing may stay unwritten
+                await self.on_idle()
+                self.unsaved = False
 
     async def _dead_letter(self, rec: Record, exc: InvalidInput) -> None:
         letter = dead_letter_for(

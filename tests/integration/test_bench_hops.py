@@ -1,4 +1,4 @@
-"""The pipeline bench's hop breakdown reads when ingest was done with each contact from ``cx.resolve.v1``."""
+"""What the pipeline bench reads from the broker beside the e2e: when ingest was done with each contact (``cx.resolve.v1``), and the table changes written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from cxstream.bench.loadgen import resolve_times
+from cxstream.bench.loadgen import GroupLag, resolve_times
 from cxstream.schemas import Identifiers, InteractionEvent, ResolveRequest
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.settings import Settings
@@ -46,3 +46,29 @@ def test_resolve_times_are_the_producers_timestamps_of_each_contacts_opening(ser
     assert set(got) == {"c1", "c2"}
     assert all(before - 0.002 <= t <= after + 0.002 for t in got.values()), (before, got, after)
     assert got["c1"] <= got["c2"]
+
+
+def test_changelog_ends_count_the_records_written_to_each_table_s_changelog(servers: tuple[str, str]) -> None:
+    broker, _ = servers
+    app_id = f"cxhops-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[dict[str, int], dict[str, int]]:
+        await ensure_named_topics(broker, [(f"{app_id}-router_state-changelog", 2, {}), (f"{app_id}-identity-changelog", 1, {}),
+                                           (f"{app_id}x-other-changelog", 1, {})], Settings())
+        lag = GroupLag(broker, app_id, "unused.")
+        await lag.start()
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            before = await lag.changelog_ends()
+            for partition in (0, 1, 1):
+                await producer.send_and_wait(f"{app_id}-router_state-changelog", b"s", key=b"g", partition=partition)
+            await producer.send_and_wait(f"{app_id}x-other-changelog", b"not this app's")
+            return before, await lag.changelog_ends()
+        finally:
+            await producer.stop()
+            await lag.stop()
+
+    before, after = asyncio.run(run())
+    assert before == {"router_state": 0, "identity": 0}
+    assert after == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"

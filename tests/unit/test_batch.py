@@ -339,6 +339,72 @@ def test_a_batch_s_table_changes_are_produced_only_after_its_outputs_are_acknowl
     asyncio.run(scenario())
 
 
+def test_a_stage_that_defers_its_table_writes_holds_its_inputs_commits_back_until_it_writes() -> None:
+    """The router saves a group at most every CX_ROUTER_SAVE_INTERVAL_MS: its offsets must not be committed past that save."""
+
+    async def scenario() -> list[dict[TopicPartition, int]]:
+        rt = BatchRuntime("127.0.0.1:9", Settings(topic_prefix="p."))
+        producer = _RecordingProducer()
+        rt._producer = producer  # type: ignore[assignment]
+        table = rt.table("router_state", 4)
+        stage = rt.stage("router", [ROUTING], tables=[table])
+        other = rt.stage("context", [CUSTOMER_EVENTS])
+        tp, tp_other = TopicPartition(stage.inputs[0], 1), TopicPartition(other.inputs[0], 0)
+        rt.owned.update({tp, tp_other})
+        state: list[bytes] = []  # what the stage applied and has not written to its table
+        due = {"now": False}  # whether its write is due (the router: 200 ms since its last)
+
+        async def handle(rec: Record) -> None:
+            state.append(rec.value or b"")
+
+        async def write() -> None:
+            table.partition = 1
+            table[b"group"] = b",".join(state)
+
+        async def after_batch() -> None:
+            if due["now"]:
+                await write()
+                stage.unsaved = False
+            else:
+                stage.unsaved = True
+
+        async def nothing(rec: Record) -> None:
+            return None
+
+        stage.handler, stage.on_batch, stage.on_idle, other.handler = handle, after_batch, write, nothing
+        seen = []
+        for first, save in ((0, False), (3, True), (5, False)):
+            due["now"] = save
+            await rt.process({tp: [message(first, b"group", b"%d" % first), message(first + 1, b"group", b"x")],
+                              tp_other: [message(first, b"c", b"e")]})
+            await rt.settle(everything=True)
+            seen.append(dict(rt._processed))
+        due["now"] = True  # a batch without the stage's inputs: its write comes due all the same
+        await rt.process({tp_other: [message(7, b"c", b"e")]})
+        await rt.settle(everything=True)
+        seen.append(dict(rt._processed))
+        due["now"] = False
+        await rt.process({tp: [message(7, b"group", b"7")]})
+        await rt.settle(everything=True)
+        await rt._save_deferred()
+        await rt.settle(everything=True)
+        seen.append(dict(rt._processed))
+        assert producer.sent[-1] == (table.changelog, b"group", 1, False) and table.get(b"group") == b"0,x,3,x,5,x,7"
+        await rt._save_deferred()  # nothing deferred: nothing sent
+        assert producer.sent[-1] == (table.changelog, b"group", 1, False) and len(producer.sent) == 3
+        return seen
+
+    seen = asyncio.run(scenario())
+    tp, tp_other = TopicPartition("p.cx.routing.v1", 1), TopicPartition("p.cx.customer-events.v1", 0)
+    assert seen == [
+        {tp_other: 1},  # not saved yet: nothing of the router's input is committable; the other stage's is
+        {tp: 5, tp_other: 4},  # saved after batch 2: everything so far
+        {tp: 5, tp_other: 6},  # batch 3 not saved: held where the save left it
+        {tp: 7, tp_other: 8},  # written after a batch of the other stage's only
+        {tp: 8, tp_other: 8},  # batch 5 not saved, then written when idle: committable up to the end
+    ]
+
+
 def test_a_partition_given_up_is_kept_aside_and_made_current_again_only_if_it_comes_back() -> None:
     """The group's eager protocol revokes every partition on every rebalance: most come back to the same worker."""
     dropped: list[tuple[int, dict[bytes, bytes]]] = []
