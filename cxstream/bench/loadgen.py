@@ -201,7 +201,7 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout:
 
 
 class ProcSampler:
-    """RSS (MB, engine process trees) and CPU seconds of the engines, sampled in the background."""
+    """RSS (MB) and CPU seconds of process trees (the engines; the broker, Redis and the lookup client in :class:`CpuSplit`)."""
 
     def __init__(self, pids: list[int]) -> None:
         import psutil
