@@ -4,6 +4,8 @@
         --rates 200,500 --repeats 2 --json bench/results/pipeline-ab-local-delivery.json -- --duration 30
     .venv/bin/python bench/pipeline/ab.py --variant before= --src before=/tmp/old --variant after= --src after=/tmp/new ...
     .venv/bin/python bench/pipeline/ab.py --drain 30000 --variant before= --src before=/tmp/old --variant after= ...
+    .venv/bin/python bench/pipeline/ab.py --variant old= --harness-src old=/tmp/old --variant new= ...   # the harness too
+    .venv/bin/python bench/pipeline/ab.py --variant w5=--watch-wait-ms=5 --variant w100= ...          # a bench option
 
 Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-rate 0`` (fresh
 broker, Redis and engine, prefilled; with ``--drain N``, ``--drain-only``: the engine draining N
@@ -45,9 +47,12 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variant", action="append", required=True, metavar="NAME=CX_SETTING=VALUE[,CX_SETTING=VALUE]")
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=CX_SETTING=VALUE[,CX_SETTING=VALUE]",
+                   help="engine settings (CX_...=...) or the bench's own options (--watch-wait-ms=5), comma-separated")
     p.add_argument("--src", action="append", default=[], metavar="NAME=DIR",
                    help="run variant NAME's engine from this source tree (`git archive REV | tar -x -C DIR`)")
+    p.add_argument("--harness-src", action="append", default=[], metavar="NAME=DIR",
+                   help="run variant NAME's whole bench (harness and, without --src, engine) from this source tree")
     p.add_argument("--rates", default="200,500")
     p.add_argument("--drain", type=int, default=0, metavar="N",
                    help="instead of open-loop runs: the engine's drain of N pre-produced records (`--drain-only`)")
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, settings = v.partition("=")
         variants.append((name, [s for s in settings.split(",") if s]))
     sources = dict(s.split("=", 1) for s in args.src)
+    harnesses = {name: str(Path(d).resolve()) for name, d in (h.split("=", 1) for h in args.harness_src)}
     runs = []
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         cmd = [sys.executable, "-m", "cxstream.cli", "bench", "pipeline", "--rate", str(rate), "--skip-refs",
                                "--lookup-rate", "0", "--final-contacts", "0", "--json", str(out), *extra]
-                    for s in settings:
-                        cmd += ["--engine-env", s]
+                    for s in settings:  # CX_NAME=VALUE for the engine; --option=value for the bench itself
+                        cmd += [s] if s.startswith("--") else ["--engine-env", s]
                     if name in sources:
                         cmd += ["--engine-src", sources[name]]
                     print(f"# {name} at {rate}/s, run {rep + 1}: {' '.join(cmd[3:])}", flush=True)
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=harnesses.get(name))
                     if proc.returncode != 0 or not out.exists():
                         print(proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
                         runs.append({"variant": name, "rate": rate, "repeat": rep, "error": proc.returncode})
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "variants": {name: settings for name, settings in variants},
         "sources": sources,
+        "harnesses": harnesses,
         "elapsed_s": round(time.time() - started, 1),
         "runs": runs,
     }
