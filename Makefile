@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-ka
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser-deps prometheus-deps redis-deps run demo test test-encoder unit integration lint typecheck schemas bench chaos clean
+.PHONY: help install browser-deps prometheus-deps redis-deps run demo test test-encoder unit integration lint typecheck schemas compiled uncompiled bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -86,11 +86,20 @@ typecheck: $(STAMP) ## mypy on the package
 schemas: $(STAMP) ## export the wire contract as JSON Schema into schemas/
 	$(BIN)/cxstream schemas export schemas
 
+# mypyc (issue 17): the per-record pure cores listed in tools/mypyc_build.py as C extensions beside their
+# .py files, which Python then imports instead; nothing else compiles them (make run and make test stay pure Python).
+compiled: $(STAMP) ## compile the hot pure-Python modules with mypyc, in place (tools/mypyc_build.py; make uncompiled undoes it)
+	$(BIN)/python tools/mypyc_build.py
+
+uncompiled: ## remove the mypyc-compiled modules (cxstream/**/*.so) and build/: back to pure Python
+	$(PYTHON) tools/mypyc_build.py --clean
+
 bench: $(STAMP) ## benchmarks (not part of make test); results in bench/results/
 	@for s in bench/*/run.sh; do echo "== $$s"; bash $$s || exit 1; done
 
 chaos: $(STAMP) ## faults (kill -9, broker and Redis outages, duplicates, overload) into a running engine; writes bench/results/chaos.json (~35 min; ARGS=--quick ~15 min)
 	timeout 3600 $(BIN)/python bench/chaos/chaos.py $(ARGS)
 
-clean: ## delete local state (var/: every customer, the broker's topics, Redis, models) and caches: the next run starts from nothing
+clean: ## delete local state (var/: every customer, the broker's topics, Redis, models), caches and the mypyc-compiled modules: the next run starts from nothing
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache
+	$(PYTHON) tools/mypyc_build.py --clean

@@ -8,6 +8,7 @@ context and publishes the effects.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,17 +117,17 @@ def _argmax(counts: dict[str, int], tie: str | None) -> str | None:
     return min(k for k, v in counts.items() if v == best)
 
 
-def _attr_str(attrs: dict[str, object], key: str, max_len: int = 128) -> str | None:
+def _attr_str(attrs: Mapping[str, object], key: str, max_len: int = 128) -> str | None:
     v = attrs.get(key)
     return v[:max_len] if isinstance(v, str) and v.strip() else None
 
 
-def _attr_float(attrs: dict[str, object], key: str) -> float | None:
+def _attr_float(attrs: Mapping[str, object], key: str) -> float | None:
     v = attrs.get(key)
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def account_facts(attrs: dict[str, object]) -> dict[str, str | float | bool]:
+def account_facts(attrs: Mapping[str, object]) -> dict[str, str | float | bool]:
     """The account facts (``ACCOUNT_*`` keys) of a ``profile`` outcome's attributes; anything else is ignored.
 
     >>> account_facts({"tenure_months": 14, "contract": "One year", "paperless_billing": "Yes", "colour": "red"})
@@ -144,11 +145,11 @@ def account_facts(attrs: dict[str, object]) -> dict[str, str | float | bool]:
         if s is not None:
             out[key] = s
     for key in ACCOUNT_FLAGS:
-        v = attrs.get(key)
-        if isinstance(v, str) and v.strip().lower() in ("yes", "no", "true", "false"):
-            v = v.strip().lower() in ("yes", "true")
-        if isinstance(v, bool):
-            out[key] = v
+        flag = attrs.get(key)
+        if isinstance(flag, str) and flag.strip().lower() in ("yes", "no", "true", "false"):
+            flag = flag.strip().lower() in ("yes", "true")
+        if isinstance(flag, bool):
+            out[key] = flag
     return out
 
 
@@ -651,9 +652,9 @@ def merge_contexts(
     identifiers = {k: list(v) for k, v in s.identifiers.items()}
     for kind, values in b.identifiers.items():
         mine = identifiers.setdefault(kind, [])
-        for v in values:
-            if v not in mine:
-                mine.append(v)
+        for value in values:
+            if value not in mine:
+                mine.append(value)
         del mine[: -limits.max_identifiers_per_kind]
     seen_ids = set(s.recent_event_ids)
     s_recent = {y.event_id for y in s.recent}
@@ -702,8 +703,8 @@ def merge_contexts(
     risk_side = scored_side if scored_side.churn_risk is not None else (s if s.churn_risk is not None else b)
     latest_intent_side = max((x for x in (s, b) if x.intent_history), key=lambda x: x.intent_history[-1].at, default=newer)
     milestones = dict(older.milestones)
-    for k, v in newer.milestones.items():
-        milestones[k] = max(v, milestones.get(k, v))
+    for k, when in newer.milestones.items():
+        milestones[k] = max(when, milestones.get(k, when))
 
     def mean(a_avg: float | None, a_n: int, b_avg: float | None, b_n: int) -> float | None:
         if a_n + b_n == 0:
