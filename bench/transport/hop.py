@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from typing import Any
 
 import psutil
 
+from cxstream.bench.loadgen import stop_process
 from cxstream.replay.publish import LatencySummary
 
 LIBS = ("aiokafka", "confluent")
@@ -211,11 +213,7 @@ async def _run_one(bootstrap: str, lib: str, rate: float, duration_s: float, war
             "hop": LatencySummary.of([h / 1000.0 for h in hops]).as_dict(),  # Kafka timestamps: ms resolution
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, signal.SIGTERM, 10.0)
         await reader.stop()
         await producer.stop()
 
