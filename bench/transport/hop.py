@@ -40,9 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from cxstream.bench.loadgen import stop_process
+from cxstream.bench.loadgen import ProcSampler, stop_process
 from cxstream.replay.publish import LatencySummary
 
 LIBS = ("aiokafka", "confluent")
@@ -164,18 +162,7 @@ async def _run_one(bootstrap: str, lib: str, rate: float, duration_s: float, war
                             hops.append(m.timestamp - t_in)
 
         reading = asyncio.ensure_future(read())
-        relay_ps = psutil.Process(proc.pid)
-        brokers = [psutil.Process(p) for p in broker_pids]
-
-        def cpu(ps: list[psutil.Process]) -> float:
-            total = 0.0
-            for p in ps:
-                t = p.cpu_times()
-                total += t.user + t.system
-                for child in p.children(recursive=True):
-                    with_t = child.cpu_times()
-                    total += with_t.user + with_t.system
-            return total
+        relay_cpu, broker_cpu = ProcSampler([proc.pid]), ProcSampler(broker_pids)
 
         n = int(rate * duration_s)
         pad = b"x" * 280
@@ -186,7 +173,7 @@ async def _run_one(bootstrap: str, lib: str, rate: float, duration_s: float, war
         for i in range(n):
             planned = t0 + i / rate
             if planned >= measure_from and "start" not in marks:
-                marks["start"] = (time.time(), cpu([relay_ps]), cpu(brokers), i)
+                marks["start"] = (time.time(), relay_cpu.cpu_s(), broker_cpu.cpu_s(), i)
             delay = planned - time.time()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
@@ -196,7 +183,7 @@ async def _run_one(bootstrap: str, lib: str, rate: float, duration_s: float, war
                 sent_at[value] = stamp
             futures.append(await producer.send(src, value, key=b"k%d" % (i % 1000), timestamp_ms=stamp))
         await asyncio.gather(*futures)
-        marks["end"] = (time.time(), cpu([relay_ps]), cpu(brokers), n)
+        marks["end"] = (time.time(), relay_cpu.cpu_s(), broker_cpu.cpu_s(), n)
         deadline = time.time() + 10
         while got < n and time.time() < deadline:
             await asyncio.sleep(0.05)
