@@ -54,18 +54,19 @@ LEFT_OUT: dict[str, str] = {
     "router is restored",
 }
 
-# mypy settings for the build: pyproject.toml's [tool.mypy], and two libraries read as Any.  mypyc keeps
-# every module's function bodies (preserve_asts), so mypy then checks the bodies of river and narwhals
-# (river imports it), which took it over 10 minutes; none of the compiled modules needs their types.
-MYPY_CONFIG = """\
-[mypy]
-python_version = 3.11
-ignore_missing_imports = True
-check_untyped_defs = True
+# Added to pyproject.toml's [tool.mypy] for the build: two libraries read as Any.  mypyc keeps every
+# module's function bodies (preserve_asts), so mypy then checks the bodies of river and narwhals (river
+# imports it), which took it over 10 minutes; none of the compiled modules needs their types.
+SKIPPED_IMPORTS = "[mypy-river.*,narwhals.*]\nfollow_imports = skip\n"
 
-[mypy-river.*,narwhals.*]
-follow_imports = skip
-"""
+
+def mypy_config() -> str:
+    """The build's mypy.ini: pyproject.toml's ``[tool.mypy]`` settings, then :data:`SKIPPED_IMPORTS`."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()]
+    return "[mypy]\n" + "\n".join(lines) + "\n\n" + SKIPPED_IMPORTS
 
 
 def module_name(path: str) -> str:
@@ -131,7 +132,7 @@ def build(jobs: int) -> None:
     # false positives, see `make typecheck`) do not stop the build: only the compiled modules must be clean.
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     config = BUILD_DIR / "mypy.ini"
-    config.write_text(MYPY_CONFIG)
+    config.write_text(mypy_config())
     extensions = mypycify([f"--config-file={config}", "--follow-imports=silent", *MODULES], opt_level="3", target_dir=str(BUILD_DIR), group_name=GROUP)
     setup(
         name="cxstream-mypyc",
