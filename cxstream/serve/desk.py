@@ -64,6 +64,10 @@ AdvisorId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
 SEE_OFFER_S = 3.0
 #: Server-sent events: a comment this often keeps proxies from closing an idle stream.
 KEEPALIVE_S = 15.0
+#: how long the context of an offered or held contact's customer is waited for when Redis does not have it
+#: yet: the router may offer a contact before the context stage's write-behind (``CX_REDIS_FLUSH_MS``, 100 ms)
+#: has copied that context to Redis, and a desk opens the context as soon as the offer shows
+HELD_CONTEXT_WAIT_S = 1.0
 
 
 def advisor_secret(configured: str, api_keys: frozenset[str]) -> bytes:
@@ -212,6 +216,9 @@ async def _publish(request: web.Request, topic: str, key: str, record: Any) -> N
         await publisher.send(topic, key, record)
     except PublishUnavailable as exc:
         raise Refused(error(503, "broker_unavailable", str(exc))) from exc
+    feed = request.app[FEED]
+    if feed is not None and isinstance(record, AdvisorEvent):  # this process's board need not wait to read it back
+        feed.published(record)
 
 
 async def _feed(request: web.Request) -> LiveFeed:
@@ -434,19 +441,28 @@ async def complete(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, context_of: Callable[[web.Request, str], Awaitable[web.Response]]) -> None:
     """The routes in the module docstring; *context_of* answers a customer's context by canonical id."""
 
+    async def held_context(request: web.Request, customer_id: str) -> web.Response:
+        """*customer_id*'s context, waited for up to :data:`HELD_CONTEXT_WAIT_S` (its contact was routed: it exists)."""
+        deadline = time.monotonic() + HELD_CONTEXT_WAIT_S
+        while True:
+            found = await context_of(request, customer_id)
+            if found.status != 404 or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.02)
+
     @guarded
     async def contact_context(request: web.Request) -> web.Response:
         """The context of the customer of a contact the advisor is offered or holds."""
         advisor_id = _advisor(request)
         w = await _held(request, advisor_id, active=False)
-        return await context_of(request, w.assignment.customer_id)
+        return await held_context(request, w.assignment.customer_id)
 
     @guarded
     async def contact_nba(request: web.Request) -> web.Response:
         """The next-best actions ranked for a contact the advisor is offered or holds (from its customer's context)."""
         advisor_id = _advisor(request)
         a = (await _held(request, advisor_id, active=False)).assignment
-        found = await context_of(request, a.customer_id)
+        found = await held_context(request, a.customer_id)
         decision = None
         if found.status == 200 and found.body is not None:
             ctx = msgspec.json.decode(cast(bytes, found.body), type=_NBAOfContext)

@@ -303,6 +303,12 @@ class LiveFeed:
                     q.get_nowait()
             q.put_nowait(work)
 
+    def published(self, ev: AdvisorEvent) -> None:
+        """Apply an advisor event this API process has just published (the broker acknowledged it), not waiting to
+        read it back: a second click on an offer just accepted is answered 409 at once.  Applying it again when it
+        comes back in the feed changes nothing."""
+        self._notify(self.board.advisor_event(ev))
+
     def apply(self, topic: str, value: bytes, timestamp_ms: int) -> None:
         """Apply one record of *topic* (its name without the prefix); undecodable records are skipped."""
         at = timestamp_ms / 1000 if timestamp_ms > 0 else time.time()
