@@ -1,7 +1,8 @@
 """Batch stages: the engine's hot path, one fetched batch at a time instead of one Faust event at a time.
 
-A worker's :class:`BatchRuntime` is one consumer-group member (plain aiokafka) on the
-inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) it
+A worker's :class:`BatchRuntime` is one consumer-group member (plain aiokafka, or librdkafka
+with ``CX_STAGE_CLIENT=librdkafka``: :mod:`cxstream.streams.rdkafka`) on the inputs of all its
+:class:`BatchStage` s.  For each batch it gets (``getmany``) it
 
 1. hands each stage the records of its inputs, stages in pipeline order (ingest,
    identity, context, router); a stage runs its handler on every record, in offset
@@ -115,6 +116,7 @@ from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.partitioner import CachedPartitioner
+from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
 from cxstream.streams.security import kafka_client_kwargs
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import DEAD_LETTER, MAX_STATE_RECORD_BYTES, TopicSpec, state_configs
@@ -422,8 +424,9 @@ class BatchRuntime:
         self.owned: set[TopicPartition] = set()
         self._restoring: set[TopicPartition] = set()  # assigned, paused until their tables are restored (_restore)
         self._restore_tasks: dict[asyncio.Task[None], list[TopicPartition]] = {}  # restores in progress, of which partitions
-        self._producer: AIOKafkaProducer | None = None
-        self.consumer: AIOKafkaConsumer | None = None
+        # the stages' Kafka client (CX_STAGE_CLIENT): aiokafka's, or librdkafka's with the same interface (streams/rdkafka.py)
+        self._producer: AIOKafkaProducer | RdProducer | None = None
+        self.consumer: AIOKafkaConsumer | RdConsumer | None = None
         self._stage_of: dict[str, BatchStage] = {}
         self._order: dict[str, int] = {}
         self._processed: dict[TopicPartition, int] = {}  # next offset to commit (its batch is acknowledged)
@@ -505,7 +508,7 @@ class BatchRuntime:
         return st
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> AIOKafkaProducer | RdProducer:
         if self._producer is None:
             raise RuntimeError("the batch runtime is not started")
         return self._producer
@@ -537,26 +540,31 @@ class BatchRuntime:
             await ensure_named_topics(
                 self.bootstrap, [(t.changelog, t.partitions, state_configs()) for t in tables], self.settings
             )
-        self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
+        written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
+        session_ms = int(self.session_timeout_s * 1000)
+        log.info("stages: Kafka client %s", self.settings.stage_client)
+        if self.settings.stage_client == "librdkafka":
+            await self._start_librdkafka(sorted(written), session_ms)
+            return
+        producer = self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
             bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
             transactional_id=self.transactional_id if self.transactional else None,
             max_request_size=MAX_STATE_RECORD_BYTES, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
         )
-        outlast_outages(self._producer, self.settings.broker_outage_max_s)
-        await self._producer.start()
+        outlast_outages(producer, self.settings.broker_outage_max_s)
+        await producer.start()
         # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
         # from its first (all-topics) request is not tracked, so the first send to a topic
         # created later narrows every following refresh to that topic and the others' leaders
         # become unknown: their records then wait in the accumulator forever.  Track them all.
-        written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
-        await self._producer.client.set_topics(sorted(written))
-        session_ms = int(self.session_timeout_s * 1000)
+        await producer.client.set_topics(sorted(written))
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_wait_ms,
+            fetch_min_bytes=self.settings.fetch_min_bytes,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=session_ms,
             rebalance_timeout_ms=session_ms,
@@ -567,6 +575,26 @@ class BatchRuntime:
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
+        self._start_loop()
+
+    async def _start_librdkafka(self, written: list[str], session_ms: int) -> None:
+        """The same consumer and producer on librdkafka (``CX_STAGE_CLIENT=librdkafka``; streams/rdkafka.py)."""
+        consumer = self.consumer = RdConsumer(self.settings, consumer_config(
+            bootstrap=self.bootstrap, group_id=self.group_id, fetch_wait_ms=self.fetch_wait_ms, session_ms=session_ms,
+            isolation_level=self.isolation_level, fetch_min_bytes=self.settings.fetch_min_bytes,
+        ))
+        self._producer = RdProducer(self.settings, producer_config(
+            bootstrap=self.bootstrap, linger_ms=self.linger_ms, max_request_bytes=MAX_STATE_RECORD_BYTES,
+            delivery_timeout_s=self.settings.broker_outage_max_s,
+            transactional_id=self.transactional_id if self.transactional else None,
+        ), group=consumer, outage_s=self.settings.broker_outage_max_s)
+        await self._producer.start(written)
+        consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
+        consumer.watch(topic for topic, st in self._stage_of.items() if st.local)
+        await consumer.start()
+        self._start_loop()
+
+    def _start_loop(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cxstream.stages")
         if self.lag_interval_s > 0:
             self._lag_task = asyncio.create_task(self._measure_lag(), name="cxstream.stages.lag")
@@ -653,7 +681,9 @@ class BatchRuntime:
                     ends = await asyncio.wait_for(self.consumer.end_offsets(owned), timeout=timeout)
                 else:
                     ends = {}
-                    await asyncio.wait_for(self.consumer._client.fetch_all_metadata(), timeout=timeout)
+                    consumer = self.consumer
+                    ping = consumer.fetch_all_metadata() if isinstance(consumer, RdConsumer) else consumer._client.fetch_all_metadata()
+                    await asyncio.wait_for(ping, timeout=timeout)
             except Exception as exc:  # a rebalance, a leader moving, the broker away: measured again next time
                 misses += 1
                 log.debug("stages: end offsets not read (%r); lag measured next time", exc)
@@ -676,20 +706,14 @@ class BatchRuntime:
         acknowledged); until its first batch of the partition is acknowledged, the first offset it
         fetched, and before any fetch the consumer's position (the group's committed offset it
         resumed from, or where the reset policy put it)."""
-        assignment = None
-        if self.consumer is not None:
-            with contextlib.suppress(AttributeError):  # no assignment (a rebalance in progress)
-                assignment = self.consumer._subscription.subscription.assignment
         for tp, end in ends.items():
             if tp not in self.owned or end is None:
                 continue
             done = self._processed.get(tp)
             if done is None:
                 done = self._begun.get(tp)
-            if done is None and assignment is not None:
-                state = assignment.state_value(tp)
-                if state is not None and state.has_valid_position:
-                    done = state.position
+            if done is None and (state := self._position_state(tp)) is not None:
+                done = state[0]
             if done is None:
                 continue
             labels = self._lag_labels.get(tp)
@@ -711,16 +735,26 @@ class BatchRuntime:
         A transaction commits the offset after its batch's last record; its marker (a control
         record) takes the next offset, which the consumer steps over without handing it out.  Only
         a commit of the position moves the group past it (else its lag would never read 0)."""
-        if self.consumer is None:
-            return
-        try:
-            assignment = self.consumer._subscription.subscription.assignment
-        except AttributeError:  # no assignment (a rebalance in progress)
-            return
         for tp in self.owned:
-            state = assignment.state_value(tp)
-            if state is not None and state.has_valid_position and state.position > self._processed.get(tp, 0):
-                self._processed[tp] = state.position
+            state = self._position_state(tp)
+            if state is not None and state[0] > self._processed.get(tp, 0):
+                self._processed[tp] = state[0]
+
+    def _position_state(self, tp: TopicPartition) -> tuple[int, int | None] | None:
+        """The consumer's position in *tp* (the offset of the next record it hands out) and the last high
+        watermark it saw (None: not seen yet); None if it has no valid position (not assigned, a rebalance)."""
+        consumer = self.consumer
+        if consumer is None:
+            return None
+        if isinstance(consumer, RdConsumer):
+            return consumer.position_state(tp)
+        try:
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:  # no assignment (a rebalance in progress)
+            return None
+        if state is None or not state.has_valid_position:
+            return None
+        return state.position, state.highwater
 
     async def _timed_commit(self, observe: Callable[[float], None]) -> None:
         started = time.perf_counter()
@@ -890,6 +924,8 @@ class BatchRuntime:
     def _partition_for(self, topic: str, key: bytes) -> int | None:
         """The partition the producer's default partitioner gives *key* (murmur2, as Kafka's clients do)."""
         producer = self.producer
+        if isinstance(producer, RdProducer):
+            return producer.partition_for(topic, key)
         parts = producer.client.cluster.partitions_for_topic(topic)
         if not parts:
             return None
@@ -898,16 +934,13 @@ class BatchRuntime:
 
     def _caught_up(self, tp: TopicPartition) -> bool:
         """True if this worker owns *tp*, consumed it to the last high watermark seen and has no own record to it pending."""
-        if tp not in self.owned or self._unacked[tp] or self.consumer is None:
+        if tp not in self.owned or self._unacked[tp]:
             return False
-        try:
-            state = self.consumer._subscription.subscription.assignment.state_value(tp)
-        except AttributeError:  # no assignment (a rebalance in progress)
+        state = self._position_state(tp)
+        if state is None:
             return False
-        if state is None or not state.has_valid_position or state.highwater is None:
-            return False
-        position = state.position
-        return bool(position >= state.highwater and position > self._acked_to.get(tp, -1))
+        position, highwater = state
+        return highwater is not None and position >= highwater and position > self._acked_to.get(tp, -1)
 
     def _broker_acked(self, tp: TopicPartition, fut: asyncio.Future[Any]) -> None:
         self._unacked[tp] -= 1

@@ -139,6 +139,10 @@ class Settings:
         "client keeps one fetch in flight per broker, and a partition left out of it (its records were being handed "
         "over) waits for it to return: at 400 records/s two hops had p99 9 ms with 10, 23 ms with 500 (docs/PERFORMANCE.md)."
     )
+    fetch_min_bytes: int = _setting(
+        1, "The bytes a stage's fetch waits for (up to CX_FETCH_WAIT_MS) before the broker answers. 1: at once when "
+        "any record arrives, which with librdkafka (CX_STAGE_CLIENT) means a fetch request per arrival under load."
+    )
     faust_fetch_wait_ms: int = _setting(
         200, "The same for the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
     )
@@ -150,6 +154,10 @@ class Settings:
         "batch", "'batch': the hot path's stages on the batch runtime (cxstream/streams/batch.py). 'faust': the same "
         "stages as plain Faust agents, one event at a time (cxstream/streams/faust_stages.py): the benchmark's "
         "reference, not for production (docs/PERFORMANCE.md)."
+    )
+    stage_client: str = _setting(
+        "aiokafka", "The Kafka client of the batch stages' consumer and producer: 'aiokafka' (Python, on the event "
+        "loop) or 'librdkafka' (confluent-kafka: the network I/O and the protocol in C threads; docs/PERFORMANCE.md)."
     )
     event_loop: str = _setting(
         "uvloop", "The engine's event loop: 'uvloop' (libuv: less CPU per network round trip, docs/PERFORMANCE.md) or "
@@ -217,6 +225,8 @@ class Settings:
             raise SettingsError("CX_NBA_ALPHA and CX_NBA_MIN_PULLS must be >= 0 and CX_NBA_WINDOW_DAYS > 0")
         if self.stage_runtime not in ("batch", "faust"):
             raise SettingsError(f"CX_STAGE_RUNTIME={self.stage_runtime!r}: use 'batch' or 'faust'")
+        if self.stage_client not in ("aiokafka", "librdkafka"):
+            raise SettingsError(f"CX_STAGE_CLIENT={self.stage_client!r}: use 'aiokafka' or 'librdkafka'")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):

@@ -30,6 +30,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_SETTINGS_FILE": "/nonexistent/cx.toml"}, "CX_SETTINGS_FILE=/nonexistent/cx.toml"),
         ({"CX_STAGE_RUNTIME": "threads"}, "CX_STAGE_RUNTIME='threads': use 'batch' or 'faust'"),
         ({"CX_EVENT_LOOP": "trio"}, "CX_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"),
+        ({"CX_STAGE_CLIENT": "kafka-python"}, "CX_STAGE_CLIENT='kafka-python': use 'aiokafka' or 'librdkafka'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
