@@ -13,21 +13,30 @@ network I/O and the protocol in its own C threads, without the GIL: relaying one
 
 How it meets asyncio:
 
-* **Fetching.**  ``Consumer.consume`` blocks, so it runs on one thread of its own, one call per
-  ``getmany`` (the loop awaits it); librdkafka prefetches meanwhile.  Only what the loop asked for
-  is taken from librdkafka, so the consumer's position is what the loop has been handed, as with
-  aiokafka (local delivery relies on it: :meth:`RdConsumer.position_state`).
+* **The consumer's thread.**  Every call into the librdkafka consumer runs on one thread of its
+  own, which serves a queue of them in order: ``consume`` (one per ``getmany``, the loop awaiting
+  it; librdkafka prefetches meanwhile), commits, pauses, resumes, seeks.  Only what the loop asked
+  for is taken from librdkafka, and the positions and high watermarks of the local stages'
+  partitions are read right after each ``consume`` (:meth:`RdConsumer.position_state`): local
+  delivery relies on them standing still during a batch, as aiokafka's do.
 * **Rebalances.**  librdkafka calls the assign/revoke callbacks inside ``consume``, on that
   thread; each assigns (or unassigns) the partitions there and runs the runtime's listener on the
-  event loop, the thread waiting for it: the revoked partitions are settled and committed before
-  librdkafka gives them up, as aiokafka's listener does.
+  event loop, the thread serving the calls the listener makes meanwhile: the revoked partitions
+  are settled and committed before librdkafka gives them up, as aiokafka's listener does.
 * **Deliveries.**  ``Producer.produce`` only queues (no I/O); a thread serves the delivery
   reports (``poll``) and resolves their futures on the event loop, one hand-over per ``poll``.
-* **Blocking requests** (commits, end offsets, metadata, transactions) run on a third thread.
+  Records librdkafka fails because a restarted broker does not know their partition yet are held
+  and produced again in order (:meth:`RdProducer._hold_back`).
+* **Other requests**: end offsets and the broker check through an admin client; the producer's
+  metadata and transactions on a thread of their own.
 
 The broker outage setting becomes librdkafka's ``message.timeout.ms`` (how long a record may wait
 for delivery); keys are partitioned with Kafka's murmur2 (``partitioner=murmur2_random``), as the
 engine's other (aiokafka) producers and Java's do.
+
+Measured on the engine (docs/PERFORMANCE.md, "December 4, afternoon"): the idle engine's CPU falls
+by more than half, but librdkafka sends one produce request per partition, and under load the
+broker's extra work outweighed the engine's saving on a 2-core machine: aiokafka stays the default.
 """
 
 from __future__ import annotations
@@ -134,6 +143,9 @@ class RdConsumer:
         self._watched_topics: frozenset[str] = frozenset()
         self._watched: list[confluent_kafka.TopicPartition] = []
         self._states: dict[TopicPartition, tuple[int, int | None]] = {}
+        # where each watched partition's consumption starts (its committed offset when assigned): librdkafka
+        # has no position for a partition until a record of it was consumed
+        self._starts: dict[tuple[str, int], int] = {}
 
     # -- lifecycle
 
@@ -258,9 +270,12 @@ class RdConsumer:
         states = {}
         with contextlib.suppress(confluent_kafka.KafkaException, ValueError):  # (unassigned meanwhile: none known)
             for pos in consumer.position(parts):
-                if pos.offset >= 0:
-                    _, high = consumer.get_watermark_offsets(pos, cached=True)
-                    states[self._tp(pos.topic, pos.partition)] = (pos.offset, high if high >= 0 else None)
+                _, high = consumer.get_watermark_offsets(pos, cached=True)
+                offset = pos.offset
+                if offset < 0:  # nothing consumed of it yet: it starts from its committed offset, or an empty log's 0
+                    offset = self._starts.get((pos.topic, pos.partition), 0 if high == 0 else -1)
+                if offset >= 0:
+                    states[self._tp(pos.topic, pos.partition)] = (offset, high if high >= 0 else None)
         return states
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Fetched]]:
@@ -289,6 +304,14 @@ class RdConsumer:
     def _on_assign(self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]) -> None:
         consumer.assign(partitions)  # before the listener: it pauses the partitions whose tables it restores
         self._watched = [confluent_kafka.TopicPartition(p.topic, p.partition) for p in partitions if p.topic in self._watched_topics]
+        self._starts = {}
+        if self._watched:
+            try:
+                for c in consumer.committed(self._watched, timeout=10):
+                    if c.offset >= 0:
+                        self._starts[(c.topic, c.partition)] = c.offset
+            except confluent_kafka.KafkaException as exc:  # not known: those partitions go through the broker until one is consumed
+                log.info("stages: committed offsets not read (%r)", exc)
         if self._listener is not None:
             self._run_listener(self._listener.on_partitions_assigned([self._tp(p.topic, p.partition) for p in partitions]))
 

@@ -271,12 +271,19 @@ def assert_exact(s: dict[str, Any], customers: range, routed_first: int) -> None
         assert s["links"][i] == ctx["customer_id"], (i, s["links"][i], ctx["customer_id"])
 
 
-@pytest.fixture()
-def engine(tmp_path: Path) -> Iterator[Engine]:
+def new_engine(tmp_path: Path, **env: str) -> Engine:
+    """An engine (not started) in *tmp_path*, with *env* settings beside the test's own."""
     routing = tmp_path / "routing.toml"
     # offers stay open and no SLA timer fires: the queue counters stay still once the traffic is in
     routing.write_text("[default]\noffer_timeout_s = 36000.0\ndefault_sla_s = 36000.0\n[default.sla_s]\nchat = 36000.0\n")
     e = Engine(tmp_path / "var", routing)
+    e.env.update(env)
+    return e
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    e = new_engine(tmp_path)
     yield e
     e.stop()
 
