@@ -359,7 +359,8 @@ class RdConsumer:
         level = (confluent_kafka.IsolationLevel.READ_COMMITTED if self.config.get("isolation.level") == "read_committed"
                  else confluent_kafka.IsolationLevel.READ_UNCOMMITTED)
         asked = self._admin.list_offsets(
-            {confluent_kafka.TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps}, isolation_level=level
+            {confluent_kafka.TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps}, isolation_level=level,
+            request_timeout=5.0,  # an answer lost in a broker restart is not waited for past the next measurement
         )
         ends = {}
         try:

@@ -15,6 +15,8 @@ import pytest
 from tests.integration.conftest import RunningEngine
 from tests.integration.test_outages import engine, servers_to_stop, test_redis_then_broker_outage  # noqa: F401
 
+pytestmark = pytest.mark.librdkafka  # deselected by default: make test-librdkafka
+
 
 @pytest.fixture(scope="module", autouse=True)
 def librdkafka() -> Iterator[None]:
