@@ -27,8 +27,9 @@ How it meets asyncio:
   reports (``poll``) and resolves their futures on the event loop, one hand-over per ``poll``.
   Records librdkafka fails because a restarted broker does not know their partition yet are held
   and produced again in order (:meth:`RdProducer._hold_back`).
-* **Other requests**: end offsets and the broker check through an admin client; the producer's
-  metadata and transactions on a thread of their own.
+* **Other requests**: end offsets and the broker check with the consumer's own client (not an
+  admin client: :meth:`RdConsumer.end_offsets` says why), the producer's metadata and
+  transactions, each client's on a thread of its own.
 
 The broker outage setting becomes librdkafka's ``message.timeout.ms`` (how long a record may wait
 for delivery); keys are partitioned with Kafka's murmur2 (``partitioner=murmur2_random``), as the
@@ -57,7 +58,6 @@ from typing import Any, NamedTuple
 import confluent_kafka
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from cxstream.streams.partitioner import key_hash
 from cxstream.streams.security import librdkafka_config
@@ -111,6 +111,9 @@ def _raise_for(what: str, result: Iterable[Any]) -> None:
         raise ClientError(f"{what} failed for {', '.join(failed)}")
 
 
+_OFFSETS_TIMEOUT_S = 5.0  # an offsets or metadata request unanswered (a broker restart) is not waited for past the next measurement
+
+
 class RdConsumer:
     """A consumer-group member on librdkafka with the part of ``AIOKafkaConsumer``'s interface the runtime uses.
 
@@ -120,21 +123,22 @@ class RdConsumer:
     serves the queue while the listener runs on the event loop, so the listener's own calls (the
     commit of what was processed, the pause of partitions whose tables it restores) are made
     from inside the callback, where librdkafka expects them (a ``pause`` from the loop's thread
-    during an assignment hung the engine).  End offsets and the broker check go through an admin
-    client of their own.
+    during an assignment hung the engine).  End offsets and the broker check are requests of the
+    consumer's own client on a thread of their own (:meth:`end_offsets`).
     """
 
     def __init__(self, settings: Settings, config: Mapping[str, Any]) -> None:
         self.settings = settings  # its transport security (librdkafka_config)
         self.config = dict(config)
         self._consumer: confluent_kafka.Consumer | None = None
-        self._admin: AdminClient | None = None
+        # end offsets and the broker check, one request at a time, off the loop and the consumer's thread
+        self._offsets = _Requests("offsets")
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._topics: list[str] = []
         self._listener: Any = None
-        self._partitions: dict[str, set[int]] = {}
+        self._partitions: dict[str, list[int]] = {}
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._closed = False
         # the partitions of the watched topics (:meth:`watch`) this member is assigned, and their
@@ -161,7 +165,6 @@ class RdConsumer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._consumer = confluent_kafka.Consumer({**librdkafka_config(self.settings), **self.config})
-        self._admin = AdminClient({**librdkafka_config(self.settings), **{k: v for k, v in self.config.items() if k in _ADMIN_KEYS}})
         self._thread = threading.Thread(target=self._serve, name="cx-rdkafka-consumer", daemon=True)
         self._thread.start()
         await self._call(self._read_partitions, self._topics)
@@ -173,6 +176,8 @@ class RdConsumer:
         if self._consumer is None or self._closed:
             return
         try:
+            # no offsets request may run on the client once it is closed
+            await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._offsets.pool.shutdown, cancel_futures=True))
             await self._call(self._close)
         finally:
             self._calls.put(_STOP)
@@ -352,50 +357,57 @@ class RdConsumer:
         _raise_for("commit", result or [])
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The end offsets of *tps* (the last stable offsets under read_committed), asked of the broker."""
+        """The end offsets of *tps*, asked of the broker.
+
+        A metadata request first (it fails fast if the broker does not answer), then one
+        ListOffsets per partition to its leader (``get_watermark_offsets``), on the offsets thread.
+        Not librdkafka's admin client: after a broker restart its ListOffsets failed with "No
+        leaders found" for 90 s and more (the leaders it had cached were gone; the CI machine's
+        ``cx_broker_up`` stayed 0 after the outage test), and during a restart it aborted the
+        process (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0'``, librdkafka
+        issue #3663), both seen in ``test_librdkafka_outage.py``."""
         if not tps:
             return {}
-        assert self._admin is not None
-        level = (confluent_kafka.IsolationLevel.READ_COMMITTED if self.config.get("isolation.level") == "read_committed"
-                 else confluent_kafka.IsolationLevel.READ_UNCOMMITTED)
-        asked = self._admin.list_offsets(
-            {confluent_kafka.TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps}, isolation_level=level,
-            request_timeout=5.0,  # an answer lost in a broker restart is not waited for past the next measurement
-        )
-        ends = {}
-        try:
-            for part, fut in asked.items():
-                ends[self._tp(part.topic, part.partition)] = (await asyncio.wrap_future(fut)).offset
-        finally:
-            self._admin.poll(0)  # its log lines
+        ends: dict[TopicPartition, int] = await self._offsets(self._query_ends, list(tps))
         return ends
 
-    async def fetch_all_metadata(self, timeout_s: float = 5.0) -> None:
+    def _query_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        consumer = self.consumer
+        consumer.list_topics(timeout=_OFFSETS_TIMEOUT_S)
+        ends = {}
+        for tp in tps:
+            _, high = consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(tp.topic, tp.partition), timeout=_OFFSETS_TIMEOUT_S, cached=False
+            )
+            ends[tp] = high
+        return ends
+
+    async def fetch_all_metadata(self, timeout_s: float = _OFFSETS_TIMEOUT_S) -> None:
         """Ask the broker for the cluster's metadata (raises if it does not answer)."""
-        assert self._admin is not None
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._admin.list_topics, timeout=timeout_s))
-        finally:
-            self._admin.poll(0)  # its log lines
+        await self._offsets(self.consumer.list_topics, timeout=timeout_s)
 
     def _read_partitions(self, topics: Sequence[str]) -> None:
-        metadata = self.consumer.list_topics(timeout=30)
-        for topic in topics:
-            found = metadata.topics.get(topic)
-            if found is not None and found.error is None:
-                self._partitions[topic] = set(found.partitions)
+        self._partitions.update(_topic_partitions(self.consumer, topics))
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         """The partitions of *topic* as of the start (the engine's topics are made before it starts)."""
-        return self._partitions.get(topic)
+        parts = self._partitions.get(topic)
+        return None if parts is None else set(parts)
 
     def consumer_group_metadata(self) -> Any:
         return self.consumer.consumer_group_metadata()
 
 
+def _topic_partitions(client: Any, topics: Sequence[str]) -> dict[str, list[int]]:
+    """The partitions (sorted) of each of *topics* in the cluster's metadata, read by *client* (a topic it lacks is left out)."""
+    if not topics:
+        return {}
+    metadata = client.list_topics(timeout=30)
+    found = {topic: metadata.topics.get(topic) for topic in topics}
+    return {topic: sorted(t.partitions) for topic, t in found.items() if t is not None and t.error is None}
+
+
 _STOP = object()  # the consumer thread's last call
-#: what an admin client takes of the consumer's configuration (where the brokers are, how to connect)
-_ADMIN_KEYS = frozenset({"bootstrap.servers", "logger", "log.connection.close", "socket.nagle.disable"})
 
 
 def _set_future(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -584,13 +596,7 @@ class RdProducer:
         return True
 
     def _read_partitions(self, topics: Sequence[str]) -> None:
-        if not topics:
-            return
-        metadata = self.producer.list_topics(timeout=30)
-        for topic in topics:
-            found = metadata.topics.get(topic)
-            if found is not None and found.error is None:
-                self._partitions[topic] = sorted(found.partitions)
+        self._partitions.update(_topic_partitions(self.producer, topics))
 
     def partition_for(self, topic: str, key: bytes) -> int | None:
         """The partition librdkafka's murmur2 partitioner gives *key* (Kafka's default), None if *topic* is unknown."""

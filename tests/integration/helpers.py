@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cxstream.schemas import Record
@@ -124,3 +125,11 @@ def trace(engine: Any, *needles: str, topics: Iterable[str] = (), log_lines: int
     lines.append(f"engine log, last {log_lines} warnings and errors of {len(warnings)}:")
     lines += [f"    {line[:300]}" for line in warnings[-log_lines:]]
     return "\n".join(lines)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stages_on_librdkafka() -> Iterator[None]:
+    """Imported by a test module: every engine it starts (they inherit the environment) runs its stages on librdkafka."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CX_STAGE_CLIENT", "librdkafka")
+        yield

@@ -2,26 +2,23 @@
 
 Every other test runs the stages on the default client, aiokafka.  This module runs again, on
 engines of its own whose stages' consumer and producer are librdkafka's (cxstream/streams/rdkafka.py):
-the pipeline end to end (contexts, assignments, duplicates, dead letters), local delivery with two
-workers, exactly once (transactions, offsets past their markers); and
+the pipeline end to end (contexts, assignments, duplicates, dead letters), local delivery with one
+and two workers, exactly once (transactions, offsets past their markers); and
 ``test_librdkafka_outage.py`` the Redis and broker outages.
-
-Left out: ``test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker``.  On the CI
-machine its librdkafka engine once delivered no record to the context stage locally (it passed in
-every run on the development machine); the cause is not found yet.  These modules run with
-``make test-librdkafka``, not in ``make test``: on the CI machine the outage test failed once too
-(``cx_broker_up`` did not come back within 30 s of the broker).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.integration.conftest import RunningEngine
+from tests.integration.helpers import stages_on_librdkafka  # noqa: F401  (autouse: this module's engines)
 from tests.integration.test_exactly_once import eos_engine, test_routes_with_transactions_and_commits_past_their_markers  # noqa: F401
-from tests.integration.test_local_delivery import test_two_workers_deliver_locally_only_what_they_own_and_lose_nothing  # noqa: F401
+from tests.integration.test_local_delivery import (  # noqa: F401
+    engines,
+    test_local_delivery_gives_the_same_contexts_and_assignments_as_the_broker,
+    test_two_workers_deliver_locally_only_what_they_own_and_lose_nothing,
+)
 from tests.integration.test_pipeline import (  # noqa: F401
     test_contact_waits_in_queue_until_an_advisor_frees_up,
     test_duplicate_event_is_applied_once,
@@ -30,14 +27,6 @@ from tests.integration.test_pipeline import (  # noqa: F401
 )
 
 pytestmark = pytest.mark.librdkafka  # deselected by default: make test-librdkafka
-
-
-@pytest.fixture(scope="module", autouse=True)
-def librdkafka() -> Iterator[None]:
-    """Every engine this module starts (they inherit the environment) runs its stages on librdkafka."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CX_STAGE_CLIENT", "librdkafka")
-        yield
 
 
 def test_the_stages_ran_on_librdkafka(engine: RunningEngine) -> None:
