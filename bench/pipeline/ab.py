@@ -41,6 +41,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "stage_wait": final.get("stage_wait"),
         "loop_phases": final.get("loop_phases"),
         "passed": final.get("passed"),
+        "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),
         "why": final.get("why"),
     }
 
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append({"variant": name, "rate": rate, "repeat": rep, "error": proc.returncode})
                         continue
                     if args.drain:
-                        d = json.loads(out.read_text())["engine_drain"]
+                        doc_ = json.loads(out.read_text())
+                        d = {**doc_["engine_drain"], "machine_speed": doc_["environment"].get("machine_speed_at_start")}
                         print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %, "
                               f"cpu {d.get('cpu_by_process')}",
                               flush=True)

@@ -41,6 +41,7 @@ import msgspec
 from cxstream.agents.ingest import route_customer_event
 from cxstream.agents.nba import NBA
 from cxstream.agents.scoring import Scorer, features_of, language_detector, with_health
+from cxstream.bench.loadgen import machine_speed
 from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context.model import CustomerContext, context_json, decode_context, encode_context
 from cxstream.context.resolver import Resolver
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "benchmark": "hot-path parts, in-process, per input",
         "command": "bench/pipeline/costs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "speed": machine_speed()},
         "inputs": n, "inbound_texts": len(texts), "routable_contacts": len(opened), "models": models,
         "parts": rows, "us_per_input_in_parts": round(total, 1), "state": state,
         "method": "each part timed alone over the sample (faster of two passes), weighted by calls per input; "

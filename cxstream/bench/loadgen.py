@@ -204,10 +204,13 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout:
 class ProcSampler:
     """RSS (MB) and CPU seconds of process trees (the engines; the broker, Redis and the lookup client in :class:`CpuSplit`)."""
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, pids: list[int], part: str = "tree") -> None:
+        """*part*: ``tree`` (the processes and their descendants), ``main`` (the processes alone) or
+        ``children`` (their descendants alone: an engine's API worker processes)."""
         import psutil
 
         self._psutil = psutil
+        self.part = part
         self.procs = [psutil.Process(p) for p in pids]
         self._cpu: dict[int, float] = {}  # pid -> its CPU seconds when last read
         self.peak_rss_mb = 0.0
@@ -217,8 +220,10 @@ class ProcSampler:
         out = []
         for p in self.procs:
             with contextlib.suppress(self._psutil.Error):
-                out.append(p)
-                out.extend(p.children(recursive=True))
+                if self.part != "children":
+                    out.append(p)
+                if self.part != "main":
+                    out.extend(p.children(recursive=True))
         return out
 
     def rss_mb(self) -> float:
@@ -542,7 +547,7 @@ class StepResult:
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
-    cpu_by_process: dict[str, float] | None = None  # the same split: engine, broker, redis, harness, lookups, other (cpu_split)
+    cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
@@ -757,6 +762,7 @@ class Bench:
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
+        self.speed_at_start: dict[str, Any] | None = None  # machine_speed() when the run began
         self.tag = f"{os.getpid():x}{random.Random().getrandbits(16):04x}"
         self.prefix = f"bench{self.tag}."
         self.app_id = f"cxbench-{self.tag}"
@@ -869,7 +875,8 @@ class Bench:
                 profiler = None
                 if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
                     profiler = await self._start_profiler(engines[0].proc.pid, time.time(), f"{kind}{run}.folded")
-                split = CpuSplit({"engine": ProcSampler([e.proc.pid for e in engines]),
+                pids = [e.proc.pid for e in engines]
+                split = CpuSplit({"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children"),
                                   **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])})
                 split.mark("began")
                 changelogs0 = await lag.changelog_ends()
@@ -1025,7 +1032,8 @@ class Bench:
         marks: dict[str, tuple[float, float, float, list[Any]]] = {}
         machine: dict[str, float] = {}
         changelogs: dict[str, dict[str, int]] = {}
-        split = CpuSplit({"engine": sampler, **self.server_samplers(),
+        pids = [e.proc.pid for e in engines]
+        split = CpuSplit({"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children"), **self.server_samplers(),
                           **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})})
 
         async def mark(name: str, at: float) -> None:
@@ -1211,7 +1219,7 @@ class Bench:
             return {"engine_drain_rate": round(median([d["rate"] for d in drains]), 1), "engine_drain": drain,
                     "engine_drains": [round(d["rate"], 1) for d in drains], **self.result,
                     "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
-                    "environment": {**environment(), "engine_src": opts.engine_src or str(REPO)}}
+                    "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO)}}
         # 1. references, on the idle broker
         if not opts.skip_refs:
             log(f"references: producing {opts.ref_events} workload records")
@@ -1461,7 +1469,7 @@ class Bench:
             "steps": [asdict(s) for s in steps],
             **self.result,
             "options": {k: v for k, v in asdict(opts).items()},
-            "environment": {**environment(), "engine_src": opts.engine_src or str(REPO),
+            "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO),
                             "note": "git_head/git_modified describe the harness checkout; the engine ran from engine_src"},
             "method": {
                 "offered_rate": "generator records planned per second (open loop, latency from the planned time)",
@@ -1546,13 +1554,40 @@ def machine_busy_s() -> float:
     return float(sum(c) - c.idle - getattr(c, "iowait", 0.0))
 
 
-def environment() -> dict[str, Any]:
+def machine_speed(rounds: int = 5) -> dict[str, Any]:
+    """How fast this machine runs Python now: one fixed piece of work timed *rounds* times, ms (median and best).
+
+    A shared machine's speed drifts (the same in-process costs, ``bench/pipeline/costs.py``, took
+    2.3x as long on December 4 as on the evening before), so a figure is comparable with another run's only if their
+    speeds match; within one run, compare ratios.  Also the CPU's model and clock as the kernel
+    reports them."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        table: dict[int, int] = {}
+        for i in range(300_000):
+            table[i & 1023] = table.get(i & 1023, 0) + i
+        times.append((time.perf_counter() - started) * 1000)
+    speed: dict[str, Any] = {"python_ms": round(median(times), 1), "python_ms_best": round(min(times), 1),
+                             "work": "300,000 dict updates in a Python loop"}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() in ("model name", "cpu MHz") and name.strip() not in speed:
+                speed[name.strip()] = value.strip()
+    return speed
+
+
+def environment(speed_at_start: Mapping[str, Any] | None = None) -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine_speed_at_end": machine_speed(),
     }
+    if speed_at_start is not None:
+        env["machine_speed_at_start"] = dict(speed_at_start)
     with contextlib.suppress(Exception):
         env["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                          cwd=REPO, timeout=5).stdout.strip()
@@ -1564,6 +1599,8 @@ def environment() -> dict[str, Any]:
 
 def run(opts: Options) -> dict[str, Any]:
     bench = Bench(opts)
+    bench.speed_at_start = machine_speed()
+    log(f"machine speed: {bench.speed_at_start['python_ms']} ms for {bench.speed_at_start['work']}")
     log(f"working in {bench.base}")
     try:
         with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis") as rds:
