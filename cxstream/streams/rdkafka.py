@@ -362,10 +362,9 @@ class RdConsumer:
         A metadata request first (it fails fast if the broker does not answer), then one
         ListOffsets per partition to its leader (``get_watermark_offsets``), on the offsets thread.
         Not librdkafka's admin client: after a broker restart its ListOffsets failed with "No
-        leaders found" for 90 s and more (the leaders it had cached were gone; the CI machine's
-        ``cx_broker_up`` stayed 0 after the outage test), and during a restart it aborted the
-        process (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0'``, librdkafka
-        issue #3663), both seen in ``test_librdkafka_outage.py``."""
+        leaders found" for 90 s and more (it kept the leaders it had cached; the CI machine's
+        ``cx_broker_up`` stayed 0 after the outage test; ``test_librdkafka_outage.py``), and its
+        requests are where librdkafka issue #3663 aborts a process (``EmbeddedKafka.wait_healthy``)."""
         if not tps:
             return {}
         ends: dict[TopicPartition, int] = await self._offsets(self._query_ends, list(tps))
