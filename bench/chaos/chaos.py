@@ -120,6 +120,7 @@ class Chaos:
             await asyncio.to_thread(self.servers.stop)
             if not a.keep:
                 shutil.rmtree(self.base, ignore_errors=True)
+        env_at_end = environment()
         return {
             "what": "make chaos: faults injected into a running engine (2 workers, embedded Apache Kafka and Redis); "
                     "every acknowledged input accounted for by event id (docs/RELIABILITY.md)",
@@ -129,8 +130,9 @@ class Chaos:
             "command": "make chaos" + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""),
             "faults": self.faults, **self.result,
             "method": METHOD, "options": vars(a), "ring_size": RING, "elapsed_s": round(time.time() - began, 1),
-            "environment": {**env_at_start, "loadavg_at_start": env_at_start.pop("loadavg_at_end"),
-                            "loadavg_at_end": environment()["loadavg_at_end"]},
+            "environment": {**env_at_start, "loadavg_at_start": env_at_start["loadavg_at_end"],
+                            "machine_speed_at_start": env_at_start["machine_speed_at_end"],
+                            **{k: env_at_end[k] for k in ("loadavg_at_end", "machine_speed_at_end")}},
         }
 
     async def watchdog(self, t0: float, died: list[dict[str, Any]]) -> None:

@@ -875,9 +875,7 @@ class Bench:
                 profiler = None
                 if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
                     profiler = await self._start_profiler(engines[0].proc.pid, time.time(), f"{kind}{run}.folded")
-                pids = [e.proc.pid for e in engines]
-                split = CpuSplit({"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children"),
-                                  **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])})
+                split = CpuSplit({**engine_samplers(engines), **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])})
                 split.mark("began")
                 changelogs0 = await lag.changelog_ends()
                 began, busy0 = time.time(), machine_busy_s()
@@ -1032,8 +1030,7 @@ class Bench:
         marks: dict[str, tuple[float, float, float, list[Any]]] = {}
         machine: dict[str, float] = {}
         changelogs: dict[str, dict[str, int]] = {}
-        pids = [e.proc.pid for e in engines]
-        split = CpuSplit({"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children"), **self.server_samplers(),
+        split = CpuSplit({**engine_samplers(engines), **self.server_samplers(),
                           **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})})
 
         async def mark(name: str, at: float) -> None:
@@ -1508,6 +1505,12 @@ class Bench:
             },
         }
         return out
+
+
+def engine_samplers(engines: Sequence[EngineProc]) -> dict[str, ProcSampler]:
+    """:class:`CpuSplit`'s groups for the engines: the engine processes themselves, and their API worker processes."""
+    pids = [e.proc.pid for e in engines]
+    return {"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children")}
 
 
 class CpuSplit:

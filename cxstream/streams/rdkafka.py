@@ -36,8 +36,9 @@ for delivery); keys are partitioned with Kafka's murmur2 (``partitioner=murmur2_
 engine's other (aiokafka) producers and Java's do.
 
 Measured on the engine (docs/PERFORMANCE.md, "December 4, afternoon"): the idle engine's CPU falls
-by more than half, but librdkafka sends one produce request per partition, and under load the
-broker's extra work outweighed the engine's saving on a 2-core machine: aiokafka stays the default.
+by more than half, but under load the broker works harder (the producer sends one produce request
+per partition, and the consumer costs it more too), and on a 2-core machine that outweighed the
+engine's saving: aiokafka stays the default.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ class _Requests:
     async def __call__(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False)
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop taking requests; *wait* for the one running (those queued are dropped)."""
+        self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _raise_for(what: str, result: Iterable[Any]) -> None:
@@ -138,7 +140,7 @@ class RdConsumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._topics: list[str] = []
         self._listener: Any = None
-        self._partitions: dict[str, list[int]] = {}
+        self._partitions: dict[str, set[int]] = {}
         self._tps: dict[tuple[str, int], TopicPartition] = {}
         self._closed = False
         # the partitions of the watched topics (:meth:`watch`) this member is assigned, and their
@@ -177,7 +179,7 @@ class RdConsumer:
             return
         try:
             # no offsets request may run on the client once it is closed
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._offsets.pool.shutdown, cancel_futures=True))
+            await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._offsets.shutdown, wait=True))
             await self._call(self._close)
         finally:
             self._calls.put(_STOP)
@@ -386,12 +388,11 @@ class RdConsumer:
         await self._offsets(self.consumer.list_topics, timeout=timeout_s)
 
     def _read_partitions(self, topics: Sequence[str]) -> None:
-        self._partitions.update(_topic_partitions(self.consumer, topics))
+        self._partitions.update({topic: set(parts) for topic, parts in _topic_partitions(self.consumer, topics).items()})
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         """The partitions of *topic* as of the start (the engine's topics are made before it starts)."""
-        parts = self._partitions.get(topic)
-        return None if parts is None else set(parts)
+        return self._partitions.get(topic)
 
     def consumer_group_metadata(self) -> Any:
         return self.consumer.consumer_group_metadata()
