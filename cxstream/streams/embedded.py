@@ -491,9 +491,10 @@ class EmbeddedKafka(_JavaServer):
                 elif OFFSETS_TOPIC not in md.topics:
                     # Kafka creates it at the first FindCoordinator; done here, consumer groups
                     # do not start with a burst of GroupCoordinatorNotAvailable errors.  Only on a
-                    # broker that never had it: during a restart, while the broker loads its logs, the
-                    # admin request aborted the whole process (librdkafka issue #3663, "eonce->refcnt
-                    # > 0"; tests/integration/test_librdkafka_outage.py), and the topic comes back by itself.
+                    # broker that never had it (after a restart the topic comes back by itself): an admin
+                    # request during a restart is what librdkafka issue #3663 ("eonce->refcnt > 0") aborts
+                    # a process in, and the first aborts of tests/integration/test_librdkafka_outage.py
+                    # had this one in flight (it still aborts sometimes without it: docs/ARCHITECTURE.md).
                     problem = "no consumer offsets topic yet"
                     if not any((self.data_dir / "data").glob(f"{OFFSETS_TOPIC}-*")):
                         with contextlib.suppress(Exception):

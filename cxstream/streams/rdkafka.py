@@ -365,8 +365,7 @@ class RdConsumer:
         ListOffsets per partition to its leader (``get_watermark_offsets``), on the offsets thread.
         Not librdkafka's admin client: after a broker restart its ListOffsets failed with "No
         leaders found" for 90 s and more (it kept the leaders it had cached; the CI machine's
-        ``cx_broker_up`` stayed 0 after the outage test; ``test_librdkafka_outage.py``), and its
-        requests are where librdkafka issue #3663 aborts a process (``EmbeddedKafka.wait_healthy``)."""
+        ``cx_broker_up`` stayed 0 after the outage test; ``test_librdkafka_outage.py``)."""
         if not tps:
             return {}
         ends: dict[TopicPartition, int] = await self._offsets(self._query_ends, list(tps))

@@ -18,7 +18,7 @@ from tests.e2e.test_restart import (  # noqa: F401
     test_kill_9_mid_replay_loses_nothing_acknowledged_and_counts_nothing_twice,
 )
 
-pytestmark = pytest.mark.librdkafka  # alone: make test-librdkafka
+pytestmark = pytest.mark.librdkafka  # deselected by default: make test-librdkafka
 
 
 @pytest.fixture()

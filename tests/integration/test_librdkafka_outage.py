@@ -24,7 +24,7 @@ from tests.integration.conftest import RunningEngine
 from tests.integration.helpers import stages_on_librdkafka  # noqa: F401  (autouse: this module's engines)
 from tests.integration.test_outages import engine, servers_to_stop, test_redis_then_broker_outage  # noqa: F401
 
-pytestmark = pytest.mark.librdkafka  # alone: make test-librdkafka
+pytestmark = pytest.mark.librdkafka  # deselected by default: make test-librdkafka
 
 
 def test_the_outage_engine_ran_on_librdkafka(engine: RunningEngine) -> None:  # noqa: F811
@@ -37,8 +37,8 @@ def test_end_offsets_are_read_again_soon_after_a_broker_restart(tmp_path: Path) 
     They were read by librdkafka's admin client, which after a restart failed every request with
     "No leaders found" for 90 s and more (on the CI machine ``cx_broker_up`` stayed 0 after the
     outage); they are asked with the consumer's own client now (``RdConsumer.end_offsets``).  This
-    test also found the embedded broker's readiness check aborting the test process during the
-    restart (librdkafka issue #3663; ``EmbeddedKafka.wait_healthy``)."""
+    test's process also aborts in some runs during the restart (librdkafka issue #3663; see
+    docs/ARCHITECTURE.md, "The stages' Kafka client")."""
     topics = ["rd.a", "rd.b"]
     tps = [TopicPartition(topic, p) for topic in topics for p in range(2)]
 

@@ -26,7 +26,7 @@ from tests.integration.test_pipeline import (  # noqa: F401
     test_malformed_events_go_to_the_dead_letter_topic_with_reason,
 )
 
-pytestmark = pytest.mark.librdkafka  # alone: make test-librdkafka
+pytestmark = pytest.mark.librdkafka  # deselected by default: make test-librdkafka
 
 
 def test_the_stages_ran_on_librdkafka(engine: RunningEngine) -> None:
