@@ -1,7 +1,7 @@
 """One Kafka hop with aiokafka and with confluent-kafka (librdkafka): the relay's CPU per record and the hop's latency.
 
 Issue 17's latency work found the engine's CPU going per loop round rather than per record
-(docs/PERFORMANCE.md, December 4): about a fifth of its samples at 410/s, and nearly half idle,
+(docs/PERFORMANCE.md, "What limits them"): about a fifth of its samples at 410/s, and nearly half idle,
 are aiokafka building and parsing requests in Python.  Before the batch runtime's transport is
 replaced, this measures what a replacement would gain, on the embedded Apache Kafka:
 

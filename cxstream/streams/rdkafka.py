@@ -35,7 +35,8 @@ The broker outage setting becomes librdkafka's ``message.timeout.ms`` (how long 
 for delivery); keys are partitioned with Kafka's murmur2 (``partitioner=murmur2_random``), as the
 engine's other (aiokafka) producers and Java's do.
 
-Measured on the engine (docs/PERFORMANCE.md, "December 4, afternoon"): the idle engine's CPU falls
+Measured on the engine (docs/PERFORMANCE.md, "Levers measured"; the runs in
+bench/results/performance-history.md, "December 4, afternoon"): the idle engine's CPU falls
 by more than half, but under load the broker works harder (the producer sends one produce request
 per partition, and the consumer costs it more too), and on a 2-core machine that outweighed the
 engine's saving: aiokafka stays the default.
