@@ -5,6 +5,7 @@
 # the long final run of docs/PERFORMANCE.md (>= 10 min, >= 10,000 contacts) takes ~30 minutes:
 #   OUT=bench/results/pipeline-kafka.json TIMEOUT=3600 bash bench/pipeline/run.sh --duration 600 \
 #       --final-contacts 10000 --max-final-duration 1200
+#   .venv/bin/python bench/pipeline/plot_minutes.py bench/results/pipeline-kafka.json --out bench/results/pipeline-kafka.png
 #   CUSTOMERS=100000 WORKERS=2 bash bench/pipeline/run.sh      # other sizes
 #   bash bench/pipeline/run.sh --engine-src /tmp/snapshot        # extra options are passed on
 set -euo pipefail

@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cxstream.bench.loadgen import API_KEY, EngineProc, Options, parse_metrics, start_engine, stop_process, wait_ready
 from cxstream.context.model import context_json
 from cxstream.replay.desktop import DesktopProfile, respond
+from cxstream.replay.publish import read_to_end
 from cxstream.replay.recording import Planned
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent
 from cxstream.streams import topics as t
@@ -470,29 +471,7 @@ class GroupLag:
 # --------------------------------------------------------------------------- reading the results
 async def read_topic(bootstrap: str, topic: str) -> list[tuple[int, int, bytes]]:
     """Every record of *topic* now: (partition, offset, value)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 * 2**20)
-    await consumer.start()
-    try:
-        tps = await partitions_of(consumer, topic, timeout=60)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        out: list[tuple[int, int, bytes]] = []
-        left = {tp for tp in tps if ends[tp] > starts[tp]}
-        while left:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=20000)
-            for tp, msgs in batch.items():
-                out.extend((tp.partition, m.offset, m.value or b"") for m in msgs)
-                if msgs and msgs[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    return [(m.partition, m.offset, m.value or b"") for m in await read_to_end(bootstrap, topic)]
 
 
 async def read_contexts(redis_url: str) -> list[dict[str, Any]]:

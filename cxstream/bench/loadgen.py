@@ -59,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
@@ -78,9 +78,9 @@ from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
 from cxstream.intel.features import telco_features, telco_label
 from cxstream.intel.intent import IntentModel
 from cxstream.replay.desktop import DesktopProfile, respond
-from cxstream.replay.publish import LatencySummary, end_offsets
+from cxstream.replay.publish import LatencySummary, end_offsets, read_to_end
 from cxstream.replay.recording import Planned, plan
-from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent, ResolveRequest
+from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent, ResolveRequest, RoutingEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
@@ -91,6 +91,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench" / "pipeline"
 _assignment = msgspec.json.Decoder(Assignment)
 _resolve_request = msgspec.json.Decoder(ResolveRequest)
+_routing_event = msgspec.json.Decoder(RoutingEvent)
 # greedy: label values hold braces (route="/customers/{customer_id}/context"); a sample may have no labels
 _METRIC = re.compile(r'^(\w+)(?:\{(.*)\})?\s+([0-9.eE+-]+|NaN|\+Inf)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -286,42 +287,114 @@ async def resolve_times(bootstrap: str, topic: str, since_s: float, contacts: se
     Ingest's producer stamps a record when the stage's batch sends it, so this is when ingest was
     done with the contact's ``contact_opened`` (:func:`hop_breakdown`).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     out: dict[str, float] = {}
-    try:
-        tps = await partitions_of(consumer, topic)
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps})
-        todo = set()
-        for tp in tps:
-            found = starts.get(tp)
-            begin = found.offset if found is not None else ends[tp]
-            consumer.seek(tp, begin)
-            if begin < ends[tp]:
-                todo.add(tp)
-        deadline = time.time() + 60
-        while todo and time.time() < deadline:
-            for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500, max_records=20000)).items():
-                for m in msgs:
-                    if m.offset >= ends[tp] - 1:
-                        todo.discard(tp)
-                    try:
-                        event = _resolve_request.decode(m.value).event
-                    except msgspec.DecodeError:
-                        continue
-                    contact = getattr(event, "contact_id", None)
-                    if contact in contacts and event.kind == "contact_opened" and contact not in out:
-                        out[contact] = m.timestamp / 1000.0
-    finally:
-        await consumer.stop()
+    for m in await read_to_end(bootstrap, topic, since_s=since_s):
+        try:
+            event = _resolve_request.decode(m.value).event
+        except msgspec.DecodeError:
+            continue
+        contact = getattr(event, "contact_id", None)
+        if contact in contacts and event.kind == "contact_opened" and contact not in out:
+            out[contact] = m.timestamp / 1000.0
     return out
+
+
+async def queued_contacts(bootstrap: str, topic: str, since_s: float, contacts: set[str]) -> set[str]:
+    """Which of *contacts* the router queued (a ``queued`` routing event on *topic* from *since_s* on).
+
+    A contact is queued when no advisor took it on arrival: none eligible was free, or the
+    ``default`` policy held it for the customer's last advisor (``sticky_wait_s``) or for a faster
+    advisor about to free up.  Its e2e then holds that wait, which is the contact centre's, not the
+    engine's.
+    """
+    out: set[str] = set()
+    for m in await read_to_end(bootstrap, topic, since_s=since_s):
+        try:
+            event = _routing_event.decode(m.value)
+        except msgspec.DecodeError:
+            continue
+        if event.kind == "queued" and event.contact_id in contacts:
+            out.add(event.contact_id)
+    return out
+
+
+def by_minute_summary(
+    of_contact: Mapping[str, tuple[int, float, float]], queued: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Each minute's e2e summary, from each contact's ``(minute, e2e s, e2e_decision s)``.
+
+    Under ``decision`` the same contacts' ``e2e_decision``; with *queued* (the contacts the router
+    queued: :func:`queued_contacts`), under ``on_arrival`` the e2e of the others, offered on arrival.
+
+    >>> rows = by_minute_summary({"a": (0, 0.010, 0.005), "b": (0, 0.020, 0.006), "c": (1, 0.030, 0.007)}, queued={"b"})
+    >>> [(r["minute"], r["count"], r["decision"]["count"], r["on_arrival"]["count"]) for r in rows]
+    [(0, 2, 2, 1), (1, 1, 1, 1)]
+    """
+    minutes: dict[int, tuple[list[float], list[float], list[float]]] = {}
+    for c, (minute, e2e, decision) in of_contact.items():
+        e, d, a = minutes.setdefault(minute, ([], [], []))
+        e.append(e2e)
+        d.append(decision)
+        if queued is not None and c not in queued:
+            a.append(e2e)
+    return [{"minute": m, **LatencySummary.of(e).as_dict(), "decision": LatencySummary.of(d).as_dict(),
+             **({"on_arrival": LatencySummary.of(a).as_dict()} if queued is not None else {})}
+            for m, (e, d, a) in sorted(minutes.items())]
+
+
+def whole_minutes(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """*rows* (per minute, each with a ``count``) without a last minute that is not whole.
+
+    A last minute with fewer than half the mean count of the others holds the run's last seconds
+    only: its percentiles rest on a handful of contacts.
+
+    >>> [r["minute"] for r in whole_minutes([{"minute": 0, "count": 100}, {"minute": 1, "count": 98}, {"minute": 2, "count": 7}])]
+    [0, 1]
+    """
+    rows = list(rows)
+    if len(rows) >= 2 and rows[-1]["count"] < 0.5 * sum(r["count"] for r in rows[:-1]) / (len(rows) - 1):
+        rows.pop()
+    return rows
+
+
+def minute_trend(rows: Sequence[Mapping[str, Any]], key: str = "p99_ms", *, alpha: float = 0.05) -> dict[str, Any] | None:
+    """Whether a per-minute figure (*key* of :func:`by_minute_summary`'s rows) drifts up over a run.
+
+    The Mann-Kendall test (Kendall's tau of the figure against the minute, ``scipy.stats.kendalltau``):
+    ``upward`` when tau > 0 with a p-value under *alpha*.  Also the least-squares slope (ms per
+    minute) and the medians of the first and second halves, to read the size of a drift.  None
+    with fewer than 4 minutes (no test is meaningful).  A last minute that is not whole (fewer
+    than half the mean count of the others) is left out: its p99 rests on a handful of contacts.
+
+    >>> flat = [{"minute": m, "count": 100, "p99_ms": v} for m, v in enumerate([20, 22, 19, 21, 20, 22, 19, 21])]
+    >>> minute_trend(flat)["upward"]
+    False
+    >>> rising = [{"minute": m, "count": 100, "p99_ms": 20 + 3 * m} for m in range(8)]
+    >>> t = minute_trend(rising); t["upward"], t["slope_ms_per_minute"]
+    (True, 3.0)
+    """
+    from scipy.stats import kendalltau  # a dependency already (River's, and eval nba's L-BFGS)
+
+    rows = whole_minutes([r for r in rows if r.get(key) is not None])
+    if len(rows) < 4:
+        return None
+    xs = [float(r["minute"]) for r in rows]
+    ys = [float(r[key]) for r in rows]
+    tau, p = kendalltau(xs, ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    half = len(ys) // 2
+    return {
+        "figure": key, "minutes": len(ys), "kendall_tau": round(float(tau), 3), "p_value": round(float(p), 4),
+        "upward": bool(tau > 0 and p < alpha), "slope_ms_per_minute": round(slope, 3),
+        "first_half_median": round(median(ys[:half]), 3), "second_half_median": round(median(ys[half:]), 3),
+        "max": round(max(ys), 3),
+    }
 
 
 def hop_breakdown(
     window: Sequence[str], planned: Mapping[str, float], sent: Mapping[str, float], resolved: Mapping[str, float],
-    assigned: Mapping[str, float], first: Mapping[str, tuple[float, Assignment]],
+    assigned: Mapping[str, float], first: Mapping[str, tuple[float, Assignment]], slowest_n: int = 20,
 ) -> dict[str, Any]:
     """Where the e2e of the contacts goes, hop by hop.
 
@@ -341,6 +414,10 @@ def hop_breakdown(
     contacts (they skip identity), so a contact offered the moment it arrives can show the lag of
     its own path behind theirs.  It cannot be taken off the e2e as staffing.
 
+    ``slowest``: the *slowest_n* contacts by e2e, each with its segments, its planned time and
+    what the assignment says of it (channel, attempt, customer, language, intent), to tell a
+    tail's cause.
+
     >>> a = Assignment(assignment_id="a", contact_id="c", customer_id="u", advisor_id="v", routing_group="billing",
     ...                channel="chat", contact_opened_at=1.0, decided_at=1.0, waited_s=0.0)
     >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)})
@@ -349,6 +426,7 @@ def hop_breakdown(
     """
     names = ("send", "ingest", "identity_to_router", "to_consumer")
     segments: dict[str, list[float]] = {name: [] for name in (*names, "router_waited", "e2e")}
+    each: list[tuple[float, str, tuple[float, ...], Assignment]] = []
     for c in window:
         got = first.get(c)
         if got is None or c not in sent or c not in resolved or c not in assigned:
@@ -359,7 +437,16 @@ def hop_breakdown(
             segments[name].append(max(0.0, end - begin))
         segments["router_waited"].append(assignment.waited_s)
         segments["e2e"].append(consumed - planned[c])
-    return {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()}}
+        each.append((consumed - planned[c], c, stamps, assignment))
+    slowest = [
+        {"contact": c, "e2e_ms": round(1000 * e2e, 1), "planned_at": round(stamps[0], 3),
+         **{f"{name}_ms": round(1000 * max(0.0, end - begin), 1) for name, begin, end in zip(names, stamps, stamps[1:], strict=False)},
+         "router_waited_ms": round(1000 * a.waited_s, 1), "channel": a.channel, "attempt": a.attempt,
+         "customer_id": a.customer_id, "language": a.language, "intent": a.intent}
+        for e2e, c, stamps, a in heapq.nlargest(slowest_n, each, key=lambda x: x[0])
+    ]
+    return {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()},
+            "slowest": slowest}
 
 
 def accepted_inputs(samples: list[tuple[str, dict[str, str], float]], prefix: str) -> float:
@@ -551,6 +638,9 @@ class StepResult:
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
+    e2e_trend: dict[str, Any] | None = None  # minute_trend of the per-minute p99: e2e, e2e_decision, e2e_on_arrival
+    e2e_on_arrival: dict[str, Any] | None = None  # the e2e of the contacts the router offered on arrival (not queued)
+    queued_at_router: dict[str, Any] | None = None  # the contacts it queued (no eligible advisor free, or a policy hold)
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
     passed: bool = False
     why: str = ""
@@ -1070,15 +1160,15 @@ class Bench:
         window_s = max(1e-6, e_at - w_at)
         achieved = (accepted_inputs(e_samples, self.prefix) - accepted_inputs(w_samples, self.prefix)) / window_s
         e2e, decision, waited = [], [], []
-        by_minute: dict[int, list[float]] = {}
+        of_contact: dict[str, tuple[int, float, float]] = {}  # (minute of planned time, e2e, e2e_decision)
         for c in window:
             got = driver.first_assignment.get(c)
             if got is None:
                 continue
             consumed, a = got
             e2e.append(consumed - driver.contact_planned[c])
-            by_minute.setdefault(int((driver.contact_planned[c] - t_warm) // 60), []).append(e2e[-1])
             decision.append(consumed - a.decided_at)
+            of_contact[c] = (int((driver.contact_planned[c] - t_warm) // 60), e2e[-1], decision[-1])
             waited.append(a.waited_s)
         waited.sort()
         missing = len(window) - len(e2e)
@@ -1090,6 +1180,11 @@ class Bench:
                                  driver.assignment_produced, driver.first_assignment)
         except Exception as exc:  # a diagnostic: the step's figures stand without it
             log(f"cannot break the e2e down by hop: {exc!r}")
+        queued: set[str] | None = None
+        try:
+            queued = await queued_contacts(driver.bootstrap, self.prefix + t.ROUTING_EVENTS.name, t_warm - 1.0, set(of_contact))
+        except Exception as exc:  # the e2e stands without the split
+            log(f"cannot tell the contacts the router queued: {exc!r}")
         if lookup_result is not None and lookups_server is not None:
             lookup_result["server_side"] = lookups_server
         res = StepResult(
@@ -1111,9 +1206,19 @@ class Bench:
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
                                      for table, end in changelogs["end"].items()},
-            e2e_by_minute=[{"minute": m, **LatencySummary.of(v).as_dict()} for m, v in sorted(by_minute.items())],
+            e2e_by_minute=by_minute_summary(of_contact, queued),
+            e2e_on_arrival=(LatencySummary.of([v[1] for c, v in of_contact.items() if c not in queued]).as_dict()
+                            if queued is not None else None),
+            queued_at_router=({"contacts": len(queued),
+                               "e2e": LatencySummary.of([of_contact[c][1] for c in queued]).as_dict()}
+                              if queued is not None else None),
             hops=hops,
         )
+        if res.e2e_by_minute:
+            res.e2e_trend = {"e2e": minute_trend(res.e2e_by_minute),
+                             "decision": minute_trend([{"minute": r["minute"], **r["decision"]} for r in res.e2e_by_minute]),
+                             "on_arrival": (minute_trend([{"minute": r["minute"], **r["on_arrival"]} for r in res.e2e_by_minute])
+                                            if queued is not None else None)}
         p99 = res.e2e.get("p99_ms")
         reasons = []
         if p99 is None or p99 >= opts.p99_limit_ms:
@@ -1459,6 +1564,9 @@ class Bench:
             "max_rate_ratio_to_naive_faust": round(max_rate / naive, 3) if (naive and max_rate) else None,
             "e2e_p99_ms_at_half_max": final.e2e.get("p99_ms") if (opts.find_max and max_rate) else None,
             "e2e_p99_ms_at_half_capacity": final.e2e.get("p99_ms") if (opts.find_max and not max_rate) else None,
+            "e2e_p99_upward_trend": ((final.e2e_trend or {}).get("e2e") or {}).get("upward"),
+            "e2e_on_arrival_p99_ms": (final.e2e_on_arrival or {}).get("p99_ms"),
+            "queued_at_router": (final.queued_at_router or {}).get("contacts"),
             "table_bytes_per_customer": state.get("context_bytes_avg"),
             "customers": opts.customers,
             "workers": opts.workers,
@@ -1478,14 +1586,19 @@ class Bench:
                                         "--ref-repeats naive runs)",
                 "e2e": "first assignment consumed by an independent consumer - planned time (= event time) of its "
                        "contact_opened; HDR histogram; warm-up discarded",
-                "e2e_decision": "consumed - Assignment.decided_at: the router's event clock, the event time of the input that triggered the decision (the contact's opening, or the advisor event that freed someone), not the wall time of the decision",
+                "e2e_on_arrival": "the e2e of the contacts the router offered on arrival: those without a 'queued' routing "
+                                  "event (queued_at_router: no eligible advisor free, or the default policy holding the "
+                                  "contact for the customer's last advisor or a faster one); read from the routing events topic",
+                "e2e_decision": "consumed - Assignment.decided_at: the router's event clock at the decision, the event time of its latest input (the contact's opening, the advisor event that freed someone, or any input that came after; advisor events reach the router a broker hop before contacts, so it hides part of the contact path's delay), not the wall time of the decision",
                 "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
                            "latency from the planned time, during the final run",
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
                                             "(= the table value: the same encoded CustomerContext bytes)",
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
                 "final": "with --find-max, at half the max rate on the search's broker and engines (its history kept); "
-                         "e2e_by_minute: e2e per minute of planned time after the warm-up",
+                         "e2e_by_minute: e2e per minute of planned time after the warm-up (decision: e2e_decision); "
+                         "e2e_trend: Mann-Kendall test of the per-minute p99 (Kendall's tau against the minute, upward "
+                         "when tau > 0 and p < 0.05; a last partial minute left out), with the least-squares slope",
                 "hops": "each step's e2e cut at the records' Kafka timestamps: send (planned -> the harness's send()), "
                         "ingest (-> ingest's ResolveRequest produced), identity_to_router (-> the assignment produced, "
                         "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown",

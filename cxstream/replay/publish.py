@@ -90,6 +90,48 @@ async def end_offsets(bootstrap: str, topic: str, settings: Settings | None = No
         await consumer.stop()
 
 
+async def read_to_end(
+    bootstrap: str, topic: str, *, since_s: float | None = None, timeout_s: float = 60.0, settings: Settings | None = None,
+) -> list[Any]:
+    """Every record of *topic* up to its end offsets when called (from *since_s*, Kafka timestamps, or the beginning).
+
+    The records of each partition in offset order (aiokafka's ``ConsumerRecord``: ``partition``,
+    ``offset``, ``timestamp`` in ms, ``value``).  Raises ``TimeoutError`` if they were not all
+    read within *timeout_s*.  For the benchmarks' diagnostics and the chaos checks: it reads
+    what a topic holds, not a stream.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 * 2**20,
+                                **kafka_client_kwargs(settings or Settings()))
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic, timeout=timeout_s)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        if since_s is None:
+            starts = dict(await consumer.beginning_offsets(tps))
+        else:
+            found = await consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps})
+            starts = {tp: (f.offset if (f := found.get(tp)) is not None else ends[tp]) for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        left = {tp for tp in tps if ends[tp] > starts[tp]}
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {len(left)} partitions not read to their end within {timeout_s:.0f} s")
+            for tp, msgs in (await consumer.getmany(*left, timeout_ms=500, max_records=20000)).items():
+                out.extend(m for m in msgs if m.offset < ends[tp])
+                if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+            for tp in list(left):  # past the end without a record at it (a transaction marker, compacted away)
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
 def awaited_contacts(records: list[Planned]) -> set[str]:
     """The contacts of *records* that the engine should assign: opened needing an advisor, and still open at the end.
 

@@ -1,4 +1,4 @@
-"""What the pipeline bench reads from the broker beside the e2e: when ingest was done with each contact (``cx.resolve.v1``), and the table changes written."""
+"""What the pipeline bench reads from the broker beside the e2e: when ingest was done with each contact (``cx.resolve.v1``), the table changes written, and a topic read to its end (``read_to_end``, also the chaos checks' reader)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from cxstream.bench.loadgen import GroupLag, resolve_times
+from cxstream.replay.publish import read_to_end
 from cxstream.schemas import Identifiers, InteractionEvent, ResolveRequest
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.settings import Settings
@@ -72,3 +73,36 @@ def test_changelog_ends_count_the_records_written_to_each_table_s_changelog(serv
     before, after = asyncio.run(run())
     assert before == {"router_state": 0, "identity": 0}
     assert after == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"
+
+
+def test_read_to_end_reads_a_topic_to_its_end_now_from_the_start_or_a_time_past_transaction_markers(servers: tuple[str, str]) -> None:
+    broker, _ = servers
+    topic = f"hops-{uuid.uuid4().hex[:8]}.read"
+
+    async def run() -> tuple[list, list, float]:
+        await ensure_named_topics(broker, [(topic, 2, {})], Settings())
+        plain = AIOKafkaProducer(bootstrap_servers=broker)
+        await plain.start()
+        try:
+            await plain.send_and_wait(topic, b"a", partition=0)
+            await asyncio.sleep(0.05)
+            middle = time.time()
+            await plain.send_and_wait(topic, b"b", partition=1)
+        finally:
+            await plain.stop()
+        # a committed transaction leaves a marker after its record: the last offset holds no record
+        tx = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"tx-{topic}")
+        await tx.start()
+        try:
+            async with tx.transaction():
+                await tx.send(topic, b"c", partition=0)
+        finally:
+            await tx.stop()
+        everything = await asyncio.wait_for(read_to_end(broker, topic), 30)
+        later = await asyncio.wait_for(read_to_end(broker, topic, since_s=middle), 30)
+        return everything, later, middle
+
+    everything, later, middle = asyncio.run(run())
+    assert sorted((m.partition, m.value) for m in everything) == [(0, b"a"), (0, b"c"), (1, b"b")]
+    assert sorted(m.value for m in later) == [b"b", b"c"]
+    assert all(m.timestamp / 1000 >= middle - 0.002 for m in later)
