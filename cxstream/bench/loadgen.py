@@ -1159,17 +1159,18 @@ class Bench:
         (w_at, w_cpu, w_desk, w_samples), (e_at, e_cpu, e_desk, e_samples) = marks["warm"], marks["end"]
         window_s = max(1e-6, e_at - w_at)
         achieved = (accepted_inputs(e_samples, self.prefix) - accepted_inputs(w_samples, self.prefix)) / window_s
-        e2e, decision, waited = [], [], []
+        waited = []
         of_contact: dict[str, tuple[int, float, float]] = {}  # (minute of planned time, e2e, e2e_decision)
         for c in window:
             got = driver.first_assignment.get(c)
             if got is None:
                 continue
             consumed, a = got
-            e2e.append(consumed - driver.contact_planned[c])
-            decision.append(consumed - a.decided_at)
-            of_contact[c] = (int((driver.contact_planned[c] - t_warm) // 60), e2e[-1], decision[-1])
+            planned = driver.contact_planned[c]
+            of_contact[c] = (int((planned - t_warm) // 60), consumed - planned, consumed - a.decided_at)
             waited.append(a.waited_s)
+        e2e = [v[1] for v in of_contact.values()]
+        decision = [v[2] for v in of_contact.values()]
         waited.sort()
         missing = len(window) - len(e2e)
         lookups_server = context_route_shares(w_samples, e_samples) if lookups else None
