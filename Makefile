@@ -1,5 +1,10 @@
 # cxstream — every target installs what it needs first (a fresh clone needs only python3.11).
-PYTHON ?= python3.11
+# The venv's interpreter: Debian's /usr/bin/python3.11 when it can make a venv, else the first
+# python3.11 on PATH.  Debian's build ran the engine's hot path ~20 % faster than the pyenv build
+# first on PATH here (docs/PERFORMANCE.md, "Levers measured"); `make PYTHON=...` picks another.
+ifndef PYTHON
+PYTHON := $(firstword $(foreach p,/usr/bin/python3.11 python3.11,$(shell $(p) -c 'import ensurepip, venv' 2>/dev/null && echo $(p))) python3.11)
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements/embedded-kafka.txt | cksum | cut -d' ' -f1)

@@ -131,6 +131,8 @@ class Options:
     profile_dir: str | None = None
     keep_dir: bool = False
     engine_src: str | None = None
+    #: the interpreter the engines run on (default: the harness's own, ``sys.executable``)
+    engine_python: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
     producer_linger_ms: int = 1
     watch_wait_ms: int = 100
@@ -173,7 +175,7 @@ def start_engine(
         env["PYTHONPATH"] = cwd + os.pathsep + env.get("PYTHONPATH", "")
     with log_path.open("w") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
+            [opts.engine_python or sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
             cwd=cwd,
         )
     return EngineProc(proc, f"http://127.0.0.1:{port}", log_path)
@@ -1322,7 +1324,8 @@ class Bench:
             return {"engine_drain_rate": round(median([d["rate"] for d in drains]), 1), "engine_drain": drain,
                     "engine_drains": [round(d["rate"], 1) for d in drains], **self.result,
                     "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
-                    "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO)}}
+                    "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO),
+                                    "engine_python": interpreter(opts.engine_python)}}
         # 1. references, on the idle broker
         if not opts.skip_refs:
             log(f"references: producing {opts.ref_events} workload records")
@@ -1576,6 +1579,7 @@ class Bench:
             **self.result,
             "options": {k: v for k, v in asdict(opts).items()},
             "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO),
+                            "engine_python": interpreter(opts.engine_python),
                             "note": "git_head/git_modified describe the harness checkout; the engine ran from engine_src"},
             "method": {
                 "offered_rate": "generator records planned per second (open loop, latency from the planned time)",
@@ -1714,6 +1718,22 @@ def environment(speed_at_start: Mapping[str, Any] | None = None) -> dict[str, An
     return env
 
 
+def interpreter(python: str | None = None) -> dict[str, Any]:
+    """The path, version and build of a Python interpreter (default: this one): how it was built
+    (pyenv compiles without profile-guided optimisation unless told; Debian's is built with it,
+    which its ``CONFIG_ARGS`` do not show) decides much of its speed.
+
+    >>> info = interpreter()
+    >>> info["version"] == platform.python_version(), sorted(info)
+    (True, ['config_args', 'path', 'prefix', 'version'])
+    """
+    probe = ("import json, platform, sys, sysconfig; print(json.dumps({'path': sys.executable, "
+             "'prefix': sys.base_prefix, 'version': platform.python_version(), "
+             "'config_args': sysconfig.get_config_var('CONFIG_ARGS') or ''}))")
+    out = subprocess.run([python or sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True)
+    return dict(json.loads(out.stdout))
+
+
 def run(opts: Options) -> dict[str, Any]:
     bench = Bench(opts)
     bench.speed_at_start = machine_speed()
@@ -1777,6 +1797,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary folder (logs)")
     p.add_argument("--engine-src", default=None, metavar="DIR",
                    help="run the engine from this source tree (e.g. `git archive HEAD | tar -x -C DIR`)")
+    p.add_argument("--engine-python", default=None, metavar="PYTHON",
+                   help="run the engines on this interpreter (a venv's bin/python with the engine's dependencies; "
+                        "default: the harness's own); the run's environment records its version")
     p.add_argument("--engine-env", action="append", default=[], metavar="CX_NAME=VALUE",
                    help="extra environment for the engines (repeatable)")
     return p
