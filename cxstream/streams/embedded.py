@@ -209,7 +209,7 @@ def kafka_home(cache: Path | None = None) -> Path:
                 members = [m for m in tar.getmembers() if not any(s in m.name for s in _SKIPPED)]
                 for m in members:  # the archive's top folder is renamed to ours
                     m.name = m.name.split("/", 1)[1] if "/" in m.name else "."
-                tar.extractall(tmp, members=[m for m in members if m.name != "."], filter="data")
+                _extract(tar, tmp, [m for m in members if m.name != "."])
             try:
                 tmp.rename(home)
             except OSError:  # another process unpacked it meanwhile
@@ -218,6 +218,20 @@ def kafka_home(cache: Path | None = None) -> Path:
         except OSError as exc:
             log.info("cannot unpack Kafka into %s (%r)", base, exc)
     raise EmbeddedServerError(f"cannot unpack {tarball} into any of {[str(c) for c in candidates]}")
+
+
+def _extract(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Unpack *members* into *dest* through tarfile's ``data`` filter; on a Python without it (before
+    3.11.4, such as Debian 12's 3.11.2) only plain files and folders with relative paths inside *dest*
+    are unpacked, and anything else is refused, as that filter would.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+        return
+    for m in members:
+        if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+            raise EmbeddedServerError(f"refusing to unpack {m.name!r} from {tar.name}: not a plain file or folder inside it")
+    tar.extractall(dest, members=members)
 
 
 class _ChildServer:

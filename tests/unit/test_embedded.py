@@ -69,3 +69,40 @@ def test_configs_bind_loopback_only_and_keep_data_under_the_folder(tmp_path: Pat
     assert kp["log.dirs"].startswith(str(tmp_path)) and kp["auto.create.topics.enable"] == "false"
     # one node: the internal topics must not ask for replicas it cannot have
     assert kp["offsets.topic.replication.factor"] == kp["transaction.state.log.replication.factor"] == "1"
+
+
+def _tarball(path, members):
+    """A tar file at *path* with (name, TarInfo type, content) *members*."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.SYMTYPE:
+                info.linkname = data
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["this Python's tarfile", "without the data filter (Python < 3.11.4)"])
+def test_unpacking_extracts_plain_files_and_refuses_a_link_out_of_the_folder(tmp_path, monkeypatch, fallback):
+    import tarfile
+
+    refused = (EmbeddedServerError, getattr(tarfile, "FilterError", EmbeddedServerError))
+    if fallback:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = _tarball(tmp_path / "good.tar", [("libs", tarfile.DIRTYPE, b""), ("libs/a.jar", tarfile.REGTYPE, b"jar")])
+    with tarfile.open(good) as tar:
+        embedded._extract(tar, tmp_path / "out", tar.getmembers())
+    assert (tmp_path / "out" / "libs" / "a.jar").read_bytes() == b"jar"
+
+    bad = _tarball(tmp_path / "bad.tar", [("libs/evil", tarfile.SYMTYPE, "/etc/passwd"), ("../up", tarfile.REGTYPE, b"x")])
+    for member in range(2):
+        with tarfile.open(bad) as tar, pytest.raises(refused):
+            embedded._extract(tar, tmp_path / f"bad{member}", [tar.getmembers()[member]])
+    assert not (tmp_path / "up").exists()
