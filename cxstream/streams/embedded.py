@@ -230,7 +230,7 @@ def _extract(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -
         return
     for m in members:
         if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
-            raise EmbeddedServerError(f"refusing to unpack {m.name!r} from {tar.name}: not a plain file or folder inside it")
+            raise EmbeddedServerError(f"refusing to unpack {m.name!r} from the archive: not a plain file or folder inside it")
     tar.extractall(dest, members=members)
 
 
