@@ -6,11 +6,13 @@
     .venv/bin/python bench/pipeline/ab.py --drain 30000 --variant before= --src before=/tmp/old --variant after= ...
     .venv/bin/python bench/pipeline/ab.py --variant old= --harness-src old=/tmp/old --variant new= ...   # the harness too
     .venv/bin/python bench/pipeline/ab.py --variant w5=--watch-wait-ms=5 --variant w100= ...          # a bench option
+    .venv/bin/python bench/pipeline/ab.py --variant api1= --variant api2=CX_HTTP_WORKERS=2 --rates 80 \\
+        --json out.json -- --duration 40 --lookup-rate 1000     # with the context lookups (in each run's summary)
 
 Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-rate 0`` (fresh
 broker, Redis and engine, prefilled; with ``--drain N``, ``--drain-only``: the engine draining N
 pre-produced records, measured like the references); the variants' order rotates from one repeat to the next
-(A B, then B A) so neither the machine's drift nor the run before falls on one variant.  Options after ``--`` go to every run.  Compare variants within one file only.
+(A B, then B A) so neither the machine's drift nor the run before falls on one variant.  Options after ``--`` go to every run, after these (so ``--lookup-rate 1000`` there turns the lookups on).  Compare variants within one file only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "offered_rate": result.get("offered_rate"),
         "achieved_rate": result.get("achieved_rate"),
         "e2e": final.get("e2e"),
+        "e2e_on_arrival": final.get("e2e_on_arrival"),
+        "lookups": final.get("lookups"),
         "hops": final.get("hops"),
         "engine_cpu_pct": final.get("engine_cpu_pct"),
         "machine_busy_pct": final.get("machine_busy_pct"),
@@ -104,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     s = summary(json.loads(out.read_text()))
                     e2e = s["e2e"] or {}
+                    lookups = s["lookups"] or {}
                     print(f"  achieved {s['achieved_rate']}/s, e2e p50 {e2e.get('p50_ms')} ms, p99 {e2e.get('p99_ms')} ms, "
-                          f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}", flush=True)
+                          f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}"
+                          + (f", lookups p50 {lookups.get('p50_ms')} p99 {lookups.get('p99_ms')} ms" if lookups else ""), flush=True)
                     runs.append({"variant": name, "settings": settings, "rate": rate, "repeat": rep, **s})
     doc = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
