@@ -71,8 +71,8 @@ def test_configs_bind_loopback_only_and_keep_data_under_the_folder(tmp_path: Pat
     assert kp["offsets.topic.replication.factor"] == kp["transaction.state.log.replication.factor"] == "1"
 
 
-def _tarball(path, members):
-    """A tar file at *path* with (name, TarInfo type, content) *members*."""
+def _tarball(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> Path:
+    """A tar file at *path* with (name, TarInfo type, content or link target) *members*."""
     import io
     import tarfile
 
@@ -80,7 +80,7 @@ def _tarball(path, members):
         for name, kind, data in members:
             info = tarfile.TarInfo(name)
             info.type = kind
-            if kind == tarfile.SYMTYPE:
+            if isinstance(data, str):  # a link's target
                 info.linkname = data
                 tar.addfile(info)
             else:
@@ -90,7 +90,9 @@ def _tarball(path, members):
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["this Python's tarfile", "without the data filter (Python < 3.11.4)"])
-def test_unpacking_extracts_plain_files_and_refuses_a_link_out_of_the_folder(tmp_path, monkeypatch, fallback):
+def test_unpacking_extracts_plain_files_and_refuses_a_link_out_of_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback: bool,
+) -> None:
     import tarfile
 
     refused = (EmbeddedServerError, getattr(tarfile, "FilterError", EmbeddedServerError))
