@@ -863,6 +863,11 @@ class Bench:
         self.server_pids: dict[str, list[int]] = {}  # the broker's and Redis's processes (set by run())
         self.engines: list[EngineProc] = []  # every engine running now (run() stops what is left)
 
+    def environment(self) -> dict[str, Any]:
+        """The run's :func:`environment`, with where the engines ran from and on which interpreter."""
+        return {**environment(self.speed_at_start), "engine_src": self.opts.engine_src or str(REPO),
+                "engine_python": interpreter(self.opts.engine_python)}
+
     # ------------------------------------------------------------------ references
     async def produce_reference_input(self, broker: str, workload: Workload, n: int) -> str:
         topic = f"{self.prefix}ref.in"
@@ -1324,8 +1329,7 @@ class Bench:
             return {"engine_drain_rate": round(median([d["rate"] for d in drains]), 1), "engine_drain": drain,
                     "engine_drains": [round(d["rate"], 1) for d in drains], **self.result,
                     "elapsed_s": round(time.time() - began, 1), "options": asdict(opts),
-                    "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO),
-                                    "engine_python": interpreter(opts.engine_python)}}
+                    "environment": self.environment()}
         # 1. references, on the idle broker
         if not opts.skip_refs:
             log(f"references: producing {opts.ref_events} workload records")
@@ -1578,8 +1582,7 @@ class Bench:
             "steps": [asdict(s) for s in steps],
             **self.result,
             "options": {k: v for k, v in asdict(opts).items()},
-            "environment": {**environment(self.speed_at_start), "engine_src": opts.engine_src or str(REPO),
-                            "engine_python": interpreter(opts.engine_python),
+            "environment": {**self.environment(),
                             "note": "git_head/git_modified describe the harness checkout; the engine ran from engine_src"},
             "method": {
                 "offered_rate": "generator records planned per second (open loop, latency from the planned time)",

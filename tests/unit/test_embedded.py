@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -73,9 +75,6 @@ def test_configs_bind_loopback_only_and_keep_data_under_the_folder(tmp_path: Pat
 
 def _tarball(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> Path:
     """A tar file at *path* with (name, TarInfo type, content or link target) *members*."""
-    import io
-    import tarfile
-
     with tarfile.open(path, "w") as tar:
         for name, kind, data in members:
             info = tarfile.TarInfo(name)
@@ -93,8 +92,6 @@ def _tarball(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> Path:
 def test_unpacking_extracts_plain_files_and_refuses_a_link_out_of_the_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fallback: bool,
 ) -> None:
-    import tarfile
-
     refused = (EmbeddedServerError, getattr(tarfile, "FilterError", EmbeddedServerError))
     if fallback:
         monkeypatch.delattr(tarfile, "data_filter", raising=False)
