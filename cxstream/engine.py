@@ -40,6 +40,7 @@ from cxstream.agents import learner as learner_agent
 from cxstream.agents import nba as nba_agent
 from cxstream.agents import router as router_agent
 from cxstream.agents.scoring import Scorer, language_detector
+from cxstream.context import sentiment
 from cxstream.context.language import LanguageDetector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
@@ -51,6 +52,7 @@ from cxstream.streams.embedded import DataDirLock, EmbeddedBroker, EmbeddedRedis
 from cxstream.streams.endpoints import remove_endpoints, update_endpoints, write_endpoints
 from cxstream.streams.faust_stages import FaustStageRuntime
 from cxstream.streams.logs import OutageLog, configure_logging
+from cxstream.streams.looplag import LoopMonitor
 from cxstream.streams.security import TransportError, check_kafka, check_redis, pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings, SettingsError
 
@@ -157,10 +159,13 @@ class Wiring:
         context_agent.timers(self.app, settings, self.writer, scorer)
         router_agent.tick_timer(self.app, self.runtime, settings, self.routers, self.redis)
         self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
+        self.loop_monitor = LoopMonitor(stall_ms=settings.loop_stall_log_ms)  # cx_event_loop_lag_seconds
 
     async def start_stages(self, timeout_s: float = 60.0) -> None:
         """Start the batch stages and wait until they have their partitions (and their tables restored)."""
+        sentiment.preload()  # before the first message, which would otherwise wait for the lexicon
         tune_gc()
+        self.loop_monitor.start()
         await self.runtime.start()
         try:
             await asyncio.wait_for(self.runtime.ready.wait(), timeout_s)
@@ -169,6 +174,7 @@ class Wiring:
 
     async def stop_stages(self) -> None:
         await self.runtime.stop()
+        await self.loop_monitor.stop()
 
     def failed_stage(self) -> BaseException | None:
         """The exception that ended the stages' loop, if it died."""

@@ -53,6 +53,12 @@ LOOP_SECONDS = Histogram(
     "Time the batch stages' loop spends per iteration in each phase: fetch (waiting for records), process (handlers), flush (send the outputs; wait for acks only when too many batches are unacknowledged), commit.",
     ["phase"], buckets=_LATENCY_BUCKETS,
 )
+EVENT_LOOP_LAG = Histogram(
+    "cx_event_loop_lag_seconds",
+    "How much later than asked a 100 ms sleep on the worker's event loop wakes up: how long a record arriving at a "
+    "random moment waits for whatever holds the loop (a batch, a timer, a publication) before anything can start on it.",
+    buckets=_LATENCY_BUCKETS,
+)
 CONSUMER_LAG = Gauge(
     "cx_consumer_lag_records",
     "Records in an input partition this worker owns that it has not finished: the partition's end offset (the last "

@@ -213,6 +213,10 @@ class Settings:
     )
     shared_data_dir: str = _setting("../shared/data", "Where the public datasets are read from (benchmarks, evals).")
     log_level: str = _setting("info", "Log level: debug, info, warning, error.")
+    loop_stall_log_ms: int = _setting(
+        0, "Log the event loop's stack when it has not come round for this long, ms (what held it up); 0: off. "
+        "cx_event_loop_lag_seconds is measured either way (docs/MONITORING.md)."
+    )
 
     def __post_init__(self) -> None:
         if self.language_detector not in ("py3langid", "lingua"):
@@ -229,6 +233,8 @@ class Settings:
             raise SettingsError(f"CX_STAGE_CLIENT={self.stage_client!r}: use 'aiokafka' or 'librdkafka'")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
+        if self.loop_stall_log_ms < 0:
+            raise SettingsError(f"CX_LOOP_STALL_LOG_MS={self.loop_stall_log_ms!r}: use 0 (off) or a number of ms")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"
