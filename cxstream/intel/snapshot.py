@@ -119,14 +119,16 @@ def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: d
 
 
 async def dump_snapshot_async(
-    kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, chunk: int = 1 << 18
+    kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, chunk: int = 1 << 16
 ) -> bytes:
     """:func:`dump_snapshot` for an event loop: the same bytes, made in slices of a few ms.
 
     Serialising a trained intent model takes ~350 ms, mostly zlib; in one go it stalls every
     other task of the loop for that long.  This version compresses *chunk* bytes at a time and
-    lets the loop run between slices (no thread: a thread would contend for the GIL with the
-    loop at every switch).
+    lets the loop run between slices (no thread: a thread would contend for the GIL with the loop
+    at every switch).  A 64 KB slice takes ~4 ms on the shared 2-core machine; the 256 KB slices
+    before December 5 took 13-18 ms, and ``CX_LOOP_STALL_LOG_MS`` caught them holding the engine's
+    loop every ten seconds.
 
     >>> import asyncio; blob = asyncio.run(dump_snapshot_async("k", 3, {"x": 1}, {"a": np.arange(5)}))
     >>> blob == dump_snapshot("k", 3, {"x": 1}, {"a": np.arange(5)})
