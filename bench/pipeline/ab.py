@@ -44,6 +44,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "lag_after": final.get("lag_after"),
         "stage_wait": final.get("stage_wait"),
         "loop_phases": final.get("loop_phases"),
+        "loop_lag": final.get("loop_lag"),
+        "broker_warmup": result.get("broker_warmup"),
         "passed": final.get("passed"),
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),
         "why": final.get("why"),

@@ -108,6 +108,8 @@ class Options:
     rate: float = 500.0
     duration: float = 20.0
     warmup: float = 3.0
+    broker_warmup: float = 180.0  # s at most; until the broker's JIT compilers go quiet (Bench.warm_broker)
+    jit_quiet_pct: float = 10.0
     customers: int = 10_000
     workers: int = 1
     find_max: bool = False
@@ -491,6 +493,8 @@ def histogram_quantiles(
     >>> after = parse_metrics("\\n".join([b % ("0.005", 50), b % ("0.01", 99), b % ("0.025", 100), b % ("+Inf", 100)]))
     >>> histogram_quantiles([], after)
     {'context': {'p50_ms': 5.0, 'p99_ms': 10.0, 'count': 100.0}}
+    >>> histogram_quantiles([], after, label="", qs=(0.999,))  # all series as one, under "?"
+    {'?': {'p999_ms': 25.0, 'count': 100.0}}
     """
     def buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -511,7 +515,7 @@ def histogram_quantiles(
         row: dict[str, float | None] = {}
         for q in qs:
             le = next((b for b, c in bounds if c >= q * total), None)
-            row[f"p{round(q * 100)}_ms"] = None if le is None or le == float("inf") else round(le * 1000, 3)
+            row[f"p{q * 100:g}".replace(".", "") + "_ms"] = None if le is None or le == float("inf") else round(le * 1000, 3)
         row["count"] = total
         result[stage] = row
     return result
@@ -635,6 +639,7 @@ class StepResult:
     lookups: dict[str, Any] | None = None
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
+    loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
@@ -972,7 +977,8 @@ class Bench:
                 profiler = None
                 if self.opts.profile_seconds > 0 and self.opts.profile_dir and py_spy():
                     profiler = await self._start_profiler(engines[0].proc.pid, time.time(), f"{kind}{run}.folded")
-                split = CpuSplit({**engine_samplers(engines), **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])})
+                split = CpuSplit({**engine_samplers(engines), **self.server_samplers(), "redis": ProcSampler([p for p in (rds.pid,) if p])},
+                                 self.jit_samplers())
                 split.mark("began")
                 changelogs0 = await lag.changelog_ends()
                 began, busy0 = time.time(), machine_busy_s()
@@ -1128,7 +1134,7 @@ class Bench:
         machine: dict[str, float] = {}
         changelogs: dict[str, dict[str, int]] = {}
         split = CpuSplit({**engine_samplers(engines), **self.server_samplers(),
-                          **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})})
+                          **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})}, self.jit_samplers())
 
         async def mark(name: str, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.time()))
@@ -1210,6 +1216,7 @@ class Bench:
             engine_cpu_pct=round(100 * (e_cpu - w_cpu) / window_s, 1), lookups=lookup_result,
             stage_wait=histogram_quantiles(w_samples, e_samples),
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
+            loop_lag=histogram_quantiles(w_samples, e_samples, "cx_event_loop_lag_seconds", "", (0.5, 0.99, 0.999)).get("?"),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
@@ -1294,6 +1301,11 @@ class Bench:
         """A CPU sampler per server this run started (``broker``: Kafka and ZooKeeper; ``redis``)."""
         return {name: ProcSampler(pids) for name, pids in self.server_pids.items() if pids}
 
+    def jit_samplers(self) -> dict[str, JitSampler]:
+        """``broker_jit``: the broker's JIT compiler threads (a part of ``broker``), if this run started the broker."""
+        pids = self.server_pids.get("broker")
+        return {"broker_jit": JitSampler(pids)} if pids else {}
+
     async def run_async(self, broker: str, redis_url: str) -> dict[str, Any]:
         import aiohttp
 
@@ -1352,6 +1364,7 @@ class Bench:
         steps: list[StepResult] = []
         try:
             async with aiohttp.ClientSession() as session:
+                self.result["broker_warmup"] = await self.warm_broker(rig.driver, opts.start_rate if opts.find_max else opts.rate)
                 profile_pid = rig.engines[0].proc.pid
                 if opts.find_max:
                     max_rate, capacity, steps = await self._find_max(rig.driver, rig.engines, rig.sampler, rig.lag, session)
@@ -1377,6 +1390,33 @@ class Bench:
             await self._take_down(rig)
         self.result["elapsed_s"] = round(time.time() - began, 1)
         return self._report(final, steps, max_rate, rig.sampler)
+
+    async def warm_broker(self, driver: Driver, rate: float) -> dict[str, Any] | None:
+        """Send the workload at *rate* in chunks of ``WARM_CHUNK_S`` until the broker's JIT compilers
+        use less than ``--jit-quiet-pct`` of a core over a chunk, for at most ``--broker-warmup`` s.
+
+        The open-loop runs come right after the prefill, on a broker whose JIT is still compiling
+        the paths that load takes (:class:`JitSampler`); measured then, an A/B compares the
+        compiler's work as much as the variants'.  None if this run did not start the broker (or
+        ``--broker-warmup 0``); else the seconds it took and the JIT's share of a core per chunk.
+        """
+        opts = self.opts
+        jit = self.jit_samplers().get("broker_jit")
+        if jit is None or opts.broker_warmup <= 0:
+            return None
+        chunks: list[float] = []
+        started = time.time()
+        while True:
+            before, at = jit.cpu_s(), time.time()
+            await driver.open_loop(rate, WARM_CHUNK_S, at + 0.05)
+            chunks.append(round(100 * (jit.cpu_s() - before) / max(1e-6, time.time() - at), 1))
+            if chunks[-1] < opts.jit_quiet_pct or time.time() - started >= opts.broker_warmup:
+                break
+        quiet = chunks[-1] < opts.jit_quiet_pct
+        log(f"broker warm-up at {rate:.0f}/s: {time.time() - started:.0f} s, its JIT at {', '.join(f'{c:.0f}' for c in chunks)} % "
+            f"of a core per {WARM_CHUNK_S:.0f} s" + ("" if quiet else f" (not under {opts.jit_quiet_pct:.0f} %: measuring anyway)"))
+        return {"seconds": round(time.time() - started, 1), "rate": rate, "chunk_s": WARM_CHUNK_S,
+                "jit_pct_per_chunk": chunks, "quiet": quiet}
 
     async def _bring_up(self, broker: str, redis_url: str, workload: Workload, tag: str, *, record_prefill: bool) -> Rig:
         """Engines started and ready, advisors logged in, the context table prefilled."""
@@ -1634,19 +1674,53 @@ def engine_samplers(engines: Sequence[EngineProc]) -> dict[str, ProcSampler]:
     return {"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children")}
 
 
+WARM_CHUNK_S = 5.0  # the broker's warm-up sends the load in chunks this long, checking its JIT after each
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")  # HotSpot's compiler threads (the kernel keeps 15 characters)
+
+
+class JitSampler:
+    """CPU seconds the JVMs' just-in-time compiler threads have used (the broker's Kafka and ZooKeeper).
+
+    A freshly started JVM compiles its hot code for minutes; on this machine's two cores the
+    broker's C2 compiler took 65 % of a core during a 30 s run at 80/s right after the prefill,
+    more than the broker's own request handling.  A run measured then measures the compiler
+    too: :meth:`Bench.warm_broker` waits for it, and every window reports it (``broker_jit``,
+    part of ``broker`` in ``cpu_by_process``).  Threads that exit keep their last reading.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+        self._cpu: dict[tuple[int, int], float] = {}  # (pid, tid) -> its CPU seconds when last read
+
+    def cpu_s(self) -> float:
+        hz = os.sysconf("SC_CLK_TCK")
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        if not (task / "comm").read_text().replace("_", " ").startswith(JIT_THREADS):
+                            continue
+                        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                        self._cpu[(pid, int(task.name))] = (int(fields[11]) + int(fields[12])) / hz
+        return sum(self._cpu.values())
+
+
 class CpuSplit:
     """Where the machine's CPU went between two marks: named process groups, this harness, and the rest.
 
     *groups* are samplers of process trees (the engines, the broker, Redis, the lookup client);
     ``harness`` is this process alone (the generator, the assignment consumer, the simulated
     desktops); ``other`` is the machine's busy time minus all of them (the profiler, the
-    machine's other tenants).  In % of one core, like ``machine_busy_pct``.
+    machine's other tenants).  *parts* are samplers of a share of a group, reported beside it
+    and not counted again in ``other`` (``broker_jit``: the broker's JIT compiler threads).  In %
+    of one core, like ``machine_busy_pct``.
     """
 
-    def __init__(self, groups: Mapping[str, ProcSampler]) -> None:
+    def __init__(self, groups: Mapping[str, ProcSampler], parts: Mapping[str, JitSampler] | None = None) -> None:
         import psutil
 
         self.groups = dict(groups)
+        self.parts = dict(parts or {})
         self._me = psutil.Process()
         self._marks: dict[str, tuple[float, dict[str, float], float]] = {}
 
@@ -1654,13 +1728,14 @@ class CpuSplit:
         own = self._me.cpu_times()
         cpu = {k: g.cpu_s() for k, g in self.groups.items()}
         cpu["harness"] = own.user + own.system
+        cpu.update({k: g.cpu_s() for k, g in self.parts.items()})
         self._marks[name] = (time.time(), cpu, machine_busy_s())
 
     def pct(self, start: str, end: str) -> dict[str, float]:
         (t0, c0, m0), (t1, c1, m1) = self._marks[start], self._marks[end]
         span = max(1e-6, t1 - t0)
         out = {k: round(100 * (c1[k] - c0[k]) / span, 1) for k in c1}
-        out["other"] = round(100 * (m1 - m0) / span - sum(out.values()), 1)
+        out["other"] = round(100 * (m1 - m0) / span - sum(v for k, v in out.items() if k not in self.parts), 1)
         return out
 
 
@@ -1766,6 +1841,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=20.0,
                    help="seconds of the final (measured) run, at least (see --final-contacts)")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds at the start of every step that are discarded")
+    p.add_argument("--broker-warmup", type=float, default=180.0,
+                   help="before the open-loop runs, send the load until the broker's JIT compilers go quiet, at most this long, s; 0: not")
+    p.add_argument("--jit-quiet-pct", type=float, default=10.0,
+                   help="the broker's JIT is quiet when its compiler threads use less than this share of a core over 5 s, %%")
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4))
     p.add_argument("--find-max", action="store_true", help="search the highest rate with e2e p99 under the limit")
