@@ -12,33 +12,37 @@ from cxstream.bench.loadgen import CpuSplit, JitSampler
 PR_SET_NAME = 15
 
 
-def spin_as(name: bytes, seconds: float) -> None:
-    """Burn CPU on a thread the kernel knows as *name* (as a JVM names its compiler threads)."""
+def spin_as(name: bytes, seconds: float, hold: threading.Event | None = None, spun: threading.Event | None = None) -> threading.Thread:
+    """A thread the kernel knows as *name* (as a JVM names its compiler threads) that burns *seconds* of CPU,
+    then (given *hold*) sets *spun* and stays alive until *hold* is set."""
 
     def work() -> None:
         ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
-        until = time.process_time() + seconds
-        while time.process_time() < until:
+        until = time.thread_time() + seconds  # this thread's own CPU, whatever else the process runs
+        while time.thread_time() < until:
             pass
+        if hold is not None and spun is not None:
+            spun.set()
+            hold.wait(10)
 
     t = threading.Thread(target=work)
     t.start()
-    t.join()
+    return t
 
 
 def test_only_the_compiler_threads_count_and_an_exited_one_keeps_its_reading() -> None:
     jit = JitSampler([os.getpid()])
     before = jit.cpu_s()
-    spin_as(b"VM Thread", 0.15)  # not a compiler thread
+    spin_as(b"VM Thread", 0.15).join()  # not a compiler thread
     assert jit.cpu_s() - before < 0.05
-    compiling = threading.Thread(target=spin_as, args=(b"C2 CompilerThre", 0.3))
-    compiling.start()
-    time.sleep(0.2)
-    while compiling.is_alive():
-        jit.cpu_s()  # read while it runs: the thread exits before the last reading
-        time.sleep(0.01)
+    hold, spun = threading.Event(), threading.Event()
+    compiling = spin_as(b"C2 CompilerThre", 0.3, hold, spun)
+    assert spun.wait(10)
+    alive = jit.cpu_s() - before  # read while the thread exists
+    hold.set()
     compiling.join()
-    assert 0.2 <= jit.cpu_s() - before < 1.0  # its 0.3 s, though the thread is gone
+    assert 0.25 <= alive < 1.0  # its 0.3 s
+    assert jit.cpu_s() - before == alive  # the thread is gone: its last reading stays
 
 
 def test_a_part_is_reported_beside_its_group_and_not_counted_again_in_other() -> None:
