@@ -153,6 +153,7 @@ class RdConsumer:
         # where each watched partition's consumption starts (its committed offset when assigned): librdkafka
         # has no position for a partition until a record of it was consumed
         self._starts: dict[tuple[str, int], int] = {}
+        self._paused: set[TopicPartition] = set()  # not fetched: their cached high watermark stands still
 
     # -- lifecycle
 
@@ -327,7 +328,7 @@ class RdConsumer:
         if self._listener is not None:  # before the unassign: it commits what was processed of them
             self._run_listener(self._listener.on_partitions_revoked([self._tp(p.topic, p.partition) for p in partitions]))
         consumer.unassign()
-        self._watched, self._states = [], {}
+        self._watched, self._states, self._paused = [], {}, set()
 
     def _on_lost(self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]) -> None:
         log.warning("stages: %d partitions lost (the group went on without this worker)", len(partitions))
@@ -339,9 +340,11 @@ class RdConsumer:
         self._post(self.consumer.seek, confluent_kafka.TopicPartition(tp.topic, tp.partition, offset))
 
     def pause(self, *tps: TopicPartition) -> None:
+        self._paused.update(tps)
         self._post(self.consumer.pause, [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in tps])
 
     def resume(self, *tps: TopicPartition) -> None:
+        self._paused.difference_update(tps)
         self._post(self.consumer.resume, [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in tps])
 
     def position_state(self, tp: TopicPartition) -> tuple[int, int | None] | None:
@@ -360,10 +363,16 @@ class RdConsumer:
         _raise_for("commit", result or [])
 
     async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        """The end offsets of *tps*, asked of the broker.
+        """The end offsets of *tps*: a metadata request first (it fails fast if the broker does not answer), then
+        for each partition the high watermark of librdkafka's latest fetch of it, or else one ListOffsets to its leader.
 
-        A metadata request first (it fails fast if the broker does not answer), then one
-        ListOffsets per partition to its leader (``get_watermark_offsets``), on the offsets thread.
+        librdkafka fetches in its own threads, loop or no loop, and each fetch response carries the
+        partition's high watermark, so a cached one is at most a fetch wait old.  A partition is
+        asked of its leader (``get_watermark_offsets``, on the offsets thread) when it has no
+        cached value yet, when it is paused (not fetched), and for every partition under exactly
+        once: the cached value is the high watermark, not the last stable offset.  Asking all 21
+        partitions every 5 s, one ListOffsets after another on the connections the fetches use, held
+        one contact's ingest up 75-118 ms every 5.1 s at 128/s (docs/PERFORMANCE.md, December 5).
         Not librdkafka's admin client: after a broker restart its ListOffsets failed with "No
         leaders found" for 90 s and more (it kept the leaders it had cached; the CI machine's
         ``cx_broker_up`` stayed 0 after the outage test; ``test_librdkafka_outage.py``)."""
@@ -375,11 +384,16 @@ class RdConsumer:
     def _query_ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         consumer = self.consumer
         consumer.list_topics(timeout=_OFFSETS_TIMEOUT_S)
+        cached_ok = self.config.get("isolation.level") != "read_committed"
         ends = {}
         for tp in tps:
-            _, high = consumer.get_watermark_offsets(
-                confluent_kafka.TopicPartition(tp.topic, tp.partition), timeout=_OFFSETS_TIMEOUT_S, cached=False
-            )
+            part = confluent_kafka.TopicPartition(tp.topic, tp.partition)
+            high = -1
+            if cached_ok and tp not in self._paused:
+                with contextlib.suppress(confluent_kafka.KafkaException):
+                    _, high = consumer.get_watermark_offsets(part, cached=True)
+            if high < 0:
+                _, high = consumer.get_watermark_offsets(part, timeout=_OFFSETS_TIMEOUT_S, cached=False)
             ends[tp] = high
         return ends
 
