@@ -371,8 +371,9 @@ class RdConsumer:
         asked of its leader (``get_watermark_offsets``, on the offsets thread) when it has no
         cached value yet, when it is paused (not fetched), and for every partition under exactly
         once: the cached value is the high watermark, not the last stable offset.  Asking all 21
-        partitions every 5 s, one ListOffsets after another on the connections the fetches use, held
-        one contact's ingest up 75-118 ms every 5.1 s at 128/s (docs/PERFORMANCE.md, December 5).
+        partitions every 5 s, one ListOffsets after another on the connections the fetches use, is
+        the likely cause (inferred from the period) of one contact's ingest hop taking 75-118 ms
+        every 5.1 s at 128/s (docs/PERFORMANCE.md, December 5).
         Not librdkafka's admin client: after a broker restart its ListOffsets failed with "No
         leaders found" for 90 s and more (it kept the leaders it had cached; the CI machine's
         ``cx_broker_up`` stayed 0 after the outage test; ``test_librdkafka_outage.py``)."""
