@@ -29,6 +29,7 @@ from pathlib import Path
 import redis
 import uvloop
 
+from cxstream.bench.loadgen import stat_cpu_s
 from cxstream.serve.http import ContextLookup
 from cxstream.streams.embedded import EmbeddedRedis
 from cxstream.streams.keys import context_key, identifier_key
@@ -36,18 +37,12 @@ from cxstream.streams.security import pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
 
 
 def _fill(url: str, n: int, paths: Path) -> None:
@@ -101,13 +96,13 @@ def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: flo
                 if time.monotonic() > deadline or api.poll() is not None:
                     raise RuntimeError("the API process did not start") from None
                 time.sleep(0.1)
-        cpu0 = _cpu_s(api.pid)
+        cpu0 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
         drive = subprocess.run(
             [sys.executable, "-m", "cxstream.bench.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
              "--duration", str(seconds + 2), "--warmup", "2", "--paths-file", str(paths), "--start-at", str(time.time() + 1.0)],
             capture_output=True, text=True, cwd=ROOT, check=True,
         )
-        cpu1 = _cpu_s(api.pid)
+        cpu1 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(10)

@@ -1693,16 +1693,19 @@ class JitSampler:
         self._cpu: dict[tuple[int, int], float] = {}  # (pid, tid) -> its CPU seconds when last read
 
     def cpu_s(self) -> float:
-        hz = os.sysconf("SC_CLK_TCK")
         for pid in self.pids:
             with contextlib.suppress(OSError):
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     with contextlib.suppress(OSError, ValueError, IndexError):
-                        if not (task / "comm").read_text().replace("_", " ").startswith(JIT_THREADS):
-                            continue
-                        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                        self._cpu[(pid, int(task.name))] = (int(fields[11]) + int(fields[12])) / hz
+                        if task.joinpath("comm").read_text().replace("_", " ").startswith(JIT_THREADS):
+                            self._cpu[(pid, int(task.name))] = stat_cpu_s(task / "stat")
         return sum(self._cpu.values())
+
+
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds in a ``/proc`` ``stat`` file (of a process, or of one thread under ``task/``)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuSplit:
