@@ -115,6 +115,7 @@ from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
+from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
 from cxstream.streams.security import kafka_client_kwargs
@@ -442,6 +443,7 @@ class BatchRuntime:
         self._stopping = False
         self.lag_interval_s = lag_interval_s
         self._lag_task: asyncio.Task[None] | None = None
+        self.pacer: FetchPacer | None = None  # holds the fetch while the worker is busy (CX_FETCH_PACE_MAX_MS; aiokafka)
         self._lag_labels: dict[TopicPartition, tuple[str, str, str]] = {}  # the cx_consumer_lag_records children set
         # where this worker began each partition it owns (its first fetched offset), until a batch of it is acknowledged
         self._begun: dict[TopicPartition, int] = {}
@@ -575,10 +577,18 @@ class BatchRuntime:
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
+        self.pacer = FetchPacer(
+            aiokafka_fetch(self.consumer), max_wait_ms=self.settings.fetch_pace_max_ms,
+            idle=(self.settings.fetch_min_bytes, self.fetch_wait_ms), from_share=self.settings.fetch_pace_from,
+            full_share=self.settings.fetch_pace_full,
+        )
+        self.pacer.start()
         self._start_loop()
 
     async def _start_librdkafka(self, written: list[str], session_ms: int) -> None:
         """The same consumer and producer on librdkafka (``CX_STAGE_CLIENT=librdkafka``; streams/rdkafka.py)."""
+        if self.settings.fetch_pace_max_ms:
+            log.warning("stages: CX_FETCH_PACE_MAX_MS applies to aiokafka only (librdkafka fixes its fetch at start); ignored")
         consumer = self.consumer = RdConsumer(self.settings, consumer_config(
             bootstrap=self.bootstrap, group_id=self.group_id, fetch_wait_ms=self.fetch_wait_ms, session_ms=session_ms,
             isolation_level=self.isolation_level, fetch_min_bytes=self.settings.fetch_min_bytes,
@@ -602,6 +612,8 @@ class BatchRuntime:
     async def stop(self) -> None:
         """Let the loop finish the batch in hand (up to 5 s), wait for every ack, commit, and close."""
         self._stopping = True
+        if self.pacer is not None:
+            await self.pacer.stop()
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(BaseException):

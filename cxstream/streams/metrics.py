@@ -59,6 +59,11 @@ EVENT_LOOP_LAG = Histogram(
     "random moment waits for whatever holds the loop (a batch, a timer, a publication) before anything can start on it.",
     buckets=_LATENCY_BUCKETS,
 )
+FETCH_HOLD_MS = Gauge(
+    "cx_stage_fetch_hold_ms",
+    "Longest the broker may hold the batch stages' fetch for more records (16 KB), ms: 0 while the worker's CPU "
+    "share is below CX_FETCH_PACE_FROM (answered at once), up to CX_FETCH_PACE_MAX_MS as it nears CX_FETCH_PACE_FULL.",
+)
 CONSUMER_LAG = Gauge(
     "cx_consumer_lag_records",
     "Records in an input partition this worker owns that it has not finished: the partition's end offset (the last "

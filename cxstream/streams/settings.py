@@ -143,6 +143,13 @@ class Settings:
         1, "The bytes a stage's fetch waits for (up to CX_FETCH_WAIT_MS) before the broker answers. 1: at once when "
         "any record arrives, which with librdkafka (CX_STAGE_CLIENT) means a fetch request per arrival under load."
     )
+    fetch_pace_max_ms: int = _setting(
+        0, "While the worker is busy, the broker may hold a stage's fetch up to this long for 16 KB of records: fewer, "
+        "fuller loop rounds when rounds cost the most. The wait grows with the worker's CPU share, from 0 at "
+        "CX_FETCH_PACE_FROM to this at CX_FETCH_PACE_FULL, ms; 0: off (aiokafka stages only; docs/PERFORMANCE.md)."
+    )
+    fetch_pace_from: float = _setting(0.5, "The worker's CPU share (of one core) above which its fetch may be held.")
+    fetch_pace_full: float = _setting(0.9, "The CPU share at which the fetch may be held the longest (CX_FETCH_PACE_MAX_MS).")
     faust_fetch_wait_ms: int = _setting(
         200, "The same for the Faust consumer (the learner's labels, the demo desktops): not on the hot path, ms."
     )
@@ -235,6 +242,13 @@ class Settings:
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
         if self.loop_stall_log_ms < 0:
             raise SettingsError(f"CX_LOOP_STALL_LOG_MS={self.loop_stall_log_ms!r}: use 0 (off) or a number of ms")
+        if self.fetch_pace_max_ms < 0:
+            raise SettingsError(f"CX_FETCH_PACE_MAX_MS={self.fetch_pace_max_ms!r}: use 0 (off) or a number of ms")
+        if not 0.0 <= self.fetch_pace_from < self.fetch_pace_full:
+            raise SettingsError(
+                f"CX_FETCH_PACE_FROM={self.fetch_pace_from!r}, CX_FETCH_PACE_FULL={self.fetch_pace_full!r}: "
+                "use CPU shares with 0 <= FROM < FULL"
+            )
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(
                 f"CX_PROCESSING_GUARANTEE={self.processing_guarantee!r}: use 'at_least_once' or 'exactly_once'"
