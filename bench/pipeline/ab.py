@@ -45,6 +45,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "stage_wait": final.get("stage_wait"),
         "loop_phases": final.get("loop_phases"),
         "loop_lag": final.get("loop_lag"),
+        "fetch_hold_ms": final.get("fetch_hold_ms"),
         "broker_warmup": result.get("broker_warmup"),
         "passed": final.get("passed"),
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),

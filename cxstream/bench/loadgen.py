@@ -640,6 +640,7 @@ class StepResult:
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
+    fetch_hold_ms: list[float] | None = None  # cx_stage_fetch_hold_ms of each engine at the window's end (fetch pacing)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
@@ -1217,6 +1218,7 @@ class Bench:
             stage_wait=histogram_quantiles(w_samples, e_samples),
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             loop_lag=histogram_quantiles(w_samples, e_samples, "cx_event_loop_lag_seconds", "", (0.5, 0.99, 0.999)).get("?"),
+            fetch_hold_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_hold_ms"] or None,
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
