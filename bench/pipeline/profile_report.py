@@ -17,9 +17,15 @@ from pathlib import Path
 
 #: (label, regex on one frame "function (file:line)"); inclusive: a stack containing it counts.
 INCLUSIVE: tuple[tuple[str, str], ...] = (
-    ("agent: ingest (handle)", r"register\.<locals>\.make_agent\.<locals>\.handle \(cxstream/agents/ingest"),
-    ("agent: context (handle)", r"register\.<locals>\.handle \(cxstream/agents/context"),
-    ("agent: router (handle)", r"register\.<locals>\.handle \(cxstream/agents/router"),
+    # a stage's handler: ``stage.<locals>.handle`` on the batch runtime, ``register...handle`` as a Faust agent
+    ("stage: ingest (handle)", r"\.<locals>\.handle \(cxstream/agents/ingest"),
+    ("stage: identity (handle)", r"\.<locals>\.handle \(cxstream/agents/identity"),
+    ("stage: context (handle)", r"\.<locals>\.handle \(cxstream/agents/context"),
+    ("stage: router (handle)", r"\.<locals>\.handle \(cxstream/agents/router"),
+    ("learner (the desktops' labels; a Faust agent)", r"\.<locals>\.handle \(cxstream/agents/learner"),
+    ("batch runtime: a batch through the stages (BatchRuntime.process)", r"BatchRuntime\.process "),
+    ("batch runtime: outputs sent (BatchRuntime.send_all)", r"BatchRuntime\.send_all "),
+    ("model snapshots (publication)", r"cxstream/intel/snapshot"),
     ("router: Router.apply", r"Router\.apply "),
     ("router: Router.to_state (state JSON per input)", r"Router\.to_state "),
     ("router: RouterHost.get / from_state", r"(RouterHost\.get|Router\.from_state) "),
@@ -35,6 +41,7 @@ INCLUSIVE: tuple[tuple[str, str], ...] = (
     ("Topic.send / producer (all sends)", r"(Topic|Channel)\.send \(faust|maybe_declare|FutureMessage"),
     ("aiokafka producer (batch/send)", r"aiokafka/producer"),
     ("aiokafka consumer (fetch/decode)", r"aiokafka/consumer"),
+    ("aiokafka connection (requests encoded, socket writes)", r"aiokafka/conn"),
     ("faust stream iteration (Stream.__aiter__/events)", r"Stream\.(__aiter__|events|_c_aiter|_py_aiter)"),
     ("faust consumer/fetcher/transport", r"faust/transport"),
     ("faust commit / acks", r"(Consumer\.commit|_commit|on_message_out|ack\b|Event\.ack)"),
