@@ -1,33 +1,34 @@
-"""Hold the stages' fetch at the broker for a few ms, only while the worker is busy.
+"""Hold the stages' fetch at the broker for a few ms, only while the worker is busy (off by default).
 
 Each round of the batch stages' loop (a fetch answered, its records processed, their outputs
-produced) costs ~2-3 ms of CPU whatever it carries (docs/PERFORMANCE.md, "What limits them").
-A fetch the broker answers as soon as one record arrives (``fetch_min_bytes`` 1) keeps the
-latency of an idle worker at a round trip, but under load it makes many rounds of a record or
-two: a busy worker spends its core on rounds, and records queue behind them.  A fetch held
-for 16 KB or 5 ms halved the rounds and took a quarter of a core off at 160-410/s, but added
-up to 5 ms per hop at low rates, where no core was short (December 5's runs).
+produced) costs CPU whatever it carries: at 160/s ~1.3 ms in aiokafka and ~0.35 ms in the event
+loop (docs/PERFORMANCE.md, "What limits them").  A fetch the broker answers as soon as one record
+arrives (``fetch_min_bytes`` 1) keeps an idle worker's latency at a round trip, but under load it
+makes a round per record or two.  A fetch always held for 16 KB or 5 ms halved the rounds and took
+17-30 points of a core off at 160-410/s, but added up to 5 ms per hop at low rates, where no core
+was short.
 
 :class:`FetchPacer` chooses between the two from the worker's own CPU share (the process's CPU
-time over wall time, so every thread of it): below ``from_share`` the fetch is answered at
-once; above it the broker may hold it up to a wait that grows in proportion to the share, to
-``max_wait_ms`` at ``full_share``, or until :data:`BUSY_MIN_BYTES` have arrived.  Held fetches
-make rounds cheaper, the share falls, the wait falls with it: the wait settles where the
-worker's CPU and the latency it adds balance, instead of flapping between two modes.
+time over wall time, so every thread of it): below ``from_share`` the consumer's own fetch; above
+it the broker may hold the fetch, until :data:`BUSY_MIN_BYTES` have arrived, up to a wait that
+grows in proportion to the share, to ``max_wait_ms`` at ``full_share``.  Held fetches make rounds
+fewer, the share falls, the wait falls with it: the wait settles instead of flapping between two
+modes.
+
+Measured (December 5, ``CX_FETCH_PACE_MAX_MS=5``): the wait settled at 3-5 ms, took 6-10 points
+of a core off at 160-256/s and did not lower the latency, so it is off by default
+(docs/PERFORMANCE.md, "Levers measured").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from cxstream.streams import metrics
-
-log = logging.getLogger(__name__)
 
 BUSY_MIN_BYTES = 16384  # what a held fetch waits for: an answer this big comes back at once (a backlog)
 SMOOTHING = 0.5  # weight of the newest sample in the smoothed CPU share (a sample per interval)
@@ -36,9 +37,10 @@ SMOOTHING = 0.5  # weight of the newest sample in the smoothed CPU share (a samp
 class FetchPacer:
     """Set the fetch's wait from the worker's CPU share, every *interval_s*, through *apply(min_bytes, wait_ms)*.
 
-    *idle* is the fetch's own (min_bytes, wait_ms) below ``from_share`` (``CX_FETCH_MIN_BYTES``,
-    ``CX_FETCH_WAIT_MS``: by default answered at once, an empty fetch held 10 ms).  *cpu* and *wall* are clocks in seconds (the process's CPU
-    time and a monotonic clock), given for tests.
+    *idle* is the consumer's own (min_bytes, wait_ms), in force below ``from_share``
+    (``CX_FETCH_MIN_BYTES``, ``CX_FETCH_WAIT_MS``: by default answered at once, an empty fetch
+    held 10 ms).  *cpu* and *wall* are clocks in seconds (the process's CPU time and a monotonic
+    clock), given for tests.
     """
 
     def __init__(

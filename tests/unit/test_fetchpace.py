@@ -36,13 +36,19 @@ class Worker:
             cpu=lambda: self.cpu_s, wall=lambda: self.wall_s, **kw,  # type: ignore[arg-type]
         )
 
+    def run(self, pacer: FetchPacer, samples: int) -> list[int]:
+        """Sample *samples* times, half a second apart; the waits chosen."""
+        waits = []
+        for _ in range(samples):
+            waits.append(pacer.sample())
+            self.tick()
+        return waits
+
 
 def test_an_idle_worker_fetch_is_never_held() -> None:
     worker = Worker(0.3)
     pacer = worker.pacer()
-    for _ in range(20):
-        pacer.sample()
-        worker.tick()
+    worker.run(pacer, 20)
     assert pacer.wait_ms == 0
     assert worker.applied == []  # nothing to change: the consumer keeps its own fetch
     assert pacer.share == pytest.approx(0.3, abs=0.01)
@@ -51,16 +57,12 @@ def test_an_idle_worker_fetch_is_never_held() -> None:
 def test_a_busy_worker_fetch_is_held_for_16_kb_and_released_when_it_is_idle_again() -> None:
     worker = Worker(0.95)
     pacer = worker.pacer()
-    for _ in range(10):
-        pacer.sample()
-        worker.tick()
+    worker.run(pacer, 10)
     assert pacer.wait_ms == 5
     assert worker.applied[-1] == (BUSY_MIN_BYTES, 5)
     assert [w for _, w in worker.applied] == sorted(w for _, w in worker.applied)  # the wait rose with the smoothed share
     worker.shares = 0.2
-    for _ in range(10):
-        pacer.sample()
-        worker.tick()
+    worker.run(pacer, 10)
     assert pacer.wait_ms == 0
     assert worker.applied[-1] == (1, 10)  # the consumer's own min bytes and wait again
     assert REGISTRY.get_sample_value("cx_stage_fetch_hold_ms") == 0
@@ -70,10 +72,7 @@ def test_the_wait_settles_where_held_fetches_bring_the_share_down() -> None:
     """Each ms of wait takes 5 points of CPU off (fewer rounds): no flapping between off and the longest wait."""
     worker = Worker({w: 0.85 - 0.05 * w for w in range(6)})
     pacer = worker.pacer()
-    waits = []
-    for _ in range(60):
-        waits.append(pacer.sample())
-        worker.tick()
+    waits = worker.run(pacer, 60)
     last = waits[-20:]
     assert max(last) - min(last) <= 1, waits
     assert 1 <= min(last) <= 4, waits
