@@ -25,8 +25,6 @@ faster pass is kept::
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import json
 import os
 import platform
@@ -40,20 +38,16 @@ import msgspec
 
 from cxstream.agents.ingest import route_customer_event
 from cxstream.agents.nba import NBA
-from cxstream.agents.scoring import Scorer, features_of, language_detector, with_health
+from cxstream.agents.scoring import features_of, with_health
+from cxstream.bench.contexts import trained_scorer
 from cxstream.bench.loadgen import machine_speed
 from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context.model import CustomerContext, context_json, decode_context, encode_context
 from cxstream.context.resolver import Resolver
 from cxstream.context.update import ContextLimits, apply_interaction, apply_outcome
 from cxstream.datasets import shared_data_dir
-from cxstream.intel.churn import ChurnModel
-from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
-from cxstream.intel.features import telco_features, telco_label
-from cxstream.intel.intent import IntentModel
 from cxstream.schemas import InteractionEvent, OutcomeEvent, ResolveRequest
 from cxstream.streams.codecs import decode, encode
-from cxstream.streams.settings import Settings
 
 
 def timed(fn: Callable[[Any], Any], items: Sequence[Any], passes: int = 2) -> float:
@@ -99,21 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         after.append(new)
         contexts[cid] = new
 
-    scorer = Scorer(language_detector(Settings()))
-    models: dict[str, Any] = {"trained": False}
+    scorer, models = trained_scorer(data)
     texts = [q.event.text for q in reqs if isinstance(q.event, InteractionEvent) and q.event.text
              and q.event.direction == "inbound" and q.event.kind in ("message", "contact_opened")]
-    banking = data / "banking77" / "train.csv"
-    if banking.exists():
-        intent = IntentModel()
-        intent.learn_many(read_labelled_csv(banking)[:3000])
-        churn = ChurnModel()
-        with (data / TELCO_FILE).open(newline="", encoding="utf-8") as f:
-            for row in itertools.islice(csv.DictReader(f), 2000):
-                churn.learn_one(telco_features(row), telco_label(row))
-        scorer.intent.model, scorer.intent.version = intent, 1
-        scorer.churn.model, scorer.churn.version = churn, 1
-        models = {"trained": True, "intent_rows": 3000, "churn_rows": 2000}
     opened = [(ctx, q.event) for ctx, q in zip(after, reqs, strict=True)
               if isinstance(q.event, InteractionEvent) and q.event.kind == "contact_opened" and q.event.needs_advisor]
     nba = NBA()

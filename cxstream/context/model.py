@@ -12,7 +12,7 @@ import msgspec
 
 from cxstream.schemas.outputs import NextBestAction
 from cxstream.streams.codecs import ZSTD_MAGIC as ZSTD_MAGIC  # the first bytes of a stored context
-from cxstream.streams.codecs import compress, decompressed
+from cxstream.streams.codecs import compress_context, decompressed
 
 
 class InteractionSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,8 +244,8 @@ def decode_context_or_none(raw: bytes | None) -> CustomerContext | None:
 
 
 def encode_context(ctx: CustomerContext) -> bytes:
-    """The context as stored (table value and Redis copy): its JSON, zstd-compressed (:func:`context_json` reads it)."""
-    return compress(_encoder.encode(ctx))
+    """The context as stored (table value and Redis copy): its JSON, zstd-compressed with the context dictionary (:func:`context_json` reads it)."""
+    return compress_context(_encoder.encode(ctx))
 
 
 def decode_context(raw: bytes) -> CustomerContext:
