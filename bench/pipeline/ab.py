@@ -27,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 
+def state_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The stored context's bytes per customer after the prefill and at the end of the run."""
+    return {"after_prefill": result.get("table_bytes_per_customer"), "end": result.get("state_end")}
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     final = result.get("final") or {}
     return {
@@ -47,6 +52,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "loop_lag": final.get("loop_lag"),
         "fetch_hold_ms": final.get("fetch_hold_ms"),
         "broker_warmup": result.get("broker_warmup"),
+        "state": state_of(result),
         "passed": final.get("passed"),
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),
         "why": final.get("why"),
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     if args.drain:
                         doc_ = json.loads(out.read_text())
-                        d = {**doc_["engine_drain"], "machine_speed": doc_["environment"].get("machine_speed_at_start")}
+                        d = {**doc_["engine_drain"], "machine_speed": doc_["environment"].get("machine_speed_at_start"),
+                             "state": state_of(doc_)}
                         print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %, "
                               f"cpu {d.get('cpu_by_process')}",
                               flush=True)
