@@ -30,7 +30,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # the first bytes of a zstd frame; a JSON docu
 
 # Stored contexts are compressed with a dictionary trained on contexts (bench/context/dictionary.py):
 # a small JSON document alone has to spell out its field names again; with the dictionary a stored
-# context is ~45 % smaller, and faster to compress.  Each frame names its dictionary (its id in the
+# context is 35-45 % smaller, and faster to compress.  Each frame names its dictionary (its id in the
 # frame header), so a dictionary once shipped is never replaced or deleted: a new one is added
 # beside it (context-v2.zdict) and made the one written, and every one shipped stays readable.
 CONTEXT_DICTIONARIES = ("context-v1.zdict",)  # every dictionary shipped; the last is the one written
