@@ -39,15 +39,14 @@ import msgspec
 from cxstream.agents.ingest import route_customer_event
 from cxstream.agents.nba import NBA
 from cxstream.agents.scoring import features_of, with_health
-from cxstream.bench.contexts import trained_scorer
+from cxstream.bench.contexts import resolve_request, trained_scorer, workload_inputs
 from cxstream.bench.loadgen import machine_speed
-from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context.model import CustomerContext, context_json, decode_context, encode_context
 from cxstream.context.resolver import Resolver
 from cxstream.context.update import ContextLimits, apply_interaction, apply_outcome
 from cxstream.datasets import shared_data_dir
-from cxstream.schemas import InteractionEvent, OutcomeEvent, ResolveRequest
-from cxstream.streams.codecs import decode, encode
+from cxstream.schemas import InteractionEvent
+from cxstream.streams.codecs import encode
 
 
 def timed(fn: Callable[[Any], Any], items: Sequence[Any], passes: int = 2) -> float:
@@ -69,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args(argv)
     data = shared_data_dir()
-    wl = Workload(WorkloadConfig(customers=args.customers, seed=args.seed))
-    base = time.time() - 86400.0
-    inputs = [msgspec.structs.replace(e, occurred_at=base + i * 0.01)
-              for i, e in enumerate(wl.events(args.events)) if isinstance(e, (InteractionEvent, OutcomeEvent))]
+    inputs = workload_inputs(args.customers, args.events, args.seed)
     raw = [(encode(e), type(e)) for e in inputs]
-    reqs = [decode(route_customer_event(r, kind, 1 << 20).value, ResolveRequest) for r, kind in raw]
+    reqs = [resolve_request(e) for e in inputs]
 
     resolver = Resolver({})
     owners = [resolver.resolve(q.event.customer.present(), event_id=q.event.event_id, at=q.event.occurred_at,

@@ -54,15 +54,26 @@ def trained_scorer(data: Path) -> tuple[Scorer, dict[str, Any]]:
     return scorer, {"trained": True, "intent_rows": 3000, "churn_rows": 2000}
 
 
+def workload_inputs(
+    customers: int, events: int, seed: int, texts: tuple[str, ...] | None = None
+) -> list[InteractionEvent | OutcomeEvent]:
+    """The workload's interactions and outcomes, stamped 10 ms apart from a day ago (the sender's event times)."""
+    wl = Workload(WorkloadConfig(customers=customers, seed=seed), texts=texts)
+    base = time.time() - 86400.0
+    return [msgspec.structs.replace(e, occurred_at=base + i * 0.01)
+            for i, e in enumerate(wl.events(events)) if isinstance(e, (InteractionEvent, OutcomeEvent))]
+
+
+def resolve_request(event: InteractionEvent | OutcomeEvent) -> ResolveRequest:
+    """*event* as ingest hands it to identity (decoded, normalised, redacted)."""
+    return decode(route_customer_event(encode(event), type(event), 1 << 20).value, ResolveRequest)
+
+
 def resolve_requests(
     customers: int, events: int, seed: int, texts: tuple[str, ...] | None = None
 ) -> list[ResolveRequest]:
-    """The workload's interactions and outcomes as ingest hands them to identity (decoded, normalised, redacted)."""
-    wl = Workload(WorkloadConfig(customers=customers, seed=seed), texts=texts)
-    base = time.time() - 86400.0
-    inputs = [msgspec.structs.replace(e, occurred_at=base + i * 0.01)
-              for i, e in enumerate(wl.events(events)) if isinstance(e, (InteractionEvent, OutcomeEvent))]
-    return [decode(route_customer_event(encode(e), type(e), 1 << 20).value, ResolveRequest) for e in inputs]
+    """:func:`workload_inputs` as ingest hands them to identity."""
+    return [resolve_request(e) for e in workload_inputs(customers, events, seed, texts)]
 
 
 def build_contexts(
