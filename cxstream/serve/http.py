@@ -53,7 +53,6 @@ from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.context.model import context_json
 from cxstream.schemas import Identifiers
 from cxstream.serve import assist, desk, keys, pages, queues
-from cxstream.serve.cache import CacheConfig, ContextCache, Invalidations
 from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
 from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
@@ -277,16 +276,14 @@ def _path_identifier(customer_id: str) -> tuple[str, str] | None:
 
 #: One round trip per lookup: resolve (identifier index, alias or CRM id) and read the context
 #: in the server.  Key names are derived inside the script, so it needs a single Redis (not Cluster).
-#: It answers {code, context or '', the customer id whose context it read or ''}: the last one
-#: tells the API's cache (:mod:`cxstream.serve.cache`) which context key the answer depends on.
 _LOOKUP = """
 local v = redis.call('GET', KEYS[1])
 if ARGV[1] == 'ident' then
   if not v then return {0} end
   if v == ARGV[2] then return {2} end
   local c = redis.call('GET', ARGV[3] .. v)
-  if not c then return {0, '', v} end
-  return {1, c, v}
+  if not c then return {0} end
+  return {1, c}
 end
 if v then return {1, v} end
 local t = redis.call('GET', KEYS[2])
@@ -296,53 +293,31 @@ if not t then
 end
 if not t then return {0} end
 local c = redis.call('GET', ARGV[3] .. t)
-if not c then return {0, '', t} end
-return {1, c, t}
+if not c then return {0} end
+return {1, c}
 """
 _CTX_PREFIX = context_key("")
 
 
 class ContextLookup:
     """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when given
-    one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py.
+    one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py."""
 
-    With *cache* (``CX_HTTP_CONTEXT_CACHE``), a repeated lookup is answered from this process's
-    :class:`~cxstream.serve.cache.ContextCache` while it follows Redis's invalidations
-    (:class:`~cxstream.serve.cache.Invalidations`, which :func:`build_app` starts and stops)."""
-
-    def __init__(self, client: aioredis.Redis, fast: PipelinedRedis | None = None, *, cache: ContextCache | None = None) -> None:
+    def __init__(self, client: aioredis.Redis, fast: PipelinedRedis | None = None) -> None:
         self._script = client.register_script(_LOOKUP)
         self._fast = fast
-        self.cache = cache
 
     @property
     def pipelined(self) -> bool:
         return self._fast is not None
 
     async def __call__(self, keys: list[str], mode: str) -> tuple[int, bytes | None]:
-        cache = self.cache
-        if cache is None:
-            found = await self._run(keys, mode)
-            return int(found[0]), (found[1] if len(found) > 1 and found[0] else None)
-        lookup = (mode, keys[0])
-        answer = cache.get(lookup)
-        if answer is not None:
-            return answer
-        epoch = cache.epoch
-        found = await self._run(keys, mode)
-        code = int(found[0])
-        answer = code, (found[1] if len(found) > 1 and code else None)
-        read = [key.encode() for key in keys]
-        if len(found) > 2 and found[2]:
-            read.append(_CTX_PREFIX.encode() + found[2])
-        cache.put(lookup, answer, read, epoch)
-        return answer
-
-    async def _run(self, keys: list[str], mode: str) -> list[Any]:
         args = [mode, SHARED, _CTX_PREFIX]
         if self._fast is not None:
-            return await self._fast.evalsha(self._script.sha, _LOOKUP, keys, args)  # type: ignore[no-any-return]
-        return await self._script(keys=keys, args=args)  # type: ignore[no-any-return]  # EVALSHA; loads the script if Redis lost it
+            found = await self._fast.evalsha(self._script.sha, _LOOKUP, keys, args)
+        else:
+            found = await self._script(keys=keys, args=args)  # EVALSHA; loads the script if Redis lost it
+        return int(found[0]), (found[1] if len(found) > 1 else None)
 
     async def close(self) -> None:
         if self._fast is not None:
@@ -447,7 +422,6 @@ def build_app(
     feed: LiveFeed | None = None,
     advisor_key_secret: str = "",
     model_namespace: str = "",
-    context_cache: CacheConfig | None = None,
 ) -> web.Application:
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
@@ -455,24 +429,14 @@ def build_app(
     *pipelined* (a connection to the Redis of *redis_client*), context lookups take it rather than the pool.
     *publisher* and *feed* (both on the engine's broker) serve the desk, the chat page and the
     wallboard (:mod:`cxstream.serve.desk`, :mod:`cxstream.serve.pages`); without them those routes answer 503.
-    With *context_cache*, lookups are cached in this process (:mod:`cxstream.serve.cache`).
     """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
-    cache = ContextCache(context_cache.max_entries) if context_cache is not None else None
-    app[LOOKUP] = lookup = ContextLookup(redis_client, pipelined, cache=cache)
-    following = Invalidations(cache, context_cache.connect) if cache is not None and context_cache is not None else None
-
-    async def follow_invalidations(_: web.Application) -> None:
-        if following is not None:
-            following.start()
+    app[LOOKUP] = lookup = ContextLookup(redis_client, pipelined)
 
     async def close_lookup(_: web.Application) -> None:
-        if following is not None:
-            await following.stop()
         await lookup.close()
 
-    app.on_startup.append(follow_invalidations)
     app.on_cleanup.append(close_lookup)
     app[API_KEYS] = api_keys
     app[API_KEY_SCOPES] = keys.parse_keys(api_keys)

@@ -30,7 +30,6 @@ import sys
 
 import orjson
 
-from cxstream.serve.cache import CacheConfig
 from cxstream.serve.common import resolve_api_keys
 from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
 from cxstream.serve.feed import LiveFeed
@@ -56,13 +55,6 @@ def die_with(parent_pid: int) -> None:
         raise SystemExit(0)
 
 
-def context_cache(settings: Settings) -> CacheConfig | None:
-    """The lookup cache's configuration (``CX_HTTP_CONTEXT_CACHE``; on the pipelined connections only), or None."""
-    if not settings.http_context_cache or not settings.http_pipelined_lookups:
-        return None
-    return CacheConfig(settings.http_context_cache, lambda on_message: pipelined_redis(settings, on_message=on_message))
-
-
 async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metrics_url: str | None = None, reuse_port: bool = True) -> None:
     """Serve until SIGTERM/SIGINT."""
     # one blocking pool per process: a burst waits for a connection instead of failing
@@ -76,7 +68,6 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
         pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None,
         publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret, model_namespace=settings.topic_prefix,
-        context_cache=context_cache(settings),
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")
     stop = asyncio.Event()

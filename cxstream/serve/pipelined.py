@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -36,13 +36,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class _Protocol(asyncio.Protocol):
-    """Commands in flight as a FIFO of (future, deadline); one watchdog timer, not one per command.
+    """Commands in flight as a FIFO of (future, deadline); one watchdog timer, not one per command."""
 
-    With *on_message*, a connection that has subscribed to a channel hands each published
-    message's payload to it (``[b"message", channel, payload]`` is a push, not a reply)."""
-
-    def __init__(self, timeout_s: float, on_message: Callable[[Any], None] | None = None) -> None:
-        self.on_message = on_message
+    def __init__(self, timeout_s: float) -> None:
         self.reader = hiredis.Reader()
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
@@ -66,9 +62,6 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
-            if self.on_message is not None and type(reply) is list and len(reply) == 3 and reply[0] == b"message":
-                self.on_message(reply[2])
-                continue
             if not self.waiting:  # a reply nobody asked for: the stream is out of step
                 self._fail(RedisConnectionError("Redis sent a reply to no command"))
                 if self.transport is not None:
@@ -163,7 +156,6 @@ class PipelinedRedis:
         username: str | None = None,
         password: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        on_message: Callable[[Any], None] | None = None,
     ) -> None:
         if not self.supports(url):
             raise ValueError(f"unsupported Redis URL for the pipelined client: {url.split('@')[-1]!r}")
@@ -178,7 +170,6 @@ class PipelinedRedis:
             raise ValueError("a rediss:// URL needs a TLS context (ssl=...): see cxstream.streams.security.pipelined_redis")
         self._ssl = ssl
         self._timeout_s = timeout_s
-        self._on_message = on_message  # payloads of the messages of the channels this connection subscribes to
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -236,14 +227,7 @@ class PipelinedRedis:
             return proto
 
     def _protocol(self) -> _Protocol:
-        return _Protocol(self.timeout_s, self._on_message)
-
-    async def closed(self) -> None:
-        """Wait until the current connection is lost or closed (return at once if there is none: it does not connect)."""
-        proto = self._proto
-        if proto is None or proto.lost is not None:
-            return
-        await asyncio.shield(proto.closed)
+        return _Protocol(self.timeout_s)
 
     async def call(self, *args: Any) -> Any:
         proto = await self._connection()

@@ -112,17 +112,6 @@ OCCUPANCY = Gauge("cx_advisor_occupancy", "Seconds advisors held contacts / staf
 HTTP_REQUESTS = Histogram(
     "cx_http_request_seconds", "HTTP API latency by route and status.", ["route", "status"], buckets=_LATENCY_BUCKETS
 )
-CONTEXT_CACHE = Counter(
-    "cx_http_context_cache_total",
-    "Context lookups of this API process by what its cache did (CX_HTTP_CONTEXT_CACHE): 'hit', 'miss' (read "
-    "from Redis and kept), 'raced' (read from Redis, not kept: a key changed meanwhile), 'off' (the cache was "
-    "not following Redis's invalidations: read from Redis).",
-    ["outcome"],
-)
-CONTEXT_CACHE_ENTRIES = Gauge("cx_http_context_cache_entries", "Lookups this API process keeps (CX_HTTP_CONTEXT_CACHE).")
-CONTEXT_CACHE_INVALIDATED = Counter(
-    "cx_http_context_cache_invalidated_total", "Lookups this API process dropped because Redis said a key they read changed."
-)
 
 LABELS = Counter("cx_labels_total", "Labels learned, by model.", ["model"])
 DRIFTS = Counter("cx_model_drift_total", "Drifts detected by ADWIN on a model's progressive error.", ["model"])

@@ -57,11 +57,6 @@ class Settings:
     http_pipelined_lookups: int = _setting(
         1, "1: context lookups on one pipelined hiredis connection per API process; 0: through the redis-py pool."
     )
-    http_context_cache: int = _setting(
-        0, "Context lookups each HTTP API process keeps and answers again without Redis, dropped when Redis reports "
-        "a change to a key they read (client-side caching, CLIENT TRACKING: Redis 6+; needs "
-        "CX_HTTP_PIPELINED_LOOKUPS=1); 0: every lookup goes to Redis."
-    )
     max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
     max_future_skew_s: float = _setting(
         3600.0, "Inputs whose occurred_at is more than this many seconds after the engine's clock go to the "
@@ -247,8 +242,6 @@ class Settings:
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
         if self.loop_stall_log_ms < 0:
             raise SettingsError(f"CX_LOOP_STALL_LOG_MS={self.loop_stall_log_ms!r}: use 0 (off) or a number of ms")
-        if self.http_context_cache < 0:
-            raise SettingsError(f"CX_HTTP_CONTEXT_CACHE={self.http_context_cache!r}: use 0 (off) or a number of lookups")
         if self.fetch_pace_max_ms < 0:
             raise SettingsError(f"CX_FETCH_PACE_MAX_MS={self.fetch_pace_max_ms!r}: use 0 (off) or a number of ms")
         if not 0.0 <= self.fetch_pace_from < self.fetch_pace_full:
