@@ -425,3 +425,135 @@ def test_a_partition_given_up_is_kept_aside_and_made_current_again_only_if_it_co
     t.drop(1, keep_at=41)
     assert t.take_kept(1) == 0, "... so the data is ahead of the changelog: not kept"
     assert t.get(b"k") is None
+
+
+class _ManualAcks:
+    """A producer stand-in that records what was sent (with the value) and acknowledges only when told."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.pending: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[Any]:
+        self.sent.append((topic, key, value, partition))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        return fut
+
+    def ack(self) -> None:
+        for fut in self.pending:
+            if not fut.done():
+                fut.set_result(SimpleNamespace(offset=len(self.sent)))
+
+
+def _context_runtime(linger_ms: int) -> tuple[BatchRuntime, _ManualAcks, Table, TopicPartition]:
+    rt = BatchRuntime("127.0.0.1:9", Settings(), changelog_linger_ms=linger_ms)
+    producer = _ManualAcks()
+    rt._producer = producer  # type: ignore[assignment]
+    table = rt.table("ctx_state", 4)
+    stage = rt.stage("context", [CUSTOMER_EVENTS], tables=[table])
+    tp = TopicPartition(stage.inputs[0], 2)
+    rt.owned.add(tp)
+    return rt, producer, table, tp
+
+
+async def _batch(rt: BatchRuntime, table: Table, tp: TopicPartition, writes: list[tuple[bytes, bytes]], offset: int) -> None:
+    """One processed batch: its table writes, one output, in flight with its input position."""
+    table.partition = tp.partition
+    for key, value in writes:
+        table[key] = value
+    rt.buffer.append(("routing", b"g", b"request"))
+    rt._in_flight.append((await rt.send_all(), {tp: offset}))
+
+
+def test_lingering_table_changes_go_to_the_changelog_together_with_the_latest_value_of_each_key() -> None:
+    """CX_CHANGELOG_LINGER_MS: one produce request for several batches' changes; their offsets wait for its ack."""
+
+    async def scenario() -> None:
+        rt, producer, table, tp = _context_runtime(50)
+        await _batch(rt, table, tp, [(b"a", b"1"), (b"b", b"1")], 10)
+        await _batch(rt, table, tp, [(b"a", b"2")], 20)
+        producer.ack()
+        await rt.settle()
+        assert [s[0] for s in producer.sent] == ["routing", "routing"], "the changes linger"
+        assert rt._processed == {} and not rt._in_flight and rt._lingering_batches == 2
+        await _batch(rt, table, tp, [], 30)  # no changes, acknowledged after the lingering ones ...
+        producer.ack()
+        await rt.settle()
+        assert rt._processed == {}, "... is not committable before them"
+        await rt.push_changes()
+        assert producer.sent[3:] == [(table.changelog, b"a", b"2", 2), (table.changelog, b"b", b"1", 2)]
+        await rt.settle()
+        assert rt._processed == {}, "not before the changelog acknowledges them"
+        producer.ack()
+        await rt.settle()
+        assert rt._processed == {tp: 30} and not rt._in_flight and rt._lingering_batches == 0
+
+    asyncio.run(scenario())
+
+
+def test_settling_everything_produces_the_lingering_changes_before_any_newer_one() -> None:
+    """A rebalance or a stop: the lingering changes go first, so each key's latest value is the changelog's last."""
+
+    async def scenario() -> None:
+        rt, producer, table, tp = _context_runtime(50)
+        await _batch(rt, table, tp, [(b"a", b"1")], 10)
+        producer.ack()
+        await rt.settle()
+        await _batch(rt, table, tp, [(b"a", b"2")], 20)  # in flight, not acknowledged
+
+        async def acks() -> None:
+            while rt._in_flight or rt._lingering_batches:
+                producer.ack()
+                await asyncio.sleep(0)
+
+        acker = asyncio.create_task(acks())
+        await rt.settle(everything=True)
+        await acker
+        changelog = [(k, v) for topic, k, v, _ in producer.sent if topic == table.changelog]
+        assert changelog == [(b"a", b"1"), (b"a", b"2")]
+        assert rt._processed == {tp: 20}
+
+    asyncio.run(scenario())
+
+
+def test_without_a_changelog_linger_each_batch_s_changes_go_once_its_outputs_are_in() -> None:
+    async def scenario() -> None:
+        rt, producer, table, tp = _context_runtime(0)
+        await _batch(rt, table, tp, [(b"a", b"1")], 10)
+        producer.ack()
+        await rt.settle()
+        assert [s[0] for s in producer.sent] == ["routing", table.changelog]
+
+    asyncio.run(scenario())
+
+
+def test_lingering_changes_of_a_partition_given_up_unsettled_are_dropped() -> None:
+    """Its next owner reprocesses the inputs they came from: written late, they could overwrite what it wrote."""
+
+    async def scenario() -> None:
+        rt, producer, table, tp = _context_runtime(50)
+        other = TopicPartition(tp.topic, 3)
+        rt.owned.add(other)
+        await _batch(rt, table, tp, [(b"a", b"1")], 10)
+        await _batch(rt, table, other, [(b"b", b"1")], 5)
+        producer.ack()
+        await rt.settle()
+        rt._drop_lingering({tp})
+        await rt.push_changes()
+        assert [(k, p) for topic, k, _, p in producer.sent if topic == table.changelog] == [(b"b", 3)]
+        producer.ack()
+        await rt.settle()
+        assert rt._processed == {other: 5}
+
+    asyncio.run(scenario())
+
+
+def test_a_changelog_linger_is_off_under_exactly_once_and_bounded() -> None:
+    from cxstream.streams.settings import SettingsError
+
+    eos = BatchRuntime("127.0.0.1:9", Settings(processing_guarantee="exactly_once"), changelog_linger_ms=50)
+    assert eos.changelog_linger_s == 0.0, "the changes go in their batch's transaction"
+    with pytest.raises(SettingsError, match="CX_CHANGELOG_LINGER_MS"):
+        Settings(changelog_linger_ms=-1)
