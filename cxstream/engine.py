@@ -142,7 +142,7 @@ class Wiring:
         else:
             self.runtime = BatchRuntime(
                 broker_url, settings, linger_ms=settings.producer_linger_ms, local_delivery=bool(settings.local_delivery),
-                echo_linger_ms=settings.local_echo_linger_ms, changelog_linger_ms=settings.changelog_linger_ms,
+                echo_linger_ms=settings.local_echo_linger_ms,
             )
         scorer = Scorer(
             language_detector(settings) if languages is True else languages or None,

@@ -23,9 +23,7 @@ with ``CX_STAGE_CLIENT=librdkafka``: :mod:`cxstream.streams.rdkafka`) on the inp
    outputs may be missing, so the redelivered input is processed again (not dropped as a
    duplicate) and its outputs produced again.  It does not wait for the acks before taking the
    next batch (at most ``max_in_flight`` batches unacknowledged: the broker's produce latency
-   was 60 % of the loop's time when it waited).  With ``CX_CHANGELOG_LINGER_MS`` the changes of
-   acknowledged batches wait up to that long, merged (the latest value of each key), and go to
-   the changelogs as one produce request instead of one per batch;
+   was 60 % of the loop's time when it waited);
 5. commits the input offsets of acknowledged batches, oldest first (at most every
    ``commit_interval_s``, and always after waiting for every ack before a partition is given
    up or the worker stops).
@@ -411,7 +409,7 @@ class BatchRuntime:
     def __init__(
         self, bootstrap: str, settings: Settings, *, linger_ms: int = 1, max_records: int = 4000,
         commit_interval_s: float = 0.5, max_in_flight: int = 4, local_delivery: bool = True, echo_linger_ms: int = 0,
-        lag_interval_s: float = 5.0, changelog_linger_ms: int = 0,
+        lag_interval_s: float = 5.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.settings = settings
@@ -464,14 +462,6 @@ class BatchRuntime:
         self._held_since = 0.0
         self._held_for: dict[int, int] = {}  # id(a batch's future list) -> its records still held
         self._held_parts: set[tuple[str, int]] = set()  # the (topic, partition)s they go to
-        # the table changes of acknowledged batches wait up to changelog_linger_s, merged (the latest
-        # value of each key), and go to the changelogs together; the positions of those batches (and of
-        # any acknowledged after them) become committable once that write is acknowledged
-        self.changelog_linger_s = max(0, changelog_linger_ms) / 1000.0
-        self._lingering: dict[tuple[str, int, bytes], bytes | None] = {}
-        self._lingering_positions: dict[TopicPartition, int] = {}
-        self._lingering_batches = 0
-        self._lingering_since = 0.0
         # this worker's records sent to local stages' partitions without local delivery: how many are
         # unacknowledged, and the highest acknowledged offset (local delivery waits until it is consumed)
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
@@ -482,7 +472,6 @@ class BatchRuntime:
         self.transactional = settings.processing_guarantee == "exactly_once"
         if self.transactional:
             self.echo_linger_s = 0.0  # a locally delivered record is produced in its batch's transaction
-            self.changelog_linger_s = 0.0  # and the table changes too
 
     # -- declaring stages -----------------------------------------------------------------------
 
@@ -666,9 +655,6 @@ class BatchRuntime:
             if self._held:  # wake up in time to produce them
                 due = self._held_since + self.echo_linger_s - time.monotonic()
                 wait_ms = max(1, min(wait_ms, int(due * 1000) + 1))
-            if self._lingering_batches:  # and the table changes
-                due = self._lingering_since + self.changelog_linger_s - time.monotonic()
-                wait_ms = max(1, min(wait_ms, int(due * 1000) + 1))
             batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
             if batches:
                 fetch(clock() - started)
@@ -677,14 +663,10 @@ class BatchRuntime:
             if self._held and time.monotonic() - self._held_since >= self.echo_linger_s:
                 async with self._lock:
                     await self.push_held()
-            if self._lingering_batches and time.monotonic() - self._lingering_since >= self.changelog_linger_s:
-                async with self._lock:
-                    await self.push_changes()
             if not batches:
                 async with self._lock:  # it may produce a batch's table changes: not beside a rebalance's settle
                     await self._save_deferred()
                     await self.settle()
-                    await self.push_changes()  # idle: nothing more to merge them with
                 if self.transactional:
                     self._past_markers()
             if time.monotonic() - self._last_commit >= self.commit_interval_s and (self._committing is None or self._committing.done()):
@@ -1076,16 +1058,9 @@ class BatchRuntime:
     async def settle(self, *, wait: bool = False, everything: bool = False) -> None:
         """Make the positions of acknowledged batches committable, oldest first.
 
-        *wait*: wait for the oldest batch in flight; *everything*: for all of them (and produce the
-        table changes still lingering first).  A failed delivery raises (the loop then dies and the
-        engine stops: no offset past it is committed).
-
-        With ``changelog_linger_s``, an acknowledged batch's table changes are not produced at once
-        but merged into the lingering ones (:meth:`push_changes` produces them), and its positions,
-        and those of every batch acknowledged after it, wait for that write's acknowledgement.
+        *wait*: wait for the oldest batch in flight; *everything*: for all of them.  A failed
+        delivery raises (the loop then dies and the engine stops: no offset past it is committed).
         """
-        if everything and self._lingering_batches:  # before any change produced directly: each key's latest value last
-            await self.push_changes()
         while self._in_flight:
             futures, positions = self._in_flight[0]
             if id(futures) in self._held_for:  # some of its records are still held: not yet produced
@@ -1099,54 +1074,15 @@ class BatchRuntime:
             for f in futures:
                 f.result()
             changes = self._changes_for.pop(id(futures), None)
-            if changes and self.changelog_linger_s and not everything:  # its outputs are in the log: its changes wait
-                self._linger(changes)
-                changes = None
             if changes:  # its outputs are in the log: now its tables' changes, then it is done
                 for changelog, partition, key, value in changes:
                     futures.append(await self.producer.send(changelog, value, key=key, partition=partition))
                 continue
             wait = False
             self._in_flight.popleft()
-            if self._lingering_batches:  # committable only once the lingering changes before it are in
-                self._lingering_positions.update(positions)
-                continue
             for tp, off in positions.items():
                 if tp in self.owned:
                     self._processed[tp] = off
-
-    def _linger(self, changes: list[tuple[str, int, bytes, bytes | None]]) -> None:
-        """Merge an acknowledged batch's table changes into the lingering ones (the latest value of each key stays)."""
-        if not self._lingering_batches:
-            self._lingering_since = time.monotonic()
-        self._lingering_batches += 1
-        lingering = self._lingering
-        before = len(lingering)
-        for changelog, partition, key, value in changes:
-            lingering[(changelog, partition, key)] = value
-        merged = len(changes) - (len(lingering) - before)
-        if merged:
-            metrics.CHANGELOG_MERGED.inc(merged)
-
-    def _drop_lingering(self, gone: set[TopicPartition]) -> None:
-        """Forget the lingering changes and positions of partitions given up (their batches were not committed)."""
-        parts = {(table.changelog, partition) for table, partition in self._table_partitions(gone)}
-        self._lingering = {k: v for k, v in self._lingering.items() if k[:2] not in parts}
-        self._lingering_positions = {tp: off for tp, off in self._lingering_positions.items() if tp not in gone}
-
-    async def push_changes(self) -> None:
-        """Produce the lingering table changes; the positions waiting for them become committable once they are acknowledged."""
-        if not self._lingering_batches:
-            return
-        lingering, self._lingering = self._lingering, {}
-        positions, self._lingering_positions = self._lingering_positions, {}
-        metrics.CHANGELOG_PUSHED.observe(len(lingering))
-        metrics.CHANGELOG_BATCHES.observe(self._lingering_batches)
-        self._lingering_batches = 0
-        futures: list[asyncio.Future[Any]] = []
-        for (changelog, partition, key), value in lingering.items():
-            futures.append(await self.producer.send(changelog, value, key=key, partition=partition))
-        self._in_flight.appendleft((futures, positions))  # every batch still in flight came after them
 
     async def _commit(self, force: bool = False) -> bool:
         """Commit the positions processed since the last commit (at most every ``commit_interval_s``); True if it did."""
@@ -1179,14 +1115,12 @@ class BatchRuntime:
             settled = False
             with contextlib.suppress(Exception):
                 await self.settle(everything=True)
-                settled = not self._in_flight and not self._lingering_batches
+                settled = not self._in_flight
                 await self._commit_finished()
                 await self._commit(force=True)
             self.alone = False
             self._forget_lag(revoked)
             gone = set(revoked)
-            if not settled:  # their next owner reprocesses what these changes came from: not written late over its own
-                self._drop_lingering(gone)
             for task, tps in list(self._restore_tasks.items()):
                 if gone.intersection(tps):  # a restore in progress of partitions given up: stopped (no more writes to them)
                     task.cancel()

@@ -96,19 +96,6 @@ LOCAL_ECHO_PUSHED = Histogram(
     "Locally delivered records produced to their topics together, after waiting up to CX_LOCAL_ECHO_LINGER_MS.",
     buckets=_RECORD_COUNT_BUCKETS,
 )
-CHANGELOG_PUSHED = Histogram(
-    "cx_stage_changelog_records",
-    "Table changes produced to the changelogs together, after waiting up to CX_CHANGELOG_LINGER_MS (the latest value of each key).",
-    buckets=_RECORD_COUNT_BUCKETS,
-)
-CHANGELOG_BATCHES = Histogram(
-    "cx_stage_changelog_batches", "Batches whose table changes one changelog write (CX_CHANGELOG_LINGER_MS) carried.",
-    buckets=_RECORD_COUNT_BUCKETS,
-)
-CHANGELOG_MERGED = Counter(
-    "cx_stage_changelog_merged_total",
-    "Table changes never produced because a later batch changed the same key while they lingered (CX_CHANGELOG_LINGER_MS).",
-)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=_RECORD_COUNT_BUCKETS,

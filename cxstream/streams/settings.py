@@ -134,11 +134,6 @@ class Settings:
         "(already processed, so nothing waits for them; fewer, larger record batches for the broker to store and "
         "serve), ms; 0: produced with their batch."
     )
-    changelog_linger_ms: int = _setting(
-        0, "How long the table changes of batches already acknowledged may wait before they go to the changelogs, "
-        "merged (the latest value of each key) into one produce request, ms; those batches' offsets are committed "
-        "once it is acknowledged. 0: each batch's changes are produced as soon as its outputs are acknowledged."
-    )
     fetch_wait_ms: int = _setting(
         10, "Longest a stage's fetch waits for new records, ms. Kafka answers at once when records arrive, but the "
         "client keeps one fetch in flight per broker, and a partition left out of it (its records were being handed "
@@ -247,8 +242,6 @@ class Settings:
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
         if self.loop_stall_log_ms < 0:
             raise SettingsError(f"CX_LOOP_STALL_LOG_MS={self.loop_stall_log_ms!r}: use 0 (off) or a number of ms")
-        if not 0 <= self.changelog_linger_ms <= 5000:
-            raise SettingsError(f"CX_CHANGELOG_LINGER_MS={self.changelog_linger_ms!r}: use 0 (off) up to 5000 ms")
         if self.fetch_pace_max_ms < 0:
             raise SettingsError(f"CX_FETCH_PACE_MAX_MS={self.fetch_pace_max_ms!r}: use 0 (off) or a number of ms")
         if not 0.0 <= self.fetch_pace_from < self.fetch_pace_full:

@@ -8,9 +8,8 @@ broker in ``CX_DATA_DIR/endpoints.json``), and the state is read through the HTT
   the queue counters are what they were, and the churn model the learner published from the
   recordings' outcomes (retained/churned) is the one the engine scores with again.
 * ``kill -9`` of the engine while it is still working through a replay whose records the
-  broker acknowledged, then run again (with local delivery, the default, with
-  ``CX_LOCAL_DELIVERY=0``, and with the table changes lingering 2 s before they reach the
-  changelogs, ``CX_CHANGELOG_LINGER_MS``): nothing is lost and nothing counted twice -- each
+  broker acknowledged, then run again (with local delivery, the default, and with
+  ``CX_LOCAL_DELIVERY=0``): nothing is lost and nothing counted twice -- each
   customer's interaction, channel and contact counts are exactly what the recordings hold,
   every contact that needs an advisor was offered once, and the state before the kill survives.
 """
@@ -312,14 +311,10 @@ def test_ctrl_c_then_run_again_keeps_contexts_links_roster_and_queues(engine: En
     assert engine.model_version("churn", at_least=churn_model) == churn_model
 
 
-@pytest.mark.parametrize("delivery", ["local", "through_the_broker", "local_changelog_lingering"])
+@pytest.mark.parametrize("delivery", ["local", "through_the_broker"])
 def test_kill_9_mid_replay_loses_nothing_acknowledged_and_counts_nothing_twice(engine: Engine, tmp_path: Path, delivery: str) -> None:
     if delivery == "through_the_broker":
         engine.env["CX_LOCAL_DELIVERY"] = "0"  # every stage reads its input from the log, in log order
-    if delivery == "local_changelog_lingering":
-        # the table changes of acknowledged batches wait 2 s before they go to the changelogs: the kill
-        # comes while some are still in the engine, so their inputs must be taken again, not skipped
-        engine.env["CX_CHANGELOG_LINGER_MS"] = "2000"
     # r2 spans many batches, so the kill comes while some of it is still uncommitted
     first, second = range(0, 20), range(1000, 1200)
     engine.start()
