@@ -136,6 +136,9 @@ class Options:
     #: the interpreter the engines run on (default: the harness's own, ``sys.executable``)
     engine_python: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
+    #: the engine workers on core 0 alone, everything else (broker, Redis, this harness, the engines' API
+    #: processes, the lookup client) on the other cores, as a deployment with dedicated cores would have it
+    pin_engine: bool = False
     producer_linger_ms: int = 1
     watch_wait_ms: int = 100
     ref_repeats: int = 2
@@ -160,6 +163,34 @@ class EngineProc:
             return ""
 
 
+ENGINE_CORES = frozenset({0})  # --pin-engine
+
+
+def other_cores() -> set[int]:
+    """The cores --pin-engine leaves to everything but the engine workers."""
+    return set(range(os.cpu_count() or 1)) - ENGINE_CORES or set(ENGINE_CORES)
+
+
+def pin(pid: int, cores: set[int] | frozenset[int]) -> None:
+    """Put every thread of process *pid* on *cores* (its threads and children made later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cores)
+
+
+def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
+    """--pin-engine: the engines' API worker processes (children of the engine, which inherit its core) go to the other cores."""
+    moved = []
+    for e in engines:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(e.proc.pid).children(recursive=True):
+                pin(child.pid, other_cores())
+                moved.append(child.pid)
+    return moved
+
+
 def start_engine(
     broker: str, redis_url: str, data_dir: Path, prefix: str, app_id: str, opts: Options, extra_env: Mapping[str, str] | None = None,
 ) -> EngineProc:
@@ -178,7 +209,7 @@ def start_engine(
     with log_path.open("w") as f:
         proc = subprocess.Popen(
             [opts.engine_python or sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
-            cwd=cwd,
+            cwd=cwd, preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if opts.pin_engine else None,
         )
     return EngineProc(proc, f"http://127.0.0.1:{port}", log_path)
 
@@ -902,7 +933,8 @@ class Bench:
     def run_raw(self, broker: str, topic: str, n: int) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH_DIR / "raw_aiokafka.py"), "--broker", broker, "--topic-in", topic,
                "--topic-out", f"{self.prefix}ref.raw.out", "--n", str(n), "--group", f"{self.app_id}-raw"]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=str(REPO))
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=str(REPO),
+                             preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if self.opts.pin_engine else None)
         if out.returncode != 0:
             raise RuntimeError(f"raw_aiokafka failed: {out.stderr[-2000:]}")
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -918,7 +950,8 @@ class Bench:
         log_path = self.base / f"naive{run}.log"
         with log_path.open("w") as f:
             proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "naive_faust_app.py")], env=env, stdout=f,
-                                    stderr=subprocess.STDOUT, cwd=str(self.base))
+                                    stderr=subprocess.STDOUT, cwd=str(self.base),
+                                    preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if self.opts.pin_engine else None)
         try:
             deadline = time.monotonic() + 60 + n / 500
             while not result.exists():
@@ -968,6 +1001,8 @@ class Bench:
             producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5, acks=1)
             try:
                 await asyncio.to_thread(wait_ready, engines)
+                if self.opts.pin_engine:
+                    pin_api_processes(engines)
                 await asyncio.sleep(3.0)  # the scorer polls Redis for snapshots every CX_MODEL_REFRESH_S (1 s)
                 if len(engines) > 1 or faust:  # (the Faust consumer starts after the engine reports ready)
                     await self._wait_group_settled(engines)
@@ -1432,6 +1467,8 @@ class Bench:
         self.engines.extend(engines)
         await asyncio.to_thread(wait_ready, engines)
         log(f"{len(engines)} engine(s) ready: {', '.join(e.http for e in engines)}")
+        if opts.pin_engine:
+            log(f"pinned the API processes {pin_api_processes(engines)} to cores {sorted(other_cores())}")
         rig = Rig(engines, ProcSampler([e.proc.pid for e in engines]), aioredis.from_url(redis_url),
                   GroupLag(broker, self.app_id, self.prefix), Driver(broker, self.prefix, workload, opts))
         await rig.lag.start()
@@ -1820,6 +1857,9 @@ def interpreter(python: str | None = None) -> dict[str, Any]:
 
 def run(opts: Options) -> dict[str, Any]:
     bench = Bench(opts)
+    if opts.pin_engine:  # before the servers start: they inherit this thread's cores
+        pin(os.getpid(), other_cores())
+        log(f"pinned: the engines on cores {sorted(ENGINE_CORES)}, everything else on {sorted(other_cores())}")
     bench.speed_at_start = machine_speed()
     log(f"machine speed: {bench.speed_at_start['python_ms']} ms for {bench.speed_at_start['work']}")
     log(f"working in {bench.base}")
@@ -1890,6 +1930,8 @@ def _parser() -> argparse.ArgumentParser:
                         "default: the harness's own); the run's environment records its version")
     p.add_argument("--engine-env", action="append", default=[], metavar="CX_NAME=VALUE",
                    help="extra environment for the engines (repeatable)")
+    p.add_argument("--pin-engine", action="store_true",
+                   help="the engine workers alone on core 0, everything else (broker, Redis, harness, API processes) on the others")
     return p
 
 
