@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.queue import ContactState
 from cxstream.routing.roster import AdvisorState, Learned, can_take_work, has_room, speaks
+from cxstream.schemas.outputs import QueuedReason
 
 
 def required_now(c: ContactState, cfg: RoutingConfig) -> list[str]:
@@ -84,6 +85,36 @@ def eligible(adv: AdvisorState, c: ContactState, now: float, cfg: RoutingConfig)
     if held:
         return True  # a hold names the advisor (sticky or direct transfer): skills do not apply
     return all(s in adv.skills for s in required_now(c, cfg))
+
+
+def could_serve(adv: AdvisorState, c: ContactState, cfg: RoutingConfig) -> bool:
+    """*adv* is logged in, has the skills and the language *c* needs now and has not declined it (presence and room aside)."""
+    return (
+        adv.logged_in and adv.advisor_id not in c.declined and speaks(adv, required_language(c, cfg))
+        and all(s in adv.skills for s in required_now(c, cfg))
+    )
+
+
+def why_queued(c: ContactState, now: float, *, anyone_logged_in: bool, anyone_could: bool) -> QueuedReason:
+    """Why a new contact waits instead of being offered at once: the ``reason`` of its ``queued`` routing event.
+
+    * ``held_for_last_advisor``: the default policy holds it for the customer's last advisor
+      (``sticky_wait_s``), who cannot take it now;
+    * ``no_advisor_logged_in``;
+    * ``no_advisor_with_skills``: no advisor logged in has the skills and the language it needs
+      now (:func:`could_serve`; or every one who has declined it);
+    * ``advisors_busy``: some have, and none can take it now (at capacity on its channel, away,
+      or offered a contact ahead of it in the queue).
+
+    >>> c = ContactState(contact_id="c", customer_id="u", channel="chat", opened_at=0, queue="q", seq=0)
+    >>> why_queued(c, 1.0, anyone_logged_in=True, anyone_could=False)
+    'no_advisor_with_skills'
+    """
+    if c.hold_for is not None and now < c.hold_until:
+        return "held_for_last_advisor"
+    if not anyone_logged_in:
+        return "no_advisor_logged_in"
+    return "advisors_busy" if anyone_could else "no_advisor_with_skills"
 
 
 def skill_key(c: ContactState) -> str:

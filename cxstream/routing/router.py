@@ -55,6 +55,7 @@ from cxstream.routing.policy import (
     required_now,
     resolution_key,
     score,
+    why_queued,
 )
 from cxstream.routing.queue import ContactState, base_priority, effective_priority, queue_name
 from cxstream.routing.roster import (
@@ -69,7 +70,7 @@ from cxstream.routing.roster import (
 )
 from cxstream.routing.stats import QueueStats, live
 from cxstream.schemas.events import AdvisorEvent, Disposition
-from cxstream.schemas.outputs import Assignment, RoutingEvent
+from cxstream.schemas.outputs import Assignment, QueuedReason, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick, contact_key
 
 Output = Assignment | RoutingEvent
@@ -622,8 +623,21 @@ class Router:
             self._on_advisor(msg, now, out)
         self._dispatch(now, out)
         if new_contact is not None and new_contact.status == "waiting":
-            self._emit(out, "queued", new_contact, now, detail=new_contact.queue)
+            self._emit(out, "queued", new_contact, now, detail=new_contact.queue, reason=self._why_queued(new_contact, now))
         return out
+
+    def _why_queued(self, c: ContactState, now: float) -> QueuedReason:
+        """:func:`~cxstream.routing.policy.why_queued` from the indexes: no scan of the roster."""
+        logged_in = self._today_key.keys()  # (every logged-in advisor has a key: _reindex)
+        ids: Any = logged_in
+        cfg = self._s.config
+        language = required_language(c, cfg)
+        if language:
+            ids = ids & (self._by_lang.get(language.split("-")[0].lower(), _NONE) | self._any_lang)
+        for sk in required_now(c, cfg):
+            ids = ids & self._by_skill.get(sk, _NONE)
+        declined = c.declined
+        return why_queued(c, now, anyone_logged_in=bool(logged_in), anyone_could=any(aid not in declined for aid in ids))
 
     # ------------------------------------------------------------------ timers
     def _escalating(self) -> bool:
@@ -1184,6 +1198,7 @@ class Router:
         step: int = 0,
         detail: str | None = None,
         disposition: Disposition | None = None,
+        reason: QueuedReason | None = None,
     ) -> None:
         self._s.out_seq += 1
         out.append(
@@ -1199,6 +1214,7 @@ class Router:
                 customer_id=c.customer_id,
                 disposition=disposition,
                 contact_key=c.key,
+                reason=reason,
             )
         )
 

@@ -47,6 +47,7 @@ class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
     ] | None = None
 
 
+QueuedReason = Literal["held_for_last_advisor", "no_advisor_logged_in", "no_advisor_with_skills", "advisors_busy"]
 RoutingEventKind = Literal[
     "queued",
     "escalated",
@@ -81,6 +82,10 @@ class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
         Disposition, msgspec.Meta(description="For kind=completed: what the advisor recorded (true intent, resolved).")
     ] | None = None
     contact_key: Annotated[str, msgspec.Meta(description="The router's key of the contact (see Assignment).")] | None = None
+    reason: Annotated[
+        QueuedReason,
+        msgspec.Meta(description="For kind=queued: why the contact was not offered at once (docs/ROUTING.md, 'Why a contact waits')."),
+    ] | None = None
 
 
 class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):

@@ -1,5 +1,5 @@
 """Reference for the equivalence tests: the router as it was before its indexes (issue 7), verbatim
-but for this docstring and the state's class name.
+but for this docstring, the state's class name and the ``queued`` event's reason (found by a scan here).
 
 It scans every advisor and every contact on every input: the straightforward statement of the
 routing rules (docs/ROUTING.md) that :class:`cxstream.routing.Router` must match decision for
@@ -15,7 +15,16 @@ import msgspec
 
 from cxstream.routing.config import RoutingConfig
 from cxstream.routing.ids import short_id
-from cxstream.routing.policy import eligible, hold_target, learn_completion, learn_key, resolution_key, score
+from cxstream.routing.policy import (
+    could_serve,
+    eligible,
+    hold_target,
+    learn_completion,
+    learn_key,
+    resolution_key,
+    score,
+    why_queued,
+)
 from cxstream.routing.queue import ContactState, base_priority, order, queue_name
 from cxstream.routing.roster import (
     AdvisorState,
@@ -30,7 +39,7 @@ from cxstream.routing.roster import (
 )
 from cxstream.routing.stats import QueueStats, live
 from cxstream.schemas.events import AdvisorEvent, Disposition
-from cxstream.schemas.outputs import Assignment, RoutingEvent
+from cxstream.schemas.outputs import Assignment, QueuedReason, RoutingEvent
 from cxstream.schemas.routing import ContactRequest, ContactUpdate, RouterInput, RouterTick, contact_key
 
 Output = Assignment | RoutingEvent
@@ -154,7 +163,10 @@ class ReferenceRouter:
             self._on_advisor(msg, now, out)
         self._dispatch(now, out)
         if new_contact is not None and new_contact.status == "waiting":
-            self._emit(out, "queued", new_contact, now, detail=new_contact.queue)
+            advisors = self._s.advisors.values()
+            reason = why_queued(new_contact, now, anyone_logged_in=any(a.logged_in for a in advisors),
+                                anyone_could=any(could_serve(a, new_contact, self._s.config) for a in advisors))
+            self._emit(out, "queued", new_contact, now, detail=new_contact.queue, reason=reason)
         return out
 
     def _remember(self, event_id: str) -> None:
@@ -589,6 +601,7 @@ class ReferenceRouter:
         step: int = 0,
         detail: str | None = None,
         disposition: Disposition | None = None,
+        reason: QueuedReason | None = None,
     ) -> None:
         self._s.out_seq += 1
         out.append(
@@ -604,6 +617,7 @@ class ReferenceRouter:
                 customer_id=c.customer_id,
                 disposition=disposition,
                 contact_key=c.key,
+                reason=reason,
             )
         )
 

@@ -164,3 +164,25 @@ def test_state_round_trip_is_exact() -> None:
     r2 = Router.from_state(s)
     assert r2.to_state() == s
     assert r2.stats() == r.stats()
+
+
+def queued_reason(outs: list[object]) -> str | None:
+    (event,) = [o for o in outs if isinstance(o, RoutingEvent) and o.kind == "queued"]
+    return event.reason
+
+
+def test_a_queued_contact_says_why_it_was_not_offered_at_once() -> None:
+    r = Router(config=RoutingConfig(escalate=False, sticky_wait_s={"chat": 30.0}))
+    assert queued_reason(r.apply(request("c1", 1.0, skills=["mortgages"]))) == "no_advisor_logged_in"
+    r.apply(login("cards", 2.0, skills={"cards": 3}, languages=["en"], capacity={"voice": 1, "chat": 1}))
+    assert queued_reason(r.apply(request("c2", 3.0, skills=["loans"]))) == "no_advisor_with_skills"
+    [a] = assignments(r.apply(request("c4", 5.0, skills=["cards"])))
+    assert queued_reason(r.apply(request("c5", 6.0, skills=["cards"]))) == "advisors_busy", "at capacity on voice"
+    # a returning chat customer is held for the advisor they had (sticky_wait_s), busy on another chat,
+    # though another advisor is free
+    chat = Router(config=RoutingConfig(escalate=False, sticky_wait_s={"chat": 30.0}))
+    chat.apply(login("ann", 1.0, capacity={"chat": 1}))
+    [b] = assignments(chat.apply(request("k1", 2.0, channel="chat")))
+    chat.apply(login("bob", 3.0, capacity={"chat": 1}))
+    assert b.advisor_id == "ann" and a.advisor_id == "cards"
+    assert queued_reason(chat.apply(request("k2", 4.0, channel="chat", last="ann"))) == "held_for_last_advisor"
