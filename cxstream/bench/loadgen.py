@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import csv
 import heapq
@@ -180,10 +181,10 @@ def pin(pid: int, cores: set[int] | frozenset[int]) -> None:
 
 def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
     """--pin-engine: the engines' API worker processes (children of the engine, which inherit its core) go to the other cores."""
+    import psutil
+
     moved = []
     for e in engines:
-        import psutil
-
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(e.proc.pid).children(recursive=True):
                 pin(child.pid, other_cores())
@@ -334,22 +335,22 @@ async def resolve_times(bootstrap: str, topic: str, since_s: float, contacts: se
     return out
 
 
-async def queued_contacts(bootstrap: str, topic: str, since_s: float, contacts: set[str]) -> set[str]:
-    """Which of *contacts* the router queued (a ``queued`` routing event on *topic* from *since_s* on).
+async def queued_contacts(bootstrap: str, topic: str, since_s: float, contacts: set[str]) -> dict[str, str]:
+    """Which of *contacts* the router queued (a ``queued`` routing event on *topic* from *since_s* on), and why.
 
     A contact is queued when no advisor took it on arrival: none eligible was free, or the
     ``default`` policy held it for the customer's last advisor (``sticky_wait_s``) or for a faster
     advisor about to free up.  Its e2e then holds that wait, which is the contact centre's, not the
-    engine's.
+    engine's.  The event's ``reason`` says which (``unknown`` from a router that did not say).
     """
-    out: set[str] = set()
+    out: dict[str, str] = {}
     for m in await read_to_end(bootstrap, topic, since_s=since_s):
         try:
             event = _routing_event.decode(m.value)
         except msgspec.DecodeError:
             continue
         if event.kind == "queued" and event.contact_id in contacts:
-            out.add(event.contact_id)
+            out[event.contact_id] = event.reason or "unknown"
     return out
 
 
@@ -679,7 +680,7 @@ class StepResult:
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
     e2e_trend: dict[str, Any] | None = None  # minute_trend of the per-minute p99: e2e, e2e_decision, e2e_on_arrival
     e2e_on_arrival: dict[str, Any] | None = None  # the e2e of the contacts the router offered on arrival (not queued)
-    queued_at_router: dict[str, Any] | None = None  # the contacts it queued (no eligible advisor free, or a policy hold)
+    queued_at_router: dict[str, Any] | None = None  # the contacts it queued (no eligible advisor free, or a policy hold), by reason
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
     passed: bool = False
     why: str = ""
@@ -1230,7 +1231,7 @@ class Bench:
                                  driver.assignment_produced, driver.first_assignment)
         except Exception as exc:  # a diagnostic: the step's figures stand without it
             log(f"cannot break the e2e down by hop: {exc!r}")
-        queued: set[str] | None = None
+        queued: dict[str, str] | None = None
         try:
             queued = await queued_contacts(driver.bootstrap, self.prefix + t.ROUTING_EVENTS.name, t_warm - 1.0, set(of_contact))
         except Exception as exc:  # the e2e stands without the split
@@ -1261,7 +1262,7 @@ class Bench:
             e2e_by_minute=by_minute_summary(of_contact, queued),
             e2e_on_arrival=(LatencySummary.of([v[1] for c, v in of_contact.items() if c not in queued]).as_dict()
                             if queued is not None else None),
-            queued_at_router=({"contacts": len(queued),
+            queued_at_router=({"contacts": len(queued), "reasons": dict(collections.Counter(queued.values()).most_common()),
                                "e2e": LatencySummary.of([of_contact[c][1] for c in queued]).as_dict()}
                               if queued is not None else None),
             hops=hops,

@@ -95,23 +95,32 @@ def could_serve(adv: AdvisorState, c: ContactState, cfg: RoutingConfig) -> bool:
     )
 
 
-def why_queued(c: ContactState, now: float, *, anyone_logged_in: bool, anyone_could: bool) -> QueuedReason:
+def why_queued(
+    c: ContactState, now: float, cfg: RoutingConfig, *, anyone_logged_in: bool, anyone_could: bool
+) -> QueuedReason:
     """Why a new contact waits instead of being offered at once: the ``reason`` of its ``queued`` routing event.
 
     * ``held_for_last_advisor``: the default policy holds it for the customer's last advisor
       (``sticky_wait_s``), who cannot take it now;
+    * ``held_for_faster_advisor``: the default policy holds it for an advisor about to free up who
+      is expected to handle it faster than the free ones (:func:`hold_target`);
     * ``no_advisor_logged_in``;
     * ``no_advisor_with_skills``: no advisor logged in has the skills and the language it needs
       now (:func:`could_serve`; or every one who has declined it);
     * ``advisors_busy``: some have, and none can take it now (at capacity on its channel, away,
       or offered a contact ahead of it in the queue).
 
+    >>> cfg = RoutingConfig()
     >>> c = ContactState(contact_id="c", customer_id="u", channel="chat", opened_at=0, queue="q", seq=0)
-    >>> why_queued(c, 1.0, anyone_logged_in=True, anyone_could=False)
+    >>> why_queued(c, 1.0, cfg, anyone_logged_in=True, anyone_could=False)
     'no_advisor_with_skills'
+    >>> c.hold_for, c.hold_until = "ann", 20.0
+    >>> why_queued(c, 1.0, cfg, anyone_logged_in=True, anyone_could=True)
+    'held_for_faster_advisor'
     """
     if c.hold_for is not None and now < c.hold_until:
-        return "held_for_last_advisor"
+        sticky = c.hold_for == c.last_advisor_id and c.hold_until == c.opened_at + cfg.sticky_wait_s.get(c.channel, 0.0)
+        return "held_for_last_advisor" if sticky else "held_for_faster_advisor"
     if not anyone_logged_in:
         return "no_advisor_logged_in"
     return "advisors_busy" if anyone_could else "no_advisor_with_skills"

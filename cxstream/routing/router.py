@@ -637,7 +637,7 @@ class Router:
         for sk in required_now(c, cfg):
             ids = ids & self._by_skill.get(sk, _NONE)
         declined = c.declined
-        return why_queued(c, now, anyone_logged_in=bool(logged_in), anyone_could=any(aid not in declined for aid in ids))
+        return why_queued(c, now, cfg, anyone_logged_in=bool(logged_in), anyone_could=any(aid not in declined for aid in ids))
 
     # ------------------------------------------------------------------ timers
     def _escalating(self) -> bool:

@@ -47,7 +47,9 @@ class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
     ] | None = None
 
 
-QueuedReason = Literal["held_for_last_advisor", "no_advisor_logged_in", "no_advisor_with_skills", "advisors_busy"]
+QueuedReason = Literal[
+    "held_for_last_advisor", "held_for_faster_advisor", "no_advisor_logged_in", "no_advisor_with_skills", "advisors_busy"
+]
 RoutingEventKind = Literal[
     "queued",
     "escalated",

@@ -164,7 +164,7 @@ class ReferenceRouter:
         self._dispatch(now, out)
         if new_contact is not None and new_contact.status == "waiting":
             advisors = self._s.advisors.values()
-            reason = why_queued(new_contact, now, anyone_logged_in=any(a.logged_in for a in advisors),
+            reason = why_queued(new_contact, now, self._s.config, anyone_logged_in=any(a.logged_in for a in advisors),
                                 anyone_could=any(could_serve(a, new_contact, self._s.config) for a in advisors))
             self._emit(out, "queued", new_contact, now, detail=new_contact.queue, reason=reason)
         return out
