@@ -554,15 +554,18 @@ class Router:
         if c.hold_for is not None and now < c.hold_until:  # held: only that advisor, whatever the skills
             a = room.get(c.hold_for)
             return [a] if a is not None and eligible(a, c, now, self._s.config) else []
-        ids: Any = room.keys()
+        declined = c.declined
+        return [room[aid] for aid in self._skilled(c, room.keys()) if aid not in declined]
+
+    def _skilled(self, c: ContactState, ids: Any) -> Any:
+        """Those of the advisor ids *ids* (a set or a dict's keys) with the language and skills *c* needs now (the indexes)."""
         language = required_language(c, self._s.config)
         if language:
             want = language.split("-")[0].lower()
             ids = ids & (self._by_lang.get(want, _NONE) | self._any_lang)
         for sk in required_now(c, self._s.config):
             ids = ids & self._by_skill.get(sk, _NONE)
-        declined = c.declined
-        return [room[aid] for aid in ids if aid not in declined]
+        return ids
 
     def _touch(self, c: ContactState) -> None:
         """Call after any change to *c*: its timer and saved form are recomputed."""
@@ -629,15 +632,9 @@ class Router:
     def _why_queued(self, c: ContactState, now: float) -> QueuedReason:
         """:func:`~cxstream.routing.policy.why_queued` from the indexes: no scan of the roster."""
         logged_in = self._today_key.keys()  # (every logged-in advisor has a key: _reindex)
-        ids: Any = logged_in
-        cfg = self._s.config
-        language = required_language(c, cfg)
-        if language:
-            ids = ids & (self._by_lang.get(language.split("-")[0].lower(), _NONE) | self._any_lang)
-        for sk in required_now(c, cfg):
-            ids = ids & self._by_skill.get(sk, _NONE)
         declined = c.declined
-        return why_queued(c, now, cfg, anyone_logged_in=bool(logged_in), anyone_could=any(aid not in declined for aid in ids))
+        anyone_could = any(aid not in declined for aid in self._skilled(c, logged_in))
+        return why_queued(c, now, self._s.config, anyone_logged_in=bool(logged_in), anyone_could=anyone_could)
 
     # ------------------------------------------------------------------ timers
     def _escalating(self) -> bool:
