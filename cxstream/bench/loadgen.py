@@ -172,6 +172,11 @@ def other_cores() -> set[int]:
     return set(range(os.cpu_count() or 1)) - ENGINE_CORES or set(ENGINE_CORES)
 
 
+def on_engine_cores(opts: Options) -> Callable[[], None] | None:
+    """With --pin-engine, the ``preexec_fn`` that starts a process (an engine, a reference) on the engine's cores."""
+    return (lambda: os.sched_setaffinity(0, ENGINE_CORES)) if opts.pin_engine else None
+
+
 def pin(pid: int, cores: set[int] | frozenset[int]) -> None:
     """Put every thread of process *pid* on *cores* (its threads and children made later inherit it)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -210,7 +215,7 @@ def start_engine(
     with log_path.open("w") as f:
         proc = subprocess.Popen(
             [opts.engine_python or sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT, text=True,
-            cwd=cwd, preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if opts.pin_engine else None,
+            cwd=cwd, preexec_fn=on_engine_cores(opts),
         )
     return EngineProc(proc, f"http://127.0.0.1:{port}", log_path)
 
@@ -935,7 +940,7 @@ class Bench:
         cmd = [sys.executable, str(BENCH_DIR / "raw_aiokafka.py"), "--broker", broker, "--topic-in", topic,
                "--topic-out", f"{self.prefix}ref.raw.out", "--n", str(n), "--group", f"{self.app_id}-raw"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=str(REPO),
-                             preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if self.opts.pin_engine else None)
+                             preexec_fn=on_engine_cores(self.opts))
         if out.returncode != 0:
             raise RuntimeError(f"raw_aiokafka failed: {out.stderr[-2000:]}")
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -952,7 +957,7 @@ class Bench:
         with log_path.open("w") as f:
             proc = subprocess.Popen([sys.executable, str(BENCH_DIR / "naive_faust_app.py")], env=env, stdout=f,
                                     stderr=subprocess.STDOUT, cwd=str(self.base),
-                                    preexec_fn=(lambda: os.sched_setaffinity(0, ENGINE_CORES)) if self.opts.pin_engine else None)
+                                    preexec_fn=on_engine_cores(self.opts))
         try:
             deadline = time.monotonic() + 60 + n / 500
             while not result.exists():
