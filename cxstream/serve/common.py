@@ -75,15 +75,22 @@ def read_heartbeat(value: bytes | None, pttl_ms: int) -> dict[str, Any]:
     return {"engine": state, "engine_heartbeat_age_s": None if age is None else round(age, 3), **beat}
 
 
+def error_body(code: str, detail: str) -> bytes:
+    """The body of a JSON error: what was wrong (*code*) and in words (*detail*).
+
+    >>> error_body("unknown_customer", "no such customer")
+    b'{"error":"unknown_customer","detail":"no such customer"}'
+    """
+    return orjson.dumps({"error": code, "detail": detail})
+
+
 def error(status: int, code: str, detail: str) -> web.Response:
     """A JSON error response that says what was wrong.
 
     >>> error(404, "unknown_customer", "no such customer").status
     404
     """
-    return web.Response(
-        status=status, body=orjson.dumps({"error": code, "detail": detail}), content_type="application/json"
-    )
+    return web.Response(status=status, body=error_body(code, detail), content_type="application/json")
 
 
 def resolve_api_keys(settings: Settings, say: Callable[[str], None] = print) -> frozenset[str]:

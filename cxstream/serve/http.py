@@ -36,7 +36,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -53,7 +53,7 @@ from cxstream.context.identity import PRECEDENCE, InvalidIdentifier, normalise
 from cxstream.context.model import context_json
 from cxstream.schemas import Identifiers
 from cxstream.serve import assist, desk, keys, pages, queues
-from cxstream.serve.common import REDIS, error, heartbeat_key, read_heartbeat
+from cxstream.serve.common import REDIS, error, error_body, heartbeat_key, read_heartbeat
 from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
 from cxstream.serve.feed import LiveFeed
@@ -121,8 +121,7 @@ async def auth_and_metrics(request: web.Request, handler: Handler) -> web.Stream
         except web.HTTPException as exc:
             response = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
         except RedisError as exc:
-            log.warning("redis error on %s: %r", route, exc)  # once per 30 s per route: a RepeatFilter on this logger
-            response = error(503, "redis_unavailable", f"the context store did not answer: {type(exc).__name__}; {WORKS_WITHOUT_REDIS}")
+            response = json_response(redis_unavailable(route, exc))
         return response
     finally:
         status = locals().get("response")
@@ -245,28 +244,35 @@ async def livez(request: web.Request) -> web.Response:
 
 
 class _Refusal(Exception):
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
+    """A request refused with a JSON error (status, body)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status = status
+        self.body = error_body(code, detail)
+
+    @property
+    def response(self) -> web.Response:
+        return web.Response(status=self.status, body=self.body, content_type="application/json")
 
 
 def _identifier(kind: str, value: str) -> tuple[str, str]:
     """(kind, normal form) of an identifier from a request, or a 400 refusal saying why."""
     if kind not in IDENTIFIER_KINDS:
-        raise _Refusal(error(400, "unknown_identifier_kind", f"{kind!r} is not an identifier kind; use one of {', '.join(IDENTIFIER_KINDS)}"))
+        raise _Refusal(400, "unknown_identifier_kind", f"{kind!r} is not an identifier kind; use one of {', '.join(IDENTIFIER_KINDS)}")
     if not value or len(value) > 300:
-        raise _Refusal(error(400, "bad_identifier", f"{kind}: the value must be 1 to 300 characters"))
+        raise _Refusal(400, "bad_identifier", f"{kind}: the value must be 1 to 300 characters")
     try:
         return kind, normalise(kind, value)
     except InvalidIdentifier as exc:
-        raise _Refusal(error(400, "bad_identifier", str(exc))) from exc
+        raise _Refusal(400, "bad_identifier", str(exc)) from exc
 
 
-def _query_identifiers(request: web.Request) -> list[tuple[str, str]]:
-    found = [(k, v) for k, v in request.query.items() if k in IDENTIFIER_KINDS]
-    unknown = [k for k in request.query if k not in IDENTIFIER_KINDS]
+def _query_identifiers(query: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The identifiers of a query string's (name, value) pairs, in order; a 400 refusal names unknown names."""
+    unknown = {k for k, _ in query if k not in IDENTIFIER_KINDS}
     if unknown:
-        raise _Refusal(error(400, "unknown_identifier_kind", f"unknown query parameter(s) {', '.join(sorted(unknown))}; use one of {', '.join(IDENTIFIER_KINDS)}"))
-    return [_identifier(k, v) for k, v in found]
+        raise _Refusal(400, "unknown_identifier_kind", f"unknown query parameter(s) {', '.join(sorted(unknown))}; use one of {', '.join(IDENTIFIER_KINDS)}")
+    return [_identifier(k, v) for k, v in query]
 
 
 def _path_identifier(customer_id: str) -> tuple[str, str] | None:
@@ -324,13 +330,18 @@ class ContextLookup:
             await self._fast.close()
 
 
-async def _context_by_identifier(lookup: ContextLookup, kind: str, value: str) -> web.Response:
+#: An answer as (HTTP status, JSON body): what :func:`context_answer` gives both the aiohttp route
+#: and the lookup front (:mod:`cxstream.serve.front`), which writes it without aiohttp.
+Answer = tuple[int, bytes]
+
+
+async def _context_by_identifier(lookup: ContextLookup, kind: str, value: str) -> Answer:
     code, raw = await lookup([identifier_key(kind, value)], "ident")
     if code == 2:
-        return error(409, "ambiguous_identifier", f"this {kind} is shared by several customers; look the customer up by another identifier")
+        return 409, error_body("ambiguous_identifier", f"this {kind} is shared by several customers; look the customer up by another identifier")
     if raw is None:
-        return error(404, "unknown_customer", f"no customer with this {kind}")
-    return web.Response(body=context_json(raw), content_type="application/json")
+        return 404, error_body("unknown_customer", f"no customer with this {kind}")
+    return 200, context_json(raw)
 
 
 async def _stored_context(lookup: ContextLookup, customer_id: str) -> bytes | None:
@@ -339,32 +350,49 @@ async def _stored_context(lookup: ContextLookup, customer_id: str) -> bytes | No
     return context_json(raw) if raw is not None else None
 
 
-async def _context_by_id(lookup: ContextLookup, customer_id: str) -> web.Response:
+async def _context_by_id(lookup: ContextLookup, customer_id: str) -> Answer:
     body = await _stored_context(lookup, customer_id)
     if body is None:
-        return error(404, "unknown_customer", f"no context for customer {customer_id!r}")
-    return web.Response(body=body, content_type="application/json")
+        return 404, error_body("unknown_customer", f"no context for customer {customer_id!r}")
+    return 200, body
 
 
-async def customer_context(request: web.Request) -> web.Response:
-    customer_id = request.match_info.get("customer_id", "")
-    lookup = request.app[LOOKUP]
+async def context_answer(lookup: ContextLookup, customer_id: str, query: Sequence[tuple[str, str]]) -> Answer:
+    """``GET /customers/{customer_id}/context`` (*customer_id* ``""`` for ``/customers/context``) with the query's (name, value) pairs.
+
+    Redis errors are raised (the caller answers 503: :func:`redis_unavailable`).
+    """
     try:
-        query = _query_identifiers(request)
-        if query:
-            if len(query) > 1:
-                return error(400, "too_many_identifiers", "give exactly one identifier to look a customer up")
-            return await _context_by_identifier(lookup, *query[0])
+        found = _query_identifiers(query)
+        if found:
+            if len(found) > 1:
+                return 400, error_body("too_many_identifiers", "give exactly one identifier to look a customer up")
+            return await _context_by_identifier(lookup, *found[0])
         if not customer_id:
-            return error(400, "no_identifier", f"give the customer in the path or as one query parameter ({', '.join(IDENTIFIER_KINDS)})")
+            return 400, error_body("no_identifier", f"give the customer in the path or as one query parameter ({', '.join(IDENTIFIER_KINDS)})")
         if len(customer_id) > 300:
-            return error(400, "bad_customer_id", "the customer id must be 1 to 300 characters")
+            return 400, error_body("bad_customer_id", "the customer id must be 1 to 300 characters")
         by_kind = _path_identifier(customer_id)
     except _Refusal as refusal:
-        return refusal.response
+        return refusal.status, refusal.body
     if by_kind is not None:
         return await _context_by_identifier(lookup, *by_kind)
     return await _context_by_id(lookup, customer_id)
+
+
+def json_response(answer: Answer) -> web.Response:
+    status, body = answer
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def customer_context(request: web.Request) -> web.Response:
+    return json_response(await context_answer(request.app[LOOKUP], request.match_info.get("customer_id", ""), list(request.query.items())))
+
+
+def redis_unavailable(route: str, exc: RedisError) -> Answer:
+    """The 503 of a request that Redis failed (logged once per 30 s per route)."""
+    log.warning("redis error on %s: %r", route, exc)  # a RepeatFilter on this logger
+    return 503, error_body("redis_unavailable", f"the context store did not answer: {type(exc).__name__}; {WORKS_WITHOUT_REDIS}")
 
 
 async def erase_customer(request: web.Request) -> web.Response:
@@ -373,7 +401,7 @@ async def erase_customer(request: web.Request) -> web.Response:
         return error(503, "erasure_unavailable", "this server cannot publish erasure requests")
     customer_id = request.match_info.get("customer_id", "")
     try:
-        found = _query_identifiers(request)
+        found = _query_identifiers(list(request.query.items()))
         if customer_id:
             if len(customer_id) > 128:
                 return error(400, "bad_customer_id", "the customer id must be 1 to 128 characters")
@@ -457,7 +485,7 @@ def build_app(
     app[FEED] = feed
 
     async def context_of(request: web.Request, customer_id: str) -> web.Response:
-        return await _context_by_id(request.app[LOOKUP], customer_id)
+        return json_response(await _context_by_id(request.app[LOOKUP], customer_id))
 
     desk.add_routes(app, context_of)
 
@@ -477,30 +505,54 @@ class HttpServer:
     ``reuse_port``: several processes listen on the same port (SO_REUSEPORT) and the kernel
     spreads connections over them.  ``probe_host``: also listen on a private free port of
     that host, so that a supervisor can health-check this very process (``probe_port``).
+    ``lookup_front``: the port's connections go to the lookup front first
+    (:mod:`cxstream.serve.front`), which answers context lookups itself and hands every
+    other request to aiohttp; the probe port is aiohttp's alone.
     """
 
-    def __init__(self, app: web.Application, host: str, port: int, *, reuse_port: bool = False, probe_host: str | None = None) -> None:
+    def __init__(
+        self, app: web.Application, host: str, port: int, *, reuse_port: bool = False, probe_host: str | None = None, lookup_front: bool = False
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.reuse_port = reuse_port
         self.probe_host = probe_host
         self.probe_port: int | None = None
+        self.lookup_front = lookup_front
         self._runner: web.AppRunner | None = None
+        self._front: Any = None
+        self._listener: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
-        await site.start()
-        if self.port == 0:
-            self.port = _bound_port(site)
+        if self.lookup_front:
+            from cxstream.serve.front import LookupFront  # it imports this module
+
+            assert self._runner.server is not None
+            self._front = LookupFront(self.app, self._runner.server)
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._front, self.host, self.port, reuse_port=self.reuse_port or None, backlog=128
+            )
+            if self.port == 0:
+                self.port = int(self._listener.sockets[0].getsockname()[1])
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
+            await site.start()
+            if self.port == 0:
+                self.port = _bound_port(site)
         if self.probe_host is not None:
             probe = web.TCPSite(self._runner, self.probe_host, 0)
             await probe.start()
             self.probe_port = _bound_port(probe)
 
     async def stop(self) -> None:
+        if self._listener is not None:  # the lookups in flight are answered before Redis is closed
+            self._listener.close()
+            self._front.close()
+            await self._front.wait_answered(5.0)
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -69,7 +69,8 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
         pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None,
         publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret, model_namespace=settings.topic_prefix,
     )
-    server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1")
+    server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1",
+                        lookup_front=bool(settings.http_lookup_front))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

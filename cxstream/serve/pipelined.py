@@ -6,7 +6,7 @@ largest single cost of a context lookup.  This client keeps one connection per A
 and writes every command as soon as it is issued (commands in flight are answered in order,
 so a FIFO of futures matches replies to callers); encoding and parsing are hiredis', Redis'
 own C protocol library.  It speaks TLS (``rediss://``, with the settings' CA and client
-certificate) and authenticates as the settings' ACL user, exactly as the redis-py clients do.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh``,
+certificate) and authenticates as the settings' ACL user, exactly as the redis-py clients do.  A lookup call costs ~47 µs of CPU here (``bench/api/run.sh --compare pipelined``,
 docs/PERFORMANCE.md).  Everything else in the API (health, erasure, queues) keeps redis-py.
 The engine's write-behind of context copies sends each flush's commands in one write
 (:meth:`PipelinedRedis.execute_many`).

@@ -57,6 +57,9 @@ class Settings:
     http_pipelined_lookups: int = _setting(
         1, "1: context lookups on one pipelined hiredis connection per API process; 0: through the redis-py pool."
     )
+    http_lookup_front: int = _setting(
+        1, "1: context lookups answered by the API's lookup front without aiohttp (cxstream.serve.front); 0: all by aiohttp."
+    )
     max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
     max_future_skew_s: float = _setting(
         3600.0, "Inputs whose occurred_at is more than this many seconds after the engine's clock go to the "
