@@ -18,7 +18,7 @@ objects, its router and middleware, not the Redis call (~50 µs) or the decompre
   front (its 400s, 401s and 403s included).
 
 Requests on one connection are answered in order (HTTP/1.1 pipelining), one at a time.  An
-idle connection is closed after :data:`KEEPALIVE_S`, as aiohttp closes its own; a head larger
+idle connection is closed after :data:`KEEPALIVE_S`, as aiohttp closes its own (an hour); a head larger
 than :data:`MAX_HEAD` goes to aiohttp, which refuses it.  ``CX_HTTP_LOOKUP_FRONT=0`` serves
 everything with aiohttp.
 """
@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import socket
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -44,8 +46,9 @@ from cxstream.streams import metrics
 
 log = logging.getLogger(__name__)
 
-#: Idle connections are closed after this long (aiohttp's own keep-alive timeout).
-KEEPALIVE_S = 75.0
+#: Idle connections are closed after this long: aiohttp's own keep-alive timeout (its ``RequestHandler``'s
+#: default since 3.11, longer than proxies and clients keep an idle connection).
+KEEPALIVE_S = 3630.0
 #: A request head larger than this goes to aiohttp, which refuses a line longer than it (a lookup's head is ~100 bytes).
 MAX_HEAD = 8190
 #: Reading stops while this much is buffered unanswered (a client pipelining faster than answers go).
@@ -57,6 +60,9 @@ _BY_QUERY = "/customers/context"
 _ROUTE_BY_ID = "/customers/{customer_id}/context"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error", 503: "Service Unavailable"}
 _HANDED = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
+#: A header name is an RFC 9110 token; a head with a control character but CR LF and tab is aiohttp's to refuse.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 
 
 class Lookup:
@@ -103,6 +109,8 @@ def read_lookup(head: bytes, scopes: dict[str, frozenset[str]]) -> Lookup | None
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return None
+    if _CONTROL.search(text):
+        return None
     lines = text.split("\r\n")
     request_line = lines[0].split(" ")
     if len(request_line) != 3 or request_line[0] != "GET" or request_line[2] != "HTTP/1.1":
@@ -125,7 +133,7 @@ def read_lookup(head: bytes, scopes: dict[str, frozenset[str]]) -> Lookup | None
     close = False
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
+        if not sep or not _TOKEN.match(name):
             return None
         name = name.lower()
         if name in _HANDED:
@@ -249,6 +257,10 @@ class FrontConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # TCP keep-alive probes, as aiohttp sets them: a vanished client's connection ends
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.last_active = asyncio.get_running_loop().time()
         self.front.connections.add(self)
 
@@ -319,7 +331,7 @@ class FrontConnection(asyncio.Protocol):
             answer = redis_unavailable(lookup.route, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug: answered as aiohttp answers an exception in a handler, and logged
+        except Exception:  # a bug: a 500 that says so (aiohttp's says it in plain text), and the traceback logged
             log.exception("context lookup failed on %s", lookup.route)
             answer = 500, b'{"error":"internal_error","detail":"the server failed; see its log"}'
         self.front.observe(lookup.route, answer[0], time.perf_counter() - started)

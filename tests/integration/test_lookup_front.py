@@ -8,6 +8,7 @@ front answers itself, and everything it hands to aiohttp.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -110,6 +111,10 @@ def requests_of(c: dict[str, str]) -> list[bytes]:
         f"POST /customers/{c['c1']}/erase HTTP/1.1\r\nHost: t\r\n{auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode(),
         f"GET /customers/{c['c1']}/context HTTP/1.1\r\nHost: t\r\n{auth}\r\nX-Big: {'y' * 17000}\r\nConnection: close\r\n\r\n".encode(),
         b"GARBAGE\r\n\r\n",
+        get(f"/customers/{c['c1']}/context", auth, "Bad Name: x"),  # not a token: aiohttp's 400
+        get(f"/customers/{c['c1']}/context", auth, "X-Odd: a\x00b"),
+        get(f"/customers/{c['c1']}/context", auth, "X-Odd: a\nb"),
+        get(f"/customers/{c['c1']}/context", auth, "X-Odd: a\rb"),
     ]
 
 
@@ -125,6 +130,42 @@ def test_the_front_answers_exactly_as_aiohttp_does(servers: tuple[str, str], cus
     assert statuses[:12] == [b"200", b"200", b"200", b"200", b"409", b"404", b"400", b"400", b"400", b"400", b"400", b"404"]
     assert statuses[12:15] == [b"401", b"401", b"403"]
     assert customers["c1"].encode() in answers[0][0] and customers["c2"].encode() in answers[1][0]
+
+
+def random_targets(n: int, seed: int = 7) -> list[str]:
+    """Request targets of the two lookup routes with odd ids and query strings: escapes (valid, invalid,
+    of non-UTF-8 bytes, of a slash), '+', ';', repeated and empty parameters, unknown names."""
+    rng = random.Random(seed)
+    pieces = ["a", "Z9", "%40", "%2B", "+", "%2F", "%C3%A9", "%E9", "%zz", "%", ":", "email:", "phone:", "@", ".", "-", "_", "~", "!", "'",
+              "%20", " ", ";", "=", "&", "%3D", "%26", "x" * 40]
+    names = ["email", "phone", "customer_id", "account_number", "device_id", "social_handle", "colour", "", "EMAIL", "e%6dail"]
+    values = ["jane%40example.org", "jane@example.org", "%2B442071838750", "+44 20 7183 8750", "C0001", "", "a=b", "%ff", "x" * 301]
+    targets = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            targets.append("/customers/" + "".join(rng.choice(pieces) for _ in range(rng.randint(1, 5))) + "/context")
+        else:
+            pairs = [f"{rng.choice(names)}={rng.choice(values)}" if rng.random() < 0.9 else rng.choice(names) for _ in range(rng.randint(0, 3))]
+            targets.append("/customers/context" + ("?" + rng.choice(["&", ";", "&&"]).join(pairs) if pairs or rng.random() < 0.5 else ""))
+    return [t.replace(" ", "%20") for t in targets]
+
+
+def test_odd_ids_and_query_strings_get_the_same_answers_from_the_front_as_from_aiohttp(servers: tuple[str, str], customers: dict[str, str]) -> None:
+    targets = random_targets(300)
+
+    async def run() -> list[tuple[bytes, bytes]]:
+        async with api(servers[1], lookup_front=True) as with_front, api(servers[1], lookup_front=False) as plain:
+            out = []
+            for target in targets:
+                raw = get(target, f"X-API-Key: {KEY}")
+                out.append((await exchange(with_front.port, raw), await exchange(plain.port, raw)))
+            return out
+
+    answers = asyncio.run(run())
+    for target, (mine, theirs) in zip(targets, answers, strict=True):
+        assert without_date(mine) == without_date(theirs), target
+    statuses = {a.split(b" ", 2)[1] for a, _ in answers}
+    assert {b"400", b"404"} <= statuses  # both refusals and lookups of unknown customers were tried
 
 
 def test_pipelined_requests_are_answered_in_order_across_the_hand_over(servers: tuple[str, str], customers: dict[str, str]) -> None:
