@@ -259,3 +259,29 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_time(servers: tuple[s
     assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" not in answer
     assert 0.5 <= waited < 3
 
+
+
+def test_lookups_after_redis_lost_the_script_or_the_connection_are_answered(servers: tuple[str, str], customers: dict[str, str]) -> None:
+    """The front writes the script's EVALSHA itself: a NOSCRIPT reply loads it again, a lost connection is made again."""
+    raw = get(f"/customers/{customers['c1']}/context", f"X-API-Key: {KEY}")
+
+    def client_ids(admin: redis.Redis) -> set[int]:
+        return {int(c["id"]) for c in admin.client_list()}
+
+    async def run() -> list[bytes]:
+        out = []
+        with redis.Redis.from_url(servers[1]) as admin:
+            before = client_ids(admin)
+            async with api(servers[1], lookup_front=True) as with_front:
+                out.append(await exchange(with_front.port, raw))  # connects the pipelined connection
+                admin.script_flush()
+                out.append(await exchange(with_front.port, raw))
+                for client_id in client_ids(admin) - before - {admin.client_id()}:  # this API's connections only
+                    admin.client_kill_filter(_id=client_id)
+                await asyncio.sleep(0.3)  # the API reads the close
+                out.append(await exchange(with_front.port, raw))
+                out.append(await exchange(with_front.port, raw))
+        return out
+
+    answers = asyncio.run(run())
+    assert all(a.startswith(b"HTTP/1.1 200 OK") and customers["c1"].encode() in a for a in answers), [a[:40] for a in answers]
