@@ -4,7 +4,7 @@ A context lookup (``GET /customers/{id}/context``, ``GET /customers/context?emai
 a CRM screen-pop or an IVR asks on every call, at rates a hundred times those of the other
 routes; in aiohttp a lookup cost ~320-470 µs of CPU, most of it aiohttp's request and response
 objects, its router and middleware, not the Redis call (~50 µs) or the decompression
-(docs/PERFORMANCE.md, "Lookups").  The front is the protocol on the API's listening socket:
+(docs/PERFORMANCE.md, "What limits them"; through the front ~270-350 µs).  The front is the protocol on the API's listening socket:
 
 * It reads each request head itself.  A ``GET`` of one of the two lookup routes, over
   HTTP/1.1, without a body or an upgrade, with a key whose scopes include ``read``, it answers
@@ -232,7 +232,6 @@ class LookupFront:
                 conn.close_after = True
             else:
                 conn.shut()
-
 
     async def wait_answered(self, timeout_s: float) -> None:
         """Until the lookups in flight are answered (after :meth:`close`), at most *timeout_s*."""

@@ -25,6 +25,10 @@ query parameters are ``customer_id``, ``account_number``, ``email``, ``phone``,
 phones, lower-cased emails), and a malformed or placeholder value gets 400 with the
 reason.  An identifier quarantined as shared by many customers gets 409.
 
+With ``CX_HTTP_LOOKUP_FRONT=1`` (the default) ``cxstream serve`` answers the two context routes
+before aiohttp sees them, in :mod:`cxstream.serve.front`, with :func:`context_answer` and the same
+bytes; every other request reaches this application as before.
+
 Keys travel as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; a missing or
 wrong key gets 401, a key without the route's scope (``read``, ``advisor``, ``admin``:
 :mod:`cxstream.serve.keys`) or an advisor's desk key outside that advisor's routes 403.  Errors are JSON ``{"error": ..., "detail": ...}``.
