@@ -68,8 +68,9 @@ run: $(STAMP) ## run the engine on its embedded broker and Redis (ARGS=--demo re
 demo: $(STAMP) ## run the engine with the bundled demo sample and simulated advisor desktops
 	exec $(BIN)/cxstream run --demo
 
-test: $(STAMP) browser-deps prometheus-deps redis-deps ## run the whole test suite: lint, unit, integration and end-to-end (with the browser, Prometheus and TLS Redis tests)
+test: $(STAMP) browser-deps prometheus-deps redis-deps ## run the whole test suite: lint, type check (mypy), unit, integration and end-to-end (with the browser, Prometheus and TLS Redis tests)
 	$(BIN)/ruff check cxstream tests
+	$(BIN)/mypy cxstream
 	$(BIN)/python -m pytest -q
 
 unit: $(STAMP) prometheus-deps ## unit tests and doctests only (no broker; promtool checks deploy/prometheus)

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
@@ -151,13 +151,16 @@ class Wiring:
             ),
             namespace=settings.topic_prefix,  # the models of this engine's labels, not those of another on the same Redis
         )
+        # the stages are declared on either runtime: FaustStageRuntime offers the methods the stage
+        # functions call on a BatchRuntime (stage, output, table, topic, send_now), duck-typed
+        runtime = cast(BatchRuntime, self.runtime)
         # in pipeline order: a fetched batch goes through them in this order
-        ingest_agent.stage(self.runtime, settings)
-        identity_agent.stage(self.runtime, self.writer)
-        context_agent.stage(self.runtime, settings, self.writer, scorer)
-        _, self.routers = router_agent.stage(self.runtime, settings)
+        ingest_agent.stage(runtime, settings)
+        identity_agent.stage(runtime, self.writer)
+        context_agent.stage(runtime, settings, self.writer, scorer)
+        _, self.routers = router_agent.stage(runtime, settings)
         context_agent.timers(self.app, settings, self.writer, scorer)
-        router_agent.tick_timer(self.app, self.runtime, settings, self.routers, self.redis)
+        router_agent.tick_timer(self.app, runtime, settings, self.routers, self.redis)
         self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
         self.loop_monitor = LoopMonitor(stall_ms=settings.loop_stall_log_ms)  # cx_event_loop_lag_seconds
 

@@ -368,7 +368,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         if rec.key is None:
             raise InvalidInput("no_key", "a customer event without a key (the canonical customer id)")
         key: bytes = rec.key
-        record = decode(rec.value, ContextInput)
+        record: ContextInput = decode(rec.value, ContextInput)
         customer_id = key.decode()
         if isinstance(record, EraseContext):
             await erase(key, record)
@@ -440,11 +440,11 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         else:
             new, duplicate = apply_outcome(old, record, customer_id, limits, identifiers=record.customer.present())
             if not duplicate and old is not None and record.kind in ("churned", "retained"):
-                label = ChurnLabel(
+                churn = ChurnLabel(
                     event_id=record.event_id, at=record.occurred_at, features=features_of(old),
                     churned=record.kind == "churned",
                 )
-                await labels.send(key=b"churn", value=encode(label))
+                await labels.send(key=b"churn", value=encode(churn))
             if not duplicate:
                 new, rewarded = nba.on_outcome(new, record)
                 await learn_nba(rewarded)

@@ -132,7 +132,7 @@ def stage(runtime: BatchRuntime, writer: RedisContextWriter) -> BatchStage:
         log.info("erasure %s: %d customer context(s) to erase", ev.event_id, len(targets))
 
     async def handle(rec: Record) -> None:
-        req = decode(rec.value, ResolveRequest)
+        req: ResolveRequest = decode(rec.value, ResolveRequest)
         ev = req.event
         if isinstance(ev, OutcomeEvent) and ev.kind == "erasure_requested":
             await erase(ev)

@@ -105,7 +105,7 @@ def route_customer_event(
     >>> (r.to, req.event.customer.email, req.event.text, [(x.kind, x.reason) for x in req.refused])
     ('resolve', 'jane@x.org', 'mail me: [email]', [('phone', 'blocked_value')])
     """
-    ev = decode(raw, kind, max_bytes)
+    ev: InteractionEvent | OutcomeEvent = decode(raw, kind, max_bytes)
     check_not_future(ev.occurred_at, max_future_s, now)
     ids, bad = partition_identifiers(ev.customer)
     if not ids:
@@ -132,7 +132,7 @@ def route_customer_event(
 
 def route_advisor_event(raw: bytes | None, max_bytes: int, max_future_s: float | None = None, now: float | None = None) -> Routed:
     """Validate an advisor event and key it by routing group; raises :class:`InvalidInput`."""
-    ev = decode(raw, AdvisorEvent, max_bytes)
+    ev: AdvisorEvent = decode(raw, AdvisorEvent, max_bytes)
     check_not_future(ev.occurred_at, max_future_s, now)
     return Routed(ev.routing_group.encode(), encode(ev), "routing")
 

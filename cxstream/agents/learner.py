@@ -242,7 +242,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
 
     async def handle(event: faust.EventT) -> None:
         await restore_once()
-        label = decode(event.value, Label)
+        label: Label = decode(event.value, Label)
         for ev in learner.learn(label):
             await lt.model_events.send(key=ev.model.encode(), value=encode(ev))
         if sum(learner.pending.values()) >= settings.snapshot_every:

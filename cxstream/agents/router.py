@@ -218,7 +218,7 @@ def stage(runtime: BatchRuntime, settings: Settings, host: RouterHost | None = N
         if rec.key is None:
             raise InvalidInput("no_key", "a router input without a key (the routing group)")
         key = rec.key
-        msg = decode(rec.value, RouterInput)
+        msg: RouterInput = decode(rec.value, RouterInput)
         group = key.decode()
         seen = pending.get(key)
         if seen is None:

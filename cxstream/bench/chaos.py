@@ -485,7 +485,7 @@ async def read_contexts(redis_url: str) -> list[dict[str, Any]]:
         for i in range(0, len(keys), 2000):
             for raw in await client.mget(keys[i : i + 2000]):
                 if raw:
-                    out.append(orjson.loads(context_json(raw)))
+                    out.append(orjson.loads(context_json(raw if isinstance(raw, bytes) else raw.encode())))
         return out
     finally:
         await client.aclose()

@@ -25,6 +25,7 @@ from cxstream.bench.workload import BUILTIN_TEXTS
 from cxstream.replay.desktop import respond
 from cxstream.replay.recording import Input, read_recording, schedule, write_recording
 from cxstream.schemas import AdvisorEvent, Assignment, Identifiers, InteractionEvent
+from cxstream.schemas.common import Channel
 from cxstream.streams import topics as t
 from cxstream.streams.codecs import encode
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 SAMPLE = Path(__file__).parent / "samples" / "demo.jsonl"
 
-_ADVISORS = [
+_ADVISORS: list[tuple[str, dict[str, int], list[str], dict[Channel, int]]] = [
     ("ann", {"billing": 5, "card_issue": 3}, ["en"], {"voice": 1, "chat": 3, "email": 5}),
     ("bob", {"tech_support": 4, "billing": 2}, ["en", "fr"], {"voice": 1, "chat": 2}),
     ("chloe", {"cancel_service": 5, "billing": 3}, ["en", "fr"], {"voice": 1, "chat": 3, "email": 5}),

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from cxstream.schemas import AdvisorEvent, Assignment, Disposition, Identifiers, InteractionEvent
+from cxstream.schemas.events import AdvisorKind
 
 #: (min, max) handle time in seconds per channel, scaled by ``DesktopProfile.time_scale``.
 HANDLE_S = {"voice": (4.0, 12.0), "chat": (3.0, 9.0), "email": (2.0, 6.0)}
@@ -46,22 +47,21 @@ def respond(a: Assignment, profile: DesktopProfile = DesktopProfile()) -> list[S
     """
     rng = random.Random(int.from_bytes(hashlib.blake2b(a.assignment_id.encode(), digest_size=8).digest(), "big"))
     ring = rng.uniform(*profile.ring_s)
-    base = dict(advisor_id=a.advisor_id, routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id)
+
+    def answer(kind: AdvisorKind, suffix: str, disposition: Disposition | None = None) -> AdvisorEvent:
+        return AdvisorEvent(event_id=f"{a.assignment_id}:{suffix}", occurred_at=0.0, kind=kind, advisor_id=a.advisor_id,
+                            routing_group=a.routing_group, contact_id=a.contact_id, assignment_id=a.assignment_id,
+                            disposition=disposition)
+
     if rng.random() < profile.reject_rate:
-        return [Step(ring, AdvisorEvent(event_id=f"{a.assignment_id}:reject", occurred_at=0.0, kind="offer_rejected", **base))]
+        return [Step(ring, answer("offer_rejected", "reject"))]
     lo, hi = HANDLE_S.get(a.channel, (3.0, 9.0))
     handle = ring + rng.uniform(lo, hi) * profile.time_scale
     intent = a.intent or rng.choice(profile.intents)
     customer = Identifiers(customer_id=a.customer_id) if ":" not in a.customer_id else _identifiers(a.customer_id)
     return [
-        Step(ring, AdvisorEvent(event_id=f"{a.assignment_id}:accept", occurred_at=0.0, kind="offer_accepted", **base)),
-        Step(
-            handle,
-            AdvisorEvent(
-                event_id=f"{a.assignment_id}:done", occurred_at=0.0, kind="contact_completed",
-                disposition=Disposition(intent=intent, resolved=rng.random() < 0.8), **base,
-            ),
-        ),
+        Step(ring, answer("offer_accepted", "accept")),
+        Step(handle, answer("contact_completed", "done", Disposition(intent=intent, resolved=rng.random() < 0.8))),
         Step(
             handle + 0.05,
             InteractionEvent(

@@ -66,7 +66,7 @@ class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Fa
     """
 
 
-class Identifiers(Record):
+class Identifiers(Record, frozen=True):
     """Whatever identifies the customer on the channel that saw them.
 
     At least one is needed to attach the event to a customer; an event with none

@@ -42,7 +42,7 @@ Skills = Annotated[
 ]
 
 
-class InteractionEvent(Record, tag="cx.InteractionEvent.v1", tag_field="type"):
+class InteractionEvent(Record, frozen=True, tag="cx.InteractionEvent.v1", tag_field="type"):
     """Anything a customer did or said on any channel.
 
     A ``contact_opened`` with ``needs_advisor`` true makes a contact routable: the
@@ -73,7 +73,7 @@ class InteractionEvent(Record, tag="cx.InteractionEvent.v1", tag_field="type"):
 NBAAction = Literal["resolve", "offer_retention", "call_back", "escalate_tier", "vip_desk"]
 
 
-class Disposition(Record):
+class Disposition(Record, frozen=True):
     """What the advisor recorded when the contact ended: the ground truth for learning."""
 
     intent: Annotated[str, msgspec.Meta(max_length=128, description="The true intent of the contact.")] | None = None
@@ -106,7 +106,7 @@ AdvisorKind = Literal[
 Presence = Literal["available", "busy", "wrap_up", "away", "offline"]
 
 
-class AdvisorEvent(Record, tag="cx.AdvisorEvent.v1", tag_field="type"):
+class AdvisorEvent(Record, frozen=True, tag="cx.AdvisorEvent.v1", tag_field="type"):
     """A change of an advisor's (human agent's) state, sent by the advisor desktop."""
 
     event_id: EventId
@@ -154,7 +154,7 @@ OutcomeKind = Literal[
 ]
 
 
-class OutcomeEvent(Record, tag="cx.OutcomeEvent.v1", tag_field="type"):
+class OutcomeEvent(Record, frozen=True, tag="cx.OutcomeEvent.v1", tag_field="type"):
     """What a business system reports back: churn, satisfaction, payments, consent, erasure."""
 
     event_id: EventId

@@ -52,7 +52,7 @@ RefusalReason = Literal[
 ]
 
 
-class IdentityLinked(Record, tag="cx.IdentityLinked.v1", tag_field="type"):
+class IdentityLinked(Record, frozen=True, tag="cx.IdentityLinked.v1", tag_field="type"):
     """An identifier value now resolves to a customer (``created``: a new customer started with it)."""
 
     event_id: Annotated[str, msgspec.Meta(description="The input event that carried the identifier.")]
@@ -63,7 +63,7 @@ class IdentityLinked(Record, tag="cx.IdentityLinked.v1", tag_field="type"):
     created: Annotated[bool, msgspec.Meta(description="True when this value started a new customer.")] = False
 
 
-class CustomersMerged(Record, tag="cx.CustomersMerged.v1", tag_field="type"):
+class CustomersMerged(Record, frozen=True, tag="cx.CustomersMerged.v1", tag_field="type"):
     """Two known customers were found to be one: the absorbed one's history now belongs to the survivor."""
 
     merge_id: Annotated[str, msgspec.Meta(description="Deterministic id of this merge.")]
@@ -75,7 +75,7 @@ class CustomersMerged(Record, tag="cx.CustomersMerged.v1", tag_field="type"):
     at: EventTime
 
 
-class LinkRefused(Record, tag="cx.LinkRefused.v1", tag_field="type"):
+class LinkRefused(Record, frozen=True, tag="cx.LinkRefused.v1", tag_field="type"):
     """An identifier was not linked (or two customers not merged), and why: the guard against wrong merges."""
 
     event_id: str
@@ -88,7 +88,7 @@ class LinkRefused(Record, tag="cx.LinkRefused.v1", tag_field="type"):
     other_customer_id: Annotated[str | None, msgspec.Meta(description="The customer the value already belongs to, if any.")] = None
 
 
-class IdentityErased(Record, tag="cx.IdentityErased.v1", tag_field="type"):
+class IdentityErased(Record, frozen=True, tag="cx.IdentityErased.v1", tag_field="type"):
     """A customer's identity links were deleted on an erasure request."""
 
     request_id: str
@@ -101,7 +101,7 @@ class IdentityErased(Record, tag="cx.IdentityErased.v1", tag_field="type"):
 AuditAction = Literal["erasure_requested", "erasure_completed", "erased_record_suppressed"]
 
 
-class AuditRecord(Record, tag="cx.AuditRecord.v1", tag_field="type"):
+class AuditRecord(Record, frozen=True, tag="cx.AuditRecord.v1", tag_field="type"):
     """A privacy-relevant action, for the data-protection audit trail (no personal data)."""
 
     audit_id: Annotated[str, msgspec.Meta(description="Deterministic id of this record.")]
@@ -127,7 +127,7 @@ class RefusedIdentifier(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
-class ResolveRequest(Record, tag="cx.ResolveRequest.v1", tag_field="type"):
+class ResolveRequest(Record, frozen=True, tag="cx.ResolveRequest.v1", tag_field="type"):
     """A validated customer event with normalised identifiers (and text already redacted), awaiting resolution."""
 
     event: InteractionEvent | OutcomeEvent
@@ -135,7 +135,7 @@ class ResolveRequest(Record, tag="cx.ResolveRequest.v1", tag_field="type"):
     source: Annotated[str, msgspec.Meta(description="'api' for requests made through the HTTP API.")] = ""
 
 
-class MergeContext(Record, tag="cx.MergeContext.v1", tag_field="type"):
+class MergeContext(Record, frozen=True, tag="cx.MergeContext.v1", tag_field="type"):
     """To the absorbed customer's partition: hand your context over to the survivor and leave an alias."""
 
     merge_id: str
@@ -144,7 +144,7 @@ class MergeContext(Record, tag="cx.MergeContext.v1", tag_field="type"):
     at: EventTime
 
 
-class ContextHandoff(Record, tag="cx.ContextHandoff.v1", tag_field="type"):
+class ContextHandoff(Record, frozen=True, tag="cx.ContextHandoff.v1", tag_field="type"):
     """To the survivor's partition: fold this absorbed context (JSON of ``CustomerContext``, or ``null``) into yours."""
 
     merge_id: str
@@ -154,7 +154,7 @@ class ContextHandoff(Record, tag="cx.ContextHandoff.v1", tag_field="type"):
     context: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class EraseContext(Record, tag="cx.EraseContext.v1", tag_field="type"):
+class EraseContext(Record, frozen=True, tag="cx.EraseContext.v1", tag_field="type"):
     """To a customer's partition: delete its context and Redis copy, and refuse it from now on."""
 
     request_id: str

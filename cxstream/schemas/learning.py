@@ -21,7 +21,7 @@ import msgspec
 from cxstream.schemas.common import EventTime, Record
 
 
-class IntentLabel(Record, tag="cx.IntentLabel.v1", tag_field="type"):
+class IntentLabel(Record, frozen=True, tag="cx.IntentLabel.v1", tag_field="type"):
     """The true intent of a contact's customer messages, from the advisor's disposition."""
 
     event_id: str
@@ -31,7 +31,7 @@ class IntentLabel(Record, tag="cx.IntentLabel.v1", tag_field="type"):
     contact_id: str | None = None
 
 
-class ChurnLabel(Record, tag="cx.ChurnLabel.v1", tag_field="type"):
+class ChurnLabel(Record, frozen=True, tag="cx.ChurnLabel.v1", tag_field="type"):
     """A churned/retained outcome with the customer's features at that moment."""
 
     event_id: str
@@ -40,7 +40,7 @@ class ChurnLabel(Record, tag="cx.ChurnLabel.v1", tag_field="type"):
     churned: bool
 
 
-class KnowledgeLabel(Record, tag="cx.KnowledgeLabel.v1", tag_field="type"):
+class KnowledgeLabel(Record, frozen=True, tag="cx.KnowledgeLabel.v1", tag_field="type"):
     """The document (or template) an advisor used on a contact, with the contact's words and outcome."""
 
     event_id: str
@@ -52,7 +52,7 @@ class KnowledgeLabel(Record, tag="cx.KnowledgeLabel.v1", tag_field="type"):
     contact_id: str | None = None
 
 
-class NBALabel(Record, tag="cx.NBALabel.v1", tag_field="type"):
+class NBALabel(Record, frozen=True, tag="cx.NBALabel.v1", tag_field="type"):
     """The outcome of a next-best-action decision: the action taken and its reward (docs/INTEL.md)."""
 
     event_id: str
@@ -68,7 +68,7 @@ class NBALabel(Record, tag="cx.NBALabel.v1", tag_field="type"):
     document_id: str | None = None
 
 
-class ModelEvent(Record, tag="cx.ModelEvent.v1", tag_field="type"):
+class ModelEvent(Record, frozen=True, tag="cx.ModelEvent.v1", tag_field="type"):
     """A new model snapshot was published, or drift was detected in a model's error."""
 
     event_id: str

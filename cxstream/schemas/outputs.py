@@ -22,7 +22,7 @@ from cxstream.schemas.common import Channel, EventTime, Language, Record, Routin
 from cxstream.schemas.events import Disposition, NBAAction
 
 
-class Assignment(Record, tag="cx.Assignment.v1", tag_field="type"):
+class Assignment(Record, frozen=True, tag="cx.Assignment.v1", tag_field="type"):
     """An offer of one contact to one advisor (human agent), with why this advisor."""
 
     assignment_id: Annotated[str, msgspec.Meta(description="Deterministic: the same input stream gives the same ids.")]
@@ -64,7 +64,7 @@ RoutingEventKind = Literal[
 ]
 
 
-class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
+class RoutingEvent(Record, frozen=True, tag="cx.RoutingEvent.v1", tag_field="type"):
     """Something the router did or saw that is not an assignment: queueing, escalation, breach.
 
     ``rejected``: a contact request the router could not take (``detail`` says why, e.g.
@@ -90,7 +90,7 @@ class RoutingEvent(Record, tag="cx.RoutingEvent.v1", tag_field="type"):
     ] | None = None
 
 
-class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):
+class OutreachEvent(Record, frozen=True, tag="cx.OutreachEvent.v1", tag_field="type"):
     """A recommendation to contact a customer before they have to call."""
 
     outreach_id: Annotated[str, msgspec.Meta(description="Deterministic id of this outreach.")]
@@ -104,7 +104,7 @@ class OutreachEvent(Record, tag="cx.OutreachEvent.v1", tag_field="type"):
     context: Annotated[dict[str, str | int | float | bool | None], msgspec.Meta(description="The facts that justify the outreach.")] = {}
 
 
-class RankedAction(Record):
+class RankedAction(Record, frozen=True):
     """One action of a next-best-action ranking, with why it stands there."""
 
     action: NBAAction
@@ -117,7 +117,7 @@ class RankedAction(Record):
     document_id: Annotated[str | None, msgspec.Meta(description="For resolve: the document that resolved this intent best.")] = None
 
 
-class NextBestAction(Record, tag="cx.NextBestAction.v1", tag_field="type"):
+class NextBestAction(Record, frozen=True, tag="cx.NextBestAction.v1", tag_field="type"):
     """The ranked next-best actions for an open contact or an outreach, with the logged propensity.
 
     ``ranked`` starts with the chosen action.  ``propensity`` is the probability the policy
@@ -141,7 +141,7 @@ class NextBestAction(Record, tag="cx.NextBestAction.v1", tag_field="type"):
     outreach_id: Annotated[str, msgspec.Meta(description="The outreach decided for.")] | None = None
 
 
-class DeadLetter(Record, tag="cx.DeadLetter.v1", tag_field="type"):
+class DeadLetter(Record, frozen=True, tag="cx.DeadLetter.v1", tag_field="type"):
     """An input the engine could not use, with its coordinates and the reason: nothing is dropped silently."""
 
     source_topic: str

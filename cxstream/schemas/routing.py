@@ -43,7 +43,7 @@ def contact_key(customer_id: str, contact_id: str) -> str:
     return f"{contact_id}~{digest}"
 
 
-class ContactRequest(Record, tag="cx.ContactRequest.v1", tag_field="type"):
+class ContactRequest(Record, frozen=True, tag="cx.ContactRequest.v1", tag_field="type"):
     """A contact that needs an advisor, enriched with what the context knows of the customer.
 
     ``contact_key`` (optional; the context stage always sends it): the router's key of the
@@ -68,7 +68,7 @@ class ContactRequest(Record, tag="cx.ContactRequest.v1", tag_field="type"):
     contact_key: ContactKey | None = None
 
 
-class ContactUpdate(Record, tag="cx.ContactUpdate.v1", tag_field="type"):
+class ContactUpdate(Record, frozen=True, tag="cx.ContactUpdate.v1", tag_field="type"):
     """A contact left the queue or ended: abandoned by the customer, or closed; or was transferred.
 
     ``transferred`` (added for the router, optional fields only): the advisor holding the
@@ -89,7 +89,7 @@ class ContactUpdate(Record, tag="cx.ContactUpdate.v1", tag_field="type"):
     contact_key: ContactKey | None = None
 
 
-class RouterTick(Record, tag="cx.RouterTick.v1", tag_field="type"):
+class RouterTick(Record, frozen=True, tag="cx.RouterTick.v1", tag_field="type"):
     """The router's clock: published periodically so timers fire in a replayable order."""
 
     routing_group: RoutingGroup

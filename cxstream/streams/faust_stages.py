@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.exceptions import ConsumerNotStarted
@@ -146,7 +146,7 @@ class FaustStageRuntime:
             self.app, name=name, default=None, beacon=self.app.tables.beacon, partitions=partitions,
             key_type=bytes, value_type=bytes,
         )
-        return self.app.tables.add(table)  # type: ignore[no-any-return]
+        return cast(FaustTable, self.app.tables.add(table))
 
     def stage(
         self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[FaustTable] = (), local: bool = False,
