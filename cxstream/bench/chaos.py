@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -485,7 +485,7 @@ async def read_contexts(redis_url: str) -> list[dict[str, Any]]:
         for i in range(0, len(keys), 2000):
             for raw in await client.mget(keys[i : i + 2000]):
                 if raw:
-                    out.append(orjson.loads(context_json(raw if isinstance(raw, bytes) else raw.encode())))
+                    out.append(orjson.loads(context_json(cast(bytes, raw))))  # bytes: the client does not decode responses
         return out
     finally:
         await client.aclose()

@@ -7,7 +7,7 @@ objects, its router and middleware, not the Redis call (~50 µs) or the decompre
 (docs/PERFORMANCE.md, "What limits them"; through the front ~270-350 µs).  The front is the protocol on the API's listening socket:
 
 * It reads each request head itself.  A ``GET`` of one of the two lookup routes, over
-  HTTP/1.1, without a body or an upgrade, with a key whose scopes include ``read``, it answers
+  HTTP/1.1, without a body or an upgrade, with a key that has the route's scope (``read``: :data:`cxstream.serve.keys.ROUTE_SCOPES`), it answers
   itself: :func:`cxstream.serve.http.context_answer`, the function the aiohttp route calls,
   written with the headers aiohttp writes, and counted in the same Prometheus histogram
   (``cx_http_request_seconds`` by route and status).
@@ -33,6 +33,7 @@ import socket
 import time
 from collections.abc import Callable
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -41,7 +42,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from redis.exceptions import RedisError
 
 from cxstream.serve import keys
-from cxstream.serve.http import API_KEY_SCOPES, LOOKUP, Answer, context_answer, redis_unavailable
+from cxstream.serve.http import API_KEY_SCOPES, LOOKUP, Answer, context_answer, presented_key, redis_unavailable
 from cxstream.streams import metrics
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ _PREFIX = "/customers/"
 _SUFFIX = "/context"
 _BY_QUERY = "/customers/context"
 _ROUTE_BY_ID = "/customers/{customer_id}/context"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error", 503: "Service Unavailable"}
 _HANDED = frozenset({"content-length", "transfer-encoding", "upgrade", "expect"})
 #: A header name is an RFC 9110 token; a head with a control character but CR LF and tab is aiohttp's to refuse.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -148,11 +148,11 @@ def read_lookup(head: bytes, scopes: dict[str, frozenset[str]]) -> Lookup | None
             if "upgrade" in tokens:
                 return None
             close = close or "close" in tokens
-    presented = auth[7:].strip() if auth is not None and auth.lower().startswith("bearer ") else api_key
+    presented = presented_key(auth, api_key)
     if not presented:
         return None
     granted = keys.scopes_of(presented, scopes)
-    if granted is None or "read" not in granted:
+    if granted is None or keys.ROUTE_SCOPES[route] not in granted:
         return None
     try:
         query = parse_qsl(raw_query, keep_blank_values=True, errors="strict") if raw_query else []
@@ -182,7 +182,7 @@ def response_bytes(status: int, body: bytes, date: str, close: bool) -> bytes:
     [b'HTTP/1.1 404 Not Found', b'Content-Type: application/json', b'Content-Length: 2']
     """
     head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nDate: {date}\r\nServer: {SERVER_SOFTWARE}\r\n"
     )
     if close:

@@ -41,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -68,6 +68,9 @@ from cxstream.streams import metrics
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
 from cxstream.streams.logs import RepeatFilter
 
+if TYPE_CHECKING:
+    from cxstream.serve.front import LookupFront
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -83,11 +86,19 @@ ENGINE_METRICS: web.AppKey[EngineMetrics | None] = web.AppKey("engine_metrics", 
 IDENTIFIER_KINDS: tuple[str, ...] = PRECEDENCE
 
 
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer KEY``, else ``X-API-Key: KEY`` (the lookup front reads it too).
+
+    >>> presented_key("Bearer  k1 ", "k2"), presented_key("Basic x", "k2"), presented_key(None, None)
+    ('k1', 'k2', None)
+    """
+    if authorization is not None and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return x_api_key
+
+
 def _presented_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("X-API-Key")
+    return presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
 
 
 def _refuse(request: web.Request, route: str) -> web.Response | None:
@@ -525,7 +536,7 @@ class HttpServer:
         self.probe_port: int | None = None
         self.lookup_front = lookup_front
         self._runner: web.AppRunner | None = None
-        self._front: Any = None
+        self._front: LookupFront | None = None
         self._listener: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -552,7 +563,7 @@ class HttpServer:
             self.probe_port = _bound_port(probe)
 
     async def stop(self) -> None:
-        if self._listener is not None:  # the lookups in flight are answered before Redis is closed
+        if self._listener is not None and self._front is not None:  # the lookups in flight are answered before Redis is closed
             self._listener.close()
             self._front.close()
             await self._front.wait_answered(5.0)
