@@ -47,6 +47,7 @@ from cxstream.schemas import (
     InteractionEvent,
     MergeContext,
     OutcomeEvent,
+    ResolveRequest,
     RoutingEvent,
 )
 from cxstream.schemas.learning import ChurnLabel, IntentLabel, KnowledgeLabel, NBALabel
@@ -266,10 +267,15 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
     (with the contact's redacted messages) and churn outcomes.
     """
     table = runtime.table("customer_context", settings.partitions)
-    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=True)
+    # With the identity fast path, events of one customer reach this stage by two roads from
+    # several workers; it reads them in log order, except while its worker is the only one (then
+    # it produced them all, and holds a local record back behind its own fast events).
+    fast_path = bool(settings.identity_fast_path)
+    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=not fast_path, local_when_alone=fast_path)
     customer_events, routing_out = st.output(runtime.topic(t.CUSTOMER_EVENTS)), st.output(runtime.topic(t.ROUTING))
     labels, audit = st.output(runtime.topic(t.LABELS)), st.output(runtime.topic(t.AUDIT))
     nba_out, nba = st.output(runtime.topic(t.NBA)), scorer.nba
+    resolve_out, bounced = st.output(runtime.topic(t.RESOLVE)), metrics.IDENTITY_ROAD.labels("slow", "bounced")
     outreach = OutreachStage(table, st.output(runtime.topic(t.OUTREACH)), outreach_config(settings))
     limits = ContextLimits(
         max_interactions=settings.context_max_interactions, max_event_ids=settings.dedupe_ids_per_customer
@@ -379,7 +385,14 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         old_raw = table.get(key)
         if old_raw is None:
             # A new customer, or a late record for one that was erased or merged away.
-            if table.get(erased_key(customer_id)) is not None:
+            erased = table.get(erased_key(customer_id))
+            if erased is not None:
+                if fast_path and isinstance(record, InteractionEvent | OutcomeEvent) and record.occurred_at > msgspec.json.decode(erased):
+                    # sent by the fast road on a replica that had not yet seen the erasure: the
+                    # identity stage decides, as for any event after an erasure (a new customer)
+                    await resolve_out.send(key=record.event_id.encode(), value=encode(ResolveRequest(event=record, refused=[])))
+                    bounced.inc()
+                    return
                 metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
                 return
             moved = table.get(moved_key(customer_id))

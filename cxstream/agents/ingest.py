@@ -10,6 +10,10 @@
   ``cx.customer-events.v1`` keyed ``anon-`` + a hash of ``attributes.session_id`` (or of
   the contact id), else the channel's anonymous bucket ``anon-{channel}``.
 * ``cx.advisor-events.v1`` -> ``cx.routing.v1``, keyed by routing group.
+* With ``CX_IDENTITY_FAST_PATH=1``, a customer event whose identifiers all already belong to
+  one customer goes straight to ``cx.customer-events.v1`` keyed by that customer, past the
+  identity stage, when nothing earlier of the same customer is still on the identity stage's
+  road (:mod:`cxstream.agents.fastpath`).
 
 A batch stage (:mod:`cxstream.streams.batch`): anything that fails goes to
 ``cx.dead-letter.v1`` with its coordinates and the reason; the stream goes on.  Nothing is dropped silently: duplicates are dropped
@@ -25,6 +29,7 @@ from typing import Literal
 
 import msgspec
 
+from cxstream.agents.fastpath import FastPath
 from cxstream.context.identity import partition_identifiers
 from cxstream.context.redact import redact
 from cxstream.context.resolver import fingerprint
@@ -45,11 +50,13 @@ from cxstream.streams.settings import Settings
 
 @dataclass(frozen=True)
 class Routed:
-    """Where a valid input goes next: (key, payload) on the next topic."""
+    """Where a valid input goes next: (key, payload) on the next topic; for the identity stage, the event too."""
 
     key: bytes
     value: bytes
     to: Literal["resolve", "customer", "routing"] = "resolve"
+    event: InteractionEvent | OutcomeEvent | None = None  # as normalised (to "resolve" only)
+    refused: bool = False  # an identifier was refused (to "resolve" only)
 
 
 def anonymous_key(ev: InteractionEvent) -> str:
@@ -127,7 +134,7 @@ def route_customer_event(
         )
         for k, (reason, detail) in bad.items()
     ]
-    return Routed(ev.event_id.encode(), encode(ResolveRequest(event=ev, refused=refused)), "resolve")
+    return Routed(ev.event_id.encode(), encode(ResolveRequest(event=ev, refused=refused)), "resolve", ev, bool(refused))
 
 
 def route_advisor_event(raw: bytes | None, max_bytes: int, max_future_s: float | None = None, now: float | None = None) -> Routed:
@@ -140,6 +147,11 @@ def route_advisor_event(raw: bytes | None, max_bytes: int, max_future_s: float |
 def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
     """The ingest stage: the three input topics, validated and handed on in batches."""
     st = runtime.stage("ingest", [t.INTERACTIONS, t.OUTCOMES, t.ADVISOR_EVENTS])
+    fast: FastPath | None = None
+    if settings.identity_fast_path:
+        fast = FastPath(runtime, settings, runtime.table_changelog("identity"), runtime.topic(t.RESOLVE))
+        runtime.on_start.append(fast.start)
+        runtime.on_stop.append(fast.stop)
     targets = {"resolve": st.output(runtime.topic(t.RESOLVE)), "customer": st.output(runtime.topic(t.CUSTOMER_EVENTS)),
                "routing": st.output(runtime.topic(t.ROUTING))}
     limit, ahead = settings.max_event_bytes, settings.max_future_skew_s
@@ -155,6 +167,14 @@ def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
         else:
             routed = route_advisor_event(rec.value, limit, ahead)
         (accepted[rec.topic] if routed.to != "customer" else anonymous).inc()
+        if fast is not None and routed.event is not None:
+            way = fast.road.choose(rec.topic, rec.partition, runtime.assignments, routed.event, routed.refused)
+            if way.fast:
+                assert way.owner is not None
+                await targets["customer"].send(key=way.owner.encode(), value=encode(routed.event), tracked=way.tracked)
+            else:
+                await targets["resolve"].send(key=routed.key, value=routed.value, tracked=way.tracked)
+            return
         await targets[routed.to].send(key=routed.key, value=routed.value)
 
     st.handler = handle

@@ -161,16 +161,45 @@ def _sent_by(headers: Any, token: bytes) -> bool:
     return any(k == LOCAL_HEADER and v == token for k, v in headers)
 
 
+@dataclass(slots=True, eq=False)
+class Tracked:
+    """How one output record is sent, for a stage that must know more than "after the batch".
+
+    *headers* go with the record.  *via_broker*: never handed to a local stage (it is read from
+    its topic, in log order).  *after*: produced only once those records are acknowledged (the batch
+    waits for them).  The runtime fills *offset* when the broker acknowledges the record, and
+    sets *acked* (also when the send failed: *offset* then stays None).
+    """
+
+    headers: list[tuple[str, bytes]] | None = None
+    via_broker: bool = False
+    after: tuple[Tracked, ...] = ()
+    offset: int | None = None
+    acked: bool = False
+    future: asyncio.Future[Any] | None = None
+
+    def done(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.offset = fut.result().offset
+        self.acked = True
+
+
 class Output:
     """A topic a stage writes to.  :meth:`send` only buffers: the stage produces after the batch."""
 
-    __slots__ = ("_sink", "name")
+    __slots__ = ("_sink", "_tracked", "name")
 
-    def __init__(self, name: str, sink: list[tuple[str, bytes | None, bytes | None]]) -> None:
+    def __init__(
+        self, name: str, sink: list[tuple[str, bytes | None, bytes | None]], tracked: dict[int, Tracked] | None = None,
+    ) -> None:
         self.name = name
         self._sink = sink
+        self._tracked = tracked
 
-    async def send(self, key: bytes | None = None, value: bytes | None = None) -> None:
+    async def send(self, key: bytes | None = None, value: bytes | None = None, tracked: Tracked | None = None) -> None:
+        if tracked is not None:
+            assert self._tracked is not None, "this output's runtime does not track records"
+            self._tracked[len(self._sink)] = tracked
         self._sink.append((self.name, key, value))
 
     def get_topic_name(self) -> str:
@@ -305,8 +334,10 @@ class BatchStage:
     def __init__(
         self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table],
         *, local: bool = False, local_when_alone: bool = False, max_raw: int = MAX_RAW_BYTES,
+        tracked: dict[int, Tracked] | None = None,
     ) -> None:
         self.name = name
+        self.tracked = tracked  # the runtime's buffer index -> Tracked of records sent with one
         self.max_raw = max_raw  # bytes of a refused payload its dead letter keeps
         # takes records this worker sends it without the broker (its handler sees them with offset -1) ...
         self.local = local or local_when_alone
@@ -331,7 +362,7 @@ class BatchStage:
     def output(self, name: str) -> Output:
         """A topic this stage sends to (its records are produced after each batch)."""
         self.outputs.add(name)
-        return Output(name, self.buffer)
+        return Output(name, self.buffer, self.tracked)
 
     async def process(self, batches: list[tuple[TopicPartition, list[Any]]]) -> int:
         """Run the handler on every record of *batches* (already in offset order per partition)."""
@@ -421,7 +452,12 @@ class BatchRuntime:
         self.commit_interval_s = commit_interval_s
         self.stages: list[BatchStage] = []
         self.buffer: Outputs = []
+        self.tracked: dict[int, Tracked] = {}  # buffer index -> how that record is sent (Output.send(tracked=...))
         self.ready = asyncio.Event()
+        self.assignments = 0  # partition assignments received so far (a stage tells a partition taken anew by it)
+        # started once the stages' topics exist and the producer runs, stopped after the loop (a stage's helpers)
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.owned: set[TopicPartition] = set()
         self._restoring: set[TopicPartition] = set()  # assigned, paused until their tables are restored (_restore)
         self._restore_tasks: dict[asyncio.Task[None], list[TopicPartition]] = {}  # restores in progress, of which partitions
@@ -481,7 +517,10 @@ class BatchRuntime:
 
     def table(self, name: str, partitions: int) -> Table:
         """A table whose changelog is ``{app_id}-{name}-changelog`` (the name Faust gave it)."""
-        return Table(name, f"{self.settings.app_id}-{name}-changelog", partitions)
+        return Table(name, self.table_changelog(name), partitions)
+
+    def table_changelog(self, name: str) -> str:
+        return f"{self.settings.app_id}-{name}-changelog"
 
     def stage(
         self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = (), local: bool = False,
@@ -499,7 +538,7 @@ class BatchRuntime:
         """
         st = BatchStage(
             name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local,
-            local_when_alone=local_when_alone, max_raw=self.settings.dead_letter_max_raw_bytes,
+            local_when_alone=local_when_alone, max_raw=self.settings.dead_letter_max_raw_bytes, tracked=self.tracked,
         )
         for topic in st.inputs:
             if topic in self._stage_of:
@@ -542,6 +581,8 @@ class BatchRuntime:
             await ensure_named_topics(
                 self.bootstrap, [(t.changelog, t.partitions, state_configs()) for t in tables], self.settings
             )
+        for hook in self.on_start:
+            await hook()
         written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
         session_ms = int(self.session_timeout_s * 1000)
         log.info("stages: Kafka client %s", self.settings.stage_client)
@@ -642,6 +683,9 @@ class BatchRuntime:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
                 await producer.stop()
+        for hook in self.on_stop:
+            with contextlib.suppress(Exception):
+                await hook()
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -907,7 +951,7 @@ class BatchRuntime:
         later: dict[str, dict[TopicPartition, list[Any]]], via_broker: set[TopicPartition], *, last_pass: bool,
     ) -> None:
         """Decide, for each record stage *i* buffered from *mark* on, whether a local stage takes it now."""
-        buf = self.buffer
+        buf, tracked = self.buffer, self.tracked
         caught_up: dict[TopicPartition, bool] = {}  # nothing it depends on changes during this call
         for idx in range(mark, len(buf)):
             topic, key, value = buf[idx]
@@ -920,6 +964,8 @@ class BatchRuntime:
             tp = TopicPartition(topic, partition)
             j = self._order[target.name]
             local = not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
+            if local and idx in tracked and tracked[idx].via_broker:
+                local = False
             if local:
                 ok = caught_up.get(tp)
                 if ok is None:
@@ -943,6 +989,10 @@ class BatchRuntime:
             return None
         ordered = sorted(parts)
         return int(producer._partitioner(key, ordered, ordered))
+
+    def committed_offset(self, tp: TopicPartition) -> int | None:
+        """The offset this worker last committed for *tp*, if it owns *tp* (else None: ask the group)."""
+        return self._committed.get(tp) if tp in self.owned else None
 
     def _caught_up(self, tp: TopicPartition) -> bool:
         """True if this worker owns *tp*, consumed it to the last high watermark seen and has no own record to it pending."""
@@ -981,7 +1031,9 @@ class BatchRuntime:
                 await self.producer.commit_transaction()
         await fut
 
-    async def _send_via_broker(self, topic: str, key: bytes | None, value: bytes | None, partition: int) -> asyncio.Future[Any]:
+    async def _send_via_broker(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
         """Send a record to a local stage's partition that is not delivered locally, counted until acknowledged.
 
         Records still held for its partition (delivered locally, not yet produced) go first, so
@@ -990,7 +1042,7 @@ class BatchRuntime:
             await self.push_held()
         tp = TopicPartition(topic, partition)
         self._unacked[tp] += 1
-        fut = await self.producer.send(topic, value, key=key, partition=partition)
+        fut = await self.producer.send(topic, value, key=key, partition=partition, headers=headers)
         fut.add_done_callback(functools.partial(self._broker_acked, tp))
         return fut
 
@@ -1004,8 +1056,14 @@ class BatchRuntime:
         if self.buffer:
             out, self.buffer[:] = list(self.buffer), []
             route, self._route = self._route, {}
+            tracked, self.tracked = dict(self.tracked), self.tracked
+            self.tracked.clear()  # (the same dict: the stages' outputs hold it)
             for idx, (topic, key, value) in enumerate(out):
                 where = route.get(idx)
+                how = tracked.get(idx)
+                if how is not None:
+                    futures.append(await self._send_tracked(topic, key, value, how, where))
+                    continue
                 if where is None:
                     if self._held and topic in self._stage_of:  # partitioned by the producer: may share one
                         await self.push_held()
@@ -1028,6 +1086,28 @@ class BatchRuntime:
             # a duplicate and what it should have produced would be lost
             self._changes_for[id(futures)] = changes
         return futures
+
+    async def _send_tracked(
+        self, topic: str, key: bytes | None, value: bytes | None, how: Tracked, where: tuple[int, bool] | None,
+    ) -> asyncio.Future[Any]:
+        """Send a record that a stage sent with a :class:`Tracked` (never held: it is not delivered locally)."""
+        for after in how.after:
+            if not after.acked and after.future is not None:
+                metrics.TRACKED_WAITS.inc()
+                with contextlib.suppress(Exception):  # a failed send fails its own batch; this one goes on
+                    await asyncio.shield(after.future)
+        partition = where[0] if where is not None else None
+        if partition is None and topic in self._stage_of and self._stage_of[topic].local:
+            partition = self._partition_for(topic, key) if key is not None else None
+        if partition is not None:  # a local stage's partition: counted, so that no local record overtakes it
+            fut = await self._send_via_broker(topic, key, value, partition, how.headers)
+        else:
+            if self._held and topic in self._stage_of:
+                await self.push_held()
+            fut = await self.producer.send(topic, value, key=key, headers=how.headers)
+        how.future = fut
+        fut.add_done_callback(how.done)
+        return fut
 
     def _hold(self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]]) -> None:
         """Keep a locally delivered record for up to ``echo_linger_s`` before producing it (0: until the end of the batch).
@@ -1168,6 +1248,7 @@ class BatchRuntime:
         The callback returns at once (the restore must not hold up the group: a member still in
         its callback when the next rebalance starts is expelled); the partitions wait paused."""
         async with self._lock:
+            self.assignments += 1
             new = [tp for tp in assigned if tp not in self.owned and tp not in self._restoring]
             now = set(self.owned) | set(self._restoring) | set(new)
             for table in self.tables:  # data kept aside of partitions that went elsewhere: freed

@@ -96,6 +96,20 @@ LOCAL_ECHO_PUSHED = Histogram(
     "Locally delivered records produced to their topics together, after waiting up to CX_LOCAL_ECHO_LINGER_MS.",
     buckets=_RECORD_COUNT_BUCKETS,
 )
+TRACKED_WAITS = Counter(
+    "cx_stage_ordered_send_waits_total",
+    "Times a batch waited for an earlier record's acknowledgement before producing one that must follow it "
+    "(the identity fast path: an event for the identity stage behind a fast event of the same customer).",
+)
+IDENTITY_ROAD = Counter(
+    "cx_identity_road_total",
+    "Customer events by the road ingest sent them (CX_IDENTITY_FAST_PATH): 'fast' straight to the customer's "
+    "context partition, 'slow' through the identity stage, with why: 'unsettled' (a new identifier or several "
+    "owners), 'refused', 'erased', 'pending' (an earlier event of the customer is still on the slow road), "
+    "'moved' (the input partition was newly taken), 'not_ready' (the replica is still catching up), 'erasure', "
+    "and 'bounced' (a fast event that found its customer erased, sent to the identity stage by the context stage).",
+    ["road", "reason"],
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=_RECORD_COUNT_BUCKETS,

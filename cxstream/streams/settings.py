@@ -126,6 +126,14 @@ class Settings:
         "this worker owns is also handed to it in the same batch (still produced to its topic; skipped when fetched "
         "back); 0: every hop goes through the broker."
     )
+    identity_fast_path: int = _setting(
+        0, "1: ingest sends a customer event whose identifiers all already belong to one customer (in its replica of "
+        "the identity table) straight to that customer's context partition, past the identity stage's one partition; "
+        "everything else, and any event an earlier one of the same customer is still ahead of on the identity stage's "
+        "road, goes through the identity stage (docs/IDENTITY.md, \"Past one core\"). Needs aiokafka and "
+        "at_least_once (and the batch runtime); the context stage then takes records locally only while its worker is the only one. "
+        "0: every customer event goes through the identity stage."
+    )
     router_save_interval_ms: int = _setting(
         200, "While batches keep coming, a routing group's whole state (its advisors with what the router learned "
         "of them: ~95 KB of JSON for 200 advisors, a quarter of it compressed) is saved to its changelog at most this "
@@ -251,6 +259,15 @@ class Settings:
             raise SettingsError(
                 f"CX_FETCH_PACE_FROM={self.fetch_pace_from!r}, CX_FETCH_PACE_FULL={self.fetch_pace_full!r}: "
                 "use CPU shares with 0 <= FROM < FULL"
+            )
+        if self.identity_fast_path not in (0, 1):
+            raise SettingsError(f"CX_IDENTITY_FAST_PATH={self.identity_fast_path!r}: use 0 or 1")
+        if self.identity_fast_path and (self.stage_client, self.processing_guarantee, self.stage_runtime) != (
+            "aiokafka", "at_least_once", "batch"
+        ):
+            raise SettingsError(
+                "CX_IDENTITY_FAST_PATH=1 needs CX_STAGE_CLIENT=aiokafka, CX_PROCESSING_GUARANTEE=at_least_once and "
+                f"CX_STAGE_RUNTIME=batch (got {self.stage_client!r}, {self.processing_guarantee!r}, {self.stage_runtime!r})"
             )
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(

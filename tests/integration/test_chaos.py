@@ -16,6 +16,7 @@ import asyncio
 import re
 import signal
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from cxstream.bench.chaos import (
     duplicate_assignments,
     snapshot,
 )
+from cxstream.bench.loadgen import API_KEY, EngineProc, parse_metrics
 from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.replay.recording import Planned, plan
 from cxstream.streams.embedded import EmbeddedRedis
@@ -41,11 +43,13 @@ RING = 256
 
 @pytest.fixture()
 def workers(servers: tuple[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workers]:
-    """*request.param* workers on the session's broker, with a Redis of their own (the accounting reads every context in it)."""
+    """*request.param* workers (or (workers, extra environment)) on the session's broker, with a Redis of their own
+    (the accounting reads every context in it)."""
     tag = uuid.uuid4().hex[:8]
+    n, extra = request.param if isinstance(request.param, tuple) else (request.param, {})
     with EmbeddedRedis(tmp_path / "redis") as rds:
-        w = Workers(Endpoints(servers[0], rds.url), tmp_path, request.param, prefix=f"t{tag}.", app_id=f"cxtest-{tag}",
-                    env={"CX_DEDUPE_IDS_PER_CUSTOMER": str(RING), "CX_TICK_INTERVAL_S": "0.5"})
+        w = Workers(Endpoints(servers[0], rds.url), tmp_path, n, prefix=f"t{tag}.", app_id=f"cxtest-{tag}",
+                    env={"CX_DEDUPE_IDS_PER_CUSTOMER": str(RING), "CX_TICK_INTERVAL_S": "0.5", **extra})
         try:
             w.start_all()
             yield w
@@ -79,11 +83,23 @@ async def _waiting(w: Workers) -> int:
     return int(orjson.loads(raw)["total"]["waiting"])
 
 
+def _roads(proc: EngineProc) -> dict[str, float]:
+    """The events a worker's ingest sent by each road (CX_IDENTITY_FAST_PATH)."""
+    req = urllib.request.Request(f"{proc.http}/metrics", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        samples = parse_metrics(resp.read().decode())
+    roads: dict[str, float] = {}
+    for name, labels, value in samples:
+        if name == "cx_identity_road_total":
+            roads[labels["road"]] = roads.get(labels["road"], 0.0) + value
+    return roads
+
+
 async def _snap(w: Workers, traffic: Traffic):  # type: ignore[no-untyped-def]
     return await snapshot(w.servers.broker_url, w.servers.redis_url, w.prefix, w.app_id, traffic.interactions, RING)
 
 
-@pytest.mark.parametrize("workers", [2], indirect=True)
+@pytest.mark.parametrize("workers", [2, (2, {"CX_IDENTITY_FAST_PATH": "1"})], indirect=True, ids=["", "identity-fast-path"])
 def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice(workers: Workers) -> None:
     workload = Workload(WorkloadConfig(customers=300, advisors=30, seed=11))
 
@@ -121,10 +137,13 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             contacts = [p.record.contact_id for p in records if getattr(p.record, "needs_advisor", False)]  # type: ignore[union-attr]
             dup = duplicate_assignments(snap, contacts)
             waiting = await _waiting(workers)
+            roads = _roads(survivor)
         finally:
             await traffic.stop()
             await lag.stop()
         assert left_at_kill, "the backlog was done before the kill: this run tested nothing"
+        if workers.opts.engine_env.get("CX_IDENTITY_FAST_PATH") == "1":
+            assert roads.get("fast", 0) > 0 and roads.get("slow", 0) > 0, roads
         # the survivor took the killed worker's partitions and read only those from the start; its own
         # came back caught up from where they were kept (the eager protocol revokes every partition)
         restores = re.findall(r"stages: restored \d+ table records .*; from the start: (.*); caught up from where they were kept: (.*)",

@@ -1,0 +1,142 @@
+"""The identity fast path (``CX_IDENTITY_FAST_PATH=1``, cxstream/agents/fastpath.py) on the real broker and Redis.
+
+* One worker: settled events go straight to their context; a contact opened with a new identifier
+  (the identity stage must link it) and closed at once by an identifier already known is closed in
+  the context, not left open by a close that overtook its open: the rule held the close back.
+* Two workers of one app: the same, with events of every input partition; a customer erased and
+  writing again right after is a new customer with that message, whichever road it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cxstream.schemas import Identifiers, InteractionEvent, OutcomeEvent
+from cxstream.streams import topics as t
+from tests.integration.conftest import RunningEngine, start_engine, stop_engine
+from tests.integration.helpers import produce, wait_for
+from tests.integration.test_local_delivery import metric
+from tests.integration.test_pipeline import get, login
+
+pytestmark = pytest.mark.integration
+N = 16
+
+
+def context(engine: RunningEngine, email: str) -> dict[str, Any] | None:
+    status, body = get(engine, f"/customers/context?email={email}")
+    return body if status == 200 else None
+
+
+def when(ctx: dict[str, Any] | None, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    return ctx if ctx is not None and test(ctx) else None
+
+
+def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[str]:
+    """Each of N customers writes, then opens a contact with a new phone and closes it at once, then writes three times."""
+    broker, topic = engines[0].broker, engines[0].topic(t.INTERACTIONS.name)
+    now = time.time()
+    emails = [f"fp{n}-{run}@example.com" for n in range(N)]
+
+    def ev(n: int, i: int, kind: str, ids: Identifiers, **kw: Any) -> tuple[bytes, InteractionEvent]:
+        # keyed by customer: one input partition keeps a customer's order (the engine's promise)
+        e = InteractionEvent(event_id=f"{kind}-{run}-{n}-{i}", occurred_at=now + i * 0.01, channel="chat", kind=kind,  # type: ignore[arg-type]
+                             customer=ids, contact_id=f"k-{run}-{n}", **kw)
+        return f"cust-{n}".encode(), e
+
+    asyncio.run(produce(broker, topic, [ev(n, 0, "message", Identifiers(email=e), text="where is my card") for n, e in enumerate(emails)]))
+    for engine_, e in zip(engines * N, emails, strict=False):
+        wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 1, timeout=60)
+    time.sleep(1.5)  # past the identity stage's next commit: nothing pending, every partition open
+    wave: list[tuple[bytes, InteractionEvent]] = []
+    for n, e in enumerate(emails):
+        phone = f"+4420794{n:02d}{int(run[:3], 16) % 1000:03d}"
+        wave += [
+            ev(n, 1, "contact_opened", Identifiers(email=e, phone=phone), needs_advisor=True, routing_group=group),
+            ev(n, 2, "contact_closed", Identifiers(email=e)),
+            ev(n, 3, "message", Identifiers(phone=phone), text="thanks"),
+        ]
+    asyncio.run(produce(broker, topic, wave))
+    for engine_, e in zip(engines * N, emails, strict=False):
+        wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 4, timeout=60)
+    time.sleep(1.5)
+    asyncio.run(produce(broker, topic, [ev(n, 4 + i, "message", Identifiers(email=e), text="hello again")
+                                        for n, e in enumerate(emails) for i in range(3)]))
+    return emails
+
+
+def check(engines: tuple[RunningEngine, ...], emails: list[str]) -> None:
+    for engine_, e in zip(engines * N, emails, strict=False):
+        ctx = wait_for(lambda e=e, engine_=engine_: when(context(engine_, e), lambda c: c["interactions_total"] == 7), timeout=60)
+        assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
+        assert len(ctx["identifiers"].get("phone", [])) == 1, ctx["identifiers"]
+    fast = sum(metric(w, "cx_identity_road_total", road="fast") for w in engines)
+    held = sum(metric(w, "cx_identity_road_total", road="slow", reason="pending") for w in engines)
+    assert fast >= 3 * N, f"the settled messages took the fast road ({fast})"
+    assert held >= N, f"each close was held behind its open on the slow road ({held})"
+    assert sum(metric(w, "cx_duplicates_total", stage="context") for w in engines) == 0
+
+
+def test_one_worker_sends_settled_events_past_identity_and_keeps_each_customers_order(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    e = start_engine(broker, redis_url, tmp_path_factory.mktemp("fp1"), f"f{tag}.", f"cxfast-{tag}", CX_IDENTITY_FAST_PATH="1")
+    try:
+        run, group = uuid.uuid4().hex[:8], f"g-{tag}"
+        asyncio.run(produce(broker, e.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
+        check((e,), journeys((e,), run, group))
+        assert metric(e, "cx_identity_road_total", road="slow", reason="unsettled") >= 2 * N, "new identifiers: slow"
+    finally:
+        stop_engine(e)
+
+
+def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"g{tag}.", f"cxfast2-{tag}"
+    a = start_engine(broker, redis_url, tmp_path_factory.mktemp("fa"), prefix, app_id, CX_IDENTITY_FAST_PATH="1")
+    try:
+        b = start_engine(broker, redis_url, tmp_path_factory.mktemp("fb"), prefix, app_id, CX_IDENTITY_FAST_PATH="1")
+    except BaseException:
+        stop_engine(a)
+        raise
+    workers = (a, b)
+    try:
+        wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers),
+                 timeout=60)
+        run, group = uuid.uuid4().hex[:8], f"g-{tag}"
+        asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
+        emails = journeys(workers, run, group)
+        check(workers, emails)
+        assert all(metric(w, "cx_identity_road_total", road="fast") > 0 for w in workers), "both workers' ingest"
+        assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) == 0, (
+            "with the fast path and two workers the context stage reads its input from the log"
+        )
+
+        # erased, and writing again at once: a new customer holds the message, whichever road it took
+        gone = emails[0]
+        old = context(a, gone)
+        assert old is not None
+        now = time.time()
+        erase = OutcomeEvent(event_id=f"erase-{run}", occurred_at=now, customer=Identifiers(email=gone), kind="erasure_requested")
+        again = InteractionEvent(event_id=f"again-{run}", occurred_at=now + 0.5, channel="chat", kind="message",
+                                 customer=Identifiers(email=gone), text="it's me again")
+        asyncio.run(produce(broker, a.topic(t.OUTCOMES.name), [(b"cust-0", erase)]))
+        # (the two input topics interleave by timing: the message must come after the erasure was taken)
+        wait_for(lambda: context(a, gone) is None, timeout=60)
+        asyncio.run(produce(broker, a.topic(t.INTERACTIONS.name), [(b"cust-0", again)]))
+        new = wait_for(lambda: when(context(b, gone), lambda c: c["customer_id"] != old["customer_id"]), timeout=60)
+        assert [i["event_id"] for i in new["recent"]] == [f"again-{run}"] and new["interactions_total"] == 1
+        assert get(a, f"/customers/{old['customer_id']}/context")[0] == 404
+    finally:
+        stop_engine(b)
+        stop_engine(a)
