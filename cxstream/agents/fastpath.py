@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 ROAD_HEADER = "cx-road"
 FAST_HEADERS = [(ROAD_HEADER, b"fast")]
 PRUNE_AT = 4096  # an input partition's acknowledged fast sends are forgotten past this many owners
+REPLICA_FETCH_MS = 200  # how long the replica's fetch waits for changes to pile up
 POLL_S = 0.2  # how often the identity stage's committed offset is read while an event is pending
 _road = {(road, reason): metrics.IDENTITY_ROAD.labels(road, reason) for road, reason in [
     ("fast", "settled"), ("slow", "unsettled"), ("slow", "refused"), ("slow", "erased"), ("slow", "pending"),
@@ -259,9 +260,11 @@ class FastPath:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        # a fetch every REPLICA_FETCH_MS at most (unless 64 KB of changes are waiting): a replica that
+        # far behind only sends more events by the slow road, and each fetch costs the loop ~1 ms
         reader = self._reader = AIOKafkaConsumer(
             bootstrap_servers=self.runtime.bootstrap, group_id=None, enable_auto_commit=False,
-            fetch_max_wait_ms=self.settings.fetch_wait_ms, **kafka_client_kwargs(self.settings),
+            fetch_max_wait_ms=REPLICA_FETCH_MS, fetch_min_bytes=64 * 1024, **kafka_client_kwargs(self.settings),
         )
         await reader.start()
         reader.assign([self.changelog])
@@ -292,6 +295,8 @@ class FastPath:
                 for messages in batches.values():
                     for m in messages:
                         replica.apply(m.key, m.value)
+                if batches:
+                    metrics.IDENTITY_REPLICA.set(len(replica.store))
                 if not replica.ready and await reader.position(self.changelog) >= end:
                     replica.ready = True
                     log.info("identity fast path: replica ready (%d table records)", len(replica.store))

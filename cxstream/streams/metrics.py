@@ -110,6 +110,9 @@ IDENTITY_ROAD = Counter(
     "and 'bounced' (a fast event that found its customer erased, sent to the identity stage by the context stage).",
     ["road", "reason"],
 )
+IDENTITY_REPLICA = Gauge(
+    "cx_identity_replica_records", "Records of the identity table in this worker's replica (CX_IDENTITY_FAST_PATH)."
+)
 BATCH_RECORDS = Histogram(
     "cx_stage_batch_records", "Records per batch a stage processed.", ["stage"],
     buckets=_RECORD_COUNT_BUCKETS,

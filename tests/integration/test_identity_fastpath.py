@@ -5,6 +5,10 @@
   the context, not left open by a close that overtook its open: the rule held the close back.
 * Two workers of one app: the same, with events of every input partition; a customer erased and
   writing again right after is a new customer with that message, whichever road it took.
+* The same inputs (links, a merge, a routed contact, settled events after them) give the same
+  contexts and assignment with the fast path as without it.
+
+The kill -9 of one of two workers with the fast path is in test_chaos.py.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from cxstream.schemas import Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
 from tests.integration.conftest import RunningEngine, start_engine, stop_engine
 from tests.integration.helpers import produce, wait_for
-from tests.integration.test_local_delivery import metric
-from tests.integration.test_pipeline import get, login
+from tests.integration.test_local_delivery import essentials, journey, metric
+from tests.integration.test_pipeline import assignments_for, get, login
 
 pytestmark = pytest.mark.integration
 N = 16
@@ -140,3 +144,54 @@ def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost
     finally:
         stop_engine(b)
         stop_engine(a)
+
+
+def test_the_fast_path_gives_the_same_contexts_and_assignment_as_the_identity_stage_alone(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The same inputs (a link, a merge, a routed call, then settled events by each identifier and the merged
+    customer's CRM id) on an engine with the fast path and one without: the same contexts and assignment."""
+    broker, redis_url = servers
+    engines = []
+    for road in ("1", "0"):
+        tag = uuid.uuid4().hex[:8]
+        try:
+            engines.append(start_engine(broker, redis_url, tmp_path_factory.mktemp(f"road{road}"), f"r{tag}.", f"cxroad-{tag}",
+                                        CX_IDENTITY_FAST_PATH=road))
+        except BaseException:
+            for e in engines:
+                stop_engine(e)
+            raise
+    try:
+        run = uuid.uuid4().hex[:8]
+        events, email, group, contact = journey(run)
+        phone, crm = events[2][1].customer.phone, events[3][1].customer.customer_id
+        later = [
+            (b"journey", InteractionEvent(event_id=f"later-{run}-{n}", occurred_at=time.time() + 1 + n * 0.01, channel="chat",
+                                          kind="message", customer=ids, text="any update on my refund"))
+            for n, ids in enumerate([Identifiers(email=email), Identifiers(phone=phone), Identifiers(customer_id=crm),
+                                     Identifiers(email=email, phone=phone)])
+        ]
+        results = []
+        advisor = f"adv-{run}"
+        for engine in engines:
+            asyncio.run(produce(broker, engine.topic(t.ADVISOR_EVENTS.name), [login(advisor, group, time.time(), capacity={"voice": 1})]))
+            asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), events))
+            (a,) = assignments_for(engine, group, 1)
+            wait_for(lambda engine=engine: when(context(engine, email), lambda c: c["interactions_total"] == 7), timeout=30)
+            time.sleep(1.5)  # nothing pending any more: the settled events below may take the fast road
+            asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), later))
+
+            def settled(engine: RunningEngine = engine) -> dict[str, Any] | None:
+                return when(context(engine, email), lambda c: c["interactions_total"] == 11 and c.get("last_advisor_id") == advisor)
+
+            ctx = wait_for(settled, timeout=30)
+            results.append(((a.advisor_id, a.contact_id, a.customer_id, a.assignment_id), essentials(ctx)))
+        (a_fast, ctx_fast), (a_slow, ctx_slow) = results
+        assert a_fast == a_slow and a_fast[1] == contact
+        assert ctx_fast == ctx_slow
+        assert metric(engines[0], "cx_identity_road_total", road="fast") >= 4, "the later events took the fast road"
+        assert metric(engines[1], "cx_identity_road_total", road="fast") == 0
+    finally:
+        for e in engines:
+            stop_engine(e)
