@@ -51,6 +51,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "loop_phases": final.get("loop_phases"),
         "loop_lag": final.get("loop_lag"),
         "fetch_hold_ms": final.get("fetch_hold_ms"),
+        "identity_roads": final.get("identity_roads"),
         "broker_warmup": result.get("broker_warmup"),
         "state": state_of(result),
         "passed": final.get("passed"),

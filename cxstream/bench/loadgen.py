@@ -498,6 +498,28 @@ def accepted_inputs(samples: list[tuple[str, dict[str, str], float]], prefix: st
     )
 
 
+def roads_between(before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]]) -> dict[str, float] | None:
+    """The customer events ingest sent by each road between two scrapes, as ``road/reason`` (None: no fast path).
+
+    >>> s = lambda n: [("cx_identity_road_total", {"road": "fast", "reason": "settled"}, n)]
+    >>> roads_between(s(10.0), s(25.0)), roads_between([], [])
+    ({'fast/settled': 15.0}, None)
+    """
+    def counts(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, labels, value in samples:
+            if name == "cx_identity_road_total":
+                key = f"{labels.get('road')}/{labels.get('reason')}"
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    end = counts(after)
+    if not end:
+        return None
+    start = counts(before)
+    return {k: round(v - start.get(k, 0.0), 1) for k, v in sorted(end.items()) if v - start.get(k, 0.0)}
+
+
 def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
     return sum(v for n, _, v in samples if n == name)
 
@@ -687,6 +709,8 @@ class StepResult:
     e2e_on_arrival: dict[str, Any] | None = None  # the e2e of the contacts the router offered on arrival (not queued)
     queued_at_router: dict[str, Any] | None = None  # the contacts it queued (no eligible advisor free, or a policy hold), by reason
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
+    #: the window's customer events by road and reason (CX_IDENTITY_FAST_PATH; None without it)
+    identity_roads: dict[str, float] | None = None
     passed: bool = False
     why: str = ""
 
@@ -1125,7 +1149,8 @@ class Bench:
         out: dict[str, Any] = {}
         for name, by in (("cx_events_in_total", "outcome"), ("cx_context_updates_total", "record"),
                          ("cx_model_predict_seconds_count", "model"), ("cx_routing_events_total", "kind"),
-                         ("cx_outreach_total", "reason"), ("cx_dead_letters_total", "error_type")):
+                         ("cx_outreach_total", "reason"), ("cx_dead_letters_total", "error_type"),
+                         ("cx_identity_road_total", "reason")):
             counts: dict[str, float] = {}
             for n, labels, v in samples:
                 if n == name:
@@ -1271,6 +1296,7 @@ class Bench:
                                "e2e": LatencySummary.of([of_contact[c][1] for c in queued]).as_dict()}
                               if queued is not None else None),
             hops=hops,
+            identity_roads=roads_between(w_samples, e_samples),
         )
         if res.e2e_by_minute:
             res.e2e_trend = {"e2e": minute_trend(res.e2e_by_minute),
