@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from cxstream.context.resolver import Resolver, settled_owner
+from cxstream.context.resolver import SHARED, Resolver, settled_owner
 from cxstream.schemas import InteractionEvent, OutcomeEvent
 from cxstream.streams import metrics
 from cxstream.streams.batch import Tracked
@@ -174,7 +174,8 @@ class Road:
         for state in self.inputs.values():
             self._open(state)
             slow = state.slow
-            while slow and slow[0].sent.offset is not None and slow[0].sent.offset < committed:
+            # (a send that failed, acked without an offset, left nothing for the identity stage: done too)
+            while slow and slow[0].sent.acked and (slow[0].sent.offset is None or slow[0].sent.offset < committed):
                 done = slow.popleft()
                 state.ids.subtract(done.ids)
                 state.owners.subtract(done.owners)
@@ -196,11 +197,8 @@ class Road:
         state = self._input(topic, partition, assignment)
         ids = ev.customer.present()
         replica = self.replica
-        owners: list[str] = []
-        for kind, value in ids.items():
-            o = replica.owner(kind, value)
-            if o is not None and o not in owners:
-                owners.append(o)
+        found = {(kind, value): replica.owner(kind, value) for kind, value in ids.items()}  # each looked up once
+        owners = list(dict.fromkeys(o for o in found.values() if o is not None and o != SHARED))
         reason = ""
         owner: str | None = None
         if not replica.ready:
@@ -210,7 +208,7 @@ class Road:
         elif refused:
             reason = "refused"
         else:
-            owner = settled_owner(ids, replica.owner)
+            owner = settled_owner(ids, lambda kind, value: found[kind, value])
             if owner is None:
                 reason = "unsettled"
             elif any((at := replica.erased_at(k, v)) is not None and ev.occurred_at <= at for k, v in ids.items()):

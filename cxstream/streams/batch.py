@@ -1056,8 +1056,8 @@ class BatchRuntime:
         if self.buffer:
             out, self.buffer[:] = list(self.buffer), []
             route, self._route = self._route, {}
-            tracked, self.tracked = dict(self.tracked), self.tracked
-            self.tracked.clear()  # (the same dict: the stages' outputs hold it)
+            tracked = dict(self.tracked)
+            self.tracked.clear()  # (cleared, not replaced: the stages' outputs hold this dict)
             for idx, (topic, key, value) in enumerate(out):
                 where = route.get(idx)
                 how = tracked.get(idx)

@@ -100,7 +100,7 @@ def test_nothing_is_fast_before_the_replica_has_read_the_changelog_or_the_partit
     w.road.barrier(T, P, 13)
     w.road.advance(12)
     assert w.road.choose(T, P, 2, ev(10, email="jane@x.org"), False).reason == "moved"
-    w.road.inputs[T, P].slow[-1].sent.offset = 13
+    w.road.inputs[T, P].slow[-1].sent.offset, w.road.inputs[T, P].slow[-1].sent.acked = 13, True
     w.road.advance(14)
     assert w.road.choose(T, P, 2, ev(11, email="jane@x.org"), False).fast
 
@@ -177,3 +177,19 @@ def test_an_event_at_or_before_an_erasure_of_one_of_its_identifiers_is_not_fast(
     w.acked(late, 5)
     w.road.advance(6)
     assert w.road.choose(T, P, 1, ev(4, at=170.0, email="jane@x.org"), False).fast
+
+
+def test_a_slow_send_that_failed_is_not_pending_and_a_quarantined_value_settles_nobody() -> None:
+    w = World()
+    w.resolve(ev(1, email="jane@x.org", phone="+447700900123"))
+    for n, cid in enumerate(["C-1", "C-2", "C-3", "C-4"], start=2):  # a switchboard number presented by four CRM customers
+        w.resolver.resolve({"customer_id": cid, "phone": "+442079460000"}, event_id=f"s{n}", at=100.0 + n)
+    w.sync()
+    w.open()
+    assert w.replica.owner("phone", "+442079460000") == "!shared"
+    assert w.road.choose(T, P, 1, ev(7, phone="+442079460000"), False).reason == "unsettled"
+    failed = w.road.choose(T, P, 1, ev(8, email="jane@x.org", phone="+447700900999"), False)
+    failed.tracked.acked = True  # acknowledged with an error: no offset, nothing reached the identity stage
+    w.road.inputs[T, P].slow[0].sent.offset, w.road.inputs[T, P].slow[0].sent.acked = 5, True  # (event 7's)
+    w.road.advance(6)
+    assert not w.road.inputs[T, P].slow and w.road.choose(T, P, 1, ev(9, email="jane@x.org"), False).fast
