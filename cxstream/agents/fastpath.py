@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 ROAD_HEADER = "cx-road"
 FAST_HEADERS = [(ROAD_HEADER, b"fast")]
-PRUNE_AT = 4096  # an input partition's acknowledged fast sends are forgotten past this many owners
+PRUNE_AT = 4096  # an input partition's acknowledged fast sends are forgotten past this many owners (at least)
 REPLICA_FETCH_MS = 200  # how long the replica's fetch waits for changes to pile up
 POLL_S = 0.2  # how often the identity stage's committed offset is read while an event is pending
 _road = {(road, reason): metrics.IDENTITY_ROAD.labels(road, reason) for road, reason in [
@@ -64,11 +64,16 @@ _road = {(road, reason): metrics.IDENTITY_ROAD.labels(road, reason) for road, re
 ]}
 
 
+_EXISTS = b"{}"  # what the replica keeps of a customer's entry
+
+
 class Replica:
     """What the identity table says of identifiers, as far as its changelog has been read.
 
-    *store* holds the table's records (``v:``, ``c:``, ``a:``, ``e:`` ... keys, as the identity
-    stage's :class:`Resolver` writes them); it is read with the resolver's own read methods.
+    *store* holds the table's records that the reads need, as the identity stage's
+    :class:`Resolver` writes them: identifiers (``v:``), aliases (``a:``) and erasure markers
+    (``e:``); of a customer (``c:``) only that it exists (its entry, with every identifier it
+    holds, is most of the table's bytes).  It is read with the resolver's own read methods.
 
     >>> from cxstream.context.resolver import Resolver
     >>> table: dict[bytes, bytes] = {}
@@ -85,10 +90,13 @@ class Replica:
         self.ready = False  # read up to the changelog's end as it was when following began
 
     def apply(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (None: a tombstone)."""
         if value is None:
             self.store.pop(key, None)
-        else:
+        elif key.startswith((b"v:", b"a:", b"e:")):
             self.store[key] = value
+        elif key.startswith(b"c:"):
+            self.store[key] = _EXISTS
 
     def owner(self, kind: str, value: str) -> str | None:
         """The identifier's current owner, ``SHARED`` if quarantined, None if unknown."""
@@ -118,6 +126,7 @@ class _Input:
     ids: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     owners: collections.Counter[str] = field(default_factory=collections.Counter)
     fast: dict[str, Tracked] = field(default_factory=dict)  # owner -> its latest fast event's send
+    prune_at: int = 4096  # when to forget the acknowledged ones (PRUNE_AT, or twice what was left last time)
 
 
 @dataclass(slots=True)
@@ -222,9 +231,10 @@ class Road:
             tracked = Tracked(headers=FAST_HEADERS, via_broker=True)
             fast = state.fast
             fast[owner] = tracked
-            if len(fast) > PRUNE_AT:
+            if len(fast) > state.prune_at:  # amortised: the next pass waits until the dict has doubled
                 for o in [o for o, t in fast.items() if t.acked]:
                     del fast[o]
+                state.prune_at = max(PRUNE_AT, 2 * len(fast))
             _road["fast", "settled"].inc()
             return Way(True, "settled", owner, tracked)
         after: list[Tracked] = []
