@@ -126,7 +126,7 @@ class _Input:
     ids: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     owners: collections.Counter[str] = field(default_factory=collections.Counter)
     fast: dict[str, Tracked] = field(default_factory=dict)  # owner -> its latest fast event's send
-    prune_at: int = 4096  # when to forget the acknowledged ones (PRUNE_AT, or twice what was left last time)
+    prune_at: int = PRUNE_AT  # when to forget the acknowledged ones (or at twice what was left the last time)
 
 
 @dataclass(slots=True)

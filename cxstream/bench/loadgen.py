@@ -71,6 +71,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cxstream.agents.fastpath import ROAD_HEADER
 from cxstream.bench.engineproc import engine_env
 from cxstream.bench.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.bench.workload import Workload, WorkloadConfig, mix
@@ -92,6 +93,7 @@ REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "bench" / "pipeline"
 _assignment = msgspec.json.Decoder(Assignment)
 _resolve_request = msgspec.json.Decoder(ResolveRequest)
+_interaction = msgspec.json.Decoder(InteractionEvent)
 _routing_event = msgspec.json.Decoder(RoutingEvent)
 # greedy: label values hold braces (route="/customers/{customer_id}/context"); a sample may have no labels
 _METRIC = re.compile(r'^(\w+)(?:\{(.*)\})?\s+([0-9.eE+-]+|NaN|\+Inf)$')
@@ -322,11 +324,15 @@ async def scrape(session: Any, engines: list[EngineProc]) -> list[tuple[str, dic
     return samples
 
 
-async def resolve_times(bootstrap: str, topic: str, since_s: float, contacts: set[str]) -> dict[str, float]:
+async def resolve_times(
+    bootstrap: str, topic: str, since_s: float, contacts: set[str], fast_topic: str | None = None,
+) -> dict[str, float]:
     """Kafka timestamp (s) of the ``ResolveRequest`` ingest produced for each of *contacts*' opening, from *since_s* on.
 
     Ingest's producer stamps a record when the stage's batch sends it, so this is when ingest was
-    done with the contact's ``contact_opened`` (:func:`hop_breakdown`).
+    done with the contact's ``contact_opened`` (:func:`hop_breakdown`).  With the identity fast
+    path an opening may have gone straight to *fast_topic* (``cx.customer-events.v1``, marked
+    ``cx-road: fast``) instead: read from there too.
     """
     out: dict[str, float] = {}
     for m in await read_to_end(bootstrap, topic, since_s=since_s):
@@ -337,6 +343,16 @@ async def resolve_times(bootstrap: str, topic: str, since_s: float, contacts: se
         contact = getattr(event, "contact_id", None)
         if contact in contacts and event.kind == "contact_opened" and contact not in out:
             out[contact] = m.timestamp / 1000.0
+    if fast_topic is not None and len(out) < len(contacts):
+        for m in await read_to_end(bootstrap, fast_topic, since_s=since_s):
+            if (ROAD_HEADER, b"fast") not in (m.headers or ()):
+                continue
+            try:
+                opened = _interaction.decode(m.value)
+            except msgspec.DecodeError:
+                continue
+            if opened.contact_id in contacts and opened.kind == "contact_opened" and opened.contact_id not in out:
+                out[opened.contact_id] = m.timestamp / 1000.0
     return out
 
 
@@ -1256,7 +1272,8 @@ class Bench:
         lookups_server = context_route_shares(w_samples, e_samples) if lookups else None
         hops = None
         try:
-            resolved = await resolve_times(driver.bootstrap, self.prefix + t.RESOLVE.name, t_warm - 1.0, set(window))
+            resolved = await resolve_times(driver.bootstrap, self.prefix + t.RESOLVE.name, t_warm - 1.0, set(window),
+                                           self.prefix + t.CUSTOMER_EVENTS.name)
             hops = hop_breakdown(window, driver.contact_planned, driver.contact_sent, resolved,
                                  driver.assignment_produced, driver.first_assignment)
         except Exception as exc:  # a diagnostic: the step's figures stand without it
