@@ -30,6 +30,7 @@ from tests.integration.test_pipeline import assignments_for, get, login
 
 pytestmark = pytest.mark.integration
 N = 16
+SETTLE_S = 3.0  # past the identity stage's next commits (every 0.5 s) and the road's reading of them (every 0.2 s)
 
 
 def context(engine: RunningEngine, email: str) -> dict[str, Any] | None:
@@ -56,7 +57,7 @@ def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[s
     asyncio.run(produce(broker, topic, [ev(n, 0, "message", Identifiers(email=e), text="where is my card") for n, e in enumerate(emails)]))
     for engine_, e in zip(engines * N, emails, strict=False):
         wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 1, timeout=60)
-    time.sleep(1.5)  # past the identity stage's next commit: nothing pending, every partition open
+    time.sleep(SETTLE_S)  # past the identity stage's next commits: nothing pending, every partition open
     wave: list[tuple[bytes, InteractionEvent]] = []
     for n, e in enumerate(emails):
         phone = f"+4420794{n:02d}{int(run[:3], 16) % 1000:03d}"
@@ -68,7 +69,7 @@ def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[s
     asyncio.run(produce(broker, topic, wave))
     for engine_, e in zip(engines * N, emails, strict=False):
         wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 4, timeout=60)
-    time.sleep(1.5)
+    time.sleep(SETTLE_S)
     asyncio.run(produce(broker, topic, [ev(n, 4 + i, "message", Identifiers(email=e), text="hello again")
                                         for n, e in enumerate(emails) for i in range(3)]))
     return emails
@@ -80,8 +81,10 @@ def check(engines: tuple[RunningEngine, ...], emails: list[str]) -> None:
         assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
         assert len(ctx["identifiers"].get("phone", [])) == 1, ctx["identifiers"]
     fast = sum(metric(w, "cx_identity_road_total", road="fast") for w in engines)
-    held = sum(metric(w, "cx_identity_road_total", road="slow", reason="pending") for w in engines)
-    assert fast >= 3 * N, f"the settled messages took the fast road ({fast})"
+    # each close is settled, but its open is still on the slow road: the close is held back there
+    # ("pending"; "moved" if a rebalance had just closed the partition: slow all the same)
+    held = sum(metric(w, "cx_identity_road_total", road="slow", reason=reason) for w in engines for reason in ("pending", "moved"))
+    assert fast >= 2 * N, f"the settled messages took the fast road ({fast} of the {3 * N} sent once nothing was pending)"
     assert held >= N, f"each close was held behind its open on the slow road ({held})"
     assert sum(metric(w, "cx_duplicates_total", stage="context") for w in engines) == 0
 
@@ -179,7 +182,7 @@ def test_the_fast_path_gives_the_same_contexts_and_assignment_as_the_identity_st
             asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), events))
             (a,) = assignments_for(engine, group, 1)
             wait_for(lambda engine=engine: when(context(engine, email), lambda c: c["interactions_total"] == 7), timeout=30)
-            time.sleep(1.5)  # nothing pending any more: the settled events below may take the fast road
+            time.sleep(SETTLE_S)  # nothing pending any more: the settled events below may take the fast road
             asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), later))
 
             def settled(engine: RunningEngine = engine) -> dict[str, Any] | None:
