@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROAD_HEADER = "cx-road"
-FAST_HEADERS = [(ROAD_HEADER, b"fast")]
+FAST_HEADER = (ROAD_HEADER, b"fast")  # on every event sent by the fast road
+FAST_HEADERS = [FAST_HEADER]
 PRUNE_AT = 4096  # an input partition's acknowledged fast sends are forgotten past this many owners (at least)
 REPLICA_FETCH_MS = 200  # how long the replica's fetch waits for changes to pile up
 POLL_S = 0.2  # how often the identity stage's committed offset is read while an event is pending
@@ -154,11 +155,10 @@ class Road:
     def _input(self, topic: str, partition: int, assignment: int) -> _Input:
         key = (topic, partition)
         state = self.inputs.get(key)
-        if state is None or state.assignment != assignment:  # taken anew: closed until the barrier passes
-            old = state
+        if state is None:
             state = self.inputs[key] = _Input(assignment)
-            if old is not None:  # this worker's own pending events still count
-                state.slow, state.ids, state.owners, state.fast = old.slow, old.ids, old.owners, old.fast
+        elif state.assignment != assignment:  # taken anew: closed until the barrier passes (its own pending events still count)
+            state.assignment, state.barrier, state.open = assignment, None, False
         return state
 
     def waiting(self) -> list[tuple[str, int]]:

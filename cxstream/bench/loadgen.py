@@ -71,7 +71,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from cxstream.agents.fastpath import ROAD_HEADER
+from cxstream.agents.fastpath import FAST_HEADER
 from cxstream.bench.engineproc import engine_env
 from cxstream.bench.lookups import lookups_command, lookups_result, start_lookups
 from cxstream.bench.workload import Workload, WorkloadConfig, mix
@@ -345,7 +345,7 @@ async def resolve_times(
             out[contact] = m.timestamp / 1000.0
     if fast_topic is not None and len(out) < len(contacts):
         for m in await read_to_end(bootstrap, fast_topic, since_s=since_s):
-            if (ROAD_HEADER, b"fast") not in (m.headers or ()):
+            if FAST_HEADER not in (m.headers or ()):
                 continue
             try:
                 opened = _interaction.decode(m.value)
@@ -521,23 +521,30 @@ def roads_between(before: list[tuple[str, dict[str, str], float]], after: list[t
     >>> roads_between(s(10.0), s(25.0)), roads_between([], [])
     ({'fast/settled': 15.0}, None)
     """
-    def counts(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, labels, value in samples:
-            if name == "cx_identity_road_total":
-                key = f"{labels.get('road')}/{labels.get('reason')}"
-                out[key] = out.get(key, 0.0) + value
-        return out
-
-    end = counts(after)
+    end = counter_by(after, "cx_identity_road_total", "road", "reason")
     if not end:
         return None
-    start = counts(before)
+    start = counter_by(before, "cx_identity_road_total", "road", "reason")
     return {k: round(v - start.get(k, 0.0), 1) for k, v in sorted(end.items()) if v - start.get(k, 0.0)}
 
 
 def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
     return sum(v for n, _, v in samples if n == name)
+
+
+def counter_by(samples: list[tuple[str, dict[str, str], float]], name: str, *by: str) -> dict[str, float]:
+    """*name*'s samples summed by the values of the labels *by* (joined by ``/``; a missing label counts as "").
+
+    >>> s = [("x", {"road": "slow", "reason": "a"}, 1.0), ("x", {"road": "slow", "reason": "b"}, 2.0), ("y", {}, 5.0)]
+    >>> counter_by(s, "x", "road"), counter_by(s, "x", "road", "reason")
+    ({'slow': 3.0}, {'slow/a': 1.0, 'slow/b': 2.0})
+    """
+    out: dict[str, float] = {}
+    for n, labels, value in samples:
+        if n == name:
+            key = "/".join(labels.get(label, "") for label in by)
+            out[key] = out.get(key, 0.0) + value
+    return out
 
 
 def merge_counts(works: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1167,11 +1174,7 @@ class Bench:
                          ("cx_model_predict_seconds_count", "model"), ("cx_routing_events_total", "kind"),
                          ("cx_outreach_total", "reason"), ("cx_dead_letters_total", "error_type"),
                          ("cx_identity_road_total", "reason")):
-            counts: dict[str, float] = {}
-            for n, labels, v in samples:
-                if n == name:
-                    counts[labels.get(by, "")] = counts.get(labels.get(by, ""), 0.0) + v
-            out[name] = counts
+            out[name] = counter_by(samples, name, by)
         out["cx_assignments_total"] = counter_sum(samples, "cx_assignments_total")
         return out
 

@@ -32,7 +32,7 @@ from cxstream.bench.chaos import (
     duplicate_assignments,
     snapshot,
 )
-from cxstream.bench.loadgen import API_KEY, EngineProc, parse_metrics
+from cxstream.bench.loadgen import API_KEY, EngineProc, counter_by, parse_metrics
 from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.replay.recording import Planned, plan
 from cxstream.streams.embedded import EmbeddedRedis
@@ -87,12 +87,7 @@ def _roads(proc: EngineProc) -> dict[str, float]:
     """The events a worker's ingest sent by each road (CX_IDENTITY_FAST_PATH)."""
     req = urllib.request.Request(f"{proc.http}/metrics", headers={"X-API-Key": API_KEY})
     with urllib.request.urlopen(req, timeout=10) as resp:
-        samples = parse_metrics(resp.read().decode())
-    roads: dict[str, float] = {}
-    for name, labels, value in samples:
-        if name == "cx_identity_road_total":
-            roads[labels["road"]] = roads.get(labels["road"], 0.0) + value
-    return roads
+            return counter_by(parse_metrics(resp.read().decode()), "cx_identity_road_total", "road")
 
 
 async def _snap(w: Workers, traffic: Traffic):  # type: ignore[no-untyped-def]

@@ -25,17 +25,13 @@ from cxstream.schemas import Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
 from tests.integration.conftest import RunningEngine, start_engine, stop_engine
 from tests.integration.helpers import produce, wait_for
+from tests.integration.test_contact_keys import context_by
 from tests.integration.test_local_delivery import essentials, journey, metric
 from tests.integration.test_pipeline import assignments_for, get, login
 
 pytestmark = pytest.mark.integration
 N = 16
 SETTLE_S = 3.0  # past the identity stage's next commits (every 0.5 s) and the road's reading of them (every 0.2 s)
-
-
-def context(engine: RunningEngine, email: str) -> dict[str, Any] | None:
-    status, body = get(engine, f"/customers/context?email={email}")
-    return body if status == 200 else None
 
 
 def when(ctx: dict[str, Any] | None, test: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
@@ -56,7 +52,7 @@ def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[s
 
     asyncio.run(produce(broker, topic, [ev(n, 0, "message", Identifiers(email=e), text="where is my card") for n, e in enumerate(emails)]))
     for engine_, e in zip(engines * N, emails, strict=False):
-        wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 1, timeout=60)
+        wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 1), timeout=60)
     time.sleep(SETTLE_S)  # past the identity stage's next commits: nothing pending, every partition open
     wave: list[tuple[bytes, InteractionEvent]] = []
     for n, e in enumerate(emails):
@@ -68,7 +64,7 @@ def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[s
         ]
     asyncio.run(produce(broker, topic, wave))
     for engine_, e in zip(engines * N, emails, strict=False):
-        wait_for(lambda e=e, engine_=engine_: (c := context(engine_, e)) is not None and c["interactions_total"] == 4, timeout=60)
+        wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 4), timeout=60)
     time.sleep(SETTLE_S)
     asyncio.run(produce(broker, topic, [ev(n, 4 + i, "message", Identifiers(email=e), text="hello again")
                                         for n, e in enumerate(emails) for i in range(3)]))
@@ -77,7 +73,7 @@ def journeys(engines: tuple[RunningEngine, ...], run: str, group: str) -> list[s
 
 def check(engines: tuple[RunningEngine, ...], emails: list[str]) -> None:
     for engine_, e in zip(engines * N, emails, strict=False):
-        ctx = wait_for(lambda e=e, engine_=engine_: when(context(engine_, e), lambda c: c["interactions_total"] == 7), timeout=60)
+        ctx = wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 7), timeout=60)
         assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
         assert len(ctx["identifiers"].get("phone", [])) == 1, ctx["identifiers"]
     fast = sum(metric(w, "cx_identity_road_total", road="fast") for w in engines)
@@ -131,7 +127,7 @@ def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost
 
         # erased, and writing again at once: a new customer holds the message, whichever road it took
         gone = emails[0]
-        old = context(a, gone)
+        old = context_by(a, email=gone)
         assert old is not None
         now = time.time()
         erase = OutcomeEvent(event_id=f"erase-{run}", occurred_at=now, customer=Identifiers(email=gone), kind="erasure_requested")
@@ -139,9 +135,9 @@ def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost
                                  customer=Identifiers(email=gone), text="it's me again")
         asyncio.run(produce(broker, a.topic(t.OUTCOMES.name), [(b"cust-0", erase)]))
         # (the two input topics interleave by timing: the message must come after the erasure was taken)
-        wait_for(lambda: context(a, gone) is None, timeout=60)
+        wait_for(lambda: context_by(a, email=gone) is None, timeout=60)
         asyncio.run(produce(broker, a.topic(t.INTERACTIONS.name), [(b"cust-0", again)]))
-        new = wait_for(lambda: when(context(b, gone), lambda c: c["customer_id"] != old["customer_id"]), timeout=60)
+        new = wait_for(lambda: when(context_by(b, email=gone), lambda c: c["customer_id"] != old["customer_id"]), timeout=60)
         assert [i["event_id"] for i in new["recent"]] == [f"again-{run}"] and new["interactions_total"] == 1
         assert get(a, f"/customers/{old['customer_id']}/context")[0] == 404
     finally:
@@ -181,12 +177,12 @@ def test_the_fast_path_gives_the_same_contexts_and_assignment_as_the_identity_st
             asyncio.run(produce(broker, engine.topic(t.ADVISOR_EVENTS.name), [login(advisor, group, time.time(), capacity={"voice": 1})]))
             asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), events))
             (a,) = assignments_for(engine, group, 1)
-            wait_for(lambda engine=engine: when(context(engine, email), lambda c: c["interactions_total"] == 7), timeout=30)
+            wait_for(lambda engine=engine: when(context_by(engine, email=email), lambda c: c["interactions_total"] == 7), timeout=30)
             time.sleep(SETTLE_S)  # nothing pending any more: the settled events below may take the fast road
             asyncio.run(produce(broker, engine.topic(t.INTERACTIONS.name), later))
 
             def settled(engine: RunningEngine = engine) -> dict[str, Any] | None:
-                return when(context(engine, email), lambda c: c["interactions_total"] == 11 and c.get("last_advisor_id") == advisor)
+                return when(context_by(engine, email=email), lambda c: c["interactions_total"] == 11 and c.get("last_advisor_id") == advisor)
 
             ctx = wait_for(settled, timeout=30)
             results.append(((a.advisor_id, a.contact_id, a.customer_id, a.assignment_id), essentials(ctx)))
