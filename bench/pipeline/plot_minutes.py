@@ -4,6 +4,8 @@ Reads the ``final`` run of a ``cxstream bench pipeline`` JSON (``final.e2e_by_mi
 ``final.e2e_trend``: the Mann-Kendall test of the per-minute p99) and writes a PNG: p50 and
 p99 of the e2e and of ``e2e_decision``, and the p99 of the e2e of the contacts the router offered on
 arrival (not queued), by minute of planned time, the target line, and the tests' verdicts in the title.  Or ``--step N``: the N-th step of ``steps`` instead.
+A run that has them (since December 5, sixth session) gets a second panel: the p99 per minute of each
+hop (``final.hops.by_minute``) and the engine's CPU per input (``final.work_by_minute``).
 
     .venv/bin/python bench/pipeline/plot_minutes.py bench/results/pipeline-final-10min.json \\
         --out bench/results/pipeline-final-10min.png --target-ms 25
@@ -14,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cxstream.bench.loadgen import whole_minutes
 
 
-def series(rows: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+def series(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[float | None]]:
     """The plotted series of ``e2e_by_minute`` rows: minute, e2e p50/p99, decision p50/p99, on-arrival p99, contacts.
 
     >>> s = series([{"minute": 0, "count": 3, "p50_ms": 10.0, "p99_ms": 20.0, "decision": {"p50_ms": 5.0, "p99_ms": 9.0}}])
@@ -75,7 +78,28 @@ def main(argv: list[str] | None = None) -> int:
 
     s = series(rows)
     trend = run.get("e2e_trend") or {}
-    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    hop_rows = whole_minutes((run.get("hops") or {}).get("by_minute") or [])
+    work = run.get("work_by_minute") or []
+    if hop_rows or work:  # a second panel: which hop the tail is in, and the engine's CPU per input
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(9, 8), dpi=110, sharex=True)
+        for name, style in (("ingest", "o-"), ("identity_to_router", "s-"), ("to_consumer", "^-"), ("send_to_ack", "x--")):
+            points = [(r["minute"], r["p99_ms"][name]) for r in hop_rows if r["p99_ms"].get(name) is not None]
+            if points:
+                ax2.plot(*zip(*points, strict=True), style, label=f"{name} p99 (offered on arrival)")
+        ax2.set_ylabel("ms")
+        ax2.set_ylim(bottom=0)
+        ax2.grid(alpha=0.3)
+        ax2.legend(loc="upper left", fontsize=8)
+        cost = [(r["minute"], r["engine_ms_per_input"]) for r in work if r.get("engine_ms_per_input") is not None and r["seconds"] >= 30]
+        if cost:
+            ax3 = ax2.twinx()
+            ax3.plot(*zip(*cost, strict=True), "d:", color="black", label="engine CPU per input (ms, right)")
+            ax3.set_ylim(0, 1.5 * max(v for _, v in cost))
+            ax3.set_ylabel("engine CPU ms per input")
+            ax3.legend(loc="upper right", fontsize=8)
+        ax2.set_xlabel("minute of planned time after the warm-up")
+    else:
+        fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
     ax.plot(s["minute"], s["e2e_p99"], "o-", color="tab:red", label="e2e p99")
     ax.plot(s["minute"], s["e2e_p50"], "o-", color="tab:orange", label="e2e p50")
     if any(v is not None for v in s["on_arrival_p99"]):

@@ -47,6 +47,7 @@ import asyncio
 import collections
 import contextlib
 import csv
+import functools
 import heapq
 import itertools
 import json
@@ -452,6 +453,7 @@ def minute_trend(rows: Sequence[Mapping[str, Any]], key: str = "p99_ms", *, alph
 def hop_breakdown(
     window: Sequence[str], planned: Mapping[str, float], sent: Mapping[str, float], resolved: Mapping[str, float],
     assigned: Mapping[str, float], first: Mapping[str, tuple[float, Assignment]], slowest_n: int = 20,
+    minute_of: Mapping[str, int] | None = None, queued: Collection[str] = (), acked: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Where the e2e of the contacts goes, hop by hop.
 
@@ -475,11 +477,21 @@ def hop_breakdown(
     what the assignment says of it (channel, attempt, customer, language, intent), to tell a
     tail's cause.
 
+    ``by_minute`` (with *minute_of*, each contact's minute): each segment's p50 and p99 per minute
+    for the contacts offered on arrival (not in *queued*), to tell which hop a drift is in.
+
+    ``send_to_ack`` (with *acked*, when the broker's acknowledgement of each contact's opening
+    reached the harness): the harness's own produce round trip, the first part of ``ingest``
+    (not a segment of its own: the engine may take the record before the acknowledgement is read).
+
     >>> a = Assignment(assignment_id="a", contact_id="c", customer_id="u", advisor_id="v", routing_group="billing",
     ...                channel="chat", contact_opened_at=1.0, decided_at=1.0, waited_s=0.0)
     >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)})
     >>> out["contacts"], [round(out[k]["p50_ms"]) for k in ("send", "ingest", "identity_to_router", "to_consumer", "e2e")]
     (1, [1, 8, 11, 10, 30])
+    >>> row, = hop_breakdown(["c"], {"c": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)}, minute_of={"c": 0})["by_minute"]
+    >>> row["minute"], row["count"], {k: round(v) for k, v in row["p99_ms"].items()}
+    (0, 1, {'send': 1, 'ingest': 8, 'identity_to_router': 11, 'to_consumer': 10})
     """
     names = ("send", "ingest", "identity_to_router", "to_consumer")
     segments: dict[str, list[float]] = {name: [] for name in (*names, "router_waited", "e2e")}
@@ -502,8 +514,30 @@ def hop_breakdown(
          "customer_id": a.customer_id, "language": a.language, "intent": a.intent}
         for e2e, c, stamps, a in heapq.nlargest(slowest_n, each, key=lambda x: x[0])
     ]
-    return {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()},
-            "slowest": slowest}
+    out: dict[str, Any] = {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()},
+                           "slowest": slowest}
+    if acked is not None:
+        out["send_to_ack"] = LatencySummary.of([acked[c] - sent[c] for _, c, _, _ in each if c in acked]).as_dict()
+    if minute_of is not None:
+        per: dict[int, dict[str, list[float]]] = {}
+        for _, c, times, _ in each:
+            if c in queued or c not in minute_of:
+                continue
+            segs = per.setdefault(minute_of[c], {name: [] for name in names})
+            for name, begin, end in zip(names, times, times[1:], strict=False):
+                segs[name].append(max(0.0, end - begin))
+        rows = []
+        if acked is not None:
+            for _, c, _, _ in each:
+                if c in acked and c not in queued and c in minute_of:
+                    per[minute_of[c]].setdefault("send_to_ack", []).append(acked[c] - sent[c])
+        for m, segs in sorted(per.items()):
+            summary = {name: LatencySummary.of(v) for name, v in segs.items()}
+            rows.append({"minute": m, "count": len(segs[names[0]]),
+                         "p50_ms": {name: x.p50_ms for name, x in summary.items()},
+                         "p99_ms": {name: x.p99_ms for name, x in summary.items()}})
+        out["by_minute"] = rows
+    return out
 
 
 def accepted_inputs(samples: list[tuple[str, dict[str, str], float]], prefix: str) -> float:
@@ -526,6 +560,51 @@ def roads_between(before: list[tuple[str, dict[str, str], float]], after: list[t
         return None
     start = counter_by(before, "cx_identity_road_total", "road", "reason")
     return {k: round(v - start.get(k, 0.0), 1) for k, v in sorted(end.items()) if v - start.get(k, 0.0)}
+
+
+def counter_between(before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
+                    name: str, **labels: str) -> float:
+    """How much the counter *name* (its series with *labels*, summed) rose between two scrapes.
+
+    >>> s = lambda n: [("cx_stages_loop_seconds_count", {"phase": "fetch"}, n), ("cx_stages_loop_seconds_count", {"phase": "flush"}, 1.0)]
+    >>> counter_between(s(10.0), s(25.0), "cx_stages_loop_seconds_count", phase="fetch")
+    15.0
+    """
+    def total(samples: list[tuple[str, dict[str, str], float]]) -> float:
+        return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == want for k, want in labels.items()))
+
+    return float(total(after) - total(before))
+
+
+def minute_rows(marks: Sequence[tuple[float, dict[str, float], list[tuple[str, dict[str, str], float]], float]],
+                prefix: str) -> list[dict[str, Any]]:
+    """The engine's work minute by minute: one row per pair of consecutive *marks*.
+
+    Each mark is ``(time, CpuSplit percentages up to it are taken from, a scrape of the engines,
+    the machine's steal seconds)``; here the CPU split is already the mark's cumulative CPU
+    seconds by process group.  A row gives each group's % of one core, the inputs accepted per
+    second, the engine's CPU per input (ms), its loop rounds per second, its full (generation 2)
+    collections, and the CPU the hypervisor gave other guests (``steal_pct``, of one core): what
+    tells a drift of the engine's own cost from a slower machine.
+
+    >>> mk = lambda t, eng, n, steal: (t, {"engine": eng}, [("cx_events_in_total", {"outcome": "accepted", "topic": "cx.interactions.v1"}, n)], steal)
+    >>> minute_rows([mk(0.0, 0.0, 0, 0.0), mk(60.0, 30.0, 6000, 1.2)], "")
+    [{'minute': 0, 'seconds': 60.0, 'cpu_pct': {'engine': 50.0}, 'inputs_per_s': 100.0, 'engine_ms_per_input': 5.0, 'loop_rounds_per_s': 0.0, 'full_collections': 0.0, 'steal_pct': 2.0}]
+    """
+    rows = []
+    for i, ((t0, c0, s0, st0), (t1, c1, s1, st1)) in enumerate(itertools.pairwise(marks)):
+        span = max(1e-6, t1 - t0)
+        inputs = accepted_inputs(s1, prefix) - accepted_inputs(s0, prefix)
+        rows.append({
+            "minute": i, "seconds": round(span, 1),
+            "cpu_pct": {k: round(100 * (c1[k] - c0.get(k, 0.0)) / span, 1) for k in c1},
+            "inputs_per_s": round(inputs / span, 1),
+            "engine_ms_per_input": round(1000 * (c1.get("engine", 0.0) - c0.get("engine", 0.0)) / inputs, 3) if inputs else None,
+            "loop_rounds_per_s": round(counter_between(s0, s1, "cx_stages_loop_seconds_count", phase="fetch") / span, 1),
+            "full_collections": counter_between(s0, s1, "python_gc_collections_total", generation="2"),
+            "steal_pct": round(100 * (st1 - st0) / span, 1),
+        })
+    return rows
 
 
 def counter_sum(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
@@ -734,6 +813,8 @@ class StepResult:
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
     #: the window's customer events by road and reason (CX_IDENTITY_FAST_PATH; None without it)
     identity_roads: dict[str, float] | None = None
+    #: a step of two minutes or more: the engine's CPU, rounds and collections and the machine's steal per minute (minute_rows)
+    work_by_minute: list[dict[str, Any]] | None = None
     passed: bool = False
     why: str = ""
 
@@ -819,6 +900,7 @@ class Driver:
         self.contact_planned: dict[str, float] = {}  # contact id -> planned time of contact_opened
         self.first_assignment: dict[str, tuple[float, Assignment]] = {}  # contact id -> (consumed, assignment)
         self.contact_sent: dict[str, float] = {}  # contact id -> when its contact_opened was handed to the producer
+        self.contact_acked: dict[str, float] = {}  # contact id -> when the broker's acknowledgement of it reached the harness
         self.assignment_produced: dict[str, float] = {}  # contact id -> Kafka timestamp of its first assignment (s)
         self.assignments = 0
         self.desktop_sent = 0
@@ -895,6 +977,10 @@ class Driver:
                 futures.append(await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key))
             await asyncio.gather(*futures)
 
+    def _acked(self, contact: str, ack: asyncio.Future[Any]) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            self.contact_acked[contact] = time.time()
+
     async def open_loop(self, rate: float, duration_s: float, t0: float) -> tuple[int, list[float], float]:
         """Send ``rate * duration_s`` workload records at their planned times; (sent, lateness s, end)."""
         n = int(rate * duration_s)
@@ -913,9 +999,10 @@ class Driver:
             if isinstance(record, InteractionEvent) and record.needs_advisor and record.contact_id is not None:
                 contact = record.contact_id
                 self.contact_planned[contact] = planned
-            await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key)
+            ack = await self.producer.send(self.topic_of[rec.topic], rec.value, key=rec.key)
             if contact is not None:
                 self.contact_sent[contact] = time.time()  # the record's Kafka timestamp is taken in send()
+                ack.add_done_callback(functools.partial(self._acked, contact))
             lateness.append(max(0.0, time.time() - planned))
             sent += 1
         await self.producer.flush()
@@ -1229,11 +1316,30 @@ class Bench:
             machine[name] = machine_busy_s()
             changelogs[name] = await lag.changelog_ends()
 
+        # A long step is marked every minute too (minute_rows): the engine's CPU per input, its
+        # rounds, its full collections and the machine's steal, to tell a drift's cause.
+        minute_marks: list[tuple[float, dict[str, float], list[tuple[str, dict[str, str], float]], float]] = []
+
+        async def mark_minutes() -> None:
+            await asyncio.sleep(max(0.0, t_warm - time.time()))
+            at = t_warm
+            while at + 30 <= t0 + duration_s:  # the minutes of by_minute_summary; a last part-minute ends at the step's end
+                await asyncio.sleep(max(0.0, at - time.time()))
+                split.mark(f"minute-{len(minute_marks)}")
+                minute_marks.append((time.time(), split.cpu_at(f"minute-{len(minute_marks)}"), await scrape(session, engines),
+                                     machine_steal_s()))
+                at += 60
+
         marking = [asyncio.ensure_future(mark("warm", t_warm))]
+        if duration_s - opts.warmup >= 120:
+            marking.append(asyncio.ensure_future(mark_minutes()))
         desktop_before = driver.desktop_sent
         sent, lateness, t_end = await driver.open_loop(rate, duration_s, t0)
         marking.append(asyncio.ensure_future(mark("end", max(t_end, time.time()))))
         await asyncio.gather(*marking)
+        if minute_marks:
+            split.mark("minute-end")
+            minute_marks.append((time.time(), split.cpu_at("minute-end"), marks["end"][3], machine_steal_s()))
         window = [c for c, p in driver.contact_planned.items() if t_warm <= p < t_end]
         # drain: every contact of the window assigned (or a bounded wait), then the group caught up
         drain_started = time.time()
@@ -1273,19 +1379,21 @@ class Bench:
         waited.sort()
         missing = len(window) - len(e2e)
         lookups_server = context_route_shares(w_samples, e_samples) if lookups else None
-        hops = None
-        try:
-            resolved = await resolve_times(driver.bootstrap, self.prefix + t.RESOLVE.name, t_warm - 1.0, set(window),
-                                           self.prefix + t.CUSTOMER_EVENTS.name)
-            hops = hop_breakdown(window, driver.contact_planned, driver.contact_sent, resolved,
-                                 driver.assignment_produced, driver.first_assignment)
-        except Exception as exc:  # a diagnostic: the step's figures stand without it
-            log(f"cannot break the e2e down by hop: {exc!r}")
         queued: dict[str, str] | None = None
         try:
             queued = await queued_contacts(driver.bootstrap, self.prefix + t.ROUTING_EVENTS.name, t_warm - 1.0, set(of_contact))
         except Exception as exc:  # the e2e stands without the split
             log(f"cannot tell the contacts the router queued: {exc!r}")
+        hops = None
+        try:
+            resolved = await resolve_times(driver.bootstrap, self.prefix + t.RESOLVE.name, t_warm - 1.0, set(window),
+                                           self.prefix + t.CUSTOMER_EVENTS.name)
+            hops = hop_breakdown(window, driver.contact_planned, driver.contact_sent, resolved,
+                                 driver.assignment_produced, driver.first_assignment,
+                                 minute_of={c: v[0] for c, v in of_contact.items()} if minute_marks else None,
+                                 queued=queued or (), acked=driver.contact_acked)
+        except Exception as exc:  # a diagnostic: the step's figures stand without it
+            log(f"cannot break the e2e down by hop: {exc!r}")
         if lookup_result is not None and lookups_server is not None:
             lookup_result["server_side"] = lookups_server
         res = StepResult(
@@ -1317,6 +1425,7 @@ class Bench:
                               if queued is not None else None),
             hops=hops,
             identity_roads=roads_between(w_samples, e_samples),
+            work_by_minute=minute_rows(minute_marks, self.prefix) if minute_marks else None,
         )
         if res.e2e_by_minute:
             res.e2e_trend = {"e2e": minute_trend(res.e2e_by_minute),
@@ -1825,6 +1934,10 @@ class CpuSplit:
         cpu.update({k: g.cpu_s() for k, g in self.parts.items()})
         self._marks[name] = (time.time(), cpu, machine_busy_s())
 
+    def cpu_at(self, name: str) -> dict[str, float]:
+        """The CPU seconds by group (``harness`` too) at the mark *name*."""
+        return dict(self._marks[name][1])
+
     def pct(self, start: str, end: str) -> dict[str, float]:
         (t0, c0, m0), (t1, c1, m1) = self._marks[start], self._marks[end]
         span = max(1e-6, t1 - t0)
@@ -1845,6 +1958,13 @@ def machine_busy_s() -> float:
 
     c = psutil.cpu_times()
     return float(sum(c) - c.idle - getattr(c, "iowait", 0.0))
+
+
+def machine_steal_s() -> float:
+    """CPU seconds the hypervisor gave to other guests while this machine wanted them (0 where not reported)."""
+    import psutil
+
+    return float(getattr(psutil.cpu_times(), "steal", 0.0))
 
 
 def machine_speed(rounds: int = 5) -> dict[str, Any]:
