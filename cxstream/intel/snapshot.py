@@ -7,7 +7,12 @@ Layout (all integers little-endian)::
 The header is a JSON object ``{"kind", "model_version", "meta", "arrays": [[name, nbytes], ...]}``
 and each array is written with :func:`numpy.save` with ``allow_pickle=False``; loading uses
 ``allow_pickle=False`` too, so a snapshot can hold numbers and JSON only: no code runs on load.
-The whole payload is zlib-compressed (most weight columns are zero).
+The payload after the format byte is one zstd frame (format 2, level 3, its size in the frame's
+header; most weight columns are zero).  Format 1, written before December 5, 2026, is the same
+payload zlib-compressed: it is still read.  A trained intent model's 5 MB payload compresses in
+~7 ms with zstd against ~70 with zlib at level 6, to two thirds of the bytes, and decompresses in
+~3 ms against ~9 (bench/results/pipeline-ab-snapshots-205.json says why that matters: every
+publication and every load held the batch stages' loop up).
 
 >>> import numpy as np
 >>> blob = dump_snapshot("demo", 3, {"a": 1}, {"w": np.arange(3.0)})
@@ -23,13 +28,17 @@ import io
 import json
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zstandard
 
 MAGIC = b"CXSNAP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # zstd; what dump_snapshot writes
+FORMAT_ZLIB = 1  # zlib, written until December 5, 2026: read only
+ZSTD_LEVEL = 3
 _MAX_HEADER = 16 * 1024 * 1024
 
 
@@ -107,28 +116,37 @@ def _head(kind: str, model_version: int, meta: dict[str, Any], blobs: list[tuple
     return struct.pack("<I", len(header)) + header
 
 
+def _compressed(parts: list[bytes], chunk: int) -> Iterator[bytes]:
+    """The snapshot's bytes, *chunk* bytes of payload compressed at a time: the magic and format, then one zstd frame of *parts*."""
+    yield MAGIC + bytes([FORMAT_VERSION])
+    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj(size=sum(len(p) for p in parts))
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), chunk):
+            yield z.compress(view[start : start + chunk])
+    yield z.flush()
+
+
 def dump_snapshot(kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """Serialise a model state to bytes (no pickle).
 
-    >>> dump_snapshot("k", 0, {}, {})[:6]
-    b'CXSNAP'
+    >>> dump_snapshot("k", 0, {}, {})[:7] == MAGIC + bytes([FORMAT_VERSION])
+    True
     """
     blobs = [(name, _npy(name, arrays[name])) for name in sorted(arrays)]
-    body = _head(kind, model_version, meta, blobs) + b"".join(data for _, data in blobs)
-    return MAGIC + bytes([FORMAT_VERSION]) + zlib.compress(body, 6)
+    return b"".join(_compressed([_head(kind, model_version, meta, blobs), *(data for _, data in blobs)], 1 << 20))
 
 
 async def dump_snapshot_async(
-    kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, chunk: int = 1 << 16
+    kind: str, model_version: int, meta: dict[str, Any], arrays: dict[str, np.ndarray], *, chunk: int = 1 << 20
 ) -> bytes:
-    """:func:`dump_snapshot` for an event loop: the same bytes, made in slices of a few ms.
+    """:func:`dump_snapshot` for an event loop: the same bytes, made in slices of about a millisecond.
 
-    Serialising a trained intent model takes ~350 ms, mostly zlib; in one go it stalls every
-    other task of the loop for that long.  This version compresses *chunk* bytes at a time and
-    lets the loop run between slices (no thread: a thread would contend for the GIL with the loop
-    at every switch).  A 64 KB slice takes ~4 ms on the shared 2-core machine; the 256 KB slices
-    before December 5 took 13-18 ms, and ``CX_LOOP_STALL_LOG_MS`` caught them holding the engine's
-    loop every ten seconds.
+    The learner shares the batch stages' loop.  Serialising a trained intent model took ~350 ms
+    of zlib on a slow day; in one go it stalled every other task of the loop for that long, and
+    in 64 KB slices of ~4 ms it still held the loop up every ten seconds.  zstd compresses a
+    *chunk* of 1 MB in ~1.5 ms, and the loop runs between slices (no thread: a thread would
+    contend for the GIL with the loop at every switch).
 
     >>> import asyncio; blob = asyncio.run(dump_snapshot_async("k", 3, {"x": 1}, {"a": np.arange(5)}))
     >>> blob == dump_snapshot("k", 3, {"x": 1}, {"a": np.arange(5)})
@@ -138,15 +156,35 @@ async def dump_snapshot_async(
     for name in sorted(arrays):
         blobs.append((name, _npy(name, arrays[name])))
         await asyncio.sleep(0)
-    z = zlib.compressobj(6)
-    out = [MAGIC + bytes([FORMAT_VERSION])]
-    for part in [_head(kind, model_version, meta, blobs), *(data for _, data in blobs)]:
-        view = memoryview(part)
-        for start in range(0, len(view), chunk):
-            out.append(z.compress(view[start : start + chunk]))
-            await asyncio.sleep(0)
-    out.append(z.flush())
+    out = []
+    for piece in _compressed([_head(kind, model_version, meta, blobs), *(data for _, data in blobs)], chunk):
+        out.append(piece)
+        await asyncio.sleep(0)
     return b"".join(out)
+
+
+def snapshot_body(data: bytes) -> bytes:
+    """The payload of a snapshot, decompressed: the header's length, the header, the arrays.
+
+    >>> snapshot_body(dump_snapshot("k", 1, {}, {}))[4:]
+    b'{"arrays":[],"kind":"k","meta":{},"model_version":1}'
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotError("snapshot must be bytes")
+    data = bytes(data)
+    if len(data) < len(MAGIC) + 1 or not data.startswith(MAGIC):
+        raise SnapshotError("not a cxstream snapshot (bad magic)")
+    fmt, payload = data[len(MAGIC)], data[len(MAGIC) + 1 :]
+    try:
+        if fmt == FORMAT_VERSION:
+            body = zstandard.ZstdDecompressor().decompress(payload)
+        elif fmt == FORMAT_ZLIB:
+            body = zlib.decompress(payload)
+        else:
+            raise SnapshotError(f"unsupported snapshot format {fmt} (this engine reads {FORMAT_ZLIB} and {FORMAT_VERSION})")
+    except (zlib.error, zstandard.ZstdError) as exc:
+        raise SnapshotError(f"corrupt snapshot: {exc}") from exc
+    return body
 
 
 def load_snapshot(data: bytes, kind: str | None = None) -> Snapshot:
@@ -154,18 +192,11 @@ def load_snapshot(data: bytes, kind: str | None = None) -> Snapshot:
 
     >>> load_snapshot(dump_snapshot("k", 7, {"x": [1]}, {}), kind="k").meta
     {'x': [1]}
+    >>> old = MAGIC + bytes([FORMAT_ZLIB]) + zlib.compress(_head("k", 7, {"x": [1]}, []))  # format 1, before December 5
+    >>> load_snapshot(old, kind="k").model_version
+    7
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SnapshotError("snapshot must be bytes")
-    data = bytes(data)
-    if len(data) < len(MAGIC) + 1 or not data.startswith(MAGIC):
-        raise SnapshotError("not a cxstream snapshot (bad magic)")
-    if data[len(MAGIC)] != FORMAT_VERSION:
-        raise SnapshotError(f"unsupported snapshot format {data[len(MAGIC)]}")
-    try:
-        body = zlib.decompress(data[len(MAGIC) + 1 :])
-    except zlib.error as exc:
-        raise SnapshotError(f"corrupt snapshot: {exc}") from exc
+    body = snapshot_body(data)
     if len(body) < 4:
         raise SnapshotError("truncated snapshot")
     (hlen,) = struct.unpack("<I", body[:4])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 from cxstream.intel.calibration import OnlineCalibrator
 from cxstream.intel.drift import ErrorDriftMonitor
 from cxstream.intel.intent import UNKNOWN, IntentModel
-from cxstream.intel.snapshot import SnapshotError
+from cxstream.intel.snapshot import SnapshotError, snapshot_body
 
 
 def _accuracy(model: IntentModel, rows: list[tuple[str, str]]) -> float:
@@ -122,7 +121,7 @@ def test_snapshot_contains_no_training_text(make_intent_rows: Any) -> None:
     model = IntentModel(n_features=1 << 12)
     model.learn_many(rows)
     blob = model.to_bytes()
-    body = zlib.decompress(blob[7:])  # look inside the compressed payload, not just the wrapper
+    body = snapshot_body(blob)  # look inside the compressed payload, not just the wrapper
     assert b"card_arrival" in body  # sanity: the decompressed body is readable
     for text, _ in rows:
         assert text.encode() not in body
@@ -237,3 +236,19 @@ def test_test_then_learn_is_predict_then_learn(make_intent_rows: Any, encoded: b
     for name, array in calibrator.state().items():
         np.testing.assert_array_equal(one_call.calibrator.state()[name], array)
     assert one_call.drift.error_rate == drift.error_rate
+
+
+def test_a_format_1_snapshot_still_loads(make_intent_rows: Any) -> None:
+    """Snapshots written before December 5, 2026 (zlib, format 1) restore the same model as the zstd ones written now."""
+    import zlib
+
+    from cxstream.intel.snapshot import FORMAT_ZLIB, MAGIC
+
+    model = IntentModel(n_features=1 << 12)
+    model.learn_many(make_intent_rows(80, seed=3))
+    blob = model.to_bytes()
+    old = MAGIC + bytes([FORMAT_ZLIB]) + zlib.compress(snapshot_body(blob), 6)
+    texts = [text for text, _ in make_intent_rows(20, seed=4)]
+    restored, from_old = IntentModel.from_bytes(blob), IntentModel.from_bytes(old)
+    assert [restored.predict_one(t) for t in texts] == [from_old.predict_one(t) for t in texts] == [model.predict_one(t) for t in texts]
+    assert from_old.labels == model.labels and from_old.n_learned == model.n_learned
