@@ -124,6 +124,9 @@ class IntentModel(Snapshotted):
         # log(nb + alpha), kept in step with _nb so a prediction gathers instead of taking logs
         self._nb_log = np.full((n_features, cap), np.log(alpha), dtype=np.float32)
         self._nb_denom: np.ndarray | None = None  # log(nb_tot + alpha * n_features), per class
+        # the feature rows any example has touched: what a snapshot holds (finding them by scanning
+        # the weights for non-zero rows took ~6 ms of the event loop per publication)
+        self._touched = np.zeros(n_features, dtype=bool)
         # memory grouped by class (labels, class starts, embeddings), rebuilt after a learn
         self._knn_index: tuple[np.ndarray, list[int], np.ndarray] | None = None
         self._dw: np.ndarray | None = None  # dense (encoder) head, shape (dim, cap)
@@ -371,6 +374,7 @@ class IntentModel(Snapshotted):
         # naive Bayes mass
         self._nb[idx, y] += val
         self._nb_log[idx, y] = np.log(self._nb[idx, y] + np.float32(self.alpha))
+        self._touched[idx] = True
         self._nb_tot[y] += float(val.sum())
         self._nb_denom = None
         self.n_learned += 1
@@ -433,7 +437,7 @@ class IntentModel(Snapshotted):
     def snapshot_parts(self) -> SnapshotParts:
         """The snapshot's kind, version, metadata and arrays, copied (later learning does not change them)."""
         k = len(self.labels)
-        rows = np.flatnonzero(np.any(self._nb[:, :k] != 0, axis=1) | np.any(self._u[:, :k] != 0, axis=1))
+        rows = np.flatnonzero(self._touched)
         arrays: dict[str, np.ndarray] = {
             "rows": rows.astype(np.int64),
             "w": self._w[rows, :k],
@@ -477,6 +481,7 @@ class IntentModel(Snapshotted):
         model._u[rows, :k] = snap.arrays["u"]
         model._nb[rows, :k] = snap.arrays["nb"]
         model._nb_log[rows, :k] = np.log(model._nb[rows, :k] + np.float32(model.alpha))
+        model._touched[rows] = True
         model._nb_tot[:k] = snap.arrays["nb_tot"]
         if has_dense:
             dw = snap.arrays["dw"].astype(np.float32)

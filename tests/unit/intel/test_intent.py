@@ -252,3 +252,19 @@ def test_a_format_1_snapshot_still_loads(make_intent_rows: Any) -> None:
     restored, from_old = IntentModel.from_bytes(blob), IntentModel.from_bytes(old)
     assert [restored.predict_one(t) for t in texts] == [from_old.predict_one(t) for t in texts] == [model.predict_one(t) for t in texts]
     assert from_old.labels == model.labels and from_old.n_learned == model.n_learned
+
+
+def test_a_snapshot_holds_exactly_the_rows_learning_touched(make_intent_rows: Any) -> None:
+    """The rows are tracked as the model learns instead of scanned for; they are the non-zero rows, and survive a restore."""
+    import numpy as np
+
+    model = IntentModel(n_features=1 << 12)
+    model.learn_many(make_intent_rows(80, seed=5))
+    k = len(model.labels)
+    nonzero = np.flatnonzero(np.any(model._nb[:, :k] != 0, axis=1) | np.any(model._u[:, :k] != 0, axis=1))
+    _, _, _, arrays = model.snapshot_parts()
+    assert arrays["rows"].tolist() == nonzero.tolist()
+    restored = IntentModel.from_bytes(model.to_bytes())
+    assert restored.snapshot_parts()[3]["rows"].tolist() == nonzero.tolist()
+    restored.learn_one("a brand new sentence about zanzibar", model.labels[0])
+    assert len(restored.snapshot_parts()[3]["rows"]) > len(nonzero)
