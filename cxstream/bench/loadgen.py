@@ -526,11 +526,11 @@ def hop_breakdown(
             segs = per.setdefault(minute_of[c], {name: [] for name in names})
             for name, begin, end in zip(names, times, times[1:], strict=False):
                 segs[name].append(max(0.0, end - begin))
-        rows = []
         if acked is not None:
             for _, c, _, _ in each:
                 if c in acked and c not in queued and c in minute_of:
                     per[minute_of[c]].setdefault("send_to_ack", []).append(acked[c] - sent[c])
+        rows = []
         for m, segs in sorted(per.items()):
             summary = {name: LatencySummary.of(v) for name, v in segs.items()}
             rows.append({"minute": m, "count": len(segs[names[0]]),
@@ -580,9 +580,8 @@ def minute_rows(marks: Sequence[tuple[float, dict[str, float], list[tuple[str, d
                 prefix: str) -> list[dict[str, Any]]:
     """The engine's work minute by minute: one row per pair of consecutive *marks*.
 
-    Each mark is ``(time, CpuSplit percentages up to it are taken from, a scrape of the engines,
-    the machine's steal seconds)``; here the CPU split is already the mark's cumulative CPU
-    seconds by process group.  A row gives each group's % of one core, the inputs accepted per
+    Each mark is ``(time, the CPU seconds by process group then (CpuSplit.cpu_at), a scrape of the
+    engines, the machine's steal seconds)``.  A row gives each group's % of one core, the inputs accepted per
     second, the engine's CPU per input (ms), its loop rounds per second, its full (generation 2)
     collections, and the CPU the hypervisor gave other guests (``steal_pct``, of one core): what
     tells a drift of the engine's own cost from a slower machine.
