@@ -526,10 +526,8 @@ def hop_breakdown(
             segs = per.setdefault(minute_of[c], {name: [] for name in names})
             for name, begin, end in zip(names, times, times[1:], strict=False):
                 segs[name].append(max(0.0, end - begin))
-        if acked is not None:
-            for _, c, _, _ in each:
-                if c in acked and c not in queued and c in minute_of:
-                    per[minute_of[c]].setdefault("send_to_ack", []).append(acked[c] - sent[c])
+            if acked is not None and c in acked:
+                segs.setdefault("send_to_ack", []).append(acked[c] - sent[c])
         rows = []
         for m, segs in sorted(per.items()):
             summary = {name: LatencySummary.of(v) for name, v in segs.items()}
@@ -562,20 +560,6 @@ def roads_between(before: list[tuple[str, dict[str, str], float]], after: list[t
     return {k: round(v - start.get(k, 0.0), 1) for k, v in sorted(end.items()) if v - start.get(k, 0.0)}
 
 
-def counter_between(before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
-                    name: str, **labels: str) -> float:
-    """How much the counter *name* (its series with *labels*, summed) rose between two scrapes.
-
-    >>> s = lambda n: [("cx_stages_loop_seconds_count", {"phase": "fetch"}, n), ("cx_stages_loop_seconds_count", {"phase": "flush"}, 1.0)]
-    >>> counter_between(s(10.0), s(25.0), "cx_stages_loop_seconds_count", phase="fetch")
-    15.0
-    """
-    def total(samples: list[tuple[str, dict[str, str], float]]) -> float:
-        return sum(v for n, lab, v in samples if n == name and all(lab.get(k) == want for k, want in labels.items()))
-
-    return float(total(after) - total(before))
-
-
 def minute_rows(marks: Sequence[tuple[float, dict[str, float], list[tuple[str, dict[str, str], float]], float]],
                 prefix: str) -> list[dict[str, Any]]:
     """The engine's work minute by minute: one row per pair of consecutive *marks*.
@@ -590,6 +574,10 @@ def minute_rows(marks: Sequence[tuple[float, dict[str, float], list[tuple[str, d
     >>> minute_rows([mk(0.0, 0.0, 0, 0.0), mk(60.0, 30.0, 6000, 1.2)], "")
     [{'minute': 0, 'seconds': 60.0, 'cpu_pct': {'engine': 50.0}, 'inputs_per_s': 100.0, 'engine_ms_per_input': 5.0, 'loop_rounds_per_s': 0.0, 'full_collections': 0.0, 'steal_pct': 2.0}]
     """
+    def rose(before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
+             name: str, label: str, value: str) -> float:
+        return counter_by(after, name, label).get(value, 0.0) - counter_by(before, name, label).get(value, 0.0)
+
     rows = []
     for i, ((t0, c0, s0, st0), (t1, c1, s1, st1)) in enumerate(itertools.pairwise(marks)):
         span = max(1e-6, t1 - t0)
@@ -599,8 +587,8 @@ def minute_rows(marks: Sequence[tuple[float, dict[str, float], list[tuple[str, d
             "cpu_pct": {k: round(100 * (c1[k] - c0.get(k, 0.0)) / span, 1) for k in c1},
             "inputs_per_s": round(inputs / span, 1),
             "engine_ms_per_input": round(1000 * (c1.get("engine", 0.0) - c0.get("engine", 0.0)) / inputs, 3) if inputs else None,
-            "loop_rounds_per_s": round(counter_between(s0, s1, "cx_stages_loop_seconds_count", phase="fetch") / span, 1),
-            "full_collections": counter_between(s0, s1, "python_gc_collections_total", generation="2"),
+            "loop_rounds_per_s": round(rose(s0, s1, "cx_stages_loop_seconds_count", "phase", "fetch") / span, 1),
+            "full_collections": rose(s0, s1, "python_gc_collections_total", "generation", "2"),
             "steal_pct": round(100 * (st1 - st0) / span, 1),
         })
     return rows
@@ -1324,9 +1312,9 @@ class Bench:
             at = t_warm
             while at + 30 <= t0 + duration_s:  # the minutes of by_minute_summary; a last part-minute ends at the step's end
                 await asyncio.sleep(max(0.0, at - time.time()))
-                split.mark(f"minute-{len(minute_marks)}")
-                minute_marks.append((time.time(), split.cpu_at(f"minute-{len(minute_marks)}"), await scrape(session, engines),
-                                     machine_steal_s()))
+                name = f"minute-{len(minute_marks)}"
+                split.mark(name)
+                minute_marks.append((time.time(), split.cpu_at(name), await scrape(session, engines), machine_steal_s()))
                 at += 60
 
         marking = [asyncio.ensure_future(mark("warm", t_warm))]

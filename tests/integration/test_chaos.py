@@ -87,7 +87,7 @@ def _roads(proc: EngineProc) -> dict[str, float]:
     """The events a worker's ingest sent by each road (CX_IDENTITY_FAST_PATH)."""
     req = urllib.request.Request(f"{proc.http}/metrics", headers={"X-API-Key": API_KEY})
     with urllib.request.urlopen(req, timeout=10) as resp:
-            return counter_by(parse_metrics(resp.read().decode()), "cx_identity_road_total", "road")
+        return counter_by(parse_metrics(resp.read().decode()), "cx_identity_road_total", "road")
 
 
 async def _snap(w: Workers, traffic: Traffic):  # type: ignore[no-untyped-def]
