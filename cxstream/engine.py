@@ -325,7 +325,7 @@ class Engine:
                     f"ready in {broker.ready_s:.1f} s, data in {broker.data_dir}"
                 )
             if s.embedded_redis:
-                redis_server = stack.enter_context(EmbeddedRedis(s.path("redis")))
+                redis_server = stack.enter_context(EmbeddedRedis(s.path("redis"), cpu_slice_us=s.latency_slice_us))
                 redis_url = redis_server.url
                 say(f"embedded redis pid {redis_server.pid} on {redis_url}")
             write_endpoints(s, broker_url, redis_url)

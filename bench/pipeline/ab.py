@@ -53,6 +53,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "fetch_hold_ms": final.get("fetch_hold_ms"),
         "identity_roads": final.get("identity_roads"),
         "broker_warmup": result.get("broker_warmup"),
+        "cpu_slices_us": result.get("cpu_slices_us"),
         "state": state_of(result),
         "passed": final.get("passed"),
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),

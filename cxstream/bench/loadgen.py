@@ -86,8 +86,10 @@ from cxstream.replay.recording import Planned, plan
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent, ResolveRequest, RoutingEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
+from cxstream.streams.cpuslice import slice_us
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.streams.modelstore import save_snapshot
+from cxstream.streams.settings import Settings
 
 API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -124,6 +126,8 @@ class Options:
     ref_events: int = 30_000
     skip_refs: bool = False
     lookup_rate: float = 1000.0
+    #: the CPU slice (µs) the lookup client asks for (``python -m cxstream.bench.lookups --slice-us``); 0: the default
+    lookup_slice_us: float = 100.0
     p99_limit_ms: float = 50.0
     start_rate: float = 100.0
     step_duration: float = 10.0
@@ -1118,7 +1122,7 @@ class Bench:
         records = [*logins, *Workload(workload.config, workload.texts).planned(n)]
         total = len(records)
         with contextlib.ExitStack() as servers:
-            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / f"redis-{kind}{run}"))
+            rds = await asyncio.to_thread(servers.enter_context, EmbeddedRedis(self.base / f"redis-{kind}{run}", cpu_slice_us=redis_slice_us(self.opts)))
             models = await self._seed_models(rds.url, workload, prefix)
             engines = [start_engine(broker, rds.url, self.base / f"engine-{kind}{run}-{i}", prefix, app_id, self.opts, extra)
                        for i in range(self.opts.workers)]
@@ -1285,7 +1289,7 @@ class Bench:
         if lookups:
             lookup_proc = await start_lookups(lookups_command(
                 engines[0].http, API_KEY, opts.lookup_rate, duration_s, customers=opts.customers, start_at=t0,
-                warmup_s=opts.warmup,
+                warmup_s=opts.warmup, slice_us=opts.lookup_slice_us,
             ), cwd=str(REPO))
         profiler = None
         if profile_pid is not None and opts.profile_seconds > 0 and opts.profile_dir and py_spy():
@@ -1615,6 +1619,8 @@ class Bench:
         self.engines.extend(engines)
         await asyncio.to_thread(wait_ready, engines)
         log(f"{len(engines)} engine(s) ready: {', '.join(e.http for e in engines)}")
+        if record_prefill:
+            self.result["cpu_slices_us"] = cpu_slices(engines, self.server_pids)
         if opts.pin_engine:
             log(f"pinned the API processes {pin_api_processes(engines)} to cores {sorted(other_cores())}")
         rig = Rig(engines, ProcSampler([e.proc.pid for e in engines]), aioredis.from_url(redis_url),
@@ -1855,6 +1861,26 @@ class Bench:
         return out
 
 
+def redis_slice_us(opts: Options) -> float:
+    """The CPU slice the bench's Redis runs with: the engine's ``CX_LATENCY_SLICE_US`` (``--engine-env``, else its
+    default), as the embedded Redis an engine starts itself would (:mod:`cxstream.streams.cpuslice`)."""
+    value = opts.engine_env.get("CX_LATENCY_SLICE_US")
+    return float(value) if value is not None else float(Settings().latency_slice_us)
+
+
+def cpu_slices(engines: Sequence[EngineProc], server_pids: Mapping[str, Sequence[int]]) -> dict[str, list[float | None]]:
+    """The CPU time slice (µs) of each engine, its API processes, Redis and the broker's processes, as Linux reports
+    them (``None`` where it cannot say): what ``CX_LATENCY_SLICE_US`` gave, and the default the others have."""
+    import psutil
+
+    api = []
+    for e in engines:
+        with contextlib.suppress(psutil.Error):
+            api += [c.pid for c in psutil.Process(e.proc.pid).children(recursive=True)]
+    return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in api],
+            **{name: [slice_us(pid) for pid in pids] for name, pids in server_pids.items()}}
+
+
 def engine_samplers(engines: Sequence[EngineProc]) -> dict[str, ProcSampler]:
     """:class:`CpuSplit`'s groups for the engines: the engine processes themselves, and their API worker processes."""
     pids = [e.proc.pid for e in engines]
@@ -2023,7 +2049,7 @@ def run(opts: Options) -> dict[str, Any]:
     log(f"machine speed: {bench.speed_at_start['python_ms']} ms for {bench.speed_at_start['work']}")
     log(f"working in {bench.base}")
     try:
-        with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis") as rds:
+        with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis", cpu_slice_us=redis_slice_us(opts)) as rds:
             bench.server_pids = {"broker": broker.pids, "redis": [p for p in (rds.pid,) if p]}
             try:
                 return asyncio.run(bench.run_async(broker.url, rds.url))
@@ -2068,6 +2094,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --drain-only: alternate this many engine drains with drains of the same stages on Faust "
                         "(CX_STAGE_RUNTIME=faust); reports the ratio of the medians")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
+    p.add_argument("--lookup-slice-us", type=float, default=100.0,
+                   help="CPU time slice (µs) the lookup client asks for, as the API processes do; 0: the kernel's default")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--watch-wait-ms", type=int, default=100,
                    help="fetch wait of the assignment watcher (the advisor desktops' consumer), ms; it answers at once when one arrives")

@@ -35,6 +35,7 @@ from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.http import EngineMetrics, HttpServer, build_app
 from cxstream.serve.publish import KafkaPublisher
+from cxstream.streams.cpuslice import apply_latency_slice
 from cxstream.streams.logs import configure_logging
 from cxstream.streams.security import pipelined_redis, redis_pool
 from cxstream.streams.settings import Settings
@@ -105,6 +106,7 @@ def main_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.parent_pid is not None:
         die_with(args.parent_pid)
     configure_logging(settings.log_level)
+    apply_latency_slice(settings.latency_slice_us, "HTTP API process")  # before uvloop's threads: they inherit it
     if not settings.redis_url:
         print("cxstream serve: no Redis: set CX_REDIS_URL (cxstream run passes its own)", file=sys.stderr)
         return 2

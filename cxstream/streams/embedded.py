@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -38,6 +39,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from cxstream.streams.cpuslice import request_slice
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     # A terminal's Ctrl-C goes to the engine, which stops its children in order.
     os.setpgid(0, 0)
+
+
+def _child_setup(cpu_slice_us: float) -> None:  # pragma: no cover - runs in the child before exec
+    _die_with_parent()
+    if cpu_slice_us > 0:  # inherited across exec by the server and every thread it starts
+        request_slice(cpu_slice_us)
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -239,6 +248,8 @@ class _ChildServer:
 
     name = "server"
     stop_timeout = 5.0
+    #: CPU time slice (µs) the child asks Linux for before it starts (:mod:`cxstream.streams.cpuslice`); 0: the default
+    cpu_slice_us: float = 0
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -261,7 +272,7 @@ class _ChildServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.data_dir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=functools.partial(_child_setup, self.cpu_slice_us),
             )
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start embedded {self.name}: {exc}") from exc
@@ -673,6 +684,7 @@ class EmbeddedRedis(_ChildServer):
     (the client context the readiness check connects with): the one port is then a TLS port
     (``--port 0 --tls-port N``, the certificate options in *extra_args*); *auth* (user,
     password) is sent before the readiness ``PING`` when *extra_args* create ACL users.
+    *cpu_slice_us*: the CPU time slice it runs with (``CX_LATENCY_SLICE_US``, :mod:`cxstream.streams.cpuslice`).
     """
 
     name = "redis"
@@ -687,8 +699,10 @@ class EmbeddedRedis(_ChildServer):
         extra_args: Sequence[str] = (),
         tls: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None,
+        cpu_slice_us: float = 0,
     ) -> None:
         super().__init__(data_dir, host, port)
+        self.cpu_slice_us = cpu_slice_us
         self.binary = binary
         self.extra_args = list(extra_args)
         self.tls = tls

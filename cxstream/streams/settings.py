@@ -60,6 +60,11 @@ class Settings:
     http_lookup_front: int = _setting(
         1, "1: context lookups answered by the API's lookup front without aiohttp (cxstream.serve.front); 0: all by aiohttp."
     )
+    latency_slice_us: int = _setting(
+        100, "CPU time slice, microseconds, that the HTTP API processes and the embedded Redis ask Linux for "
+        "(sched_setattr, Linux 6.12 or later): woken by a lookup they preempt a busy stream worker at once instead of "
+        "waiting out its slice. 0: the kernel's default. Their share of the CPU is unchanged (cxstream.streams.cpuslice)."
+    )
     max_event_bytes: int = _setting(65536, "Larger inputs go to the dead-letter topic as too_large.")
     max_future_skew_s: float = _setting(
         3600.0, "Inputs whose occurred_at is more than this many seconds after the engine's clock go to the "

@@ -21,9 +21,12 @@ import pytest
 
 from cxstream.schemas import AdvisorEvent, Identifiers, InteractionEvent
 from cxstream.streams import topics as t
+from cxstream.streams.cpuslice import slice_us
 from cxstream.streams.embedded import free_port
+from cxstream.streams.settings import Settings
 from tests.integration.conftest import API_KEY, RunningEngine, start_engine, stop_engine
 from tests.integration.helpers import produce, wait_for
+from tests.unit.test_cpuslice import kernel_takes_slices
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +97,16 @@ def test_queue_statistics_of_a_group_after_routing(engine: RunningEngine) -> Non
     status, listing = call(engine.http, "/queues")
     assert status == 200 and group in [g["group"] for g in listing["groups"]]
     assert call(engine.http, f"/queues/{group}", key="wrong")[0] == 401
+
+
+def test_the_api_process_runs_with_the_latency_slice_and_the_engine_with_the_kernels(engine: RunningEngine) -> None:
+    (child,) = api_children(engine)
+    api, worker = slice_us(child.pid), slice_us(engine.proc.pid)
+    if kernel_takes_slices():
+        assert api == Settings().latency_slice_us == 100
+        assert worker != api, "the stream worker keeps the kernel's default slice"
+    else:
+        assert api == worker
 
 
 def test_unknown_routing_group_is_404_with_a_reason(engine: RunningEngine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +16,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cxstream.serve.http import ContextLookup
 from cxstream.serve.pipelined import PipelinedRedis
+from cxstream.streams.cpuslice import slice_us
 from cxstream.streams.embedded import EmbeddedRedis
 from cxstream.streams.keys import context_key, identifier_key
+from tests.unit.test_cpuslice import kernel_takes_slices
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +85,18 @@ async def test_no_server_is_a_connection_error() -> None:
     client = PipelinedRedis("redis://127.0.0.1:1/0", timeout_s=1.0)
     with pytest.raises(RedisConnectionError, match="cannot connect"):
         await client.call("PING")
+
+
+def test_the_embedded_redis_runs_every_thread_with_the_cpu_slice_asked_for(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis", cpu_slice_us=250) as server:
+        assert server.pid is not None
+        tids = [int(t) for t in os.listdir(f"/proc/{server.pid}/task")]
+        slices = {slice_us(tid) for tid in tids}
+    assert len(tids) > 1, "redis-server's background threads"
+    if kernel_takes_slices():
+        assert slices == {250.0}
+    else:
+        assert 250.0 not in slices
 
 
 @pytest.fixture()

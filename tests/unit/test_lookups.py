@@ -1,8 +1,10 @@
-"""The open-loop lookup client's request selection (cxstream.bench.lookups): pure, no network."""
+"""The open-loop lookup client (cxstream.bench.lookups): its request selection, and a run against a loopback server."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 
 from cxstream.bench import lookups
 from cxstream.bench.context_bench import target_path
-from cxstream.bench.lookups import auth_headers, lookups_command, parse_paths, path_picker, read_paths
+from cxstream.bench.lookups import auth_headers, lookups_command, parse_paths, path_picker, read_paths, run_lookups
 from cxstream.bench.workload import customer_ref
 
 
@@ -96,3 +98,39 @@ def test_context_bench_targets_become_paths_the_paths_file_accepts() -> None:
     assert parse_paths(p + "\n" for p in paths) == paths
     assert paths[0] == "/customers/C00042/context"
     assert paths[2] == "/customers/context?email=a%2Bb%40x.org"
+
+
+class _Answer(asyncio.Protocol):
+    """A server answering each request head with ``{}``, recording when each arrived."""
+
+    arrivals: list[float]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            _, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            self.arrivals.append(time.time())
+            assert isinstance(self.transport, asyncio.Transport)
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+
+async def test_requests_leave_at_their_planned_times_and_are_measured_from_them_and_from_their_send() -> None:
+    arrivals: list[float] = []
+    server = await asyncio.get_running_loop().create_server(lambda: type("A", (_Answer,), {"arrivals": arrivals})(),
+                                                            "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    start = time.time() + 0.2
+    try:
+        out = await run_lookups(f"http://127.0.0.1:{port}", "k", 400.0, 1.5, customers=50, start_at=start, warmup_s=0.5)
+    finally:
+        server.close()
+    assert out["planned"] == len(arrivals) == 600 and out["status"] == {"200": 400} and out["skipped_overload"] == 0
+    # the pacer thread sends each request at its planned time, not up to a timer tick (1 ms) late, and never early
+    assert min(a - (start + i / 400.0) for i, a in enumerate(sorted(arrivals))) >= 0
+    assert out["client_send_lag_p99_ms"] < 50
+    sent = out["from_send"]
+    assert 0 < sent["p50_ms"] <= out["p50_ms"] and sent["p99_ms"] <= out["p99_ms"]
