@@ -1832,7 +1832,10 @@ class Bench:
                                   "contact for the customer's last advisor or a faster one); read from the routing events topic",
                 "e2e_decision": "consumed - Assignment.decided_at: the router's event clock at the decision, the event time of its latest input (the contact's opening, the advisor event that freed someone, or any input that came after; advisor events reach the router a broker hop before contacts, so it hides part of the contact path's delay), not the wall time of the decision",
                 "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
-                           "latency from the planned time, during the final run",
+                           "latency from the planned time (final.lookups.from_send: from each send), during the "
+                           "final run; the client paced by a thread and on lookup_slice_us's CPU slice",
+                "cpu_slices_us": "each process's CPU time slice as Linux reported it once the engines were ready "
+                                 "(sched_getattr; CX_LATENCY_SLICE_US gives the API processes and Redis theirs)",
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
                                             "(= the table value: the same encoded CustomerContext bytes)",
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
@@ -1842,7 +1845,12 @@ class Bench:
                          "when tau > 0 and p < 0.05; a last partial minute left out), with the least-squares slope",
                 "hops": "each step's e2e cut at the records' Kafka timestamps: send (planned -> the harness's send()), "
                         "ingest (-> ingest's ResolveRequest produced), identity_to_router (-> the assignment produced, "
-                        "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown",
+                        "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown; "
+                        "by_minute: each hop's p50/p99 per minute of a step of 2 minutes or more (contacts offered on "
+                        "arrival); send_to_ack: the harness's send() -> the broker's acknowledgement",
+                "work_by_minute": "a step of 2 minutes or more marked each minute (minute_rows): each process group's "
+                                  "CPU, the inputs a second, the engine's CPU per input, its loop rounds a second, its "
+                                  "full (generation 2) collections, the machine's steal",
                 "references": "same N pre-produced workload records on the same broker; rate from first to N-th event",
                 "engine_drain_rate": "the engine measured like the references: the advisor logins and N workload records "
                                      "produced as fast as possible to the input topics of one ready engine (same broker, own "
@@ -1863,7 +1871,11 @@ class Bench:
 
 def redis_slice_us(opts: Options) -> float:
     """The CPU slice the bench's Redis runs with: the engine's ``CX_LATENCY_SLICE_US`` (``--engine-env``, else its
-    default), as the embedded Redis an engine starts itself would (:mod:`cxstream.streams.cpuslice`)."""
+    default), as the embedded Redis an engine starts itself would (:mod:`cxstream.streams.cpuslice`).
+
+    >>> redis_slice_us(Options()), redis_slice_us(Options(engine_env={"CX_LATENCY_SLICE_US": "0"}))
+    (100.0, 0.0)
+    """
     value = opts.engine_env.get("CX_LATENCY_SLICE_US")
     return float(value) if value is not None else float(Settings().latency_slice_us)
 
