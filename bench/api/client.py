@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cxstream.streams.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,12 +44,6 @@ async def main():
     await server.serve_forever()
 uvloop.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def one_run(src: Path, extra: list[str], rate: float, seconds: float) -> dict[str, Any]:

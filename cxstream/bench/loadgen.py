@@ -86,10 +86,9 @@ from cxstream.replay.recording import Planned, plan
 from cxstream.schemas import AdvisorEvent, Assignment, InteractionEvent, ResolveRequest, RoutingEvent
 from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
-from cxstream.streams.cpuslice import slice_us
+from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, slice_us
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.streams.modelstore import save_snapshot
-from cxstream.streams.settings import Settings
 
 API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +126,7 @@ class Options:
     skip_refs: bool = False
     lookup_rate: float = 1000.0
     #: the CPU slice (µs) the lookup client asks for (``python -m cxstream.bench.lookups --slice-us``); 0: the default
-    lookup_slice_us: float = 100.0
+    lookup_slice_us: float = DEFAULT_LATENCY_SLICE_US
     p99_limit_ms: float = 50.0
     start_rate: float = 100.0
     step_duration: float = 10.0
@@ -191,16 +190,22 @@ def pin(pid: int, cores: set[int] | frozenset[int]) -> None:
             os.sched_setaffinity(int(task.name), cores)
 
 
-def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
-    """--pin-engine: the engines' API worker processes (children of the engine, which inherit its core) go to the other cores."""
+def api_pids(engines: Sequence[EngineProc]) -> list[int]:
+    """The engines' API worker processes (their children)."""
     import psutil
 
-    moved = []
+    pids = []
     for e in engines:
         with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(e.proc.pid).children(recursive=True):
-                pin(child.pid, other_cores())
-                moved.append(child.pid)
+            pids += [child.pid for child in psutil.Process(e.proc.pid).children(recursive=True)]
+    return pids
+
+
+def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
+    """--pin-engine: the engines' API worker processes (children of the engine, which inherit its core) go to the other cores."""
+    moved = api_pids(engines)
+    for pid in moved:
+        pin(pid, other_cores())
     return moved
 
 
@@ -1877,19 +1882,13 @@ def redis_slice_us(opts: Options) -> float:
     (100.0, 0.0)
     """
     value = opts.engine_env.get("CX_LATENCY_SLICE_US")
-    return float(value) if value is not None else float(Settings().latency_slice_us)
+    return float(value if value is not None else DEFAULT_LATENCY_SLICE_US)
 
 
 def cpu_slices(engines: Sequence[EngineProc], server_pids: Mapping[str, Sequence[int]]) -> dict[str, list[float | None]]:
     """The CPU time slice (µs) of each engine, its API processes, Redis and the broker's processes, as Linux reports
     them (``None`` where it cannot say): what ``CX_LATENCY_SLICE_US`` gave, and the default the others have."""
-    import psutil
-
-    api = []
-    for e in engines:
-        with contextlib.suppress(psutil.Error):
-            api += [c.pid for c in psutil.Process(e.proc.pid).children(recursive=True)]
-    return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in api],
+    return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in api_pids(engines)],
             **{name: [slice_us(pid) for pid in pids] for name, pids in server_pids.items()}}
 
 
@@ -2106,7 +2105,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --drain-only: alternate this many engine drains with drains of the same stages on Faust "
                         "(CX_STAGE_RUNTIME=faust); reports the ratio of the medians")
     p.add_argument("--lookup-rate", type=float, default=1000.0)
-    p.add_argument("--lookup-slice-us", type=float, default=100.0,
+    p.add_argument("--lookup-slice-us", type=float, default=float(DEFAULT_LATENCY_SLICE_US),
                    help="CPU time slice (µs) the lookup client asks for, as the API processes do; 0: the kernel's default")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--watch-wait-ms", type=int, default=100,

@@ -51,8 +51,7 @@ import orjson
 
 from cxstream.bench.workload import customer_ref
 from cxstream.replay.publish import LatencySummary
-from cxstream.streams.cpuslice import request_slice
-from cxstream.streams.settings import Settings
+from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, request_slice
 
 AUTH_SCHEMES = ("x-api-key", "bearer")
 
@@ -329,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--start-at", type=float, default=None, help="epoch seconds of the first planned request")
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--slice-us", type=float, default=float(Settings().latency_slice_us),
+    p.add_argument("--slice-us", type=float, default=float(DEFAULT_LATENCY_SLICE_US),
                    help="CPU time slice (µs) the client asks Linux for, as the API processes do (CX_LATENCY_SLICE_US); "
                         "0: the kernel's default")
     a = p.parse_args(argv)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
 #: The shortest slice the kernel accepts for a fair task, and the longest (ns); values outside are clamped.
 MIN_SLICE_NS, MAX_SLICE_NS = 100_000, 100_000_000
+#: ``CX_LATENCY_SLICE_US``'s default, and the bench's lookup client's (µs)
+DEFAULT_LATENCY_SLICE_US = 100
 
 
 class _SchedAttr(ctypes.Structure):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US
+
 
 class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names the variable."""
@@ -61,7 +63,7 @@ class Settings:
         1, "1: context lookups answered by the API's lookup front without aiohttp (cxstream.serve.front); 0: all by aiohttp."
     )
     latency_slice_us: int = _setting(
-        100, "CPU time slice, microseconds, that the HTTP API processes and the embedded Redis ask Linux for "
+        DEFAULT_LATENCY_SLICE_US, "CPU time slice, microseconds, that the HTTP API processes and the embedded Redis ask Linux for "
         "(sched_setattr, Linux 6.12 or later): woken by a lookup they preempt a busy stream worker at once instead of "
         "waiting out its slice. 0: the kernel's default. Their share of the CPU is unchanged (cxstream.streams.cpuslice)."
     )
