@@ -17,8 +17,9 @@ One run, one machine, one broker (see docs/PERFORMANCE.md for the method and res
    independent consumer of ``cx.assignments.v1`` takes the end timestamp; simulated
    desktops (:func:`cxstream.replay.desktop.respond`) accept and complete each offer so
    advisors free up; latencies go into HDR histograms, the warm-up is discarded;
-5. ``--find-max``: steps the rate up, then bisects, to the highest rate whose e2e p99
-   stays under ``--p99-limit-ms`` with the engine keeping up; then runs at half that rate
+5. ``--find-max``: steps the rate up, then bisects, to the highest rate the engine keeps up
+   with; bisects again (``--latency-steps``) to the highest rate whose e2e p99 stays under
+   ``--p99-limit-ms`` (of every contact, then of those offered on arrival); then runs at half that rate
    with 1,000 context lookups per second (``python -m cxstream.bench.lookups``);
 6. reports table state per customer (Redis copies of the contexts: ``STRLEN`` and
    ``MEMORY USAGE`` of sampled ``cx:ctx:*`` keys) and the engines' RSS, and writes JSON.
@@ -131,6 +132,11 @@ class Options:
     start_rate: float = 100.0
     step_duration: float = 10.0
     max_steps: int = 10
+    #: after the capacity search, steps that bisect the latency limit's rate (for every contact, then on arrival)
+    latency_steps: int = 6
+    latency_step_duration: float = 20.0
+    #: the latency search stops once the rate that missed is within this fraction of the rate that met
+    latency_resolution: float = 0.1
     #: a step whose e2e p50 is above this has fallen behind (its backlog grew): not kept up with
     behind_p50_ms: float = 1000.0
     #: before a step, wait up to this long for the group's lag of the previous one to drain
@@ -190,14 +196,24 @@ def pin(pid: int, cores: set[int] | frozenset[int]) -> None:
             os.sched_setaffinity(int(task.name), cores)
 
 
-def api_pids(engines: Sequence[EngineProc]) -> list[int]:
-    """The engines' API worker processes (their children)."""
+def runs_command(proc: Any, command: str | None) -> bool:
+    """True if *proc* (a psutil process) runs ``python -m cxstream.cli`` *command* (any process if None)."""
+    if command is None:
+        return True
+    try:
+        return bool(proc.cmdline()[1:4] == ["-m", "cxstream.cli", command])
+    except Exception:  # gone, or a zombie
+        return False
+
+
+def api_pids(engines: Sequence[EngineProc], command: str = "serve") -> list[int]:
+    """The engines' API worker processes (their ``cxstream serve`` children; *command* ``learn``: their learner processes)."""
     import psutil
 
     pids = []
     for e in engines:
         with contextlib.suppress(psutil.Error):
-            pids += [child.pid for child in psutil.Process(e.proc.pid).children(recursive=True)]
+            pids += [c.pid for c in psutil.Process(e.proc.pid).children(recursive=True) if runs_command(c, command)]
     return pids
 
 
@@ -258,13 +274,15 @@ def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout:
 class ProcSampler:
     """RSS (MB) and CPU seconds of process trees (the engines; the broker, Redis and the lookup client in :class:`CpuSplit`)."""
 
-    def __init__(self, pids: list[int], part: str = "tree") -> None:
+    def __init__(self, pids: list[int], part: str = "tree", command: str | None = None) -> None:
         """*part*: ``tree`` (the processes and their descendants), ``main`` (the processes alone) or
-        ``children`` (their descendants alone: an engine's API worker processes)."""
+        ``children`` (their descendants alone: an engine's API worker processes and its learner's, or with
+        *command*, only those running ``python -m cxstream.cli`` *command*)."""
         import psutil
 
         self._psutil = psutil
         self.part = part
+        self.command = command
         self.procs = [psutil.Process(p) for p in pids]
         self._cpu: dict[int, float] = {}  # pid -> its CPU seconds when last read
         self.peak_rss_mb = 0.0
@@ -277,7 +295,7 @@ class ProcSampler:
                 if self.part != "children":
                     out.append(p)
                 if self.part != "main":
-                    out.extend(p.children(recursive=True))
+                    out.extend(c for c in p.children(recursive=True) if runs_command(c, self.command))
         return out
 
     def rss_mb(self) -> float:
@@ -799,7 +817,7 @@ class StepResult:
     loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
     fetch_hold_ms: list[float] | None = None  # cx_stage_fetch_hold_ms of each engine at the window's end (fetch pacing)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
-    cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, broker, redis, harness, lookups, other (CpuSplit)
+    cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, learner, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
@@ -1008,6 +1026,37 @@ class Driver:
 def keeps_up(r: StepResult) -> bool:
     """The engine kept up with the step: achieved what was offered, left no contact unassigned but for staffing, not behind."""
     return "achieved" not in r.why and "unassigned" not in r.why and "behind" not in r.why
+
+
+def under_limit(r: StepResult, limit_ms: float, *, on_arrival: bool = False) -> bool:
+    """The step met the latency target: it passed (kept up, e2e p99 of every contact under the limit),
+    or with *on_arrival*, it kept up and the contacts the router offered on arrival had their p99 under *limit_ms*."""
+    if not on_arrival:
+        return r.passed
+    p99 = (r.e2e_on_arrival or {}).get("p99_ms")
+    return keeps_up(r) and p99 is not None and p99 < limit_ms
+
+
+def latency_bracket(steps: Sequence[StepResult], ok: Callable[[StepResult], bool]) -> tuple[float, float | None]:
+    """(the highest rate of *steps* that met the target, the lowest rate above it that did not, None if none).
+
+    A step below the highest that met it may have missed (one contact held by the routing policy
+    makes a p99 of a few hundred contacts): the bracket is above the highest rate that met it."""
+    lo = max((s.rate for s in steps if ok(s)), default=0.0)
+    above = [s.rate for s in steps if s.rate > lo and not ok(s)]
+    return lo, (min(above) if above else None)
+
+
+def latency_probe(lo: float, hi: float | None, resolution: float) -> float | None:
+    """The rate to try between a rate that met the target (*lo*) and one above it that did not (*hi*),
+    or None once they are within *resolution* of *lo* (or there is no such pair).
+
+    >>> latency_probe(410, 656, 0.1), latency_probe(410, 450, 0.1), latency_probe(0.0, 100, 0.1), latency_probe(410, None, 0.1)
+    (533, None, None, None)
+    """
+    if lo <= 0 or hi is None or (hi - lo) / lo <= resolution:
+        return None
+    return round((lo + hi) / 2)
 
 
 @dataclass
@@ -1736,7 +1785,10 @@ class Bench:
         offered, <= 1% contacts unassigned for a reason other than staffing, not behind: e2e p50
         at most ``behind_p50_ms`` and the group's lag drained after the window), then one bisection step.  Then latency: the
         highest passing step; if none passed, the rate halves below the lowest rate kept up
-        with, while steps remain (a latency floor shows up as "no rate passes").
+        with, while steps remain (a latency floor shows up as "no rate passes").  Then up to
+        ``latency_steps`` steps of ``latency_step_duration`` bisect between the highest rate that
+        met the p99 limit and the lowest above it that missed, first for every contact, then for
+        the contacts offered on arrival (``result["latency_search"]``).
         """
         opts = self.opts
         steps: list[StepResult] = []
@@ -1775,8 +1827,27 @@ class Bench:
                 if (await run(rate)).passed:
                     break
                 rate = round(rate / 2)
-            passing = [s.rate for s in steps if s.passed]
-        return (max(passing) if passing else 0.0), good, steps
+        # Latency, finer than the x1.6 grid: bisect between the highest rate that met the target and
+        # the lowest one above it that did not, with longer steps (each p99 over more contacts), for
+        # every contact and then for the contacts offered on arrival, --latency-steps in all.
+        search: dict[str, Any] = {}
+        probes = 0
+        for name, on_arrival in (("all", False), ("on_arrival", True)):
+            ok = functools.partial(under_limit, limit_ms=opts.p99_limit_ms, on_arrival=on_arrival)
+            tried = []
+            while probes < opts.latency_steps:
+                probe = latency_probe(*latency_bracket(steps, ok), opts.latency_resolution)
+                if probe is None:
+                    break
+                res = await self.step(driver, engines, sampler, lag, session, probe, opts.latency_step_duration)
+                steps.append(res)
+                probes += 1
+                tried.append(probe)
+                log(f"latency search ({name}): {probe:.0f}/s {'met' if ok(res) else 'missed'} the p99 limit")
+            lo, hi = latency_bracket(steps, ok)
+            search[name] = {"max_rate": lo, "lowest_rate_above_that_missed": hi, "probes": tried}
+        self.result["latency_search"] = search
+        return search["all"]["max_rate"], good, steps
 
     def _report(self, final: StepResult, steps: list[StepResult], max_rate: float | None, sampler: ProcSampler) -> dict[str, Any]:
         opts = self.opts
@@ -1786,6 +1857,7 @@ class Bench:
         drain = refs.get("engine_drain", {}).get("rate")
         naive_pipeline = refs.get("naive_faust_pipeline", {}).get("rate")
         all_steps = [*steps, final]
+        on_arrival_max = (self.result.get("latency_search") or {}).get("on_arrival", {}).get("max_rate")
         sustained = max((s.achieved_rate or 0.0) for s in all_steps)
         state = self.result.get("prefill", {}).get("state_after_prefill", {})
         out: dict[str, Any] = {
@@ -1808,6 +1880,9 @@ class Bench:
             "drain_ratio_to_naive_faust_pipeline": round(drain / naive_pipeline, 3) if (drain and naive_pipeline) else None,
             "max_rate_p99_under_limit": max_rate,
             "max_rate_ratio_to_naive_faust": round(max_rate / naive, 3) if (naive and max_rate) else None,
+            "max_rate_ratio_to_drain": round(max_rate / drain, 3) if (drain and max_rate) else None,
+            "max_rate_on_arrival_p99_under_limit": on_arrival_max,
+            "max_rate_on_arrival_ratio_to_drain": round(on_arrival_max / drain, 3) if (drain and on_arrival_max) else None,
             "e2e_p99_ms_at_half_max": final.e2e.get("p99_ms") if (opts.find_max and max_rate) else None,
             "e2e_p99_ms_at_half_capacity": final.e2e.get("p99_ms") if (opts.find_max and not max_rate) else None,
             "e2e_p99_upward_trend": ((final.e2e_trend or {}).get("e2e") or {}).get("upward"),
@@ -1844,6 +1919,15 @@ class Bench:
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
                                             "(= the table value: the same encoded CustomerContext bytes)",
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
+                "max_rate_p99_under_limit": "with --find-max: the highest step rate that kept up with e2e p99 under "
+                                            "p99_limit_ms; found on the capacity search's x1.6 grid, then bisected "
+                                            "(latency_search: latency_steps steps of latency_step_duration s) between "
+                                            "it and the lowest rate above it that missed, to latency_resolution",
+                "max_rate_on_arrival_p99_under_limit": "the same, counting only the contacts the router offered on arrival "
+                                                       "(e2e_on_arrival): the engine's latency without the routing "
+                                                       "policy's holds; bisected after max_rate_p99_under_limit",
+                "max_rate_ratio_to_drain": "max_rate_p99_under_limit / engine_drain_rate (issue 17's latency target: "
+                                           ">= 0.5); max_rate_on_arrival_ratio_to_drain likewise",
                 "final": "with --find-max, at half the max rate on the search's broker and engines (its history kept); "
                          "e2e_by_minute: e2e per minute of planned time after the warm-up (decision: e2e_decision); "
                          "e2e_trend: Mann-Kendall test of the per-minute p99 (Kendall's tau against the minute, upward "
@@ -1889,13 +1973,16 @@ def cpu_slices(engines: Sequence[EngineProc], server_pids: Mapping[str, Sequence
     """The CPU time slice (µs) of each engine, its API processes, Redis and the broker's processes, as Linux reports
     them (``None`` where it cannot say): what ``CX_LATENCY_SLICE_US`` gave, and the default the others have."""
     return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in api_pids(engines)],
+            "learner": [slice_us(pid) for pid in api_pids(engines, "learn")],
             **{name: [slice_us(pid) for pid in pids] for name, pids in server_pids.items()}}
 
 
 def engine_samplers(engines: Sequence[EngineProc]) -> dict[str, ProcSampler]:
-    """:class:`CpuSplit`'s groups for the engines: the engine processes themselves, and their API worker processes."""
+    """:class:`CpuSplit`'s groups for the engines: the engine processes themselves, their API worker processes,
+    and their learner processes (``CX_LEARNER_PROCESS``)."""
     pids = [e.proc.pid for e in engines]
-    return {"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children")}
+    return {"engine": ProcSampler(pids, "main"), "api": ProcSampler(pids, "children", "serve"),
+            "learner": ProcSampler(pids, "children", "learn")}
 
 
 WARM_CHUNK_S = 5.0  # the broker's warm-up sends the load in chunks this long, checking its JIT after each
@@ -2116,7 +2203,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-s", type=float, default=180.0, help="before each step, wait up to this long for the group's lag to drain")
     p.add_argument("--start-rate", type=float, default=100.0)
     p.add_argument("--step-duration", type=float, default=10.0)
-    p.add_argument("--max-steps", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=10, help="steps of the capacity search")
+    p.add_argument("--latency-steps", type=int, default=6,
+                   help="then steps that bisect the rate meeting the p99 limit, for every contact and on arrival (0: none)")
+    p.add_argument("--latency-step-duration", type=float, default=20.0, help="seconds of each latency-search step")
+    p.add_argument("--latency-resolution", type=float, default=0.1,
+                   help="the latency search stops when the rate that missed is within this fraction of the one that met")
     p.add_argument("--no-prefill", dest="prefill", action="store_false")
     p.add_argument("--profile-seconds", type=float, default=0.0, help="py-spy the first engine during the final run, or during each drain (stopped when the drain ends)")
     p.add_argument("--profile-dir", default=None)
@@ -2148,6 +2240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = ("offered_rate", "achieved_rate", "e2e_p50_ms", "e2e_p99_ms", "context_p99_ms", "rss_mb", "naive_faust_rate",
             "raw_aiokafka_rate", "sustained_rate", "ratio_to_naive_faust", "engine_drain_rate", "drain_ratio_to_naive_faust",
             "naive_faust_pipeline_rate", "drain_ratio_to_naive_faust_pipeline", "max_rate_p99_under_limit",
+            "max_rate_ratio_to_drain", "max_rate_on_arrival_p99_under_limit", "max_rate_on_arrival_ratio_to_drain",
             "e2e_p99_ms_at_half_max", "table_bytes_per_customer")
     print(json.dumps({k: result.get(k) for k in keys}, indent=2))
     return 0
