@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # used by 'cxstream run' (cxstream.serve.workers)
     sv.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
 
+    ln = sub.add_parser(
+        "learn", help="run the learner alone (the models' single writer), against CX_BROKER_URL and CX_REDIS_URL (unset: "
+        "those of the engine running on CX_DATA_DIR); 'run' starts it itself unless CX_LEARNER_PROCESS=0"
+    )
+    ln.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)  # used by 'cxstream run' (cxstream.agents.learnproc)
+    ln.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+
     rp = sub.add_parser("replay", help="publish a JSONL recording to the engine's input topics")
     rp.add_argument("file", help="JSONL file: one record per line (see docs/EVENTS.md)")
     rp.add_argument("--speed", type=float, default=1.0, help="1 = real time, 10 = ten times faster, 0 = as fast as possible")
@@ -102,16 +109,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cxstream.engine import main_run
 
         return main_run(settings, demo=args.demo)
-    if args.command == "serve":
-        from cxstream.serve.main import main_serve
-
-        if not settings.redis_url and args.ready_fd is None:  # alone, beside 'make run': that engine's Redis and broker
-            try:
+    if args.command in ("serve", "learn"):
+        if not (settings.redis_url and (settings.broker_url or args.command == "serve")) and args.ready_fd is None:
+            try:  # alone, beside 'make run': that engine's Redis and broker
                 found = engine_endpoints(settings)
             except NoRunningEngine as exc:
-                print(f"cxstream serve: no Redis to serve from: CX_REDIS_URL is not set and {exc}", file=sys.stderr)
+                print(f"cxstream {args.command}: no Redis or broker: CX_REDIS_URL/CX_BROKER_URL not set and {exc}", file=sys.stderr)
                 return 2
-            settings = settings.replace(redis_url=found["redis_url"], broker_url=settings.broker_url or found["broker_url"])
+            settings = settings.replace(redis_url=settings.redis_url or found["redis_url"],
+                                        broker_url=settings.broker_url or found["broker_url"])
+        if args.command == "learn":
+            from cxstream.agents.learnproc import main_learn
+
+            return main_learn(settings, args)
+        from cxstream.serve.main import main_serve
+
         return main_serve(settings, args)
     if args.command == "replay":
         from cxstream.replay.publish import main_replay

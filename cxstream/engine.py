@@ -5,8 +5,9 @@
 1. starts the embedded broker and Redis unless ``CX_BROKER_URL`` / ``CX_REDIS_URL`` name real ones,
 2. creates the catalogue's topics,
 3. runs the batch stages of the hot path (ingest, identity, context, router:
-   :mod:`cxstream.streams.batch`) and the Faust worker (the learner, the clocks) until
-   SIGINT/SIGTERM, and beside them ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
+   :mod:`cxstream.streams.batch`) and the Faust worker (the clocks) until
+   SIGINT/SIGTERM, and beside them the learner's process (``cxstream learn``, :mod:`cxstream.agents.learnproc`)
+   and ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
    a heartbeat in Redis for their ``/healthz`` and a loopback metrics endpoint for their ``/metrics``,
 4. stops everything it started, in reverse order.
 
@@ -39,6 +40,7 @@ from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import nba as nba_agent
 from cxstream.agents import router as router_agent
+from cxstream.agents.learnproc import LearnerProcess, WithLearner
 from cxstream.agents.scoring import Scorer, language_detector
 from cxstream.context import sentiment
 from cxstream.context.language import LanguageDetector
@@ -113,10 +115,11 @@ def tune_gc() -> None:
 
 
 class Wiring:
-    """The hot path's batch stages, the Faust app with the learner and the timers, and the services around them.
+    """The hot path's batch stages, the Faust app with the timers (and the learner), and the services around them.
 
-    Ingest, identity, context and router are batch stages (:mod:`cxstream.streams.batch`);
-    the learner (one partition, a few labels per second) and the clocks stay on Faust.
+    Ingest, identity, context and router are batch stages (:mod:`cxstream.streams.batch`); the
+    clocks stay on Faust, and so does the learner (one partition), in a process of its own
+    (:mod:`cxstream.agents.learnproc`) unless ``CX_LEARNER_PROCESS=0``.
     """
 
     def __init__(
@@ -161,7 +164,8 @@ class Wiring:
         _, self.routers = router_agent.stage(runtime, settings)
         context_agent.timers(self.app, settings, self.writer, scorer)
         router_agent.tick_timer(self.app, runtime, settings, self.routers, self.redis)
-        self.learner = learner_agent.register(self.app, self.topics, settings, self.redis)
+        # the learner: in a child process of its own (EngineService starts it), or here with CX_LEARNER_PROCESS=0
+        self.learner = None if settings.learner_process else learner_agent.register(self.app, self.topics, settings, self.redis)
         self.loop_monitor = LoopMonitor(stall_ms=settings.loop_stall_log_ms)  # cx_event_loop_lag_seconds
 
     async def start_stages(self, timeout_s: float = 60.0) -> None:
@@ -209,6 +213,7 @@ class EngineService(Service):
         self.heartbeat_key = heartbeat_key(wiring.settings.app_id)
         self.api_settings = wiring.settings.replace(broker_url=broker_url, redis_url=redis_url, api_keys=",".join(sorted(api_keys)))
         self.api: ApiWorkers | None = None
+        self.learner: LearnerProcess | None = None
         self._metrics: Any = None
         self._beating: asyncio.Task[None] | None = None
         self.on_ready = on_ready
@@ -249,8 +254,16 @@ class EngineService(Service):
     async def on_started(self) -> None:
         self._beating = asyncio.ensure_future(self._heartbeat())
         await self.wiring.start_stages()
+        registry: Any = ENGINE_ONLY
+        if self.wiring.settings.learner_process:
+            self.learner = LearnerProcess(self.api_settings, say=say)
+            await self.learner.start()
+            say(f"learner in its own process, pid {self.learner.pids[0]}")
+            registry = WithLearner(
+                ENGINE_ONLY, lambda: self.learner.metrics_url if self.learner is not None else None, keep=ENGINE_ONLY.keep
+            )
         # The engine's metrics for the API's /metrics: a loopback endpoint on a thread, off the event loop.
-        server, _ = start_http_server(0, addr="127.0.0.1", registry=ENGINE_ONLY)  # type: ignore[arg-type]
+        server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
         self._metrics = server
         self.api = ApiWorkers(
             self.api_settings, engine_metrics_url=f"http://127.0.0.1:{server.server_port}/metrics", say=say
@@ -282,6 +295,8 @@ class EngineService(Service):
             await self.beat("stopping")
         if self.api is not None:
             await self.api.stop()
+        if self.learner is not None:
+            await self.learner.stop()
         with contextlib.suppress(Exception):
             await self.wiring.stop_stages()
         if self._metrics is not None:

@@ -4,7 +4,8 @@ Consumes ``cx.labels.v1`` (one partition, so exactly one worker runs it) in orde
 test-then-train: each label is first scored (progressive accuracy / AUC / log loss,
 exported as metrics) and then learned.  A drift detected by the model's ADWIN
 monitor is a metric and a :class:`ModelEvent`.  Every ``CX_SNAPSHOT_EVERY``
-labels, and on a timer when anything changed, the models are published to Redis
+labels (but not sooner than ``CX_SNAPSHOT_MIN_INTERVAL_S`` after the last time), and on a timer
+when anything changed, the models are published to Redis
 (:mod:`cxstream.streams.modelstore`), where every worker's scorer picks them up.
 
 On start the learner continues from the newest snapshot in Redis, so a restart
@@ -83,6 +84,11 @@ class Learner:
     pending: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
     seen: dict[str, int] = field(default_factory=lambda: {"intent": 0, "churn": 0, "assist": 0, "nba": 0})
     publishing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one publication at a time, in version order
+    published_at: float = 0.0  # time.monotonic() of the last publication that began
+
+    def publication_due(self, every: int, min_gap_s: float) -> bool:
+        """*every* labels or more learned since the last publication, and at least *min_gap_s* since it began."""
+        return sum(self.pending.values()) >= every and time.monotonic() - self.published_at >= min_gap_s
 
     def learn(self, label: Label) -> list[ModelEvent]:
         """Test-then-train one label; returns the model events it caused (drift)."""
@@ -153,6 +159,7 @@ async def publish(learner: Learner, client: aioredis.Redis, topics: LearningTopi
     Labels learned meanwhile go into the next publication.
     """
     async with learner.publishing:
+        learner.published_at = time.monotonic()
         models: tuple[tuple[str, Any], ...] = (
             ("intent", learner.intent), ("churn", learner.churn), ("assist", learner.assist), ("nba", learner.nba)
         )
@@ -229,6 +236,8 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
                 restored = True
 
     unpublished = OutageLog(log, "learner: model publication", dependency="Redis or the broker")
+    # labels publish at most this often: each publication is a model every worker's scorer loads again
+    min_gap = min(settings.snapshot_min_interval_s, settings.snapshot_interval_s)
 
     async def publish_or_later() -> None:
         """Publish; if Redis or the broker is away, keep what is pending for the next timer (never crash the app)."""
@@ -246,7 +255,7 @@ def register(app: faust.App, topics: Topics, settings: Settings, client: aioredi
         label: Label = decode(event.value, Label)
         for ev in learner.learn(label):
             await lt.model_events.send(key=ev.model.encode(), value=encode(ev))
-        if sum(learner.pending.values()) >= settings.snapshot_every:
+        if learner.publication_due(settings.snapshot_every, min_gap):
             await publish_or_later()
 
     async def learn(stream: faust.StreamT[bytes]) -> None:

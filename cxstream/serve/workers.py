@@ -1,4 +1,5 @@
-"""The HTTP API processes ``cxstream run`` starts, watches and stops.
+"""The child processes ``cxstream run`` starts, watches and stops: its HTTP API processes, and (with
+:class:`cxstream.agents.learnproc.LearnerProcess`, on the same :class:`Children`) its learner's.
 
 ``CX_HTTP_WORKERS`` children run ``python -m cxstream.cli serve`` with the engine's
 settings (and the broker/Redis URLs and API keys it resolved, embedded ones included);
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -86,26 +88,29 @@ async def probe(host: str, port: int, timeout: float) -> bool:
                 await writer.wait_closed()
 
 
-class ApiWorkers:
-    """``settings.http_workers`` processes of ``cxstream serve`` on one port."""
+class Children:
+    """*count* child processes of one ``python -m cxstream.cli`` command, started, watched and stopped.
+
+    A subclass says which command (:meth:`command`) and what to call them (``what``).  Each child
+    reports on the ``--ready-fd`` pipe with one JSON line holding its ``probe_port`` (a loopback
+    HTTP port of its own, probed with ``GET /healthz``: any HTTP answer counts).
+    """
+
+    what = "child process"
 
     def __init__(
         self,
         settings: Settings,
+        count: int,
         *,
-        engine_metrics_url: str | None = None,
         say: Callable[[str], None] = print,
         start_timeout_s: float = 120.0,  # a child imports the whole API; on a loaded 2-core machine that took over 30 s
         probe_every_s: float = 2.0,
         probe_timeout_s: float = 3.0,
         probe_failures: int = 3,
     ) -> None:
-        """*settings* must carry the resolved broker and Redis URLs and API keys."""
-        if settings.http_workers < 1:
-            raise SettingsError(f"CX_HTTP_WORKERS={settings.http_workers}: at least one HTTP API process is needed")
-        port = settings.http_port or free_port(settings.http_host)
-        self.settings = settings.replace(http_port=port)
-        self.engine_metrics_url = engine_metrics_url
+        self.settings = settings
+        self.count = count
         self.say = say
         self.start_timeout_s = start_timeout_s
         self.probe_every_s = probe_every_s
@@ -116,18 +121,21 @@ class ApiWorkers:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+    def command(self) -> list[str]:
+        """The ``cxstream`` subcommand and its options (``--ready-fd`` and ``--parent-pid`` are added)."""
+        raise NotImplementedError
+
+    def ready_message(self, child: _Child) -> str:
+        return f"{self.what} {child.proc.pid} (slot {child.slot}) is ready, probe port {child.probe_port}"
 
     @property
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self.children]
 
     async def start(self) -> None:
-        """Start every process and wait until each listens; then watch them."""
+        """Start every process and wait until each is ready; then watch them."""
         try:
-            for slot in range(self.settings.http_workers):
+            for slot in range(self.count):
                 self.children.append(await self._spawn(slot))
         except BaseException:
             await self.stop()
@@ -136,9 +144,7 @@ class ApiWorkers:
 
     async def _spawn(self, slot: int) -> _Child:
         read_fd, write_fd = os.pipe()
-        cmd = [sys.executable, "-m", "cxstream.cli", "serve", "--ready-fd", str(write_fd), "--parent-pid", str(os.getpid())]
-        if self.engine_metrics_url:
-            cmd += ["--engine-metrics", self.engine_metrics_url]
+        cmd = [sys.executable, "-m", "cxstream.cli", *self.command(), "--ready-fd", str(write_fd), "--parent-pid", str(os.getpid())]
         try:
             proc = subprocess.Popen(
                 cmd, env=child_environment(self.settings), stdin=subprocess.DEVNULL, pass_fds=(write_fd,), process_group=0
@@ -153,7 +159,7 @@ class ApiWorkers:
             raise
         finally:
             os.close(read_fd)
-        log.info("HTTP API process %d (slot %d) listens on %s, probe port %s", proc.pid, slot, self.url, child.probe_port)
+        log.info("%s", self.ready_message(child))
         return child
 
     async def _ready(self, fd: int, proc: subprocess.Popen[bytes]) -> dict[str, int]:
@@ -171,11 +177,11 @@ class ApiWorkers:
             if proc.poll() is not None:
                 break
             if time.monotonic() > deadline:
-                raise ApiStartError(f"HTTP API process {proc.pid} did not listen within {self.start_timeout_s:.0f} s")
+                raise ApiStartError(f"{self.what} {proc.pid} was not ready within {self.start_timeout_s:.0f} s")
             await asyncio.sleep(0.02)
         if not data.endswith(b"\n"):
             code = proc.wait(5) if proc.poll() is None else proc.returncode
-            raise ApiStartError(f"HTTP API process {proc.pid} exited with code {code} before listening on {self.url}")
+            raise ApiStartError(f"{self.what} {proc.pid} exited with code {code} before it was ready")
         found: dict[str, int] = orjson.loads(data)
         return found
 
@@ -199,7 +205,7 @@ class ApiWorkers:
             for i, (child, why) in enumerate(zip(children, verdicts, strict=True)):
                 if why is None or self._stopping:
                     continue
-                self.say(f"HTTP API process {child.proc.pid} {why}; restarting it")
+                self.say(f"{self.what} {child.proc.pid} {why}; restarting it")
                 self._kill(child)
                 if time.monotonic() - child.started < 10:  # dying young: do not spin
                     await asyncio.sleep(delay)
@@ -212,7 +218,7 @@ class ApiWorkers:
                     self.children[i] = await self._spawn(child.slot)
                     self.restarts += 1
                 except ApiStartError as exc:
-                    self.say(f"could not restart HTTP API process: {exc}; retrying")
+                    self.say(f"could not restart the {self.what}: {exc}; retrying")
                     self.children[i] = _Child(child.slot, child.proc, time.monotonic())  # dead: retried next round
 
     def _kill(self, child: _Child) -> None:
@@ -240,3 +246,27 @@ class ApiWorkers:
             await asyncio.sleep(0.05)
         for child in children:
             self._kill(child)
+
+
+class ApiWorkers(Children):
+    """``settings.http_workers`` processes of ``cxstream serve`` on one port."""
+
+    what = "HTTP API process"
+
+    def __init__(self, settings: Settings, *, engine_metrics_url: str | None = None, **kwargs: Any) -> None:
+        """*settings* must carry the resolved broker and Redis URLs and API keys; *kwargs*: :class:`Children`'s."""
+        if settings.http_workers < 1:
+            raise SettingsError(f"CX_HTTP_WORKERS={settings.http_workers}: at least one HTTP API process is needed")
+        port = settings.http_port or free_port(settings.http_host)
+        super().__init__(settings.replace(http_port=port), settings.http_workers, **kwargs)
+        self.engine_metrics_url = engine_metrics_url
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def command(self) -> list[str]:
+        return ["serve", *(["--engine-metrics", self.engine_metrics_url] if self.engine_metrics_url else [])]
+
+    def ready_message(self, child: _Child) -> str:
+        return f"HTTP API process {child.proc.pid} (slot {child.slot}) listens on {self.url}, probe port {child.probe_port}"

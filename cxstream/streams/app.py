@@ -18,8 +18,9 @@ from cxstream.streams.settings import Settings
 from cxstream.streams.transport import scheme
 
 
-def create_app(settings: Settings, broker_url: str) -> faust.App:
-    """A Faust app configured from *settings*, talking to *broker_url* (``host:port[,host:port]``)."""
+def create_app(settings: Settings, broker_url: str, *, datadir: str = "faust") -> faust.App:
+    """A Faust app configured from *settings*, talking to *broker_url* (``host:port[,host:port]``), its data
+    under ``CX_DATA_DIR/``*datadir*."""
     url_scheme = scheme(settings.faust_fetch_wait_ms)
     brokers = ";".join(f"{url_scheme}://{b.strip()}" for b in broker_url.split(",") if b.strip())
     return faust.App(
@@ -27,7 +28,7 @@ def create_app(settings: Settings, broker_url: str) -> faust.App:
         broker=brokers,
         broker_credentials=faust_broker_credentials(settings),  # CX_KAFKA_SECURITY_PROTOCOL and the rest
         store=settings.table_store,
-        datadir=str(settings.path("faust")),
+        datadir=str(settings.path(datadir)),
         web_enabled=False,  # our own HTTP API is cxstream.serve
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,

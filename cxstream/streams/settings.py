@@ -133,6 +133,11 @@ class Settings:
         "this worker owns is also handed to it in the same batch (still produced to its topic; skipped when fetched "
         "back); 0: every hop goes through the broker."
     )
+    learner_process: int = _setting(
+        1, "1: 'cxstream run' runs the learner (the models' single writer: every label learned, snapshots published) "
+        "in a child process of its own ('cxstream learn'), off the stream worker's event loop and GIL, and restarts "
+        "it if it dies; 0: in the stream worker's process."
+    )
     identity_fast_path: int = _setting(
         0, "1: ingest sends a customer event whose identifiers all already belong to one customer (in its replica of "
         "the identity table) straight to that customer's context partition, past the identity stage's one partition; "
@@ -213,6 +218,11 @@ class Settings:
     model_refresh_s: float = _setting(1.0, "How often each worker checks Redis for a newer model snapshot, seconds.")
     snapshot_every: int = _setting(200, "The learner publishes model snapshots after this many labels...")
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
+    snapshot_min_interval_s: float = _setting(
+        5.0, "...but after labels no sooner than this after the previous publication (or CX_SNAPSHOT_INTERVAL_S if "
+        "shorter), seconds: at hundreds of labels a second every worker's scorer would otherwise load a new model "
+        "each second (docs/PERFORMANCE.md)."
+    )
     nba_epsilon: float = _setting(
         0.1, "Next-best action: exploration rate ε (0..0.5): the best-ranked action is chosen with probability 1-ε+ε/K, "
         "each other with ε/K, and that propensity is logged with the decision."

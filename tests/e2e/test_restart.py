@@ -184,7 +184,8 @@ class Engine:
         first version seen may be of part of them; after the last one, one more publication follows."""
         deadline = time.monotonic() + timeout
         while True:
-            found = re.search(rf'^cx_labels_total{{model="{model}"}} ([\d.e+]+)$', self.metrics(), re.M)
+            # the learner's own process exports it (labelled process="learner" in the engine's /metrics)
+            found = re.search(rf'^cx_labels_total{{model="{model}",process="learner"}} ([\d.e+]+)$', self.metrics(), re.M)
             if found and float(found.group(1)) >= labels:
                 break
             assert time.monotonic() < deadline, f"the learner learned {found and found.group(1)} of {labels} {model} labels"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cxstream.schemas import AdvisorEvent, Disposition, Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.schemas.learning import ModelEvent
@@ -134,6 +137,65 @@ def test_churn_outcomes_train_the_churn_model_and_contexts_get_a_risk_with_its_r
     assert isinstance(reasons, list) and reasons, seen
     assert {r["factor"]: r["value"] for r in reasons} == {"contract": "Month-to-month", "tenure_months": "2"}, reasons
     assert all(r["weight"] > 0 for r in reasons)
+
+
+def learner_processes(e: RunningEngine) -> list[psutil.Process]:
+    """The engine's live ``cxstream learn`` children (a killed one is a zombie until the engine reaps it)."""
+    found = []
+    for c in psutil.Process(e.proc.pid).children():
+        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
+            if c.cmdline()[1:4] == ["-m", "cxstream.cli", "learn"] and c.status() != psutil.STATUS_ZOMBIE:
+                found.append(c)
+    return found
+
+
+def all_series(e: RunningEngine) -> list[tuple[str, dict[str, str], float]]:
+    """The engine's /metrics, parsed as Prometheus would (it refuses a family declared twice)."""
+    status, body = get(e, "/metrics")
+    assert status == 200
+    families = list(text_string_to_metric_families(body.decode()))
+    names = [fam.name for fam in families]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+    return [(s.name, s.labels, float(s.value)) for fam in families for s in fam.samples]
+
+
+def learner_series(e: RunningEngine, name: str, **labels: str) -> float | None:
+    """The value of the series *name* with exactly *labels*, or None."""
+    return next((v for n, ls, v in all_series(e) if n == name and ls == labels), None)
+
+
+def churn_outcomes(e: RunningEngine, n: int) -> None:
+    """*n* churn labels for the learner: a profile, then an outcome, for *n* new customers."""
+    customers = [Identifiers(customer_id=uid("C")) for _ in range(n)]
+    asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), [
+        (b"x", OutcomeEvent(event_id=uid("p"), occurred_at=time.time(), customer=c, kind="profile",
+                            attributes={"contract": "One year", "tenure_months": 12})) for c in customers]))
+    asyncio.run(produce(e.broker, e.topic(t.OUTCOMES.name), [
+        (b"x", OutcomeEvent(event_id=uid("out"), occurred_at=time.time(), customer=c, kind="retained")) for c in customers]))
+
+
+def test_the_learner_runs_in_a_process_of_its_own_and_is_restarted_when_it_dies(learning_engine: RunningEngine) -> None:
+    """CX_LEARNER_PROCESS (the default): the labels are learned in a ``cxstream learn`` child, whose metrics
+    the engine's /metrics includes, labelled; killed, it is started again and learns on from its snapshot."""
+    e = learning_engine
+    (learner,) = wait_for(lambda: learner_processes(e), timeout=30)
+    assert learner.pid != e.proc.pid and learner.ppid() == e.proc.pid
+    churn_outcomes(e, 4)
+    # learned there: its series carry process="learner", in one valid exposition with the engine's own
+    wait_for(lambda: (learner_series(e, "cx_labels_total", model="churn", process="learner") or 0) >= 4, timeout=60)
+    assert learner_series(e, "cx_learner_metrics_up") == 1.0
+    assert any(n == "cx_events_in_total" and "process" not in ls for n, ls, _ in all_series(e))  # the worker's own, beside
+    published = wait_for(lambda: learner_series(e, "cx_model_version", model="churn", process="learner"), timeout=60)
+
+    learner.kill()  # SIGKILL: no goodbye to its consumer group
+    (restarted,) = wait_for(lambda: [p for p in learner_processes(e) if p.pid != learner.pid], timeout=60)
+    assert "learner process" in e.output() and "restarting it" in e.output()
+    # the new one gets the labels' partition once the group drops the dead member, continues from the
+    # newest snapshot, and learns what comes next: its publication is a newer version of the same model
+    wait_for(lambda: churn_outcomes(e, 2) or (learner_series(e, "cx_labels_total", model="churn", process="learner") or 0) >= 2,
+             timeout=90, interval=3.0)
+    wait_for(lambda: (learner_series(e, "cx_model_version", model="churn", process="learner") or 0) > published, timeout=60)
+    assert restarted.is_running() and e.proc.poll() is None
 
 
 def test_a_merge_scores_the_churn_risk_again_on_both_sides_facts(learning_engine: RunningEngine) -> None:

@@ -75,8 +75,13 @@ def http(engine: RunningEngine, method: str, path: str, body: Any = None, timeou
     return status, json.loads(raw) if kind == "application/json" else raw.decode(errors="replace"), took
 
 
+#: the learner's series (its own process: the engine's /metrics labels them process="learner")
+LEARNER_CHURN_VERSION = 'cx_model_version{model="churn",process="learner"}'
+LEARNER_CHURN_LABELS = 'cx_labels_total{model="churn",process="learner"}'
+
+
 def metric(engine: RunningEngine, name: str) -> float | None:
-    """The value of an unlabelled series of the engine's /metrics (through the API), or None."""
+    """The value of one series of the engine's /metrics (its name and labels exactly as exported), or None."""
     status, text, _ = http(engine, "GET", "/metrics")
     if status != 200:
         return None
@@ -321,7 +326,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         mark = len(channel.sent)
         rds.stop()
         down = time.monotonic()
-        churn_version = metric(engine, 'cx_model_version{model="churn"}') or 0.0
+        churn_version = metric(engine, LEARNER_CHURN_VERSION) or 0.0
         status, body, took = http(engine, "GET", f"/customers/{CUSTOMERS[0]}/context")
         assert status == 503 and body["error"] == "redis_unavailable", (status, body)
         assert "routing goes on" in body["detail"] and "desk actions" in body["detail"], "the 503 says what still works"
@@ -347,7 +352,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         wait_for(lambda: http(engine, "GET", "/healthz")[0] == 200, timeout=30)
         assert http(engine, "GET", f"/customers/{CUSTOMERS[0]}/context")[0] == 200
         # the learner, which kept learning, publishes again (it did not crash the engine's app meanwhile)
-        wait_for(lambda: (metric(engine, 'cx_model_version{model="churn"}') or 0.0) > churn_version, timeout=60)
+        wait_for(lambda: (metric(engine, LEARNER_CHURN_VERSION) or 0.0) > churn_version, timeout=60)
 
         # -- broker down --------------------------------------------------------------------
         mark = len(channel.sent)
@@ -361,7 +366,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         wait_for(lambda: metric(engine, "cx_broker_up") == 0.0, timeout=OUTAGE_S)
         # /healthz says so (with the next heartbeat) and stays 200: lookups still work
         wait_for(lambda: (h := http(engine, "GET", "/healthz"))[0] == 200 and h[1]["broker"].startswith("unreachable"), timeout=15)
-        labels = metric(engine, 'cx_labels_total{model="churn"}') or 0.0
+        labels = metric(engine, LEARNER_CHURN_LABELS) or 0.0
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))
         assert engine.proc.poll() is None, "the engine exited during the broker outage"
         broker.start_kafka()
@@ -376,7 +381,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
             lambda: http(engine, "POST", f"/advisors/{ADVISORS[0]}/presence", {"presence": "available"})[0] == 202, timeout=60
         )
         wait_for(lambda: http(engine, "GET", f"/advisors/{ADVISORS[0]}/work")[0] == 200, timeout=60)
-        wait_for(lambda: (metric(engine, 'cx_labels_total{model="churn"}') or 0.0) > labels, timeout=60)
+        wait_for(lambda: (metric(engine, LEARNER_CHURN_LABELS) or 0.0) > labels, timeout=60)
         wait_for(lambda: metric(engine, "cx_broker_up") == 1.0, timeout=30)
     finally:
         channel.finish()

@@ -190,8 +190,9 @@ def test_http_errors_say_what_was_wrong(engine: RunningEngine) -> None:
 
 def test_engine_pointed_at_external_servers_starts_none_of_its_own(engine: RunningEngine) -> None:
     assert "embedded broker" not in engine.output() and "embedded redis" not in engine.output()
-    # Its only children are its HTTP API processes (CX_HTTP_WORKERS, default 1), which start nothing themselves.
+    # Its only children are its HTTP API processes (CX_HTTP_WORKERS, default 1) and its learner's
+    # (CX_LEARNER_PROCESS, default 1), which start nothing themselves.
     children = psutil.Process(engine.proc.pid).children(recursive=True)
-    commands = [c.cmdline() for c in children]
-    assert len(children) == 1 and commands[0][1:4] == ["-m", "cxstream.cli", "serve"], f"the engine started processes: {commands}"
-    assert children[0].ppid() == engine.proc.pid
+    commands = sorted(c.cmdline()[1:4] for c in children)
+    assert commands == [["-m", "cxstream.cli", "learn"], ["-m", "cxstream.cli", "serve"]], f"the engine started processes: {commands}"
+    assert all(c.ppid() == engine.proc.pid for c in children)
