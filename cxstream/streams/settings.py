@@ -219,9 +219,10 @@ class Settings:
     snapshot_every: int = _setting(200, "The learner publishes model snapshots after this many labels...")
     snapshot_interval_s: float = _setting(10.0, "...or this often when anything was learned, seconds.")
     snapshot_min_interval_s: float = _setting(
-        5.0, "...but after labels no sooner than this after the previous publication (or CX_SNAPSHOT_INTERVAL_S if "
-        "shorter), seconds: at hundreds of labels a second every worker's scorer would otherwise load a new model "
-        "each second (docs/PERFORMANCE.md)."
+        10.0, "...but after labels no sooner than this after the previous publication (or CX_SNAPSHOT_INTERVAL_S if "
+        "shorter), seconds: each publication is a model every worker's scorer loads again, which stalls its stages for "
+        "tens of ms; at hundreds of labels a second that was every second (docs/PERFORMANCE.md). At the defaults the "
+        "models are published every 10 s while labels come in."
     )
     nba_epsilon: float = _setting(
         0.1, "Next-best action: exploration rate ε (0..0.5): the best-ranked action is chosen with probability 1-ε+ε/K, "
