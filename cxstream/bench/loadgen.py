@@ -206,8 +206,9 @@ def runs_command(proc: Any, command: str | None) -> bool:
         return False
 
 
-def api_pids(engines: Sequence[EngineProc], command: str = "serve") -> list[int]:
-    """The engines' API worker processes (their ``cxstream serve`` children; *command* ``learn``: their learner processes)."""
+def api_pids(engines: Sequence[EngineProc], command: str | None = "serve") -> list[int]:
+    """The engines' API worker processes (their ``cxstream serve`` children; *command* ``learn``: their learner
+    processes; None: all their descendants)."""
     import psutil
 
     pids = []
@@ -218,8 +219,9 @@ def api_pids(engines: Sequence[EngineProc], command: str = "serve") -> list[int]
 
 
 def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
-    """--pin-engine: the engines' API worker processes (children of the engine, which inherit its core) go to the other cores."""
-    moved = api_pids(engines)
+    """--pin-engine: the engines' child processes (the API workers and the learner, which inherit the engine's core)
+    go to the other cores."""
+    moved = api_pids(engines, None)
     for pid in moved:
         pin(pid, other_cores())
     return moved
