@@ -149,8 +149,8 @@ class Options:
     #: the interpreter the engines run on (default: the harness's own, ``sys.executable``)
     engine_python: str | None = None
     engine_env: dict[str, str] = field(default_factory=dict)
-    #: the engine workers on core 0 alone, everything else (broker, Redis, this harness, the engines' API
-    #: processes, the lookup client) on the other cores, as a deployment with dedicated cores would have it
+    #: the engine workers on core 0 alone, everything else (broker, Redis, this harness, the engines' API and
+    #: learner processes, the lookup client) on the other cores, as a deployment with dedicated cores would have it
     pin_engine: bool = False
     producer_linger_ms: int = 1
     watch_wait_ms: int = 100
