@@ -4,9 +4,9 @@ The learner (:mod:`cxstream.agents.learner`) is the models' single writer: it te
 learns every label the desktops and business systems send (one partition of ``cx.labels.v1``, in
 order) and publishes the models' snapshots, which every worker's scorer loads.  In the stream
 worker's process it shared one event loop and one GIL with the batch stages: at 1,050 contacts/s it
-and the Faust consumer thread that fetched its labels were about a tenth of that process's samples,
-and taking them out of it took the contacts' e2e p99 from 107-123 to 30-39 ms
-(docs/PERFORMANCE.md, "Levers measured").  So ``cxstream run`` starts it as a child, like its HTTP
+and the Faust consumer thread that fetched its labels were about a tenth of that process's samples;
+in its own process the worker used 81-82 % of a core against 94 %, and the contacts' e2e p50 fell
+from 26-27 to 20-21 ms (docs/PERFORMANCE.md, "Levers measured").  So ``cxstream run`` starts it as a child, like its HTTP
 API processes (:class:`LearnerProcess`, on :class:`cxstream.serve.workers.Children`), restarts it
 if it dies, and stops it on the way out.
 
