@@ -31,7 +31,8 @@ def test_drain_runs_every_record_through_every_stage_with_trained_models(servers
     assert result["rate"] > 0 and result["seconds"] > 0
     assert result["stage_runtime"] == ("faust" if faust else "batch")
     split = result["cpu_by_process"]  # where the machine's CPU went: the engine did the work, the harness waited
-    assert set(split) == {"engine", "api", "redis", "harness", "other"} and split["engine"] > split["api"] >= 0, split
+    assert set(split) == {"engine", "api", "learner", "redis", "harness", "other"}, split
+    assert split["engine"] > split["api"] >= 0 and split["engine"] > split["learner"] >= 0, split  # (the learner's own process)
     work = result["work_done"]
     assert work["cx_events_in_total"].get("accepted", 0) + work["cx_events_in_total"].get("anonymous", 0) == 420
     messages = sum(1 for r in Workload(workload.config, workload.texts).events(400)
