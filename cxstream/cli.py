@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_run(settings, demo=args.demo)
     if args.command in ("serve", "learn"):
-        if not (settings.redis_url and (settings.broker_url or args.command == "serve")) and args.ready_fd is None:
+        needed = [settings.redis_url] + ([settings.broker_url] if args.command == "learn" else [])  # serve: the broker is optional
+        if not all(needed) and args.ready_fd is None:
             try:  # alone, beside 'make run': that engine's Redis and broker
                 found = engine_endpoints(settings)
             except NoRunningEngine as exc:

@@ -206,9 +206,9 @@ def runs_command(proc: Any, command: str | None) -> bool:
         return False
 
 
-def api_pids(engines: Sequence[EngineProc], command: str | None = "serve") -> list[int]:
-    """The engines' API worker processes (their ``cxstream serve`` children; *command* ``learn``: their learner
-    processes; None: all their descendants)."""
+def child_pids(engines: Sequence[EngineProc], command: str | None = None) -> list[int]:
+    """The engines' descendants: all of them, or those running ``python -m cxstream.cli`` *command*
+    (``serve``: the API worker processes; ``learn``: the learner's)."""
     import psutil
 
     pids = []
@@ -221,7 +221,7 @@ def api_pids(engines: Sequence[EngineProc], command: str | None = "serve") -> li
 def pin_api_processes(engines: Sequence[EngineProc]) -> list[int]:
     """--pin-engine: the engines' child processes (the API workers and the learner, which inherit the engine's core)
     go to the other cores."""
-    moved = api_pids(engines, None)
+    moved = child_pids(engines)
     for pid in moved:
         pin(pid, other_cores())
     return moved
@@ -1974,8 +1974,8 @@ def redis_slice_us(opts: Options) -> float:
 def cpu_slices(engines: Sequence[EngineProc], server_pids: Mapping[str, Sequence[int]]) -> dict[str, list[float | None]]:
     """The CPU time slice (µs) of each engine, its API processes, Redis and the broker's processes, as Linux reports
     them (``None`` where it cannot say): what ``CX_LATENCY_SLICE_US`` gave, and the default the others have."""
-    return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in api_pids(engines)],
-            "learner": [slice_us(pid) for pid in api_pids(engines, "learn")],
+    return {"engine": [slice_us(e.proc.pid) for e in engines], "api": [slice_us(pid) for pid in child_pids(engines, "serve")],
+            "learner": [slice_us(pid) for pid in child_pids(engines, "learn")],
             **{name: [slice_us(pid) for pid in pids] for name, pids in server_pids.items()}}
 
 
