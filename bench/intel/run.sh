@@ -27,7 +27,8 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE
 "$PY" bench/intel/river_baseline.py --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
     --seed 42 --json "$OUT/intel-intent-river-baseline.json" >/dev/null
 "$PY" -m cxstream.intel.evaluate churn --json "$OUT/intel-churn.json" >/dev/null
-"$PY" -m cxstream.cli eval nba --json "$OUT/intel-nba.json" >/dev/null  # next-best action off-policy (~15 min on a loaded 2-core machine)
+"$PY" -m cxstream.cli eval nba --json "$OUT/intel-nba.json" >/dev/null
+"$PY" bench/intel/snapshot_load.py --json "$OUT/intel-snapshot-load.json" >/dev/null  # a published intent model's bytes and loads  # next-best action off-policy (~15 min on a loaded 2-core machine)
 if "$PY" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('wordllama') and u.find_spec('tokenizers')))"; then
     "$PY" -m cxstream.intel.evaluate intent --train "$SPLIT/train.csv" --test "$SPLIT/test.csv" \
         --seed 42 --encoder wordllama --json "$OUT/intel-intent-wordllama.json" >/dev/null
@@ -49,6 +50,6 @@ out = pathlib.Path(sys.argv[1])
 for f in sorted(out.glob("intel-*.json")):
     r = json.loads(f.read_text())
     keys = ("accuracy", "macro_f1", "predict_p99_ms", "predict_per_s", "ece_calibrated", "auc", "log_loss", "ratio_vs_river",
-        "cv_pooled_auc", "prequential_auc")
+        "cv_pooled_auc", "prequential_auc", "ratios")
     print(f.name, {k: r[k] for k in keys if k in r})
 PY

@@ -25,7 +25,7 @@ from cxstream.context.update import ContextLimits, Prediction
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import churn_features, churn_reasons
 from cxstream.intel.health import band, health_score
-from cxstream.intel.intent import IntentModel
+from cxstream.intel.intent import IntentModel, ScoringIntentModel
 from cxstream.streams import metrics
 from cxstream.streams.modelstore import ModelCache
 from cxstream.streams.settings import Settings, SettingsError
@@ -165,7 +165,8 @@ class Scorer:
         self.nba = nba or NBA()  # next-best action: decides even untrained (it must explore to learn)
         self._language_seconds = metrics.MODEL_PREDICT_SECONDS.labels("language")
         self._language_counts = {code: metrics.MESSAGE_LANGUAGES.labels(code) for code in (*(languages.languages if languages else ()), "unknown")}
-        self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, IntentModel.from_bytes, namespace)
+        # scoring only: a fraction of the learning model's load (see ScoringIntentModel)
+        self.intent: ModelCache[IntentModel] = ModelCache("intent", IntentModel, ScoringIntentModel.from_bytes, namespace)
         self.churn: ModelCache[ChurnModel] = ModelCache("churn", ChurnModel, ChurnModel.from_bytes, namespace)
         self._intent_seconds = metrics.MODEL_PREDICT_SECONDS.labels("intent")  # labels() costs ~1.5 µs a call
         self._churn_seconds = metrics.MODEL_PREDICT_SECONDS.labels("churn")

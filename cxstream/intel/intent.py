@@ -38,7 +38,7 @@ import numpy as np
 
 from cxstream.intel.calibration import OnlineCalibrator
 from cxstream.intel.drift import ErrorDriftMonitor
-from cxstream.intel.snapshot import SnapshotParts, Snapshotted, load_snapshot, owned
+from cxstream.intel.snapshot import Snapshot, SnapshotError, SnapshotParts, Snapshotted, load_snapshot, owned
 from cxstream.intel.text import hashed_features
 
 UNKNOWN = "unknown"
@@ -61,6 +61,90 @@ def _softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     z = z - z.max()
     e = np.exp(z)
     return np.asarray(e / e.sum())
+
+
+def _flat_index(mask: np.ndarray) -> np.ndarray:
+    """The flat positions where *mask* is true: int32 when they fit, as they do for any model this size.
+
+    >>> _flat_index(np.array([[0, 1], [1, 0]]) != 0).tolist()
+    [1, 2]
+    """
+    at = np.flatnonzero(mask)
+    return at.astype(np.int32) if mask.size < 2**31 else at
+
+
+def _sparse_or_dense(gaps_name: str, blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weight blocks of the same shape as a snapshot stores them: their non-zero entries when that is smaller.
+
+    Sparse: *gaps_name*, the flat positions where any block is non-zero as the gaps between them
+    (the first: its position; gaps are small numbers, which compress to a quarter of the
+    positions' bytes), and each block's values there.  Dense: the blocks as they are (few
+    classes: most entries are non-zero).
+
+    >>> sparse = _sparse_or_dense("gaps", {"w": np.eye(4, dtype=np.float32)})
+    >>> sorted(sparse), sparse["gaps"].tolist()
+    (['gaps', 'w'], [0, 5, 5, 5])
+    >>> _sparse_or_dense("gaps", {"w": np.ones((2, 2), dtype=np.float32)})["w"].shape
+    (2, 2)
+    """
+    mask = np.zeros(next(iter(blocks.values())).shape, dtype=bool)
+    for block in blocks.values():
+        mask |= block != 0
+    nnz, itemsize = int(np.count_nonzero(mask)), 4 if mask.size < 2**31 else 8
+    if nnz * (itemsize + 4 * len(blocks)) >= mask.size * 4 * len(blocks):
+        return blocks
+    at = _flat_index(mask)
+    return {gaps_name: np.diff(at, prepend=at.dtype.type(0)), **{name: block.ravel()[at] for name, block in blocks.items()}}
+
+
+def _snapshot_rows(snap: Snapshot, n_features: int) -> np.ndarray:
+    """The feature rows a snapshot holds, checked against the model's number of features."""
+    rows = snap.arrays["rows"].astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n_features or np.any(np.diff(rows) <= 0)):
+        raise SnapshotError("snapshot feature rows out of range or not increasing")
+    return rows
+
+
+def _weights_part(
+    snap: Snapshot, gaps_name: str, names: tuple[str, ...], n_rows: int, k: int
+) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """One part of a snapshot's weights, checked: (flat positions, the values there) when it is stored
+    sparse, (None, the ``(n_rows, k)`` blocks) when dense.
+
+    Since December 6, 2026 a snapshot holds the non-zero entries only when that is smaller
+    (:func:`_sparse_or_dense`; ``wu_gaps``/``nb_gaps``: the gaps between flat positions in the
+    ``(n_rows, k)`` block; ``w``, ``u``, ``nb``: the values there).  A model with Banking77's 77 classes has 83-91 % of
+    them zero, and the dense blocks written before were most of what a worker decompressed at
+    every publication (25 MB).  Dense blocks still load.
+    """
+    values = [snap.arrays[name] for name in names]
+    if gaps_name not in snap.arrays:  # dense blocks: few classes, or written before December 6, 2026
+        if any(v.shape != (n_rows, k) for v in values):
+            raise SnapshotError(f"snapshot weights {names} are not {n_rows} rows of {k} classes")
+        return None, values
+    gaps = snap.arrays[gaps_name]
+    if gaps.ndim != 1 or gaps.dtype.kind not in "iu" or (gaps.size and (gaps[0] < 0 or np.any(gaps[1:] <= 0))):
+        raise SnapshotError(f"snapshot array {gaps_name!r} does not hold increasing positions")
+    at = np.cumsum(gaps, dtype=np.int64)
+    if at.size and at[-1] >= n_rows * k:
+        raise SnapshotError(f"snapshot array {gaps_name!r} has positions out of range")
+    if any(v.shape != at.shape for v in values):
+        raise SnapshotError(f"snapshot arrays {names} do not match {gaps_name!r}")
+    return at, values
+
+
+def _compact_weights(snap: Snapshot, n_rows: int, k: int) -> dict[str, np.ndarray]:
+    """``w``, ``u`` and ``nb`` of a snapshot as dense ``(n_rows, k)`` arrays, from either layout."""
+    out = {}
+    for gaps_name, names in (("wu_gaps", ("w", "u")), ("nb_gaps", ("nb",))):
+        at, values = _weights_part(snap, gaps_name, names, n_rows, k)
+        for name, v in zip(names, values, strict=True):
+            if at is not None:
+                block = np.zeros(n_rows * k, dtype=np.float32)
+                block[at] = v
+                v = block.reshape(n_rows, k)
+            out[name] = v
+    return out
 
 
 class IntentModel(Snapshotted):
@@ -440,9 +524,8 @@ class IntentModel(Snapshotted):
         rows = np.flatnonzero(self._touched)
         arrays: dict[str, np.ndarray] = {
             "rows": rows.astype(np.int64),
-            "w": self._w[rows, :k],
-            "u": self._u[rows, :k],
-            "nb": self._nb[rows, :k],
+            **_sparse_or_dense("wu_gaps", {"w": self._w[rows, :k], "u": self._u[rows, :k]}),
+            **_sparse_or_dense("nb_gaps", {"nb": self._nb[rows, :k]}),
             "nb_tot": self._nb_tot[:k],
             **self.calibrator.state(),
         }
@@ -474,12 +557,11 @@ class IntentModel(Snapshotted):
         for label in snap.meta["labels"]:
             model._add_label(str(label))
         k = len(model.labels)
-        rows = snap.arrays["rows"].astype(np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= model.n_features):
-            raise ValueError("snapshot feature rows out of range")
-        model._w[rows, :k] = snap.arrays["w"]
-        model._u[rows, :k] = snap.arrays["u"]
-        model._nb[rows, :k] = snap.arrays["nb"]
+        rows = _snapshot_rows(snap, model.n_features)
+        weights = _compact_weights(snap, rows.size, k)
+        model._w[rows, :k] = weights["w"]
+        model._u[rows, :k] = weights["u"]
+        model._nb[rows, :k] = weights["nb"]
         model._nb_log[rows, :k] = np.log(model._nb[rows, :k] + np.float32(model.alpha))
         model._touched[rows] = True
         model._nb_tot[:k] = snap.arrays["nb_tot"]
@@ -489,14 +571,114 @@ class IntentModel(Snapshotted):
             model._du = np.zeros_like(model._dw)
             model._dw[:, :k] = dw
             model._du[:, :k] = snap.arrays["du"]
+        model._restore_rest(snap)
+        return model
+
+    def _restore_rest(self, snap: Snapshot) -> None:
+        """What a restore reads besides the weights: the k-NN memory, the calibrator, counts and version."""
         if "mem" in snap.arrays:
             mem = snap.arrays["mem"].astype(np.float32)
-            model._mem = np.zeros((model.knn_memory, mem.shape[1]), dtype=np.float32)
-            model._mem_y = np.zeros(model.knn_memory, dtype=np.int32)
-            model._mem[: mem.shape[0]] = mem
-            model._mem_y[: mem.shape[0]] = snap.arrays["mem_y"]
-            model._mem_n = int(snap.meta["mem_n"])
-        model.calibrator.load_state(snap.arrays)
-        model.n_learned = int(snap.meta["n_learned"])
-        model.version = snap.model_version
+            self._mem = np.zeros((self.knn_memory, mem.shape[1]), dtype=np.float32)
+            self._mem_y = np.zeros(self.knn_memory, dtype=np.int32)
+            self._mem[: mem.shape[0]] = mem
+            self._mem_y[: mem.shape[0]] = snap.arrays["mem_y"]
+            self._mem_n = int(snap.meta["mem_n"])
+        self.calibrator.load_state(snap.arrays)
+        self.n_learned = int(snap.meta["n_learned"])
+        self.version = snap.model_version
+
+
+class ScoringIntentModel(IntentModel):
+    """A published intent model loaded to score only: what every worker's scorer holds.
+
+    A worker loads each model the learner publishes (every ``CX_SNAPSHOT_MIN_INTERVAL_S`` while
+    labels come in), in a thread that shares the worker's core with its event loop.
+    :meth:`IntentModel.from_bytes` rebuilds a model that can learn on: four dense
+    ``(n_features, classes)`` arrays, 84 MB for 77 classes, filled from the snapshot.  This one
+    keeps what a prediction reads, for the snapshot's rows only:
+
+    * ``_wa``: the averaged PA weights, ``w - u / c``, computed once instead of per prediction;
+    * ``_nbl``: the naive Bayes log-masses ``log(nb + alpha)``, taken of the non-zero masses only;
+    * ``_row_of``: each feature's row in those, or the last row (the model never saw the feature:
+      no PA weight, NB mass 0);
+    * the dense head the same way (``_dwa``), and the k-NN memory as it is.
+
+    It predicts what the learning model predicts (up to float rounding: the PA average is
+    folded before the sum instead of after).  It cannot learn or publish.
+
+    >>> m = IntentModel(n_features=1 << 12)
+    >>> for _ in range(3):
+    ...     m.learn_one("where is my new card", "card_arrival")
+    ...     m.learn_one("I want to close my account", "close_account")
+    >>> s = ScoringIntentModel.from_bytes(m.to_bytes())
+    >>> s.predict_one("my card has not arrived")[0], s.version == m.version
+    ('card_arrival', True)
+    """
+
+    _row_of: np.ndarray
+    _wa: np.ndarray
+    _nbl: np.ndarray
+    _nb_denom_k: np.ndarray
+    _dwa: np.ndarray | None = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> ScoringIntentModel:
+        snap = load_snapshot(data, kind=SNAPSHOT_KIND)
+        params = dict(snap.meta["params"])
+        has_dense = "dw" in snap.arrays
+        if has_dense and encoder is None:
+            raise ValueError(f"snapshot was trained with encoder {params.get('encoder_name')!r}; pass encoder=")
+        model = cls(encoder=encoder if has_dense else None, **params)
+        model.labels = [str(label) for label in snap.meta["labels"]]
+        model._index = {label: i for i, label in enumerate(model.labels)}
+        k = len(model.labels)
+        rows = _snapshot_rows(snap, model.n_features)
+        n = rows.size
+        model._restore_rest(snap)
+        c = np.float32(model.n_learned + 1)
+        alpha = np.float32(model.alpha)
+        size = (n + 1) * k  # the last row: the features the model never saw
+        wa = np.zeros(size, dtype=np.float32)
+        nbl = np.full(size, np.log(model.alpha), dtype=np.float32)  # as the learning model's untouched entries
+        at, (w, u) = _weights_part(snap, "wu_gaps", ("w", "u"), n, k)
+        if at is None:
+            wa[: n * k] = (w - u / c).ravel()
+        else:
+            wa[at] = w - u / c
+        at, (nb,) = _weights_part(snap, "nb_gaps", ("nb",), n, k)
+        nb = nb.ravel()
+        at = np.arange(n * k) if at is None else at
+        nonzero = nb != 0
+        nbl[at[nonzero]] = np.log(nb[nonzero] + alpha)
+        model._wa, model._nbl = wa.reshape(n + 1, k), nbl.reshape(n + 1, k)
+        model._row_of = np.full(model.n_features, n, dtype=np.int32)
+        model._row_of[rows] = np.arange(n, dtype=np.int32)
+        nb_tot = np.asarray(snap.arrays["nb_tot"], dtype=np.float64)
+        if nb_tot.shape != (k,):
+            raise SnapshotError(f"snapshot nb_tot is not {k} classes")
+        model._nb_tot = nb_tot
+        model._nb_denom_k = np.log(nb_tot + model.alpha * model.n_features)
+        if has_dense:
+            dw, du = snap.arrays["dw"].astype(np.float32), snap.arrays["du"].astype(np.float32)
+            model._dwa = dw - du / c
         return model
+
+    def _scores(
+        self, idx: np.ndarray, val: np.ndarray, emb: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        rows = np.take(self._row_of, idx)
+        pa = val @ np.take(self._wa, rows, axis=0)
+        nb = (val @ np.take(self._nbl, rows, axis=0)).astype(np.float64) - float(val.sum()) * self._nb_denom_k
+        dense = None
+        if emb is not None and self._dwa is not None:
+            if self.encoder_joint > 0.0:
+                pa = pa + (self.encoder_joint * emb) @ self._dwa
+            else:
+                dense = emb @ self._dwa
+        return pa, nb, dense
+
+    def _learn(self, text: str, label: str, *, predict: bool) -> IntentPrediction | None:
+        raise TypeError("a ScoringIntentModel scores only: learning happens in the learner's IntentModel")
+
+    def snapshot_parts(self) -> SnapshotParts:
+        raise TypeError("a ScoringIntentModel scores only: the learner's IntentModel publishes")

@@ -268,3 +268,133 @@ def test_a_snapshot_holds_exactly_the_rows_learning_touched(make_intent_rows: An
     assert restored.snapshot_parts()[3]["rows"].tolist() == nonzero.tolist()
     restored.learn_one("a brand new sentence about zanzibar", model.labels[0])
     assert len(restored.snapshot_parts()[3]["rows"]) > len(nonzero)
+
+
+def _dense_layout(model: IntentModel) -> bytes:
+    """The model's snapshot as written before December 6, 2026: the touched rows' weights as dense blocks."""
+    from cxstream.intel.snapshot import dump_snapshot
+
+    kind, version, meta, arrays = model.snapshot_parts()
+    rows, k = arrays["rows"], len(model.labels)
+    for name in ("wu_gaps", "nb_gaps"):
+        arrays.pop(name, None)
+    arrays.update(w=model._w[rows, :k], u=model._u[rows, :k], nb=model._nb[rows, :k])
+    return dump_snapshot(kind, version, meta, arrays)
+
+
+_HEADS: dict[str, dict[str, Any]] = {
+    "hashed": {},
+    "encoder": {"encoder": _toy_encoder, "encoder_name": "toy", "knn_weight": 1.5},
+    "joint": {"encoder": _toy_encoder, "encoder_name": "toy", "encoder_joint": 1.0, "knn_weight": 1.5, "knn_candidates": 2},
+}
+
+
+def _many_label_rows(n: int, seed: int, labels: int = 40) -> list[tuple[str, str]]:
+    """Rows of *labels* classes, each with words of its own (so most weights stay zero, as with Banking77)."""
+    import random
+    import string
+
+    words = random.Random(0)
+    vocab = [["".join(words.choices(string.ascii_lowercase, k=7)) for _ in range(4)] for _ in range(labels)]
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        i = rng.randrange(labels)
+        rows.append((" ".join(rng.sample(vocab[i], 2)), f"label_{i}"))
+    return rows
+
+
+#: how the snapshot stores the weights: what the model writes for few classes (dense blocks) and
+#: for many (their non-zero entries), and the dense blocks of many classes written before December 6
+_LAYOUTS = ["few classes", "many classes", "before December 6"]
+
+
+def _trained(make_intent_rows: Any, layout: str, **extra: Any) -> tuple[IntentModel, bytes, list[str]]:
+    model = IntentModel(n_features=1 << 12, **extra)
+    few = layout == "few classes"
+    model.learn_many(make_intent_rows(160, seed=1) if few else _many_label_rows(400, seed=1))
+    blob = _dense_layout(model) if layout == "before December 6" else model.to_bytes()
+    texts = [text for text, _ in (make_intent_rows(60, seed=2) if few else _many_label_rows(60, seed=2))]
+    return model, blob, [*texts, "zanzibar quokka", "", "card"]
+
+
+@pytest.mark.parametrize("heads", sorted(_HEADS))
+@pytest.mark.parametrize("layout", _LAYOUTS)
+def test_a_scoring_model_predicts_what_the_learning_model_predicts(make_intent_rows: Any, heads: str, layout: str) -> None:
+    """The workers' scoring-only load gives the learner's predictions, from every snapshot layout."""
+    from cxstream.intel.intent import ScoringIntentModel
+
+    extra = _HEADS[heads]
+    model, blob, texts = _trained(make_intent_rows, layout, **extra)
+    encoder = extra.get("encoder")
+    scoring = ScoringIntentModel.from_bytes(blob, encoder=encoder)
+    assert scoring.labels == model.labels and scoring.version == model.version and scoring.n_learned == model.n_learned
+    for text in texts:
+        want, got = model.predict_detail(text), scoring.predict_detail(text)
+        assert got.top_label == want.top_label and got.label == want.label, text
+        assert got.raw_probability == pytest.approx(want.raw_probability, rel=1e-5, abs=1e-7)
+        assert got.confidence == pytest.approx(want.confidence, rel=1e-5, abs=1e-7)
+        p, q = model.predict_proba_one(text), scoring.predict_proba_one(text)
+        assert list(p) == list(q)
+        np.testing.assert_allclose(list(q.values()), list(p.values()), rtol=1e-4, atol=1e-7)
+    # the learning restore of the same bytes is the model itself
+    assert IntentModel.from_bytes(blob, encoder=encoder).to_bytes() == model.to_bytes()
+
+
+@pytest.mark.parametrize("layout", ["few classes", "many classes"])
+def test_a_snapshot_holds_the_weights_in_the_smaller_layout(make_intent_rows: Any, layout: str) -> None:
+    """Since December 6 the weights of many classes are stored sparse: a fraction of the bytes a worker decompresses."""
+    model, blob, _ = _trained(make_intent_rows, layout)
+    _, _, _, arrays = model.snapshot_parts()
+    k, rows = len(model.labels), arrays["rows"]
+    w, u, nb = model._w[rows, :k], model._u[rows, :k], model._nb[rows, :k]
+    if layout == "few classes":  # PA moves two of four classes per example: most weights are not zero
+        assert "wu_gaps" not in arrays
+        np.testing.assert_array_equal(arrays["w"], w)
+        assert len(snapshot_body(blob)) <= len(snapshot_body(_dense_layout(model)))
+        return
+    wu_at = np.cumsum(arrays["wu_gaps"])
+    np.testing.assert_array_equal(wu_at, np.flatnonzero((w != 0) | (u != 0)))
+    np.testing.assert_array_equal(arrays["w"], w.ravel()[wu_at])
+    np.testing.assert_array_equal(np.cumsum(arrays["nb_gaps"]), np.flatnonzero(nb))
+    np.testing.assert_array_equal(arrays["nb"], nb.ravel()[nb.ravel() != 0])
+    assert len(snapshot_body(blob)) < 0.5 * len(snapshot_body(_dense_layout(model)))
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("wu_gaps", lambda a: a * 1000),  # positions past the block
+        ("wu_gaps", lambda a: a - 1),  # positions repeated
+        ("nb_gaps", lambda a: a[:-1]),  # fewer positions than values
+        ("nb_gaps", lambda a: a.astype(np.float32)),  # not positions
+        ("rows", lambda a: a[::-1]),  # rows out of order
+        ("nb_tot", lambda a: a[:-1]),  # a class short
+    ],
+)
+def test_a_corrupt_sparse_snapshot_is_refused(make_intent_rows: Any, name: str, bad: Any) -> None:
+    from cxstream.intel.intent import ScoringIntentModel
+    from cxstream.intel.snapshot import dump_snapshot
+
+    model = IntentModel(n_features=1 << 12)
+    model.learn_many(_many_label_rows(200, seed=1))
+    kind, version, meta, arrays = model.snapshot_parts()
+    arrays[name] = bad(arrays[name])
+    blob = dump_snapshot(kind, version, meta, arrays)
+    with pytest.raises(ValueError):
+        ScoringIntentModel.from_bytes(blob)
+    if name != "nb_tot":  # the learning restore reads nb_tot into its own array, which refuses a short one too
+        with pytest.raises(SnapshotError):
+            IntentModel.from_bytes(blob)
+
+
+def test_a_scoring_model_refuses_to_learn_or_publish(make_intent_rows: Any) -> None:
+    from cxstream.intel.intent import ScoringIntentModel
+
+    model = IntentModel(n_features=1 << 12)
+    model.learn_many(make_intent_rows(40, seed=1))
+    scoring = ScoringIntentModel.from_bytes(model.to_bytes())
+    with pytest.raises(TypeError, match="scores only"):
+        scoring.learn_one("where is my card", "card_arrival")
+    with pytest.raises(TypeError, match="scores only"):
+        scoring.publish()
