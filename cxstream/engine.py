@@ -47,6 +47,7 @@ from cxstream.context.language import LanguageDetector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
 from cxstream.serve.workers import ApiWorkers
+from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_topics
 from cxstream.streams.app import Topics, bind_topics, create_app
 from cxstream.streams.batch import BatchRuntime
@@ -112,6 +113,26 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    watch_gc()
+
+
+def watch_gc() -> None:
+    """Time every pass of the cyclic collector into ``cx_gc_pause_seconds{generation}`` (once per process).
+
+    A pass stops every thread; these are the pauses a latency tail can be checked against.
+    """
+    if any(getattr(cb, "__name__", "") == "_gc_timer" for cb in gc.callbacks):
+        return
+    pause = [metrics.GC_PAUSE.labels(str(g)) for g in range(3)]
+    started = [0.0]
+
+    def _gc_timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pause[info["generation"]].observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(_gc_timer)
 
 
 class Wiring:

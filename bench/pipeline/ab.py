@@ -50,6 +50,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "stage_wait": final.get("stage_wait"),
         "loop_phases": final.get("loop_phases"),
         "loop_lag": final.get("loop_lag"),
+        "gc_pauses": final.get("gc_pauses"),
         "fetch_hold_ms": final.get("fetch_hold_ms"),
         "identity_roads": final.get("identity_roads"),
         "broker_warmup": result.get("broker_warmup"),

@@ -509,6 +509,10 @@ def hop_breakdown(
     ``by_minute`` (with *minute_of*, each contact's minute): each segment's p50 and p99 per minute
     for the contacts offered on arrival (not in *queued*), to tell which hop a drift is in.
 
+    ``on_arrival`` (with *queued*): the segments and the slowest of the contacts offered on arrival
+    (not in *queued*): the hop their tail is in and, by the slowest's planned times, whether it
+    came in one burst.
+
     ``send_to_ack`` (with *acked*, when the broker's acknowledgement of each contact's opening
     reached the harness): the harness's own produce round trip, the first part of ``ingest``
     (not a segment of its own: the engine may take the record before the acknowledgement is read).
@@ -518,6 +522,12 @@ def hop_breakdown(
     >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)})
     >>> out["contacts"], [round(out[k]["p50_ms"]) for k in ("send", "ingest", "identity_to_router", "to_consumer", "e2e")]
     (1, [1, 8, 11, 10, 30])
+    >>> b = Assignment(assignment_id="b", contact_id="d", customer_id="u", advisor_id="v", routing_group="billing",
+    ...                channel="chat", contact_opened_at=1.0, decided_at=1.5, waited_s=0.5)
+    >>> out = hop_breakdown(["c", "d"], {"c": 1.0, "d": 1.0}, {"c": 1.001, "d": 1.001}, {"c": 1.009, "d": 1.002},
+    ...                     {"c": 1.020, "d": 1.502}, {"c": (1.030, a), "d": (1.504, b)}, queued={"d"})
+    >>> out["contacts"], out["on_arrival"]["contacts"], round(out["on_arrival"]["ingest"]["p99_ms"]), out["on_arrival"]["slowest"][0]["contact"]
+    (2, 1, 8, 'c')
     >>> row, = hop_breakdown(["c"], {"c": 1.0}, {"c": 1.001}, {"c": 1.009}, {"c": 1.020}, {"c": (1.030, a)}, minute_of={"c": 0})["by_minute"]
     >>> row["minute"], row["count"], {k: round(v) for k, v in row["p99_ms"].items()}
     (0, 1, {'send': 1, 'ingest': 8, 'identity_to_router': 11, 'to_consumer': 10})
@@ -536,15 +546,25 @@ def hop_breakdown(
         segments["router_waited"].append(assignment.waited_s)
         segments["e2e"].append(consumed - planned[c])
         each.append((consumed - planned[c], c, stamps, assignment))
-    slowest = [
-        {"contact": c, "e2e_ms": round(1000 * e2e, 1), "planned_at": round(stamps[0], 3),
-         **{f"{name}_ms": round(1000 * max(0.0, end - begin), 1) for name, begin, end in zip(names, stamps, stamps[1:], strict=False)},
-         "router_waited_ms": round(1000 * a.waited_s, 1), "channel": a.channel, "attempt": a.attempt,
-         "customer_id": a.customer_id, "language": a.language, "intent": a.intent}
-        for e2e, c, stamps, a in heapq.nlargest(slowest_n, each, key=lambda x: x[0])
-    ]
+
+    def slowest_of(rows: list[tuple[float, str, tuple[float, ...], Assignment]]) -> list[dict[str, Any]]:
+        return [
+            {"contact": c, "e2e_ms": round(1000 * e2e, 1), "planned_at": round(stamps[0], 3),
+             **{f"{name}_ms": round(1000 * max(0.0, end - begin), 1) for name, begin, end in zip(names, stamps, stamps[1:], strict=False)},
+             "router_waited_ms": round(1000 * a.waited_s, 1), "channel": a.channel, "attempt": a.attempt,
+             "customer_id": a.customer_id, "language": a.language, "intent": a.intent}
+            for e2e, c, stamps, a in heapq.nlargest(slowest_n, rows, key=lambda x: x[0])
+        ]
+
     out: dict[str, Any] = {"contacts": len(segments["e2e"]), **{k: LatencySummary.of(v).as_dict() for k, v in segments.items()},
-                           "slowest": slowest}
+                           "slowest": slowest_of(each)}
+    if queued:  # the same for the contacts offered on arrival: the hop their tail is in, and when it came
+        arrived = [row for row in each if row[1] not in queued]
+        out["on_arrival"] = {
+            "contacts": len(arrived),
+            **{name: LatencySummary.of([max(0.0, st[i + 1] - st[i]) for _, _, st, _ in arrived]).as_dict() for i, name in enumerate(names)},
+            "slowest": slowest_of(arrived),
+        }
     if acked is not None:
         out["send_to_ack"] = LatencySummary.of([acked[c] - sent[c] for _, c, _, _ in each if c in acked]).as_dict()
     if minute_of is not None:
@@ -698,6 +718,38 @@ def histogram_quantiles(
     return result
 
 
+def workers_only(samples: list[tuple[str, dict[str, str], float]]) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of the workers' own series: without the ``process`` label their learner's carry.
+
+    >>> workers_only([("m", {}, 1.0), ("m", {"process": "learner"}, 2.0)])
+    [('m', {}, 1.0)]
+    """
+    return [x for x in samples if "process" not in x[1]]
+
+
+def gc_passes(
+    before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]],
+) -> dict[str, dict[str, float | None]] | None:
+    """The workers' collector passes between two scrapes, per generation: their count and p50/p99/p99.9 (ms).
+
+    None: the engines do not export ``cx_gc_pause_seconds`` (older than December 6, 2026).
+
+    >>> c = 'cx_gc_pause_seconds_count{generation="%s"} 0'
+    >>> b = 'cx_gc_pause_seconds_bucket{generation="0",le="%s"} %s'
+    >>> after = parse_metrics("\\n".join([c % 0, c % 1, c % 2, b % ("0.005", 3), b % ("+Inf", 3)]))
+    >>> gc_passes([], after)
+    {'0': {'p50_ms': 5.0, 'p99_ms': 5.0, 'p999_ms': 5.0, 'count': 3.0}, '1': {'count': 0.0}, '2': {'count': 0.0}}
+    >>> gc_passes([], []) is None
+    True
+    """
+    b, a = workers_only(before), workers_only(after)
+    if not any(name == "cx_gc_pause_seconds_count" for name, _, _ in a):
+        return None
+    out: dict[str, dict[str, float | None]] = {g: {"count": 0.0} for g in ("0", "1", "2")}
+    out.update(histogram_quantiles(b, a, "cx_gc_pause_seconds", "generation", (0.5, 0.99, 0.999)))
+    return out
+
+
 def context_route_buckets(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
     """Cumulative counts per ``le`` of the server-side latency of the context route (all statuses)."""
     out: dict[str, float] = {}
@@ -817,6 +869,7 @@ class StepResult:
     stage_wait: dict[str, Any] | None = None  # per stage: produce -> taken up, p50/p99 (bucket bounds, ms)
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
+    gc_pauses: dict[str, Any] | None = None  # cx_gc_pause_seconds of the workers (not their learners), per generation
     fetch_hold_ms: list[float] | None = None  # cx_stage_fetch_hold_ms of each engine at the window's end (fetch pacing)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, learner, broker, redis, harness, lookups, other (CpuSplit)
@@ -1460,6 +1513,7 @@ class Bench:
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             loop_lag=histogram_quantiles(w_samples, e_samples, "cx_event_loop_lag_seconds", "", (0.5, 0.99, 0.999)).get("?"),
             fetch_hold_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_hold_ms"] or None,
+            gc_pauses=gc_passes(w_samples, e_samples),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
@@ -1934,11 +1988,14 @@ class Bench:
                          "e2e_by_minute: e2e per minute of planned time after the warm-up (decision: e2e_decision); "
                          "e2e_trend: Mann-Kendall test of the per-minute p99 (Kendall's tau against the minute, upward "
                          "when tau > 0 and p < 0.05; a last partial minute left out), with the least-squares slope",
+                "gc_pauses": "cx_gc_pause_seconds of the workers between the step's scrapes, per generation: "
+                             "p50/p99/p99.9 as bucket bounds (ms) and the count of passes",
                 "hops": "each step's e2e cut at the records' Kafka timestamps: send (planned -> the harness's send()), "
                         "ingest (-> ingest's ResolveRequest produced), identity_to_router (-> the assignment produced, "
                         "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown; "
                         "by_minute: each hop's p50/p99 per minute of a step of 2 minutes or more (contacts offered on "
-                        "arrival); send_to_ack: the harness's send() -> the broker's acknowledgement",
+                        "arrival); on_arrival: the hops and the slowest of the contacts offered on arrival; "
+                        "send_to_ack: the harness's send() -> the broker's acknowledgement",
                 "work_by_minute": "a step of 2 minutes or more marked each minute (minute_rows): each process group's "
                                   "CPU, the inputs a second, the engine's CPU per input, its loop rounds a second, its "
                                   "full (generation 2) collections, the machine's steal",

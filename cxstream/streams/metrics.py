@@ -59,6 +59,12 @@ EVENT_LOOP_LAG = Histogram(
     "random moment waits for whatever holds the loop (a batch, a timer, a publication) before anything can start on it.",
     buckets=_LATENCY_BUCKETS,
 )
+GC_PAUSE = Histogram(
+    "cx_gc_pause_seconds",
+    "How long each pass of Python's cyclic garbage collector held this process, by generation (0, 1, 2: "
+    "2 is a full pass).  Every thread, the event loop included, stands still for it.",
+    ["generation"], buckets=_LATENCY_BUCKETS,
+)
 FETCH_HOLD_MS = Gauge(
     "cx_stage_fetch_hold_ms",
     "Longest the broker may hold the batch stages' fetch for more records (16 KB), ms: 0 while the worker's CPU "
