@@ -175,6 +175,8 @@ def main_learn(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.parent_pid is not None:
         die_with(args.parent_pid)
+    if settings.learner_nice:  # before any thread starts: Linux keeps a niceness per thread, new ones inherit it
+        os.nice(settings.learner_nice)
     configure_logging(settings.log_level)
     if not settings.broker_url or not settings.redis_url:
         print("cxstream learn: set CX_BROKER_URL and CX_REDIS_URL (cxstream run passes its own)", file=sys.stderr)

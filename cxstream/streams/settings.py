@@ -138,6 +138,10 @@ class Settings:
         "in a child process of its own ('cxstream learn'), off the stream worker's event loop and GIL, and restarts "
         "it if it dies; 0: in the stream worker's process."
     )
+    learner_nice: int = _setting(
+        0, "The learner's process's CPU niceness, 0-19 (nice(1)): above 0 it yields the core to the stream worker "
+        "when both want it (its publications are bursts of compression), and learns in the gaps."
+    )
     identity_fast_path: int = _setting(
         0, "1: ingest sends a customer event whose identifiers all already belong to one customer (in its replica of "
         "the identity table) straight to that customer's context partition, past the identity stage's one partition; "
@@ -269,6 +273,8 @@ class Settings:
             raise SettingsError(f"CX_STAGE_CLIENT={self.stage_client!r}: use 'aiokafka' or 'librdkafka'")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
+        if not 0 <= self.learner_nice <= 19:
+            raise SettingsError(f"CX_LEARNER_NICE={self.learner_nice!r}: use a niceness from 0 to 19")
         if self.loop_stall_log_ms < 0:
             raise SettingsError(f"CX_LOOP_STALL_LOG_MS={self.loop_stall_log_ms!r}: use 0 (off) or a number of ms")
         if self.fetch_pace_max_ms < 0:

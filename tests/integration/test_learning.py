@@ -34,7 +34,7 @@ def learning_engine(servers: tuple[str, str], tmp_path_factory: pytest.TempPathF
     tag = uuid.uuid4().hex[:8]
     e = start_engine(
         servers[0], servers[1], tmp_path_factory.mktemp("learning"), f"l{tag}.", f"cxlearn-{tag}",
-        CX_SNAPSHOT_EVERY="6", CX_SNAPSHOT_INTERVAL_S="1", CX_MODEL_REFRESH_S="0.5",
+        CX_SNAPSHOT_EVERY="6", CX_SNAPSHOT_INTERVAL_S="1", CX_MODEL_REFRESH_S="0.5", CX_LEARNER_NICE="7",
     )
     yield e
     stop_engine(e)
@@ -180,6 +180,7 @@ def test_the_learner_runs_in_a_process_of_its_own_and_is_restarted_when_it_dies(
     e = learning_engine
     (learner,) = wait_for(lambda: learner_processes(e), timeout=30)
     assert learner.pid != e.proc.pid and learner.ppid() == e.proc.pid
+    assert learner.nice() == 7 and psutil.Process(e.proc.pid).nice() == 0  # CX_LEARNER_NICE: the learner alone yields
     churn_outcomes(e, 4)
     # learned there: its series carry process="learner", in one valid exposition with the engine's own
     wait_for(lambda: (learner_series(e, "cx_labels_total", model="churn", process="learner") or 0) >= 4, timeout=60)
@@ -196,6 +197,7 @@ def test_the_learner_runs_in_a_process_of_its_own_and_is_restarted_when_it_dies(
              timeout=90, interval=3.0)
     wait_for(lambda: (learner_series(e, "cx_model_version", model="churn", process="learner") or 0) > published, timeout=60)
     assert restarted.is_running() and e.proc.poll() is None
+    assert restarted.nice() == 7
 
 
 def test_a_merge_scores_the_churn_risk_again_on_both_sides_facts(learning_engine: RunningEngine) -> None:

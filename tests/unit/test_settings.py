@@ -32,6 +32,8 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_EVENT_LOOP": "trio"}, "CX_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"),
         ({"CX_STAGE_CLIENT": "kafka-python"}, "CX_STAGE_CLIENT='kafka-python': use 'aiokafka' or 'librdkafka'"),
         ({"CX_IDENTITY_FAST_PATH": "2"}, "CX_IDENTITY_FAST_PATH=2: use 0 or 1"),
+        ({"CX_LEARNER_NICE": "20"}, "CX_LEARNER_NICE=20: use a niceness from 0 to 19"),
+        ({"CX_LEARNER_NICE": "-5"}, "CX_LEARNER_NICE=-5: use a niceness from 0 to 19"),
         ({"CX_IDENTITY_FAST_PATH": "1", "CX_PROCESSING_GUARANTEE": "exactly_once"},
          "CX_IDENTITY_FAST_PATH=1 needs .*'exactly_once'"),
         ({"CX_IDENTITY_FAST_PATH": "1", "CX_STAGE_CLIENT": "librdkafka"}, "CX_IDENTITY_FAST_PATH=1 needs .*'librdkafka'"),
