@@ -32,7 +32,7 @@ Label names are free-form and may appear at any time: class columns grow on dema
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 
@@ -545,14 +545,20 @@ class IntentModel(Snapshotted):
         return SNAPSHOT_KIND, self.version, meta, owned(arrays)
 
     @classmethod
-    def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> IntentModel:
-        """Restore a snapshot.  A model trained with an encoder needs the same ``encoder``."""
+    def _opened(cls, data: bytes, encoder: Encoder | None) -> tuple[Self, Snapshot, bool]:
+        """A snapshot read, an empty model of this class with its parameters, and whether it has the dense head
+        (then built with *encoder*, which it needs: the one it was trained with)."""
         snap = load_snapshot(data, kind=SNAPSHOT_KIND)
         params = dict(snap.meta["params"])
         has_dense = "dw" in snap.arrays
         if has_dense and encoder is None:
             raise ValueError(f"snapshot was trained with encoder {params.get('encoder_name')!r}; pass encoder=")
-        model = cls(encoder=encoder if has_dense else None, **params)
+        return cls(encoder=encoder if has_dense else None, **params), snap, has_dense
+
+    @classmethod
+    def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> IntentModel:
+        """Restore a snapshot.  A model trained with an encoder needs the same ``encoder``."""
+        model, snap, has_dense = cls._opened(data, encoder)
         model._reserve(len(snap.meta["labels"]))
         for label in snap.meta["labels"]:
             model._add_label(str(label))
@@ -623,12 +629,7 @@ class ScoringIntentModel(IntentModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, encoder: Encoder | None = None) -> ScoringIntentModel:
-        snap = load_snapshot(data, kind=SNAPSHOT_KIND)
-        params = dict(snap.meta["params"])
-        has_dense = "dw" in snap.arrays
-        if has_dense and encoder is None:
-            raise ValueError(f"snapshot was trained with encoder {params.get('encoder_name')!r}; pass encoder=")
-        model = cls(encoder=encoder if has_dense else None, **params)
+        model, snap, has_dense = cls._opened(data, encoder)
         model.labels = [str(label) for label in snap.meta["labels"]]
         model._index = {label: i for i, label in enumerate(model.labels)}
         k = len(model.labels)
