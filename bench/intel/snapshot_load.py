@@ -36,20 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from cxstream.bench.loadgen import machine_speed
+from cxstream.bench.snapshots import dense_layout
 from cxstream.datasets import shared_data_dir
 from cxstream.intel.evaluate import BANKING77_FILE, read_labelled_csv
 from cxstream.intel.intent import IntentModel, ScoringIntentModel
 from cxstream.intel.snapshot import dump_snapshot, snapshot_body
-
-
-def dense_layout(model: IntentModel) -> bytes:
-    """The model's snapshot as written before December 6, 2026: the touched rows' weights as dense blocks."""
-    kind, version, meta, arrays = model.snapshot_parts()
-    rows, k = arrays["rows"], len(model.labels)
-    for name in ("wu_gaps", "nb_gaps"):
-        arrays.pop(name, None)
-    arrays.update(w=model._w[rows, :k], u=model._u[rows, :k], nb=model._nb[rows, :k])
-    return dump_snapshot(kind, version, meta, arrays)
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cxstream.bench.snapshots import dense_layout
 from cxstream.intel.calibration import OnlineCalibrator
 from cxstream.intel.drift import ErrorDriftMonitor
 from cxstream.intel.intent import UNKNOWN, IntentModel
@@ -270,18 +271,6 @@ def test_a_snapshot_holds_exactly_the_rows_learning_touched(make_intent_rows: An
     assert len(restored.snapshot_parts()[3]["rows"]) > len(nonzero)
 
 
-def _dense_layout(model: IntentModel) -> bytes:
-    """The model's snapshot as written before December 6, 2026: the touched rows' weights as dense blocks."""
-    from cxstream.intel.snapshot import dump_snapshot
-
-    kind, version, meta, arrays = model.snapshot_parts()
-    rows, k = arrays["rows"], len(model.labels)
-    for name in ("wu_gaps", "nb_gaps"):
-        arrays.pop(name, None)
-    arrays.update(w=model._w[rows, :k], u=model._u[rows, :k], nb=model._nb[rows, :k])
-    return dump_snapshot(kind, version, meta, arrays)
-
-
 _HEADS: dict[str, dict[str, Any]] = {
     "hashed": {},
     "encoder": {"encoder": _toy_encoder, "encoder_name": "toy", "knn_weight": 1.5},
@@ -313,7 +302,7 @@ def _trained(make_intent_rows: Any, layout: str, **extra: Any) -> tuple[IntentMo
     model = IntentModel(n_features=1 << 12, **extra)
     few = layout == "few classes"
     model.learn_many(make_intent_rows(160, seed=1) if few else _many_label_rows(400, seed=1))
-    blob = _dense_layout(model) if layout == "before December 6" else model.to_bytes()
+    blob = dense_layout(model) if layout == "before December 6" else model.to_bytes()
     texts = [text for text, _ in (make_intent_rows(60, seed=2) if few else _many_label_rows(60, seed=2))]
     return model, blob, [*texts, "zanzibar quokka", "", "card"]
 
@@ -351,14 +340,14 @@ def test_a_snapshot_holds_the_weights_in_the_smaller_layout(make_intent_rows: An
     if layout == "few classes":  # PA moves two of four classes per example: most weights are not zero
         assert "wu_gaps" not in arrays
         np.testing.assert_array_equal(arrays["w"], w)
-        assert len(snapshot_body(blob)) <= len(snapshot_body(_dense_layout(model)))
+        assert len(snapshot_body(blob)) <= len(snapshot_body(dense_layout(model)))
         return
     wu_at = np.cumsum(arrays["wu_gaps"])
     np.testing.assert_array_equal(wu_at, np.flatnonzero((w != 0) | (u != 0)))
     np.testing.assert_array_equal(arrays["w"], w.ravel()[wu_at])
     np.testing.assert_array_equal(np.cumsum(arrays["nb_gaps"]), np.flatnonzero(nb))
     np.testing.assert_array_equal(arrays["nb"], nb.ravel()[nb.ravel() != 0])
-    assert len(snapshot_body(blob)) < 0.5 * len(snapshot_body(_dense_layout(model)))
+    assert len(snapshot_body(blob)) < 0.5 * len(snapshot_body(dense_layout(model)))
 
 
 @pytest.mark.parametrize(
