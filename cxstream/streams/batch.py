@@ -479,7 +479,7 @@ class BatchRuntime:
         self._stopping = False
         self.lag_interval_s = lag_interval_s
         self._lag_task: asyncio.Task[None] | None = None
-        self.pacer: FetchPacer | None = None  # holds the fetch while the worker is busy (CX_FETCH_PACE_MAX_MS; aiokafka)
+        self.pacer: FetchPacer | None = None  # the fetch's wait while the worker is busy (CX_FETCH_WAIT_BUSY_MS, CX_FETCH_PACE_MAX_MS; aiokafka)
         self._lag_labels: dict[TopicPartition, tuple[str, str, str]] = {}  # the cx_consumer_lag_records children set
         # where this worker began each partition it owns (its first fetched offset), until a batch of it is acknowledged
         self._begun: dict[TopicPartition, int] = {}
@@ -621,7 +621,7 @@ class BatchRuntime:
         self.pacer = FetchPacer(
             aiokafka_fetch(self.consumer), max_wait_ms=self.settings.fetch_pace_max_ms,
             idle=(self.settings.fetch_min_bytes, self.fetch_wait_ms), from_share=self.settings.fetch_pace_from,
-            full_share=self.settings.fetch_pace_full,
+            full_share=self.settings.fetch_pace_full, busy_wait_ms=self.settings.fetch_wait_busy_ms,
         )
         self.pacer.start()
         self._start_loop()

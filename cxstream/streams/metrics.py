@@ -65,6 +65,11 @@ GC_PAUSE = Histogram(
     "2 is a full pass).  Every thread, the event loop included, stands still for it.",
     ["generation"], buckets=_LATENCY_BUCKETS,
 )
+FETCH_WAIT_MS = Gauge(
+    "cx_stage_fetch_wait_ms",
+    "Longest the broker may wait for records before it answers the batch stages' fetch, ms: CX_FETCH_WAIT_MS, "
+    "CX_FETCH_WAIT_BUSY_MS while the worker's CPU share is above CX_FETCH_PACE_FROM, or the held fetch's wait.",
+)
 FETCH_HOLD_MS = Gauge(
     "cx_stage_fetch_hold_ms",
     "Longest the broker may hold the batch stages' fetch for more records (16 KB), ms: 0 while the worker's CPU "

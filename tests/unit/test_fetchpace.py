@@ -1,4 +1,4 @@
-"""FetchPacer: the fetch is held only while the worker is busy, in proportion to how busy, and settles."""
+"""FetchPacer: while the worker is busy its fetch waits less (the busy wait), or is held in proportion to how busy (pacing), and settles."""
 
 from __future__ import annotations
 
@@ -120,3 +120,48 @@ def test_bad_settings_are_refused() -> None:
         Settings(fetch_pace_max_ms=-1)
     with pytest.raises(SettingsError, match="CX_FETCH_PACE_FROM"):
         Settings(fetch_pace_from=0.9, fetch_pace_full=0.8)
+
+
+def test_a_busy_worker_fetch_waits_the_busy_wait_and_an_idle_one_its_own_again() -> None:
+    """Pacing off (the default): above CX_FETCH_PACE_FROM the fetch waits CX_FETCH_WAIT_BUSY_MS, below it the consumer's own wait."""
+    worker = Worker(0.3)
+    pacer = worker.pacer(max_wait_ms=0, busy_wait_ms=2)
+    worker.run(pacer, 10)
+    assert worker.applied == [] and pacer.fetch == (1, 10)  # idle: the consumer keeps its own fetch
+    worker.shares = 0.85
+    worker.run(pacer, 10)
+    assert worker.applied == [(1, 2)]  # answered at once when a record arrives, else after 2 ms: set once
+    assert REGISTRY.get_sample_value("cx_stage_fetch_wait_ms") == 2
+    assert REGISTRY.get_sample_value("cx_stage_fetch_hold_ms") == 0  # not held
+    worker.shares = 0.1
+    worker.run(pacer, 10)
+    assert worker.applied == [(1, 2), (1, 10)]
+    assert REGISTRY.get_sample_value("cx_stage_fetch_wait_ms") == 10
+
+
+def test_a_held_fetch_takes_precedence_over_the_busy_wait() -> None:
+    worker = Worker(0.95)
+    pacer = worker.pacer(max_wait_ms=5, busy_wait_ms=2)
+    worker.run(pacer, 10)
+    assert worker.applied[-1] == (BUSY_MIN_BYTES, 5)
+    assert (1, 2) not in worker.applied
+
+
+def test_the_busy_wait_alone_starts_the_sampling_and_stopping_restores_the_consumers_wait() -> None:
+    worker = Worker(1.0)
+
+    async def scenario() -> None:
+        pacer = worker.pacer(max_wait_ms=0, busy_wait_ms=2, interval_s=0.01)
+        pacer.start()
+        while pacer.fetch == (1, 10):
+            worker.tick(0.01)
+            await asyncio.sleep(0.01)
+        assert pacer.fetch == (1, 2)
+        await pacer.stop()
+
+    asyncio.run(scenario())
+    assert worker.applied == [(1, 2), (1, 10)]
+    with pytest.raises(ValueError, match="busy wait"):
+        FetchPacer(lambda b, w: None, max_wait_ms=0, idle=(1, 10), busy_wait_ms=-1)
+    with pytest.raises(SettingsError, match="CX_FETCH_WAIT_BUSY_MS"):
+        Settings(fetch_wait_busy_ms=-1)
