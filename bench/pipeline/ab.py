@@ -52,6 +52,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "loop_lag": final.get("loop_lag"),
         "gc_pauses": final.get("gc_pauses"),
         "fetch_hold_ms": final.get("fetch_hold_ms"),
+        "fetch_wait_ms": final.get("fetch_wait_ms"),
         "identity_roads": final.get("identity_roads"),
         "broker_warmup": result.get("broker_warmup"),
         "cpu_slices_us": result.get("cpu_slices_us"),

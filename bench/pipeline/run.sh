@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline benchmark of issue 7 (see docs/PERFORMANCE.md): references + engine on the embedded
 # broker, open-loop, --find-max, then half the max rate with 1,000 context lookups/s.
-# Writes bench/results/pipeline.json.  About 6-8 minutes on a 2-core machine with the defaults;
+# Writes bench/results/pipeline.json.  About 15 minutes on a 2-core machine with the defaults (the latency
+# search measures each rate three times: --latency-repeats);
 # the long final run of docs/PERFORMANCE.md (>= 10 min, >= 10,000 contacts) takes ~30 minutes:
 #   OUT=bench/results/pipeline-kafka.json TIMEOUT=3600 bash bench/pipeline/run.sh --duration 600 \
 #       --final-contacts 10000 --max-final-duration 1200

@@ -19,7 +19,8 @@ One run, one machine, one broker (see docs/PERFORMANCE.md for the method and res
    advisors free up; latencies go into HDR histograms, the warm-up is discarded;
 5. ``--find-max``: steps the rate up, then bisects, to the highest rate the engine keeps up
    with; bisects again (``--latency-steps``) to the highest rate whose e2e p99 stays under
-   ``--p99-limit-ms`` (of every contact, then of those offered on arrival); then runs at half that rate
+   ``--p99-limit-ms`` (of every contact, then of those offered on arrival) in most of
+   ``--latency-repeats`` steps at that rate; then runs at half that rate
    with 1,000 context lookups per second (``python -m cxstream.bench.lookups``);
 6. reports table state per customer (Redis copies of the contexts: ``STRLEN`` and
    ``MEMORY USAGE`` of sampled ``cx:ctx:*`` keys) and the engines' RSS, and writes JSON.
@@ -132,9 +133,11 @@ class Options:
     start_rate: float = 100.0
     step_duration: float = 10.0
     max_steps: int = 10
-    #: after the capacity search, steps that bisect the latency limit's rate (for every contact, then on arrival)
-    latency_steps: int = 6
+    #: after the capacity search, rates that bisect the latency limit's rate, for every contact, then as many on arrival
+    latency_steps: int = 5
     latency_step_duration: float = 20.0
+    #: steps measured at each rate the latency search decides on (the bracket's ends and each probe); most must meet the limit
+    latency_repeats: int = 3
     #: the latency search stops once the rate that missed is within this fraction of the rate that met
     latency_resolution: float = 0.1
     #: a step whose e2e p50 is above this has fallen behind (its backlog grew): not kept up with
@@ -871,6 +874,7 @@ class StepResult:
     loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
     gc_pauses: dict[str, Any] | None = None  # cx_gc_pause_seconds of the workers (not their learners), per generation
     fetch_hold_ms: list[float] | None = None  # cx_stage_fetch_hold_ms of each engine at the window's end (fetch pacing)
+    fetch_wait_ms: list[float] | None = None  # cx_stage_fetch_wait_ms of each engine at the window's end (the busy wait)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, learner, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
@@ -1095,11 +1099,46 @@ def under_limit(r: StepResult, limit_ms: float, *, on_arrival: bool = False) -> 
 def latency_bracket(steps: Sequence[StepResult], ok: Callable[[StepResult], bool]) -> tuple[float, float | None]:
     """(the highest rate of *steps* that met the target, the lowest rate above it that did not, None if none).
 
-    A step below the highest that met it may have missed (one contact held by the routing policy
+    A rate measured by several steps met the target when more than half of them did: for an odd
+    count, when the median of their p99s is under the limit (each p99 of a 10-20 s step is set by
+    its worst burst, so one step can land on either side by chance: ``--latency-repeats``).
+    A rate below the highest that met it may have missed (one contact held by the routing policy
     makes a p99 of a few hundred contacts): the bracket is above the highest rate that met it."""
-    lo = max((s.rate for s in steps if ok(s)), default=0.0)
-    above = [s.rate for s in steps if s.rate > lo and not ok(s)]
+    met = rate_verdicts(steps, ok)
+    lo = max((rate for rate, (n_met, n) in met.items() if 2 * n_met > n), default=0.0)
+    above = [rate for rate, (n_met, n) in met.items() if rate > lo and 2 * n_met <= n]
     return lo, (min(above) if above else None)
+
+
+def rate_verdicts(steps: Sequence[StepResult], ok: Callable[[StepResult], bool]) -> dict[float, tuple[int, int]]:
+    """Per rate of *steps*: (how many of its steps met the target, how many steps it had).
+
+    >>> class S:
+    ...     def __init__(self, rate, good): self.rate, self.good = rate, good
+    >>> rate_verdicts([S(410, True), S(656, False), S(656, True), S(656, True)], lambda s: s.good)
+    {410: (1, 1), 656: (2, 3)}
+    """
+    out: dict[float, tuple[int, int]] = {}
+    for s in steps:
+        n_met, n = out.get(s.rate, (0, 0))
+        out[s.rate] = (n_met + bool(ok(s)), n + 1)
+    return out
+
+
+def p99s_by_rate(steps: Sequence[StepResult], *, on_arrival: bool, rates: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """The e2e p99 of each step at each of *rates* (of the contacts offered on arrival with *on_arrival*), and their median.
+
+    >>> class S:
+    ...     def __init__(self, rate, p99): self.rate, self.e2e, self.e2e_on_arrival = rate, {"p99_ms": p99}, {"p99_ms": p99 / 2}
+    >>> p99s_by_rate([S(656, 40.0), S(656, 90.0), S(656, 60.0), S(410, 20.0)], on_arrival=False, rates=[656])
+    {'656': {'p99_ms': [40.0, 90.0, 60.0], 'median_ms': 60.0}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for rate in rates:
+        p99s = [((s.e2e_on_arrival if on_arrival else s.e2e) or {}).get("p99_ms") for s in steps if s.rate == rate]
+        known = [v for v in p99s if v is not None]
+        out[f"{rate:g}"] = {"p99_ms": p99s, "median_ms": round(median(known), 1) if known else None}
+    return out
 
 
 def latency_probe(lo: float, hi: float | None, resolution: float) -> float | None:
@@ -1513,6 +1552,7 @@ class Bench:
             loop_phases=histogram_quantiles(w_samples, e_samples, "cx_stages_loop_seconds", "phase"),
             loop_lag=histogram_quantiles(w_samples, e_samples, "cx_event_loop_lag_seconds", "", (0.5, 0.99, 0.999)).get("?"),
             fetch_hold_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_hold_ms"] or None,
+            fetch_wait_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_wait_ms"] or None,
             gc_pauses=gc_passes(w_samples, e_samples),
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             cpu_by_process=split.pct("warm", "end"),
@@ -1842,9 +1882,11 @@ class Bench:
         at most ``behind_p50_ms`` and the group's lag drained after the window), then one bisection step.  Then latency: the
         highest passing step; if none passed, the rate halves below the lowest rate kept up
         with, while steps remain (a latency floor shows up as "no rate passes").  Then up to
-        ``latency_steps`` steps of ``latency_step_duration`` bisect between the highest rate that
-        met the p99 limit and the lowest above it that missed, first for every contact, then for
-        the contacts offered on arrival (``result["latency_search"]``).
+        ``latency_steps`` rates bisect between the highest rate that met the p99 limit and the
+        lowest above it that missed, first for every contact, then as many for the contacts offered
+        on arrival (``result["latency_search"]``).  Each rate the search decides on, the bracket's
+        two ends included, is measured by ``latency_repeats`` steps of ``latency_step_duration``
+        (a grid step counts as one), and meets the limit when most of them do.
         """
         opts = self.opts
         steps: list[StepResult] = []
@@ -1885,23 +1927,35 @@ class Bench:
                 rate = round(rate / 2)
         # Latency, finer than the x1.6 grid: bisect between the highest rate that met the target and
         # the lowest one above it that did not, with longer steps (each p99 over more contacts), for
-        # every contact and then for the contacts offered on arrival, --latency-steps in all.
+        # every contact and then for the contacts offered on arrival, --latency-steps rates for each.
+        # Each rate the search decides on is measured --latency-repeats times, the ends of the bracket
+        # too (a grid step is one of them): a rate meets the target when most of its steps do.
         search: dict[str, Any] = {}
-        probes = 0
+        repeats = max(1, opts.latency_repeats)
         for name, on_arrival in (("all", False), ("on_arrival", True)):
             ok = functools.partial(under_limit, limit_ms=opts.p99_limit_ms, on_arrival=on_arrival)
-            tried = []
+            tried: list[float] = []
+            probes = 0
             while probes < opts.latency_steps:
-                probe = latency_probe(*latency_bracket(steps, ok), opts.latency_resolution)
+                lo, hi = latency_bracket(steps, ok)
+                counts = rate_verdicts(steps, ok)
+                unsure = [r for r in (lo, hi) if lo and r and counts[r][1] < repeats]  # (no rate met: the grid's halving decided)
+                probe = unsure[0] if unsure else latency_probe(lo, hi, opts.latency_resolution)
                 if probe is None:
                     break
-                res = await self.step(driver, engines, sampler, lag, session, probe, opts.latency_step_duration)
-                steps.append(res)
+                for _ in range(repeats - counts.get(probe, (0, 0))[1]):
+                    res = await self.step(driver, engines, sampler, lag, session, probe, opts.latency_step_duration)
+                    steps.append(res)
                 probes += 1
                 tried.append(probe)
-                log(f"latency search ({name}): {probe:.0f}/s {'met' if ok(res) else 'missed'} the p99 limit")
+                n_met, n = rate_verdicts(steps, ok)[probe]
+                log(f"latency search ({name}): {probe:.0f}/s {'met' if 2 * n_met > n else 'missed'} the p99 limit "
+                    f"in {n_met} of {n} steps")
             lo, hi = latency_bracket(steps, ok)
-            search[name] = {"max_rate": lo, "lowest_rate_above_that_missed": hi, "probes": tried}
+            counts = rate_verdicts(steps, ok)
+            search[name] = {"max_rate": lo, "lowest_rate_above_that_missed": hi, "probes": tried,
+                            "steps_at_max_rate": counts[lo] if lo else None,  # (met, measured): fewer than repeats if the budget ran out
+                            "p99_ms_by_rate": p99s_by_rate(steps, on_arrival=on_arrival, rates=tried)}
         self.result["latency_search"] = search
         return search["all"]["max_rate"], good, steps
 
@@ -1977,8 +2031,11 @@ class Bench:
                 "rss_mb": "peak RSS of the engine process trees during the final run (psutil)",
                 "max_rate_p99_under_limit": "with --find-max: the highest step rate that kept up with e2e p99 under "
                                             "p99_limit_ms; found on the capacity search's x1.6 grid, then bisected "
-                                            "(latency_search: latency_steps steps of latency_step_duration s) between "
-                                            "it and the lowest rate above it that missed, to latency_resolution",
+                                            "(latency_search: up to latency_steps rates) between it and the lowest rate "
+                                            "above it that missed, to latency_resolution; each rate the search decides "
+                                            "on (the two ends too) measured by latency_repeats steps of "
+                                            "latency_step_duration s (a grid step counts as one), met when most of "
+                                            "them met it (p99_ms_by_rate: each step's p99 and their median)",
                 "max_rate_on_arrival_p99_under_limit": "the same, counting only the contacts the router offered on arrival "
                                                        "(e2e_on_arrival): the engine's latency without the routing "
                                                        "policy's holds; bisected after max_rate_p99_under_limit",
@@ -2263,9 +2320,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--start-rate", type=float, default=100.0)
     p.add_argument("--step-duration", type=float, default=10.0)
     p.add_argument("--max-steps", type=int, default=10, help="steps of the capacity search")
-    p.add_argument("--latency-steps", type=int, default=6,
-                   help="then steps that bisect the rate meeting the p99 limit, for every contact and on arrival (0: none)")
+    p.add_argument("--latency-steps", type=int, default=5,
+                   help="then rates that bisect the rate meeting the p99 limit, for every contact, then as many on arrival "
+                        "(each measured --latency-repeats times; 0: none)")
     p.add_argument("--latency-step-duration", type=float, default=20.0, help="seconds of each latency-search step")
+    p.add_argument("--latency-repeats", type=int, default=3,
+                   help="steps at each rate the latency search decides on, its bracket's ends too; the rate meets the "
+                        "limit when most of them do (1: one step decides)")
     p.add_argument("--latency-resolution", type=float, default=0.1,
                    help="the latency search stops when the rate that missed is within this fraction of the one that met")
     p.add_argument("--no-prefill", dest="prefill", action="store_false")

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import shutil
 from typing import Any
 
-from cxstream.bench.loadgen import Bench, Options, StepResult, latency_bracket, latency_probe, under_limit
+from cxstream.bench.loadgen import (
+    Bench,
+    Options,
+    StepResult,
+    latency_bracket,
+    latency_probe,
+    p99s_by_rate,
+    rate_verdicts,
+    under_limit,
+)
 
 LIMIT_MS = 50.0
 
@@ -44,6 +54,18 @@ def test_the_bracket_is_above_the_highest_rate_that_met_the_limit() -> None:
     assert latency_bracket(steps[:1], lambda s: under_limit(s, LIMIT_MS)) == (100, None)
 
 
+def test_a_rate_measured_several_times_meets_the_limit_when_most_of_its_steps_do() -> None:
+    lucky = step_at(1050, 10, 900, 48)  # the grid's one step at 1,050/s, on arrival, under the limit by chance
+    again = [step_at(1050, 20, 900, 81), step_at(1050, 20, 900, 44), step_at(1050, 20, 900, 96)]
+    steps = [step_at(656, 10, 55, 43), lucky, step_at(1680, 10, 9000, 111)]
+    on_arrival = functools.partial(under_limit, limit_ms=LIMIT_MS, on_arrival=True)
+    assert latency_bracket(steps, on_arrival) == (1050, 1680)
+    assert rate_verdicts([*steps, *again], on_arrival)[1050] == (2, 4)
+    assert latency_bracket([*steps, *again], on_arrival) == (656, 1050)  # 2 of 4 is not most: missed
+    assert latency_bracket([*steps, *again[:2]], on_arrival) == (1050, 1680)  # 2 of 3
+    assert p99s_by_rate([*steps, *again], on_arrival=True, rates=[1050]) == {"1050": {"p99_ms": [48, 81, 44, 96], "median_ms": 64.5}}
+
+
 def test_the_probe_halves_the_bracket_until_it_is_within_the_resolution() -> None:
     assert latency_probe(410, 656, 0.1) == 533
     assert latency_probe(594, 656, 0.1) == 625  # 10.4 % apart
@@ -69,12 +91,13 @@ class ModelBench(Bench):
 
 
 def test_find_max_bisects_the_latency_limit_for_every_contact_then_on_arrival() -> None:
-    bench = ModelBench(Options(find_max=True, latency_steps=6, latency_step_duration=20.0, latency_resolution=0.1))
+    bench = ModelBench(Options(find_max=True, latency_steps=6, latency_step_duration=20.0, latency_resolution=0.1,
+                               latency_repeats=1))
     max_rate, capacity, steps = asyncio.run(bench._find_max(None, [], None, None, None))  # type: ignore[arg-type]
     grid = [(r, d) for r, d in bench.calls if d == 10.0]
     probes = [(r, d) for r, d in bench.calls if d == 20.0]
     assert [r for r, _ in grid][:6] == [100, 160, 256, 410, 656, 1050] and capacity >= 1680
-    assert len(probes) <= 6 and len(steps) == len(bench.calls)
+    assert len(probes) <= 12 and len(steps) == len(bench.calls)
     search = bench.result["latency_search"]
     # every contact: 410 met, 656 missed (held); the model meets up to 560/s (10 + 560/20 = 38 ms, then 20 ms more)
     assert max_rate == search["all"]["max_rate"] and 500 <= max_rate <= 560
@@ -91,3 +114,35 @@ def test_no_latency_steps_keeps_the_grid_answer() -> None:
     max_rate, _, _ = asyncio.run(bench._find_max(None, [], None, None, None))  # type: ignore[arg-type]
     assert max_rate == 410 and all(d == 10.0 for _, d in bench.calls)
     assert bench.result["latency_search"]["on_arrival"]["max_rate"] == 656  # 10 + 656/20 = 42.8 ms on arrival
+
+
+class NoisyBench(ModelBench):
+    """An engine whose on-arrival p99 at a rate is 50 ms at 800/s plus noise: one step in three of each rate is off by 40 ms,
+    either way, as a burst or its absence decides a 20 s step's p99."""
+
+    async def step(self, driver: Any, engines: Any, sampler: Any, lag: Any, session: Any, rate: float,
+                   duration_s: float, **_: Any) -> StepResult:
+        self.calls.append((rate, duration_s))
+        seen = sum(1 for r, _ in self.calls if r == rate)
+        on_arrival = 10 + rate / 20 + (-40 if rate >= 800 else 40) * (seen % 3 == 1) * (rate in (1050, 656))
+        return step_at(rate, duration_s, on_arrival + 100, on_arrival, kept_up=rate < 1700)
+
+
+def test_the_search_measures_the_bracket_ends_again_before_it_trusts_them() -> None:
+    """The grid's one step at 1,050/s met the limit by chance (its p99 40 ms low), the one at 656/s missed by chance
+    (40 ms high): with --latency-repeats 3 each end of a bracket is measured twice more before the search trusts it,
+    and it settles where most steps meet the limit."""
+    noisy = NoisyBench(Options(find_max=True, latency_steps=6, latency_step_duration=20.0, latency_resolution=0.1,
+                               latency_repeats=3))
+    asyncio.run(noisy._find_max(None, [], None, None, None))  # type: ignore[arg-type]
+    on_arrival = noisy.result["latency_search"]["on_arrival"]
+    assert 700 <= on_arrival["max_rate"] < 800 <= on_arrival["lowest_rate_above_that_missed"] <= 880
+    assert on_arrival["steps_at_max_rate"] == (3, 3)
+    assert on_arrival["probes"][:3] == [1050, 410, 656]  # 1,050 fails, then the next bracket's two ends are confirmed
+    assert on_arrival["p99_ms_by_rate"]["1050"] == {"p99_ms": [22.5, 62.5, 62.5], "median_ms": 62.5}
+    for rate in on_arrival["probes"]:
+        assert sum(1 for r, d in noisy.calls if r == rate) == 3  # each rate decided on three steps
+    once = NoisyBench(Options(find_max=True, latency_steps=6, latency_step_duration=20.0, latency_resolution=0.1,
+                              latency_repeats=1))
+    asyncio.run(once._find_max(None, [], None, None, None))  # type: ignore[arg-type]
+    assert once.result["latency_search"]["on_arrival"]["max_rate"] >= 1050  # one lucky step decided it
