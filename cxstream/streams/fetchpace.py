@@ -8,6 +8,8 @@ that is most rounds.  A 2 ms wait at all times lowered the contacts' on-arrival 
 at 1,129/s from 133 to 79 ms (medians of three rotated runs) for no more CPU; always on, it
 cost an idle worker 8 points of a core (5/s: 15.4 against 6.9 %) in empty fetches, so it
 applies only while the worker's CPU share is above ``from_share`` (``CX_FETCH_PACE_FROM``, 0.5).
+So applied, six runs of each at 1,129/s on a slower hour: p99 median 104 against 111 ms, 85-117
+against 85-153 ms; idle and at 410/s no difference (docs/PERFORMANCE.md, "Levers measured").
 
 **The held fetch** (``CX_FETCH_PACE_MAX_MS``, off by default), the other way round:
 
