@@ -208,7 +208,12 @@ def test_several_api_processes_share_the_port_and_leave_nothing_behind(servers: 
         children = api_children(e)
         assert len(children) == 2
         pids = {c.pid for c in children}
-        answered = {call(e.http, "/healthz", key=None)[1]["api_pid"] for _ in range(60)}  # a new connection each
+        # A new connection each.  A process started is not yet listening (it binds once it has imported and set
+        # up), and the kernel spreads connections over the sockets listening at the time: ask until both answered.
+        answered: set[int] = set()
+        deadline = time.monotonic() + 30
+        while answered != pids and time.monotonic() < deadline:
+            answered.add(call(e.http, "/healthz", key=None)[1]["api_pid"])
         assert answered == pids, "the kernel spreads connections over both processes (SO_REUSEPORT)"
         assert "HTTP API on http://127.0.0.1:" in e.output() and "2 processes" in e.output()
     finally:
