@@ -215,7 +215,8 @@ def test_several_api_processes_share_the_port_and_leave_nothing_behind(servers: 
         while answered != pids and time.monotonic() < deadline:
             answered.add(call(e.http, "/healthz", key=None)[1]["api_pid"])
         assert answered == pids, "the kernel spreads connections over both processes (SO_REUSEPORT)"
-        assert "HTTP API on http://127.0.0.1:" in e.output() and "2 processes" in e.output()
+        # the engine says so once every API process reported ready, which can come after both answered
+        assert wait_for(lambda: "HTTP API on http://127.0.0.1:" in e.output() and "2 processes" in e.output(), timeout=30)
     finally:
         assert stop_engine(e) == 0
     time.sleep(0.2)
