@@ -103,7 +103,7 @@ class OutreachStage:
         """Run outreach for *ctx* after *record*; returns the new state bytes for the caller to save."""
         key = state_key(ctx.customer_id)
         raw = self.table.get(key)
-        state = decode_state(raw) if raw else None
+        state = stored = decode_state(raw) if raw else None
         if state is not None and isinstance(record, OutcomeEvent):
             state, attribution = record_outcome(state, record)
             if attribution is not None:
@@ -115,6 +115,8 @@ class OutreachStage:
             await self.send(ev)
         for s in suppressed:
             metrics.OUTREACH_SUPPRESSED.labels(s.trigger, s.guardrail).inc()
+        if state is stored and stored is not None:  # evaluate's fast path (nothing fired, held or aged out): unchanged
+            return None
         new = encode_state(state)
         return None if new == raw else new
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -82,20 +83,22 @@ def churn_inputs(ctx: CustomerContext) -> dict[str, Any]:
     return out
 
 
-def health_inputs(ctx: CustomerContext) -> dict[str, Any]:
+def health_inputs(ctx: CustomerContext, churn: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What the health score (:func:`cxstream.intel.health.health_score`) reads from a live context.
 
     :func:`churn_inputs` (account facts, contacts, repeats, complaints, failed payments, sentiment),
     plus ``unresolved_contacts`` (contacts in the last 30 days an advisor's disposition or a
     ``contact_closed`` said were not resolved), ``csat`` (running mean, 1-5), ``nps`` (the latest
     answer, 0-10) and ``churn_risk`` (the churn model's, when it has scored the customer).
+    *churn*: :func:`churn_inputs` of this context when the caller has them already (the context
+    stage scores churn first; a churn score changes nothing they read), copied instead of computed again.
 
     >>> ctx = CustomerContext(customer_id="c", created_at=0, updated_at=10, csat_avg=2.0, csat_count=2,
     ...     contacts=[ContactRecord(contact_id="k", channel="chat", opened_at=5, resolved=False)])
     >>> i = health_inputs(ctx); (i["csat"], i["unresolved_contacts"], "nps" in i)
     (2.0, 1, False)
     """
-    out = churn_inputs(ctx)
+    out = dict(churn) if churn is not None else churn_inputs(ctx)
     since = ctx.updated_at - ENGAGEMENT_WINDOW_S
     out["unresolved_contacts"] = sum(1 for c in ctx.contacts if c.opened_at >= since and c.resolved is False)
     if ctx.csat_count and ctx.csat_avg is not None:
@@ -107,14 +110,16 @@ def health_inputs(ctx: CustomerContext) -> dict[str, Any]:
     return out
 
 
-def with_health(ctx: CustomerContext) -> CustomerContext:
+def with_health(ctx: CustomerContext, churn: Mapping[str, Any] | None = None) -> CustomerContext:
     """The context with its health score, band and top factors (as of its ``updated_at``: replays agree).
+
+    *churn*: the context's :func:`churn_inputs`, when the caller computed them (see :func:`health_inputs`).
 
     >>> c = with_health(CustomerContext(customer_id="c", created_at=0, updated_at=0, nps_last=10.0, nps_count=1))
     >>> c.health, c.health_band, [(f.factor, f.points) for f in c.health_factors]
     (71, 'healthy', [('nps', 8.0)])
     """
-    score, factors = health_score(health_inputs(ctx))
+    score, factors = health_score(health_inputs(ctx, churn))
     top = [HealthFactor(factor=f.factor, value=f.value, points=f.points) for f in factors]
     if score == ctx.health and top == ctx.health_factors:
         return ctx
@@ -203,12 +208,18 @@ class Scorer:
             model_version=f"intent-{self.intent.version}",
         )
 
-    def churn_risk(self, ctx: CustomerContext) -> tuple[float, str, list[ChurnReason]] | None:
-        """P(churn) of the context, the model's version and the facts that raise it most."""
+    def churn_risk(
+        self, ctx: CustomerContext, inputs: dict[str, Any] | None = None
+    ) -> tuple[float, str, list[ChurnReason]] | None:
+        """P(churn) of the context, the model's version and the facts that raise it most.
+
+        *inputs*: the context's :func:`churn_inputs` when the caller has them (it passes them on to
+        :func:`with_health` too); computed here otherwise."""
         if self.churn.version == 0:
             return None
         started = time.perf_counter()
-        inputs = churn_inputs(ctx)
+        if inputs is None:
+            inputs = churn_inputs(ctx)
         p, shares = self.churn.model.explain_one(churn_features(inputs))
         reasons = [ChurnReason(factor=k, value=v, weight=w) for k, v, w in churn_reasons(shares, inputs)]
         self._churn_seconds.observe(time.perf_counter() - started)

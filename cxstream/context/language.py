@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 from typing import Any
 
 UNKNOWN = "unknown"
@@ -133,7 +134,7 @@ class LanguageDetector:
         if not text:
             return Detection(UNKNOWN, 0.0)
         clean = _PLACEHOLDER.sub(" ", text[:MAX_CHARS])
-        if len(_LETTER.findall(clean)) < MIN_LETTERS:
+        if next(islice(_LETTER.finditer(clean), MIN_LETTERS - 1, None), None) is None:  # fewer than MIN_LETTERS letters
             return Detection(UNKNOWN, 0.0)
         language, value = self._best(clean)
         confidence = round(value, 2)
@@ -145,6 +146,7 @@ class LanguageDetector:
 @cache
 def _langid(codes: tuple[str, ...]) -> Callable[[str], tuple[str, float]]:
     """py3langid's identifier restricted to *codes*, probabilities normalised over them (one per configuration)."""
+    import numpy as np
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
@@ -152,6 +154,9 @@ def _langid(codes: tuple[str, ...]) -> Callable[[str], tuple[str, float]]:
     if unknown:
         raise LanguageConfigError(f"py3langid does not detect {', '.join(map(repr, unknown))}")
     ident.set_languages(list(codes))
+    # the restricted table as float32 rows: a message's scores gather its rows; gathered from the float16
+    # column-major copy set_languages leaves, they were cast on every call (the same float32 values)
+    ident.nb_ptc = np.ascontiguousarray(ident.nb_ptc, dtype=np.float32)
 
     def best(text: str) -> tuple[str, float]:
         language, p = ident.classify(text)

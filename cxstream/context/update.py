@@ -567,6 +567,27 @@ def set_scores(
     return _derive(new, limits)
 
 
+def set_churn(ctx: CustomerContext, *, churn_risk: float, model_version: str, churn_reasons: list[ChurnReason]) -> CustomerContext:
+    """``set_scores(ctx, at=ctx.updated_at, churn_risk=..., model_version=..., churn_reasons=...)`` for a context
+    fresh from :func:`apply_interaction` or :func:`apply_outcome` (the context stage's churn score of each update).
+
+    Those end with :func:`_derive`, whose fields read nothing a churn score changes (the same ``updated_at``,
+    contacts and counts), so only the journey stage (which reads ``churn_risk``) is evaluated again.
+
+    >>> from cxstream.schemas import Identifiers
+    >>> ev = InteractionEvent(event_id="e1", occurred_at=10.0, channel="chat", kind="contact_opened",
+    ...     customer=Identifiers(customer_id="c1"), contact_id="k1", needs_advisor=True)
+    >>> ctx, _ = apply_interaction(None, ev, "c1")
+    >>> reasons = [ChurnReason(factor="contacts_30d", value="1", weight=0.4)]
+    >>> set_churn(ctx, churn_risk=0.7, model_version="churn-3", churn_reasons=reasons) == set_scores(
+    ...     ctx, at=ctx.updated_at, churn_risk=0.7, model_version="churn-3", churn_reasons=reasons)
+    True
+    """
+    new = replace(ctx, churn_risk=churn_risk, churn_reasons=churn_reasons,
+                  model_version=model_version or ctx.model_version, scored_at=ctx.updated_at)
+    return replace(new, journey_stage=journey_stage(new))
+
+
 def _merge_contact_logs(a: list[ContactRecord], b: list[ContactRecord], limit: int) -> list[ContactRecord]:
     by_id: dict[str, ContactRecord] = {}
     for c in [*a, *b]:

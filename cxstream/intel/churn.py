@@ -66,6 +66,7 @@ NB_SKIP = frozenset({"tenure_bucket", "contract_x_tenure", "contract_x_plan"})
 #: one-hot indicator prefixes the naive Bayes part uses (present ones only)
 NB_INDICATORS = ("product=",)
 _LOGIT_CLIP = math.log(1e6)
+_LLR_CACHE_MAX = 4096  # naive Bayes items whose log-likelihood ratio a model keeps (values are bins and categories)
 
 
 def _sigmoid(z: float) -> float:
@@ -124,6 +125,12 @@ class ChurnModel(Snapshotted):
         self.version = 0
         self.drift = ErrorDriftMonitor()
         self.drift_detected = False
+        # what a prediction recomputed from the same numbers every time, until the model learns again:
+        # each naive Bayes item's log-likelihood ratio (None: attribute never seen), at version _llr_version,
+        # and each regression column's feature name before "=" (columns only ever grow)
+        self._llr: dict[tuple[str, str], float | None] = {}
+        self._llr_version = -1
+        self._keys: list[str] = []
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -189,18 +196,28 @@ class ChurnModel(Snapshotted):
 
     def _nb_llrs(self, items: list[tuple[str, str]]) -> list[tuple[str, float]]:
         """Each item's log-likelihood ratio (churned vs not), attributes never seen in training left out."""
+        if self._llr_version != self.version or len(self._llr) > _LLR_CACHE_MAX:  # learned since: counts changed
+            self._llr, self._llr_version = {}, self.version
+        known = self._llr
+        out: list[tuple[str, float]] = []
+        for item in items:
+            if item not in known:
+                known[item] = self._nb_llr(item)
+            llr = known[item]
+            if llr is not None:  # None: attribute never seen in training, no evidence
+                out.append((item[0], llr))
+        return out
+
+    def _nb_llr(self, item: tuple[str, str]) -> float | None:
+        nv = self._nb_values.get(item[0])
+        if nv is None:
+            return None
         n1 = self.n_positive
         n0 = self.n_learned - n1
         a = self.nb_alpha
-        out: list[tuple[str, float]] = []
-        for item in items:
-            nv = self._nb_values.get(item[0])
-            if nv is None:  # attribute never seen in training: no evidence
-                continue
-            j = self._nb_index.get(item)
-            c0, c1 = (0, 0) if j is None else (int(self._nb_counts[j, 0]), int(self._nb_counts[j, 1]))
-            out.append((item[0], math.log((c1 + a) / (n1 + a * nv)) - math.log((c0 + a) / (n0 + a * nv))))
-        return out
+        j = self._nb_index.get(item)
+        c0, c1 = (0, 0) if j is None else (int(self._nb_counts[j, 0]), int(self._nb_counts[j, 1]))
+        return math.log((c1 + a) / (n1 + a * nv)) - math.log((c0 + a) / (n0 + a * nv))
 
     def _nb_logit(self, items: list[tuple[str, str]]) -> float:
         n1 = self.n_positive
@@ -273,9 +290,11 @@ class ChurnModel(Snapshotted):
             for name, llr in llrs:
                 key = name.split("=", 1)[0]
                 out[key] = out.get(key, 0.0) + nb_scale * llr
-        names = self.names
+        keys = self._keys
+        if len(keys) != len(self.names):
+            keys = self._keys = [name.split("=", 1)[0] for name in self.names]
         for j, term in zip(idx[1:].tolist(), terms[1:], strict=True):
-            key = names[j - 1].split("=", 1)[0]
+            key = keys[j - 1]
             out[key] = out.get(key, 0.0) + lr_scale * term
         return p, out
 
