@@ -13,6 +13,10 @@ compression time with and without it on two sets it was not trained on:
   Twitter customer-care conversations (``twitter_customer_care_ibm/dev.json``): real text of
   other companies and other topics than the Banking77 utterances the dictionary saw.
 
+``--uuid-ids`` measures the held-out sets with the workload's short event and contact ids
+(``wl11-123``, ``k11-123``) replaced by UUIDs, as most channel systems send them (the same id the
+same UUID within a context, so what repeats still repeats).
+
 ``--write PATH`` writes the trained dictionary (``cxstream/streams/context-v1.zdict`` is the one
 the engine ships; a dictionary once shipped is never replaced, see ``cxstream/streams/codecs.py``).
 With ``--dictionary PATH`` it measures that dictionary instead of training one::
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,20 @@ def twitter_texts(data: Path) -> tuple[str, ...]:
 def percentile(values: Sequence[int], q: float) -> int:
     ordered = sorted(values)
     return ordered[int(q * (len(ordered) - 1))]
+
+
+_WORKLOAD_ID = re.compile(rb"\bwl\d+-[\w-]*\d|\bk\d+-\d+")
+
+
+def with_uuid_ids(doc: bytes) -> bytes:
+    """*doc* with every workload event or contact id replaced by a UUID (one per distinct id).
+
+    >>> out = with_uuid_ids(b'{"a":"wl7-12","b":["wl7-12","k7-3"],"c":"nba:wl7-12","d":"k7-3~ab"}')
+    >>> ids = json.loads(out); ids["a"] == ids["b"][0] == ids["c"][4:] and ids["d"].startswith(ids["b"][1]), len(ids["a"])
+    (True, 36)
+    """
+    seen: dict[bytes, bytes] = {}
+    return _WORKLOAD_ID.sub(lambda m: seen.setdefault(m.group(), str(uuid.uuid4()).encode()), doc)
 
 
 def measure(docs: Sequence[bytes], dictionary: zstandard.ZstdCompressionDict | None) -> dict[str, Any]:
@@ -91,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=16384, help="dictionary size, bytes")
     p.add_argument("--dictionary", default=None, help="measure this dictionary instead of training one")
     p.add_argument("--write", default=None, help="write the trained dictionary here")
+    p.add_argument("--uuid-ids", action="store_true", help="the held-out sets with UUIDs for the workload's event and contact ids")
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args(argv)
     data = shared_data_dir()
@@ -119,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = {"workload": final_contexts(args.customers, args.test_events, args.test_seed, scorer)}
     if (data / TWITTER_DEV).exists():
         sets["twitter"] = final_contexts(args.customers, args.test_events, args.test_seed, scorer, twitter_texts(data))
+    if args.uuid_ids:
+        sets = {name: [with_uuid_ids(d) for d in docs] for name, docs in sets.items()}
     results: dict[str, Any] = {}
     for name, docs in sets.items():
         plain, with_dict = measure(docs, None), measure(docs, dictionary)
