@@ -470,6 +470,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             risk = scorer.churn_risk(new, inputs)
             if risk is not None and isinstance(record, ContextHandoff):
                 new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
+                inputs = None  # set_scores derives the merged context again: the health score reads it afresh
             elif risk is not None:  # fresh from apply_interaction / apply_outcome: only the journey stage reads the score
                 new = set_churn(new, churn_risk=risk[0], model_version=risk[1], churn_reasons=risk[2])
         if not isinstance(record, Assignment):  # an assignment changes nothing the health score reads
