@@ -1950,7 +1950,7 @@ class Bench:
                 tried.append(probe)
                 n_met, n = rate_verdicts(steps, ok)[probe]
                 log(f"latency search ({name}): {probe:.0f}/s {'met' if 2 * n_met > n else 'missed'} the p99 limit "
-                    f"in {n_met} of {n} steps")
+                    f"(met in {n_met} of {n} steps)")
             lo, hi = latency_bracket(steps, ok)
             counts = rate_verdicts(steps, ok)
             search[name] = {"max_rate": lo, "lowest_rate_above_that_missed": hi, "probes": tried,
