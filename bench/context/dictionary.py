@@ -17,6 +17,9 @@ compression time with and without it on two sets it was not trained on:
 (``wl11-123``, ``k11-123``) replaced by UUIDs, as most channel systems send them (the same id the
 same UUID within a context, so what repeats still repeats).
 
+``--level N`` (again for several) measures at zstd level N, by default the engine's
+(``cxstream.streams.codecs.CONTEXT_LEVEL``, 3).
+
 ``--write PATH`` writes the trained dictionary (``cxstream/streams/context-v1.zdict`` is the one
 the engine ships; a dictionary once shipped is never replaced, see ``cxstream/streams/codecs.py``).
 With ``--dictionary PATH`` it measures that dictionary instead of training one::
@@ -44,6 +47,7 @@ from cxstream.bench.contexts import build_contexts, resolve_requests, trained_sc
 from cxstream.bench.loadgen import machine_speed
 from cxstream.datasets import shared_data_dir
 from cxstream.intel.eval_assist import TWITTER_DEV, read_conversations
+from cxstream.streams.codecs import CONTEXT_LEVEL
 
 _json = msgspec.json.Encoder()
 
@@ -77,9 +81,9 @@ def with_uuid_ids(doc: bytes) -> bytes:
     return _WORKLOAD_ID.sub(lambda m: seen.setdefault(m.group(), str(uuid.uuid4()).encode()), doc)
 
 
-def measure(docs: Sequence[bytes], dictionary: zstandard.ZstdCompressionDict | None) -> dict[str, Any]:
-    """Stored bytes (mean, p99) and µs per compression and decompression of *docs*, level 1, with or without *dictionary*."""
-    comp, dec = zstandard.ZstdCompressor(level=1, dict_data=dictionary), zstandard.ZstdDecompressor(dict_data=dictionary)
+def measure(docs: Sequence[bytes], dictionary: zstandard.ZstdCompressionDict | None, level: int = CONTEXT_LEVEL) -> dict[str, Any]:
+    """Stored bytes (mean, p99) and µs per compression and decompression of *docs* at *level*, with or without *dictionary*."""
+    comp, dec = zstandard.ZstdCompressor(level=level, dict_data=dictionary), zstandard.ZstdDecompressor(dict_data=dictionary)
     frames = [comp.compress(d) for d in docs]
     assert all(dec.decompress(f) == d for f, d in zip(frames, docs, strict=True))
 
@@ -112,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dictionary", default=None, help="measure this dictionary instead of training one")
     p.add_argument("--write", default=None, help="write the trained dictionary here")
     p.add_argument("--uuid-ids", action="store_true", help="the held-out sets with UUIDs for the workload's event and contact ids")
+    p.add_argument("--level", type=int, action="append", default=None,
+                   help=f"zstd level (default: the engine's, {CONTEXT_LEVEL}); again to measure several")
     p.add_argument("--json", dest="json_out", default=None)
     args = p.parse_args(argv)
+    levels = args.level or [CONTEXT_LEVEL]
     data = shared_data_dir()
     scorer, models = trained_scorer(data)
 
@@ -144,16 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         sets = {name: [with_uuid_ids(d) for d in docs] for name, docs in sets.items()}
     results: dict[str, Any] = {}
     for name, docs in sets.items():
-        plain, with_dict = measure(docs, None), measure(docs, dictionary)
         json_sizes = [len(d) for d in docs]
-        results[name] = {
-            "contexts": len(docs), "json_mean_bytes": round(sum(json_sizes) / len(docs), 1),
-            "json_p99_bytes": percentile(json_sizes, 0.99), "zstd": plain, "zstd_with_dictionary": with_dict,
-            "stored_ratio": round(with_dict["mean_bytes"] / plain["mean_bytes"], 3),
-        }
-        print(f"{name}: {len(docs)} contexts, JSON mean {results[name]['json_mean_bytes']:.0f} B; stored mean / p99 "
-              f"{plain['mean_bytes']:.0f} / {plain['p99_bytes']} B without the dictionary, {with_dict['mean_bytes']:.0f} / "
-              f"{with_dict['p99_bytes']} B with it; compress {plain['compress_us']} / {with_dict['compress_us']} µs")
+        by_level = {}
+        for level in levels:
+            plain, with_dict = measure(docs, None, level), measure(docs, dictionary, level)
+            by_level[str(level)] = {"zstd": plain, "zstd_with_dictionary": with_dict,
+                                    "stored_ratio": round(with_dict["mean_bytes"] / plain["mean_bytes"], 3)}
+            print(f"{name}, level {level}: {len(docs)} contexts, JSON mean {sum(json_sizes) / len(docs):.0f} B; stored mean / "
+                  f"p99 {plain['mean_bytes']:.0f} / {plain['p99_bytes']} B without the dictionary, {with_dict['mean_bytes']:.0f} / "
+                  f"{with_dict['p99_bytes']} B with it; compress {plain['compress_us']} / {with_dict['compress_us']} µs")
+        results[name] = {"contexts": len(docs), "json_mean_bytes": round(sum(json_sizes) / len(docs), 1),
+                         "json_p99_bytes": percentile(json_sizes, 0.99), **by_level[str(levels[0])]}
+        if len(levels) > 1:
+            results[name]["by_level"] = by_level
     out = {
         "benchmark": "zstd dictionary of stored contexts: stored size on contexts it was not trained on",
         "command": "bench/context/dictionary.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -161,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             "bytes": len(dictionary.as_bytes()), "id": dictionary.dict_id(), "trained": trained},
         "held_out": results,
         "method": "contexts built in process as the context stage builds them (cxstream.bench.contexts), without what the "
-                  "router and desktops add; each set's final contexts as JSON, compressed at level 1 one by one; times are "
-                  "the best of three passes",
+                  "router and desktops add; each set's final contexts as JSON, compressed one by one at each level "
+                  "(the first level's figures at the top of each set, all of them in by_level); times are the best of "
+                  "three passes",
+        "levels": levels,
     }
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(out, indent=2) + "\n")

@@ -219,8 +219,8 @@ class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CustomerContext)
 # A stored context is its JSON in one zstd frame with the shipped context dictionary
-# (codecs.compress_context): 13-18 % of the JSON's bytes, 35-45 % less than zstd alone, for
-# ~26 µs to compress and ~10 to decompress a context of ~8 KB of JSON
+# (codecs.compress_context, level 3): 13-18 % of the JSON's bytes, 35-45 % less than zstd alone, for
+# ~23 µs to compress and ~10 to decompress a context of ~8 KB of JSON
 # (bench/context/dictionary.py, bench/results/context-dictionary.json).
 
 

@@ -14,6 +14,7 @@ from cxstream.streams.codecs import InvalidInput, compress, compress_context, de
 
 # A context frame written with context-v1.zdict (dictionary id 175630177).  If this stops reading,
 # the shipped dictionary was replaced: add a new one beside it instead (codecs.CONTEXT_DICTIONARIES).
+# It was written at level 1, as contexts were until December 6 (since then at codecs.CONTEXT_LEVEL).
 V1_FRAME = bytes.fromhex(
     "28b52ffd2361e7770a624d010063010499492652ffdac8f9da14c57424c29c1307fc1a5e4324e5ad796ddb5cc95d213d23908e57a108"
 )
