@@ -1,6 +1,6 @@
 """Summarise a py-spy ``--format raw`` profile (folded stacks) of the engine: where the time goes.
 
-    python bench/pipeline/profile_report.py PROFILE.folded [--top 25]
+    python bench/pipeline/profile_report.py PROFILE.folded [--top 25]    # or PROFILE.folded.gz, as kept in bench/results
 
 Prints (1) the share of samples *inclusive* of a list of known frames (a stack counts once per
 pattern), (2) self time by package of the leaf frame, (3) the top leaf functions.  Shares are of
@@ -10,6 +10,7 @@ all recorded (non-idle) samples.
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 import sys
 from collections import Counter
@@ -56,8 +57,12 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
 def parse(path: Path) -> list[tuple[list[str], int]]:
+    """The stacks of a folded profile, plain or gzipped (``.gz``), with their sample counts."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip's magic: the profiles kept in bench/results are compressed
+        raw = gzip.decompress(raw)
     stacks = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in raw.decode(errors="replace").splitlines():
         head, _, count = line.rpartition(" ")
         if not head or not count.isdigit():
             continue
