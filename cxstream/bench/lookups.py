@@ -2,17 +2,20 @@
 
 Each request has a planned time (``rate`` per second from ``start_at``); its latency
 is measured from that planned time to the end of the response, so a slow server (or
-a late client) shows as latency, not as a lower rate.  A thread sleeps to each planned
-time and wakes the event loop to send the request: the loop's own timers tick in whole
-milliseconds (libuv's), which sent requests up to ~1 ms late on an idle machine (p99 0.7
-against 0.25 ms with the thread).  The first ``warmup_s`` are discarded.  When more than
+a late client) shows as latency, not as a lower rate.  The event loop's own timers tick in whole
+milliseconds (libuv's), which sent requests up to ~1 ms late on an idle machine, so the sends
+are paced by a Linux timer file descriptor (``--pacer timerfd``, the default where there is one:
+armed for each planned time to the nanosecond, watched by the event loop, which it wakes at
+that time itself) or by a thread that sleeps to each planned time and wakes the loop
+(``--pacer thread``: two wake-ups in a row, the thread's and the loop's, each of which can wait
+for a busy core).  The first ``warmup_s`` are discarded.  When more than
 ``max_outstanding`` requests are in flight, a planned request is not sent and is counted
 (``skipped_overload``).  Prints one JSON object: counts by status and p50/p95/p99/p99.9/max
 (ms) from the planned times, the same from each request's send (``from_send``: what the
 server and the machine took, the client's lateness left out), the rate answered in the
 measured window (``achieved_rps``), how late the client itself sent
 (``client_send_lag_p99_ms``) and its own CPU use (``client_cpu_pct``, % of one core): a
-client that cannot keep up shows there.  The lookups stand for callers on other machines, and
+client that cannot keep up shows there; ``client_pacer`` says which pacer sent them.  The lookups stand for callers on other machines, and
 here they share the cores of the engine under test: the client asks Linux for the short CPU
 slice the API processes run with (``--slice-us``, :mod:`cxstream.streams.cpuslice`), so that its
 wake-ups (to send on time, to read an answer) are not left waiting behind a busy stream worker;
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
 import random
 import resource
 import sys
@@ -54,6 +59,60 @@ from cxstream.replay.publish import LatencySummary
 from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, request_slice
 
 AUTH_SCHEMES = ("x-api-key", "bearer")
+PACERS = ("timerfd", "thread")
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class WallTimer:
+    """A Linux timer file descriptor (``timerfd_create(2)``) on the wall clock, armed for absolute times.
+
+    It becomes readable at the time :meth:`arm` was given (or at once, for a time passed): an
+    event loop watching it (``add_reader``) wakes then, with nanosecond resolution, not on its own
+    millisecond ticks.  :meth:`create` returns None where there is none (not Linux).
+    """
+
+    _CLOCK_REALTIME, _TFD_TIMER_ABSTIME = 0, 1
+
+    def __init__(self, libc: ctypes.CDLL, fd: int) -> None:
+        self._libc, self.fd = libc, fd
+
+    @classmethod
+    def create(cls) -> WallTimer | None:
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.timerfd_create(cls._CLOCK_REALTIME, os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        return cls(libc, fd) if fd >= 0 else None
+
+    def arm(self, at: float) -> None:
+        """Readable at *at* (epoch seconds, as ``time.time()``); at once if it has passed."""
+        sec = int(at)
+        nsec = max(1, min(999_999_999, int((at - sec) * 1e9)))  # a zero it_value would disarm it
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
+        if self._libc.timerfd_settime(self.fd, self._TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
+
+    def fired(self) -> bool:
+        """Whether it has expired since it was last armed (and clears it)."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def parse_paths(lines: Iterable[str]) -> list[str]:
@@ -168,9 +227,14 @@ class ConnectionPool:
 async def run_lookups(
     url: str, key: str, rate: float, duration_s: float, customers: int | None = None, seed: int = 11,
     start_at: float | None = None, warmup_s: float = 1.0, max_outstanding: int = 512, *,
-    paths: Sequence[str] | None = None, auth: str = "x-api-key",
+    paths: Sequence[str] | None = None, auth: str = "x-api-key", pacer: str = "timerfd",
 ) -> dict[str, object]:
-    """Send ``rate * duration_s`` lookups open-loop (of *customers* or of *paths*); returns the summary dict."""
+    """Send ``rate * duration_s`` lookups open-loop (of *customers* or of *paths*); returns the summary dict.
+
+    *pacer*: ``timerfd`` (the thread where the platform has none) or ``thread`` (module docstring).
+    """
+    if pacer not in PACERS:
+        raise ValueError(f"pacer {pacer!r}: one of {', '.join(PACERS)}")
     pick = path_picker(random.Random(seed), customers=customers, paths=paths)
     n = int(rate * duration_s)
     latencies: list[float] = []
@@ -230,10 +294,41 @@ async def run_lookups(
                 loop.call_soon_threadsafe(launch, planned)
             loop.call_soon_threadsafe(paced.set_result, None)
 
-        pacer = threading.Thread(target=pace, name="lookups-pacer", daemon=True)
-        pacer.start()
-        await paced
-        pacer.join()
+        timer = WallTimer.create() if pacer == "timerfd" else None
+        used = "timerfd" if timer is not None else "thread"
+        if timer is not None:
+            # The loop wakes at each planned time itself: one wake-up, not the thread's then the loop's.
+            nxt = 0
+
+            def tick() -> None:
+                nonlocal nxt
+                if not timer.fired():
+                    return
+                now = time.time()
+                while nxt < n and t0 + nxt / rate <= now:
+                    launch(t0 + nxt / rate)
+                    nxt += 1
+                if nxt < n:
+                    timer.arm(t0 + nxt / rate)
+                else:
+                    loop.remove_reader(timer.fd)
+                    paced.set_result(None)
+
+            loop.add_reader(timer.fd, tick)
+            try:
+                if n:
+                    timer.arm(t0)
+                else:
+                    paced.set_result(None)
+                await paced
+            finally:
+                loop.remove_reader(timer.fd)
+                timer.close()
+        else:
+            thread = threading.Thread(target=pace, name="lookups-pacer", daemon=True)
+            thread.start()
+            await paced
+            thread.join()
         unfinished = 0
         if outstanding:
             _, pending = await asyncio.wait(outstanding, timeout=10.0)
@@ -261,6 +356,7 @@ async def run_lookups(
         "from_send": {k: v for k, v in LatencySummary.of(from_send).as_dict().items() if k != "count"},
         "client_cpu_pct": (round(100 * client_cpu / max(1e-6, wall_end - measure_from), 1)
                            if client_cpu is not None else None),
+        "client_pacer": used,
     }
 
 
@@ -268,7 +364,7 @@ async def run_lookups(
 def lookups_command(
     url: str, key: str, rate: float, duration_s: float, *, customers: int | None = None,
     paths_file: str | Path | None = None, seed: int | None = None, start_at: float | None = None,
-    warmup_s: float | None = None, auth: str | None = None, slice_us: float | None = None,
+    warmup_s: float | None = None, auth: str | None = None, slice_us: float | None = None, pacer: str | None = None,
 ) -> list[str]:
     """The command line running this module with these arguments (``sys.executable -m ...``)."""
     cmd = [sys.executable, "-m", "cxstream.bench.lookups", "--url", url, "--key", key,
@@ -287,6 +383,8 @@ def lookups_command(
         cmd += ["--auth", auth]
     if slice_us is not None:
         cmd += ["--slice-us", str(slice_us)]
+    if pacer is not None:
+        cmd += ["--pacer", pacer]
     return cmd
 
 
@@ -331,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--slice-us", type=float, default=float(DEFAULT_LATENCY_SLICE_US),
                    help="CPU time slice (µs) the client asks Linux for, as the API processes do (CX_LATENCY_SLICE_US); "
                         "0: the kernel's default")
+    p.add_argument("--pacer", choices=PACERS, default="timerfd",
+                   help="what wakes the client at each planned time: a timer file descriptor the event loop watches "
+                        "(the thread where there is none) or a thread that wakes the loop")
     a = p.parse_args(argv)
     paths = None
     if a.paths_file is not None:
@@ -345,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     got_slice = request_slice(a.slice_us)  # before the pacer thread starts: it inherits the slice
     result = uvloop.run(
         run_lookups(a.url, a.key, a.rate, a.duration, a.customers, a.seed, start_at=a.start_at, warmup_s=a.warmup,
-                    paths=paths, auth=a.auth)
+                    paths=paths, auth=a.auth, pacer=a.pacer)
     )
     result["client_slice_us"] = got_slice
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

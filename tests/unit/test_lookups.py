@@ -118,19 +118,44 @@ class _Answer(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 
 
-async def test_requests_leave_at_their_planned_times_and_are_measured_from_them_and_from_their_send() -> None:
+@pytest.mark.parametrize("pacer", lookups.PACERS)
+async def test_requests_leave_at_their_planned_times_and_are_measured_from_them_and_from_their_send(pacer: str) -> None:
     arrivals: list[float] = []
     server = await asyncio.get_running_loop().create_server(lambda: type("A", (_Answer,), {"arrivals": arrivals})(),
                                                             "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     start = time.time() + 0.2
     try:
-        out = await run_lookups(f"http://127.0.0.1:{port}", "k", 400.0, 1.5, customers=50, start_at=start, warmup_s=0.5)
+        out = await run_lookups(f"http://127.0.0.1:{port}", "k", 400.0, 1.5, customers=50, start_at=start, warmup_s=0.5,
+                                pacer=pacer)
     finally:
         server.close()
     assert out["planned"] == len(arrivals) == 600 and out["status"] == {"200": 400} and out["skipped_overload"] == 0
-    # the pacer thread sends each request at its planned time, not up to a timer tick (1 ms) late, and never early
+    assert out["client_pacer"] == pacer  # Linux: the timer file descriptor is there
+    # the pacer sends each request at its planned time, not up to a timer tick (1 ms) late, and never early
     assert min(a - (start + i / 400.0) for i, a in enumerate(sorted(arrivals))) >= 0
     assert out["client_send_lag_p99_ms"] < 50
     sent = out["from_send"]
     assert 0 < sent["p50_ms"] <= out["p50_ms"] and sent["p99_ms"] <= out["p99_ms"]
+
+
+def test_the_wall_timer_fires_at_the_time_it_was_armed_for_and_not_before() -> None:
+    timer = lookups.WallTimer.create()
+    assert timer is not None
+    try:
+        assert not timer.fired()  # never armed
+        timer.arm(time.time() + 0.05)
+        assert not timer.fired()
+        time.sleep(0.06)
+        assert timer.fired() and not timer.fired()  # reading it clears it
+        timer.arm(time.time() - 10)  # a time passed: at once
+        assert timer.fired()
+    finally:
+        timer.close()
+
+
+async def test_an_unknown_pacer_is_refused_and_the_command_carries_the_pacer() -> None:
+    with pytest.raises(ValueError, match="pacer 'sleep'"):
+        await run_lookups("http://127.0.0.1:1", "k", 10.0, 0.1, customers=5, pacer="sleep")
+    cmd = lookups_command("http://h:1", "k", 1000.0, 12.0, customers=10, pacer="thread")
+    assert cmd[cmd.index("--pacer") + 1] == "thread"
