@@ -97,8 +97,8 @@ class WallTimer:
     def arm(self, at: float) -> None:
         """Readable at *at* (epoch seconds, as ``time.time()``); at once if it has passed."""
         sec = int(at)
-        nsec = max(1, min(999_999_999, int((at - sec) * 1e9)))  # a zero it_value would disarm it
-        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))
+        nsec = min(999_999_999, int((at - sec) * 1e9))
+        spec = _Itimerspec(_Timespec(0, 0), _Timespec(sec, nsec))  # no interval: once
         if self._libc.timerfd_settime(self.fd, self._TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
