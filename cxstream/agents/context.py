@@ -32,12 +32,12 @@ from cxstream.agents.erasure import ErasureStatus, audit_record
 from cxstream.agents.outreach import OutreachStage
 from cxstream.agents.outreach import config_from as outreach_config
 from cxstream.agents.outreach import state_key as outreach_state_key
-from cxstream.agents.scoring import Scorer, churn_inputs, features_of, with_health
+from cxstream.agents.scoring import Scorer, features_of, with_health
 from cxstream.context import ContextLimits, apply_assignment, apply_interaction, apply_outcome, merge_contexts
 from cxstream.context.model import CustomerContext, context_json, decode_context, decode_context_or_none, encode_context
 from cxstream.context.redact import redact
 from cxstream.context.resolver import hashed_id
-from cxstream.context.update import apply_disposition, apply_rejection, set_churn, set_scores
+from cxstream.context.update import apply_disposition, apply_rejection, set_scores
 from cxstream.schemas import (
     Assignment,
     ContactRequest,
@@ -464,17 +464,16 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
         if duplicate:
             metrics.DUPLICATES.labels("context").inc()
             return
-        inputs = None  # the churn model's inputs of this update: the health score reads them too
-        if isinstance(record, (InteractionEvent, OutcomeEvent, ContextHandoff)):  # a merge: scored again on both sides' facts
-            inputs = churn_inputs(new)
-            risk = scorer.churn_risk(new, inputs)
-            if risk is not None and isinstance(record, ContextHandoff):
+        if isinstance(record, (InteractionEvent, OutcomeEvent)):
+            new = scorer.with_churn_and_health(new)
+        elif isinstance(record, ContextHandoff):  # a merge: scored again on both sides' facts
+            risk = scorer.churn_risk(new)
+            if risk is not None:  # set_scores derives the merged context again: the health score reads it afresh
                 new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
-                inputs = None  # set_scores derives the merged context again: the health score reads it afresh
-            elif risk is not None:  # fresh from apply_interaction / apply_outcome: only the journey stage reads the score
-                new = set_churn(new, churn_risk=risk[0], model_version=risk[1], churn_reasons=risk[2])
-        if not isinstance(record, Assignment):  # an assignment changes nothing the health score reads
-            new = with_health(new, inputs)
+            new = with_health(new)
+        elif not isinstance(record, Assignment):  # an assignment changes nothing the health score reads
+            new = with_health(new)
+        if not isinstance(record, Assignment):
             for r in routing:
                 if isinstance(r, ContactRequest) and new.health is not None:
                     metrics.CUSTOMER_HEALTH.labels(r.routing_group).observe(new.health)

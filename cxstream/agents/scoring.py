@@ -22,7 +22,7 @@ from cxstream.agents.nba import NBA
 from cxstream.context.language import Detection as LanguageDetection
 from cxstream.context.language import LanguageConfigError, LanguageDetector, parse_languages
 from cxstream.context.model import ChurnReason, ContactRecord, CustomerContext, HealthFactor
-from cxstream.context.update import ContextLimits, Prediction
+from cxstream.context.update import ContextLimits, Prediction, set_churn
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.features import churn_features, churn_reasons
 from cxstream.intel.health import band, health_score
@@ -224,3 +224,15 @@ class Scorer:
         reasons = [ChurnReason(factor=k, value=v, weight=w) for k, v, w in churn_reasons(shares, inputs)]
         self._churn_seconds.observe(time.perf_counter() - started)
         return round(float(p), 4), f"churn-{self.churn.version}", reasons
+
+    def with_churn_and_health(self, ctx: CustomerContext) -> CustomerContext:
+        """*ctx*, fresh from ``apply_interaction`` or ``apply_outcome``, with its churn risk and health score.
+
+        The churn model's inputs are taken once and read by both; the churn score goes in with
+        :func:`set_churn` (only the journey stage reads it), not a full ``set_scores``.
+        """
+        inputs = churn_inputs(ctx)
+        risk = self.churn_risk(ctx, inputs)
+        if risk is not None:
+            ctx = set_churn(ctx, churn_risk=risk[0], model_version=risk[1], churn_reasons=risk[2])
+        return with_health(ctx, inputs)

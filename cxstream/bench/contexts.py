@@ -23,11 +23,11 @@ import msgspec
 
 from cxstream.agents.ingest import route_customer_event
 from cxstream.agents.nba import NBA
-from cxstream.agents.scoring import Scorer, churn_inputs, language_detector, with_health
+from cxstream.agents.scoring import Scorer, language_detector
 from cxstream.bench.workload import Workload, WorkloadConfig
 from cxstream.context.model import CustomerContext
 from cxstream.context.resolver import Resolver
-from cxstream.context.update import ContextLimits, apply_interaction, apply_outcome, set_churn
+from cxstream.context.update import ContextLimits, apply_interaction, apply_outcome
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
 from cxstream.intel.features import telco_features, telco_label
@@ -100,11 +100,7 @@ def build_contexts(
             new, duplicate = apply_outcome(old, ev, cid, limits, identifiers=ev.customer.present())
         if duplicate:
             continue
-        inputs = churn_inputs(new)
-        risk = scorer.churn_risk(new, inputs)
-        if risk is not None:
-            new = set_churn(new, churn_risk=risk[0], model_version=risk[1], churn_reasons=risk[2])
-        new = with_health(new, inputs)
+        new = scorer.with_churn_and_health(new)
         if (isinstance(ev, InteractionEvent) and ev.kind == "contact_opened" and ev.needs_advisor
                 and ev.contact_id and ev.contact_id in new.open_contacts):
             new, _ = nba.decide(new, source_id=ev.event_id, at=ev.occurred_at, channel=ev.channel, contact_id=ev.contact_id)
