@@ -13,6 +13,10 @@ Every run is a separate ``cxstream bench pipeline --rate R --skip-refs --lookup-
 broker, Redis and engine, prefilled; with ``--drain N``, ``--drain-only``: the engine draining N
 pre-produced records, measured like the references); the variants' order rotates from one repeat to the next
 (A B, then B A) so neither the machine's drift nor the run before falls on one variant.  Options after ``--`` go to every run, after these (so ``--lookup-rate 1000`` there turns the lookups on).  Compare variants within one file only.
+
+Each run first drains ``--yardstick`` records (20,000) with raw aiokafka on its own broker
+(``--yardstick-events``, a few seconds): its ``raw_aiokafka_rate`` says how fast that moment was,
+so that a variant's run on a slow minute can be told from a slow variant.
 """
 
 from __future__ import annotations
@@ -59,8 +63,20 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "state": state_of(result),
         "passed": final.get("passed"),
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),
+        "raw_aiokafka_rate": yardstick_of(result),
         "why": final.get("why"),
     }
+
+
+def yardstick_of(result: dict[str, Any]) -> float | None:
+    """The run's raw aiokafka drain rate (``--yardstick-events``), None where the run had none."""
+    return (result.get("yardstick") or {}).get("raw_aiokafka_rate")
+
+
+def knows_yardstick(tree: str | None) -> bool:
+    """Whether the bench in *tree* (None: this one) takes ``--yardstick-events`` (a harness tree from before it does not)."""
+    loadgen = Path(tree or Path(__file__).resolve().parents[2]) / "cxstream" / "bench" / "loadgen.py"
+    return "--yardstick-events" in loadgen.read_text(encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain", type=int, default=0, metavar="N",
                    help="instead of open-loop runs: the engine's drain of N pre-produced records (`--drain-only`)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--yardstick", type=int, default=20_000, metavar="N",
+                   help="each run first drains N records with raw aiokafka on its broker (`raw_aiokafka_rate` per run): "
+                        "the hour's speed, to read runs made minutes apart against; 0: none")
     p.add_argument("--json", dest="json_out", required=True)
     args, extra = p.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
@@ -105,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         cmd += [s] if s.startswith("--") else ["--engine-env", s]
                     if name in sources:
                         cmd += ["--engine-src", sources[name]]
+                    if args.yardstick and knows_yardstick(harnesses.get(name)):
+                        cmd += ["--yardstick-events", str(args.yardstick)]
                     print(f"# {name} at {rate}/s, run {rep + 1}: {' '.join(cmd[3:])}", flush=True)
                     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=harnesses.get(name))
                     if proc.returncode != 0 or not out.exists():
@@ -114,17 +135,18 @@ def main(argv: list[str] | None = None) -> int:
                     if args.drain:
                         doc_ = json.loads(out.read_text())
                         d = {**doc_["engine_drain"], "machine_speed": doc_["environment"].get("machine_speed_at_start"),
-                             "state": state_of(doc_)}
+                             "raw_aiokafka_rate": yardstick_of(doc_), "state": state_of(doc_)}
                         print(f"  drained {d['rate']:.0f}/s, engine {d['engine_cpu_pct']} %, machine {d['machine_busy_pct']} %, "
-                              f"cpu {d.get('cpu_by_process')}",
+                              f"cpu {d.get('cpu_by_process')}, raw aiokafka {d['raw_aiokafka_rate']}/s",
                               flush=True)
                         runs.append({"variant": name, "settings": settings, "repeat": rep, **d})
                         continue
                     s = summary(json.loads(out.read_text()))
-                    e2e = s["e2e"] or {}
+                    e2e, on_arrival = s["e2e"] or {}, s["e2e_on_arrival"] or {}
                     lookups = s["lookups"] or {}
                     print(f"  achieved {s['achieved_rate']}/s, e2e p50 {e2e.get('p50_ms')} ms, p99 {e2e.get('p99_ms')} ms, "
-                          f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}"
+                          f"on arrival p50 {on_arrival.get('p50_ms')} ms, p99 {on_arrival.get('p99_ms')} ms, "
+                          f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}, raw aiokafka {s['raw_aiokafka_rate']}/s"
                           + (f", lookups p50 {lookups.get('p50_ms')} p99 {lookups.get('p99_ms')} ms" if lookups else ""), flush=True)
                     runs.append({"variant": name, "settings": settings, "rate": rate, "repeat": rep, **s})
     doc = {

@@ -161,6 +161,8 @@ class Options:
     watch_wait_ms: int = 100
     ref_repeats: int = 2
     drain_only: bool = False
+    #: with --skip-refs or --drain-only: raw aiokafka's drain of this many pre-produced records first, the hour's yardstick (0: none)
+    yardstick_events: int = 0
     #: with --drain-only: also drain with the stages on Faust (the naive reference), alternated, this many rounds
     faust_pipeline_rounds: int = 0
     final_contacts: int = 1000
@@ -1211,6 +1213,18 @@ class Bench:
             await producer.stop()
         return topic
 
+    async def yardstick(self, broker: str, workload: Workload, n: int) -> dict[str, Any]:
+        """raw aiokafka's drain of *n* pre-produced workload records on this run's broker, before anything else runs.
+
+        Runs made apart (an A/B's repeats, the drains of ``bench/pipeline/ab.py``) skip the
+        references; this one, a few seconds long, says how fast the machine and the broker were
+        that hour.  Within a day it moved with the engine's own drain (docs/PERFORMANCE.md), where
+        ``machine_speed``, a pure Python loop, did not."""
+        topic = await self.produce_reference_input(broker, workload, n)
+        raw = await asyncio.to_thread(self.run_raw, broker, topic, n)
+        log(f"yardstick: raw_aiokafka drained {n} records at {raw['rate']:.0f}/s")
+        return {"events": n, "raw_aiokafka_rate": round(raw["rate"], 1), "raw_aiokafka": raw}
+
     def run_raw(self, broker: str, topic: str, n: int) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH_DIR / "raw_aiokafka.py"), "--broker", broker, "--topic-in", topic,
                "--topic-out", f"{self.prefix}ref.raw.out", "--n", str(n), "--group", f"{self.app_id}-raw"]
@@ -1662,6 +1676,8 @@ class Bench:
             ),
         }
         began = time.time()
+        if opts.yardstick_events and (opts.skip_refs or opts.drain_only):
+            self.result["yardstick"] = await self.yardstick(broker, workload, opts.yardstick_events)
         if opts.drain_only:
             drains, faust_drains = [], []
             for i in range(max(1, opts.faust_pipeline_rounds)):  # alternated: the machine's speed drifts
@@ -2307,6 +2323,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-final-duration", type=float, default=300.0)
     p.add_argument("--drain-only", action="store_true",
                    help="only the engine's drain of --ref-events pre-produced records (no references, no open-loop runs)")
+    p.add_argument("--yardstick-events", type=_count, default=0, metavar="N",
+                   help="with --skip-refs or --drain-only: first, raw aiokafka's drain of N pre-produced records on the same "
+                        "broker (`yardstick.raw_aiokafka_rate`), the hour's speed to read runs made apart against; 0: none")
     p.add_argument("--faust-pipeline-rounds", type=int, default=0,
                    help="with --drain-only: alternate this many engine drains with drains of the same stages on Faust "
                         "(CX_STAGE_RUNTIME=faust); reports the ratio of the medians")
@@ -2349,6 +2368,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pin-engine", action="store_true",
                    help="the engine workers alone on core 0, everything else (broker, Redis, harness, API processes) on the others")
     return p
+
+
+def _count(text: str) -> int:
+    """A number of records given on the command line: 0 or more.
+
+    >>> _count("20000"), _count("0")
+    (20000, 0)
+    """
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"a number of records is 0 or more, got {n}")
+    return n
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,3 +43,16 @@ def test_drain_runs_every_record_through_every_stage_with_trained_models(servers
         "cx_context_updates_total"].get("OutcomeEvent", 0)
     assert work["cx_model_predict_seconds_count"]["churn"] >= customer_updates > 0
     assert work["cx_assignments_total"] > 0
+
+
+def test_the_yardstick_drains_its_records_with_raw_aiokafka_on_the_runs_broker(servers: tuple[str, str]) -> None:
+    """``--yardstick-events``: runs made without the references still say how fast their hour was."""
+    broker, _ = servers
+    bench = Bench(Options(customers=200, advisors=20, skip_refs=True, yardstick_events=500))
+    workload = Workload(WorkloadConfig(customers=200, seed=3, advisors=20))
+    try:
+        found = asyncio.run(bench.yardstick(broker, workload, 500))
+    finally:
+        shutil.rmtree(bench.base, ignore_errors=True)
+    assert found["events"] == 500 and found["raw_aiokafka"]["n"] == 500, found
+    assert found["raw_aiokafka_rate"] > 0 and found["raw_aiokafka_rate"] == round(found["raw_aiokafka"]["rate"], 1)
