@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("ab", ROOT / "bench" / "pipeline" / "ab.py")
-assert spec is not None and spec.loader is not None
-ab = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ab)
+from tests.scripts import load_script
+
+ab = load_script("bench/pipeline/ab.py")
 
 
 def test_a_runs_summary_keeps_its_yardstick_and_none_when_it_had_none() -> None:

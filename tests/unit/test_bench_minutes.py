@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 from cxstream.bench.loadgen import by_minute_summary, minute_trend
+from tests.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("plot_minutes", ROOT / "bench" / "pipeline" / "plot_minutes.py")
-assert spec is not None and spec.loader is not None
-plot_minutes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plot_minutes)
+plot_minutes = load_script("bench/pipeline/plot_minutes.py")
 
 
 def _rows(p99s: list[float], count: int = 1000) -> list[dict]:

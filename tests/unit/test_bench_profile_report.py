@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("profile_report", ROOT / "bench" / "pipeline" / "profile_report.py")
-assert spec is not None and spec.loader is not None
-profile_report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(profile_report)
+from tests.scripts import load_script
+
+profile_report = load_script("bench/pipeline/profile_report.py")
 
 FOLDED = (
     "_run (asyncio/events.py:80);stage.<locals>.handle (cxstream/agents/context.py:492);compress_context (cxstream/streams/codecs.py:60) 30\n"

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("rounds", ROOT / "bench" / "pipeline" / "rounds.py")
-assert spec is not None and spec.loader is not None
-rounds = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rounds)
+from tests.scripts import ROOT, load_script
+
+rounds = load_script("bench/pipeline/rounds.py")
 
 
 def test_its_examples_hold() -> None:

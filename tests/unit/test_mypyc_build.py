@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("mypyc_build", ROOT / "tools" / "mypyc_build.py")
-assert spec is not None and spec.loader is not None
-mypyc_build = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mypyc_build)
+from tests.scripts import ROOT, load_script
+
+mypyc_build = load_script("tools/mypyc_build.py")
 
 
 def test_every_module_listed_exists_and_imports() -> None:
