@@ -76,7 +76,7 @@ def yardstick_of(result: dict[str, Any]) -> float | None:
 def knows_yardstick(tree: str | None) -> bool:
     """Whether the bench in *tree* (None: this one) takes ``--yardstick-events`` (a harness tree from before it does not)."""
     loadgen = Path(tree or Path(__file__).resolve().parents[2]) / "cxstream" / "bench" / "loadgen.py"
-    return "--yardstick-events" in loadgen.read_text(encoding="utf-8")
+    return loadgen.is_file() and "--yardstick-events" in loadgen.read_text(encoding="utf-8")  # older trees: cxstream/replay/
 
 
 def main(argv: list[str] | None = None) -> int:

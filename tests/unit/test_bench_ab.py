@@ -21,3 +21,4 @@ def test_the_yardstick_is_asked_only_of_a_bench_that_takes_it(tmp_path: Path) ->
     old.mkdir(parents=True)
     (old / "loadgen.py").write_text('p.add_argument("--skip-refs", action="store_true")\n')
     assert not ab.knows_yardstick(str(tmp_path))  # a harness tree from before it: its runs go without
+    assert not ab.knows_yardstick(str(tmp_path / "older"))  # from before the bench had its home in cxstream/bench
