@@ -67,6 +67,7 @@ from cxstream.replay.twitter import twitter_journeys
 from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, _die_with_parent, free_port
+from cxstream.streams.logs import worker_ready
 
 API_KEY = "bench-context-key"
 
@@ -92,7 +93,7 @@ class Engine:
             self.proc = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT,
                                          preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 90
-        while "Worker]: Ready" not in self.log.read_text():
+        while not worker_ready(self.log.read_text(), self.proc.pid):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"engine did not start:\n{self.log.read_text()[-3000:]}")

@@ -28,6 +28,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,12 +64,49 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started or did not become healthy."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on *host* right now.
+#: Where the ports :func:`free_port` draws from start (below the kernel's ephemeral range).
+FIRST_FREE_PORT = 10_000
 
-    >>> 0 < free_port() < 65536
+
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's ephemeral port range (the local ports of outgoing connections, and of a bind to port 0).
+
+    >>> low, high = ephemeral_ports(); 1024 <= low <= high <= 65535
+    True
+    >>> ephemeral_ports("/nonexistent")
+    (32768, 60999)
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on *host* right now, outside the kernel's ephemeral range.
+
+    The port is chosen first and bound later (by a server that starts seconds after, such as the
+    HTTP API once the broker is up).  A port from the ephemeral range (what a bind to port 0
+    hands out) can be taken meanwhile by any outgoing connection's local end, and the server then
+    fails to bind.  So the port is drawn at random below that range (or above it, where nothing is
+    below) and tried; the kernel's choice only if no draw is free.
+
+    >>> port = free_port(); low, high = ephemeral_ports(); 0 < port < 65536 and not low <= port <= high
     True
     """
+    low, high = ephemeral_ports()
+    first, last = (FIRST_FREE_PORT, low - 1) if low - FIRST_FREE_PORT >= 1000 else (high + 1, 65535)
+    draw = random.SystemRandom()  # not the random module's state, which a test or a benchmark may have seeded
+    for _ in range(64):
+        port = draw.randint(first, last)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

@@ -139,3 +139,18 @@ class OutageLog:
             )
             self.since = None
             self.failures = 0
+
+
+def worker_ready(output: str, pid: int) -> bool:
+    """Whether an engine's output says that the engine process *pid* itself is ready.
+
+    The engine's learner runs in a process of its own that writes to the same output and logs
+    its own ``[^Worker]: Ready``, often first.  A caller waiting for the engine must not take the
+    learner's line for it: if the engine then failed (say its HTTP port was taken), the caller
+    would go on against an engine that is not there.
+
+    >>> out = "[2026-12-06 10:17:20,845] [15382] [INFO] [^Worker]: Ready \\n"
+    >>> worker_ready(out, 15382), worker_ready(out, 15289)
+    (True, False)
+    """
+    return f"] [{pid}] [INFO] [^Worker]: Ready" in output

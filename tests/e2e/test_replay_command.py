@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cxstream.streams.embedded import free_port
+from cxstream.streams.logs import worker_ready
 from tests.unit.test_recording import readme_example
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +36,7 @@ def test_replay_finds_the_running_engine_and_the_readme_example_is_assigned(tmp_
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while "Worker]: Ready" not in log.read_text(errors="replace"):
+        while not worker_ready(log.read_text(errors="replace"), engine.pid):
             assert engine.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)

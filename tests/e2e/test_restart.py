@@ -33,6 +33,7 @@ import psutil
 import pytest
 
 from cxstream.streams.embedded import free_port
+from cxstream.streams.logs import worker_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -125,7 +126,7 @@ class Engine:
                 start_new_session=True,
             )
         deadline = time.monotonic() + 120
-        while "Worker]: Ready" not in self.log.read_text(errors="replace"):
+        while not worker_ready(self.log.read_text(errors="replace"), self.proc.pid):
             assert self.proc.poll() is None, f"the engine exited:\n{self.log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"not ready in 120 s:\n{self.log.read_text()[-3000:]}"
             time.sleep(0.2)

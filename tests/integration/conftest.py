@@ -21,6 +21,7 @@ import redis
 
 from cxstream.bench.engineproc import engine_env
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from cxstream.streams.logs import worker_ready
 
 API_KEY = "integration-test-key"
 
@@ -69,7 +70,7 @@ def start_engine(
         )
     engine = RunningEngine(broker, redis_url, prefix, f"http://127.0.0.1:{port}", proc, log)
     deadline = time.monotonic() + ready_s
-    while "Worker]: Ready" not in engine.output():
+    while not worker_ready(engine.output(), proc.pid):
         if proc.poll() is not None:
             raise RuntimeError(f"engine exited with {proc.returncode}:\n{engine.output()[-3000:]}")
         if time.monotonic() > deadline:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cxstream.streams.logs import worker_ready
 from tests.integration.conftest import API_KEY, RunningEngine, start_engine, stop_engine
 from tests.integration.test_pipeline import uid
 
@@ -78,7 +79,7 @@ def test_each_key_opens_the_routes_of_its_scopes_and_no_other(
 
 def test_no_key_reaches_the_engines_output(scoped_engine: RunningEngine) -> None:
     out = scoped_engine.output()
-    assert "Worker]: Ready" in out
+    assert worker_ready(out, scoped_engine.proc.pid)
     for key in [*KEYS.values(), API_KEY]:
         assert key not in out
 

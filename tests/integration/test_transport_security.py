@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis
+from cxstream.streams.logs import worker_ready
 from cxstream.streams.security import (
     TransportError,
     check_kafka,
@@ -193,7 +194,7 @@ def test_the_engine_runs_end_to_end_over_sasl_ssl_and_redis_tls_with_an_acl_user
     output = engine.output()
     for secret in (ENGINE_PASSWORD, REDIS_PASSWORD, BROKER_PASSWORD):
         assert secret not in output and secret not in done.stdout + done.stderr, "a password reached the output"
-    assert "Worker]: Ready" in output
+    assert worker_ready(output, engine.proc.pid)
 
 
 async def test_no_plaintext_way_in(secured: Secured) -> None:
