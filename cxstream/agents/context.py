@@ -466,12 +466,11 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             return
         if isinstance(record, (InteractionEvent, OutcomeEvent)):
             new = scorer.with_churn_and_health(new)
-        elif isinstance(record, ContextHandoff):  # a merge: scored again on both sides' facts
-            risk = scorer.churn_risk(new)
-            if risk is not None:  # set_scores derives the merged context again: the health score reads it afresh
-                new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
-            new = with_health(new)
         elif not isinstance(record, Assignment):  # an assignment changes nothing the health score reads
+            # a merge is scored again on both sides' facts; set_scores derives the merged context
+            # again, so the health score reads it afresh
+            if isinstance(record, ContextHandoff) and (risk := scorer.churn_risk(new)) is not None:
+                new = set_scores(new, at=new.updated_at, churn_risk=risk[0], model_version=risk[1], limits=limits, churn_reasons=risk[2])
             new = with_health(new)
         if not isinstance(record, Assignment):
             for r in routing:
