@@ -116,6 +116,7 @@ from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
+from cxstream.streams.fetchsession import use_fetch_sessions
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
 from cxstream.streams.security import kafka_client_kwargs
@@ -618,6 +619,8 @@ class BatchRuntime:
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
         await self.consumer.start()
+        if self.settings.fetch_sessions:
+            use_fetch_sessions(self.consumer)
         self.pacer = FetchPacer(
             aiokafka_fetch(self.consumer), max_wait_ms=self.settings.fetch_pace_max_ms,
             idle=(self.settings.fetch_min_bytes, self.fetch_wait_ms), from_share=self.settings.fetch_pace_from,

@@ -75,6 +75,19 @@ FETCH_HOLD_MS = Gauge(
     "Longest the broker may hold the batch stages' fetch for more records (16 KB), ms: 0 while the worker's CPU "
     "share is below CX_FETCH_PACE_FROM (answered at once), up to CX_FETCH_PACE_MAX_MS as it nears CX_FETCH_PACE_FULL.",
 )
+FETCH_REQUESTS = Counter(
+    "cx_stage_fetch_requests",
+    "Fetch requests the batch stages' consumer had answered, by kind: 'full' (every partition, as when a fetch "
+    "session opens) or 'incremental' (a session's: only the partitions that changed; CX_FETCH_SESSIONS).",
+    ["kind"],
+)
+FETCH_SESSIONS_LOST = Counter(
+    "cx_stage_fetch_sessions_lost",
+    "Fetch sessions the batch stages' consumer lost and opened again with a full request, by reason: 'broker' "
+    "(the broker evicted it or lost count of its epochs), 'request' (a fetch failed or was cancelled), "
+    "'unsupported' (a broker older than fetch v7).",
+    ["reason"],
+)
 CONSUMER_LAG = Gauge(
     "cx_consumer_lag_records",
     "Records in an input partition this worker owns that it has not finished: the partition's end offset (the last "

@@ -177,6 +177,11 @@ class Settings:
         1, "The bytes a stage's fetch waits for (up to CX_FETCH_WAIT_MS) before the broker answers. 1: at once when "
         "any record arrives, which with librdkafka (CX_STAGE_CLIENT) means a fetch request per arrival under load."
     )
+    fetch_sessions: int = _setting(
+        1, "1: the stages' fetches are incremental fetch sessions (KIP-227): each names only the partitions whose "
+        "offset changed, and the broker answers only for partitions with news, instead of all of them every round "
+        "(cxstream/streams/fetchsession.py). 0: aiokafka's full fetches (aiokafka stages only; docs/PERFORMANCE.md)."
+    )
     fetch_pace_max_ms: int = _setting(
         0, "While the worker is busy, the broker may hold a stage's fetch up to this long for 16 KB of records: fewer, "
         "fuller loop rounds when rounds cost the most. The wait grows with the worker's CPU share, from 0 at "
@@ -296,6 +301,8 @@ class Settings:
                 f"CX_FETCH_PACE_FROM={self.fetch_pace_from!r}, CX_FETCH_PACE_FULL={self.fetch_pace_full!r}: "
                 "use CPU shares with 0 <= FROM < FULL"
             )
+        if self.fetch_sessions not in (0, 1):
+            raise SettingsError(f"CX_FETCH_SESSIONS={self.fetch_sessions!r}: use 0 or 1")
         if self.identity_fast_path not in (0, 1):
             raise SettingsError(f"CX_IDENTITY_FAST_PATH={self.identity_fast_path!r}: use 0 or 1")
         if self.identity_fast_path and (self.stage_client, self.processing_guarantee, self.stage_runtime) != (
