@@ -207,6 +207,17 @@ class SessionFetcher(Fetcher):  # type: ignore[misc]
     """aiokafka's fetcher, its fetches made in sessions (:func:`use_fetch_sessions` makes one of a running fetcher)."""
 
     _sessions: dict[int, FetchSession]
+    _leader_for: Any  # the cluster metadata's leader_for_partition
+
+    def _select_read_replica(self, tp: Any) -> Any:
+        """The partition's leader, unless the broker named a preferred replica (KIP-392: only for a consumer with a rack).
+
+        aiokafka's own also reads the clock, and the cluster through the wrapped client, for each
+        partition of each round: 1.2 % of the worker's samples at 208/s.
+        """
+        if self._preferred_read_replica:
+            return super()._select_read_replica(tp)
+        return self._leader_for(tp)
 
     def _get_actions_per_node(self, assignment: Any) -> Any:
         fetch_requests, *rest = super()._get_actions_per_node(assignment)
@@ -226,5 +237,6 @@ def use_fetch_sessions(consumer: Any) -> None:
     if type(fetcher) is not Fetcher:
         raise RuntimeError(f"use_fetch_sessions needs a started consumer with aiokafka's Fetcher, found {type(fetcher).__name__}")
     fetcher._sessions = {}
+    fetcher._leader_for = fetcher._client.cluster.leader_for_partition
     fetcher._client = _SessionClient(fetcher._client)
     fetcher.__class__ = SessionFetcher
