@@ -146,3 +146,36 @@ def test_the_search_measures_the_bracket_ends_again_before_it_trusts_them() -> N
                               latency_repeats=1))
     asyncio.run(once._find_max(None, [], None, None, None))  # type: ignore[arg-type]
     assert once.result["latency_search"]["on_arrival"]["max_rate"] >= 1050  # one lucky step decided it
+
+
+class CrowdedBench(ModelBench):
+    """The model engine on a machine whose other tenants take 70 % of a core during the first *crowded* steps,
+    which then miss the limit at every rate; once, and the last retry, a step is undisturbed."""
+
+    def __init__(self, opts: Options, crowded: int) -> None:
+        super().__init__(opts)
+        self.crowded = crowded
+
+    async def step(self, driver: Any, engines: Any, sampler: Any, lag: Any, session: Any, rate: float,
+                   duration_s: float, **_: Any) -> StepResult:
+        res = await super().step(driver, engines, sampler, lag, session, rate, duration_s)
+        if len(self.calls) <= self.crowded:
+            res = step_at(rate, duration_s, 500, 400)
+            res.cpu_by_process = {"engine": 50.0, "other": 70.0}
+        return res
+
+
+def test_a_step_disturbed_by_the_machines_other_tenants_is_measured_again_and_left_out_of_the_search() -> None:
+    crowded = CrowdedBench(Options(find_max=True, latency_steps=0), crowded=2)
+    max_rate, _, steps = asyncio.run(crowded._find_max(None, [], None, None, None))  # type: ignore[arg-type]
+    assert crowded.calls[:3] == [(100, 10.0)] * 3  # the first step, twice disturbed, measured three times
+    assert max_rate == 410 and steps[0].cpu_by_process is None  # the search read the undisturbed one
+    assert [(d["rate"], d["other_cpu_pct"], d["passed"]) for d in crowded.result["disturbed_steps"]] == [(100, 70.0, False)] * 2
+    # after DISTURBED_RETRIES, the last measured counts, disturbed or not
+    stuck = CrowdedBench(Options(find_max=True, latency_steps=0), crowded=3)
+    asyncio.run(stuck._find_max(None, [], None, None, None))  # type: ignore[arg-type]
+    assert len(stuck.result["disturbed_steps"]) == 2 and stuck.calls[3] != (100, 10.0)
+    # off: every step counts as measured
+    off = CrowdedBench(Options(find_max=True, latency_steps=0, other_cpu_limit_pct=0), crowded=1)
+    _, _, steps = asyncio.run(off._find_max(None, [], None, None, None))  # type: ignore[arg-type]
+    assert "disturbed_steps" not in off.result and steps[0].e2e == {"p99_ms": 500} and off.calls[1] == (160, 10.0)
