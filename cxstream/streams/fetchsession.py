@@ -50,6 +50,8 @@ SESSION_ERRORS = {70: "FETCH_SESSION_ID_NOT_FOUND", 71: "INVALID_FETCH_SESSION_E
 MAX_EPOCH = 2**31 - 1  # after it, epochs start again at 1 (as the Java client's do)
 NO_SESSION = 0
 
+_FULL, _INCREMENTAL = metrics.FETCH_REQUESTS.labels("full"), metrics.FETCH_REQUESTS.labels("incremental")
+
 Partition = tuple[str, int]  # (topic, partition)
 Topics = list[tuple[str, list[tuple[int, int, int]]]]  # aiokafka's fetch list: (topic, [(partition, offset, max bytes)])
 
@@ -80,7 +82,8 @@ class FetchSession:
         """Follow the broker's *response* to *request*: the session it opened, the next epoch, or the session lost."""
         if response.API_VERSION < 7:
             self.supported = False
-            self.lost("unsupported")
+            metrics.FETCH_SESSIONS_LOST.labels("unsupported").inc()
+            self.epoch, self.known = 0, {}
             return
         if response.error_code:
             self.lost("broker")
@@ -198,7 +201,7 @@ class _SessionClient:
         except BaseException:  # failed or cancelled: whether the broker saw this epoch is unknown
             session.lost("request")
             raise
-        metrics.FETCH_REQUESTS.labels("incremental" if request.epoch else "full").inc()
+        (_INCREMENTAL if request.epoch else _FULL).inc()
         session.answered(request, response)
         return response
 

@@ -111,7 +111,9 @@ def test_a_broker_older_than_fetch_v7_gets_aiokafkas_own_requests_from_then_on()
     assert isinstance(request, SessionRequest)
     built = request.build(FetchRequest_v4)
     assert built.API_VERSION == 4 and not hasattr(built, "session_id")
+    before = lost("unsupported")
     session.answered(request, answer(0, ("a", 0), version=4))
+    assert lost("unsupported") == before + 1
     plain = fetch(("a", 0, 0))
     assert session.request(plain) is plain
 
