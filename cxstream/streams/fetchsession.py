@@ -29,7 +29,9 @@ changed high watermark, log start or stable offset, or an error.  What the Java 
   fetches stay full.  A broker older than fetch v7 gets aiokafka's own requests.
 
 :func:`use_fetch_sessions` turns an aiokafka consumer's fetcher, once started, into a
-:class:`SessionFetcher`.
+:class:`SessionFetcher`.  It leans on aiokafka 0.14's fetcher internals (``_get_actions_per_node``'s
+result, ``_client``, ``FetchRequest``'s fields), which pyproject.toml pins to 0.14;
+tests/integration/test_fetch_sessions.py runs it against the real broker.
 """
 
 from __future__ import annotations
