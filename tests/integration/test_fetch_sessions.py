@@ -9,7 +9,9 @@ nothing; and the batch stages use sessions by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -48,22 +50,32 @@ async def _take(consumer: AIOKafkaConsumer, want: int, got: dict[int, list[int]]
             got.setdefault(tp.partition, []).extend(int(r.value) for r in records)
 
 
+@contextlib.asynccontextmanager
+async def _in_session(broker: str) -> AsyncIterator[tuple[str, list[TopicPartition], AIOKafkaProducer, AIOKafkaConsumer]]:
+    """A new topic of PARTITIONS partitions, a producer, and a consumer assigned all of them that fetches in sessions."""
+    topic = f"fsess-{uuid.uuid4().hex[:8]}"
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    await ensure_named_topics(broker, [(topic, PARTITIONS, {})], Settings())
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, auto_offset_reset="earliest")
+    await producer.start()
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        use_fetch_sessions(consumer)
+        yield topic, tps, producer, consumer
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
 def test_a_session_fetches_every_record_once_naming_only_what_changed_and_forgets_what_it_gives_up(
     servers: tuple[str, str],
 ) -> None:
     broker, _ = servers
-    topic = f"fsess-{uuid.uuid4().hex[:8]}"
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
     async def scenario() -> None:
-        await ensure_named_topics(broker, [(topic, PARTITIONS, {})], Settings())
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
-        consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, auto_offset_reset="earliest")
-        await producer.start()
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            use_fetch_sessions(consumer)
+        async with _in_session(broker) as (topic, tps, producer, consumer):
             fetcher = consumer._fetcher
             assert isinstance(fetcher, SessionFetcher)
             got: dict[int, list[int]] = {}
@@ -91,27 +103,15 @@ def test_a_session_fetches_every_record_once_naming_only_what_changed_and_forget
             assert got[1] == list(range(100, 110)) and 6 not in got
             [session] = fetcher._sessions.values()
             assert set(session.known) == {(topic, p) for p in range(4)}
-        finally:
-            await consumer.stop()
-            await producer.stop()
 
     asyncio.run(scenario())
 
 
 def test_a_session_the_broker_no_longer_knows_is_replaced_at_once_and_nothing_is_lost(servers: tuple[str, str]) -> None:
     broker, _ = servers
-    topic = f"fsess-{uuid.uuid4().hex[:8]}"
-    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
     async def scenario() -> None:
-        await ensure_named_topics(broker, [(topic, PARTITIONS, {})], Settings())
-        producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all")
-        consumer = AIOKafkaConsumer(bootstrap_servers=broker, fetch_max_wait_ms=10, auto_offset_reset="earliest")
-        await producer.start()
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            use_fetch_sessions(consumer)
+        async with _in_session(broker) as (topic, _, producer, consumer):
             got: dict[int, list[int]] = {}
             await asyncio.gather(_produce(producer, topic, [2], 0, 20), _take(consumer, 20, got))
             [session] = consumer._fetcher._sessions.values()
@@ -125,9 +125,6 @@ def test_a_session_the_broker_no_longer_knows_is_replaced_at_once_and_nothing_is
             assert _counter(metrics.FETCH_SESSIONS_LOST, "broker") >= lost + 1
             assert _counter(metrics.FETCH_REQUESTS, "full") >= full + 1
             assert session.session_id not in (0, first, first + 7777) and session.epoch >= 1
-        finally:
-            await consumer.stop()
-            await producer.stop()
 
     asyncio.run(scenario())
 
