@@ -67,7 +67,7 @@ from cxstream.replay.twitter import twitter_journeys
 from cxstream.schemas import Identifiers, InteractionEvent
 from cxstream.streams import topics as t
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, _die_with_parent, free_port
-from cxstream.streams.logs import worker_ready
+from cxstream.streams.logs import EngineNotReady, wait_worker_ready
 
 API_KEY = "bench-context-key"
 
@@ -92,12 +92,11 @@ class Engine:
             # dies with the bench even if the bench is killed (PR_SET_PDEATHSIG, as the embedded servers)
             self.proc = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=f, stderr=subprocess.STDOUT,
                                          preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 90
-        while not worker_ready(self.log.read_text(), self.proc.pid):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"engine did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_worker_ready(self.log.read_text, self.proc, 90, poll_s=0.2)
+        except EngineNotReady:
+            self.stop()
+            raise
 
     def topic(self, name: str) -> str:
         return self.prefix + name

@@ -90,7 +90,7 @@ from cxstream.streams import topics as t
 from cxstream.streams.admin import partitions_of
 from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, slice_us
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from cxstream.streams.logs import worker_ready
+from cxstream.streams.logs import wait_worker_ready
 from cxstream.streams.modelstore import save_snapshot
 
 API_KEY = "bench-pipeline-key"
@@ -264,12 +264,7 @@ def start_engine(
 def wait_ready(engines: list[EngineProc], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     for e in engines:
-        while not worker_ready(e.output(), e.proc.pid):
-            if e.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {e.proc.returncode}:\n{e.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"engine not ready in {timeout:.0f}s:\n{e.output()[-3000:]}")
-            time.sleep(0.1)
+        wait_worker_ready(e.output, e.proc, max(0.0, deadline - time.monotonic()))
 
 
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:

@@ -10,7 +10,10 @@ searches its whole output for the personal data it was sent.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
+from collections.abc import Callable
+from typing import Any
 
 #: Loggers that print record keys or values at DEBUG.
 PAYLOAD_LOGGERS: tuple[str, ...] = ("aiokafka.producer.producer",)
@@ -154,3 +157,34 @@ def worker_ready(output: str, pid: int) -> bool:
     (True, False)
     """
     return f"] [{pid}] [INFO] [^Worker]: Ready" in output
+
+
+class EngineNotReady(RuntimeError):
+    """An engine process exited, or did not say it was ready in time; the message ends with its output's tail."""
+
+
+def wait_worker_ready(output: Callable[[], str], proc: subprocess.Popen[Any], timeout_s: float, poll_s: float = 0.1) -> None:
+    """Wait until the engine process *proc* says it is ready (:func:`worker_ready`) in its output, read with *output*.
+
+    Raises :class:`EngineNotReady` as soon as the process exits, or after *timeout_s*, with the
+    last 3,000 characters of the output.  The caller stops the process if it wants it stopped.
+
+    >>> import sys
+    >>> proc = subprocess.Popen([sys.executable, "-c", "print('no')"], stdout=subprocess.PIPE, text=True)
+    >>> try:
+    ...     wait_worker_ready(lambda: "no", proc, 30)
+    ... except EngineNotReady as exc:
+    ...     print(str(exc).splitlines()[0])
+    the engine exited with 0 before it was ready:
+    >>> proc.stdout.close()
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = output()
+        if worker_ready(text, proc.pid):
+            return
+        if proc.poll() is not None:
+            raise EngineNotReady(f"the engine exited with {proc.returncode} before it was ready:\n{text[-3000:]}")
+        if time.monotonic() > deadline:
+            raise EngineNotReady(f"the engine was not ready in {timeout_s:.0f} s:\n{text[-3000:]}")
+        time.sleep(poll_s)

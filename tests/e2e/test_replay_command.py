@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cxstream.streams.embedded import free_port
-from cxstream.streams.logs import worker_ready
+from cxstream.streams.logs import wait_worker_ready
 from tests.unit.test_recording import readme_example
 
 pytestmark = pytest.mark.e2e
@@ -35,11 +35,7 @@ def test_replay_finds_the_running_engine_and_the_readme_example_is_assigned(tmp_
         engine = subprocess.Popen([sys.executable, "-m", "cxstream.cli", "run"], env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not worker_ready(log.read_text(errors="replace"), engine.pid):
-            assert engine.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_worker_ready(lambda: log.read_text(errors="replace"), engine, 120, poll_s=0.2)
         path = data / "endpoints.json"
         found = json.loads(path.read_text())
         assert found["pid"] == engine.pid and stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044

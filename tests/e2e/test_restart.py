@@ -33,7 +33,7 @@ import psutil
 import pytest
 
 from cxstream.streams.embedded import free_port
-from cxstream.streams.logs import worker_ready
+from cxstream.streams.logs import wait_worker_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -125,11 +125,7 @@ class Engine:
                 [sys.executable, "-m", "cxstream.cli", "run"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 120
-        while not worker_ready(self.log.read_text(errors="replace"), self.proc.pid):
-            assert self.proc.poll() is None, f"the engine exited:\n{self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready in 120 s:\n{self.log.read_text()[-3000:]}"
-            time.sleep(0.2)
+        wait_worker_ready(lambda: self.log.read_text(errors="replace"), self.proc, 120, poll_s=0.2)
 
     def ctrl_c(self) -> None:
         assert self.proc is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import redis
 
 from cxstream.bench.engineproc import engine_env
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
-from cxstream.streams.logs import worker_ready
+from cxstream.streams.logs import EngineNotReady, wait_worker_ready
 
 API_KEY = "integration-test-key"
 
@@ -69,14 +68,11 @@ def start_engine(
             [sys.executable, "-m", "cxstream.cli", "run"], env=environ, stdout=f, stderr=subprocess.STDOUT, text=True
         )
     engine = RunningEngine(broker, redis_url, prefix, f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + ready_s
-    while not worker_ready(engine.output(), proc.pid):
-        if proc.poll() is not None:
-            raise RuntimeError(f"engine exited with {proc.returncode}:\n{engine.output()[-3000:]}")
-        if time.monotonic() > deadline:
-            stop_engine(engine)
-            raise RuntimeError(f"engine not ready in {ready_s:.0f} s:\n{engine.output()[-3000:]}")
-        time.sleep(0.1)
+    try:
+        wait_worker_ready(engine.output, proc, ready_s)
+    except EngineNotReady:
+        stop_engine(engine)
+        raise
     return engine
 
 
