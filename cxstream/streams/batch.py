@@ -116,7 +116,7 @@ from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
-from cxstream.streams.fetchsession import use_fetch_sessions
+from cxstream.streams.fetchsession import close_fetch_sessions, use_fetch_sessions
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
 from cxstream.streams.security import kafka_client_kwargs
@@ -680,6 +680,9 @@ class BatchRuntime:
                     await self.settle(everything=True)
                     await self._commit_finished()
                     await self._commit(force=True)
+            if isinstance(self.consumer, AIOKafkaConsumer):
+                with contextlib.suppress(Exception):
+                    await close_fetch_sessions(self.consumer)
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
         if self._producer is not None:

@@ -27,6 +27,9 @@ changed high watermark, log start or stable offset, or an error.  What the Java 
   again at once as a full request that closes the old session and opens a new one; otherwise the
   next round's request does it.  A broker with no room for a session answers with id 0, and the
   fetches stay full.  A broker older than fetch v7 gets aiokafka's own requests.
+* :func:`close_fetch_sessions`, when the consumer stops, ends its fetches and closes its sessions
+  on their brokers (a request with epoch -1, as the Java consumer's ``close`` sends), so that a
+  broker frees their slots at once instead of keeping them until it needs the room.
 
 :func:`use_fetch_sessions` turns an aiokafka consumer's fetcher, once started, into a
 :class:`SessionFetcher`.  It leans on aiokafka 0.14's fetcher internals (``_get_actions_per_node``'s
@@ -36,6 +39,7 @@ tests/integration/test_fetch_sessions.py runs it against the real broker.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from typing import Any
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 #: The top-level errors of a fetch answer that say the session is gone or out of step (KIP-227).
 SESSION_ERRORS = {70: "FETCH_SESSION_ID_NOT_FOUND", 71: "INVALID_FETCH_SESSION_EPOCH"}
 MAX_EPOCH = 2**31 - 1  # after it, epochs start again at 1 (as the Java client's do)
+FINAL_EPOCH = -1  # a request with it closes the session it names (and is answered as a sessionless one)
 NO_SESSION = 0
 
 _FULL, _INCREMENTAL = metrics.FETCH_REQUESTS.labels("full"), metrics.FETCH_REQUESTS.labels("incremental")
@@ -135,16 +140,16 @@ class SessionRequest(FetchRequest):
     True
     """
 
-    def __init__(self, session: FetchSession, fetch: FetchRequest, *, full: bool = False) -> None:
+    def __init__(self, session: FetchSession, fetch: FetchRequest, *, full: bool = False, final: bool = False) -> None:
         super().__init__(
             fetch._max_wait_ms, fetch._min_bytes, fetch._max_bytes, fetch._isolation_level, fetch.topics,
             rack_id=fetch._rack_id,
         )
         self.session = session
         self.session_id = session.session_id
-        self.epoch = 0 if full else session.epoch
+        self.epoch = FINAL_EPOCH if final else 0 if full else session.epoch
         self.wanted = {(topic, p): (offset, limit) for topic, partitions in fetch.topics for p, offset, limit in partitions}
-        if self.epoch == 0:
+        if self.epoch in (0, FINAL_EPOCH):
             self.sent: Topics = fetch.topics
             self.forgotten: list[tuple[str, list[int]]] = []
             return
@@ -245,3 +250,42 @@ def use_fetch_sessions(consumer: Any) -> None:
     fetcher._leader_for = fetcher._client.cluster.leader_for_partition
     fetcher._client = _SessionClient(fetcher._client)
     fetcher.__class__ = SessionFetcher
+
+
+async def close_fetch_sessions(consumer: Any, timeout_s: float = 1.0) -> int:
+    """End the started *consumer*'s fetches and close its fetch sessions on their brokers; returns how many were closed.
+
+    For a consumer about to stop: its fetcher is closed first (a request of a closed session
+    would open a new one), then each broker holding one of its sessions is sent a request
+    naming no partition with epoch -1, waiting up to *timeout_s* for each answer.  A broker that
+    does not answer (an outage) keeps the session until it needs the slot, as before.  A
+    consumer whose fetcher is not a :class:`SessionFetcher` is left alone (0).
+    """
+    fetcher = consumer._fetcher
+    if not isinstance(fetcher, SessionFetcher):
+        return 0
+    try:
+        await fetcher.close()
+    except asyncio.CancelledError:  # a fetch task cancelled before it ran (aiokafka awaits them); not this one
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    fetcher._pending_tasks.clear()  # all done: the consumer's stop closes the fetcher again
+    client = fetcher._client._client  # (the client _SessionClient wraps: these answers are not a session's)
+    closed = 0
+    for session in fetcher._sessions.values():
+        if session.session_id == NO_SESSION or not session.supported:
+            continue
+        request = SessionRequest(session, FetchRequest(0, 1, 1, 0, []), final=True)
+        try:
+            response = await asyncio.wait_for(client.send(session.node_id, request), timeout_s)
+        except Exception as exc:  # stopping: the broker evicts it in time
+            log.info("fetch session %s on broker %s not closed: %r", session.session_id, session.node_id, exc)
+        else:
+            if response.error_code:
+                log.info("fetch session %s on broker %s not closed: error %s", session.session_id, session.node_id,
+                         response.error_code)
+            else:
+                closed += 1
+        session.session_id, session.epoch, session.known = NO_SESSION, 0, {}
+    return closed

@@ -3,7 +3,8 @@
 Every record produced is fetched exactly once, in order per partition, while the requests name only
 the partitions that changed and the answers hold only those with news; a partition given up is
 forgotten by the session; a session the broker no longer recognises is replaced at once, losing
-nothing; and the batch stages use sessions by default.
+nothing; a stopping consumer closes its session on the broker; and the batch stages use sessions
+by default.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.fetch import FetchRequest
 
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics, ensure_topics
 from cxstream.streams.batch import BatchRuntime, Record
-from cxstream.streams.fetchsession import FetchSession, SessionFetcher, use_fetch_sessions
+from cxstream.streams.fetchsession import (
+    SESSION_ERRORS,
+    FetchSession,
+    SessionFetcher,
+    SessionRequest,
+    close_fetch_sessions,
+    use_fetch_sessions,
+)
 from cxstream.streams.settings import Settings
 from cxstream.streams.topics import CUSTOMER_EVENTS, DEAD_LETTER
 
@@ -69,6 +78,16 @@ async def _in_session(broker: str) -> AsyncIterator[tuple[str, list[TopicPartiti
         await producer.stop()
 
 
+async def _opened(topic: str, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, partition: int, count: int,
+                  ) -> tuple[FetchSession, dict[int, list[int]]]:
+    """*count* records produced to *partition* and fetched: the consumer's session (opened by then), and what it fetched."""
+    got: dict[int, list[int]] = {}
+    await asyncio.gather(_produce(producer, topic, [partition], 0, count), _take(consumer, count, got))
+    [session] = consumer._fetcher._sessions.values()
+    assert isinstance(session, FetchSession)
+    return session, got
+
+
 def test_a_session_fetches_every_record_once_naming_only_what_changed_and_forgets_what_it_gives_up(
     servers: tuple[str, str],
 ) -> None:
@@ -112,10 +131,7 @@ def test_a_session_the_broker_no_longer_knows_is_replaced_at_once_and_nothing_is
 
     async def scenario() -> None:
         async with _in_session(broker) as (topic, _, producer, consumer):
-            got: dict[int, list[int]] = {}
-            await asyncio.gather(_produce(producer, topic, [2], 0, 20), _take(consumer, 20, got))
-            [session] = consumer._fetcher._sessions.values()
-            assert isinstance(session, FetchSession)
+            session, got = await _opened(topic, producer, consumer, 2, 20)
             first = session.session_id
             lost = _counter(metrics.FETCH_SESSIONS_LOST, "broker")
             full = _counter(metrics.FETCH_REQUESTS, "full")
@@ -125,6 +141,27 @@ def test_a_session_the_broker_no_longer_knows_is_replaced_at_once_and_nothing_is
             assert _counter(metrics.FETCH_SESSIONS_LOST, "broker") >= lost + 1
             assert _counter(metrics.FETCH_REQUESTS, "full") >= full + 1
             assert session.session_id not in (0, first, first + 7777) and session.epoch >= 1
+
+    asyncio.run(scenario())
+
+
+def test_a_stopping_consumer_closes_its_session_on_the_broker(servers: tuple[str, str]) -> None:
+    broker, _ = servers
+
+    async def scenario() -> None:
+        async with _in_session(broker) as (topic, _, producer, consumer):
+            session, _ = await _opened(topic, producer, consumer, 4, 10)
+            old_id, old_epoch = session.session_id, session.epoch
+            assert old_id != 0
+            assert await close_fetch_sessions(consumer) == 1
+            assert session.session_id == 0 and not session.known
+            # the broker no longer has it: a request in it, at the epoch it expected next, is refused
+            stale = FetchSession(session.node_id)
+            stale.session_id, stale.epoch = old_id, old_epoch
+            request = SessionRequest(stale, FetchRequest(0, 1, 1024, 0, []))
+            response = await consumer._client.send(session.node_id, request)
+            assert SESSION_ERRORS.get(response.error_code) == "FETCH_SESSION_ID_NOT_FOUND"
+            assert await close_fetch_sessions(consumer) == 0  # nothing left to close; the consumer then stops
 
     asyncio.run(scenario())
 

@@ -131,6 +131,15 @@ def test_the_request_built_carries_the_session_the_changed_partitions_and_the_fo
     assert isinstance(v11.encode(), bytes) and isinstance(v8.encode(), bytes)
 
 
+def test_the_closing_request_names_the_session_at_epoch_minus_one_and_no_partition() -> None:
+    session = FetchSession(1)
+    opened(session, ("a", 0, 5), ("a", 1, 7))
+    request = SessionRequest(session, FetchRequest(0, 1, 1, 0, []), final=True)
+    v11 = request.build(FetchRequest_v11)
+    assert (v11.session_id, v11.session_epoch, v11.topics, v11.forgotten_topics_data) == (9, -1, [], [])
+    assert isinstance(v11.encode(), bytes)
+
+
 class FakeClient:
     """Answers with the given answers in turn (an exception is raised), recording what it was sent."""
 
