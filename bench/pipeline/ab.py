@@ -58,6 +58,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "fetch_hold_ms": final.get("fetch_hold_ms"),
         "fetch_wait_ms": final.get("fetch_wait_ms"),
         "identity_roads": final.get("identity_roads"),
+        "early_sends": final.get("early_sends"),
         "broker_warmup": result.get("broker_warmup"),
         "cpu_slices_us": result.get("cpu_slices_us"),
         "state": state_of(result),

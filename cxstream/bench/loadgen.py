@@ -608,10 +608,22 @@ def roads_between(before: list[tuple[str, dict[str, str], float]], after: list[t
     >>> roads_between(s(10.0), s(25.0)), roads_between([], [])
     ({'fast/settled': 15.0}, None)
     """
-    end = counter_by(after, "cx_identity_road_total", "road", "reason")
+    return counts_between(before, after, "cx_identity_road_total", "road", "reason")
+
+
+def counts_between(
+    before: list[tuple[str, dict[str, str], float]], after: list[tuple[str, dict[str, str], float]], name: str, *by: str,
+) -> dict[str, float] | None:
+    """What counter *name* counted between two scrapes, by the values of the labels *by* (None: the engine has no such counter).
+
+    >>> s = lambda n: [("cx_stage_early_sends_total", {"outcome": "taken"}, n)]
+    >>> counts_between(s(3.0), s(10.0), "cx_stage_early_sends_total", "outcome"), counts_between(s(3.0), s(3.0), "cx_stage_early_sends_total", "outcome")
+    ({'taken': 7.0}, {})
+    """
+    end = counter_by(after, name, *by)
     if not end:
         return None
-    start = counter_by(before, "cx_identity_road_total", "road", "reason")
+    start = counter_by(before, name, *by)
     return {k: round(v - start.get(k, 0.0), 1) for k, v in sorted(end.items()) if v - start.get(k, 0.0)}
 
 
@@ -889,6 +901,8 @@ class StepResult:
     hops: dict[str, Any] | None = None  # the e2e, segment by segment (hop_breakdown)
     #: the window's customer events by road and reason (CX_IDENTITY_FAST_PATH; None without it)
     identity_roads: dict[str, float] | None = None
+    #: the worker's early sends (CX_EARLY_SEND_MS) in the window by outcome, and whether they were read back in the next batch
+    early_sends: dict[str, dict[str, float] | None] | None = None
     #: a step of two minutes or more: the engine's CPU, rounds and collections and the machine's steal per minute (minute_rows)
     work_by_minute: list[dict[str, Any]] | None = None
     passed: bool = False
@@ -1596,6 +1610,8 @@ class Bench:
                               if queued is not None else None),
             hops=hops,
             identity_roads=roads_between(w_samples, e_samples),
+            early_sends={"sent": counts_between(w_samples, e_samples, "cx_stage_early_sends_total", "outcome"),
+                         "read_back": counts_between(w_samples, e_samples, "cx_stage_early_read_back_total", "outcome")},
             work_by_minute=minute_rows(minute_marks, self.prefix) if minute_marks else None,
         )
         if res.e2e_by_minute:

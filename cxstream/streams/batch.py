@@ -55,6 +55,20 @@ before it is produced and acknowledged; held records are produced before any rec
 worker that goes through the broker to a stage's partition they share (so each partition's log
 keeps this worker's order), before a partition is given up, and before the worker stops.
 
+**Early sending** (``CX_EARLY_SEND_MS``, off by default).  A record for a stage that is not
+handed it locally (ingest's to identity, through ``cx.resolve.v1``) is fetched back by this
+worker.  Produced with the rest of the batch, it reaches the broker after the batch's last stage
+has run, and usually misses the next batch's fetch: the hop costs two loop rounds.  When a stage
+has buffered such a record and the stages after it have at least ``CX_EARLY_SEND_MS`` of work
+left in the batch (each stage's recent cost per record times the records it has), the outputs
+buffered so far are sent at once (a prefix of the batch's outputs: every partition keeps their
+order) and put on the wire, and before the next batch is taken the loop lets the fetcher read
+them back (:mod:`cxstream.streams.earlysend`).  A short batch's are not: its other outputs would
+then wait for the early request's acknowledgement (aiokafka keeps one produce request in flight
+per broker).  Their futures join the batch's, so nothing of it is committed before they are
+acknowledged.  Measured, it shortens the hop for a worker past its limit and lengthens it below,
+so it is off (docs/PERFORMANCE.md).
+
 A stage handed a record before it is in the log may act on it and have its outputs produced
 (an output to another partition, or to a topic no stage reads, goes at once, while the record
 it came from is still held) while the record itself is lost with a ``kill -9``.  That is
@@ -115,6 +129,7 @@ from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
+from cxstream.streams.earlysend import read_back, ship
 from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
 from cxstream.streams.fetchsession import close_fetch_sessions, use_fetch_sessions
 from cxstream.streams.partitioner import CachedPartitioner
@@ -125,6 +140,8 @@ from cxstream.streams.topics import DEAD_LETTER, MAX_STATE_RECORD_BYTES, TopicSp
 from cxstream.streams.transport import IDEMPOTENT, outlast_outages
 
 _local_records = functools.cache(metrics.LOCAL_RECORDS.labels)  # children looked up once: labels() costs ~1.5 µs a call
+_early_sends = functools.cache(metrics.EARLY_SENDS.labels)
+_read_back = functools.cache(metrics.EARLY_READ_BACK.labels)
 log = logging.getLogger(__name__)
 
 
@@ -492,6 +509,14 @@ class BatchRuntime:
         self._token = os.urandom(8)  # names this runtime's locally delivered records in their header
         self._local_headers = [(LOCAL_HEADER, self._token)]
         self._route: dict[int, tuple[int, bool]] = {}  # buffer index -> (partition, delivered locally)
+        # early sending (CX_EARLY_SEND_MS): the work the stages after one must have left in the batch, s
+        # (0: off); each stage's recent seconds per record; the buffer's records before _sent are
+        # sent, with their delivery futures in the batch's list (None until its first early send)
+        self.early_send_s = settings.early_send_ms / 1000.0
+        self._cost: dict[str, float] = {}
+        self._sent = 0
+        self._sent_early: set[TopicPartition] = set()  # the partitions read back of the records sent early, until fetched
+        self._batch_futures: list[asyncio.Future[Any]] | None = None
         # records delivered locally wait up to echo_linger_s before they are produced, with the
         # delivery-future list of their batch (which cannot settle until they are produced)
         self.echo_linger_s = max(0, echo_linger_ms) / 1000.0
@@ -509,6 +534,7 @@ class BatchRuntime:
         self.transactional = settings.processing_guarantee == "exactly_once"
         if self.transactional:
             self.echo_linger_s = 0.0  # a locally delivered record is produced in its batch's transaction
+            self.early_send_s = 0.0  # read committed: nothing is fetched back before the transaction commits
 
     # -- declaring stages -----------------------------------------------------------------------
 
@@ -705,6 +731,11 @@ class BatchRuntime:
             if self._held:  # wake up in time to produce them
                 due = self._held_since + self.echo_linger_s - time.monotonic()
                 wait_ms = max(1, min(wait_ms, int(due * 1000) + 1))
+            if self._sent_early:  # so that this batch holds them (earlysend.read_back)
+                back = await read_back(self.consumer, self._sent_early)
+                if back is not None:
+                    _read_back("next_batch" if back else "later").inc()
+                self._sent_early.clear()
             batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.max_records)
             if batches:
                 fetch(clock() - started)
@@ -934,6 +965,7 @@ class BatchRuntime:
         next pass, at most ``MAX_LOCAL_PASSES`` passes (after that they go through the broker).
         """
         via_broker: set[TopicPartition] = set()
+        clock, early = time.perf_counter, bool(self.early_send_s) and self._producer is not None
         for n in range(MAX_LOCAL_PASSES):
             now: dict[str, dict[TopicPartition, list[Any]]] = {}
             later: dict[str, dict[TopicPartition, list[Any]]] = {}
@@ -945,9 +977,19 @@ class BatchRuntime:
                 if not mine:
                     continue
                 mark = len(self.buffer)
-                await st.process(mine)
+                if not early:
+                    await st.process(mine)
+                else:
+                    started = clock()
+                    records = await st.process(mine)
+                    if records:  # the stage's recent cost per record, for _work_left
+                        per = (clock() - started) / records
+                        cost = self._cost.get(st.name)
+                        self._cost[st.name] = per if cost is None else cost + 0.1 * (per - cost)
                 if self.local_delivery and self._producer is not None:
                     self._deliver_locally(mark, i, now, later, via_broker, last_pass=n == MAX_LOCAL_PASSES - 1)
+                if early and len(self.buffer) > mark and self._work_left(i, work, now) >= self.early_send_s:
+                    await self._send_early(mark)
             if not later:
                 return
             work = {name: list(parts.items()) for name, parts in later.items()}
@@ -984,6 +1026,45 @@ class BatchRuntime:
                 continue
             _local_records(target.name, "delivered").inc()
             (now if j > i else later).setdefault(target.name, {}).setdefault(tp, []).append(_Local(key, value))
+
+    def _work_left(
+        self, i: int, work: dict[str, list[tuple[TopicPartition, list[Any]]]], now: dict[str, dict[TopicPartition, list[Any]]],
+    ) -> float:
+        """The seconds the stages after stage *i* are expected to take on what they have in this pass (their recent cost per record)."""
+        left = 0.0
+        for st in self.stages[i + 1 :]:
+            records = sum(len(messages) for _, messages in work.get(st.name, ()))
+            records += sum(len(messages) for messages in now.get(st.name, {}).values())
+            left += records * self._cost.get(st.name, 0.0)
+        return left
+
+    async def _send_early(self, mark: int) -> None:
+        """If the records a stage buffered from *mark* on include one that a stage of this worker reads back
+        through the broker, send the batch's outputs buffered so far and have them put on the wire now.
+
+        Sent in buffer order, so every partition keeps the batch's order; the rest of the batch
+        follows in :meth:`send_all`.  The next batch then holds the records read back
+        (:mod:`cxstream.streams.earlysend`)."""
+        buf, route, stage_of = self.buffer, self._route, self._stage_of
+        back: set[TopicPartition] = set()  # the partitions of those records, where the producer has them
+        for idx in range(mark, len(buf)):
+            topic, key, _ = buf[idx]
+            if topic not in stage_of:
+                continue
+            where = route.get(idx)
+            if where is None:  # not a local stage: the producer partitions it
+                partition = self._partition_for(topic, key) if key is not None else None
+                if partition is not None:
+                    back.add(TopicPartition(topic, partition))
+            elif not where[1]:
+                back.add(TopicPartition(topic, where[0]))
+        if not back:
+            return
+        if self._batch_futures is None:
+            self._batch_futures = []
+        await self._send_buffered(self._batch_futures)
+        _early_sends(await ship(self.producer, back)).inc()
+        self._sent_early |= back
 
     def _partition_for(self, topic: str, key: bytes) -> int | None:
         """The partition the producer's default partitioner gives *key* (murmur2, as Kafka's clients do)."""
@@ -1058,30 +1139,13 @@ class BatchRuntime:
         The tables' changes (latest value per key) are taken too: in a transaction they are sent
         now, otherwise once the outputs are acknowledged (:meth:`settle`), into the same list."""
         producer = self.producer
-        futures = []
-        if self.buffer:
-            out, self.buffer[:] = list(self.buffer), []
-            route, self._route = self._route, {}
-            tracked = dict(self.tracked)
-            self.tracked.clear()  # (cleared, not replaced: the stages' outputs hold this dict)
-            for idx, (topic, key, value) in enumerate(out):
-                where = route.get(idx)
-                how = tracked.get(idx)
-                if how is not None:
-                    futures.append(await self._send_tracked(topic, key, value, how, where))
-                    continue
-                if where is None:
-                    if self._held and topic in self._stage_of:  # partitioned by the producer: may share one
-                        await self.push_held()
-                    futures.append(await producer.send(topic, value, key=key))
-                    continue
-                partition, local = where
-                if local:  # already processed here: the header says to skip it when it is fetched back
-                    self._hold(topic, key, value, partition, futures)
-                    continue
-                futures.append(await self._send_via_broker(topic, key, value, partition))
-            if self._held and not self.echo_linger_s:
-                await self.push_held()
+        futures, self._batch_futures = (self._batch_futures if self._batch_futures is not None else []), None
+        while len(self.buffer) > self._sent:  # (again if records came while it sent: all go with this batch)
+            await self._send_buffered(futures)
+        self.buffer[:], self._route, self._sent = [], {}, 0
+        self.tracked.clear()  # (cleared, not replaced: the stages' outputs hold this dict)
+        if self._held and not self.echo_linger_s:
+            await self.push_held()
         changes = [(table.changelog, *change) for table in self.tables for change in table.take_changes()]
         if self.transactional:  # one transaction: the changes cannot be seen without the outputs
             for changelog, partition, key, value in changes:
@@ -1092,6 +1156,29 @@ class BatchRuntime:
             # a duplicate and what it should have produced would be lost
             self._changes_for[id(futures)] = changes
         return futures
+
+    async def _send_buffered(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Send the buffer's records not sent yet (from ``_sent`` on), their delivery futures into *futures*."""
+        producer, buf, route, tracked = self.producer, self.buffer, self._route, self.tracked
+        start, end = self._sent, len(buf)
+        self._sent = end  # (before the sends: none of them adds to the buffer)
+        for idx in range(start, end):
+            topic, key, value = buf[idx]
+            where = route.get(idx)
+            how = tracked.get(idx)
+            if how is not None:
+                futures.append(await self._send_tracked(topic, key, value, how, where))
+                continue
+            if where is None:
+                if self._held and topic in self._stage_of:  # partitioned by the producer: may share one
+                    await self.push_held()
+                futures.append(await producer.send(topic, value, key=key))
+                continue
+            partition, local = where
+            if local:  # already processed here: the header says to skip it when it is fetched back
+                self._hold(topic, key, value, partition, futures)
+                continue
+            futures.append(await self._send_via_broker(topic, key, value, partition))
 
     async def _send_tracked(
         self, topic: str, key: bytes | None, value: bytes | None, how: Tracked, where: tuple[int, bool] | None,

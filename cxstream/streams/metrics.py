@@ -120,6 +120,19 @@ LOCAL_ECHO_PUSHED = Histogram(
     "Locally delivered records produced to their topics together, after waiting up to CX_LOCAL_ECHO_LINGER_MS.",
     buckets=_RECORD_COUNT_BUCKETS,
 )
+EARLY_SENDS = Counter(
+    "cx_stage_early_sends",
+    "Times a batch's outputs buffered so far were sent before the batch was done, because one is read back by a "
+    "stage of this worker (CX_EARLY_SEND), by outcome: 'taken' (on the wire at once), 'behind' (a produce request "
+    "still unanswered held them until the batch's other sends), 'handed' (librdkafka's thread sends them).",
+    ["outcome"],
+)
+EARLY_READ_BACK = Counter(
+    "cx_stage_early_read_back",
+    "Batches after one with an early send (CX_EARLY_SEND_MS), by whether the records sent early came back in time to "
+    "be in them: 'next_batch', or 'later' (the broker had not answered yet).",
+    ["outcome"],
+)
 TRACKED_WAITS = Counter(
     "cx_stage_ordered_send_waits_total",
     "Times a batch waited for an earlier record's acknowledgement before producing one that must follow it "
