@@ -1,4 +1,4 @@
-"""Records a worker will read back, put on the wire in the middle of its batch (``CX_EARLY_SEND``).
+"""Records a worker will read back, put on the wire in the middle of its batch (``CX_EARLY_SEND_MS``, off by default).
 
 A contact's event crosses one broker hop inside the worker: ingest sends it to ``cx.resolve.v1``,
 and identity reads it from there, in log order (the module docstring of
@@ -9,14 +9,18 @@ that the next batch is made of, and wait for the one after.  So the hop cost a c
 worker's rounds.
 
 With early sending, as soon as a stage has buffered a record for the input of a stage of this
-worker that is not handed it locally, the batch's outputs buffered so far (a prefix of its
+worker that is not handed it locally, and the stages after it have at least ``CX_EARLY_SEND_MS``
+of work left in the batch (:meth:`cxstream.streams.batch.BatchRuntime._work_left`), the batch's
+outputs buffered so far (a prefix of its
 outputs, so every partition keeps their order) are sent, and the loop is let go round a few times
 so that the producer puts them in a request and the consumer sends the fetch that will bring them
 back.  The broker has them while the worker runs the rest of its batch.  aiokafka's ``getmany``
 hands out what its fetcher has already read and does not let the loop read the socket first, so
 before the next batch is taken :func:`read_back` lets the loop go round until the fetcher has read
 records of those partitions (at most :data:`MAX_YIELDS` times): the next batch then holds them, one
-round instead of two.
+round instead of two.  Measured, that shortens the hop for a worker past its latency limit and
+lengthens it below (the batch's other outputs wait for the early request's acknowledgement), so
+it is off by default (docs/PERFORMANCE.md, "Levers measured").
 
 aiokafka's producer holds a record for ``linger_ms`` (1 ms) before a request takes it, and its
 sender task only runs when the loop does.  :func:`ship` asks it to take the given partitions'
