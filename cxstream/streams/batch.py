@@ -1161,7 +1161,7 @@ class BatchRuntime:
         """Send the buffer's records not sent yet (from ``_sent`` on), their delivery futures into *futures*."""
         producer, buf, route, tracked = self.producer, self.buffer, self._route, self.tracked
         start, end = self._sent, len(buf)
-        self._sent = end  # (before the sends: none of them adds to the buffer)
+        self._sent = end  # (first: a record added while these are sent is left to the next call, see send_all)
         for idx in range(start, end):
             topic, key, value = buf[idx]
             where = route.get(idx)
