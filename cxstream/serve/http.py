@@ -61,6 +61,7 @@ from cxstream.serve.common import REDIS, error, error_body, heartbeat_key, read_
 from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
 from cxstream.serve.feed import LiveFeed
+from cxstream.serve.lookupcache import Invalidations, LookupCache
 from cxstream.serve.pages import PUBLIC_ROUTES
 from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.publish import KafkaPublisher
@@ -297,6 +298,8 @@ def _path_identifier(customer_id: str) -> tuple[str, str] | None:
 
 #: One round trip per lookup: resolve (identifier index, alias or CRM id) and read the context
 #: in the server.  Key names are derived inside the script, so it needs a single Redis (not Cluster).
+#: A context found through an identifier or an alias comes with the canonical id it was read under
+#: (``{1, context, id}``): the lookup cache drops the answer when that context's key changes too.
 _LOOKUP = """
 local v = redis.call('GET', KEYS[1])
 if ARGV[1] == 'ident' then
@@ -304,7 +307,7 @@ if ARGV[1] == 'ident' then
   if v == ARGV[2] then return {2} end
   local c = redis.call('GET', ARGV[3] .. v)
   if not c then return {0} end
-  return {1, c}
+  return {1, c, v}
 end
 if v then return {1, v} end
 local t = redis.call('GET', KEYS[2])
@@ -315,32 +318,68 @@ end
 if not t then return {0} end
 local c = redis.call('GET', ARGV[3] .. t)
 if not c then return {0} end
-return {1, c}
+return {1, c, t}
 """
 _CTX_PREFIX = context_key("")
 
 
 class ContextLookup:
     """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when given
-    one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py."""
+    one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py.
 
-    def __init__(self, client: aioredis.Redis, fast: PipelinedRedis | None = None) -> None:
+    With *cache* (and its *invalidations*, which :meth:`start` subscribes), a found context is
+    answered from the process's :class:`cxstream.serve.lookupcache.LookupCache` until Redis
+    reports a change of a key it was read from.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, fast: PipelinedRedis | None = None, *,
+        cache: LookupCache | None = None, invalidations: Invalidations | None = None,
+    ) -> None:
         self._script = client.register_script(_LOOKUP)
         self._fast = fast
+        self.cache = cache
+        self.invalidations = invalidations
 
     @property
     def pipelined(self) -> bool:
         return self._fast is not None
 
+    def start(self) -> None:
+        """Subscribe the cache to Redis' invalidations (in the background; it caches once subscribed)."""
+        if self.invalidations is not None:
+            self.invalidations.start()
+
     async def __call__(self, keys: list[str], mode: str) -> tuple[int, bytes | None]:
+        cache = self.cache
+        if cache is None:
+            found = await self._run(keys, mode)
+            return int(found[0]), (found[1] if len(found) > 1 else None)
+        key = (mode, *keys)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        pending = cache.begin()
+        try:
+            found = await self._run(keys, mode)
+        except BaseException:
+            cache.abandon(pending)
+            raise
+        code, raw = int(found[0]), (found[1] if len(found) > 1 else None)
+        # the keys the answer was read from: the context's own, or every key the script read on its way to it
+        deps = (*keys, _CTX_PREFIX + found[2].decode("utf-8", "surrogateescape")) if len(found) > 2 else (keys[0],)
+        cache.finish(pending, key, code, raw, deps)
+        return code, raw
+
+    async def _run(self, keys: list[str], mode: str) -> Any:
         args = [mode, SHARED, _CTX_PREFIX]
         if self._fast is not None:
-            found = await self._fast.evalsha(self._script.sha, _LOOKUP, keys, args)
-        else:
-            found = await self._script(keys=keys, args=args)  # EVALSHA; loads the script if Redis lost it
-        return int(found[0]), (found[1] if len(found) > 1 else None)
+            return await self._fast.evalsha(self._script.sha, _LOOKUP, keys, args)
+        return await self._script(keys=keys, args=args)  # EVALSHA; loads the script if Redis lost it
 
     async def close(self) -> None:
+        if self.invalidations is not None:
+            await self.invalidations.close()
         if self._fast is not None:
             await self._fast.close()
 
@@ -461,6 +500,7 @@ def build_app(
     erasure: ErasureRequests | None = None,
     engine_metrics: EngineMetrics | None = None,
     pipelined: PipelinedRedis | None = None,
+    lookup_cache: tuple[LookupCache, Invalidations] | None = None,
     publisher: KafkaPublisher | None = None,
     feed: LiveFeed | None = None,
     advisor_key_secret: str = "",
@@ -469,17 +509,24 @@ def build_app(
     """The aiohttp application (no server): ``cxstream serve`` runs it, tests may drive it directly.
 
     *app_id* names the engine (consumer group) whose heartbeat ``/healthz`` reads.  With
-    *pipelined* (a connection to the Redis of *redis_client*), context lookups take it rather than the pool.
+    *pipelined* (a connection to the Redis of *redis_client*), context lookups take it rather than the pool;
+    with *lookup_cache* (a :mod:`cxstream.serve.lookupcache` cache and its invalidations, on the same Redis)
+    they are answered from the process's cache while it is fresh.
     *publisher* and *feed* (both on the engine's broker) serve the desk, the chat page and the
     wallboard (:mod:`cxstream.serve.desk`, :mod:`cxstream.serve.pages`); without them those routes answer 503.
     """
     app = web.Application(middlewares=[auth_and_metrics])
     app[REDIS] = redis_client
-    app[LOOKUP] = lookup = ContextLookup(redis_client, pipelined)
+    cache, invalidations = lookup_cache or (None, None)
+    app[LOOKUP] = lookup = ContextLookup(redis_client, pipelined, cache=cache, invalidations=invalidations)
+
+    async def start_lookup(_: web.Application) -> None:
+        lookup.start()
 
     async def close_lookup(_: web.Application) -> None:
         await lookup.close()
 
+    app.on_startup.append(start_lookup)
     app.on_cleanup.append(close_lookup)
     app[API_KEYS] = api_keys
     app[API_KEY_SCOPES] = keys.parse_keys(api_keys)

@@ -34,6 +34,7 @@ from cxstream.serve.common import resolve_api_keys
 from cxstream.serve.erasure import ErasureRequests, KafkaErasurePublisher
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.http import EngineMetrics, HttpServer, build_app
+from cxstream.serve.lookupcache import Invalidations, LookupCache
 from cxstream.serve.publish import KafkaPublisher
 from cxstream.streams.cpuslice import apply_latency_slice
 from cxstream.streams.logs import configure_logging
@@ -56,6 +57,14 @@ def die_with(parent_pid: int) -> None:
         raise SystemExit(0)
 
 
+def lookup_cache(settings: Settings) -> tuple[LookupCache, Invalidations] | None:
+    """The process's context lookup cache and the connection that keeps it fresh (None: ``CX_LOOKUP_CACHE_MB=0``)."""
+    if settings.lookup_cache_mb <= 0:
+        return None
+    cache = LookupCache(int(settings.lookup_cache_mb * 1024 * 1024), settings.lookup_cache_max_age_s)
+    return cache, Invalidations(cache, lambda on_message: pipelined_redis(settings, on_message=on_message))
+
+
 async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metrics_url: str | None = None, reuse_port: bool = True) -> None:
     """Serve until SIGTERM/SIGINT."""
     # one blocking pool per process: a burst waits for a connection instead of failing
@@ -67,7 +76,7 @@ async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metri
     app = build_app(
         client, resolve_api_keys(settings, lambda m: print(f"cxstream serve: {m}", flush=True)), settings.app_id,
         erasure=ErasureRequests(publisher, client) if publisher is not None else None, engine_metrics=engine_metrics,
-        pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None,
+        pipelined=pipelined_redis(settings) if settings.http_pipelined_lookups else None, lookup_cache=lookup_cache(settings),
         publisher=desk_publisher, feed=feed, advisor_key_secret=settings.advisor_key_secret, model_namespace=settings.topic_prefix,
     )
     server = HttpServer(app, settings.http_host, settings.http_port, reuse_port=reuse_port, probe_host="127.0.0.1",

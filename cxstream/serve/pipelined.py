@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -38,8 +38,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 class _Protocol(asyncio.Protocol):
     """Commands in flight as a FIFO of (future, deadline); one watchdog timer, not one per command."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, on_message: Callable[[list[Any]], None] | None = None) -> None:
         self.reader = hiredis.Reader()
+        self.on_message = on_message
         self.waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
@@ -62,6 +63,9 @@ class _Protocol(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if self.on_message is not None and type(reply) is list and reply and reply[0] == b"message":
+                self.on_message(reply)  # a subscribed connection's message: no command asked for it
+                continue
             if not self.waiting:  # a reply nobody asked for: the stream is out of step
                 self._fail(RedisConnectionError("Redis sent a reply to no command"))
                 if self.transport is not None:
@@ -146,6 +150,8 @@ class PipelinedRedis:
     (``supports(url)`` tells).  *username* and *password* (the settings', when not in the URL)
     are sent with ``AUTH`` on each new connection; a ``rediss://`` URL needs the TLS context
     *ssl* (:func:`cxstream.streams.security.pipelined_redis` builds both from the settings).
+    With *on_message*, the connection may subscribe (``SUBSCRIBE``): each Pub/Sub message (a
+    ``[b"message", channel, data]`` reply no command asked for) is handed to it.
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class PipelinedRedis:
         username: str | None = None,
         password: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
+        on_message: Callable[[list[Any]], None] | None = None,
     ) -> None:
         if not self.supports(url):
             raise ValueError(f"unsupported Redis URL for the pipelined client: {url.split('@')[-1]!r}")
@@ -172,6 +179,7 @@ class PipelinedRedis:
         self._timeout_s = timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+        self._on_message = on_message
 
     @property
     def timeout_s(self) -> float:
@@ -227,7 +235,13 @@ class PipelinedRedis:
             return proto
 
     def _protocol(self) -> _Protocol:
-        return _Protocol(self.timeout_s)
+        return _Protocol(self.timeout_s, self._on_message)
+
+    async def connection_closed(self) -> None:
+        """Wait until the current connection is lost or closed (at once if there is none)."""
+        proto = self._proto
+        if proto is not None:
+            await asyncio.shield(proto.closed)
 
     async def call(self, *args: Any) -> Any:
         proto = await self._connection()

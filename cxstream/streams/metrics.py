@@ -166,6 +166,17 @@ OCCUPANCY = Gauge("cx_advisor_occupancy", "Seconds advisors held contacts / staf
 HTTP_REQUESTS = Histogram(
     "cx_http_request_seconds", "HTTP API latency by route and status.", ["route", "status"], buckets=_LATENCY_BUCKETS
 )
+LOOKUP_CACHE = Counter(
+    "cx_lookup_cache_total", "Context lookups by how the API process's cache took them: hit (answered from it), miss "
+    "(asked Redis), bypass (asked Redis: the cache is off or not subscribed to Redis' invalidations).", ["outcome"],
+)
+LOOKUP_CACHE_BYTES = Gauge("cx_lookup_cache_bytes", "Bytes the API process's context lookup cache holds (values and per-entry overhead).")
+LOOKUP_CACHE_INVALIDATED = Counter(
+    "cx_lookup_cache_invalidated_total", "Cached context lookups dropped because Redis reported one of their keys changed."
+)
+LOOKUP_CACHE_LIVE = Gauge(
+    "cx_lookup_cache_live", "1 while the API process's context lookup cache is subscribed to Redis' invalidations (and caches), else 0."
+)
 
 LABELS = Counter("cx_labels_total", "Labels learned, by model.", ["model"])
 DRIFTS = Counter("cx_model_drift_total", "Drifts detected by ADWIN on a model's progressive error.", ["model"])

@@ -62,6 +62,14 @@ class Settings:
     http_lookup_front: int = _setting(
         1, "1: context lookups answered by the API's lookup front without aiohttp (cxstream.serve.front); 0: all by aiohttp."
     )
+    lookup_cache_mb: float = _setting(
+        64.0, "Each HTTP API process caches the contexts it looked up, up to this many MB, and answers a repeated "
+        "lookup without Redis until Redis reports a change of the context (client-side caching: "
+        "cxstream.serve.lookupcache). 0: every lookup goes to Redis."
+    )
+    lookup_cache_max_age_s: float = _setting(
+        60.0, "A cached context older than this is not served (the bound on staleness, were an invalidation ever lost)."
+    )
     latency_slice_us: int = _setting(
         DEFAULT_LATENCY_SLICE_US, "CPU time slice, microseconds, that the HTTP API processes and the embedded Redis ask Linux for "
         "(sched_setattr, Linux 6.12 or later): woken by a lookup they preempt a busy stream worker at once instead of "
