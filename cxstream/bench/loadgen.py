@@ -1579,6 +1579,8 @@ class Bench:
             log(f"cannot break the e2e down by hop: {exc!r}")
         if lookup_result is not None and lookups_server is not None:
             lookup_result["server_side"] = lookups_server
+            # the API's lookup cache: hit / miss / bypass (None: an engine without it)
+            lookup_result["cache"] = counts_between(w_samples, e_samples, "cx_lookup_cache_total", "outcome")
         res = StepResult(
             rate=rate, duration_s=duration_s, warmup_s=opts.warmup, sent=sent,
             desktop_sent=driver.desktop_sent - desktop_before,
