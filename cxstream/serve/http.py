@@ -181,11 +181,13 @@ class _Only:
 
 
 def _is_api_metric(name: str) -> bool:
-    return name == HTTP_METRIC
+    return name in API_METRICS
 
 
-#: The API's own families (``cx_http_request_seconds``); the engine's endpoint exports everything else.
+#: The API's own families (``cx_http_request_seconds``, the lookup cache's); the engine's endpoint exports everything else.
 HTTP_METRIC = metrics.HTTP_REQUESTS._name
+API_METRICS = frozenset({HTTP_METRIC, *(m._name for m in (
+    metrics.LOOKUP_CACHE, metrics.LOOKUP_CACHE_BYTES, metrics.LOOKUP_CACHE_INVALIDATED, metrics.LOOKUP_CACHE_LIVE))})
 API_ONLY = _Only(_is_api_metric)
 ENGINE_ONLY = _Only(lambda name: not _is_api_metric(name))
 

@@ -127,6 +127,9 @@ async def test_an_erased_customer_is_not_served_by_the_api(servers: tuple[str, s
                 async with http.get(f"{server.url}/customers/{cid}/context") as response:
                     assert response.status == 200 and (await response.json())["customer_id"] == cid
             assert counted("hit") - hits == 2
+            async with http.get(f"{server.url}/metrics") as response:  # the API exports its cache's metrics itself
+                exported = await response.text()
+            assert 'cx_lookup_cache_total{outcome="hit"}' in exported and "cx_lookup_cache_live 1.0" in exported
             await writer.delete(context_key(cid))
             async with http.get(f"{server.url}/customers/{cid}/context") as response:
                 assert response.status == 404, await response.text()
@@ -164,12 +167,12 @@ async def test_a_lost_subscription_or_a_flush_empties_the_cache_until_it_is_back
             assert len(cache) == 0
             bypassed = counted("bypass")
             await writer.set(context_key("c1"), stored("c1", 3))  # while nothing reports changes
-            code, raw = await lookup(*by_id("c1"))
+            _, raw = await lookup(*by_id("c1"))
             assert raw is not None and decode_context(raw).updated_at == 3.0 and counted("bypass") == bypassed + 1
             await wait_for(lambda: cache.live)  # subscribed again (retry_s)
             await lookup(*by_id("c1"))
             await writer.set(context_key("c1"), stored("c1", 4))
-            code, raw = await lookup(*by_id("c1"))
+            _, raw = await lookup(*by_id("c1"))
             assert raw is not None and decode_context(raw).updated_at == 4.0
     finally:
         await writer.aclose()
