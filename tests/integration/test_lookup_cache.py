@@ -38,12 +38,14 @@ def by_id(customer_id: str) -> tuple[list[str], str]:
 
 
 @asynccontextmanager
-async def cached_lookup(redis_url: str, *, retry_s: float = 1.0, ping_s: float = 5.0) -> AsyncIterator[ContextLookup]:
+async def cached_lookup(
+    redis_url: str, *, retry_s: float = 1.0, ping_s: float = 5.0, pipelined: bool = True,
+) -> AsyncIterator[ContextLookup]:
     cache = LookupCache(16 << 20, 60.0)
     invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(redis_url, on_message=on_message),
                                   retry_s=retry_s, ping_s=ping_s)
     client = aioredis.from_url(redis_url)
-    lookup = ContextLookup(client, PipelinedRedis(redis_url), cache=cache, invalidations=invalidations)
+    lookup = ContextLookup(client, PipelinedRedis(redis_url) if pipelined else None, cache=cache, invalidations=invalidations)
     lookup.start()
     try:
         assert await invalidations.wait_live(5.0)
@@ -78,7 +80,8 @@ async def test_a_context_written_by_another_client_is_never_served_old(servers: 
         await writer.aclose()
 
 
-async def test_answers_through_an_alias_or_an_identifier_follow_every_key_read(servers: tuple[str, str]) -> None:
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "redis-py"])
+async def test_answers_through_an_alias_or_an_identifier_follow_every_key_read(servers: tuple[str, str], pipelined: bool) -> None:
     tag = uuid.uuid4().hex[:8]
     old, new, other, email = f"LA{tag}old", f"LA{tag}new", f"LA{tag}other", f"la{tag}@example.org"
     writer = aioredis.from_url(servers[1])
@@ -86,7 +89,7 @@ async def test_answers_through_an_alias_or_an_identifier_follow_every_key_read(s
         await writer.mset({context_key(new): stored(new, 1), context_key(other): stored(other, 1),
                            alias_key(old): new, identifier_key("email", email): new})
         by_email = ([identifier_key("email", email)], "ident")
-        async with cached_lookup(servers[1]) as lookup:
+        async with cached_lookup(servers[1], pipelined=pipelined) as lookup:
 
             async def customer(keys: list[str], mode: str) -> tuple[str, float] | int:
                 code, raw = await lookup(keys, mode)
