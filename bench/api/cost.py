@@ -6,7 +6,10 @@ loop by ``python -m cxstream.bench.lookups`` (half the requests by id, half by `
 ``--compare front`` (the default): ``CX_HTTP_LOOKUP_FRONT=1`` against ``=0`` (lookups answered
 by the lookup front, :mod:`cxstream.serve.front`, against aiohttp), both on the pipelined
 connection.  ``--compare pipelined``: ``CX_HTTP_PIPELINED_LOOKUPS=1`` against ``=0``, both
-through aiohttp.  Reports, per variant, the API process's CPU time per request (user + system,
+through aiohttp.  ``--compare cache``: the lookup cache (:mod:`cxstream.serve.lookupcache`) on
+against off, both through the front; nothing writes meanwhile, so every lookup but each path's
+first is a hit (``redis_cpu_us_per_request`` says what Redis spent).  The first two measure
+every lookup going to Redis (``CX_LOOKUP_CACHE_MB=0``).  Reports, per variant, the API process's CPU time per request (user + system,
 from /proc, over the whole drive) and the client's latency quantiles, and the ratio of the two
 CPU costs measured in the same run.  First, the clients alone: CPU per lookup call (the API's
 ``EVALSHA``) in a loop of ``--calls`` sequential calls on uvloop, redis-py's pool (as
@@ -86,15 +89,20 @@ def _client_cost(url: str, calls: int) -> dict[str, float]:
 
 
 #: The variants of each comparison: (name, the API process's settings); the first is the one the ratio divides by.
+#: ``front`` and ``pipelined`` measure every lookup going to Redis (the lookup cache off), as they did before it.
 COMPARISONS: dict[str, tuple[tuple[str, dict[str, str]], tuple[str, dict[str, str]]]] = {
-    "front": (("front", {"CX_HTTP_LOOKUP_FRONT": "1", "CX_HTTP_PIPELINED_LOOKUPS": "1"}),
-              ("aiohttp", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1"})),
-    "pipelined": (("pipelined", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1"}),
-                  ("redis_py", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "0"})),
+    "front": (("front", {"CX_HTTP_LOOKUP_FRONT": "1", "CX_HTTP_PIPELINED_LOOKUPS": "1", "CX_LOOKUP_CACHE_MB": "0"}),
+              ("aiohttp", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1", "CX_LOOKUP_CACHE_MB": "0"})),
+    "pipelined": (("pipelined", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "1", "CX_LOOKUP_CACHE_MB": "0"}),
+                  ("redis_py", {"CX_HTTP_LOOKUP_FRONT": "0", "CX_HTTP_PIPELINED_LOOKUPS": "0", "CX_LOOKUP_CACHE_MB": "0"})),
+    "cache": (("cache", {"CX_HTTP_LOOKUP_FRONT": "1", "CX_HTTP_PIPELINED_LOOKUPS": "1", "CX_LOOKUP_CACHE_MB": "64"}),
+              ("no_cache", {"CX_HTTP_LOOKUP_FRONT": "1", "CX_HTTP_PIPELINED_LOOKUPS": "1", "CX_LOOKUP_CACHE_MB": "0"})),
 }
 
 
-def _one(redis_url: str, paths: Path, variant: str, settings: dict[str, str], rate: float, seconds: float, data_dir: str) -> dict[str, object]:
+def _one(
+    redis_url: str, paths: Path, variant: str, settings: dict[str, str], rate: float, seconds: float, data_dir: str, redis_pid: int | None,
+) -> dict[str, object]:
     port = _free_port()
     env = dict(os.environ, CX_REDIS_URL=redis_url, CX_API_KEYS="k", CX_HTTP_PORT=str(port), CX_BROKER_URL="",
                CX_LOG_LEVEL="warning", CX_DATA_DIR=data_dir, **settings)
@@ -109,19 +117,23 @@ def _one(redis_url: str, paths: Path, variant: str, settings: dict[str, str], ra
                 if time.monotonic() > deadline or api.poll() is not None:
                     raise RuntimeError("the API process did not start") from None
                 time.sleep(0.1)
+        redis_stat = Path(f"/proc/{redis_pid}/stat") if redis_pid else None
         cpu0 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
+        redis0 = stat_cpu_s(redis_stat) if redis_stat else 0.0
         drive = subprocess.run(
             [sys.executable, "-m", "cxstream.bench.lookups", "--url", f"http://127.0.0.1:{port}", "--key", "k", "--rate", str(rate),
              "--duration", str(seconds + 2), "--warmup", "2", "--paths-file", str(paths), "--start-at", str(time.time() + 1.0)],
             capture_output=True, text=True, cwd=ROOT, check=True,
         )
         cpu1 = stat_cpu_s(Path(f"/proc/{api.pid}/stat"))
+        redis1 = stat_cpu_s(redis_stat) if redis_stat else 0.0
     finally:
         api.send_signal(signal.SIGTERM)
         api.wait(10)
     res = json.loads(drive.stdout.strip().splitlines()[-1])
     requests = rate * (seconds + 2)
     return {"variant": variant, "settings": settings, "api_cpu_us_per_request": round((cpu1 - cpu0) / requests * 1e6, 1),
+            "redis_cpu_us_per_request": round((redis1 - redis0) / requests * 1e6, 1) if redis_stat else None,
             **{k: res.get(k) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps", "status", "client_send_lag_p99_ms")}}
 
 
@@ -144,7 +156,7 @@ def main() -> int:
         print(json.dumps(clients), flush=True)
         for r in range(args.rounds):
             for name, settings in variants if r % 2 == 0 else variants[::-1]:
-                runs.append(_one(server.url, paths, name, settings, args.rate, args.seconds, str(Path(tmp) / "data")))
+                runs.append(_one(server.url, paths, name, settings, args.rate, args.seconds, str(Path(tmp) / "data"), server.pid))
                 print(json.dumps(runs[-1]), flush=True)
     cost = {name: statistics.median(float(r["api_cpu_us_per_request"]) for r in runs if r["variant"] == name) for name, _ in variants}  # type: ignore[arg-type]
     (a, _), (b, _) = variants
