@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 PREFIXES = (context_key(""), alias_key(""), "cx:id:")
 #: The channel Redis sends invalidations on to a connection that asked for them (RESP2 clients).
 CHANNEL = b"__redis__:invalidate"
+#: The longest wait between two tries of the invalidations' connection (failures in a row double it from ``retry_s``).
+MAX_RETRY_S = 10.0
 #: Bytes counted per cached answer besides its value: the entry, its key tuple and its place in the key index.
 ENTRY_OVERHEAD = 400
 
@@ -227,7 +229,8 @@ class Invalidations:
     *connect* makes the connection (a :class:`cxstream.serve.pipelined.PipelinedRedis` with the
     API's URL, AUTH and TLS) given the function its Pub/Sub messages go to.  :meth:`start` runs it in
     the background: on a failure (Redis down, a refused ``CLIENT TRACKING``) the cache is emptied
-    and stops caching, and the connection is tried again every *retry_s*.
+    and stops caching, and the connection is tried again after *retry_s*, twice as long after each
+    failure in a row up to :data:`MAX_RETRY_S`.
     """
 
     def __init__(
@@ -239,7 +242,6 @@ class Invalidations:
         self.retry_s = retry_s
         self.ping_s = ping_s
         self._task: asyncio.Task[None] | None = None
-        self._conn: Any = None
         self._subscribed = asyncio.Event()
 
     def start(self) -> None:
@@ -258,8 +260,9 @@ class Invalidations:
 
     async def _run(self) -> None:
         failed = False
+        delay = self.retry_s
         while True:
-            conn = self._conn = self._connect(self._message)
+            conn = self._connect(self._message)
             try:
                 client_id = await conn.call("CLIENT", "ID")
                 prefixes = [arg for prefix in PREFIXES for arg in ("PREFIX", prefix)]
@@ -269,7 +272,7 @@ class Invalidations:
                 self._subscribed.set()
                 if failed:
                     log.warning("context lookup cache: subscribed to Redis' invalidations again; caching")
-                failed = False
+                failed, delay = False, self.retry_s
                 while True:
                     try:
                         await asyncio.wait_for(conn.connection_closed(), self.ping_s)
@@ -281,14 +284,21 @@ class Invalidations:
                 raise
             except (RedisError, OSError) as exc:
                 if not failed:
-                    log.warning("context lookup cache: no invalidations from Redis (%r); lookups go to Redis until they are back", exc)
+                    log.warning("context lookup cache: no invalidations from Redis (%s: %s); lookups go to Redis until they are back",
+                                type(exc).__name__, exc)
+                failed = True
+            except Exception:  # a bug: said once, and tried again as for a failure
+                if not failed:
+                    log.exception("context lookup cache: the invalidations' connection failed; lookups go to Redis")
                 failed = True
             finally:
                 self.cache.go_down()
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
                     await conn.close()
-            await asyncio.sleep(self.retry_s)
+            await asyncio.sleep(delay)
+            if failed:
+                delay = min(delay * 2, max(MAX_RETRY_S, self.retry_s))
 
     async def close(self) -> None:
         task, self._task = self._task, None

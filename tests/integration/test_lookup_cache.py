@@ -196,3 +196,32 @@ async def test_a_redis_that_stops_answering_empties_the_cache(private_redis: Emb
             assert len(cache) == 0
     finally:
         await writer.aclose()
+
+
+async def test_a_redis_that_refuses_tracking_is_still_answered_and_caching_starts_once_allowed(
+    private_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = aioredis.from_url(private_redis.url)
+    try:
+        await writer.set(context_key("c1"), stored("c1", 1))
+        await writer.execute_command("ACL", "SETUSER", "default", "-client")  # as a managed Redis may
+        cache = LookupCache(16 << 20, 60.0)
+        invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(private_redis.url, on_message=on_message), retry_s=0.1)
+        lookup = ContextLookup(writer, PipelinedRedis(private_redis.url), cache=cache, invalidations=invalidations)
+        lookup.start()
+        try:
+            await wait_for(lambda: "no invalidations from Redis" in caplog.text)
+            assert "NOPERM" in caplog.text or "permission" in caplog.text
+            bypassed = counted("bypass")
+            for _ in range(3):
+                _, raw = await lookup(*by_id("c1"))
+                assert raw is not None and decode_context(raw).updated_at == 1.0
+            assert counted("bypass") == bypassed + 3 and len(cache) == 0
+            await writer.execute_command("ACL", "SETUSER", "default", "+client")
+            assert await invalidations.wait_live(5.0)  # tried again within MAX_RETRY_S
+            await lookup(*by_id("c1"))
+            assert len(cache) == 1
+        finally:
+            await lookup.close()
+    finally:
+        await writer.aclose()
