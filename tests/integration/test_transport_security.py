@@ -189,6 +189,10 @@ def test_the_engine_runs_end_to_end_over_sasl_ssl_and_redis_tls_with_an_acl_user
         context = found[1]
         assert context.get("customer_id") and "chat" in json.dumps(context), context
         assert _get(engine.http + "/healthz")[1].get("redis") == "ok"
+        # the API's lookup cache subscribed to Redis' invalidations on the same TLS connection settings and ACL user
+        req = urllib.request.Request(engine.http + "/metrics", headers={"X-API-Key": API_KEY})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert "cx_lookup_cache_live 1.0" in resp.read().decode()
     finally:
         stop_engine(engine)
     output = engine.output()
