@@ -227,7 +227,7 @@ class Invalidations:
     """Keeps a :class:`LookupCache` live: a connection subscribed to Redis' invalidations of the lookup keys.
 
     *connect* makes the connection (a :class:`cxstream.serve.pipelined.PipelinedRedis` with the
-    API's URL, AUTH and TLS) given the function its Pub/Sub messages go to.  :meth:`start` runs it in
+    API's URL, AUTH and TLS, and ``reconnect=False``) given the function its Pub/Sub messages go to.  :meth:`start` runs it in
     the background: on a failure (Redis down, a refused ``CLIENT TRACKING``) the cache is emptied
     and stops caching, and the connection is tried again after *retry_s*, twice as long after each
     failure in a row up to :data:`MAX_RETRY_S`.

@@ -62,7 +62,7 @@ def lookup_cache(settings: Settings) -> tuple[LookupCache, Invalidations] | None
     if settings.lookup_cache_mb <= 0:
         return None
     cache = LookupCache(int(settings.lookup_cache_mb * 1024 * 1024), settings.lookup_cache_max_age_s)
-    return cache, Invalidations(cache, lambda on_message: pipelined_redis(settings, on_message=on_message))
+    return cache, Invalidations(cache, lambda on_message: pipelined_redis(settings, on_message=on_message, reconnect=False))
 
 
 async def serve(settings: Settings, *, ready_fd: int | None = None, engine_metrics_url: str | None = None, reuse_port: bool = True) -> None:

@@ -151,7 +151,9 @@ class PipelinedRedis:
     are sent with ``AUTH`` on each new connection; a ``rediss://`` URL needs the TLS context
     *ssl* (:func:`cxstream.streams.security.pipelined_redis` builds both from the settings).
     With *on_message*, the connection may subscribe (``SUBSCRIBE``): each Pub/Sub message (a
-    ``[b"message", channel, data]`` reply no command asked for) is handed to it.
+    ``[b"message", channel, data]`` reply no command asked for) is handed to it.  With
+    ``reconnect=False`` a command after the connection was lost raises instead of opening a new
+    one (a new connection would not be subscribed).
     """
 
     def __init__(
@@ -163,6 +165,7 @@ class PipelinedRedis:
         password: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
         on_message: Callable[[list[Any]], None] | None = None,
+        reconnect: bool = True,
     ) -> None:
         if not self.supports(url):
             raise ValueError(f"unsupported Redis URL for the pipelined client: {url.split('@')[-1]!r}")
@@ -180,6 +183,7 @@ class PipelinedRedis:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._on_message = on_message
+        self._reconnect = reconnect
 
     @property
     def timeout_s(self) -> float:
@@ -205,6 +209,8 @@ class PipelinedRedis:
         async with self._connecting:
             if self._proto is not None and self._proto.lost is None:
                 return self._proto
+            if self._proto is not None and not self._reconnect:
+                raise RedisConnectionError(f"the connection was lost ({self._proto.lost!r}) and is not opened again")
             loop = asyncio.get_running_loop()
             proto: _Protocol
             try:

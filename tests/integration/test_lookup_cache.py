@@ -42,7 +42,7 @@ async def cached_lookup(
     redis_url: str, *, retry_s: float = 1.0, ping_s: float = 5.0, pipelined: bool = True,
 ) -> AsyncIterator[ContextLookup]:
     cache = LookupCache(16 << 20, 60.0)
-    invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(redis_url, on_message=on_message),
+    invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(redis_url, on_message=on_message, reconnect=False),
                                   retry_s=retry_s, ping_s=ping_s)
     client = aioredis.from_url(redis_url)
     lookup = ContextLookup(client, PipelinedRedis(redis_url) if pipelined else None, cache=cache, invalidations=invalidations)
@@ -117,7 +117,7 @@ async def test_an_erased_customer_is_not_served_by_the_api(servers: tuple[str, s
     writer = aioredis.from_url(servers[1])
     client = aioredis.from_url(servers[1])
     cache = LookupCache(16 << 20, 60.0)
-    invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(servers[1], on_message=on_message))
+    invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(servers[1], on_message=on_message, reconnect=False))
     app = build_app(client, frozenset({KEY}), "cache-test", pipelined=PipelinedRedis(servers[1]), lookup_cache=(cache, invalidations))
     server = HttpServer(app, "127.0.0.1", 0, lookup_front=True)
     await server.start()
@@ -206,7 +206,7 @@ async def test_a_redis_that_refuses_tracking_is_still_answered_and_caching_start
         await writer.set(context_key("c1"), stored("c1", 1))
         await writer.execute_command("ACL", "SETUSER", "default", "-client")  # as a managed Redis may
         cache = LookupCache(16 << 20, 60.0)
-        invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(private_redis.url, on_message=on_message), retry_s=0.1)
+        invalidations = Invalidations(cache, lambda on_message: PipelinedRedis(private_redis.url, on_message=on_message, reconnect=False), retry_s=0.1)
         lookup = ContextLookup(writer, PipelinedRedis(private_redis.url), cache=cache, invalidations=invalidations)
         lookup.start()
         try:

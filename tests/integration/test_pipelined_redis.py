@@ -81,6 +81,25 @@ async def test_a_killed_connection_fails_its_commands_then_reconnects(servers: t
         await client.close()
 
 
+async def test_a_subscribed_connection_hands_its_messages_over_and_is_not_opened_again(servers: tuple[str, str], prefix: str) -> None:
+    got: list[list[object]] = []
+    client = PipelinedRedis(servers[1], on_message=got.append, reconnect=False)
+    admin = redis.Redis.from_url(servers[1])
+    try:
+        own_id = await client.call("CLIENT", "ID")
+        assert await client.call("SUBSCRIBE", f"{prefix}ch") == [b"subscribe", f"{prefix}ch".encode(), 1]
+        admin.publish(f"{prefix}ch", "hello")
+        assert await client.call("PING") == [b"pong", b""]  # a reply still goes to its command, after the message
+        assert got == [[b"message", f"{prefix}ch".encode(), b"hello"]]
+        admin.client_kill_filter(_id=own_id)
+        await asyncio.wait_for(client.connection_closed(), 5)
+        with pytest.raises(RedisConnectionError, match="not opened again"):
+            await client.call("PING")
+    finally:
+        admin.close()
+        await client.close()
+
+
 async def test_no_server_is_a_connection_error() -> None:
     client = PipelinedRedis("redis://127.0.0.1:1/0", timeout_s=1.0)
     with pytest.raises(RedisConnectionError, match="cannot connect"):
