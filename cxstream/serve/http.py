@@ -181,7 +181,12 @@ class _Only:
 
 
 def _is_api_metric(name: str) -> bool:
-    return name in API_METRICS
+    """A family the API exports itself: also its counters' ``_created`` gauge, a family of its own once parsed.
+
+    >>> _is_api_metric("cx_lookup_cache"), _is_api_metric("cx_lookup_cache_created"), _is_api_metric("cx_events_in")
+    (True, True, False)
+    """
+    return name in API_METRICS or name.removesuffix("_created") in API_METRICS
 
 
 #: The API's own families (``cx_http_request_seconds``, the lookup cache's); the engine's endpoint exports everything else.
