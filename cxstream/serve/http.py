@@ -330,6 +330,11 @@ return {1, c, t}
 _CTX_PREFIX = context_key("")
 
 
+def _answer(found: Any) -> tuple[int, bytes | None]:
+    """The lookup script's reply as (code, stored context or None)."""
+    return int(found[0]), (found[1] if len(found) > 1 else None)
+
+
 class ContextLookup:
     """Runs the lookup script: on one pipelined hiredis connection (:mod:`cxstream.serve.pipelined`) when given
     one (*fast*, from :func:`cxstream.streams.security.pipelined_redis`), else through redis-py.
@@ -360,8 +365,7 @@ class ContextLookup:
     async def __call__(self, keys: list[str], mode: str) -> tuple[int, bytes | None]:
         cache = self.cache
         if cache is None:
-            found = await self._run(keys, mode)
-            return int(found[0]), (found[1] if len(found) > 1 else None)
+            return _answer(await self._run(keys, mode))
         key = (mode, *keys)
         hit = cache.get(key)
         if hit is not None:
@@ -372,7 +376,7 @@ class ContextLookup:
         except BaseException:
             cache.abandon(pending)
             raise
-        code, raw = int(found[0]), (found[1] if len(found) > 1 else None)
+        code, raw = _answer(found)
         # the keys the answer was read from: the context's own, or every key the script read on its way to it
         deps = (*keys, _CTX_PREFIX + found[2].decode("utf-8", "surrogateescape")) if len(found) > 2 else (keys[0],)
         cache.finish(pending, key, code, raw, deps)

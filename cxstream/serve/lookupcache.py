@@ -70,14 +70,14 @@ Key = tuple[str, ...]
 
 
 class _Pending:
-    """A lookup gone to Redis while the cache is live: the keys named since it left, and the cache's generation then."""
+    """A lookup gone to Redis while the cache is live: the keys named since it left, and the cache's generation then
+    (:meth:`LookupCache.clear` starts a new one, so a lookup from before a flush or a lost subscription stores nothing)."""
 
-    __slots__ = ("generation", "spoiled", "touched")
+    __slots__ = ("generation", "touched")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.touched: set[str] = set()
-        self.spoiled = False
 
 
 class LookupCache:
@@ -105,8 +105,8 @@ class LookupCache:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self._clock = clock
-        # key -> (code, value, deps, stored at, bytes counted)
-        self._entries: OrderedDict[Key, tuple[int, bytes, tuple[str, ...], float, int]] = OrderedDict()
+        # key -> (value, deps, stored at, bytes counted); only found contexts (the script's code 1) are stored
+        self._entries: OrderedDict[Key, tuple[bytes, tuple[str, ...], float, int]] = OrderedDict()
         self._by_dep: dict[str, set[Key]] = {}
         self._pending: set[_Pending] = set()
         self._bytes = 0
@@ -130,13 +130,13 @@ class LookupCache:
         if entry is None:
             _MISS.inc()
             return None
-        if self._clock() - entry[3] > self.max_age_s:
+        if self._clock() - entry[2] > self.max_age_s:
             self._drop(key)
             _MISS.inc()
             return None
         self._entries.move_to_end(key)
         _HIT.inc()
-        return entry[0], entry[1]
+        return 1, entry[0]
 
     def begin(self) -> _Pending | None:
         """Mark a lookup gone to Redis (None when the cache is not live: nothing will be stored)."""
@@ -151,7 +151,7 @@ class LookupCache:
         if pending is None:
             return
         self._pending.discard(pending)
-        if (code != 1 or value is None or not self.live or pending.spoiled or pending.generation != self._generation
+        if (code != 1 or value is None or not self.live or pending.generation != self._generation
                 or not pending.touched.isdisjoint(deps)):
             return
         size = len(value) + ENTRY_OVERHEAD
@@ -159,7 +159,7 @@ class LookupCache:
             return
         if key in self._entries:
             self._drop(key)
-        self._entries[key] = (code, value, deps, self._clock(), size)
+        self._entries[key] = (value, deps, self._clock(), size)
         self._bytes += size
         for dep in deps:
             self._by_dep.setdefault(dep, set()).add(key)
@@ -195,9 +195,7 @@ class LookupCache:
         self._entries.clear()
         self._by_dep.clear()
         self._bytes = 0
-        self._generation += 1
-        for pending in self._pending:
-            pending.spoiled = True
+        self._generation += 1  # the lookups in flight will not store theirs
         metrics.LOOKUP_CACHE_BYTES.set(0)
 
     def go_live(self) -> None:
@@ -213,7 +211,7 @@ class LookupCache:
         metrics.LOOKUP_CACHE_LIVE.set(0)
 
     def _drop(self, key: Key) -> None:
-        _, _, deps, _, size = self._entries.pop(key)
+        _, deps, _, size = self._entries.pop(key)
         self._bytes -= size
         for dep in deps:
             keys = self._by_dep.get(dep)
