@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -71,6 +72,18 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met in {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+async def wait_for_async(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> Any:
+    """:func:`wait_for` inside a running event loop: the loop goes on between the checks (asyncio.sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
 
 
 async def read_to_end(broker: str, topic: str, *, isolation_level: str = "read_uncommitted") -> list[bytes]:

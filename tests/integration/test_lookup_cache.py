@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from cxstream.serve.lookupcache import Invalidations, LookupCache
 from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.streams.embedded import EmbeddedRedis
 from cxstream.streams.keys import SHARED, alias_key, context_key, identifier_key
+from tests.integration.helpers import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,6 @@ async def cached_lookup(
     finally:
         await lookup.close()
         await client.aclose()
-
-
-async def wait_for(check: object, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_context_written_by_another_client_is_never_served_old(servers: tuple[str, str]) -> None:
@@ -159,20 +152,20 @@ async def test_a_lost_subscription_or_a_flush_empties_the_cache_until_it_is_back
             await lookup(*by_id("c1"))
             assert len(cache) == 1
             await writer.flushdb()  # Redis names no key: everything goes
-            await wait_for(lambda: len(cache) == 0)
+            await wait_for_async(lambda: len(cache) == 0, timeout=5.0)
             assert await lookup(*by_id("c1")) == (0, None)
 
             await writer.set(context_key("c1"), stored("c1", 2))
             await lookup(*by_id("c1"))
             assert len(cache) == 1
             assert await writer.client_kill_filter(_type="pubsub") == 1  # the invalidations' connection
-            await wait_for(lambda: not cache.live)
+            await wait_for_async(lambda: not cache.live, timeout=5.0)
             assert len(cache) == 0
             bypassed = counted("bypass")
             await writer.set(context_key("c1"), stored("c1", 3))  # while nothing reports changes
             _, raw = await lookup(*by_id("c1"))
             assert raw is not None and decode_context(raw).updated_at == 3.0 and counted("bypass") == bypassed + 1
-            await wait_for(lambda: cache.live)  # subscribed again (retry_s)
+            await wait_for_async(lambda: cache.live, timeout=5.0)  # subscribed again (retry_s)
             await lookup(*by_id("c1"))
             await writer.set(context_key("c1"), stored("c1", 4))
             _, raw = await lookup(*by_id("c1"))
@@ -192,7 +185,7 @@ async def test_a_redis_that_stops_answering_empties_the_cache(private_redis: Emb
             assert len(cache) == 1
             # the ping gets no answer within the command timeout (2 s)
             await writer.execute_command("CLIENT", "PAUSE", "4000", "ALL")
-            await wait_for(lambda: not cache.live, timeout_s=3.5)
+            await wait_for_async(lambda: not cache.live, timeout=3.5)
             assert len(cache) == 0
     finally:
         await writer.aclose()
@@ -210,7 +203,7 @@ async def test_a_redis_that_refuses_tracking_is_still_answered_and_caching_start
         lookup = ContextLookup(writer, PipelinedRedis(private_redis.url), cache=cache, invalidations=invalidations)
         lookup.start()
         try:
-            await wait_for(lambda: "no invalidations from Redis" in caplog.text)
+            await wait_for_async(lambda: "no invalidations from Redis" in caplog.text, timeout=5.0)
             assert "NOPERM" in caplog.text or "permission" in caplog.text
             bypassed = counted("bypass")
             for _ in range(3):
