@@ -271,13 +271,15 @@ class Invalidations:
                 if failed:
                     log.warning("context lookup cache: subscribed to Redis' invalidations again; caching")
                 failed, delay = False, self.retry_s
-                while True:
-                    try:
-                        await asyncio.wait_for(conn.connection_closed(), self.ping_s)
-                    except TimeoutError:
+                # asyncio.wait, not wait_for: before Python 3.12 wait_for can swallow a cancellation that
+                # comes as its timeout fires, and close() would then wait for this task forever
+                lost = asyncio.ensure_future(conn.connection_closed())
+                try:
+                    while not (await asyncio.wait({lost}, timeout=self.ping_s))[0]:
                         await conn.call("PING")  # raises if Redis does not answer within the command timeout
-                    else:
-                        raise RedisConnectionError("the connection was lost")
+                finally:
+                    lost.cancel()
+                raise RedisConnectionError("the connection was lost")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
