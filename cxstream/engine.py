@@ -353,7 +353,7 @@ class Engine:
             if s.embedded_broker or s.embedded_redis:
                 stack.enter_context(DataDirLock(s.path()))
             if s.embedded_broker:
-                broker = stack.enter_context(EmbeddedBroker(s.path("broker"), heap_mb=s.embedded_broker_heap_mb))
+                broker = stack.enter_context(EmbeddedBroker(s.path("broker"), heap_mb=s.embedded_broker_heap_mb, gc=s.embedded_broker_gc))
                 broker_url = broker.url
                 zk, kafka = broker.pids
                 say(

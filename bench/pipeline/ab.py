@@ -55,6 +55,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "loop_phases": final.get("loop_phases"),
         "loop_lag": final.get("loop_lag"),
         "gc_pauses": final.get("gc_pauses"),
+        "broker_gc": final.get("broker_gc"),
         "fetch_hold_ms": final.get("fetch_hold_ms"),
         "fetch_wait_ms": final.get("fetch_wait_ms"),
         "identity_roads": final.get("identity_roads"),

@@ -92,6 +92,7 @@ from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, slice_us
 from cxstream.streams.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from cxstream.streams.logs import wait_worker_ready
 from cxstream.streams.modelstore import save_snapshot
+from cxstream.streams.settings import Settings
 
 API_KEY = "bench-pipeline-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -888,6 +889,7 @@ class StepResult:
     loop_phases: dict[str, Any] | None = None  # the stages' loop: fetch/process/flush/commit per iteration
     loop_lag: dict[str, Any] | None = None  # cx_event_loop_lag_seconds of the engines: p50/p99/p99.9 (bucket bounds, ms)
     gc_pauses: dict[str, Any] | None = None  # cx_gc_pause_seconds of the workers (not their learners), per generation
+    broker_gc: dict[str, Any] | None = None  # the broker JVM's stop-the-world pauses in the window (pause_summary)
     fetch_hold_ms: list[float] | None = None  # cx_stage_fetch_hold_ms of each engine at the window's end (fetch pacing)
     fetch_wait_ms: list[float] | None = None  # cx_stage_fetch_wait_ms of each engine at the window's end (the busy wait)
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
@@ -1209,12 +1211,14 @@ class Bench:
         self.base = Path(tempfile.mkdtemp(prefix="cxbench-"))
         self.result: dict[str, Any] = {}
         self.server_pids: dict[str, list[int]] = {}  # the broker's and Redis's processes (set by run())
+        #: the broker JVM's pauses that ended between two wall-clock times (set by run(): EmbeddedBroker.gc_pauses)
+        self.broker_pauses: Callable[[float, float], list[tuple[float, float]]] | None = None
         self.engines: list[EngineProc] = []  # every engine running now (run() stops what is left)
 
     def environment(self) -> dict[str, Any]:
         """The run's :func:`environment`, with where the engines ran from and on which interpreter."""
         return {**environment(self.speed_at_start), "engine_src": self.opts.engine_src or str(REPO),
-                "engine_python": interpreter(self.opts.engine_python)}
+                "engine_python": interpreter(self.opts.engine_python), "broker_gc": broker_gc(self.opts)}
 
     # ------------------------------------------------------------------ references
     async def produce_reference_input(self, broker: str, workload: Workload, n: int) -> str:
@@ -1600,6 +1604,7 @@ class Bench:
             fetch_hold_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_hold_ms"] or None,
             fetch_wait_ms=[v for name, _, v in e_samples if name == "cx_stage_fetch_wait_ms"] or None,
             gc_pauses=gc_passes(w_samples, e_samples),
+            broker_gc=pause_summary(self.broker_pauses(w_at, e_at), window_s) if self.broker_pauses else None,
             machine_busy_pct=round(100 * (machine["end"] - machine["warm"]) / window_s, 1),
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
@@ -2123,6 +2128,8 @@ class Bench:
                          "when tau > 0 and p < 0.05; a last partial minute left out), with the least-squares slope",
                 "gc_pauses": "cx_gc_pause_seconds of the workers between the step's scrapes, per generation: "
                              "p50/p99/p99.9 as bucket bounds (ms) and the count of passes",
+                "broker_gc": "the broker JVM's stop-the-world pauses that ended within the step's window, from its GC "
+                             "log (environment.broker_gc names its collector, CX_EMBEDDED_BROKER_GC): pause_summary",
                 "hops": "each step's e2e cut at the records' Kafka timestamps: send (planned -> the harness's send()), "
                         "ingest (-> ingest's ResolveRequest produced), identity_to_router (-> the assignment produced, "
                         "router_waited included), to_consumer (-> read by the independent consumer); hop_breakdown; "
@@ -2148,6 +2155,32 @@ class Bench:
             },
         }
         return out
+
+
+def broker_gc(opts: Options) -> str:
+    """The garbage collector the bench's broker runs: the engine's ``CX_EMBEDDED_BROKER_GC`` (``--engine-env``, else
+    its default), as the embedded broker an engine starts itself would.
+
+    >>> broker_gc(Options()), broker_gc(Options(engine_env={"CX_EMBEDDED_BROKER_GC": "shenandoah"}))
+    ('g1', 'shenandoah')
+    """
+    return opts.engine_env.get("CX_EMBEDDED_BROKER_GC") or Settings().embedded_broker_gc
+
+
+def pause_summary(pauses: Sequence[tuple[float, float]], window_s: float) -> dict[str, Any]:
+    """A JVM's stop-the-world pauses in a window (``(end, ms)`` each, :func:`cxstream.streams.embedded.gc_pauses`):
+    how many, their sum and its share of the window, the median, the longest and how many took over 5 ms.
+
+    >>> pause_summary([(1.0, 2.0), (2.0, 12.5), (3.0, 4.0)], 10.0)
+    {'pauses': 3, 'total_ms': 18.5, 'share_pct': 0.185, 'p50_ms': 4.0, 'max_ms': 12.5, 'over_5ms': 1}
+    >>> pause_summary([], 10.0)["pauses"]
+    0
+    """
+    ms = sorted(p for _, p in pauses)
+    total = sum(ms)
+    return {"pauses": len(ms), "total_ms": round(total, 1), "share_pct": round(100 * total / 1000 / window_s, 3),
+            "p50_ms": ms[len(ms) // 2] if ms else None, "max_ms": ms[-1] if ms else None,
+            "over_5ms": sum(1 for p in ms if p > 5.0)}
 
 
 def redis_slice_us(opts: Options) -> float:
@@ -2339,8 +2372,10 @@ def run(opts: Options) -> dict[str, Any]:
     log(f"machine speed: {bench.speed_at_start['python_ms']} ms for {bench.speed_at_start['work']}")
     log(f"working in {bench.base}")
     try:
-        with EmbeddedBroker(bench.base / "broker") as broker, EmbeddedRedis(bench.base / "redis", cpu_slice_us=redis_slice_us(opts)) as rds:
+        with (EmbeddedBroker(bench.base / "broker", gc=broker_gc(opts)) as broker,
+              EmbeddedRedis(bench.base / "redis", cpu_slice_us=redis_slice_us(opts)) as rds):
             bench.server_pids = {"broker": broker.pids, "redis": [p for p in (rds.pid,) if p]}
+            bench.broker_pauses = broker.gc_pauses
             try:
                 return asyncio.run(bench.run_async(broker.url, rds.url))
             finally:

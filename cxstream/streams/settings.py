@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 
 from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US
 
+#: ``CX_EMBEDDED_BROKER_GC``'s values (:data:`cxstream.streams.embedded.BROKER_GCS` has their JVM options)
+EMBEDDED_BROKER_GCS = ("g1", "shenandoah")
+
 
 class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names the variable."""
@@ -42,6 +45,11 @@ class Settings:
         "Redis's append-only file, endpoints.json. 'make clean' deletes it (start from nothing)."
     )
     embedded_broker_heap_mb: int = _setting(512, "Java heap of the embedded Kafka broker, MB (its ZooKeeper gets 128).")
+    embedded_broker_gc: str = _setting(
+        "g1", "Garbage collector of the embedded Kafka broker's JVM: 'g1' (Kafka's own default: young collections stop "
+        "it 10-20 ms every few seconds under load) or 'shenandoah' (1-5 ms a cycle, for 2-3 points more of a core; "
+        "no lower e2e p99 measured, docs/PERFORMANCE.md). Its pauses are logged to broker/kafka/kafka-gc.log under CX_DATA_DIR."
+    )
     app_id: str = _setting("cxstream", "Kafka consumer group / Faust app id.")
     topic_prefix: str = _setting("", "Prefix of every topic name (several engines or test runs on one cluster).")
     partitions: int = _setting(4, "Partitions of every customer-keyed topic (all the same).")
@@ -305,6 +313,8 @@ class Settings:
             raise SettingsError(f"CX_STAGE_CLIENT={self.stage_client!r}: use 'aiokafka' or 'librdkafka'")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
+        if self.embedded_broker_gc not in EMBEDDED_BROKER_GCS:
+            raise SettingsError(f"CX_EMBEDDED_BROKER_GC={self.embedded_broker_gc!r}: use 'g1' or 'shenandoah'")
         if not 0 <= self.learner_nice <= 19:
             raise SettingsError(f"CX_LEARNER_NICE={self.learner_nice!r}: use a niceness from 0 to 19")
         if self.loop_stall_log_ms < 0:
