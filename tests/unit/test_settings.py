@@ -30,6 +30,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_SETTINGS_FILE": "/nonexistent/cx.toml"}, "CX_SETTINGS_FILE=/nonexistent/cx.toml"),
         ({"CX_STAGE_RUNTIME": "threads"}, "CX_STAGE_RUNTIME='threads': use 'batch' or 'faust'"),
         ({"CX_EVENT_LOOP": "trio"}, "CX_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"),
+        ({"CX_EMBEDDED_BROKER_GC": "zgc"}, "CX_EMBEDDED_BROKER_GC='zgc': use 'g1' or 'shenandoah'"),
         ({"CX_STAGE_CLIENT": "kafka-python"}, "CX_STAGE_CLIENT='kafka-python': use 'aiokafka' or 'librdkafka'"),
         ({"CX_IDENTITY_FAST_PATH": "2"}, "CX_IDENTITY_FAST_PATH=2: use 0 or 1"),
         ({"CX_LEARNER_NICE": "20"}, "CX_LEARNER_NICE=20: use a niceness from 0 to 19"),
