@@ -3,13 +3,19 @@
 With ``CX_IDENTITY_FAST_PATH=1`` ingest decides, for each customer event it validated, which road
 it takes (docs/IDENTITY.md, "Past one core: the settled fast path"):
 
-* **fast**, straight to the owner's partition of ``cx.customer-events.v1`` (read there from the
-  log, never handed over locally), when every identifier of the event already belongs to one
-  customer in this worker's :class:`Replica` of the identity table (:func:`settled_owner`), none
-  was refused, none was erased at or after the event's time, the event is not an erasure request,
-  and no earlier event of the same input partition that shares an identifier or an owner with it
-  is still *pending* on the slow road;
+* **fast**, straight to the owner's partition of ``cx.customer-events.v1``, when every
+  identifier of the event already belongs to one customer in this worker's :class:`Replica` of
+  the identity table (:func:`settled_owner`), none was refused, none was erased at or after the
+  event's time, the event is not an erasure request, and no earlier event of the same input
+  partition that shares an identifier or an owner with it is still *pending* on the slow road;
 * **slow**, through ``cx.resolve.v1`` and the identity stage as without the fast path, otherwise.
+
+A fast event is handed to the context stage in the worker, as identity's outputs are, while the
+worker is the group's only one (:attr:`cxstream.streams.batch.Tracked.local_when_alone`): no
+other worker writes to that topic then, and a local hand-over waits until the stage has consumed
+what the topic held and what this worker sent there by the broker.  With several workers the
+context stage reads it from the log: handed over locally, it could pass a slow event another
+worker's identity stage appended.
 
 A slow event is pending until the identity stage's committed offset on ``cx.resolve.v1`` passes
 the offset it was given: the identity stage commits only after its outputs are acknowledged, so
@@ -228,7 +234,7 @@ class Road:
                 reason = "pending"
         if not reason:
             assert owner is not None
-            tracked = Tracked(headers=FAST_HEADERS, via_broker=True)
+            tracked = Tracked(headers=FAST_HEADERS, via_broker=True, local_when_alone=True)
             fast = state.fast
             fast[owner] = tracked
             if len(fast) > state.prune_at:  # amortised: the next pass waits until the dict has doubled

@@ -184,13 +184,18 @@ class Tracked:
     """How one output record is sent, for a stage that must know more than "after the batch".
 
     *headers* go with the record.  *via_broker*: never handed to a local stage (it is read from
-    its topic, in log order).  *after*: produced only once those records are acknowledged (the batch
-    waits for them).  The runtime fills *offset* when the broker acknowledges the record, and
-    sets *acked* (also when the send failed: *offset* then stays None).
+    its topic, in log order); with *local_when_alone*, only while this worker is not the group's
+    only one (alone, no other worker writes to the stage's partitions, and a local hand-over waits
+    until the stage consumed what they held, as for any record; the record is then held and
+    produced as any record delivered locally, :meth:`BatchRuntime._hold`).  *after*: produced only once those
+    records are acknowledged (the batch waits for them).  The runtime fills *offset* when the
+    broker acknowledges the record, and sets *acked* (also when the send failed: *offset* then
+    stays None).
     """
 
     headers: list[tuple[str, bytes]] | None = None
     via_broker: bool = False
+    local_when_alone: bool = False
     after: tuple[Tracked, ...] = ()
     offset: int | None = None
     acked: bool = False
@@ -520,7 +525,7 @@ class BatchRuntime:
         # records delivered locally wait up to echo_linger_s before they are produced, with the
         # delivery-future list of their batch (which cannot settle until they are produced)
         self.echo_linger_s = max(0, echo_linger_ms) / 1000.0
-        self._held: list[tuple[str, bytes | None, bytes | None, int, list[asyncio.Future[Any]]]] = []
+        self._held: list[tuple[str, bytes | None, bytes | None, int, list[asyncio.Future[Any]], Tracked | None]] = []
         self._held_since = 0.0
         self._held_for: dict[int, int] = {}  # id(a batch's future list) -> its records still held
         self._held_parts: set[tuple[str, int]] = set()  # the (topic, partition)s they go to
@@ -1012,8 +1017,9 @@ class BatchRuntime:
             tp = TopicPartition(topic, partition)
             j = self._order[target.name]
             local = not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
-            if local and idx in tracked and tracked[idx].via_broker:
-                local = False
+            if local and idx in tracked:
+                how = tracked[idx]
+                local = not how.via_broker or (self.alone and how.local_when_alone)
             if local:
                 ok = caught_up.get(tp)
                 if ok is None:
@@ -1166,7 +1172,7 @@ class BatchRuntime:
             topic, key, value = buf[idx]
             where = route.get(idx)
             how = tracked.get(idx)
-            if how is not None:
+            if how is not None and not (where is not None and where[1]):
                 futures.append(await self._send_tracked(topic, key, value, how, where))
                 continue
             if where is None:
@@ -1176,14 +1182,19 @@ class BatchRuntime:
                 continue
             partition, local = where
             if local:  # already processed here: the header says to skip it when it is fetched back
-                self._hold(topic, key, value, partition, futures)
+                self._hold(topic, key, value, partition, futures, how)
                 continue
             futures.append(await self._send_via_broker(topic, key, value, partition))
 
     async def _send_tracked(
         self, topic: str, key: bytes | None, value: bytes | None, how: Tracked, where: tuple[int, bool] | None,
     ) -> asyncio.Future[Any]:
-        """Send a record that a stage sent with a :class:`Tracked` (never held: it is not delivered locally)."""
+        """Send a record that a stage sent with a :class:`Tracked` and that was not delivered locally.
+
+        One delivered locally (:attr:`Tracked.local_when_alone`) is held as any such record
+        (:meth:`_hold`); a record to be produced after it pushes the held records first."""
+        if self._held and any(after.future is None and not after.acked for after in how.after):
+            await self.push_held()
         for after in how.after:
             if not after.acked and after.future is not None:
                 metrics.TRACKED_WAITS.inc()
@@ -1202,15 +1213,20 @@ class BatchRuntime:
         fut.add_done_callback(how.done)
         return fut
 
-    def _hold(self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]]) -> None:
+    def _hold(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, futures: list[asyncio.Future[Any]],
+        how: Tracked | None = None,
+    ) -> None:
         """Keep a locally delivered record for up to ``echo_linger_s`` before producing it (0: until the end of the batch).
 
         It was processed when it was handed over, so nothing waits for it; produced later, the
         records of several batches go to the broker as one produce request, one record batch per
-        partition (fewer requests: less CPU in the engine and the broker)."""
+        partition (fewer requests: less CPU in the engine and the broker).  A :class:`Tracked`
+        record (*how*) gets its future when it is produced; one to be sent after it pushes the
+        held records first (:meth:`_send_tracked`)."""
         if not self._held:
             self._held_since = time.monotonic()
-        self._held.append((topic, key, value, partition, futures))
+        self._held.append((topic, key, value, partition, futures, how))
         self._held_parts.add((topic, partition))
         self._held_for[id(futures)] = self._held_for.get(id(futures), 0) + 1
 
@@ -1220,8 +1236,14 @@ class BatchRuntime:
         self._held_parts.clear()
         if held:
             metrics.LOCAL_ECHO_PUSHED.observe(len(held))
-        for topic, key, value, partition, futures in held:
-            futures.append(await self.producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+        for topic, key, value, partition, futures, how in held:
+            if how is None:
+                futures.append(await self.producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
+            else:
+                fut = await self.producer.send(topic, value, key=key, partition=partition, headers=[*(how.headers or ()), *self._local_headers])
+                how.future = fut
+                fut.add_done_callback(how.done)
+                futures.append(fut)
             left = self._held_for[id(futures)] - 1
             if left:
                 self._held_for[id(futures)] = left

@@ -1,6 +1,7 @@
 """The identity fast path (``CX_IDENTITY_FAST_PATH=1``, cxstream/agents/fastpath.py) on the real broker and Redis.
 
-* One worker: settled events go straight to their context; a contact opened with a new identifier
+* One worker: settled events go straight to their context, handed over in the worker (it is the
+  group's only one); a contact opened with a new identifier
   (the identity stage must link it) and closed at once by an identifier already known is closed in
   the context, not left open by a close that overtook its open: the rule held the close back.
 * Two workers of one app: the same, with events of every input partition; a customer erased and
@@ -96,6 +97,14 @@ def test_one_worker_sends_settled_events_past_identity_and_keeps_each_customers_
         asyncio.run(produce(broker, e.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
         check((e,), journeys((e,), run, group))
         assert metric(e, "cx_identity_road_total", road="slow", reason="unsettled") >= 2 * N, "new identifiers: slow"
+        # alone, the worker hands its fast events to the context stage itself, as it does identity's outputs
+        fast = metric(e, "cx_identity_road_total", road="fast")
+        by_broker = metric(e, "cx_stage_local_records_total", stage="context", outcome="via_broker")
+        assert by_broker < fast / 4, f"{by_broker} of the context stage's records went by the broker ({fast} fast)"
+        assert metric(e, "cx_stage_local_records_total", stage="context", outcome="delivered") >= fast
+        # and skips each when it is fetched back from the log (check() found none applied twice)
+        wait_for(lambda: metric(e, "cx_stage_local_records_total", stage="context", outcome="skipped")
+                 == metric(e, "cx_stage_local_records_total", stage="context", outcome="delivered"), timeout=20)
     finally:
         stop_engine(e)
 
