@@ -14,6 +14,8 @@ pointed at the servers with ``CX_BROKER_URL`` / ``CX_REDIS_URL``) runs throughou
 * Broker down: a desk action answers 503 ``broker_unavailable`` within its timeout (no hang, no
   500) while context lookups, which need only Redis, still answer; the engine does not exit;
   its stages, its learner's app and the API's producer reconnect by themselves.
+* The broker runs Shenandoah (``CX_EMBEDDED_BROKER_GC``'s other collector), and its GC log
+  has the restarted JVM's pauses.
 * Afterwards nothing is lost or counted twice: each customer's context counts exactly the
   interactions published for it, every contact that needs an advisor was assigned exactly once,
   and every context copy in Redis equals the context table (its changelog).
@@ -196,7 +198,8 @@ class Channel(threading.Thread):
 @pytest.fixture(scope="module")
 def servers_to_stop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedBroker, EmbeddedRedis]]:
     base = tmp_path_factory.mktemp("outage-servers")
-    broker, rds = EmbeddedBroker(base / "broker"), EmbeddedRedis(base / "redis")
+    # the broker on the collector that is not the default (CX_EMBEDDED_BROKER_GC), through a stop and a start
+    broker, rds = EmbeddedBroker(base / "broker", gc="shenandoah"), EmbeddedRedis(base / "redis")
     broker.start()
     try:
         rds.start()
@@ -369,6 +372,7 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
         labels = metric(engine, LEARNER_CHURN_LABELS) or 0.0
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down)))
         assert engine.proc.poll() is None, "the engine exited during the broker outage"
+        restarted = time.time()
         broker.start_kafka()
         # everything reconnects by itself: contacts published during the outage are assigned ...
         during = channel.contacts_since(mark)
@@ -437,6 +441,10 @@ def test_redis_then_broker_outage(servers_to_stop: tuple[EmbeddedBroker, Embedde
     advisor_events = [msgspec.json.decode(v) for v in asyncio.run(read_to_end(engine.broker, engine.topic(t.ADVISOR_EVENTS.name)))]
     presences = [e for e in advisor_events if e["advisor_id"] == ADVISORS[0] and e["kind"] == "presence"]
     assert len(presences) == presence_accepted, f"{len(presences)} presence events published, {presence_accepted} accepted"
+    # the broker's JVM ran the collector it was given and logged its pauses, the restarted one's too
+    assert "Using Shenandoah" in (broker.data_dir / "kafka" / "kafka-gc.log").read_text()
+    pauses = broker.gc_pauses(since=restarted)
+    assert pauses and all(restarted <= end <= time.time() and 0 <= ms < 1000 for end, ms in pauses), pauses
 
     assert engine.proc.poll() is None
     log_lines = engine.output().splitlines()
