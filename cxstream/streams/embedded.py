@@ -387,13 +387,27 @@ log4j.logger.kafka.server.ReplicaAlterLogDirsManager=WARN
 #: The collectors the embedded broker's JVM can run (``CX_EMBEDDED_BROKER_GC``) and their options.
 #: G1 (the default, Kafka's own) stops the broker 10-20 ms for each young collection, every ~2 s
 #: at 250 records/s on the AMD EPYC; Shenandoah does its work beside the broker's threads and
-#: stops them 1-5 ms (four pauses a cycle, a cycle every ~13 s there), for 2-3 points more of a core; the contacts'
-#: p99 did not move (docs/PERFORMANCE.md, "Levers measured").
+#: stops them 1-5 ms (four pauses a cycle, a cycle every ~13 s there), for 2-3 points more of a
+#: core; the contacts' p99 did not move (docs/PERFORMANCE.md, "Levers measured").
 BROKER_GCS: dict[str, tuple[str, ...]] = {
     "g1": ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35"),
     "shenandoah": ("-XX:+UseShenandoahGC",),
 }
 assert tuple(BROKER_GCS) == EMBEDDED_BROKER_GCS, "CX_EMBEDDED_BROKER_GC's values and their options must agree"
+
+
+def broker_gc_options(gc: str) -> tuple[str, ...]:
+    """The JVM options of the broker's collector *gc* (:data:`BROKER_GCS`); an unknown one is refused.
+
+    >>> broker_gc_options("zgc")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown garbage collector 'zgc' for the embedded broker: use one of g1, shenandoah
+    """
+    try:
+        return BROKER_GCS[gc]
+    except KeyError:
+        raise ValueError(f"unknown garbage collector {gc!r} for the embedded broker: use one of {', '.join(BROKER_GCS)}") from None
 _GC_PAUSE = re.compile(rb"\[(\d+)ms\].*\bPause\b.* (\d+(?:\.\d+)?)ms\s*$")
 
 
@@ -435,7 +449,7 @@ class _JavaServer(_ChildServer):
     main_class = ""
     heap_mb = 128
     jvm_options: tuple[str, ...] = ()
-    gc_options: tuple[str, ...] = BROKER_GCS["g1"]
+    gc_options: tuple[str, ...] = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20")
     #: ``-Xlog:gc`` to this file in the data folder (two of 4 MB, rotated); "": none
     gc_log_name = ""
 
@@ -543,9 +557,7 @@ class EmbeddedKafka(_JavaServer):
         gc: str = "g1",
     ) -> None:
         super().__init__(data_dir, host, port, home)
-        if gc not in BROKER_GCS:
-            raise ValueError(f"unknown garbage collector {gc!r} for the embedded broker: use one of {', '.join(BROKER_GCS)}")
-        self.gc_options = BROKER_GCS[gc]
+        self.gc_options = broker_gc_options(gc)
         self.zookeeper = zookeeper
         self.protocol = protocol
         self.server_properties = dict(server_properties or {})
@@ -658,8 +670,7 @@ class EmbeddedBroker:
         client_config: Mapping[str, str] | None = None,
         gc: str = "g1",
     ) -> None:
-        if gc not in BROKER_GCS:
-            raise ValueError(f"unknown garbage collector {gc!r} for the embedded broker: use one of {', '.join(BROKER_GCS)}")
+        broker_gc_options(gc)  # refused now, not at start()
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.heap_mb = heap_mb

@@ -13,6 +13,7 @@ import pytest
 from cxstream.streams import embedded
 from cxstream.streams.embedded import (
     DataDirLock,
+    EmbeddedBroker,
     EmbeddedKafka,
     EmbeddedServerError,
     EmbeddedZooKeeper,
@@ -71,6 +72,21 @@ def test_configs_bind_loopback_only_and_keep_data_under_the_folder(tmp_path: Pat
     assert kp["log.dirs"].startswith(str(tmp_path)) and kp["auto.create.topics.enable"] == "false"
     # one node: the internal topics must not ask for replicas it cannot have
     assert kp["offsets.topic.replication.factor"] == kp["transaction.state.log.replication.factor"] == "1"
+
+
+def test_the_broker_runs_the_collector_it_is_given_and_logs_its_pauses_in_its_folder(tmp_path: Path) -> None:
+    for folder in ("kafka", "zookeeper"):  # (start() makes them; command() writes the configuration there)
+        (tmp_path / folder).mkdir()
+    g1 = EmbeddedKafka(tmp_path / "kafka", "127.0.0.1:2181", port=9092).command()
+    shen = EmbeddedKafka(tmp_path / "kafka", "127.0.0.1:2181", port=9092, gc="shenandoah").command()
+    zk = EmbeddedZooKeeper(tmp_path / "zookeeper", port=2181).command()
+    assert "-XX:+UseG1GC" in g1 and "-XX:+UseShenandoahGC" not in g1
+    assert "-XX:+UseShenandoahGC" in shen and "-XX:+UseG1GC" not in shen
+    log = f'-Xlog:gc:file="{tmp_path / "kafka" / "kafka-gc.log"}":timemillis,uptime,level,tags:filecount=2,filesize=4m'
+    assert log in g1 and log in shen
+    assert "-XX:+UseG1GC" in zk and not any(a.startswith("-Xlog") for a in zk), "ZooKeeper keeps no GC log"
+    with pytest.raises(ValueError, match="use one of g1, shenandoah"):
+        EmbeddedBroker(tmp_path / "broker", gc="zgc")
 
 
 def _tarball(path: Path, members: list[tuple[str, bytes, bytes | str]]) -> Path:
