@@ -1313,7 +1313,9 @@ class Bench:
         """
         kind = "faust" if faust else "drain"
         prefix, app_id = f"{self.prefix}{kind}{run}.", f"{self.app_id}-{kind}{run}"
-        extra = {"CX_STAGE_RUNTIME": "faust"} if faust else {}
+        # the naive reference runs the same stages on Faust, where the identity fast path is not built
+        # (the settings refuse it there): without it, whatever --engine-env says
+        extra = {"CX_STAGE_RUNTIME": "faust", "CX_IDENTITY_FAST_PATH": "0"} if faust else {}
         logins = [plan(a) for a in workload.advisor_logins()]
         records = [*logins, *Workload(workload.config, workload.texts).planned(n)]
         total = len(records)
