@@ -201,6 +201,11 @@ class Tracked:
     acked: bool = False
     future: asyncio.Future[Any] | None = None
 
+    def sent(self, fut: asyncio.Future[Any]) -> None:
+        """The record was handed to the producer: *fut* is its delivery."""
+        self.future = fut
+        fut.add_done_callback(self.done)
+
     def done(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and fut.exception() is None:
             self.offset = fut.result().offset
@@ -1209,8 +1214,7 @@ class BatchRuntime:
             if self._held and topic in self._stage_of:
                 await self.push_held()
             fut = await self.producer.send(topic, value, key=key, headers=how.headers)
-        how.future = fut
-        fut.add_done_callback(how.done)
+        how.sent(fut)
         return fut
 
     def _hold(
@@ -1237,13 +1241,11 @@ class BatchRuntime:
         if held:
             metrics.LOCAL_ECHO_PUSHED.observe(len(held))
         for topic, key, value, partition, futures, how in held:
-            if how is None:
-                futures.append(await self.producer.send(topic, value, key=key, partition=partition, headers=self._local_headers))
-            else:
-                fut = await self.producer.send(topic, value, key=key, partition=partition, headers=[*(how.headers or ()), *self._local_headers])
-                how.future = fut
-                fut.add_done_callback(how.done)
-                futures.append(fut)
+            headers = self._local_headers if how is None else [*(how.headers or ()), *self._local_headers]
+            fut = await self.producer.send(topic, value, key=key, partition=partition, headers=headers)
+            if how is not None:
+                how.sent(fut)
+            futures.append(fut)
             left = self._held_for[id(futures)] - 1
             if left:
                 self._held_for[id(futures)] = left
