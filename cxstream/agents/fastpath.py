@@ -1,7 +1,7 @@
 """The identity fast path: settled customer events past the identity stage's one partition.
 
-With ``CX_IDENTITY_FAST_PATH=1`` ingest decides, for each customer event it validated, which road
-it takes (docs/IDENTITY.md, "Past one core: the settled fast path"):
+With the fast path ingest decides, for each customer event it validated, which road it takes
+(docs/IDENTITY.md, "Past one core: the settled fast path"):
 
 * **fast**, straight to the owner's partition of ``cx.customer-events.v1``, when every
   identifier of the event already belongs to one customer in this worker's :class:`Replica` of
@@ -13,9 +13,22 @@ it takes (docs/IDENTITY.md, "Past one core: the settled fast path"):
 A fast event is handed to the context stage in the worker, as identity's outputs are, while the
 worker is the group's only one (:attr:`cxstream.streams.batch.Tracked.local_when_alone`): no
 other worker writes to that topic then, and a local hand-over waits until the stage has consumed
-what the topic held and what this worker sent there by the broker.  With several workers the
-context stage reads it from the log: handed over locally, it could pass a slow event another
-worker's identity stage appended.
+what the topic held and what this worker sent there by the broker.
+
+``CX_IDENTITY_FAST_PATH`` says when a worker takes the fast road:
+
+* ``auto`` (the default; :class:`Road` *alone_only*): only while it is its group's only one, the
+  one case where the road is also shorter (one broker hop fewer).  With several workers no worker
+  sends fast events, so each context stage hands identity's outputs over locally as without the
+  fast path.  Becoming alone or not happens at a rebalance, which settles every send first and
+  closes every input partition until the identity stage has committed past what was sent before;
+  the slow events sent meanwhile stay pending as ever.  Workers with ``auto`` and ``0`` can share
+  a group (a rolling upgrade).
+* ``1``: on every worker, the road past the identity stage's one partition.  The context stage
+  then reads its records from the log while there are several workers (handed over locally, one
+  could pass a slow event another worker's identity stage appended), so every worker of the group
+  must run ``1``.
+* ``0``: every event by the identity stage.
 
 A slow event is pending until the identity stage's committed offset on ``cx.resolve.v1`` passes
 the offset it was given: the identity stage commits only after its outputs are acknowledged, so
@@ -67,7 +80,7 @@ REPLICA_FETCH_MS = 200  # how long the replica's fetch waits for changes to pile
 POLL_S = 0.2  # how often the identity stage's committed offset is read while an event is pending
 _road = {(road, reason): metrics.IDENTITY_ROAD.labels(road, reason) for road, reason in [
     ("fast", "settled"), ("slow", "unsettled"), ("slow", "refused"), ("slow", "erased"), ("slow", "pending"),
-    ("slow", "moved"), ("slow", "not_ready"), ("slow", "erasure"),
+    ("slow", "moved"), ("slow", "not_ready"), ("slow", "erasure"), ("slow", "not_alone"),
 ]}
 
 
@@ -153,8 +166,9 @@ class Road:
     :meth:`barrier` gives a newly taken partition the end offset of that topic.
     """
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica, alone_only: bool = False) -> None:
         self.replica = replica
+        self.alone_only = alone_only  # CX_IDENTITY_FAST_PATH=auto: fast only while the worker is its group's only one
         self.committed: int | None = None
         self.inputs: dict[tuple[str, int], _Input] = {}
 
@@ -207,8 +221,14 @@ class Road:
 
     def choose(
         self, topic: str, partition: int, assignment: int, ev: InteractionEvent | OutcomeEvent, refused: bool,
+        alone: bool = True,
     ) -> Way:
-        """The road of *ev*, read from *topic* [*partition*]; remembers what the choice implies for later events."""
+        """The road of *ev*, read from *topic* [*partition*]; remembers what the choice implies for later events.
+
+        *alone*: the worker is its group's only one (:attr:`BatchRuntime.alone`); a road made with
+        *alone_only* sends nothing fast otherwise (``not_alone``), but keeps its slow events pending as
+        ever, so that a fast event after the worker became alone cannot pass one of them.
+        """
         state = self._input(topic, partition, assignment)
         ids = ev.customer.present()
         replica = self.replica
@@ -216,7 +236,9 @@ class Road:
         owners = list(dict.fromkeys(o for o in found.values() if o is not None and o != SHARED))
         reason = ""
         owner: str | None = None
-        if not replica.ready:
+        if self.alone_only and not alone:
+            reason = "not_alone"
+        elif not replica.ready:
             reason = "not_ready"
         elif isinstance(ev, OutcomeEvent) and ev.kind == "erasure_requested":
             reason = "erasure"
@@ -269,7 +291,7 @@ class FastPath:
         self.changelog = TopicPartition(changelog, 0)
         self.resolve = TopicPartition(resolve_topic, 0)
         self.replica = Replica()
-        self.road = Road(self.replica)
+        self.road = Road(self.replica, alone_only=settings.identity_fast_path_mode == "alone")
         self._reader: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -10,10 +10,11 @@
   ``cx.customer-events.v1`` keyed ``anon-`` + a hash of ``attributes.session_id`` (or of
   the contact id), else the channel's anonymous bucket ``anon-{channel}``.
 * ``cx.advisor-events.v1`` -> ``cx.routing.v1``, keyed by routing group.
-* With ``CX_IDENTITY_FAST_PATH=1``, a customer event whose identifiers all already belong to
-  one customer goes straight to ``cx.customer-events.v1`` keyed by that customer, past the
-  identity stage, when nothing earlier of the same customer is still on the identity stage's
-  road (:mod:`cxstream.agents.fastpath`).
+* With the identity fast path (``CX_IDENTITY_FAST_PATH``: by default while the worker is its
+  group's only one), a customer event whose identifiers all already belong to one customer goes
+  straight to ``cx.customer-events.v1`` keyed by that customer, past the identity stage, when
+  nothing earlier of the same customer is still on the identity stage's road
+  (:mod:`cxstream.agents.fastpath`).
 
 A batch stage (:mod:`cxstream.streams.batch`): anything that fails goes to
 ``cx.dead-letter.v1`` with its coordinates and the reason; the stream goes on.  Nothing is dropped silently: duplicates are dropped
@@ -148,7 +149,7 @@ def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
     """The ingest stage: the three input topics, validated and handed on in batches."""
     st = runtime.stage("ingest", [t.INTERACTIONS, t.OUTCOMES, t.ADVISOR_EVENTS])
     fast: FastPath | None = None
-    if settings.identity_fast_path:
+    if settings.identity_fast_path_mode != "off":
         fast = FastPath(runtime, settings, runtime.table_changelog("identity"), runtime.topic(t.RESOLVE))
         runtime.on_start.append(fast.start)
         runtime.on_stop.append(fast.stop)
@@ -168,7 +169,7 @@ def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
             routed = route_advisor_event(rec.value, limit, ahead)
         (accepted[rec.topic] if routed.to != "customer" else anonymous).inc()
         if fast is not None and routed.event is not None:
-            way = fast.road.choose(rec.topic, rec.partition, runtime.assignments, routed.event, routed.refused)
+            way = fast.road.choose(rec.topic, rec.partition, runtime.assignments, routed.event, routed.refused, runtime.alone)
             if way.fast:
                 assert way.owner is not None
                 await targets["customer"].send(key=way.owner.encode(), value=encode(routed.event), tracked=way.tracked)

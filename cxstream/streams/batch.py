@@ -184,7 +184,7 @@ class Tracked:
     """How one output record is sent, for a stage that must know more than "after the batch".
 
     *headers* go with the record.  *via_broker*: never handed to a local stage (it is read from
-    its topic, in log order); with *local_when_alone*, only while this worker is not the group's
+    its topic, in log order); with *local_when_alone*, only while this worker is the group's
     only one (alone, no other worker writes to the stage's partitions, and a local hand-over waits
     until the stage consumed what they held, as for any record; the record is then held and
     produced as any record delivered locally, :meth:`BatchRuntime._hold`).  *after*: produced only once those

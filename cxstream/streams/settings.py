@@ -20,6 +20,7 @@ from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US
 
 #: ``CX_EMBEDDED_BROKER_GC``'s values (:data:`cxstream.streams.embedded.BROKER_GCS` has their JVM options)
 EMBEDDED_BROKER_GCS = ("g1", "shenandoah")
+IDENTITY_FAST_PATHS = ("auto", "1", "0")  # CX_IDENTITY_FAST_PATH
 
 
 class SettingsError(ValueError):
@@ -158,13 +159,18 @@ class Settings:
         0, "The learner's process's CPU niceness, 0-19 (nice(1)): above 0 it yields the core to the stream worker "
         "when both want it (its publications are bursts of compression), and learns in the gaps."
     )
-    identity_fast_path: int = _setting(
-        0, "1: ingest sends a customer event whose identifiers all already belong to one customer (in its replica of "
-        "the identity table) straight to that customer's context partition, past the identity stage's one partition; "
-        "everything else, and any event an earlier one of the same customer is still ahead of on the identity stage's "
-        "road, goes through the identity stage (docs/IDENTITY.md, \"Past one core\"). Needs aiokafka and "
-        "at_least_once (and the batch runtime); the context stage then takes records locally only while its worker is the only one. "
-        "0: every customer event goes through the identity stage."
+    identity_fast_path: str = _setting(
+        "auto", "The identity fast path (docs/IDENTITY.md, \"Past one core\"): ingest sends a customer event whose "
+        "identifiers all already belong to one customer (in its replica of the identity table) straight to that "
+        "customer's context, past the identity stage's one partition; everything else, and any event an earlier one "
+        "of the same customer is still ahead of on the identity stage's road, goes through the identity stage. "
+        "'auto': only while this worker is its group's only one, which then hands those events to its context stage "
+        "itself (a shorter road: one broker hop fewer); with several workers every event goes through the identity "
+        "stage, and it is off where it cannot run (another stage client, guarantee or runtime). '1': on every worker, "
+        "the road past one core; every worker of the group must run '1' (a worker without it hands identity's "
+        "outputs to its context stage locally, where another's fast events must be read from the log); needs "
+        "aiokafka, at_least_once and the batch runtime. '0': every customer event goes through the identity stage. "
+        "Either way the replica costs ~0.5 KB of memory per customer in each worker."
     )
     router_save_interval_ms: int = _setting(
         200, "While batches keep coming, a routing group's whole state (its advisors with what the router learned "
@@ -332,11 +338,9 @@ class Settings:
             raise SettingsError(f"CX_FETCH_SESSIONS={self.fetch_sessions!r}: use 0 or 1")
         if self.early_send_ms < 0:
             raise SettingsError(f"CX_EARLY_SEND_MS={self.early_send_ms!r}: use 0 (off) or more")
-        if self.identity_fast_path not in (0, 1):
-            raise SettingsError(f"CX_IDENTITY_FAST_PATH={self.identity_fast_path!r}: use 0 or 1")
-        if self.identity_fast_path and (self.stage_client, self.processing_guarantee, self.stage_runtime) != (
-            "aiokafka", "at_least_once", "batch"
-        ):
+        if self.identity_fast_path not in IDENTITY_FAST_PATHS:
+            raise SettingsError(f"CX_IDENTITY_FAST_PATH={self.identity_fast_path!r}: use 'auto', '1' or '0'")
+        if self.identity_fast_path == "1" and not self._fast_path_runs:
             raise SettingsError(
                 "CX_IDENTITY_FAST_PATH=1 needs CX_STAGE_CLIENT=aiokafka, CX_PROCESSING_GUARANTEE=at_least_once and "
                 f"CX_STAGE_RUNTIME=batch (got {self.stage_client!r}, {self.processing_guarantee!r}, {self.stage_runtime!r})"
@@ -461,6 +465,23 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def _fast_path_runs(self) -> bool:
+        return (self.stage_client, self.processing_guarantee, self.stage_runtime) == ("aiokafka", "at_least_once", "batch")
+
+    @property
+    def identity_fast_path_mode(self) -> str:
+        """How this worker runs the identity fast path: ``always`` ('1'), ``alone`` ('auto', where it can run) or ``off``.
+
+        >>> Settings().identity_fast_path_mode, Settings(identity_fast_path="1").identity_fast_path_mode
+        ('alone', 'always')
+        >>> Settings(processing_guarantee="exactly_once").identity_fast_path_mode
+        'off'
+        """
+        if self.identity_fast_path == "1":
+            return "always"
+        return "alone" if self.identity_fast_path == "auto" and self._fast_path_runs else "off"
 
     @property
     def embedded_broker(self) -> bool:

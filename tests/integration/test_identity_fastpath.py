@@ -1,11 +1,14 @@
-"""The identity fast path (``CX_IDENTITY_FAST_PATH=1``, cxstream/agents/fastpath.py) on the real broker and Redis.
+"""The identity fast path (``CX_IDENTITY_FAST_PATH``, cxstream/agents/fastpath.py) on the real broker and Redis.
 
-* One worker: settled events go straight to their context, handed over in the worker (it is the
-  group's only one); a contact opened with a new identifier
+* One worker, by default (``auto``): settled events go straight to their context, handed over in the
+  worker (it is the group's only one); a contact opened with a new identifier
   (the identity stage must link it) and closed at once by an identifier already known is closed in
   the context, not left open by a close that overtook its open: the rule held the close back.
-* Two workers of one app: the same, with events of every input partition; a customer erased and
-  writing again right after is a new customer with that message, whichever road it took.
+* Two workers of one app with ``1``: the same, with events of every input partition; a customer
+  erased and writing again right after is a new customer with that message, whichever road it took.
+* Two workers by default: nothing goes fast while both run, identity's outputs are handed over
+  locally as without the fast path, and the orders hold; once one stops, the other (alone) sends
+  the settled events fast.
 * The same inputs (links, a merge, a routed contact, settled events after them) give the same
   contexts and assignment with the fast path as without it.
 
@@ -91,7 +94,7 @@ def test_one_worker_sends_settled_events_past_identity_and_keeps_each_customers_
 ) -> None:
     broker, redis_url = servers
     tag = uuid.uuid4().hex[:8]
-    e = start_engine(broker, redis_url, tmp_path_factory.mktemp("fp1"), f"f{tag}.", f"cxfast-{tag}", CX_IDENTITY_FAST_PATH="1")
+    e = start_engine(broker, redis_url, tmp_path_factory.mktemp("fp1"), f"f{tag}.", f"cxfast-{tag}")  # auto, the default
     try:
         run, group = uuid.uuid4().hex[:8], f"g-{tag}"
         asyncio.run(produce(broker, e.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
@@ -151,6 +154,67 @@ def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost
         assert get(a, f"/customers/{old['customer_id']}/context")[0] == 404
     finally:
         stop_engine(b)
+        stop_engine(a)
+
+
+def test_by_default_two_workers_send_nothing_fast_and_the_one_left_alone_does(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"h{tag}.", f"cxauto-{tag}"
+    a = start_engine(broker, redis_url, tmp_path_factory.mktemp("aa"), prefix, app_id)
+    try:
+        b = start_engine(broker, redis_url, tmp_path_factory.mktemp("ab"), prefix, app_id)
+    except BaseException:
+        stop_engine(a)
+        raise
+    workers = (a, b)
+    try:
+        wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers),
+                 timeout=60)
+        run, group = uuid.uuid4().hex[:8], f"g-{tag}"
+        asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
+        emails = journeys(workers, run, group)
+        for engine_, e in zip(workers * N, emails, strict=False):
+            ctx = wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 7),
+                           timeout=60)
+            assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
+        assert sum(metric(w, "cx_identity_road_total", road="fast") for w in workers) == 0, "two workers: nothing fast"
+        assert sum(metric(w, "cx_identity_road_total", road="slow", reason="not_alone") for w in workers) >= 6 * N
+        assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) > 0, (
+            "identity's outputs are handed to the context stage locally, as without the fast path"
+        )
+        assert sum(metric(w, "cx_duplicates_total", stage="context") for w in workers) == 0
+    finally:
+        stop_engine(b)
+    try:
+        wait_for(lambda: metric(a, "cx_stages_alone") == 1, timeout=60)
+
+        sent = [0]
+
+        def wave(each: int) -> None:
+            """*each* more messages by each customer, applied (7 interactions before)."""
+            now, first = time.time(), sent[0]
+            sent[0] += each
+            asyncio.run(produce(broker, a.topic(t.INTERACTIONS.name), [
+                (f"cust-{n}".encode(), InteractionEvent(event_id=f"alone-{run}-{n}-{j}", occurred_at=now + j * 0.01,
+                                                        channel="chat", kind="message", customer=Identifiers(email=e), text="and now?"))
+                for n, e in enumerate(emails) for j in range(first, sent[0])
+            ]))
+            for e in emails:
+                wait_for(lambda e=e: when(context_by(a, email=e), lambda c: c["interactions_total"] == 7 + sent[0]), timeout=60)
+
+        # its input partitions, taken anew, send by the slow road until the identity stage has committed
+        # past what cx.resolve.v1 held then (read at their first event); after that, fast
+        wave(1)
+        time.sleep(SETTLE_S)
+        wave(3)
+        fast = metric(a, "cx_identity_road_total", road="fast")
+        slow = {r: metric(a, "cx_identity_road_total", road="slow", reason=r) for r in ("not_alone", "moved", "pending", "not_ready")}
+        assert fast >= 2 * N, f"alone, the settled messages took the fast road ({fast} of the last {3 * N}; slow: {slow})"
+        assert metric(a, "cx_duplicates_total", stage="context") == 0
+    finally:
         stop_engine(a)
 
 

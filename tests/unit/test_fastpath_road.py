@@ -105,6 +105,31 @@ def test_nothing_is_fast_before_the_replica_has_read_the_changelog_or_the_partit
     assert w.road.choose(T, P, 2, ev(11, email="jane@x.org"), False).fast
 
 
+def test_a_road_for_a_lone_worker_sends_nothing_fast_beside_another_and_its_slow_events_stay_pending() -> None:
+    """CX_IDENTITY_FAST_PATH=auto: slow while the worker is not alone; once alone (restored after a
+    rebalance), a settled event still waits behind the slow events it sent meanwhile."""
+    w = World()
+    w.road = Road(w.replica, alone_only=True)
+    jane = w.resolve(ev(1, email="jane@x.org"))
+    w.sync()
+    w.open()
+    assert w.road.choose(T, P, 1, ev(2, email="jane@x.org"), False).fast, "alone: fast"
+    beside = w.road.choose(T, P, 1, ev(3, email="jane@x.org"), False, alone=False)
+    assert (beside.fast, beside.reason, beside.owner) == (False, "not_alone", None)
+    w.acked(beside, 5)
+    behind = w.road.choose(T, P, 1, ev(4, email="jane@x.org"), False)
+    assert behind.reason == "pending", "alone again: behind event 3"
+    w.acked(behind, 6)
+    w.road.advance(7)
+    again = w.road.choose(T, P, 1, ev(5, email="jane@x.org"), False)
+    assert (again.fast, again.owner) == (True, jane)
+    always = World()  # CX_IDENTITY_FAST_PATH=1
+    always.resolve(ev(1, email="jane@x.org"))
+    always.sync()
+    always.open()
+    assert always.road.choose(T, P, 1, ev(2, email="jane@x.org"), False, alone=False).fast, "'1': fast beside others"
+
+
 def test_an_event_waits_on_the_slow_road_behind_a_pending_one_of_the_same_customer() -> None:
     w = World()
     jane = w.resolve(ev(1, email="jane@x.org"))

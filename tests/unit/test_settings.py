@@ -23,6 +23,28 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, "alone"),
+        ({"CX_IDENTITY_FAST_PATH": "1"}, "always"),
+        ({"CX_IDENTITY_FAST_PATH": "0"}, "off"),
+        # where the fast path cannot run, 'auto' is off (and '1' refused, above)
+        ({"CX_PROCESSING_GUARANTEE": "exactly_once"}, "off"),
+        ({"CX_STAGE_CLIENT": "librdkafka"}, "off"),
+        ({"CX_STAGE_RUNTIME": "faust"}, "off"),
+    ],
+)
+def test_the_identity_fast_path_runs_while_alone_by_default_and_where_it_can(env: dict[str, str], mode: str) -> None:
+    assert Settings.from_env(env).identity_fast_path_mode == mode
+
+
+def test_a_settings_file_may_give_the_fast_path_as_a_number(tmp_path: Path) -> None:
+    f = tmp_path / "cx.toml"
+    f.write_text("identity_fast_path = 1\n")
+    assert Settings.from_env({"CX_SETTINGS_FILE": str(f)}).identity_fast_path_mode == "always"
+
+
+@pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"CX_PARTITIONS": "four"}, "CX_PARTITIONS='four' is not a valid int"),
@@ -32,7 +54,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ({"CX_EVENT_LOOP": "trio"}, "CX_EVENT_LOOP='trio': use 'uvloop' or 'asyncio'"),
         ({"CX_EMBEDDED_BROKER_GC": "zgc"}, "CX_EMBEDDED_BROKER_GC='zgc': use 'g1' or 'shenandoah'"),
         ({"CX_STAGE_CLIENT": "kafka-python"}, "CX_STAGE_CLIENT='kafka-python': use 'aiokafka' or 'librdkafka'"),
-        ({"CX_IDENTITY_FAST_PATH": "2"}, "CX_IDENTITY_FAST_PATH=2: use 0 or 1"),
+        ({"CX_IDENTITY_FAST_PATH": "2"}, "CX_IDENTITY_FAST_PATH='2': use 'auto', '1' or '0'"),
         ({"CX_LEARNER_NICE": "20"}, "CX_LEARNER_NICE=20: use a niceness from 0 to 19"),
         ({"CX_LEARNER_NICE": "-5"}, "CX_LEARNER_NICE=-5: use a niceness from 0 to 19"),
         ({"CX_IDENTITY_FAST_PATH": "1", "CX_PROCESSING_GUARANTEE": "exactly_once"},
