@@ -20,9 +20,10 @@ what the topic held and what this worker sent there by the broker.
 * ``auto`` (the default; :class:`Road` *alone_only*): only while it is its group's only one, the
   one case where the road is also shorter (one broker hop fewer).  With several workers no worker
   sends fast events, so each context stage hands identity's outputs over locally as without the
-  fast path.  Becoming alone or not happens at a rebalance, which settles every send first and
+  fast path.  A worker stops being alone at a rebalance, which settles every send first and
   closes every input partition until the identity stage has committed past what was sent before;
-  the slow events sent meanwhile stay pending as ever.  Workers with ``auto`` and ``0`` can share
+  it becomes alone once that rebalance's tables are restored, and the slow events it sent
+  meanwhile stay pending as ever.  Workers with ``auto`` and ``0`` can share
   a group (a rolling upgrade).
 * ``1``: on every worker, the road past the identity stage's one partition.  The context stage
   then reads its records from the log while there are several workers (handed over locally, one
