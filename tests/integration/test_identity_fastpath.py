@@ -89,6 +89,31 @@ def check(engines: tuple[RunningEngine, ...], emails: list[str]) -> None:
     assert sum(metric(w, "cx_duplicates_total", stage="context") for w in engines) == 0
 
 
+def two_workers(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, name: str,
+                **env: str) -> tuple[RunningEngine, RunningEngine]:
+    """Two workers of one app, *env* in both (the first stopped if the second does not start)."""
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"{name}{tag}.", f"cx{name}-{tag}"
+    a = start_engine(broker, redis_url, tmp_path_factory.mktemp(f"{name}a"), prefix, app_id, **env)
+    try:
+        return a, start_engine(broker, redis_url, tmp_path_factory.mktemp(f"{name}b"), prefix, app_id, **env)
+    except BaseException:
+        stop_engine(a)
+        raise
+
+
+def journeys_on_two(workers: tuple[RunningEngine, RunningEngine]) -> tuple[str, list[str]]:
+    """Once both own partitions (neither alone): an advisor logged in, and :func:`journeys` sent; the run id and the emails."""
+    wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers),
+             timeout=60)
+    run = uuid.uuid4().hex[:8]
+    group = f"g-{run}"
+    broker, a = workers[0].broker, workers[0]
+    asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
+    return run, journeys(workers, run, group)
+
+
 def test_one_worker_sends_settled_events_past_identity_and_keeps_each_customers_order(
     servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -115,22 +140,10 @@ def test_one_worker_sends_settled_events_past_identity_and_keeps_each_customers_
 def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost(
     servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    broker, redis_url = servers
-    tag = uuid.uuid4().hex[:8]
-    prefix, app_id = f"g{tag}.", f"cxfast2-{tag}"
-    a = start_engine(broker, redis_url, tmp_path_factory.mktemp("fa"), prefix, app_id, CX_IDENTITY_FAST_PATH="1")
+    workers = a, b = two_workers(servers, tmp_path_factory, "fast2", CX_IDENTITY_FAST_PATH="1")
+    broker = a.broker
     try:
-        b = start_engine(broker, redis_url, tmp_path_factory.mktemp("fb"), prefix, app_id, CX_IDENTITY_FAST_PATH="1")
-    except BaseException:
-        stop_engine(a)
-        raise
-    workers = (a, b)
-    try:
-        wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers),
-                 timeout=60)
-        run, group = uuid.uuid4().hex[:8], f"g-{tag}"
-        asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
-        emails = journeys(workers, run, group)
+        run, emails = journeys_on_two(workers)
         check(workers, emails)
         assert all(metric(w, "cx_identity_road_total", road="fast") > 0 for w in workers), "both workers' ingest"
         assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) == 0, (
@@ -160,35 +173,23 @@ def test_two_workers_keep_order_and_an_erased_customer_writing_again_is_not_lost
 def test_by_default_two_workers_send_nothing_fast_and_the_one_left_alone_does(
     servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    broker, redis_url = servers
-    tag = uuid.uuid4().hex[:8]
-    prefix, app_id = f"h{tag}.", f"cxauto-{tag}"
-    a = start_engine(broker, redis_url, tmp_path_factory.mktemp("aa"), prefix, app_id)
+    workers = a, b = two_workers(servers, tmp_path_factory, "auto")  # auto, the default
+    broker = a.broker
     try:
-        b = start_engine(broker, redis_url, tmp_path_factory.mktemp("ab"), prefix, app_id)
-    except BaseException:
-        stop_engine(a)
-        raise
-    workers = (a, b)
-    try:
-        wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 and metric(w, "cx_stages_alone") == 0 for w in workers),
-                 timeout=60)
-        run, group = uuid.uuid4().hex[:8], f"g-{tag}"
-        asyncio.run(produce(broker, a.topic(t.ADVISOR_EVENTS.name), [login(f"adv-{run}", group, time.time(), capacity={"chat": 20})]))
-        emails = journeys(workers, run, group)
-        for engine_, e in zip(workers * N, emails, strict=False):
-            ctx = wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 7),
-                           timeout=60)
-            assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
-        assert sum(metric(w, "cx_identity_road_total", road="fast") for w in workers) == 0, "two workers: nothing fast"
-        assert sum(metric(w, "cx_identity_road_total", road="slow", reason="not_alone") for w in workers) >= 6 * N
-        assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) > 0, (
-            "identity's outputs are handed to the context stage locally, as without the fast path"
-        )
-        assert sum(metric(w, "cx_duplicates_total", stage="context") for w in workers) == 0
-    finally:
-        stop_engine(b)
-    try:
+        try:
+            run, emails = journeys_on_two(workers)
+            for engine_, e in zip(workers * N, emails, strict=False):
+                ctx = wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 7),
+                               timeout=60)
+                assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
+            assert sum(metric(w, "cx_identity_road_total", road="fast") for w in workers) == 0, "two workers: nothing fast"
+            assert sum(metric(w, "cx_identity_road_total", road="slow", reason="not_alone") for w in workers) >= 6 * N
+            assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) > 0, (
+                "identity's outputs are handed to the context stage locally, as without the fast path"
+            )
+            assert sum(metric(w, "cx_duplicates_total", stage="context") for w in workers) == 0
+        finally:
+            stop_engine(b)
         wait_for(lambda: metric(a, "cx_stages_alone") == 1, timeout=60)
 
         sent = [0]
