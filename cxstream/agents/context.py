@@ -267,14 +267,14 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
     (with the contact's redacted messages) and churn outcomes.
     """
     table = runtime.table("customer_context", settings.partitions)
-    # With the identity fast path on every worker ('1'), events of one customer reach this stage by
-    # two roads from several workers; it reads them in log order, except while its worker is the
-    # only one (then it produced them all, and holds a local record back behind its own fast events).
-    # With 'auto' a worker sends fast events only while it is the only one, so identity's outputs
-    # are handed over locally as without the fast path.
-    mode = settings.identity_fast_path_mode
-    fast_path = mode != "off"
-    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=mode != "always", local_when_alone=mode == "always")
+    # With the identity fast path on every worker ('1') of a group, events of one customer reach
+    # this stage by two roads from several workers; it reads them in log order, except while its
+    # worker is the only one (then it produced them all, and holds a local record back behind its
+    # own fast events).  The runtime knows from the group whether any member runs '1'
+    # (BatchRuntime.fast_elsewhere); with 'auto' a worker sends fast events only while it is the
+    # only one, so in a group without '1' identity's outputs are handed over locally as without it.
+    fast_path = settings.identity_fast_path_mode != "off"
+    st = runtime.stage("context", [t.CUSTOMER_EVENTS], tables=[table], local=True, fast_path_input=True)
     customer_events, routing_out = st.output(runtime.topic(t.CUSTOMER_EVENTS)), st.output(runtime.topic(t.ROUTING))
     labels, audit = st.output(runtime.topic(t.LABELS)), st.output(runtime.topic(t.AUDIT))
     nba_out, nba = st.output(runtime.topic(t.NBA)), scorer.nba

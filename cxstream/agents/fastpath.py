@@ -27,8 +27,9 @@ what the topic held and what this worker sent there by the broker.
   a group (a rolling upgrade).
 * ``1``: on every worker, the road past the identity stage's one partition.  The context stage
   then reads its records from the log while there are several workers (handed over locally, one
-  could pass a slow event another worker's identity stage appended), so every worker of the group
-  must run ``1``.
+  could pass a slow event another worker's identity stage appended).  Each worker tells the group
+  its mode (:mod:`cxstream.streams.assignor`), so a worker of another mode beside one with ``1``
+  reads its context stage's input from the log too: any mix of modes in one group is safe.
 * ``0``: every event by the identity stage.
 
 A slow event is pending until the identity stage's committed offset on ``cx.resolve.v1`` passes

@@ -123,10 +123,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
+from cxstream.streams.assignor import GroupAssignor, fast_elsewhere
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.earlysend import read_back, ship
@@ -361,7 +363,7 @@ class BatchStage:
 
     def __init__(
         self, name: str, inputs: Sequence[str], buffer: Outputs, dead_letters: str, tables: Sequence[Table],
-        *, local: bool = False, local_when_alone: bool = False, max_raw: int = MAX_RAW_BYTES,
+        *, local: bool = False, local_when_alone: bool = False, fast_path_input: bool = False, max_raw: int = MAX_RAW_BYTES,
         tracked: dict[int, Tracked] | None = None,
     ) -> None:
         self.name = name
@@ -371,6 +373,9 @@ class BatchStage:
         self.local = local or local_when_alone
         # ... but only while this worker is the group's only member (it owns every partition of every stage input)
         self.local_when_alone = local_when_alone
+        # ... or, for a stage other workers' identity fast paths send to, only while alone when one of them may
+        # (BatchRuntime.fast_elsewhere)
+        self.fast_path_input = fast_path_input
         self.inputs = list(inputs)
         self.tables = list(tables)
         self.handler: Handler | None = None
@@ -539,6 +544,10 @@ class BatchRuntime:
         self._unacked: collections.Counter[TopicPartition] = collections.Counter()
         self._acked_to: dict[TopicPartition, int] = {}
         self.alone = False  # this worker owns every partition of every stage input
+        # a member of the group may send identity fast events that must be read from the log (streams/assignor.py):
+        # as of the last assignment; aiokafka only (librdkafka runs no fast path)
+        self.fast_elsewhere = False
+        self._assignor = GroupAssignor(settings.identity_fast_path_mode)
         self.broker_down_since: float | None = None  # wall-clock time since which the broker has not answered (cx_broker_up 0)
         # exactly once: each batch's outputs, table changes and input offsets in one Kafka transaction
         self.transactional = settings.processing_guarantee == "exactly_once"
@@ -561,7 +570,7 @@ class BatchRuntime:
 
     def stage(
         self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[Table] = (), local: bool = False,
-        local_when_alone: bool = False,
+        local_when_alone: bool = False, fast_path_input: bool = False,
     ) -> BatchStage:
         """A stage consuming the catalogue topics *inputs*, dead-lettering to ``cx.dead-letter.v1``.
 
@@ -571,11 +580,14 @@ class BatchRuntime:
         only while this worker owns every partition of every stage input, i.e. is the only
         worker: then it is the only producer of the stage's inputs (records from outside the
         engine aside), so the stage sees them in log order and a replay of its topic
-        reproduces what it did.
+        reproduces what it did.  *fast_path_input*: the stage's inputs get the identity fast path's
+        events; with *local*, records are handed to it only while this worker is alone whenever a
+        member of the group may send such events (:attr:`fast_elsewhere`), which are read from the log.
         """
         st = BatchStage(
             name, [self.topic(s) for s in inputs], self.buffer, self.topic(DEAD_LETTER), tables, local=local,
-            local_when_alone=local_when_alone, max_raw=self.settings.dead_letter_max_raw_bytes, tracked=self.tracked,
+            local_when_alone=local_when_alone, fast_path_input=fast_path_input,
+            max_raw=self.settings.dead_letter_max_raw_bytes, tracked=self.tracked,
         )
         for topic in st.inputs:
             if topic in self._stage_of:
@@ -651,6 +663,8 @@ class BatchRuntime:
             heartbeat_interval_ms=max(500, min(3000, session_ms // 4)),
             metadata_max_age_ms=30000,
             isolation_level=self.isolation_level,
+            # each member's identity fast path passed round the group; plain round robin with workers from before it
+            partition_assignment_strategy=(self._assignor, RoundRobinPartitionAssignor),
             **kafka_client_kwargs(self.settings),
         )
         self.consumer.subscribe(sorted(self._stage_of), listener=_Rebalance(self))
@@ -1021,7 +1035,9 @@ class BatchRuntime:
                 continue  # no metadata yet: the producer partitions it
             tp = TopicPartition(topic, partition)
             j = self._order[target.name]
-            local = not (last_pass and j <= i) and tp not in via_broker and (self.alone or not target.local_when_alone)
+            local = not (last_pass and j <= i) and tp not in via_broker and (
+                self.alone or not (target.local_when_alone or (target.fast_path_input and self.fast_elsewhere))
+            )
             if local and idx in tracked:
                 how = tracked[idx]
                 local = not how.via_broker or (self.alone and how.local_when_alone)
@@ -1366,6 +1382,9 @@ class BatchRuntime:
         its callback when the next rebalance starts is expelled); the partitions wait paused."""
         async with self._lock:
             self.assignments += 1
+            if self.settings.stage_client == "aiokafka":
+                self.fast_elsewhere = fast_elsewhere(self._assignor.take())
+                metrics.FAST_ELSEWHERE.set(int(self.fast_elsewhere))
             new = [tp for tp in assigned if tp not in self.owned and tp not in self._restoring]
             now = set(self.owned) | set(self._restoring) | set(new)
             for table in self.tables:  # data kept aside of partitions that went elsewhere: freed

@@ -109,6 +109,12 @@ RESTORE_SECONDS = Histogram(
 ALONE = Gauge(
     "cx_stages_alone", "1 while this worker owns every input partition of the stages (the group's only member), else 0."
 )
+FAST_ELSEWHERE = Gauge(
+    "cx_stages_fast_elsewhere",
+    "1 while a member of the group may send identity fast events that must be read from the log (one runs "
+    "CX_IDENTITY_FAST_PATH=1, or did not say: an engine from before), so the context stage takes records locally "
+    "only while this worker is alone; else 0.",
+)
 LOCAL_RECORDS = Counter(
     "cx_stage_local_records_total",
     "Records this worker sent to one of its own stages: 'delivered' locally in the same batch, "

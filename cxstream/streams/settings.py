@@ -167,8 +167,8 @@ class Settings:
         "'auto': only while this worker is its group's only one, which then hands those events to its context stage "
         "itself (a shorter road: one broker hop fewer); with several workers every event goes through the identity "
         "stage, and it is off where it cannot run (another stage client, guarantee or runtime). '1': on every worker, "
-        "the road past one core; every worker of the group must run '1' (a worker without it hands identity's "
-        "outputs to its context stage locally, where another's fast events must be read from the log); needs "
+        "the road past one core; the context stages of the whole group then read their input from the log while "
+        "there are several workers (each worker tells the group its mode when it joins); needs "
         "aiokafka, at_least_once and the batch runtime. '0': every customer event goes through the identity stage. "
         "Either way the replica costs ~0.5 KB of memory per customer in each worker."
     )

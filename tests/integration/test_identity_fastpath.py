@@ -9,6 +9,9 @@
 * Two workers by default: nothing goes fast while both run, identity's outputs are handed over
   locally as without the fast path, and the orders hold; once one stops, the other (alone) sends
   the settled events fast.
+* A worker with ``1`` beside one with the default: the group tells both (the assignor), and both
+  context stages read their input from the log, so the fast events of the one are not overtaken
+  by the other's local hand-over.
 * The same inputs (links, a merge, a routed contact, settled events after them) give the same
   contexts and assignment with the fast path as without it.
 
@@ -90,14 +93,15 @@ def check(engines: tuple[RunningEngine, ...], emails: list[str]) -> None:
 
 
 def two_workers(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory, name: str,
-                **env: str) -> tuple[RunningEngine, RunningEngine]:
-    """Two workers of one app, *env* in both (the first stopped if the second does not start)."""
+                second: dict[str, str] | None = None, **env: str) -> tuple[RunningEngine, RunningEngine]:
+    """Two workers of one app, *env* in both unless *second* is the second's (the first stopped if the second does not start)."""
     broker, redis_url = servers
     tag = uuid.uuid4().hex[:8]
     prefix, app_id = f"{name}{tag}.", f"cx{name}-{tag}"
     a = start_engine(broker, redis_url, tmp_path_factory.mktemp(f"{name}a"), prefix, app_id, **env)
     try:
-        return a, start_engine(broker, redis_url, tmp_path_factory.mktemp(f"{name}b"), prefix, app_id, **env)
+        return a, start_engine(broker, redis_url, tmp_path_factory.mktemp(f"{name}b"), prefix, app_id,
+                               **(env if second is None else second))
     except BaseException:
         stop_engine(a)
         raise
@@ -216,6 +220,27 @@ def test_by_default_two_workers_send_nothing_fast_and_the_one_left_alone_does(
         assert fast >= 2 * N, f"alone, the settled messages took the fast road ({fast} of the last {3 * N}; slow: {slow})"
         assert metric(a, "cx_duplicates_total", stage="context") == 0
     finally:
+        stop_engine(a)
+
+
+def test_a_worker_with_the_fast_path_on_every_worker_beside_a_default_one_puts_both_context_stages_on_the_log(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workers = a, b = two_workers(servers, tmp_path_factory, "mixed", {}, CX_IDENTITY_FAST_PATH="1")  # b: auto, the default
+    try:
+        _, emails = journeys_on_two(workers)
+        assert all(metric(w, "cx_stages_fast_elsewhere") == 1 for w in workers), "the group told both that one runs '1'"
+        for engine_, e in zip(workers * N, emails, strict=False):
+            ctx = wait_for(lambda e=e, engine_=engine_: when(context_by(engine_, email=e), lambda c: c["interactions_total"] == 7),
+                           timeout=60)
+            assert ctx["open_contacts"] == {}, f"the close overtook its open: {ctx['open_contacts']}"
+        assert metric(a, "cx_identity_road_total", road="fast") > 0 and metric(b, "cx_identity_road_total", road="fast") == 0
+        assert sum(metric(w, "cx_stage_local_records_total", stage="context", outcome="delivered") for w in workers) == 0, (
+            "beside a worker with the fast path on every worker, neither context stage takes records locally"
+        )
+        assert sum(metric(w, "cx_duplicates_total", stage="context") for w in workers) == 0
+    finally:
+        stop_engine(b)
         stop_engine(a)
 
 
