@@ -150,9 +150,9 @@ class FaustStageRuntime:
 
     def stage(
         self, name: str, inputs: Sequence[TopicSpec], *, tables: Sequence[FaustTable] = (), local: bool = False,
-        local_when_alone: bool = False,
+        local_when_alone: bool = False, fast_path_input: bool = False,
     ) -> FaustStage:
-        """A stage consuming *inputs*; *local* and *local_when_alone* mean nothing here (every hop is a fetch)."""
+        """A stage consuming *inputs*; *local*, *local_when_alone* and *fast_path_input* mean nothing here (every hop is a fetch)."""
         st = FaustStage(self, name, [self.topic(s) for s in inputs], tables)
         self.stages.append(st)
         return st
