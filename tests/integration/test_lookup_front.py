@@ -121,7 +121,16 @@ def requests_of(c: dict[str, str]) -> list[bytes]:
 def test_the_front_answers_exactly_as_aiohttp_does(servers: tuple[str, str], customers: dict[str, str]) -> None:
     async def run() -> list[tuple[bytes, bytes]]:
         async with api(servers[1], lookup_front=True) as with_front, api(servers[1], lookup_front=False) as plain:
-            return [(await exchange(with_front.port, raw), await exchange(plain.port, raw)) for raw in requests_of(customers)]
+            out = []
+            for raw in requests_of(customers):
+                # a live route (/queues) answers what Redis holds at each read, and a routing group's statistics
+                # that earlier tests' engines wrote expire a minute after: read both again if it changed between them
+                for _ in range(3):
+                    pair = (await exchange(with_front.port, raw), await exchange(plain.port, raw))
+                    if without_date(pair[0]) == without_date(pair[1]):
+                        break
+                out.append(pair)
+            return out
 
     answers = asyncio.run(run())
     for raw, (mine, theirs) in zip(requests_of(customers), answers, strict=True):
