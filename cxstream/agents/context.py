@@ -397,6 +397,14 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
                     bounced.inc()
                     return
                 metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
+                if fast_path and isinstance(record, InteractionEvent | OutcomeEvent):
+                    # an event from before the erasure, sent by the fast road on a replica that had not yet seen
+                    # it: suppressed here, so audited here as the identity stage audits the ones it suppresses
+                    # (the record's id is deterministic: a replay writes the same one again)
+                    await audit.send(key=record.event_id.encode(), value=encode(audit_record(
+                        "erased_record_suppressed", record.event_id, record.occurred_at, "context", [customer_id],
+                        detail="the event predates the erasure of the customer it was sent to",
+                    )))
                 return
             moved = table.get(moved_key(customer_id))
             if moved is not None:
