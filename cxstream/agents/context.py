@@ -402,7 +402,7 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
                     # it: suppressed here, so audited here as the identity stage audits the ones it suppresses
                     # (the record's id is deterministic: a replay writes the same one again)
                     await audit.send(key=record.event_id.encode(), value=encode(audit_record(
-                        "erased_record_suppressed", record.event_id, record.occurred_at, "context", [customer_id],
+                        "erased_record_suppressed", record.event_id, record.occurred_at, "context", [hashed_id(customer_id)],
                         detail="the event predates the erasure of the customer it was sent to",
                     )))
                 return
