@@ -390,21 +390,20 @@ def stage(runtime: BatchRuntime, settings: Settings, writer: RedisContextWriter,
             # A new customer, or a late record for one that was erased or merged away.
             erased = table.get(erased_key(customer_id))
             if erased is not None:
-                if fast_path and isinstance(record, InteractionEvent | OutcomeEvent) and record.occurred_at > msgspec.json.decode(erased):
-                    # sent by the fast road on a replica that had not yet seen the erasure: the
-                    # identity stage decides, as for any event after an erasure (a new customer)
-                    await resolve_out.send(key=record.event_id.encode(), value=encode(ResolveRequest(event=record, refused=[])))
-                    bounced.inc()
-                    return
-                metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
                 if fast_path and isinstance(record, InteractionEvent | OutcomeEvent):
-                    # an event from before the erasure, sent by the fast road on a replica that had not yet seen
-                    # it: suppressed here, so audited here as the identity stage audits the ones it suppresses
-                    # (the record's id is deterministic: a replay writes the same one again)
+                    # sent by the fast road on a replica that had not yet seen the erasure
+                    if record.occurred_at > msgspec.json.decode(erased):
+                        # the identity stage decides, as for any event after an erasure (a new customer)
+                        await resolve_out.send(key=record.event_id.encode(), value=encode(ResolveRequest(event=record, refused=[])))
+                        bounced.inc()
+                        return
+                    # from before the erasure: suppressed here, so audited here as the identity stage audits the
+                    # ones it suppresses (the record's id is deterministic: a replay writes the same one again)
                     await audit.send(key=record.event_id.encode(), value=encode(audit_record(
                         "erased_record_suppressed", record.event_id, record.occurred_at, "context", [hashed_id(customer_id)],
                         detail="the event predates the erasure of the customer it was sent to",
                     )))
+                metrics.EVENTS_IN.labels(source_name, "erased_suppressed").inc()
                 return
             moved = table.get(moved_key(customer_id))
             if moved is not None:
