@@ -796,6 +796,63 @@ def context_route_shares(
     return {f"share_le_{le}s": round((b1.get(le, 0.0) - b0.get(le, 0.0)) / total, 4) for le in les}
 
 
+def topic_bytes(log_dir: Path | None) -> dict[str, int]:
+    """The bytes of each topic's log segments in a broker's ``log.dirs`` (partition folders ``{topic}-{n}``); {} without one.
+
+    What the broker stores of each record: the record batches as produced (their headers, the
+    records' keys, values and headers), the same bytes it serves to every consumer.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for part, size in (("cx.a-0", 10), ("cx.a-1", 5), ("app-t-changelog-0", 7)):
+    ...     (d / part).mkdir(); _ = (d / part / "00000000000000000000.log").write_bytes(b"x" * size)
+    ...     _ = (d / part / "00000000000000000000.index").write_bytes(b"i" * 100)  # indexes are not the records
+    >>> sorted(topic_bytes(d).items())
+    [('app-t-changelog', 7), ('cx.a', 15)]
+    """
+    if log_dir is None or not log_dir.is_dir():
+        return {}
+    out: dict[str, int] = {}
+    for part in log_dir.iterdir():
+        topic, sep, n = part.name.rpartition("-")
+        if not sep or not n.isdigit() or not part.is_dir():
+            continue
+        size = 0
+        for seg in part.glob("*.log"):
+            with contextlib.suppress(OSError):  # a segment deleted meanwhile (retention, compaction)
+                size += seg.stat().st_size
+        out[topic] = out.get(topic, 0) + size
+    return out
+
+
+def produced_by_topic(
+    before: tuple[Mapping[str, int], Mapping[str, int]], after: tuple[Mapping[str, int], Mapping[str, int]],
+    window_s: float, inputs_per_s: float,
+) -> dict[str, dict[str, float | None]]:
+    """Each topic's records and bytes written in a window: per second, per input record offered, bytes per record.
+
+    *before* and *after* are (records, bytes) by topic (:meth:`GroupLag.topic_ends`,
+    :func:`topic_bytes`); *inputs_per_s* the records offered to the engine a second (the
+    workload's and the desktops').  A topic nothing was written to is left out; a changelog the
+    broker compacted meanwhile can show fewer bytes (then None).
+
+    >>> produced_by_topic(({"t": 100}, {"t": 1000}), ({"t": 300, "u": 5}, {"t": 21000, "u": 0}), 10.0, 40.0)
+    {'t': {'records_per_s': 20.0, 'per_input': 0.5, 'bytes_per_record': 100.0}, 'u': {'records_per_s': 0.5, 'per_input': 0.0125, 'bytes_per_record': None}}
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for topic in sorted(after[0]):
+        records = after[0][topic] - before[0].get(topic, 0)
+        if records <= 0:
+            continue
+        grew = after[1].get(topic, 0) - before[1].get(topic, 0)
+        out[topic] = {
+            "records_per_s": round(records / window_s, 1),
+            "per_input": round(records / window_s / inputs_per_s, 4) if inputs_per_s > 0 else None,
+            "bytes_per_record": round(grew / records, 1) if grew > 0 else None,
+        }
+    return out
+
+
 class GroupLag:
     """Records the engines' stages still have to read: committed offsets vs end offsets.
 
@@ -812,6 +869,7 @@ class GroupLag:
         """*faust*: the stages run as Faust agents (``CX_STAGE_RUNTIME=faust``): their group is the app id."""
         group = app_id if faust else f"{app_id}.stages"
         self.app_id = app_id
+        self.prefix = prefix
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         self.names = [prefix + s.name for s in consumed]
         self.tps: list[TopicPartition] = []
@@ -845,6 +903,22 @@ class GroupLag:
         for tp, end in ends.items():
             table = tp.topic[len(head) : -len(tail)]
             out[table] = out.get(table, 0) + end
+        return out
+
+    async def topic_ends(self) -> dict[str, int]:
+        """Records written so far to each of the engine's topics (its catalogue's and its tables' changelogs), by topic; {} if unreadable."""
+        changelog = (f"{self.app_id}-", "-changelog")
+        try:
+            names = [n for n in await self.consumer.topics()
+                     if (self.prefix and n.startswith(self.prefix)) or (n.startswith(changelog[0]) and n.endswith(changelog[1]))]
+            tps = [tp for n in sorted(names) for tp in await partitions_of(self.consumer, n)]
+            ends = await self.consumer.end_offsets(tps) if tps else {}
+        except Exception as exc:  # a diagnostic: the step stands without it
+            log(f"cannot read the topics' end offsets: {exc!r}")
+            return {}
+        out: dict[str, int] = {}
+        for tp, end in ends.items():
+            out[tp.topic] = out.get(tp.topic, 0) + end
         return out
 
     async def lag(self) -> int | None:
@@ -895,6 +969,8 @@ class StepResult:
     machine_busy_pct: float | None = None  # all processes, % of one core (200 = both cores of 2 busy)
     cpu_by_process: dict[str, float] | None = None  # the same split: engine, api, learner, broker, redis, harness, lookups, other (CpuSplit)
     changelog_records_per_s: dict[str, float] | None = None  # table changes written per second, by table
+    #: every topic the engine wrote to in the window: records a second, per input offered, bytes per record (produced_by_topic)
+    produced: dict[str, dict[str, float | None]] | None = None
     waiting_at_router: int | None = None  # the group's contacts waiting at the router after the drain (read when some are missing)
     e2e_by_minute: list[dict[str, Any]] | None = None  # e2e per minute of planned time after the warm-up (does it drift?)
     e2e_trend: dict[str, Any] | None = None  # minute_trend of the per-minute p99: e2e, e2e_decision, e2e_on_arrival
@@ -1213,6 +1289,7 @@ class Bench:
         self.server_pids: dict[str, list[int]] = {}  # the broker's and Redis's processes (set by run())
         #: the broker JVM's pauses that ended between two wall-clock times (set by run(): EmbeddedBroker.gc_pauses)
         self.broker_pauses: Callable[[float, float], list[tuple[float, float]]] | None = None
+        self.broker_log_dir: Path | None = None  # the broker's log.dirs (set by run()), for each topic's bytes
         self.engines: list[EngineProc] = []  # every engine running now (run() stops what is left)
 
     def environment(self) -> dict[str, Any]:
@@ -1495,6 +1572,7 @@ class Bench:
         marks: dict[str, tuple[float, float, float, list[Any]]] = {}
         machine: dict[str, float] = {}
         changelogs: dict[str, dict[str, int]] = {}
+        topics: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
         split = CpuSplit({**engine_samplers(engines), **self.server_samplers(),
                           **({"lookups": ProcSampler([lookup_proc.pid])} if lookup_proc is not None else {})}, self.jit_samplers())
 
@@ -1504,6 +1582,7 @@ class Bench:
             marks[name] = (time.time(), sampler.cpu_s(), driver.desktop_sent, await scrape(session, engines))
             machine[name] = machine_busy_s()
             changelogs[name] = await lag.changelog_ends()
+            topics[name] = (await lag.topic_ends(), await asyncio.to_thread(topic_bytes, self.broker_log_dir))
 
         # A long step is marked every minute too (minute_rows): the engine's CPU per input, its
         # rounds, its full collections and the machine's steal, to tell a drift's cause.
@@ -1611,6 +1690,8 @@ class Bench:
             cpu_by_process=split.pct("warm", "end"),
             changelog_records_per_s={table: round((end - changelogs["warm"].get(table, 0)) / window_s, 1)
                                      for table, end in changelogs["end"].items()},
+            produced=produced_by_topic(topics["warm"], topics["end"], window_s,
+                                       sent / duration_s + (e_desk - w_desk) / window_s) if topics["end"][0] else None,
             e2e_by_minute=by_minute_summary(of_contact, queued),
             e2e_on_arrival=(LatencySummary.of([v[1] for c, v in of_contact.items() if c not in queued]).as_dict()
                             if queued is not None else None),
@@ -2378,6 +2459,7 @@ def run(opts: Options) -> dict[str, Any]:
               EmbeddedRedis(bench.base / "redis", cpu_slice_us=redis_slice_us(opts)) as rds):
             bench.server_pids = {"broker": broker.pids, "redis": [p for p in (rds.pid,) if p]}
             bench.broker_pauses = broker.gc_pauses
+            bench.broker_log_dir = Path(broker.kafka.properties()["log.dirs"]) if broker.kafka is not None else None
             try:
                 return asyncio.run(bench.run_async(broker.url, rds.url))
             finally:

@@ -1,4 +1,4 @@
-"""What the pipeline bench reads from the broker beside the e2e: when ingest was done with each contact (``cx.resolve.v1``), the table changes written, and a topic read to its end (``read_to_end``, also the chaos checks' reader)."""
+"""What the pipeline bench reads from the broker beside the e2e: when ingest was done with each contact (``cx.resolve.v1``), the table changes and every topic's records written, and a topic read to its end (``read_to_end``, also the chaos checks' reader)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,34 @@ def test_changelog_ends_count_the_records_written_to_each_table_s_changelog(serv
     before, after = asyncio.run(run())
     assert before == {"router_state": 0, "identity": 0}
     assert after == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"
+
+
+def test_topic_ends_count_the_records_of_every_topic_of_the_engine_and_no_other(servers: tuple[str, str]) -> None:
+    broker, _ = servers
+    tag = uuid.uuid4().hex[:8]
+    app_id, prefix = f"cxtopics-{tag}", f"topics{tag}."
+    mine = [f"{prefix}cx.routing.v1", f"{app_id}-identity-changelog"]
+
+    async def run() -> tuple[dict[str, int], dict[str, int]]:
+        await ensure_named_topics(broker, [(mine[0], 2, {}), (mine[1], 1, {}), (f"other{tag}.cx.routing.v1", 1, {})], Settings())
+        lag = GroupLag(broker, app_id, prefix)
+        await lag.start()
+        producer = AIOKafkaProducer(bootstrap_servers=broker)
+        await producer.start()
+        try:
+            before = await lag.topic_ends()
+            for partition in (0, 1, 1):
+                await producer.send_and_wait(mine[0], b"r", key=b"g", partition=partition)
+            await producer.send_and_wait(mine[1], b"i", key=b"k")
+            await producer.send_and_wait(f"other{tag}.cx.routing.v1", b"not this engine's")
+            return before, await lag.topic_ends()
+        finally:
+            await producer.stop()
+            await lag.stop()
+
+    before, after = asyncio.run(run())
+    assert before == {mine[0]: 0, mine[1]: 0}
+    assert after == {mine[0]: 3, mine[1]: 1}, "both partitions, the changelog, and not another prefix's topic"
 
 
 def test_read_to_end_reads_a_topic_to_its_end_now_from_the_start_or_a_time_past_transaction_markers(servers: tuple[str, str]) -> None:
