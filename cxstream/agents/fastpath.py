@@ -29,7 +29,9 @@ what the topic held and what this worker sent there by the broker.
   then reads its records from the log while there are several workers (handed over locally, one
   could pass a slow event another worker's identity stage appended).  Each worker tells the group
   its mode (:mod:`cxstream.streams.assignor`), so a worker of another mode beside one with ``1``
-  reads its context stage's input from the log too: any mix of modes in one group is safe.
+  reads its context stage's input from the log too: any mix of modes in one group is safe.  A
+  worker with ``1`` whose group did not tell it every member's mode (a member of an engine from
+  before the assignor) sends nothing fast while it is not alone (``modes_unknown``).
 * ``0``: every event by the identity stage.
 
 A slow event is pending until the identity stage's committed offset on ``cx.resolve.v1`` passes
@@ -82,7 +84,7 @@ REPLICA_FETCH_MS = 200  # how long the replica's fetch waits for changes to pile
 POLL_S = 0.2  # how often the identity stage's committed offset is read while an event is pending
 _road = {(road, reason): metrics.IDENTITY_ROAD.labels(road, reason) for road, reason in [
     ("fast", "settled"), ("slow", "unsettled"), ("slow", "refused"), ("slow", "erased"), ("slow", "pending"),
-    ("slow", "moved"), ("slow", "not_ready"), ("slow", "erasure"), ("slow", "not_alone"),
+    ("slow", "moved"), ("slow", "not_ready"), ("slow", "erasure"), ("slow", "not_alone"), ("slow", "modes_unknown"),
 ]}
 
 
@@ -223,13 +225,16 @@ class Road:
 
     def choose(
         self, topic: str, partition: int, assignment: int, ev: InteractionEvent | OutcomeEvent, refused: bool,
-        alone: bool = True,
+        alone: bool = True, told: bool = True,
     ) -> Way:
         """The road of *ev*, read from *topic* [*partition*]; remembers what the choice implies for later events.
 
         *alone*: the worker is its group's only one (:attr:`BatchRuntime.alone`); a road made with
         *alone_only* sends nothing fast otherwise (``not_alone``), but keeps its slow events pending as
-        ever, so that a fast event after the worker became alone cannot pass one of them.
+        ever, so that a fast event after the worker became alone cannot pass one of them.  *told*:
+        every member of the group said its mode (:attr:`BatchRuntime.group_told`); otherwise a road
+        made without *alone_only* (``1``) sends nothing fast either while the worker is not alone
+        (``modes_unknown``): a member that did not say may hand records to its context stage locally.
         """
         state = self._input(topic, partition, assignment)
         ids = ev.customer.present()
@@ -238,8 +243,8 @@ class Road:
         owners = list(dict.fromkeys(o for o in found.values() if o is not None and o != SHARED))
         reason = ""
         owner: str | None = None
-        if self.alone_only and not alone:
-            reason = "not_alone"
+        if not alone and (self.alone_only or not told):
+            reason = "not_alone" if self.alone_only else "modes_unknown"
         elif not replica.ready:
             reason = "not_ready"
         elif isinstance(ev, OutcomeEvent) and ev.kind == "erasure_requested":

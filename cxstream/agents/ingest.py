@@ -169,7 +169,7 @@ def stage(runtime: BatchRuntime, settings: Settings) -> BatchStage:
             routed = route_advisor_event(rec.value, limit, ahead)
         (accepted[rec.topic] if routed.to != "customer" else anonymous).inc()
         if fast is not None and routed.event is not None:
-            way = fast.road.choose(rec.topic, rec.partition, runtime.assignments, routed.event, routed.refused, runtime.alone)
+            way = fast.road.choose(rec.topic, rec.partition, runtime.assignments, routed.event, routed.refused, runtime.alone, runtime.group_told)
             if way.fast:
                 assert way.owner is not None
                 await targets["customer"].send(key=way.owner.encode(), value=encode(routed.event), tracked=way.tracked)

@@ -13,7 +13,9 @@ That makes any mix of modes in one group safe, a rolling upgrade from one to ano
 The protocol is named ``cx-roundrobin``; every worker offers aiokafka's plain ``roundrobin`` after
 it, so a group with workers of an engine from before this assignor still forms.  The coordinator
 then picks ``roundrobin``, the members learn nothing of each other, and a worker takes the safe
-side (as if a member ran ``always``) until the group agrees on ``cx-roundrobin`` again.
+side (as if a member ran ``always``) until the group agrees on ``cx-roundrobin`` again; a worker
+that runs ``always`` itself meanwhile sends nothing fast unless it is alone (:func:`group_told`),
+since the old workers' context stages may hand records over locally.
 """
 
 from __future__ import annotations
@@ -118,3 +120,16 @@ def fast_elsewhere(modes: frozenset[str] | None) -> bool:
     (True, True)
     """
     return modes is None or "always" in modes or UNKNOWN in modes
+
+
+def group_told(modes: frozenset[str] | None) -> bool:
+    """Whether every member of the group said its mode: the assignment was of this protocol and no member was silent.
+
+    A worker running the fast path on every worker (``1``) sends fast events while it is not alone
+    only then: a member that did not say (an engine from before this assignor, whose context stage
+    may hand identity's outputs over locally) could apply one ahead of such an event.
+
+    >>> group_told(frozenset({"alone", "always"})), group_told(None), group_told(frozenset({"always", UNKNOWN}))
+    (True, False, False)
+    """
+    return modes is not None and UNKNOWN not in modes

@@ -128,7 +128,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_named_topics
-from cxstream.streams.assignor import GroupAssignor, fast_elsewhere
+from cxstream.streams.assignor import GroupAssignor, fast_elsewhere, group_told
 from cxstream.streams.codecs import InvalidInput, encode
 from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_letter_for
 from cxstream.streams.earlysend import read_back, ship
@@ -547,6 +547,7 @@ class BatchRuntime:
         # a member of the group may send identity fast events that must be read from the log (streams/assignor.py):
         # as of the last assignment; aiokafka only (librdkafka runs no fast path)
         self.fast_elsewhere = False
+        self.group_told = False  # every member of the group said its mode at the last assignment (streams/assignor.py)
         self._assignor = GroupAssignor(settings.identity_fast_path_mode)
         self.broker_down_since: float | None = None  # wall-clock time since which the broker has not answered (cx_broker_up 0)
         # exactly once: each batch's outputs, table changes and input offsets in one Kafka transaction
@@ -1383,7 +1384,8 @@ class BatchRuntime:
         async with self._lock:
             self.assignments += 1
             if self.settings.stage_client == "aiokafka":
-                self.fast_elsewhere = fast_elsewhere(self._assignor.take())
+                modes = self._assignor.take()
+                self.fast_elsewhere, self.group_told = fast_elsewhere(modes), group_told(modes)
                 metrics.FAST_ELSEWHERE.set(int(self.fast_elsewhere))
             new = [tp for tp in assigned if tp not in self.owned and tp not in self._restoring]
             now = set(self.owned) | set(self._restoring) | set(new)

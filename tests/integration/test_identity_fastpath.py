@@ -12,6 +12,8 @@
 * A worker with ``1`` beside one with the default: the group tells both (the assignor), and both
   context stages read their input from the log, so the fast events of the one are not overtaken
   by the other's local hand-over.
+* A worker with ``1`` beside a member that does not say its mode (plain round robin, as an engine
+  from before the assignor): nothing fast while not alone (``modes_unknown``); fast once alone.
 * The same inputs (links, a merge, a routed contact, settled events after them) give the same
   contexts and assignment with the fast path as without it.
 
@@ -242,6 +244,70 @@ def test_a_worker_with_the_fast_path_on_every_worker_beside_a_default_one_puts_b
     finally:
         stop_engine(b)
         stop_engine(a)
+
+
+def test_a_worker_with_the_fast_path_on_every_worker_sends_nothing_fast_beside_a_member_that_did_not_say_its_mode(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A member of the stages' group that offers only plain round robin (as an engine from before the
+    assignor does) makes the group assign with it: the '1' worker learns nobody's mode, and while it
+    is not alone it sends every event by the slow road (that member's context stage might hand
+    records over locally).  Once the member has left, the worker, alone, sends settled events fast."""
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    app_id = f"cxsilent-{tag}"
+    e = start_engine(broker, redis_url, tmp_path_factory.mktemp("silent"), f"s{tag}.", app_id, CX_IDENTITY_FAST_PATH="1")
+    topic = e.topic(t.INTERACTIONS.name)
+    run = uuid.uuid4().hex[:8]
+    emails = [f"silent{n}-{run}@example.com" for n in range(N)]
+
+    def wave(i: int) -> None:
+        now = time.time()
+        asyncio.run(produce(broker, topic, [
+            (f"cust-{n}".encode(), InteractionEvent(event_id=f"silent-{run}-{n}-{i}", occurred_at=now, channel="chat",
+                                                    kind="message", customer=Identifiers(email=m), text="hello"))
+            for n, m in enumerate(emails)
+        ]))
+
+    async def beside() -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+        member = AIOKafkaConsumer(topic, bootstrap_servers=broker, group_id=f"{app_id}.stages", enable_auto_commit=False,
+                                  partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+        await member.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not member.assignment() or metric(e, "cx_stages_alone") != 0:
+                assert time.monotonic() < deadline, "the silent member did not join the group"
+                await member.getmany(timeout_ms=200)
+            assert metric(e, "cx_stages_fast_elsewhere") == 1
+            await asyncio.to_thread(wave, 0)
+            ours = await asyncio.to_thread(wait_for, lambda: metric(e, "cx_identity_road_total", road="slow", reason="modes_unknown") or None,
+                                           timeout=60)
+            await asyncio.sleep(SETTLE_S)  # what is settled by now would go fast if the worker did not hold back
+            await asyncio.to_thread(wave, 1)
+            await asyncio.sleep(SETTLE_S)
+            assert metric(e, "cx_identity_road_total", road="fast") == 0, "beside a member that did not say its mode"
+            assert metric(e, "cx_identity_road_total", road="slow", reason="modes_unknown") > ours
+        finally:
+            await member.stop()
+
+    try:
+        asyncio.run(beside())
+        wait_for(lambda: metric(e, "cx_stages_alone") == 1, timeout=60)
+        for e_ in emails:  # the silent member's partitions too, now the worker's (it committed nothing)
+            wait_for(lambda e_=e_: when(context_by(e, email=e_), lambda c: c["interactions_total"] == 2), timeout=60)
+        # its input partitions, taken anew, send by the slow road until the identity stage has committed past the barrier
+        wave(2)
+        time.sleep(SETTLE_S)
+        wave(3)
+        for e_ in emails:
+            wait_for(lambda e_=e_: when(context_by(e, email=e_), lambda c: c["interactions_total"] == 4), timeout=60)
+        assert metric(e, "cx_identity_road_total", road="fast") >= N // 2, "alone: the settled messages go fast"
+        assert metric(e, "cx_duplicates_total", stage="context") == 0
+    finally:
+        stop_engine(e)
 
 
 def test_the_fast_path_gives_the_same_contexts_and_assignment_as_the_identity_stage_alone(

@@ -130,6 +130,25 @@ def test_a_road_for_a_lone_worker_sends_nothing_fast_beside_another_and_its_slow
     assert always.road.choose(T, P, 1, ev(2, email="jane@x.org"), False, alone=False).fast, "'1': fast beside others"
 
 
+def test_a_road_on_every_worker_sends_nothing_fast_beside_members_that_did_not_say_their_mode() -> None:
+    """CX_IDENTITY_FAST_PATH=1 in a group that fell back to plain round robin (an engine from before
+    the assignor beside it): slow while not alone, its slow events pending as ever; alone, or once
+    every member said its mode, fast again behind them."""
+    w = World()  # '1'
+    jane = w.resolve(ev(1, email="jane@x.org"))
+    w.sync()
+    w.open()
+    untold = w.road.choose(T, P, 1, ev(2, email="jane@x.org"), False, alone=False, told=False)
+    assert (untold.fast, untold.reason, untold.owner) == (False, "modes_unknown", None)
+    w.acked(untold, 5)
+    behind = w.road.choose(T, P, 1, ev(3, email="jane@x.org"), False, alone=True, told=False)
+    assert behind.reason == "pending", "alone: behind event 2"
+    w.acked(behind, 6)
+    w.road.advance(7)
+    assert w.road.choose(T, P, 1, ev(4, email="jane@x.org"), False, alone=True, told=False).owner == jane, "alone: fast"
+    assert w.road.choose(T, P, 1, ev(5, email="jane@x.org"), False, alone=False, told=True).fast, "every member said"
+
+
 def test_an_event_waits_on_the_slow_road_behind_a_pending_one_of_the_same_customer() -> None:
     w = World()
     jane = w.resolve(ev(1, email="jane@x.org"))
