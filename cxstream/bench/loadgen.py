@@ -889,37 +889,31 @@ class GroupLag:
         """The sum of the group's committed offsets on the topics (0 where nothing is committed)."""
         return sum([(await self.consumer.committed(tp)) or 0 for tp in self.tps])
 
-    async def changelog_ends(self) -> dict[str, int]:
-        """Records written so far to each table's changelog (``{app_id}-{table}-changelog``), by table; {} if unreadable."""
-        head, tail = f"{self.app_id}-", "-changelog"
+    async def _ends(self, keep: Callable[[str], bool], what: str) -> dict[str, int]:
+        """The end offsets of every partition of the topics *keep* takes, summed by topic; {} if unreadable."""
         try:
-            names = [n for n in await self.consumer.topics() if n.startswith(head) and n.endswith(tail)]
+            names = [n for n in await self.consumer.topics() if keep(n)]
             tps = [tp for n in sorted(names) for tp in await partitions_of(self.consumer, n)]
             ends = await self.consumer.end_offsets(tps) if tps else {}
         except Exception as exc:  # a diagnostic: the step stands without it
-            log(f"cannot read the changelogs' end offsets: {exc!r}")
-            return {}
-        out: dict[str, int] = {}
-        for tp, end in ends.items():
-            table = tp.topic[len(head) : -len(tail)]
-            out[table] = out.get(table, 0) + end
-        return out
-
-    async def topic_ends(self) -> dict[str, int]:
-        """Records written so far to each of the engine's topics (its catalogue's and its tables' changelogs), by topic; {} if unreadable."""
-        changelog = (f"{self.app_id}-", "-changelog")
-        try:
-            names = [n for n in await self.consumer.topics()
-                     if (self.prefix and n.startswith(self.prefix)) or (n.startswith(changelog[0]) and n.endswith(changelog[1]))]
-            tps = [tp for n in sorted(names) for tp in await partitions_of(self.consumer, n)]
-            ends = await self.consumer.end_offsets(tps) if tps else {}
-        except Exception as exc:  # a diagnostic: the step stands without it
-            log(f"cannot read the topics' end offsets: {exc!r}")
+            log(f"cannot read the {what}' end offsets: {exc!r}")
             return {}
         out: dict[str, int] = {}
         for tp, end in ends.items():
             out[tp.topic] = out.get(tp.topic, 0) + end
         return out
+
+    def _changelog(self, name: str) -> bool:
+        return name.startswith(f"{self.app_id}-") and name.endswith("-changelog")
+
+    async def changelog_ends(self) -> dict[str, int]:
+        """Records written so far to each table's changelog (``{app_id}-{table}-changelog``), by table; {} if unreadable."""
+        head, tail = len(f"{self.app_id}-"), len("-changelog")
+        return {topic[head:-tail]: end for topic, end in (await self._ends(self._changelog, "changelogs")).items()}
+
+    async def topic_ends(self) -> dict[str, int]:
+        """Records written so far to each of the engine's topics (its catalogue's and its tables' changelogs), by topic; {} if unreadable."""
+        return await self._ends(lambda n: (bool(self.prefix) and n.startswith(self.prefix)) or self._changelog(n), "topics")
 
     async def lag(self) -> int | None:
         try:

@@ -49,58 +49,36 @@ def test_resolve_times_are_the_producers_timestamps_of_each_contacts_opening(ser
     assert got["c1"] <= got["c2"]
 
 
-def test_changelog_ends_count_the_records_written_to_each_table_s_changelog(servers: tuple[str, str]) -> None:
-    broker, _ = servers
-    app_id = f"cxhops-{uuid.uuid4().hex[:8]}"
-
-    async def run() -> tuple[dict[str, int], dict[str, int]]:
-        await ensure_named_topics(broker, [(f"{app_id}-router_state-changelog", 2, {}), (f"{app_id}-identity-changelog", 1, {}),
-                                           (f"{app_id}x-other-changelog", 1, {})], Settings())
-        lag = GroupLag(broker, app_id, "unused.")
-        await lag.start()
-        producer = AIOKafkaProducer(bootstrap_servers=broker)
-        await producer.start()
-        try:
-            before = await lag.changelog_ends()
-            for partition in (0, 1, 1):
-                await producer.send_and_wait(f"{app_id}-router_state-changelog", b"s", key=b"g", partition=partition)
-            await producer.send_and_wait(f"{app_id}x-other-changelog", b"not this app's")
-            return before, await lag.changelog_ends()
-        finally:
-            await producer.stop()
-            await lag.stop()
-
-    before, after = asyncio.run(run())
-    assert before == {"router_state": 0, "identity": 0}
-    assert after == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"
-
-
-def test_topic_ends_count_the_records_of_every_topic_of_the_engine_and_no_other(servers: tuple[str, str]) -> None:
+def test_changelog_ends_and_topic_ends_count_the_records_written_to_this_engine_s_topics(servers: tuple[str, str]) -> None:
     broker, _ = servers
     tag = uuid.uuid4().hex[:8]
-    app_id, prefix = f"cxtopics-{tag}", f"topics{tag}."
-    mine = [f"{prefix}cx.routing.v1", f"{app_id}-identity-changelog"]
+    app_id, prefix = f"cxhops-{tag}", f"hops{tag}."
+    router, identity, routing = f"{app_id}-router_state-changelog", f"{app_id}-identity-changelog", f"{prefix}cx.routing.v1"
+    others = [f"{app_id}x-other-changelog", f"other{tag}.cx.routing.v1"]
 
-    async def run() -> tuple[dict[str, int], dict[str, int]]:
-        await ensure_named_topics(broker, [(mine[0], 2, {}), (mine[1], 1, {}), (f"other{tag}.cx.routing.v1", 1, {})], Settings())
+    async def run() -> list[tuple[dict[str, int], dict[str, int]]]:
+        await ensure_named_topics(broker, [(router, 2, {}), (identity, 1, {}), (routing, 2, {}), *((o, 1, {}) for o in others)],
+                                  Settings())
         lag = GroupLag(broker, app_id, prefix)
         await lag.start()
         producer = AIOKafkaProducer(bootstrap_servers=broker)
         await producer.start()
         try:
-            before = await lag.topic_ends()
-            for partition in (0, 1, 1):
-                await producer.send_and_wait(mine[0], b"r", key=b"g", partition=partition)
-            await producer.send_and_wait(mine[1], b"i", key=b"k")
-            await producer.send_and_wait(f"other{tag}.cx.routing.v1", b"not this engine's")
-            return before, await lag.topic_ends()
+            before = (await lag.changelog_ends(), await lag.topic_ends())
+            for topic, partition in ((router, 0), (router, 1), (router, 1), (routing, 1)):
+                await producer.send_and_wait(topic, b"s", key=b"g", partition=partition)
+            for other in others:
+                await producer.send_and_wait(other, b"not this engine's")
+            return [before, (await lag.changelog_ends(), await lag.topic_ends())]
         finally:
             await producer.stop()
             await lag.stop()
 
-    before, after = asyncio.run(run())
-    assert before == {mine[0]: 0, mine[1]: 0}
-    assert after == {mine[0]: 3, mine[1]: 1}, "both partitions, the changelog, and not another prefix's topic"
+    (changelogs0, topics0), (changelogs, topics) = asyncio.run(run())
+    assert changelogs0 == {"router_state": 0, "identity": 0}
+    assert changelogs == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"
+    assert topics0 == {router: 0, identity: 0, routing: 0}
+    assert topics == {router: 3, identity: 0, routing: 1}, "the changelogs and the prefixed topics, no other"
 
 
 def test_read_to_end_reads_a_topic_to_its_end_now_from_the_start_or_a_time_past_transaction_markers(servers: tuple[str, str]) -> None:
