@@ -23,7 +23,7 @@ from cxstream.streams.faust_stages import FaustOutput, FaustStage, FaustStageRun
 AGENTS = Path(cxstream.agents.__file__).parent
 # Used only by the identity fast path, which runs on the batch runtime only (Settings refuses it
 # elsewhere, and 'auto' is off there): cxstream/agents/fastpath.py, ingest.py's FastPath branch.
-FAST_PATH_ONLY = {"table_changelog", "on_start", "on_stop", "alone", "assignments", "bootstrap", "committed_offset", "consumer"}
+FAST_PATH_ONLY = {"table_changelog", "on_start", "on_stop", "alone", "group_told", "assignments", "bootstrap", "committed_offset", "consumer"}
 
 
 def _runtime_calls() -> set[str]:
