@@ -906,10 +906,14 @@ class GroupLag:
     def _changelog(self, name: str) -> bool:
         return name.startswith(f"{self.app_id}-") and name.endswith("-changelog")
 
+    def by_table(self, ends: Mapping[str, int]) -> dict[str, int]:
+        """The changelogs' part of *ends* (by topic, as :meth:`topic_ends` reads them), by table."""
+        head, tail = len(f"{self.app_id}-"), len("-changelog")
+        return {topic[head:-tail]: end for topic, end in ends.items() if self._changelog(topic)}
+
     async def changelog_ends(self) -> dict[str, int]:
         """Records written so far to each table's changelog (``{app_id}-{table}-changelog``), by table; {} if unreadable."""
-        head, tail = len(f"{self.app_id}-"), len("-changelog")
-        return {topic[head:-tail]: end for topic, end in (await self._ends(self._changelog, "changelogs")).items()}
+        return self.by_table(await self._ends(self._changelog, "changelogs"))
 
     async def topic_ends(self) -> dict[str, int]:
         """Records written so far to each of the engine's topics (its catalogue's and its tables' changelogs), by topic; {} if unreadable."""
@@ -1575,8 +1579,9 @@ class Bench:
             split.mark(name)
             marks[name] = (time.time(), sampler.cpu_s(), driver.desktop_sent, await scrape(session, engines))
             machine[name] = machine_busy_s()
-            changelogs[name] = await lag.changelog_ends()
-            topics[name] = (await lag.topic_ends(), await asyncio.to_thread(topic_bytes, self.broker_log_dir))
+            ends = await lag.topic_ends()  # the changelogs' among them: one read of the end offsets per mark
+            changelogs[name] = lag.by_table(ends)
+            topics[name] = (ends, await asyncio.to_thread(topic_bytes, self.broker_log_dir))
 
         # A long step is marked every minute too (minute_rows): the engine's CPU per input, its
         # rounds, its full collections and the machine's steal, to tell a drift's cause.

@@ -56,7 +56,7 @@ def test_changelog_ends_and_topic_ends_count_the_records_written_to_this_engine_
     router, identity, routing = f"{app_id}-router_state-changelog", f"{app_id}-identity-changelog", f"{prefix}cx.routing.v1"
     others = [f"{app_id}x-other-changelog", f"other{tag}.cx.routing.v1"]
 
-    async def run() -> list[tuple[dict[str, int], dict[str, int]]]:
+    async def run() -> tuple[list[tuple[dict[str, int], dict[str, int]]], dict[str, int]]:
         await ensure_named_topics(broker, [(router, 2, {}), (identity, 1, {}), (routing, 2, {}), *((o, 1, {}) for o in others)],
                                   Settings())
         lag = GroupLag(broker, app_id, prefix)
@@ -69,16 +69,18 @@ def test_changelog_ends_and_topic_ends_count_the_records_written_to_this_engine_
                 await producer.send_and_wait(topic, b"s", key=b"g", partition=partition)
             for other in others:
                 await producer.send_and_wait(other, b"not this engine's")
-            return [before, (await lag.changelog_ends(), await lag.topic_ends())]
+            after = (await lag.changelog_ends(), await lag.topic_ends())
+            return [before, after], lag.by_table(after[1])
         finally:
             await producer.stop()
             await lag.stop()
 
-    (changelogs0, topics0), (changelogs, topics) = asyncio.run(run())
+    ((changelogs0, topics0), (changelogs, topics)), derived = asyncio.run(run())
     assert changelogs0 == {"router_state": 0, "identity": 0}
     assert changelogs == {"router_state": 3, "identity": 0}, "both partitions, and not another app's changelog"
     assert topics0 == {router: 0, identity: 0, routing: 0}
     assert topics == {router: 3, identity: 0, routing: 1}, "the changelogs and the prefixed topics, no other"
+    assert derived == changelogs, "the changelogs' part of every topic's ends"
 
 
 def test_read_to_end_reads_a_topic_to_its_end_now_from_the_start_or_a_time_past_transaction_markers(servers: tuple[str, str]) -> None:
