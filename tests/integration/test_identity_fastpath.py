@@ -29,6 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from cxstream.schemas import Identifiers, InteractionEvent, OutcomeEvent
 from cxstream.streams import topics as t
@@ -270,9 +272,6 @@ def test_a_worker_with_the_fast_path_on_every_worker_sends_nothing_fast_beside_a
         ]))
 
     async def beside() -> None:
-        from aiokafka import AIOKafkaConsumer
-        from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-
         member = AIOKafkaConsumer(topic, bootstrap_servers=broker, group_id=f"{app_id}.stages", enable_auto_commit=False,
                                   partition_assignment_strategy=(RoundRobinPartitionAssignor,))
         await member.start()
