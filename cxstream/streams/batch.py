@@ -134,6 +134,7 @@ from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_l
 from cxstream.streams.earlysend import read_back, ship
 from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
 from cxstream.streams.fetchsession import close_fetch_sessions, use_fetch_sessions
+from cxstream.streams.leanproducer import LeanProducer
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
 from cxstream.streams.security import kafka_client_kwargs
@@ -495,7 +496,7 @@ class BatchRuntime:
         self._restoring: set[TopicPartition] = set()  # assigned, paused until their tables are restored (_restore)
         self._restore_tasks: dict[asyncio.Task[None], list[TopicPartition]] = {}  # restores in progress, of which partitions
         # the stages' Kafka client (CX_STAGE_CLIENT): aiokafka's, or librdkafka's with the same interface (streams/rdkafka.py)
-        self._producer: AIOKafkaProducer | RdProducer | None = None
+        self._producer: AIOKafkaProducer | RdProducer | LeanProducer | None = None
         self.consumer: AIOKafkaConsumer | RdConsumer | None = None
         self._stage_of: dict[str, BatchStage] = {}
         self._order: dict[str, int] = {}
@@ -599,7 +600,7 @@ class BatchRuntime:
         return st
 
     @property
-    def producer(self) -> AIOKafkaProducer | RdProducer:
+    def producer(self) -> AIOKafkaProducer | RdProducer | LeanProducer:
         if self._producer is None:
             raise RuntimeError("the batch runtime is not started")
         return self._producer
@@ -635,22 +636,27 @@ class BatchRuntime:
             await hook()
         written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
         session_ms = int(self.session_timeout_s * 1000)
-        log.info("stages: Kafka client %s", self.settings.stage_client)
+        lean = self.settings.stage_producer == "lean" and self.settings.stage_client == "aiokafka"
+        log.info("stages: Kafka client %s%s", self.settings.stage_client, " (the lean producer)" if lean else "")
         if self.settings.stage_client == "librdkafka":
             await self._start_librdkafka(sorted(written), session_ms)
             return
-        producer = self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
-            bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
-            transactional_id=self.transactional_id if self.transactional else None,
-            max_request_size=MAX_STATE_RECORD_BYTES, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
-        )
-        outlast_outages(producer, self.settings.broker_outage_max_s)
-        await producer.start()
-        # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
-        # from its first (all-topics) request is not tracked, so the first send to a topic
-        # created later narrows every following refresh to that topic and the others' leaders
-        # become unknown: their records then wait in the accumulator forever.  Track them all.
-        await producer.client.set_topics(sorted(written))
+        if lean:  # (the settings allow it at least once on PLAINTEXT only)
+            lean = self._producer = LeanProducer(self.bootstrap, outage_s=self.settings.broker_outage_max_s)
+            await lean.start(sorted(written))
+        else:
+            producer = self._producer = AIOKafkaProducer(  # created here: aiokafka binds to the running loop
+                bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, max_batch_size=262144, **IDEMPOTENT,
+                transactional_id=self.transactional_id if self.transactional else None,
+                max_request_size=MAX_STATE_RECORD_BYTES, partitioner=CachedPartitioner(), **kafka_client_kwargs(self.settings),
+            )
+            outlast_outages(producer, self.settings.broker_outage_max_s)
+            await producer.start()
+            # aiokafka's client refreshes metadata for the topics it tracks only; a topic it knew
+            # from its first (all-topics) request is not tracked, so the first send to a topic
+            # created later narrows every following refresh to that topic and the others' leaders
+            # become unknown: their records then wait in the accumulator forever.  Track them all.
+            await producer.client.set_topics(sorted(written))
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
@@ -1097,7 +1103,7 @@ class BatchRuntime:
     def _partition_for(self, topic: str, key: bytes) -> int | None:
         """The partition the producer's default partitioner gives *key* (murmur2, as Kafka's clients do)."""
         producer = self.producer
-        if isinstance(producer, RdProducer):
+        if isinstance(producer, (RdProducer, LeanProducer)):
             return producer.partition_for(topic, key)
         parts = producer.client.cluster.partitions_for_topic(topic)
         if not parts:

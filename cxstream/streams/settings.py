@@ -239,6 +239,11 @@ class Settings:
         "aiokafka", "The Kafka client of the batch stages' consumer and producer: 'aiokafka' (Python, on the event "
         "loop) or 'librdkafka' (confluent-kafka: the network I/O and the protocol in C threads; docs/PERFORMANCE.md)."
     )
+    stage_producer: str = _setting(
+        "aiokafka", "The batch stages' producer under CX_STAGE_CLIENT=aiokafka: 'aiokafka', or 'lean' (cxstream/streams/"
+        "leanproducer.py: idempotent, one multi-partition request per broker per loop round, less CPU per record; at "
+        "least once, PLAINTEXT only; docs/PERFORMANCE.md)."
+    )
     event_loop: str = _setting(
         "uvloop", "The engine's event loop: 'uvloop' (libuv: less CPU per network round trip, docs/PERFORMANCE.md) or "
         "'asyncio' (the standard library's)."
@@ -317,6 +322,14 @@ class Settings:
             raise SettingsError(f"CX_STAGE_RUNTIME={self.stage_runtime!r}: use 'batch' or 'faust'")
         if self.stage_client not in ("aiokafka", "librdkafka"):
             raise SettingsError(f"CX_STAGE_CLIENT={self.stage_client!r}: use 'aiokafka' or 'librdkafka'")
+        if self.stage_producer not in ("aiokafka", "lean"):
+            raise SettingsError(f"CX_STAGE_PRODUCER={self.stage_producer!r}: use 'aiokafka' or 'lean'")
+        if self.stage_producer == "lean" and (self.stage_client, self.processing_guarantee, self.kafka_security_protocol) != (
+                "aiokafka", "at_least_once", "PLAINTEXT"):
+            raise SettingsError(
+                "CX_STAGE_PRODUCER=lean needs CX_STAGE_CLIENT=aiokafka, CX_PROCESSING_GUARANTEE=at_least_once and a "
+                f"PLAINTEXT broker (got {self.stage_client!r}, {self.processing_guarantee!r}, {self.kafka_security_protocol!r})"
+            )
         if self.event_loop not in ("uvloop", "asyncio"):
             raise SettingsError(f"CX_EVENT_LOOP={self.event_loop!r}: use 'uvloop' or 'asyncio'")
         if self.embedded_broker_gc not in EMBEDDED_BROKER_GCS:

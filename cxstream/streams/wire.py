@@ -339,7 +339,7 @@ class Connection(asyncio.Protocol):
         self.requests = 0
 
     @classmethod
-    async def open(cls, host: str, port: int, client_id: str = "cxstream-wire") -> Connection:
+    async def connect(cls, host: str, port: int, client_id: str = "cxstream-wire") -> Connection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(lambda: cls(client_id), host, port)
         return conn
@@ -384,6 +384,11 @@ class Connection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(KafkaWireError(f"connection lost: {self._lost}"))
         self._waiting.clear()
+
+    @property
+    def open(self) -> bool:
+        """True until the connection is closed or lost."""
+        return self._transport is not None and self._lost is None and not self._transport.is_closing()
 
     @property
     def in_flight(self) -> int:

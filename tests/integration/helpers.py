@@ -141,6 +141,14 @@ def trace(engine: Any, *needles: str, topics: Iterable[str] = (), log_lines: int
 
 
 @pytest.fixture(scope="module", autouse=True)
+def stages_on_lean_producer() -> Iterator[None]:
+    """Imported by a test module: every engine it starts (they inherit the environment) sends on the lean producer."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CX_STAGE_PRODUCER", "lean")
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
 def stages_on_librdkafka() -> Iterator[None]:
     """Imported by a test module: every engine it starts (they inherit the environment) runs its stages on librdkafka."""
     with pytest.MonkeyPatch.context() as mp:

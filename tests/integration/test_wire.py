@@ -25,7 +25,7 @@ PARTITIONS = 4
 
 async def _connect(broker: str, topic: str) -> tuple[wire.Connection, wire.Producer]:
     host, port = broker.split(",")[0].rsplit(":", 1)
-    conn = await wire.Connection.open(host, int(port), "test-wire")
+    conn = await wire.Connection.connect(host, int(port), "test-wire")
     await wire.check_versions(conn)
     for _ in range(100):  # the topic was just made: wait for its leaders
         meta = wire.parse_metadata(await conn.request(wire.API_METADATA, wire.metadata_request([topic])))
