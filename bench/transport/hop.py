@@ -127,7 +127,7 @@ async def _relay_lean(bootstrap: str, src: str, dst: str, group: str) -> None:
     from cxstream.streams.partitioner import key_hash
 
     host, port = bootstrap.split(",")[0].rsplit(":", 1)
-    conn = await wire.Connection.open(host, int(port), "hop-lean")
+    conn = await wire.Connection.connect(host, int(port), "hop-lean")
     await wire.check_versions(conn)
     while True:  # the topics were just made: wait for their leaders
         meta = wire.parse_metadata(await conn.request(wire.API_METADATA, wire.metadata_request([src, dst])))

@@ -636,12 +636,12 @@ class BatchRuntime:
             await hook()
         written = {o for st in self.stages for o in st.outputs} | {t.changelog for t in tables}
         session_ms = int(self.session_timeout_s * 1000)
-        lean = self.settings.stage_producer == "lean" and self.settings.stage_client == "aiokafka"
-        log.info("stages: Kafka client %s%s", self.settings.stage_client, " (the lean producer)" if lean else "")
+        lean_producer = self.settings.stage_producer == "lean" and self.settings.stage_client == "aiokafka"
+        log.info("stages: Kafka client %s%s", self.settings.stage_client, " (the lean producer)" if lean_producer else "")
         if self.settings.stage_client == "librdkafka":
             await self._start_librdkafka(sorted(written), session_ms)
             return
-        if lean:  # (the settings allow it at least once on PLAINTEXT only)
+        if lean_producer:  # (the settings allow it at least once on PLAINTEXT only)
             lean = self._producer = LeanProducer(self.bootstrap, outage_s=self.settings.broker_outage_max_s)
             await lean.start(sorted(written))
         else:
