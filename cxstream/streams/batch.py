@@ -1,8 +1,9 @@
 """Batch stages: the engine's hot path, one fetched batch at a time instead of one Faust event at a time.
 
 A worker's :class:`BatchRuntime` is one consumer-group member (plain aiokafka, or librdkafka
-with ``CX_STAGE_CLIENT=librdkafka``: :mod:`cxstream.streams.rdkafka`) on the inputs of all its
-:class:`BatchStage` s.  For each batch it gets (``getmany``) it
+with ``CX_STAGE_CLIENT=librdkafka``: :mod:`cxstream.streams.rdkafka`; on aiokafka its producer
+may be the lean one, ``CX_STAGE_PRODUCER=lean``: :mod:`cxstream.streams.leanproducer`) on the
+inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) it
 
 1. hands each stage the records of its inputs, stages in pipeline order (ingest,
    identity, context, router); a stage runs its handler on every record, in offset

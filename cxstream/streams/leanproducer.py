@@ -315,7 +315,7 @@ class LeanProducer:
                 self._retry.clear()
                 return
             try:
-                await self._refresh(self._partitions)
+                await self._refresh({*self._partitions, *(t for t, _ in self._open), *(b.topic for b in self._retry)})
                 missing = [tp for tp in itertools.chain(((b.topic, b.partition) for b in self._retry), self._open)
                            if self._conns.get(self._leaders.get(tp, -1)) is None]
                 if missing:

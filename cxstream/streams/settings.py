@@ -242,7 +242,8 @@ class Settings:
     stage_producer: str = _setting(
         "aiokafka", "The batch stages' producer under CX_STAGE_CLIENT=aiokafka: 'aiokafka', or 'lean' (cxstream/streams/"
         "leanproducer.py: idempotent, one multi-partition request per broker per loop round, less CPU per record; at "
-        "least once, PLAINTEXT only; docs/PERFORMANCE.md)."
+        "least once, PLAINTEXT only; its sends of a loop turn leave together, CX_PRODUCER_LINGER_MS does not apply; "
+        "docs/ARCHITECTURE.md)."
     )
     event_loop: str = _setting(
         "uvloop", "The engine's event loop: 'uvloop' (libuv: less CPU per network round trip, docs/PERFORMANCE.md) or "

@@ -14,12 +14,13 @@ Metadata v1, FindCoordinator v0, InitProducerId v0, Fetch v11 with incremental f
 (KIP-227), Produce v7 (idempotent, multi-partition requests: one per broker per round, not one per
 partition as librdkafka sends), OffsetCommit v2.  Record batches are built and parsed by aiokafka's
 C extension (``DefaultRecordBatchBuilder``, ``MemoryRecords``); murmur2 partitioning is
-:mod:`cxstream.streams.partitioner`'s.  Group membership, SASL and TLS are not here: the stages'
-runtime would keep aiokafka's coordinator for those.
+:mod:`cxstream.streams.partitioner`'s.  Group membership, transactions, SASL and TLS are not here.
 
-tests/unit/test_wire.py checks every encoder byte for byte against aiokafka's protocol classes
-and every parser on answers those classes encode; tests/integration/test_wire.py runs a relay
-against the real broker.
+Used by the stages' lean producer (:mod:`cxstream.streams.leanproducer`, ``CX_STAGE_PRODUCER=lean``)
+and the hop bench's relay.  tests/unit/test_wire.py checks every encoder byte for byte against
+aiokafka's protocol classes and every parser on answers those classes encode;
+tests/integration/test_wire.py produces (a request sent twice is stored once), fetches in a
+session and commits on the real broker.
 """
 
 from __future__ import annotations

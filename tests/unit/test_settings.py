@@ -60,6 +60,11 @@ def test_a_settings_file_may_give_the_fast_path_as_a_number(tmp_path: Path) -> N
         ({"CX_IDENTITY_FAST_PATH": "1", "CX_PROCESSING_GUARANTEE": "exactly_once"},
          "CX_IDENTITY_FAST_PATH=1 needs .*'exactly_once'"),
         ({"CX_IDENTITY_FAST_PATH": "1", "CX_STAGE_CLIENT": "librdkafka"}, "CX_IDENTITY_FAST_PATH=1 needs .*'librdkafka'"),
+        ({"CX_STAGE_PRODUCER": "kafka-python"}, "CX_STAGE_PRODUCER='kafka-python': use 'aiokafka' or 'lean'"),
+        ({"CX_STAGE_PRODUCER": "lean", "CX_PROCESSING_GUARANTEE": "exactly_once"}, "CX_STAGE_PRODUCER=lean needs .*'exactly_once'"),
+        ({"CX_STAGE_PRODUCER": "lean", "CX_STAGE_CLIENT": "librdkafka"}, "CX_STAGE_PRODUCER=lean needs .*'librdkafka'"),
+        ({"CX_STAGE_PRODUCER": "lean", "CX_KAFKA_SECURITY_PROTOCOL": "SSL", "CX_KAFKA_SSL_CAFILE": "/x"},
+         "CX_STAGE_PRODUCER=lean needs .*'SSL'"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
