@@ -288,12 +288,14 @@ class LeanProducer:
             return
         exc = ClientError(f"the lean producer's recovery failed: {task.exception()!r}")
         log.error("stages: %s", exc)
-        for b in self._retry:
+        self._fail_waiting(exc)
+
+    def _fail_waiting(self, exc: ClientError) -> None:
+        """Fail every record not stored yet: the failed batches and the open ones (none is in flight then)."""
+        for b in itertools.chain(self._retry, *self._open.values()):
             b.fail(exc)
         self._retry.clear()
         for queue in self._open.values():
-            for b in queue:
-                b.fail(exc)
             queue.clear()
 
     async def _recovering(self) -> None:
@@ -305,17 +307,10 @@ class LeanProducer:
                 await asyncio.sleep(0)  # their callbacks
             now = time.monotonic()
             if any(now - b.since > self.outage_s for b in itertools.chain(self._retry, *self._open.values())):
-                exc = ClientError(f"records not stored after {self.outage_s:.0f} s of a broker outage")
-                for b in self._retry:
-                    b.fail(exc)
-                for queue in self._open.values():
-                    for b in queue:
-                        b.fail(exc)
-                    queue.clear()
-                self._retry.clear()
+                self._fail_waiting(ClientError(f"records not stored after {self.outage_s:.0f} s of a broker outage"))
                 return
             try:
-                await self._refresh({*self._partitions, *(t for t, _ in self._open), *(b.topic for b in self._retry)})
+                await self._refresh({*(t for t, _ in self._open), *(b.topic for b in self._retry)})  # (and the known ones)
                 missing = [tp for tp in itertools.chain(((b.topic, b.partition) for b in self._retry), self._open)
                            if self._conns.get(self._leaders.get(tp, -1)) is None]
                 if missing:
