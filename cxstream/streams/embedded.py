@@ -13,13 +13,17 @@ Every server is a child process on a loopback port picked free at start, waited 
 really answers (ZooKeeper ``ruok``; Kafka a metadata request with its controller elected and
 every partition led; Redis ``PING`` after its data is loaded), and stopped with the engine.  On
 Linux they also receive SIGKILL if the engine process dies without stopping them
-(``PR_SET_PDEATHSIG``), so no orphan survives even a ``kill -9`` of the engine.  When one
+(``PR_SET_PDEATHSIG``), so no orphan survives even a ``kill -9`` of the engine.  Linux sends
+that signal when the *thread* that started the child ends, so a server started from a worker
+thread (``asyncio.to_thread``, an executor) is spawned by a daemon thread kept for the purpose,
+which lives as long as the process (:func:`_spawn`).  When one
 cannot start, :class:`EmbeddedServerError` says why (no Java, no Kafka, no disk space, the
 data folder in use, the server's own error from its log).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import fcntl
@@ -28,6 +32,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import queue
 import random
 import re
 import shutil
@@ -37,8 +42,9 @@ import ssl
 import subprocess
 import sys
 import tarfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -121,6 +127,40 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     # A terminal's Ctrl-C goes to the engine, which stops its children in order.
     os.setpgid(0, 0)
+
+
+class _Spawner:
+    """A daemon thread that starts the children of the process's other threads, for the life of the process.
+
+    ``PR_SET_PDEATHSIG`` fires when the thread that forked the child ends, not the process: a broker
+    started from an executor's thread was killed as soon as that thread went, silently.  The main
+    thread and this one end only with the process (a daemon thread is not joined at exit).
+    """
+
+    _lock = threading.Lock()
+    _jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]]] | None = None
+
+    @classmethod
+    def popen(cls, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        """``start()`` on this thread if it is the main one, else on the spawner's."""
+        if threading.current_thread() is threading.main_thread():
+            return start()
+        with cls._lock:
+            if cls._jobs is None:
+                cls._jobs = queue.SimpleQueue()
+                threading.Thread(target=cls._serve, args=(cls._jobs,), name="cx-embedded-spawner", daemon=True).start()
+        done: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        cls._jobs.put((start, done))
+        return done.result()
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]]]) -> None:
+        while True:
+            start, done = jobs.get()
+            try:
+                done.set_result(start())
+            except BaseException as exc:  # raised again in the caller's thread
+                done.set_exception(exc)
 
 
 def _child_setup(cpu_slice_us: float) -> None:  # pragma: no cover - runs in the child before exec
@@ -306,14 +346,14 @@ class _ChildServer:
         command = self.command()
         logf = self.log_path.open("ab")
         try:
-            self.proc = subprocess.Popen(
+            self.proc = _Spawner.popen(lambda: subprocess.Popen(
                 command,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.data_dir,
                 preexec_fn=functools.partial(_child_setup, self.cpu_slice_us),
-            )
+            ))
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start embedded {self.name}: {exc}") from exc
         finally:

@@ -136,7 +136,7 @@ def test_a_broker_restart_with_records_in_flight_loses_none_and_stores_none_twic
     async def restart() -> None:
         await asyncio.to_thread(broker.stop_kafka)  # records keep coming while it is away
         await asyncio.sleep(2.0)
-        broker.start_kafka()  # in the main thread: the broker dies with the thread that started it (PR_SET_PDEATHSIG)
+        await asyncio.to_thread(broker.start_kafka)  # and while it starts
 
     asyncio.run(_stream_through(broker, restart, outage_s=120.0))
 
