@@ -26,13 +26,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,17 @@ from cxstream.replay.recording import Planned, plan
 REPO = Path(__file__).resolve().parents[2]
 QUIET_S = 3.0  # Traffic.settle's quiet time
 RING = 256  # CX_DEDUPE_IDS_PER_CUSTOMER in this run: no customer's ring overflows (each is checked)
+
+
+def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``CX_`` settings of this process's environment (*env*), which the engines inherit, secrets left out.
+
+    >>> engine_env({"CX_STAGE_PRODUCER": "lean", "CX_API_KEY": "s3cret", "HOME": "/root"})
+    {'CX_STAGE_PRODUCER': 'lean'}
+    """
+    secret = ("KEY", "SECRET", "PASSWORD", "TOKEN")
+    items = (os.environ if env is None else env).items()
+    return {k: v for k, v in sorted(items) if k.startswith("CX_") and not any(w in k for w in secret)}
 
 
 class Chaos:
@@ -130,6 +142,7 @@ class Chaos:
             "command": "make chaos" + (f" ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""),
             "faults": self.faults, **self.result,
             "method": METHOD, "options": vars(a), "ring_size": RING, "elapsed_s": round(time.time() - began, 1),
+            "engine_env": engine_env(),
             "environment": {**env_at_start, "loadavg_at_start": env_at_start["loadavg_at_end"],
                             "machine_speed_at_start": env_at_start["machine_speed_at_end"],
                             **{k: env_at_end[k] for k in ("loadavg_at_end", "machine_speed_at_end")}},
