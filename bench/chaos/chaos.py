@@ -130,7 +130,9 @@ class Chaos:
                 await self.lag.stop()
             await asyncio.to_thread(self.workers.stop)
             await asyncio.to_thread(self.servers.stop)
-            if not a.keep:
+            if a.keep or self.failed():  # the workers' and servers' logs of a run that lost something are kept
+                log(f"kept {self.base} (the servers' and workers' folders and logs)")
+            else:
                 shutil.rmtree(self.base, ignore_errors=True)
         env_at_end = environment()
         return {
@@ -147,6 +149,10 @@ class Chaos:
                             "machine_speed_at_start": env_at_start["machine_speed_at_end"],
                             **{k: env_at_end[k] for k in ("loadavg_at_end", "machine_speed_at_end")}},
         }
+
+    def failed(self) -> list[str]:
+        """The faults so far with an input lost, a contact assigned twice, or an error."""
+        return [f["fault"] for f in self.faults if f.get("lost") or f.get("duplicate_assignments") or f.get("error")]
 
     async def watchdog(self, t0: float, died: list[dict[str, Any]]) -> None:
         """A worker that exits on its own is reported (when, its exit code, its last critical log line) and started again."""
@@ -567,7 +573,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-post-s", type=float, default=180.0)
     p.add_argument("--retry-records", type=int, default=3000, help="new records a retrying producer sends twice")
     p.add_argument("--overload-s", type=float, default=300.0)
-    p.add_argument("--keep", action="store_true", help="keep the servers' and workers' folders (logs)")
+    p.add_argument("--keep", action="store_true", help="keep the servers' and workers' folders (logs); kept anyway when a fault lost an input or assigned a contact twice")
     return p
 
 

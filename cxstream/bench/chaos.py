@@ -507,6 +507,8 @@ class Snapshot:
     reoffered: set[str]  # contacts with an offer timeout, rejection or transfer
     by_customer: dict[str, dict[str, Any]] = field(default_factory=dict)  # customer id -> compared fields
     dead_letters: dict[str, int] = field(default_factory=dict)  # every dead letter so far, by "stage: error type: reason"
+    #: advisor event id -> where it is on cx.routing.v1: (partition, offset, the group's committed offset there)
+    routing_at: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 COMPARED = ("interactions_total", "contacts_total", "channel_counts", "csat_count", "nps_count", "recent_event_ids")
@@ -545,9 +547,13 @@ async def snapshot(bootstrap: str, redis_url: str, prefix: str, app_id: str, int
     finally:
         await consumer.stop()
     routed = set()
+    routing_at: dict[str, tuple[int, int, int]] = {}
     for part, off, raw in await read_topic(bootstrap, prefix + t.ROUTING.name):
-        if b'"cx.AdvisorEvent.v1"' in raw and off < committed.get(part, 0):
-            routed.add(str(orjson.loads(raw)["event_id"]))
+        if b'"cx.AdvisorEvent.v1"' in raw:
+            eid = str(orjson.loads(raw)["event_id"])
+            routing_at.setdefault(eid, (part, off, committed.get(part, 0)))
+            if off < committed.get(part, 0):
+                routed.add(eid)
     assignments: dict[str, set[str]] = {}
     records = 0
     for _, _, raw in await read_topic(bootstrap, prefix + t.ASSIGNMENTS.name):
@@ -560,7 +566,7 @@ async def snapshot(bootstrap: str, redis_url: str, prefix: str, app_id: str, int
         if ev.get("kind") in ("offer_timeout", "offer_rejected", "transferred"):
             reoffered.add(ev["contact_id"])
     return Snapshot(ring, full, len(contexts), sum(int(c.get("interactions_total", 0)) for c in contexts), twice, dead,
-                    routed, assignments, records, reoffered, by_customer, dict(dead_by))
+                    routed, assignments, records, reoffered, by_customer, dict(dead_by), routing_at)
 
 
 def account(acked: dict[str, str], snap: Snapshot, ids: Iterable[str] | None = None, sample: int = 20) -> dict[str, Any]:
@@ -590,8 +596,24 @@ def account(acked: dict[str, str], snap: Snapshot, ids: Iterable[str] | None = N
     return {
         "events_sent": len(chosen), "customer_events": kinds[CUSTOMER], "advisor_events": kinds[ADVISOR],
         "processed": processed, "dead_lettered": dead, "lost": len(lost), "unverified": len(unverified),
-        "lost_ids": sorted(lost)[:sample],
+        "lost_ids": sorted(lost)[:sample], "lost_where": {eid: lost_where(eid, acked[eid], snap) for eid in sorted(lost)[:sample]},
     }
+
+
+def lost_where(eid: str, kind: str, snap: Snapshot) -> str:
+    """Where a lost input was last seen, to tell a record never produced from one never finished.
+
+    >>> snap = Snapshot(set(), 0, 0, 0, [], {}, set(), {}, 0, set(), routing_at={"a1": (2, 40, 38)})
+    >>> lost_where("a1", ADVISOR, snap), lost_where("a2", ADVISOR, snap), lost_where("e1", CUSTOMER, snap)
+    ('on cx.routing.v1[2] at offset 40, at or past the committed offset 38: not finished', 'not on cx.routing.v1: ingest never produced it', 'in no context copy in Redis')
+    """
+    if kind == CUSTOMER:
+        return "in no context copy in Redis"
+    at = snap.routing_at.get(eid)
+    if at is None:
+        return "not on cx.routing.v1: ingest never produced it"
+    part, off, committed = at
+    return f"on cx.routing.v1[{part}] at offset {off}, at or past the committed offset {committed}: not finished"
 
 
 def duplicate_assignments(snap: Snapshot, contacts: Iterable[str] | None = None) -> dict[str, Any]:
