@@ -16,7 +16,7 @@ Linux they also receive SIGKILL if the engine process dies without stopping them
 (``PR_SET_PDEATHSIG``), so no orphan survives even a ``kill -9`` of the engine.  Linux sends
 that signal when the *thread* that started the child ends, so a server started from a worker
 thread (``asyncio.to_thread``, an executor) is spawned by a daemon thread kept for the purpose,
-which lives as long as the process (:func:`_spawn`).  When one
+which lives as long as the process (:class:`_Spawner`).  When one
 cannot start, :class:`EmbeddedServerError` says why (no Java, no Kafka, no disk space, the
 data folder in use, the server's own error from its log).
 """
