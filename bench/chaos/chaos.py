@@ -72,6 +72,15 @@ def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in sorted(items) if k.startswith("CX_") and not any(w in k for w in secret)}
 
 
+def failed(faults: list[dict[str, Any]]) -> list[str]:
+    """The faults with an input lost, a contact assigned twice, or an error.
+
+    >>> failed([{"fault": "kill9", "lost": 0}, {"fault": "overload", "lost": 3}, {"fault": "duplicates", "error": "x"}])
+    ['overload', 'duplicates']
+    """
+    return [f["fault"] for f in faults if f.get("lost") or f.get("duplicate_assignments") or f.get("error")]
+
+
 class Chaos:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
@@ -130,7 +139,7 @@ class Chaos:
                 await self.lag.stop()
             await asyncio.to_thread(self.workers.stop)
             await asyncio.to_thread(self.servers.stop)
-            if a.keep or self.failed():  # the workers' and servers' logs of a run that lost something are kept
+            if a.keep or failed(self.faults):  # the workers' and servers' logs of a run that lost something are kept
                 log(f"kept {self.base} (the servers' and workers' folders and logs)")
             else:
                 shutil.rmtree(self.base, ignore_errors=True)
@@ -149,10 +158,6 @@ class Chaos:
                             "machine_speed_at_start": env_at_start["machine_speed_at_end"],
                             **{k: env_at_end[k] for k in ("loadavg_at_end", "machine_speed_at_end")}},
         }
-
-    def failed(self) -> list[str]:
-        """The faults so far with an input lost, a contact assigned twice, or an error."""
-        return [f["fault"] for f in self.faults if f.get("lost") or f.get("duplicate_assignments") or f.get("error")]
 
     async def watchdog(self, t0: float, died: list[dict[str, Any]]) -> None:
         """A worker that exits on its own is reported (when, its exit code, its last critical log line) and started again."""
@@ -613,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    bad = [f["fault"] for f in result["faults"] if f.get("error") or f.get("lost") or f.get("duplicate_assignments")]
+    bad = failed(result["faults"])
     log(f"wrote {out}; " + (f"faults with loss, duplicates or errors: {bad}" if bad else "nothing lost, no contact assigned twice"))
     return 1 if bad else 0
 
