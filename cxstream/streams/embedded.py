@@ -129,6 +129,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     os.setpgid(0, 0)
 
 
+#: a child to start, and the future its process (or the error starting it) is handed back through
+_SpawnJob = tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]]
+
+
 class _Spawner:
     """A daemon thread that starts the children of the process's other threads, for the life of the process.
 
@@ -138,7 +142,7 @@ class _Spawner:
     """
 
     _lock = threading.Lock()
-    _jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]]] | None = None
+    _jobs: queue.SimpleQueue[_SpawnJob] | None = None
 
     @classmethod
     def popen(cls, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
@@ -154,7 +158,7 @@ class _Spawner:
         return done.result()
 
     @staticmethod
-    def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[subprocess.Popen[bytes]]]]) -> None:
+    def _serve(jobs: queue.SimpleQueue[_SpawnJob]) -> None:
         while True:
             start, done = jobs.get()
             try:
