@@ -2425,6 +2425,10 @@ def environment(speed_at_start: Mapping[str, Any] | None = None) -> dict[str, An
         dirty = subprocess.run(["git", "status", "--short", "--untracked-files=no"], capture_output=True, text=True,
                                cwd=REPO, timeout=5).stdout.split("\n")
         env["git_modified"] = [line[3:] for line in dirty if line.strip()]
+    if not env.get("git_head"):  # run from a copy of the tree, not a checkout: what was modified is not known
+        env.pop("git_modified", None)
+        if os.environ.get("CX_BENCH_COMMIT"):
+            env["git_head"], env["git_head_from"] = os.environ["CX_BENCH_COMMIT"], "CX_BENCH_COMMIT"
     return env
 
 
