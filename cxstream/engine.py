@@ -8,7 +8,7 @@
    :mod:`cxstream.streams.batch`) and the Faust worker (the clocks) until
    SIGINT/SIGTERM, and beside them the learner's process (``cxstream learn``, :mod:`cxstream.agents.learnproc`)
    and ``CX_HTTP_WORKERS`` HTTP API processes (``cxstream serve``, :mod:`cxstream.serve.workers`),
-   a heartbeat in Redis for their ``/healthz`` and a loopback metrics endpoint for their ``/metrics``,
+   a heartbeat in Redis for their ``/healthz`` and a loopback endpoint for their ``/metrics`` and ``/livez``,
 4. stops everything it started, in reverse order.
 
 The HTTP API is not served from this process: a lookup costs the event loop ~0.5 ms and
@@ -32,7 +32,6 @@ from typing import Any, cast
 import faust
 import redis.asyncio as aioredis
 from mode import Service
-from prometheus_client import start_http_server
 
 from cxstream.agents import context as context_agent
 from cxstream.agents import identity as identity_agent
@@ -40,12 +39,13 @@ from cxstream.agents import ingest as ingest_agent
 from cxstream.agents import learner as learner_agent
 from cxstream.agents import nba as nba_agent
 from cxstream.agents import router as router_agent
-from cxstream.agents.learnproc import LearnerProcess, WithLearner
+from cxstream.agents.learnproc import LearnerProcess
 from cxstream.agents.scoring import Scorer, language_detector
 from cxstream.context import sentiment
 from cxstream.context.language import LanguageDetector
 from cxstream.serve.common import HEARTBEAT_EVERY_S, HEARTBEAT_TTL_S, heartbeat_key, heartbeat_value, resolve_api_keys
 from cxstream.serve.http import ENGINE_ONLY
+from cxstream.serve.loopback import LoopbackEndpoint
 from cxstream.serve.workers import ApiWorkers
 from cxstream.streams import metrics
 from cxstream.streams.admin import ensure_topics
@@ -235,11 +235,14 @@ class EngineService(Service):
         self.api_settings = wiring.settings.replace(broker_url=broker_url, redis_url=redis_url, api_keys=",".join(sorted(api_keys)))
         self.api: ApiWorkers | None = None
         self.learner: LearnerProcess | None = None
-        self._metrics: Any = None
+        self._metrics: LoopbackEndpoint | None = None
         self._beating: asyncio.Task[None] | None = None
         self.on_ready = on_ready
         self.on_stopping = on_stop
         self.failed = False
+
+    def _learner_metrics_url(self) -> str | None:
+        return self.learner.metrics_url if self.learner is not None else None
 
     def health(self) -> dict[str, Any]:
         """The heartbeat's details: ``/healthz`` shows them (the broker's state does not make it unhealthy:
@@ -275,20 +278,18 @@ class EngineService(Service):
     async def on_started(self) -> None:
         self._beating = asyncio.ensure_future(self._heartbeat())
         await self.wiring.start_stages()
-        registry: Any = ENGINE_ONLY
         if self.wiring.settings.learner_process:
             self.learner = LearnerProcess(self.api_settings, say=say)
             await self.learner.start()
             say(f"learner in its own process, pid {self.learner.pids[0]}")
-            registry = WithLearner(
-                ENGINE_ONLY, lambda: self.learner.metrics_url if self.learner is not None else None, keep=ENGINE_ONLY.keep
-            )
-        # The engine's metrics for the API's /metrics: a loopback endpoint on a thread, off the event loop.
-        server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
-        self._metrics = server
-        self.api = ApiWorkers(
-            self.api_settings, engine_metrics_url=f"http://127.0.0.1:{server.server_port}/metrics", say=say
+        # The engine's metrics for the API's /metrics, and its liveness for /livez: a loopback endpoint
+        # answered by this event loop, the render cut into slices (cxstream/serve/loopback.py).
+        endpoint = LoopbackEndpoint(
+            ENGINE_ONLY, learner_url=self._learner_metrics_url if self.learner is not None else None, keep=ENGINE_ONLY.keep
         )
+        await endpoint.start()
+        self._metrics = endpoint
+        self.api = ApiWorkers(self.api_settings, engine_metrics_url=endpoint.url, say=say)
         await self.api.start()
         self.serving = True
         with contextlib.suppress(Exception):
@@ -321,10 +322,9 @@ class EngineService(Service):
         with contextlib.suppress(Exception):
             await self.wiring.stop_stages()
         if self._metrics is not None:
-            metrics_server, self._metrics = self._metrics, None
+            endpoint, self._metrics = self._metrics, None
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(metrics_server.shutdown)  # returns once its serve loop has ended (<= 0.5 s)
-                metrics_server.server_close()
+                await endpoint.stop()
         with contextlib.suppress(Exception):
             await self.wiring.writer.flush()
         with contextlib.suppress(Exception):

@@ -67,6 +67,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "machine_speed": (result.get("environment") or {}).get("machine_speed_at_start"),
         "raw_aiokafka_rate": yardstick_of(result),
         "why": final.get("why"),
+        "scrapes": result.get("scrapes"),
     }
 
 
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  achieved {s['achieved_rate']}/s, e2e p50 {e2e.get('p50_ms')} ms, p99 {e2e.get('p99_ms')} ms, "
                           f"on arrival p50 {on_arrival.get('p50_ms')} ms, p99 {on_arrival.get('p99_ms')} ms, "
                           f"engine {s['engine_cpu_pct']} %, cpu {s['cpu_by_process']}, raw aiokafka {s['raw_aiokafka_rate']}/s"
-                          + (f", lookups p50 {lookups.get('p50_ms')} p99 {lookups.get('p99_ms')} ms, cache {lookups.get('cache')}" if lookups else ""), flush=True)
+                          + (f", lookups p50 {lookups.get('p50_ms')} p99 {lookups.get('p99_ms')} ms, cache {lookups.get('cache')}" if lookups else "")
+                          + (f", scrapes {s['scrapes']}" if s["scrapes"] else ""), flush=True)
                     runs.append({"variant": name, "settings": settings, "rate": rate, "repeat": rep, **s})
     doc = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),

@@ -162,6 +162,9 @@ class Options:
     #: the engine workers on core 0 alone, everything else (broker, Redis, this harness, the engines' API and
     #: learner processes, the lookup client) on the other cores, as a deployment with dedicated cores would have it
     pin_engine: bool = False
+    #: GET each engine's /metrics through its API every this many seconds while the engines run, as Prometheus
+    #: does (deploy/prometheus scrapes every 5 s); 0: only the harness's own reads at the steps' marks
+    scrape_every_s: float = 0.0
     producer_linger_ms: int = 1
     watch_wait_ms: int = 100
     ref_repeats: int = 2
@@ -1838,8 +1841,12 @@ class Bench:
         # 2. engines
         rig = await self._bring_up(broker, redis_url, workload, "", record_prefill=True)
         steps: list[StepResult] = []
+        scrapes: list[float] = []
+        scraper: asyncio.Future[None] | None = None
         try:
             async with aiohttp.ClientSession() as session:
+                if opts.scrape_every_s > 0:
+                    scraper = asyncio.ensure_future(self._scrape_every(session, rig.engines, scrapes))
                 self.result["broker_warmup"] = await self.warm_broker(rig.driver, opts.start_rate if opts.find_max else opts.rate)
                 profile_pid = rig.engines[0].proc.pid
                 if opts.find_max:
@@ -1862,10 +1869,30 @@ class Bench:
                                             self.final_duration(opts.rate),
                                             lookups=True, profile_pid=profile_pid)
                     self.result["state_end"] = await self._state_size(rig.rds)
+                if scraper is not None:
+                    scraper.cancel()
+                    self.result["scrapes"] = {"every_s": opts.scrape_every_s, "count": len(scrapes),
+                                              **({"p50_ms": round(median(scrapes), 1), "max_ms": round(max(scrapes), 1)} if scrapes else {})}
         finally:
+            if scraper is not None:
+                scraper.cancel()
             await self._take_down(rig)
         self.result["elapsed_s"] = round(time.time() - began, 1)
         return self._report(final, steps, max_rate, rig.sampler)
+
+    async def _scrape_every(self, session: Any, engines: list[EngineProc], took_ms: list[float]) -> None:
+        """--scrape-every: each engine's ``GET /metrics`` through its API, every ``scrape_every_s``, as Prometheus asks it; the wall times go to *took_ms*."""
+        while True:
+            await asyncio.sleep(self.opts.scrape_every_s)
+            for e in engines:
+                started = time.perf_counter()
+                try:
+                    async with session.get(f"{e.http}/metrics", headers={"X-API-Key": API_KEY}) as resp:
+                        await resp.read()
+                except Exception as exc:  # an engine that does not answer is reported by the counts
+                    log(f"cannot scrape {e.http}/metrics: {exc!r}")
+                else:
+                    took_ms.append((time.perf_counter() - started) * 1000)
 
     async def warm_broker(self, driver: Driver, rate: float) -> dict[str, Any] | None:
         """Send the workload at *rate* in chunks of ``WARM_CHUNK_S`` until the broker's JIT compilers
@@ -2547,6 +2574,9 @@ def _parser() -> argparse.ArgumentParser:
                         "default: the harness's own); the run's environment records its version")
     p.add_argument("--engine-env", action="append", default=[], metavar="CX_NAME=VALUE",
                    help="extra environment for the engines (repeatable)")
+    p.add_argument("--scrape-every", dest="scrape_every_s", type=float, default=0.0, metavar="S",
+                   help="GET each engine's /metrics through its API every S seconds while the engines run, as Prometheus "
+                        "does (deploy/prometheus: every 5 s); the result's `scrapes` gives their count and wall times")
     p.add_argument("--pin-engine", action="store_true",
                    help="the engine workers alone on core 0, everything else (broker, Redis, harness, API processes) on the others")
     return p

@@ -62,6 +62,7 @@ from cxstream.serve.desk import ADVISOR_SECRET, FEED, PUBLISHER
 from cxstream.serve.erasure import ErasureRequests, ErasureUnavailable, erasure_status
 from cxstream.serve.feed import LiveFeed
 from cxstream.serve.lookupcache import Invalidations, LookupCache
+from cxstream.serve.loopback import live_url
 from cxstream.serve.pages import PUBLIC_ROUTES
 from cxstream.serve.pipelined import PipelinedRedis
 from cxstream.serve.publish import KafkaPublisher
@@ -210,6 +211,7 @@ class EngineMetrics:
 
     def __init__(self, url: str, timeout_s: float = 2.0) -> None:
         self.url = url
+        self.live_url = live_url(url)
         self.timeout = ClientTimeout(total=timeout_s)
         self._session: ClientSession | None = None
 
@@ -219,6 +221,14 @@ class EngineMetrics:
         async with self._session.get(self.url) as resp:
             resp.raise_for_status()
             return await resp.read()
+
+    async def live(self) -> None:
+        """Returns if the engine's event loop answered its loopback endpoint's ``GET /live``; raises if not."""
+        if self._session is None:
+            self._session = ClientSession(timeout=self.timeout)
+        async with self._session.get(self.live_url) as resp:
+            resp.raise_for_status()
+            await resp.read()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -246,7 +256,7 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 async def livez(request: web.Request) -> web.Response:
-    """Liveness: this API process answers, and so does its engine (its loopback metrics endpoint).
+    """Liveness: this API process answers, and so does its engine's event loop (``GET /live`` on its loopback endpoint).
 
     Needs neither Redis nor the broker, unlike ``/healthz``: an outage of either is not a reason
     to restart the engine, which rides it out (docs/OPERATIONS.md, "Outages"), so a liveness probe
@@ -258,7 +268,7 @@ async def livez(request: web.Request) -> web.Response:
         body.update(status="alive", engine="not checked: this API process has no engine metrics URL")
         return web.Response(body=orjson.dumps(body), content_type="application/json")
     try:
-        await source.fetch()
+        await source.live()
     except Exception as exc:
         body.update(status="dead", engine=f"does not answer: {type(exc).__name__}")
         return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
