@@ -139,3 +139,20 @@ def test_the_render_gives_the_loop_a_turn_between_families_and_writes_what_gener
     whole, _ = asyncio.run(turns(60.0))
     assert text == generate_latest(registry)
     assert sliced >= 150 and whole == 0  # a turn after each family; none when the slice is longer than the render
+
+
+def test_a_render_that_fails_is_a_500_and_the_endpoint_goes_on() -> None:
+    class Broken:
+        def collect(self) -> list[object]:
+            raise RuntimeError("a collector's bug")
+
+    async def main() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        endpoint = LoopbackEndpoint(Broken())
+        await endpoint.start()
+        try:
+            return await get(endpoint, "/metrics"), await get(endpoint, "/live")
+        finally:
+            await endpoint.stop()
+
+    (status, body), (live, _) = asyncio.run(main())
+    assert (status, live) == (500, 200) and b"see its log" in body
