@@ -165,9 +165,14 @@ def main() -> int:
               f"cpu_ratio_{b}_to_{a}": round(cost[b] / cost[a], 2),
               "client_cpu_ratio": round(clients["client_cpu_us_per_call_redis_py"] / clients["client_cpu_us_per_call_pipelined"], 2),
               "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
+    return report(result, args.json)
+
+
+def report(result: dict[str, object], json_path: str | None) -> int:
+    """Print *result* without its runs, write it whole to *json_path* if given; the exit status (0)."""
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

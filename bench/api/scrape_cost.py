@@ -29,6 +29,9 @@ from typing import Any
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cost import report  # bench/api/cost.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -113,10 +116,7 @@ def main() -> int:
     result = {"command": " ".join(sys.argv), "scrapes": args.scrapes, "runs": runs,
               "worker_cpu_ms_per_scrape": {n: statistics.median(r["metrics"]["worker_cpu_ms"] for r in runs if r["variant"] == n) for n, _ in sources},
               "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}}
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    return report(result, args.json)
 
 
 if __name__ == "__main__":
