@@ -6,8 +6,8 @@ what ``GET /metrics`` answers here, and its ``/livez`` (the liveness probe) asks
 It was prometheus-client's HTTP server on a thread of its own, which does not keep the work off the
 stages' loop: rendering is Python, the thread holds the GIL while it renders, and the loop gets the
 GIL back only at the interpreter's switch interval (5 ms).  Rendering the worker's ~1,200 series
-and parsing the learner's held the GIL for 25-37 ms a scrape (py-spy ``--gil`` on a loaded worker,
-December 7), and every ``/livez`` rendered it all too.  With Prometheus scraping every 5 s
+and parsing the learner's held the GIL for about 37 ms a scrape (py-spy ``--gil`` at 500 Hz on a loaded
+worker, December 7), and every ``/livez`` rendered it all too.  With Prometheus scraping every 5 s
 (``deploy/prometheus``) and the probe asking every 10 s, the records in flight stalled each time.
 
 Here the loop itself renders, one metric family at a time, and gives the stages a turn whenever it
