@@ -29,15 +29,12 @@ from typing import Any
 
 import psutil
 
+from cxstream.bench.loadgen import stat_cpu_s
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cost import report  # bench/api/cost.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
 
 
 def _engine_metrics_url(engine: psutil.Process) -> str | None:
@@ -56,14 +53,15 @@ def _get(url: str) -> bytes:
         return bytes(resp.read())
 
 
-def _asked(engine: psutil.Process, url: str, n: int, idle_per_s: float) -> dict[str, float]:
+def _asked(stat: Path, url: str, n: int, idle_per_s: float) -> dict[str, float]:
+    """*url* asked *n* times in a row: the worker's CPU per answer (its /proc *stat*, less its idle rate) and the wall p50."""
     walls = []
-    cpu0, t0 = _cpu_s(engine), time.monotonic()
+    cpu0, t0 = stat_cpu_s(stat), time.monotonic()
     for _ in range(n):
         started = time.perf_counter()
         _get(url)
         walls.append((time.perf_counter() - started) * 1000)
-    used = _cpu_s(engine) - cpu0 - idle_per_s * (time.monotonic() - t0)
+    used = stat_cpu_s(stat) - cpu0 - idle_per_s * (time.monotonic() - t0)
     return {"worker_cpu_ms": round(used / n * 1000, 2), "wall_p50_ms": round(statistics.median(walls), 2)}
 
 
@@ -83,16 +81,17 @@ def one(name: str, src: Path, scrapes: int, settle_s: float) -> dict[str, Any]:
                 url = _engine_metrics_url(engine)
             time.sleep(settle_s)  # the learner up, the first publications and clocks done
             body = _get(url)
-            cpu0, t0 = _cpu_s(engine), time.monotonic()
+            stat = Path(f"/proc/{run.pid}/stat")
+            cpu0, t0 = stat_cpu_s(stat), time.monotonic()
             time.sleep(5)
-            idle = (_cpu_s(engine) - cpu0) / (time.monotonic() - t0)
+            idle = (stat_cpu_s(stat) - cpu0) / (time.monotonic() - t0)
             out: dict[str, Any] = {
                 "variant": name, "src": str(src), "bytes": len(body),
                 "samples": sum(1 for line in body.decode().splitlines() if line and not line.startswith("#")),
-                "idle_cpu_pct": round(idle * 100, 1), "metrics": _asked(engine, url, scrapes, idle),
+                "idle_cpu_pct": round(idle * 100, 1), "metrics": _asked(stat, url, scrapes, idle),
             }
             live = url.rsplit("/", 1)[0] + "/live"
-            out["live"] = _asked(engine, live, scrapes, idle)
+            out["live"] = _asked(stat, live, scrapes, idle)
             return out
         finally:
             run.terminate()

@@ -353,12 +353,17 @@ def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
+async def metrics_text(session: Any, engine: EngineProc) -> str:
+    """An engine's ``GET /metrics`` through its API, as Prometheus asks it."""
+    async with session.get(f"{engine.http}/metrics", headers={"X-API-Key": API_KEY}) as resp:
+        return str(await resp.text())
+
+
 async def scrape(session: Any, engines: list[EngineProc]) -> list[tuple[str, dict[str, str], float]]:
     samples: list[tuple[str, dict[str, str], float]] = []
     for e in engines:
         try:
-            async with session.get(f"{e.http}/metrics", headers={"X-API-Key": API_KEY}) as resp:
-                samples.extend(parse_metrics(await resp.text()))
+            samples.extend(parse_metrics(await metrics_text(session, e)))
         except Exception as exc:  # an engine that does not answer is reported by the counts
             log(f"cannot scrape {e.http}/metrics: {exc!r}")
     return samples
@@ -1887,8 +1892,7 @@ class Bench:
             for e in engines:
                 started = time.perf_counter()
                 try:
-                    async with session.get(f"{e.http}/metrics", headers={"X-API-Key": API_KEY}) as resp:
-                        await resp.read()
+                    await metrics_text(session, e)
                 except Exception as exc:  # an engine that does not answer is reported by the counts
                     log(f"cannot scrape {e.http}/metrics: {exc!r}")
                 else:

@@ -216,19 +216,18 @@ class EngineMetrics:
         self._session: ClientSession | None = None
 
     async def fetch(self) -> bytes:
-        if self._session is None:
-            self._session = ClientSession(timeout=self.timeout)
-        async with self._session.get(self.url) as resp:
-            resp.raise_for_status()
-            return await resp.read()
+        return await self._get(self.url)
 
     async def live(self) -> None:
         """Returns if the engine's event loop answered its loopback endpoint's ``GET /live``; raises if not."""
+        await self._get(self.live_url)
+
+    async def _get(self, url: str) -> bytes:
         if self._session is None:
             self._session = ClientSession(timeout=self.timeout)
-        async with self._session.get(self.live_url) as resp:
+        async with self._session.get(url) as resp:
             resp.raise_for_status()
-            await resp.read()
+            return await resp.read()
 
     async def close(self) -> None:
         if self._session is not None:
