@@ -135,6 +135,7 @@ from cxstream.streams.deadletter import MAX_RAW_BYTES, count_dead_letter, dead_l
 from cxstream.streams.earlysend import read_back, ship
 from cxstream.streams.fetchpace import FetchPacer, aiokafka_fetch
 from cxstream.streams.fetchsession import close_fetch_sessions, use_fetch_sessions
+from cxstream.streams.groupjoin import install as one_protocol_list
 from cxstream.streams.leanproducer import LeanProducer
 from cxstream.streams.partitioner import CachedPartitioner
 from cxstream.streams.rdkafka import RdConsumer, RdProducer, consumer_config, producer_config
@@ -658,6 +659,7 @@ class BatchRuntime:
             # created later narrows every following refresh to that topic and the others' leaders
             # become unknown: their records then wait in the accumulator forever.  Track them all.
             await producer.client.set_topics(sorted(written))
+        one_protocol_list()  # aiokafka joins once per assignor offered, each join a new rebalance (cxstream/streams/groupjoin.py)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
