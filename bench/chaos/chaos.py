@@ -309,10 +309,11 @@ class Chaos:
         tr = self.traffic
         snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
         ids = [i for i in tr.acked if i not in before]
-        first_look = account(tr.acked, snap)["lost"]
+        first_look = whole_lost = account(tr.acked, snap)["lost"]
         if first_look:  # the settle allows a group lag of 2: look again once the router has committed what was in flight
             await asyncio.sleep(RECHECK_S)
             snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
+            whole_lost = account(tr.acked, snap)["lost"]
         self.last_snap = snap
         contacts = [c for c, p in tr.contact_planned.items() if p >= t0]
         dup = duplicate_assignments(snap, contacts)
@@ -324,7 +325,7 @@ class Chaos:
             "reoffered_contacts": dup["reoffered_contacts"],
             "counted_twice": len(snap.counted_twice), "counted_twice_sample": snap.counted_twice[:5],
             "full_rings": snap.full_rings, "dead_letters_so_far": snap.dead_letters,
-            "whole_run": {"events_sent": len(tr.acked), "lost": account(tr.acked, snap)["lost"],
+            "whole_run": {"events_sent": len(tr.acked), "lost": whole_lost,
                           "duplicate_assignments": duplicate_assignments(snap)["duplicate_assignments"],
                           "contexts": snap.contexts, "interactions_total_sum": snap.interactions_total,
                           "interaction_ids_sent": len(tr.interactions), "resent_after_failure": tr.resent,
