@@ -1392,6 +1392,7 @@ class BatchRuntime:
         its callback when the next rebalance starts is expelled); the partitions wait paused."""
         async with self._lock:
             self.assignments += 1
+            metrics.REBALANCES.inc()
             if self.settings.stage_client == "aiokafka":
                 modes = self._assignor.take()
                 self.fast_elsewhere, self.group_told = fast_elsewhere(modes), group_told(modes)

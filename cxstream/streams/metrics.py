@@ -106,6 +106,11 @@ RESTORE_SECONDS = Histogram(
     "cx_stages_restore_seconds", "Time to restore the tables of newly assigned partitions from their changelogs, per assignment.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300),
 )
+REBALANCES = Counter(
+    "cx_stages_rebalances_total",
+    "Partition assignments this worker's stages received: one per rebalance of the stages' group it took part in "
+    "(a worker joining or leaving, a missed heartbeat).  Steadily more than one a minute: the group keeps rebalancing.",
+)
 ALONE = Gauge(
     "cx_stages_alone", "1 while this worker owns every input partition of the stages (the group's only member), else 0."
 )

@@ -10,15 +10,20 @@ offers the whole list every time:
   aiokafka sends one request per join, that test fails and says the fix can go);
 * two consumers started at the same moment, six times over, settle at generation 2 at most (one
   rebalance per member joining), share the partitions, and no rebalance follows;
-* a third joining a settled group of two costs one rebalance, not more.
+* a third joining a settled group of two costs one rebalance, not more;
+* two engine workers (``cxstream run``) started at the same moment are both ready, their stages'
+  group at generation 2 at most (aiokafka's own join: 4, ``bench/chaos/parallel_start.py``), and
+  each counts the rebalances it took part in (``cx_stages_rebalances_total``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -29,6 +34,9 @@ from cxstream.streams.admin import ensure_named_topics
 from cxstream.streams.assignor import GroupAssignor
 from cxstream.streams.groupjoin import OneListRebalance, install
 from cxstream.streams.settings import Settings
+from tests.integration.conftest import start_engine, stop_engine
+from tests.integration.helpers import wait_for
+from tests.integration.test_local_delivery import metric
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +141,27 @@ def test_a_third_member_costs_one_rebalance(servers: tuple[str, str]) -> None:
 
     before, after = asyncio.run(third())
     assert after == before + 1
+
+
+def test_two_engine_workers_started_together_are_ready_after_one_rebalance_each(
+    servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    broker, redis_url = servers
+    tag = uuid.uuid4().hex[:8]
+    prefix, app_id = f"gj{tag}.", f"cxgjoin-{tag}"
+    with ThreadPoolExecutor(2) as pool:  # both launched at once; each call returns once its worker is ready
+        started = [pool.submit(start_engine, broker, redis_url, tmp_path_factory.mktemp(f"gjoin{i}"), prefix, app_id, ready_s=120)
+                   for i in range(2)]
+        workers = [f.result() for f in started if f.exception() is None]
+    try:
+        errors = [str(f.exception()).splitlines() for f in started if f.exception() is not None]
+        assert len(workers) == 2, f"not both ready: {[(e[0], e[-1]) for e in errors]}"  # the first line and the log's last
+        wait_for(lambda: all(metric(w, "cx_stages_partitions_owned") > 0 for w in workers), timeout=60)
+        joined = re.compile(rf"Joined group '{re.escape(app_id)}\.stages' \(generation (\d+)\)")
+        generation = max(int(g) for w in workers for g in joined.findall(w.output()))
+        assert generation <= 2, f"the stages' group rebalanced {generation} times for two workers"
+        counted = [metric(w, "cx_stages_rebalances_total") for w in workers]
+        assert all(1 <= n <= generation for n in counted), counted
+    finally:
+        for w in workers:
+            stop_engine(w)
