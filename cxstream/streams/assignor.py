@@ -15,7 +15,9 @@ it, so a group with workers of an engine from before this assignor still forms. 
 then picks ``roundrobin``, the members learn nothing of each other, and a worker takes the safe
 side (as if a member ran ``always``) until the group agrees on ``cx-roundrobin`` again; a worker
 that runs ``always`` itself meanwhile sends nothing fast unless it is alone (:func:`group_told`),
-since the old workers' context stages may hand records over locally.
+since the old workers' context stages may hand records over locally.  (aiokafka on its own sends
+one JoinGroup request per protocol offered, each a new rebalance: :mod:`cxstream.streams.groupjoin`
+makes every request offer both.)
 """
 
 from __future__ import annotations
