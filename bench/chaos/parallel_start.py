@@ -1,9 +1,9 @@
-"""Two engine workers started at the same moment, over and over: are they both ready, how soon, after how many rebalances?
+"""Engine workers started at the same moment, over and over: are they all ready, how soon, after how many rebalances?
 
 This is how ``deploy/k8s`` (``podManagementPolicy: Parallel``), ``docker compose --scale`` and the
-chaos harness start workers.  Each start is a new app (its own topics and groups) on one set of
-embedded servers.  Per start: whether both workers said they were ready within ``--timeout``, the
-seconds until they had, and the stages' group's generation then and ``--quiet`` seconds later
+chaos harness start workers (``--workers``, 2 by default).  Each start is a new app (its own topics
+and groups) on one set of embedded servers.  Per start: whether every worker said it was ready
+within ``--timeout``, the seconds until they had, and the stages' group's generation then and ``--quiet`` seconds later
 (from the workers' logs: aiokafka's "Joined group '<app>.stages' (generation N)").  A group still
 rebalancing after the workers were ready shows as a later generation.
 
@@ -43,15 +43,15 @@ def generation(logs: list[str], group: str) -> int:
     return max((int(g) for text in logs for g in pattern.findall(text)), default=0)
 
 
-def one(servers: Servers, base: Path, name: str, src: Path, n: int, timeout_s: float, quiet_s: float) -> dict[str, Any]:
+def one(servers: Servers, base: Path, name: str, src: Path, n: int, timeout_s: float, quiet_s: float, workers_n: int = 2) -> dict[str, Any]:
     tag = f"{n:03d}{int(time.time()) % 100000:05d}"
     app_id = f"cxpstart-{tag}"
-    workers = Workers(servers, base / f"{name}-{n}", 2, prefix=f"pstart{tag}.", app_id=app_id)
+    workers = Workers(servers, base / f"{name}-{n}", workers_n, prefix=f"pstart{tag}.", app_id=app_id)
     workers.opts = dataclasses.replace(workers.opts, engine_src=str(src))
     began = time.monotonic()
     ready_s: float | None = None
     try:
-        for i in range(2):
+        for i in range(workers_n):
             workers.start(i, wait=False)
         try:
             wait_ready(workers.live(), timeout=timeout_s)
@@ -65,7 +65,7 @@ def one(servers: Servers, base: Path, name: str, src: Path, n: int, timeout_s: f
     finally:
         workers.stop()
     shutil.rmtree(base / f"{name}-{n}", ignore_errors=True)
-    row = {"variant": name, "src": str(src), "round": n, "ready": ready_s is not None,
+    row = {"variant": name, "src": str(src), "round": n, "workers": workers_n, "ready": ready_s is not None,
            "ready_s": None if ready_s is None else round(ready_s, 1),
            "generation_at_ready": at_ready, "generation_after_quiet": after}
     log(orjson.dumps(row).decode())
@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", action="append", default=[], metavar="NAME=DIR", help="a source tree to run the workers from (default: this one)")
     ap.add_argument("--rounds", type=int, default=6, help="starts of each source tree")
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds both workers have to be ready")
+    ap.add_argument("--workers", type=int, default=2, help="workers started together each time")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds every worker has to be ready")
     ap.add_argument("--quiet", type=float, default=10.0, help="seconds after ready to see whether the group still rebalances")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
@@ -101,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"servers: kafka {servers.broker_url}, redis {servers.redis_url}")
         for r in range(args.rounds):
             for name, src in sources if r % 2 == 0 else sources[::-1]:
-                rows.append(one(servers, base, name, src, r, args.timeout, args.quiet))
+                rows.append(one(servers, base, name, src, r, args.timeout, args.quiet, args.workers))
     finally:
         servers.stop()
         shutil.rmtree(base, ignore_errors=True)
     result = {
-        "what": "two engine workers started at the same moment, each round a new app on the same embedded servers: "
+        "what": f"{args.workers} engine workers started at the same moment, each round a new app on the same embedded servers: "
                 "ready or not within the timeout, seconds to ready, the stages' group's generation (from the workers' logs)",
         "command": " ".join([".venv/bin/python", "bench/chaos/parallel_start.py", *(argv if argv is not None else sys.argv[1:])]),
         "options": vars(args),
