@@ -17,7 +17,6 @@ one) runs its workers, in turns, the order swapped every round:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import shutil
 import statistics
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cxstream.bench.chaos import Servers, Workers, log  # noqa: E402
-from cxstream.bench.loadgen import environment, wait_ready  # noqa: E402
+from cxstream.bench.loadgen import environment  # noqa: E402
 from cxstream.streams.logs import EngineNotReady  # noqa: E402
 
 
@@ -46,15 +45,12 @@ def generation(logs: list[str], group: str) -> int:
 def one(servers: Servers, base: Path, name: str, src: Path, n: int, timeout_s: float, quiet_s: float, workers_n: int = 2) -> dict[str, Any]:
     tag = f"{n:03d}{int(time.time()) % 100000:05d}"
     app_id = f"cxpstart-{tag}"
-    workers = Workers(servers, base / f"{name}-{n}", workers_n, prefix=f"pstart{tag}.", app_id=app_id)
-    workers.opts = dataclasses.replace(workers.opts, engine_src=str(src))
+    workers = Workers(servers, base / f"{name}-{n}", workers_n, prefix=f"pstart{tag}.", app_id=app_id, engine_src=str(src))
     began = time.monotonic()
     ready_s: float | None = None
     try:
-        for i in range(workers_n):
-            workers.start(i, wait=False)
         try:
-            wait_ready(workers.live(), timeout=timeout_s)
+            workers.start_all(timeout=timeout_s)
             ready_s = time.monotonic() - began
         except EngineNotReady as exc:
             log(f"{name}: not ready: {str(exc).splitlines()[0]}")

@@ -136,12 +136,12 @@ class Workers:
     """*n* engine workers of one consumer group (one topic prefix, one app id) on :class:`Servers` (or :class:`Endpoints`)."""
 
     def __init__(self, servers: Servers | Endpoints, base: Path, n: int, *, prefix: str, app_id: str, partitions: int = 4,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, engine_src: str | None = None) -> None:
         self.servers = servers
         self.base = Path(base)
         self.prefix = prefix
         self.app_id = app_id
-        self.opts = Options(partitions=partitions, engine_env=dict(env or {}))
+        self.opts = Options(partitions=partitions, engine_env=dict(env or {}), engine_src=engine_src)  # engine_src: another tree's engine
         self.procs: list[EngineProc | None] = [None] * n
         self.starts = [0] * n
         _ALL_WORKERS.append(self)
@@ -155,10 +155,11 @@ class Workers:
             wait_ready([e], timeout=180)
         return e
 
-    def start_all(self) -> None:
+    def start_all(self, timeout: float = 180.0) -> None:
+        """Every worker started at once, then waited for (:class:`~cxstream.streams.logs.EngineNotReady` after *timeout* s)."""
         for i in range(len(self.procs)):
             self.start(i, wait=False)
-        wait_ready(self.live(), timeout=180)
+        wait_ready(self.live(), timeout=timeout)
 
     def live(self) -> list[EngineProc]:
         return [e for e in self.procs if e is not None and e.proc.poll() is None]

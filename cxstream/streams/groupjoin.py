@@ -38,29 +38,26 @@ def offered(assignors: Iterable[Any], topics: Iterable[str]) -> list[tuple[str, 
     return protocols
 
 
-def complete(request: Any, protocols: Sequence[tuple[str, bytes]]) -> bool:
+def complete(request: Any, protocols: Sequence[tuple[str, bytes]]) -> None:
     """Make the JoinGroup *request* offer exactly *protocols* if it offers their first one, or their first few.
 
     Every request of one join then carries the same bytes, whatever order the assignors list the
-    topics in from one call to the next.  Returns whether the request was short of some.
+    topics in from one call to the next.
 
     >>> r = JoinGroupRequest("g", 10000, 10000, "", None, "consumer", [("a", b"1")])
-    >>> complete(r, [("a", b"1"), ("b", b"2")]), r._group_protocols
-    (True, [('a', b'1'), ('b', b'2')])
-    >>> complete(r, [("a", b"1"), ("b", b"2")])  # already whole
-    False
+    >>> complete(r, [("a", b"1"), ("b", b"2")]); r._group_protocols
+    [('a', b'1'), ('b', b'2')]
+    >>> complete(r, [("a", b"1"), ("b", b"2")]); r._group_protocols  # already whole: the same list
+    [('a', b'1'), ('b', b'2')]
     >>> other = JoinGroupRequest("g", 10000, 10000, "", None, "consumer", [("c", b"3")])
-    >>> complete(other, [("a", b"1"), ("b", b"2")]), other._group_protocols  # not these protocols: left alone
-    (False, [('c', b'3')])
+    >>> complete(other, [("a", b"1"), ("b", b"2")]); other._group_protocols  # not these protocols: left alone
+    [('c', b'3')]
     """
     if not isinstance(request, JoinGroupRequest):
-        return False
+        return
     names = [name for name, _ in request._group_protocols]
-    if not names or names != [name for name, _ in protocols[: len(names)]]:
-        return False
-    short = len(names) < len(protocols)
-    request._group_protocols = list(protocols)
-    return short
+    if names and names == [name for name, _ in protocols[: len(names)]]:
+        request._group_protocols = list(protocols)
 
 
 class OneListRebalance(group_coordinator.CoordinatorGroupRebalance):  # type: ignore[misc]
