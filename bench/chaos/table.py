@@ -29,6 +29,8 @@ def notes(e: dict[str, Any]) -> str:
     if e.get("workers_died"):
         out.append(f"workers exited: {len(e['workers_died'])}")
     kind = e["fault"]
+    if "recovery_with_router_queue_s" in e:
+        out.append(f"with the router's queue {_s(e['recovery_with_router_queue_s'])} s")
     if kind == "kill9":
         out += [f"since the kill {_s(e.get('recovery_since_kill_s'))} s", f"restarted worker ready after {_s(e.get('restart_ready_s'))} s"]
     elif kind in ("broker_outage", "redis_outage"):

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -217,6 +217,7 @@ class Traffic:
     contact_planned: dict[str, float] = field(default_factory=dict)  # contact id -> planned time of contact_opened
     contact_opened: dict[str, InteractionEvent] = field(default_factory=dict)  # contact id -> its contact_opened
     first_assignment: dict[str, float] = field(default_factory=dict)  # contact id -> wall time it was first read
+    first_waited: dict[str, float] = field(default_factory=dict)  # contact id -> its first assignment's waited_s (router time)
     assignments: list[Assignment] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
 
@@ -351,6 +352,7 @@ class Traffic:
                         a = _ASSIGNMENT.decode(m.value)
                         self.assignments.append(a)
                         self.first_assignment.setdefault(a.contact_id, now)
+                        self.first_waited.setdefault(a.contact_id, a.waited_s)
                         if self.answer:
                             for step in respond(a, self.desktop):
                                 self._seq += 1
@@ -633,16 +635,27 @@ def duplicate_assignments(snap: Snapshot, contacts: Iterable[str] | None = None)
 
 
 def recovery(samples: Sequence[Sample], contact_planned: dict[str, float], first_assignment: dict[str, float],
-             cleared_at: float, *, lag_normal: float, e2e_normal_s: float, hold_s: float = 5.0) -> float | None:
+             cleared_at: float, *, lag_normal: float, e2e_normal_s: float, hold_s: float = 5.0,
+             router_wait: Mapping[str, float] | None = None) -> float | None:
     """Seconds from *cleared_at* to the first moment from which, for *hold_s*, the lag stays <= *lag_normal*
     and every contact opened is assigned within *e2e_normal_s*; None if that never happened.
+
+    With *router_wait* (contact id -> its first assignment's ``waited_s``), a contact's time is its e2e
+    less the time it waited at the router for an advisor: the engine's part, without the queue that the
+    routing policy and the advisors' capacity make (a contact held for a busy last advisor waits there
+    whether or not anything failed).  A contact not assigned yet is late either way.
 
     >>> s = [Sample(float(x), 1000.0 if x < 20 else 0.0, []) for x in range(0, 40)]
     >>> recovery(s, {"k": 30.0}, {"k": 30.1}, 10.0, lag_normal=50, e2e_normal_s=0.5)
     10.0
+    >>> held = ({"k": 30.0, "h": 25.0}, {"k": 30.1, "h": 27.1})  # h was held 2 s for its last advisor
+    >>> recovery(s, *held, 10.0, lag_normal=50, e2e_normal_s=0.5), recovery(s, *held, 10.0, lag_normal=50, e2e_normal_s=0.5,
+    ...                                                                      router_wait={"h": 2.0})
+    (16.0, 10.0)
     """
     after = [s for s in samples if s.at >= cleared_at]
     opened = sorted((p, c) for c, p in contact_planned.items() if p >= cleared_at)
+    wait = router_wait or {}
     end = after[-1].at if after else cleared_at
     for s in after:
         if s.at + hold_s > end:
@@ -651,10 +664,52 @@ def recovery(samples: Sequence[Sample], contact_planned: dict[str, float], first
         if any(x.lag is None or x.lag > lag_normal for x in window):
             continue
         late = [c for p, c in opened if s.at <= p <= s.at + hold_s
-                and (c not in first_assignment or first_assignment[c] - p > e2e_normal_s)]
+                and (c not in first_assignment or first_assignment[c] - p - wait.get(c, 0.0) > e2e_normal_s)]
         if not late:
             return round(s.at - cleared_at, 2)
     return None
+
+
+def after_fault(samples: Sequence[Sample], contact_planned: dict[str, float], first_assignment: dict[str, float],
+                first_waited: dict[str, float], cleared_at: float, *, lag_normal: float, e2e_normal_s: float,
+                bin_s: float = 10.0) -> list[dict[str, Any]]:
+    """What :func:`recovery` saw after *cleared_at*, in bins of *bin_s*: why a run did not recover, or what took it so long.
+
+    Per bin: the summed lag's highest sample and how many samples were over *lag_normal*; the contacts
+    opened and how many of them were late (not assigned, or assigned later than *e2e_normal_s*); and of
+    the late ones assigned, how many waited longer than *e2e_normal_s* at the router (``waited_s``, router
+    time: queued for an advisor, the routing policy and the advisors' capacity) and how many spent longer
+    than that elsewhere (the pipeline: fetching, a restore, the stages behind); a contact can be both.
+
+    >>> s = [Sample(float(x), 900.0 if x < 12 else 10.0, []) for x in range(0, 31)]
+    >>> planned = {"a": 11.0, "b": 21.0, "c": 22.0, "d": 23.0}
+    >>> bins = after_fault(s, planned, {"a": 14.0, "b": 21.1, "c": 25.0, "d": 30.0}, {"a": 0.1, "b": 0.05, "c": 2.8, "d": 1.0},
+    ...                    10.0, lag_normal=50, e2e_normal_s=0.5)
+    >>> [(b["from_s"], b["lag_over"], b["contacts"], b["late"], b["late_at_router"], b["late_in_pipeline"]) for b in bins]
+    [(0.0, 2, 1, 1, 0, 1), (10.0, 0, 3, 2, 2, 1), (20.0, 0, 0, 0, 0, 0)]
+    """
+    after = [x for x in samples if x.at >= cleared_at]
+    if not after:
+        return []
+    out = []
+    for k in range(int((after[-1].at - cleared_at) // bin_s) + 1):
+        lo, hi = cleared_at + k * bin_s, cleared_at + (k + 1) * bin_s
+        lags = [x.lag for x in after if lo <= x.at < hi and x.lag is not None]
+        opened = [c for c, p in contact_planned.items() if lo <= p < hi]
+        late = [c for c in opened if c not in first_assignment or first_assignment[c] - contact_planned[c] > e2e_normal_s]
+        assigned = [c for c in late if c in first_assignment]
+        e2e = [first_assignment[c] - contact_planned[c] for c in assigned]
+        at_router = [c for c in assigned if first_waited.get(c, 0.0) > e2e_normal_s]
+        elsewhere = [c for c in assigned if first_assignment[c] - contact_planned[c] - first_waited.get(c, 0.0) > e2e_normal_s]
+        out.append({"from_s": round(k * bin_s, 1), "lag_max": max(lags) if lags else None,
+                    "lag_over": sum(1 for v in lags if v > lag_normal), "lag_samples": len(lags), "contacts": len(opened),
+                    "late": len(late), "late_unassigned": len(late) - len(assigned), "late_at_router": len(at_router),
+                    "late_in_pipeline": len(elsewhere), "late_e2e_p50_ms": as_ms(percentile(e2e, 0.5))})
+    return out
+
+
+def as_ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
