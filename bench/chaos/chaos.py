@@ -78,12 +78,14 @@ def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def failed(faults: list[dict[str, Any]]) -> list[str]:
-    """The faults with an input lost, a contact assigned twice, or an error.
+    """The faults with an input lost, a contact assigned twice, an advisor left busy after every answer was in, or an error.
 
-    >>> failed([{"fault": "kill9", "lost": 0}, {"fault": "overload", "lost": 3}, {"fault": "duplicates", "error": "x"}])
-    ['overload', 'duplicates']
+    >>> failed([{"fault": "kill9", "lost": 0}, {"fault": "overload", "lost": 3}, {"fault": "duplicates", "error": "x"},
+    ...         {"fault": "kill9", "lost": 0, "advisors_left_busy": 2}])
+    ['overload', 'duplicates', 'kill9']
     """
-    return [f["fault"] for f in faults if f.get("lost") or f.get("duplicate_assignments") or f.get("error")]
+    return [f["fault"] for f in faults
+            if f.get("lost") or f.get("duplicate_assignments") or f.get("advisors_left_busy") or f.get("error")]
 
 
 class Chaos:
@@ -367,7 +369,13 @@ class Chaos:
         entry["recovery_basis"] = "from the restarted worker ready (fault cleared); recovery_since_kill_s from the kill"
         entry["recovery_since_kill_s"] = None if entry["recovery_s"] is None else round(
             entry["recovery_s"] + entry["fault_cleared_s"] - entry["fault_started_s"], 1)
-        entry["router_advisors_before"], entry["router_advisors_after"] = before, await self.router_advisors()
+        after = await self.router_advisors()
+        deadline = time.monotonic() + 10.0  # every desktop answer is in: the router's next ticks show every advisor free
+        while after is not None and after.get("busy") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            after = await self.router_advisors()
+        entry["router_advisors_before"], entry["router_advisors_after"] = before, after
+        entry["advisors_left_busy"] = (after or {}).get("busy", 0)
         return entry
 
     async def kill9_big(self) -> dict[str, Any]:
@@ -641,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     bad = failed(result["faults"])
-    log(f"wrote {out}; " + (f"faults with loss, duplicates or errors: {bad}" if bad else "nothing lost, no contact assigned twice"))
+    log(f"wrote {out}; " + (f"faults with loss, duplicates, advisors left busy or errors: {bad}" if bad else "nothing lost, no contact assigned twice, no advisor left busy"))
     return 1 if bad else 0
 
 

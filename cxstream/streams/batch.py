@@ -16,7 +16,7 @@ inputs of all its :class:`BatchStage` s.  For each batch it gets (``getmany``) i
    every ``CX_ROUTER_SAVE_INTERVAL_MS``; a stage that leaves changes out of its tables says so
    with ``unsaved``, and its inputs' offsets are then committed only as far as its last write
    covers: :meth:`BatchRuntime._hold_unsaved`; ``on_idle`` writes them when the loop finds
-   nothing to fetch, and before the worker stops);
+   nothing to fetch, before partitions are given up in a rebalance, and before the worker stops);
 4. sends the outputs in order; once they are all acknowledged, the tables' changes -- the
    *latest* value of each key written in the batch, ``None`` (a tombstone) for a deleted one --
    to each table's compacted changelog, partition for partition with the input.  A changelog is
@@ -44,8 +44,10 @@ when it comes back in a fetch.  It is only handed over while this worker has con
 partition up to the high watermark it last saw and has none of its own records to it still
 unconsumed, so a stage never sees this worker's records out of order; a record another
 worker produced meanwhile can come after a local one it preceded in the log (the order of
-two producers' records is an accident of timing either way).  After a crash or a rebalance
-the records come back from the topic and are processed again, like any redelivery.
+two producers' records is an accident of timing either way).  After a crash the records come
+back from the topic and are processed again, like any redelivery; after a rebalance too, by
+another worker, while this one skips its own if the partition comes back to it: so a stage that
+defers its table writes writes them before a partition is given up (:meth:`BatchRuntime._revoked`).
 
 A locally delivered record is produced up to ``CX_LOCAL_ECHO_LINGER_MS`` (50 ms) after it was
 handed over, together with the others handed over meanwhile: nothing waits for it, and one
@@ -1333,10 +1335,18 @@ class BatchRuntime:
 
         A table partition is kept aside as of its changelog's end offset when every change of
         this worker reached the changelog (the settle succeeded and the end offsets were read):
-        if it comes back, only what was written since is read.  Otherwise it is dropped."""
+        if it comes back, only what was written since is read.  Otherwise it is dropped.
+
+        A stage that defers its table writes (the router) writes them first, as when the worker
+        stops: what it applied of records handed to it locally is in no log but its changelog.
+        Their upstream offsets are committed once they are produced, and their copies in its
+        input carry this worker's token, so if the partition comes back here they are skipped
+        as already applied: a write dropped with the partition would lose them (an advisor's
+        ``done`` never applied leaves the advisor busy for good)."""
         async with self._lock:  # a batch in progress finishes (and flushes) first
             settled = False
             with contextlib.suppress(Exception):
+                await self._save_deferred()
                 await self.settle(everything=True)
                 settled = not self._in_flight
                 await self._commit_finished()

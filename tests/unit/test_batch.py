@@ -405,6 +405,82 @@ def test_a_stage_that_defers_its_table_writes_holds_its_inputs_commits_back_unti
     ]
 
 
+class _Commits:
+    """A consumer stand-in that records each commit at once."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+class _ValueProducer(_RecordingProducer):
+    """As :class:`_RecordingProducer`, keeping each record's value too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[bytes | None] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[Any]:
+        self.values.append(value)
+        return await super().send(topic, value, key=key, partition=partition, headers=headers)
+
+
+def test_a_stage_that_defers_its_table_writes_writes_them_before_its_partitions_are_given_up() -> None:
+    """The router applied records it was handed locally and has not written its state: a rebalance must not drop that.
+
+    Their upstream offsets are committed once they are produced, and their copies in the router's
+    input carry this worker's token: if the partition comes back here they are skipped as applied.
+    A write dropped with the partition lost them for good (seen after kill -9s in make chaos:
+    advisors whose ``done`` was lost stayed busy, and the contacts held for them were never assigned).
+    """
+
+    async def scenario() -> tuple[_ValueProducer, _Commits, bytes | None, str]:
+        rt = BatchRuntime("127.0.0.1:9", Settings(topic_prefix="p."), commit_interval_s=0.0)
+        producer, consumer = _ValueProducer(), _Commits()
+        rt._producer, rt.consumer = producer, consumer  # type: ignore[assignment]
+        table = rt.table("router_state", 4)
+        stage = rt.stage("router", [ROUTING], tables=[table])
+        tp = TopicPartition(stage.inputs[0], 1)
+        rt.owned.add(tp)
+        state: list[bytes] = []
+        due = {"now": True}
+
+        async def handle(rec: Record) -> None:
+            state.append(rec.value or b"")
+
+        async def write() -> None:
+            table.partition = 1
+            table[b"group"] = b",".join(state)
+
+        async def after_batch() -> None:
+            stage.unsaved = not due["now"]
+            if due["now"]:
+                await write()
+
+        async def no_changelog_ends(wanted: Any) -> dict[TopicPartition, int]:
+            return {}  # (the broker's part: the partition is then not kept aside)
+
+        stage.handler, stage.on_batch, stage.on_idle = handle, after_batch, write
+        rt._changelog_ends = no_changelog_ends  # type: ignore[method-assign]
+        await rt.process({tp: [message(0, b"group", b"accept")]})  # written at once
+        due["now"] = False
+        await rt.process({tp: [message(1, b"group", b"done")]})  # its write not due yet (the router: 200 ms)
+        await rt.settle(everything=True)
+        written_before = table.get(b"group")
+        await rt._revoked([tp])
+        return producer, consumer, written_before, table.changelog
+
+    producer, consumer, written_before, changelog = asyncio.run(scenario())
+    tp = TopicPartition("p.cx.routing.v1", 1)
+    assert written_before == b"accept", "the write was deferred"
+    assert producer.sent[-1][:3] == (changelog, b"group", 1) and producer.values[-1] == b"accept,done", (
+        "written to the changelog before the partition went")
+    assert consumer.commits[-1] == {tp: 2}, "and its input committed through what the write covers"
+
+
 def test_a_partition_given_up_is_kept_aside_and_made_current_again_only_if_it_comes_back() -> None:
     """The group's eager protocol revokes every partition on every rebalance: most come back to the same worker."""
     dropped: list[tuple[int, dict[bytes, bytes]]] = []
