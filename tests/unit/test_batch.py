@@ -339,6 +339,31 @@ def test_a_batch_s_table_changes_are_produced_only_after_its_outputs_are_acknowl
     asyncio.run(scenario())
 
 
+def _defers_writes(stage: Any, table: Table) -> dict[str, bool]:
+    """Make *stage* defer its table writes as the router does: it applies each record's value to a state it writes
+    to *table* (partition 1, key ``group``) after a batch only when the returned ``{"now": ...}`` says the write is
+    due (the router: 200 ms since its last), else it is ``unsaved``; ``on_idle`` writes."""
+    state: list[bytes] = []  # what the stage applied
+    due = {"now": False}
+
+    async def handle(rec: Record) -> None:
+        state.append(rec.value or b"")
+
+    async def write() -> None:
+        table.partition = 1
+        table[b"group"] = b",".join(state)
+
+    async def after_batch() -> None:
+        if due["now"]:
+            await write()
+            stage.unsaved = False
+        else:
+            stage.unsaved = True
+
+    stage.handler, stage.on_batch, stage.on_idle = handle, after_batch, write
+    return due
+
+
 def test_a_stage_that_defers_its_table_writes_holds_its_inputs_commits_back_until_it_writes() -> None:
     """The router saves a group at most every CX_ROUTER_SAVE_INTERVAL_MS: its offsets must not be committed past that save."""
 
@@ -351,27 +376,12 @@ def test_a_stage_that_defers_its_table_writes_holds_its_inputs_commits_back_unti
         other = rt.stage("context", [CUSTOMER_EVENTS])
         tp, tp_other = TopicPartition(stage.inputs[0], 1), TopicPartition(other.inputs[0], 0)
         rt.owned.update({tp, tp_other})
-        state: list[bytes] = []  # what the stage applied and has not written to its table
-        due = {"now": False}  # whether its write is due (the router: 200 ms since its last)
-
-        async def handle(rec: Record) -> None:
-            state.append(rec.value or b"")
-
-        async def write() -> None:
-            table.partition = 1
-            table[b"group"] = b",".join(state)
-
-        async def after_batch() -> None:
-            if due["now"]:
-                await write()
-                stage.unsaved = False
-            else:
-                stage.unsaved = True
+        due = _defers_writes(stage, table)
 
         async def nothing(rec: Record) -> None:
             return None
 
-        stage.handler, stage.on_batch, stage.on_idle, other.handler = handle, after_batch, write, nothing
+        other.handler = nothing
         seen = []
         for first, save in ((0, False), (3, True), (5, False)):
             due["now"] = save
@@ -445,26 +455,13 @@ def test_a_stage_that_defers_its_table_writes_writes_them_before_its_partitions_
         stage = rt.stage("router", [ROUTING], tables=[table])
         tp = TopicPartition(stage.inputs[0], 1)
         rt.owned.add(tp)
-        state: list[bytes] = []
-        due = {"now": True}
-
-        async def handle(rec: Record) -> None:
-            state.append(rec.value or b"")
-
-        async def write() -> None:
-            table.partition = 1
-            table[b"group"] = b",".join(state)
-
-        async def after_batch() -> None:
-            stage.unsaved = not due["now"]
-            if due["now"]:
-                await write()
+        due = _defers_writes(stage, table)
 
         async def no_changelog_ends(wanted: Any) -> dict[TopicPartition, int]:
             return {}  # (the broker's part: the partition is then not kept aside)
 
-        stage.handler, stage.on_batch, stage.on_idle = handle, after_batch, write
         rt._changelog_ends = no_changelog_ends  # type: ignore[method-assign]
+        due["now"] = True
         await rt.process({tp: [message(0, b"group", b"accept")]})  # written at once
         due["now"] = False
         await rt.process({tp: [message(1, b"group", b"done")]})  # its write not due yet (the router: 200 ms)
