@@ -45,6 +45,7 @@ from cxstream.bench.chaos import (
     Traffic,
     Workers,
     account,
+    advisors_once_answered,
     after_fault,
     as_ms,
     duplicate_assignments,
@@ -52,6 +53,7 @@ from cxstream.bench.chaos import (
     log,
     percentile,
     recovery,
+    router_stats,
     snapshot,
 )
 from cxstream.bench.loadgen import API_KEY, environment
@@ -369,11 +371,7 @@ class Chaos:
         entry["recovery_basis"] = "from the restarted worker ready (fault cleared); recovery_since_kill_s from the kill"
         entry["recovery_since_kill_s"] = None if entry["recovery_s"] is None else round(
             entry["recovery_s"] + entry["fault_cleared_s"] - entry["fault_started_s"], 1)
-        after = await self.router_advisors()
-        deadline = time.monotonic() + 10.0  # every desktop answer is in: the router's next ticks show every advisor free
-        while after is not None and after.get("busy") and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            after = await self.router_advisors()
+        after = await advisors_once_answered(self.servers.redis_url)
         entry["router_advisors_before"], entry["router_advisors_after"] = before, after
         entry["advisors_left_busy"] = (after or {}).get("busy", 0)
         return entry
@@ -547,14 +545,8 @@ class Chaos:
         return None
 
     async def router_advisors(self) -> dict[str, Any] | None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(self.servers.redis_url)
-        try:
-            raw = await client.get("cx:queues:default")
-            return orjson.loads(raw).get("advisors") if raw else None
-        finally:
-            await client.aclose()
+        stats = await router_stats(self.servers.redis_url)
+        return None if stats is None else stats.get("advisors")
 
 
 def _distinct(probes: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -634,6 +634,29 @@ def duplicate_assignments(snap: Snapshot, contacts: Iterable[str] | None = None)
     }
 
 
+async def router_stats(redis_url: str, group: str = "default") -> dict[str, Any] | None:
+    """A routing group's live statistics (the router publishes them in Redis at each tick); None before its first."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        raw = await client.get(f"cx:queues:{group}")
+    finally:
+        await client.aclose()
+    return cast(dict[str, Any], orjson.loads(raw)) if raw else None
+
+
+async def advisors_once_answered(redis_url: str, within_s: float = 10.0) -> dict[str, Any] | None:
+    """The default group's advisors once every desktop answer is in: read again every 0.5 s while any is busy, up to
+    *within_s* (the router's next ticks show each advisor freed), then as they are; None if no statistics."""
+    deadline = time.monotonic() + within_s
+    stats = await router_stats(redis_url)
+    while stats is not None and stats["advisors"].get("busy") and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        stats = await router_stats(redis_url)
+    return None if stats is None else cast(dict[str, Any], stats["advisors"])
+
+
 def recovery(samples: Sequence[Sample], contact_planned: dict[str, float], first_assignment: dict[str, float],
              cleared_at: float, *, lag_normal: float, e2e_normal_s: float, hold_s: float = 5.0,
              router_wait: Mapping[str, float] | None = None) -> float | None:

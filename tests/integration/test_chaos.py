@@ -20,7 +20,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
@@ -30,7 +29,9 @@ from cxstream.bench.chaos import (
     Traffic,
     Workers,
     account,
+    advisors_once_answered,
     duplicate_assignments,
+    router_stats,
     snapshot,
 )
 from cxstream.bench.loadgen import API_KEY, EngineProc, counter_by, parse_metrics
@@ -70,31 +71,18 @@ async def _up(w: Workers, workload: Workload) -> tuple[Traffic, GroupLag]:
     return traffic, lag
 
 
-async def _router_stats(w: Workers) -> dict[str, Any]:
-    """The default group's live statistics in Redis (the router publishes them at each tick)."""
-    import orjson
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(w.servers.redis_url)
-    try:
-        raw = await client.get("cx:queues:default")
-    finally:
-        await client.aclose()
-    assert raw, "the router published no statistics"
-    return cast(dict[str, Any], orjson.loads(raw))
-
-
 async def _waiting(w: Workers) -> int:
-    """Contacts waiting at the router of the default group."""
-    return int((await _router_stats(w))["total"]["waiting"])
+    """Contacts waiting at the router of the default group (its live statistics in Redis)."""
+    stats = await router_stats(w.servers.redis_url)
+    assert stats, "the router published no statistics"
+    return int(stats["total"]["waiting"])
 
 
-async def _advisors_busy(w: Workers, within_s: float = 10.0) -> int:
-    """Advisors the router holds busy once every desktop answer is in: 0 within *within_s* (a tick or two), else how many."""
-    deadline = time.monotonic() + within_s
-    while (busy := int((await _router_stats(w))["advisors"]["busy"])) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    return busy
+async def _advisors_busy(w: Workers) -> int:
+    """Advisors the router holds busy once every desktop answer is in (0 within a tick or two, else how many)."""
+    advisors = await advisors_once_answered(w.servers.redis_url)
+    assert advisors, "the router published no statistics"
+    return int(advisors["busy"])
 
 
 def _roads(proc: EngineProc) -> dict[str, float]:
