@@ -76,7 +76,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cxstream.agents.fastpath import FAST_HEADER
 from cxstream.bench.engineproc import engine_env
-from cxstream.bench.lookups import PACERS, lookups_command, lookups_result, start_lookups
+from cxstream.bench.lookups import PACERS, SCHEDS, lookups_command, lookups_result, start_lookups
 from cxstream.bench.workload import Workload, WorkloadConfig, mix
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
@@ -133,6 +133,8 @@ class Options:
     lookup_slice_us: float = DEFAULT_LATENCY_SLICE_US
     #: what wakes the lookup client at each planned time (``python -m cxstream.bench.lookups --pacer``)
     lookup_pacer: str = "timerfd"
+    #: the lookup client's scheduling class (``python -m cxstream.bench.lookups --sched``): fair or fifo
+    lookup_sched: str = "fair"
     p99_limit_ms: float = 50.0
     start_rate: float = 100.0
     step_duration: float = 10.0
@@ -1571,6 +1573,7 @@ class Bench:
             lookup_proc = await start_lookups(lookups_command(
                 engines[0].http, API_KEY, opts.lookup_rate, duration_s, customers=opts.customers, start_at=t0,
                 warmup_s=opts.warmup, slice_us=opts.lookup_slice_us, pacer=opts.lookup_pacer,
+                sched=opts.lookup_sched,
             ), cwd=str(REPO))
         profiler = None
         if profile_pid is not None and opts.profile_seconds > 0 and opts.profile_dir and py_spy():
@@ -2217,7 +2220,8 @@ class Bench:
                 "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
                            "latency from the planned time (final.lookups.from_send: from each send), during the "
                            "final run; the client paced by a timer file descriptor its event loop watches (final.lookups."
-                           "client_pacer; --lookup-pacer thread: by a thread) and on lookup_slice_us's CPU slice",
+                           "client_pacer; --lookup-pacer thread: by a thread) and on lookup_slice_us's CPU slice; "
+                           "--lookup-sched fifo: in the real-time class instead (final.lookups.client_sched)",
                 "cpu_slices_us": "each process's CPU time slice as Linux reported it once the engines were ready "
                                  "(sched_getattr; CX_LATENCY_SLICE_US gives the API processes and Redis theirs)",
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
@@ -2545,6 +2549,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lookup-pacer", choices=PACERS, default="timerfd",
                    help="what wakes the lookup client at each planned time: a timer file descriptor its event loop "
                         "watches, or a thread that wakes the loop (python -m cxstream.bench.lookups --pacer)")
+    p.add_argument("--lookup-sched", choices=SCHEDS, default="fair",
+                   help="the lookup client's scheduling class: fair (on --lookup-slice-us's slice) or the real-time "
+                        "SCHED_FIFO, which takes its wake-ups off the engine's cores as a caller on a machine of its own "
+                        "(python -m cxstream.bench.lookups --sched)")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--watch-wait-ms", type=int, default=100,
                    help="fetch wait of the assignment watcher (the advisor desktops' consumer), ms; it answers at once when one arrives")

@@ -19,7 +19,12 @@ client that cannot keep up shows there; ``client_pacer`` says which pacer sent t
 here they share the cores of the engine under test: the client asks Linux for the short CPU
 slice the API processes run with (``--slice-us``, :mod:`cxstream.streams.cpuslice`), so that its
 wake-ups (to send on time, to read an answer) are not left waiting behind a busy stream worker;
-the slice it got is ``client_slice_us`` (``None``: the kernel's default).
+the slice it got is ``client_slice_us`` (``None``: the kernel's default).  With ``--sched fifo`` it
+runs in Linux's real-time class instead (``SCHED_FIFO``, priority 1; root or ``CAP_SYS_NICE``):
+a waking client then takes a core from the engine at once, so its own lateness and its wait to
+read an answer leave the measure, as for a caller on a machine of its own, while the server
+gets no privilege.  ``client_sched`` says which class it ran in (``fair`` when it was refused,
+``client_sched_error`` why).
 
 What is requested, exactly one of:
 
@@ -60,6 +65,23 @@ from cxstream.streams.cpuslice import DEFAULT_LATENCY_SLICE_US, request_slice
 
 AUTH_SCHEMES = ("x-api-key", "bearer")
 PACERS = ("timerfd", "thread")
+#: The client's scheduling class: Linux's fair class (with ``--slice-us``) or the real-time ``SCHED_FIFO``.
+SCHEDS = ("fair", "fifo")
+
+
+def request_fifo(priority: int = 1) -> str | None:
+    """Put this process in the real-time class ``SCHED_FIFO`` at *priority*; None, or why it could not.
+
+    Threads started afterwards inherit it.  Linux keeps 5 % of each second for the other classes
+    (``sched_rt_runtime_us``), so a client that spins cannot take a core for good.
+    """
+    if not hasattr(os, "sched_setscheduler"):
+        return "no sched_setscheduler on this platform"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        return f"SCHED_FIFO refused: {exc.strerror or exc}"
+    return None
 
 
 class _Timespec(ctypes.Structure):
@@ -365,6 +387,7 @@ def lookups_command(
     url: str, key: str, rate: float, duration_s: float, *, customers: int | None = None,
     paths_file: str | Path | None = None, seed: int | None = None, start_at: float | None = None,
     warmup_s: float | None = None, auth: str | None = None, slice_us: float | None = None, pacer: str | None = None,
+    sched: str | None = None,
 ) -> list[str]:
     """The command line running this module with these arguments (``sys.executable -m ...``)."""
     cmd = [sys.executable, "-m", "cxstream.bench.lookups", "--url", url, "--key", key,
@@ -385,6 +408,8 @@ def lookups_command(
         cmd += ["--slice-us", str(slice_us)]
     if pacer is not None:
         cmd += ["--pacer", pacer]
+    if sched is not None:
+        cmd += ["--sched", sched]
     return cmd
 
 
@@ -432,6 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--pacer", choices=PACERS, default="timerfd",
                    help="what wakes the client at each planned time: a timer file descriptor the event loop watches "
                         "(the thread where there is none) or a thread that wakes the loop")
+    p.add_argument("--sched", choices=SCHEDS, default="fair",
+                   help="the client's scheduling class: Linux's fair class, on --slice-us's slice, or the real-time "
+                        "SCHED_FIFO (priority 1; needs root or CAP_SYS_NICE, else it stays fair: client_sched_error)")
     a = p.parse_args(argv)
     paths = None
     if a.paths_file is not None:
@@ -444,11 +472,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvloop  # the API's own event loop; cheaper per request for the generator too
 
     got_slice = request_slice(a.slice_us)  # before the pacer thread starts: it inherits the slice
+    sched_error = request_fifo() if a.sched == "fifo" else None
     result = uvloop.run(
         run_lookups(a.url, a.key, a.rate, a.duration, a.customers, a.seed, start_at=a.start_at, warmup_s=a.warmup,
                     paths=paths, auth=a.auth, pacer=a.pacer)
     )
     result["client_slice_us"] = got_slice
+    result["client_sched"] = "fifo" if a.sched == "fifo" and sched_error is None else "fair"
+    if sched_error is not None:
+        result["client_sched_error"] = sched_error
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 
