@@ -50,6 +50,7 @@ from cxstream.bench.chaos import (
     as_ms,
     duplicate_assignments,
     kill_all_workers,
+    left_open,
     log,
     percentile,
     recovery,
@@ -80,14 +81,16 @@ def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def failed(faults: list[dict[str, Any]]) -> list[str]:
-    """The faults with an input lost, a contact assigned twice, an advisor left busy after every answer was in, or an error.
+    """The faults with an input lost, a contact assigned twice, a completed contact the router never ended, an advisor
+    left busy after every answer was in, or an error.
 
     >>> failed([{"fault": "kill9", "lost": 0}, {"fault": "overload", "lost": 3}, {"fault": "duplicates", "error": "x"},
-    ...         {"fault": "kill9", "lost": 0, "advisors_left_busy": 2}])
-    ['overload', 'duplicates', 'kill9']
+    ...         {"fault": "kill9", "lost": 0, "advisors_left_busy": 2}, {"fault": "redis_outage", "contacts_left_open": 1}])
+    ['overload', 'duplicates', 'kill9', 'redis_outage']
     """
     return [f["fault"] for f in faults
-            if f.get("lost") or f.get("duplicate_assignments") or f.get("advisors_left_busy") or f.get("error")]
+            if f.get("lost") or f.get("duplicate_assignments") or f.get("contacts_left_open") or f.get("advisors_left_busy")
+            or f.get("error")]
 
 
 class Chaos:
@@ -328,19 +331,21 @@ class Chaos:
         snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
         ids = [i for i in tr.acked if i not in before]
         first_look = whole_lost = account(tr.acked, snap)["lost"]
-        if first_look:  # the settle allows a group lag of 2: look again once the router has committed what was in flight
+        first_open = left_open(tr.completed, snap)["contacts_left_open"]
+        if first_look or first_open:  # the settle allows a group lag of 2: look again once the router has done what was in flight
             await asyncio.sleep(RECHECK_S)
             snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
             whole_lost = account(tr.acked, snap)["lost"]
         self.last_snap = snap
         contacts = [c for c, p in tr.contact_planned.items() if p >= t0]
+        still_open = left_open(tr.completed, snap, contacts)
         dup = duplicate_assignments(snap, contacts)
         unassigned = [c for c in contacts if c not in snap.assignments]
         return {
             "fault": name, **account(tr.acked, snap, ids),
             "duplicate_assignments": dup["duplicate_assignments"], "duplicate_contacts": dup["duplicate_contacts"],
             "contacts_opened": len(contacts), "contacts_assigned": dup["contacts_assigned"], "contacts_unassigned": len(unassigned),
-            "reoffered_contacts": dup["reoffered_contacts"],
+            "reoffered_contacts": dup["reoffered_contacts"], **still_open,
             "counted_twice": len(snap.counted_twice), "counted_twice_sample": snap.counted_twice[:5],
             "full_rings": snap.full_rings, "dead_letters_so_far": snap.dead_letters,
             "whole_run": {"events_sent": len(tr.acked), "lost": whole_lost,
@@ -349,6 +354,7 @@ class Chaos:
                           "interaction_ids_sent": len(tr.interactions), "resent_after_failure": tr.resent,
                           "interactions_counted_once": snap.interactions_total == len(tr.interactions)},
             **({"lost_at_first_look": first_look, "looked_again_after_s": RECHECK_S} if first_look else {}),
+            **({"left_open_at_first_look": first_open, "looked_again_after_s": RECHECK_S} if first_open else {}),
         }
 
     # ------------------------------------------------------------------ the faults
@@ -564,6 +570,8 @@ METHOD = {
                   "(customer events: its id in the dedupe ring recent_event_ids of its customer's context copy in Redis; "
                   "advisor events: on cx.routing.v1 below the stages' committed offset), else dead-lettered (its id in a "
                   "cx.dead-letter.v1 raw payload), else lost; unverified = a customer event of a context whose ring is full",
+    "contacts_left_open": "contacts opened in the phase that a desktop completed (its contact_completed acknowledged) "
+                          "with no completed or abandoned event on cx.routing-events.v1: an end the router never applied",
     "duplicate_assignments": "contacts with two or more assignment ids on cx.assignments.v1 and no offer_timeout, "
                              "offer_rejected or transferred routing event (those are re-offers)",
     "counted_twice": "contexts whose interactions_total exceeds the interaction ids their ring holds",
@@ -641,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     bad = failed(result["faults"])
-    log(f"wrote {out}; " + (f"faults with loss, duplicates, advisors left busy or errors: {bad}" if bad else "nothing lost, no contact assigned twice, no advisor left busy"))
+    log(f"wrote {out}; " + (f"faults with loss, duplicates, contacts left open, advisors left busy or errors: {bad}" if bad
+                             else "nothing lost, no contact assigned twice or left open, no advisor left busy"))
     return 1 if bad else 0
 
 

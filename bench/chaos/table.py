@@ -32,7 +32,8 @@ def notes(e: dict[str, Any]) -> str:
     if "recovery_with_router_queue_s" in e:
         out.append(f"with the router's queue {_s(e['recovery_with_router_queue_s'])} s")
     if kind == "kill9":
-        out += [f"since the kill {_s(e.get('recovery_since_kill_s'))} s", f"restarted worker ready after {_s(e.get('restart_ready_s'))} s"]
+        out += [f"since the kill {_s(e.get('recovery_since_kill_s'))} s", f"restarted worker ready after {_s(e.get('restart_ready_s'))} s",
+                f"advisors left busy {_s(e.get('advisors_left_busy'))}"]
     elif kind in ("broker_outage", "redis_outage"):
         out.append(f"outage {_s(e.get('outage_s'))} s")
         if kind == "redis_outage":
@@ -60,13 +61,15 @@ def table(result: dict[str, Any]) -> str:
         f"{_s(sus.get('first_failing_rate'))}/s), background during faults {_s(base.get('rate'))}/s; baseline e2e p50 "
         f"{_s(base.get('e2e_p50_ms'))} ms, p99 {_s(base.get('e2e_p99_ms'))} ms.",
         "",
-        "| fault | customers | inputs sent | processed | dead-lettered | lost | contacts (assigned) | assigned twice | counted twice | recovery_s | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fault | customers | inputs sent | processed | dead-lettered | lost | contacts (assigned) | assigned twice "
+        "| completed, left open | counted twice | recovery_s | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in result.get("faults", []):
         lines.append(
             f"| {e['fault']} | {_s(e.get('customers'))} | {_s(e['events_sent'])} | {_s(e['processed'])} | {_s(e['dead_lettered'])} "
             f"| {_s(e['lost'])} | {_s(e.get('contacts_opened'))} ({_s(e.get('contacts_assigned'))}) | {_s(e['duplicate_assignments'])} "
+            f"| {_s(e.get('contacts_completed'))}, {_s(e.get('contacts_left_open'))} "
             f"| {_s(e['counted_twice'])} | {_s(e.get('recovery_s'))} | {notes(e)} |"
         )
     return "\n".join(lines)

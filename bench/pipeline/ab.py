@@ -44,6 +44,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "e2e": final.get("e2e"),
         "e2e_on_arrival": final.get("e2e_on_arrival"),
         "lookups": final.get("lookups"),
+        "harness_sched": final.get("harness_sched"),
         "hops": final.get("hops"),
         "engine_cpu_pct": final.get("engine_cpu_pct"),
         "machine_busy_pct": final.get("machine_busy_pct"),

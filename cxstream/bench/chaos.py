@@ -22,6 +22,11 @@
   and each context is checked for counting twice (``interactions_total`` against the
   interaction ids in its ring), and ``cx.assignments.v1`` for contacts assigned twice (two
   assignment ids for one contact with no offer timeout, rejection or transfer between them).
+* :func:`left_open`: each contact a desktop completed (its ``contact_completed`` acknowledged)
+  must have ended at the router: a ``completed`` or ``abandoned`` event on ``cx.routing-events.v1``.
+  An advisor event on ``cx.routing.v1`` below the committed offset counts as processed even if
+  the router dropped what it had applied (the rebalance defect of December 7: the advisor left
+  busy for good); this looks at what the router did instead.
 
 The ring is bounded (``CX_DEDUPE_IDS_PER_CUSTOMER``, 64 by default): the harness raises it so
 that no customer's ring overflows in a run, and reports customers whose ring is full (their
@@ -216,6 +221,7 @@ class Traffic:
     copies: int = 0  # records acknowledged more than once (replays, re-sends)
     contact_planned: dict[str, float] = field(default_factory=dict)  # contact id -> planned time of contact_opened
     contact_opened: dict[str, InteractionEvent] = field(default_factory=dict)  # contact id -> its contact_opened
+    completed: set[str] = field(default_factory=set)  # contacts whose contact_completed (a desktop's) was acknowledged
     first_assignment: dict[str, float] = field(default_factory=dict)  # contact id -> wall time it was first read
     first_waited: dict[str, float] = field(default_factory=dict)  # contact id -> its first assignment's waited_s (router time)
     assignments: list[Assignment] = field(default_factory=list)
@@ -267,6 +273,8 @@ class Traffic:
             if eid in self.acked:
                 self.copies += 1
             self.acked[eid] = ADVISOR if isinstance(p.record, AdvisorEvent) else CUSTOMER
+            if isinstance(p.record, AdvisorEvent) and p.record.kind == "contact_completed" and p.record.contact_id:
+                self.completed.add(p.record.contact_id)
             if isinstance(p.record, InteractionEvent):
                 self.interactions.add(eid)
 
@@ -512,6 +520,7 @@ class Snapshot:
     dead_letters: dict[str, int] = field(default_factory=dict)  # every dead letter so far, by "stage: error type: reason"
     #: advisor event id -> where it is on cx.routing.v1: (partition, offset, the group's committed offset there)
     routing_at: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)  # contacts with a completed or abandoned routing event
 
 
 COMPARED = ("interactions_total", "contacts_total", "channel_counts", "csat_count", "nps_count", "recent_event_ids")
@@ -564,12 +573,15 @@ async def snapshot(bootstrap: str, redis_url: str, prefix: str, app_id: str, int
         assignments.setdefault(a["contact_id"], set()).add(a["assignment_id"])
         records += 1
     reoffered = set()
+    ended = set()
     for _, _, raw in await read_topic(bootstrap, prefix + t.ROUTING_EVENTS.name):
         ev = orjson.loads(raw)
         if ev.get("kind") in ("offer_timeout", "offer_rejected", "transferred"):
             reoffered.add(ev["contact_id"])
+        elif ev.get("kind") in ("completed", "abandoned"):
+            ended.add(ev["contact_id"])
     return Snapshot(ring, full, len(contexts), sum(int(c.get("interactions_total", 0)) for c in contexts), twice, dead,
-                    routed, assignments, records, reoffered, by_customer, dict(dead_by), routing_at)
+                    routed, assignments, records, reoffered, by_customer, dict(dead_by), routing_at, ended)
 
 
 def account(acked: dict[str, str], snap: Snapshot, ids: Iterable[str] | None = None, sample: int = 20) -> dict[str, Any]:
@@ -632,6 +644,18 @@ def duplicate_assignments(snap: Snapshot, contacts: Iterable[str] | None = None)
         "contacts_assigned": len(chosen), "duplicate_assignments": len(twice), "duplicate_contacts": twice[:20],
         "reoffered_contacts": sum(1 for c in chosen if c in snap.reoffered), "assignment_records": snap.assignment_records,
     }
+
+
+def left_open(completed: Iterable[str], snap: Snapshot, contacts: Iterable[str] | None = None) -> dict[str, Any]:
+    """Contacts a desktop completed (of *contacts*, default: all) that never ended at the router.
+
+    >>> snap = Snapshot(set(), 0, 0, 0, [], {}, set(), {}, 0, set(), ended={"k1", "k3"})
+    >>> left_open({"k1", "k2", "k3"}, snap), left_open({"k1", "k2"}, snap, contacts=["k1"])["contacts_left_open"]
+    ({'contacts_completed': 3, 'contacts_left_open': 1, 'contacts_left_open_sample': ['k2']}, 0)
+    """
+    chosen = set(completed) if contacts is None else set(completed).intersection(contacts)
+    still = sorted(c for c in chosen if c not in snap.ended)
+    return {"contacts_completed": len(chosen), "contacts_left_open": len(still), "contacts_left_open_sample": still[:20]}
 
 
 async def router_stats(redis_url: str, group: str = "default") -> dict[str, Any] | None:

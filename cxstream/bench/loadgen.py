@@ -76,7 +76,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from cxstream.agents.fastpath import FAST_HEADER
 from cxstream.bench.engineproc import engine_env
-from cxstream.bench.lookups import PACERS, SCHEDS, lookups_command, lookups_result, start_lookups
+from cxstream.bench.lookups import (
+    PACERS,
+    SCHEDS,
+    leave_fifo,
+    lookups_command,
+    lookups_result,
+    request_fifo,
+    start_lookups,
+)
 from cxstream.bench.workload import Workload, WorkloadConfig, mix
 from cxstream.intel.churn import ChurnModel
 from cxstream.intel.evaluate import TELCO_FILE, read_labelled_csv
@@ -135,6 +143,9 @@ class Options:
     lookup_pacer: str = "timerfd"
     #: the lookup client's scheduling class (``python -m cxstream.bench.lookups --sched``): fair or fifo
     lookup_sched: str = "fair"
+    #: the harness's own scheduling class during each open-loop step (its event loop: the channel systems'
+    #: producer, the assignment watcher, the desktops): fair or fifo (``--harness-sched``)
+    harness_sched: str = "fair"
     p99_limit_ms: float = 50.0
     start_rate: float = 100.0
     step_duration: float = 10.0
@@ -991,6 +1002,7 @@ class StepResult:
     early_sends: dict[str, dict[str, float] | None] | None = None
     #: a step of two minutes or more: the engine's CPU, rounds and collections and the machine's steal per minute (minute_rows)
     work_by_minute: list[dict[str, Any]] | None = None
+    harness_sched: str = "fair"  # the harness's scheduling class in the step (--harness-sched; fair if fifo was refused)
     passed: bool = False
     why: str = ""
 
@@ -1612,18 +1624,25 @@ class Bench:
         if duration_s - opts.warmup >= 120:
             marking.append(asyncio.ensure_future(mark_minutes()))
         desktop_before = driver.desktop_sent
-        sent, lateness, t_end = await driver.open_loop(rate, duration_s, t0)
-        marking.append(asyncio.ensure_future(mark("end", max(t_end, time.time()))))
-        await asyncio.gather(*marking)
-        if minute_marks:
-            split.mark("minute-end")
-            minute_marks.append((time.time(), split.cpu_at("minute-end"), marks["end"][3], machine_steal_s()))
-        window = [c for c, p in driver.contact_planned.items() if t_warm <= p < t_end]
-        # drain: every contact of the window assigned (or a bounded wait), then the group caught up
-        drain_started = time.time()
-        deadline = drain_started + max(15.0, duration_s)
-        while time.time() < deadline and any(c not in driver.first_assignment for c in window):
-            await asyncio.sleep(0.1)
+        # The channel systems and desktops stand for other machines; in the real-time class their wake-ups
+        # (a send due, an assignment to read) do not wait for the engine's cores.  Children keep the fair class.
+        harness_fifo = opts.harness_sched == "fifo" and request_fifo(reset_on_fork=True) is None
+        try:
+            sent, lateness, t_end = await driver.open_loop(rate, duration_s, t0)
+            marking.append(asyncio.ensure_future(mark("end", max(t_end, time.time()))))
+            await asyncio.gather(*marking)
+            if minute_marks:
+                split.mark("minute-end")
+                minute_marks.append((time.time(), split.cpu_at("minute-end"), marks["end"][3], machine_steal_s()))
+            window = [c for c, p in driver.contact_planned.items() if t_warm <= p < t_end]
+            # drain: every contact of the window assigned (or a bounded wait), then the group caught up
+            drain_started = time.time()
+            deadline = drain_started + max(15.0, duration_s)
+            while time.time() < deadline and any(c not in driver.first_assignment for c in window):
+                await asyncio.sleep(0.1)
+        finally:
+            if harness_fifo:
+                leave_fifo()
         lag_after = await lag.lag()
         while time.time() < deadline and lag_after is not None and lag_after > 50:
             await asyncio.sleep(0.25)
@@ -1713,6 +1732,7 @@ class Bench:
             early_sends={"sent": counts_between(w_samples, e_samples, "cx_stage_early_sends_total", "outcome"),
                          "read_back": counts_between(w_samples, e_samples, "cx_stage_early_read_back_total", "outcome")},
             work_by_minute=minute_rows(minute_marks, self.prefix) if minute_marks else None,
+            harness_sched="fifo" if harness_fifo else "fair",
         )
         if res.e2e_by_minute:
             res.e2e_trend = {"e2e": minute_trend(res.e2e_by_minute),
@@ -2549,6 +2569,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lookup-pacer", choices=PACERS, default="timerfd",
                    help="what wakes the lookup client at each planned time: a timer file descriptor its event loop "
                         "watches, or a thread that wakes the loop (python -m cxstream.bench.lookups --pacer)")
+    p.add_argument("--harness-sched", choices=SCHEDS, default="fair",
+                   help="the harness's scheduling class during each open-loop step (the channel systems' producer, the "
+                        "assignment watcher, the desktops: one event loop): fair, or the real-time SCHED_FIFO, as if on a "
+                        "machine of their own (needs root or CAP_SYS_NICE, else fair: environment.harness_sched)")
     p.add_argument("--lookup-sched", choices=SCHEDS, default="fair",
                    help="the lookup client's scheduling class: fair (on --lookup-slice-us's slice) or the real-time "
                         "SCHED_FIFO, which takes its wake-ups off the engine's cores as a caller on a machine of its own "

@@ -69,19 +69,27 @@ PACERS = ("timerfd", "thread")
 SCHEDS = ("fair", "fifo")
 
 
-def request_fifo(priority: int = 1) -> str | None:
-    """Put this process in the real-time class ``SCHED_FIFO`` at *priority*; None, or why it could not.
+def request_fifo(priority: int = 1, *, reset_on_fork: bool = False) -> str | None:
+    """Put the calling thread in the real-time class ``SCHED_FIFO`` at *priority*; None, or why it could not.
 
-    Threads started afterwards inherit it.  Linux keeps 5 % of each second for the other classes
-    (``sched_rt_runtime_us``), so a client that spins cannot take a core for good.
+    Threads started afterwards inherit it, and so do child processes unless *reset_on_fork*
+    (``SCHED_RESET_ON_FORK``: they start in the fair class).  Linux keeps 5 % of each second for
+    the other classes (``sched_rt_runtime_us``), so a client that spins cannot take a core for good.
     """
     if not hasattr(os, "sched_setscheduler"):
         return "no sched_setscheduler on this platform"
+    policy = os.SCHED_FIFO | (os.SCHED_RESET_ON_FORK if reset_on_fork else 0)
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(0, policy, os.sched_param(priority))
     except OSError as exc:
         return f"SCHED_FIFO refused: {exc.strerror or exc}"
     return None
+
+
+def leave_fifo() -> None:
+    """Put the calling thread back in the fair class (``SCHED_OTHER``)."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class _Timespec(ctypes.Structure):

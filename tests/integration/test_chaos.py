@@ -2,8 +2,9 @@
 
 * ``kill -9`` of one of two workers while both work through a backlog, then started again:
   every input the broker acknowledged is accounted for by event id (in its customer's context,
-  or past the router, or dead-lettered), no context counted an interaction twice and no
-  contact was assigned twice.
+  or past the router, or dead-lettered), no context counted an interaction twice, no
+  contact was assigned twice, every contact a desktop completed ended at the router and no
+  advisor is left busy.
 * Duplicates: the same recording sent a second time changes no context and no assignment;
   a producer that sends every record twice (as after lost acknowledgements) counts each once.
 
@@ -31,6 +32,7 @@ from cxstream.bench.chaos import (
     account,
     advisors_once_answered,
     duplicate_assignments,
+    left_open,
     router_stats,
     snapshot,
 )
@@ -133,6 +135,10 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             result = account(traffic.acked, snap, ids)
             contacts = [p.record.contact_id for p in records if getattr(p.record, "needs_advisor", False)]  # type: ignore[union-attr]
             dup = duplicate_assignments(snap, contacts)
+            still = left_open(traffic.completed, snap, contacts)
+            if still["contacts_left_open"]:  # the settle allows a lag of 2: what was in flight, done
+                await asyncio.sleep(10)
+                still = left_open(traffic.completed, await _snap(workers, traffic), contacts)
             waiting = await _waiting(workers)
             busy = await _advisors_busy(workers)
             roads = _roads(survivor)
@@ -159,6 +165,9 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
         # every desktop answered every offer: no advisor is left busy (a router state written after a
         # rebalance without the accept or done it had applied, handed locally, left advisors busy for good)
         assert busy == 0, f"{busy} advisors still busy at the router"
+        # and every contact a desktop completed ended at the router (a completed routing event)
+        assert still["contacts_completed"] >= dup["contacts_assigned"] // 2, still
+        assert still["contacts_left_open"] == 0, still
 
     asyncio.run(scenario())
 
@@ -210,6 +219,7 @@ def test_a_recording_sent_twice_and_a_producer_that_resends_count_each_event_onc
         assert last.interactions_total - again.interactions_total == fresh_interactions
         assert last.counted_twice == []
         assert duplicate_assignments(last)["duplicate_assignments"] == 0
+        assert left_open(traffic.completed, last)["contacts_left_open"] == 0
 
     asyncio.run(scenario())
 
