@@ -141,8 +141,9 @@ class Options:
     lookup_slice_us: float = DEFAULT_LATENCY_SLICE_US
     #: what wakes the lookup client at each planned time (``python -m cxstream.bench.lookups --pacer``)
     lookup_pacer: str = "timerfd"
-    #: the lookup client's scheduling class (``python -m cxstream.bench.lookups --sched``): fair or fifo
-    lookup_sched: str = "fair"
+    #: the lookup client's scheduling class (``python -m cxstream.bench.lookups --sched``): fifo (the real-time
+    #: class, as a caller on a machine of its own; fair where Linux refuses it) or fair
+    lookup_sched: str = "fifo"
     #: the harness's own scheduling class during each open-loop step (its event loop: the channel systems'
     #: producer, the assignment watcher, the desktops): fair or fifo (``--harness-sched``)
     harness_sched: str = "fair"
@@ -2240,8 +2241,9 @@ class Bench:
                 "context": "open-loop GET /customers/{id}/context at lookup_rate from a separate process, "
                            "latency from the planned time (final.lookups.from_send: from each send), during the "
                            "final run; the client paced by a timer file descriptor its event loop watches (final.lookups."
-                           "client_pacer; --lookup-pacer thread: by a thread) and on lookup_slice_us's CPU slice; "
-                           "--lookup-sched fifo: in the real-time class instead (final.lookups.client_sched)",
+                           "client_pacer; --lookup-pacer thread: by a thread), in the real-time class SCHED_FIFO "
+                           "(final.lookups.client_sched; --lookup-sched fair: in the fair class on lookup_slice_us's "
+                           "CPU slice); the API processes, Redis and the engine stay in the fair class",
                 "cpu_slices_us": "each process's CPU time slice as Linux reported it once the engines were ready "
                                  "(sched_getattr; CX_LATENCY_SLICE_US gives the API processes and Redis theirs)",
                 "table_bytes_per_customer": "mean STRLEN of sampled cx:ctx:* Redis copies after the prefill "
@@ -2573,10 +2575,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="the harness's scheduling class during each open-loop step (the channel systems' producer, the "
                         "assignment watcher, the desktops: one event loop): fair, or the real-time SCHED_FIFO, as if on a "
                         "machine of their own (needs root or CAP_SYS_NICE, else fair: environment.harness_sched)")
-    p.add_argument("--lookup-sched", choices=SCHEDS, default="fair",
-                   help="the lookup client's scheduling class: fair (on --lookup-slice-us's slice) or the real-time "
-                        "SCHED_FIFO, which takes its wake-ups off the engine's cores as a caller on a machine of its own "
-                        "(python -m cxstream.bench.lookups --sched)")
+    p.add_argument("--lookup-sched", choices=SCHEDS, default="fifo",
+                   help="the lookup client's scheduling class: the real-time SCHED_FIFO (the default), so that its sends "
+                        "and its reads of the answers do not wait for the cores the engine under test is using, as a "
+                        "caller on a machine of its own; or fair, on --lookup-slice-us's slice (python -m "
+                        "cxstream.bench.lookups --sched; final.lookups.client_sched says which it ran in)")
     p.add_argument("--producer-linger-ms", type=int, default=1, help="linger of the workload's producer (the channel systems)")
     p.add_argument("--watch-wait-ms", type=int, default=100,
                    help="fetch wait of the assignment watcher (the advisor desktops' consumer), ms; it answers at once when one arrives")
