@@ -1657,6 +1657,8 @@ class Bench:
                 lookup_result = await lookups_result(lookup_proc, timeout=60)
             except RuntimeError as exc:
                 log(f"lookup load failed: {exc}")
+            if lookup_result is not None and lookup_result.get("client_sched_error"):
+                log(f"the lookup client ran in the fair class: {lookup_result['client_sched_error']}")
         if profiler is not None:
             await self._finish_profiler(profiler)
         (w_at, w_cpu, w_desk, w_samples), (e_at, e_cpu, e_desk, e_samples) = marks["warm"], marks["end"]
@@ -2574,7 +2576,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--harness-sched", choices=SCHEDS, default="fair",
                    help="the harness's scheduling class during each open-loop step (the channel systems' producer, the "
                         "assignment watcher, the desktops: one event loop): fair, or the real-time SCHED_FIFO, as if on a "
-                        "machine of their own (needs root or CAP_SYS_NICE, else fair: environment.harness_sched)")
+                        "machine of their own (needs root or CAP_SYS_NICE, else fair: each step's harness_sched says which)")
     p.add_argument("--lookup-sched", choices=SCHEDS, default="fifo",
                    help="the lookup client's scheduling class: the real-time SCHED_FIFO (the default), so that its sends "
                         "and its reads of the answers do not wait for the cores the engine under test is using, as a "

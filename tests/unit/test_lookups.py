@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -159,3 +163,35 @@ async def test_an_unknown_pacer_is_refused_and_the_command_carries_the_pacer() -
         await run_lookups("http://127.0.0.1:1", "k", 10.0, 0.1, customers=5, pacer="sleep")
     cmd = lookups_command("http://h:1", "k", 1000.0, 12.0, customers=10, pacer="thread")
     assert cmd[cmd.index("--pacer") + 1] == "thread"
+
+
+def _class_in_a_thread(reset_on_fork: bool) -> tuple[str | None, int, int, int]:
+    """request_fifo in a thread of its own: (why refused, its class then, a child's class, its class after leave_fifo)."""
+    out: list[tuple[str | None, int, int, int]] = []
+
+    def run() -> None:
+        refused = lookups.request_fifo(reset_on_fork=reset_on_fork)
+        now = os.sched_getscheduler(0)
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+                               capture_output=True, text=True, check=True)
+        lookups.leave_fifo()
+        out.append((refused, now, int(child.stdout), os.sched_getscheduler(0)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+@pytest.mark.parametrize("reset_on_fork", [False, True])
+def test_the_client_enters_the_real_time_class_or_says_why_not_and_leaves_it(reset_on_fork: bool) -> None:
+    refused, now, child, after = _class_in_a_thread(reset_on_fork)
+    assert after == os.SCHED_OTHER and os.sched_getscheduler(0) == os.SCHED_OTHER  # only that thread, and only until left
+    if refused is None:  # root or CAP_SYS_NICE
+        assert now & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO and bool(now & os.SCHED_RESET_ON_FORK) == reset_on_fork
+        assert child == (os.SCHED_OTHER if reset_on_fork else os.SCHED_FIFO)  # a child keeps it unless reset on fork
+    else:
+        assert refused.startswith("SCHED_FIFO refused") and now == os.SCHED_OTHER == child
+    cmd = lookups_command("http://h:1", "k", 1000.0, 12.0, customers=10, sched="fifo")
+    assert cmd[cmd.index("--sched") + 1] == "fifo"
+    assert "--sched" not in lookups_command("http://h:1", "k", 1000.0, 12.0, customers=10)
