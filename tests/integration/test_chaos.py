@@ -1,6 +1,8 @@
 """Faults of issue 18 at small size, on the real engine (the full run with figures is ``make chaos``).
 
-* ``kill -9`` of one of two workers while both work through a backlog, then started again:
+* ``kill -9`` of one of two workers while both work through a backlog, then started again 8 s
+  later while traffic goes on (the survivor alone, its router handed records locally, when the
+  restarted worker joins: the rebalance of December 7's defect, fixed in ``BatchRuntime._revoked``):
   every input the broker acknowledged is accounted for by event id (in its customer's context,
   or past the router, or dead-lettered), no context counted an interaction twice, no
   contact was assigned twice, every contact a desktop completed ended at the router and no
@@ -109,7 +111,8 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             # the backlog is produced while both workers are stopped, so the kill comes in the middle of it
             workers.signal_all(signal.SIGSTOP)
             try:
-                records = list(workload.planned(1500))
+                stream = workload.planned()
+                records = [next(stream) for _ in range(1500)]
                 for p in records:
                     r = p.record
                     if getattr(r, "needs_advisor", False):
@@ -128,11 +131,26 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
             seen = len(survivor.output())
             workers.kill_9(1)
             left_at_kill = await lag.lag()
-            workers.start(1)
+            # traffic goes on while the survivor is alone (the router handed its records locally) and while
+            # worker 1, started again, joins: the rebalance comes with records applied and not yet saved
+            more = [next(stream) for _ in range(2500)]
+            for p in more:
+                r = p.record
+                if getattr(r, "needs_advisor", False):
+                    traffic.contact_planned[r.contact_id] = time.time()  # type: ignore[union-attr]
+            sender = asyncio.ensure_future(traffic.open_loop(iter(more), 100.0, 25.0))
+            await asyncio.sleep(8)
+            await asyncio.to_thread(workers.start, 1)
+            await sender
+            records += more
             await traffic.settle(lag, timeout=300)
             snap = await _snap(workers, traffic)
             ids = [i for i in traffic.acked if i not in before]
             result = account(traffic.acked, snap, ids)
+            if result["lost"]:  # the settle allows a group lag of 2, as in make chaos: look again once that is done
+                await asyncio.sleep(10)
+                snap = await _snap(workers, traffic)
+                result = account(traffic.acked, snap, ids)
             contacts = [p.record.contact_id for p in records if getattr(p.record, "needs_advisor", False)]  # type: ignore[union-attr]
             dup = duplicate_assignments(snap, contacts)
             still = left_open(traffic.completed, snap, contacts)
@@ -154,7 +172,7 @@ def test_kill_9_of_one_of_two_workers_loses_nothing_and_assigns_no_contact_twice
                               survivor.output()[seen:])
         assert any(anew != "none" and kept != "none" for anew, kept in restores), restores
         assert result["events_sent"] >= len(records)
-        assert result["lost"] == 0, result
+        assert result["lost"] == 0, (result["lost"], result["lost_where"])
         assert result["processed"] + result["dead_lettered"] == result["events_sent"], result
         assert result["unverified"] == 0 and snap.full_rings == 0
         assert snap.counted_twice == [], snap.counted_twice[:5]
