@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from cxstream.bench.chaos import (
+    LOOK_AGAIN_S,
     GroupLag,
     Servers,
     Traffic,
@@ -52,6 +53,7 @@ from cxstream.bench.chaos import (
     kill_all_workers,
     left_open,
     log,
+    look_twice,
     percentile,
     recovery,
     router_stats,
@@ -64,9 +66,6 @@ from cxstream.replay.recording import Planned, plan
 REPO = Path(__file__).resolve().parents[2]
 QUIET_S = 3.0  # Traffic.settle's quiet time
 RING = 256  # CX_DEDUPE_IDS_PER_CUSTOMER in this run: no customer's ring overflows (each is checked)
-#: A fault that seems to have lost inputs is accounted again this much later: the settle allows the group a lag of 2
-#: (the router's ticks keep cx.routing.v1 moving), so an input at a partition's end may be in flight at the first look.
-RECHECK_S = 10.0
 
 
 def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -328,14 +327,11 @@ class Chaos:
 
     async def accounted(self, name: str, before: set[str], t0: float) -> dict[str, Any]:
         tr = self.traffic
-        snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
+        snap, first_look, first_open = await look_twice(
+            lambda: snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING),
+            tr.acked, tr.completed)
         ids = [i for i in tr.acked if i not in before]
-        first_look = whole_lost = account(tr.acked, snap)["lost"]
-        first_open = left_open(tr.completed, snap)["contacts_left_open"]
-        if first_look or first_open:  # the settle allows a group lag of 2: look again once the router has done what was in flight
-            await asyncio.sleep(RECHECK_S)
-            snap = await snapshot(self.servers.broker_url, self.servers.redis_url, self.prefix, self.app_id, tr.interactions, RING)
-            whole_lost = account(tr.acked, snap)["lost"]
+        whole_lost = account(tr.acked, snap)["lost"]
         self.last_snap = snap
         contacts = [c for c, p in tr.contact_planned.items() if p >= t0]
         still_open = left_open(tr.completed, snap, contacts)
@@ -353,8 +349,8 @@ class Chaos:
                           "contexts": snap.contexts, "interactions_total_sum": snap.interactions_total,
                           "interaction_ids_sent": len(tr.interactions), "resent_after_failure": tr.resent,
                           "interactions_counted_once": snap.interactions_total == len(tr.interactions)},
-            **({"lost_at_first_look": first_look, "looked_again_after_s": RECHECK_S} if first_look else {}),
-            **({"left_open_at_first_look": first_open, "looked_again_after_s": RECHECK_S} if first_open else {}),
+            **({"lost_at_first_look": first_look, "looked_again_after_s": LOOK_AGAIN_S} if first_look else {}),
+            **({"left_open_at_first_look": first_open, "looked_again_after_s": LOOK_AGAIN_S} if first_open else {}),
         }
 
     # ------------------------------------------------------------------ the faults
